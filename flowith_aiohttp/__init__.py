@@ -1,0 +1,1 @@
+"""flowith_aiohttp: the aiohttp transport for the Flowith client."""

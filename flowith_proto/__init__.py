@@ -1,0 +1,40 @@
+"""flowith_proto: the sans-I/O core of the Flowith client.
+
+It builds every request, decodes server-sent events, routes them by node and
+decides every retry and fallback, but never opens a socket, sleeps or reads a
+clock: the transports (``flowith_httpx``, ``flowith_aiohttp``) do that.
+"""
+
+from flowith_proto.errors import (
+    APIError,
+    AuthenticationError,
+    ConnectionFailedError,
+    EventTooLargeError,
+    FileUploadError,
+    FlowithError,
+    GenerationError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseDecodeError,
+    TimeoutError,
+    ValidationError,
+)
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ConnectionFailedError",
+    "EventTooLargeError",
+    "FileUploadError",
+    "FlowithError",
+    "GenerationError",
+    "InsufficientCreditsError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseDecodeError",
+    "TimeoutError",
+    "ValidationError",
+]

@@ -1,0 +1,105 @@
+"""Tokens: what a Supabase access token says about its user, and when to renew it.
+
+The client never verifies the token's signature (it cannot: the key is
+Supabase's); it only reads the claims the server will check anyway. ``sub`` is
+the user id every stream and filter needs; ``exp`` tells when to refresh.
+"""
+
+from __future__ import annotations
+
+import attrs
+import jwt
+
+__all__ = ["Credentials", "TokenClaims", "read_claims"]
+
+#: Refresh this many seconds before ``exp`` (other clients use five minutes).
+REFRESH_MARGIN_S = 300.0
+
+
+@attrs.frozen
+class TokenClaims:
+    """The claims of an access token that the client uses."""
+
+    sub: str = ""
+    exp: int | None = None
+
+
+def read_claims(token: str) -> TokenClaims:
+    """The ``sub`` and ``exp`` of a JWT, without verifying its signature.
+
+    Anything that is not a readable JWT gives empty claims rather than an
+    error: the server is the judge of a token, and an opaque one may still work.
+    """
+    if not token or token.count(".") != 2:
+        return TokenClaims()
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return TokenClaims()
+    sub = claims.get("sub")
+    exp = claims.get("exp")
+    return TokenClaims(
+        sub=sub if isinstance(sub, str) else "",
+        exp=int(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None,
+    )
+
+
+def _hidden(value: str) -> str:
+    return "''" if not value else "'***'"
+
+
+@attrs.frozen(repr=False)
+class Credentials:
+    """The secrets of one signed-in user. Its repr never shows a token."""
+
+    access_token: str = ""
+    refresh_token: str = ""
+    user_id: str = ""
+    #: Unix seconds after which ``access_token`` is no longer accepted, if known.
+    expires_at: float | None = None
+
+    @classmethod
+    def from_tokens(
+        cls, access_token: str = "", *, refresh_token: str = "", user_id: str = ""
+    ) -> Credentials:
+        """Credentials whose ``user_id`` and ``expires_at`` come from the JWT
+        unless ``user_id`` is given explicitly."""
+        claims = read_claims(access_token)
+        return cls(
+            access_token=access_token,
+            refresh_token=refresh_token,
+            user_id=user_id or claims.sub,
+            expires_at=None if claims.exp is None else float(claims.exp),
+        )
+
+    def with_tokens(self, access_token: str, refresh_token: str = "") -> Credentials:
+        """These credentials after a refresh: new tokens, the user id re-read
+        from the new token (kept when the new token carries none)."""
+        claims = read_claims(access_token)
+        return Credentials(
+            access_token=access_token,
+            refresh_token=refresh_token or self.refresh_token,
+            user_id=claims.sub or self.user_id,
+            expires_at=None if claims.exp is None else float(claims.exp),
+        )
+
+    def needs_refresh(self, now: float, *, margin: float = REFRESH_MARGIN_S) -> bool:
+        """True when the access token expires within ``margin`` seconds of
+        ``now`` (unix seconds) and a refresh token is there to renew it."""
+        return (
+            bool(self.refresh_token)
+            and self.expires_at is not None
+            and now >= self.expires_at - margin
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The strings that must never appear in logs, reprs or recordings."""
+        return tuple(s for s in (self.access_token, self.refresh_token) if s)
+
+    def __repr__(self) -> str:
+        return (
+            f"Credentials(access_token={_hidden(self.access_token)}, "
+            f"refresh_token={_hidden(self.refresh_token)}, user_id={self.user_id!r}, "
+            f"expires_at={self.expires_at!r})"
+        )

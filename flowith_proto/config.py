@@ -1,0 +1,104 @@
+"""Where the service lives and how it wants to be spoken to.
+
+Every value has the web app's default and can be overridden, because a
+reverse-engineered API moves: the edge host has had three names, and the edge
+has accepted both a bare and a ``Bearer`` token (protocol.md 1.1, 1.4).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from flowith_proto.errors import ValidationError
+
+__all__ = [
+    "DEFAULT_EDGE_URL",
+    "DEFAULT_SUPABASE_KEY",
+    "DEFAULT_SUPABASE_URL",
+    "LEGACY_SUPABASE_ANON_KEY",
+    "EdgeAuth",
+    "FlowithConfig",
+]
+
+DEFAULT_EDGE_URL = "https://edge.flowith.io"
+DEFAULT_SUPABASE_URL = "https://aibdxsebwhalbnugsqel.supabase.co"
+#: The publishable key the web app ships; it is not a JWT and goes only in ``apikey``.
+DEFAULT_SUPABASE_KEY = "sb_publishable_qPCinc8LE8ChpdT7Pf79tQ_eryz5udr"
+#: The project's older anon JWT, kept as a fallback a user can pass as ``supabase_key``.
+LEGACY_SUPABASE_ANON_KEY = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJzdXBhYmFzZSIsInJlZiI6ImFpYmR4c2Vid2hhbG"
+    "JudWdzcWVsIiwicm9sZSI6ImFub24iLCJpYXQiOjE3MDQ0Mjk4NDksImV4cCI6MjAyMDAwNTg0OX0.FZz_aYXHu7"
+    "YA_TljWyvSylrqaMBF1dGhkV-ZD01QyYI"
+)
+
+DEFAULT_USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/148.0.0.0 Safari/537.36"
+)
+DEFAULT_ORIGIN = "https://flowith.io"
+SUPABASE_CLIENT_INFO = "supabase-js-web/2.91.0"
+
+
+class EdgeAuth(str, enum.Enum):
+    """How the access token goes in the edge host's ``authorization`` header."""
+
+    #: The JWT alone, as the web app sends it (the default).
+    BARE = "bare"
+    #: ``Bearer <JWT>``, which other clients use successfully.
+    BEARER = "bearer"
+
+
+def _base_url(name: str) -> Callable[[Any, Any, str], None]:
+    def check(_instance: object, _attribute: object, value: str) -> None:
+        if not value.startswith(("http://", "https://")) or value.rstrip("/") != value:
+            raise ValidationError(
+                f"{name} must be an http(s) URL without a trailing slash, got {value!r}",
+                status_code=None,
+            )
+
+    return check
+
+
+def _strip_slash(value: str) -> str:
+    return value.rstrip("/")
+
+
+@attrs.frozen(repr=False)
+class FlowithConfig:
+    """Hosts, keys and header values of one client. Immutable; derive with
+    :func:`attrs.evolve`."""
+
+    edge_url: str = attrs.field(
+        default=DEFAULT_EDGE_URL, converter=_strip_slash, validator=_base_url("edge_url")
+    )
+    supabase_url: str = attrs.field(
+        default=DEFAULT_SUPABASE_URL, converter=_strip_slash, validator=_base_url("supabase_url")
+    )
+    supabase_key: str = DEFAULT_SUPABASE_KEY
+    edge_auth: EdgeAuth = attrs.field(default=EdgeAuth.BARE, converter=EdgeAuth)
+    user_agent: str = DEFAULT_USER_AGENT
+    origin: str = DEFAULT_ORIGIN
+
+    @property
+    def referer(self) -> str:
+        return self.origin + "/"
+
+    @property
+    def rest_url(self) -> str:
+        """PostgREST's base: tables and RPCs."""
+        return self.supabase_url + "/rest/v1"
+
+    @property
+    def auth_url(self) -> str:
+        """GoTrue's base: sessions and users."""
+        return self.supabase_url + "/auth/v1"
+
+    def __repr__(self) -> str:
+        return (
+            f"FlowithConfig(edge_url={self.edge_url!r}, supabase_url={self.supabase_url!r}, "
+            f"supabase_key='***', edge_auth={self.edge_auth.value!r})"
+        )

@@ -1,0 +1,287 @@
+"""The exception hierarchy, and the one mapping from an HTTP answer to it.
+
+Every error the library raises is a :class:`FlowithError`. HTTP failures are
+:class:`APIError` subclasses chosen by status code (and, for credits, by body),
+so callers can catch by meaning: ``except RateLimitError as e: e.retry_after_s``.
+Messages quote at most a short excerpt of the server's body and never a
+credential: the adapters hand the secrets to :func:`redact` before anything is
+formatted.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Iterable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ConnectionFailedError",
+    "EventTooLargeError",
+    "FileUploadError",
+    "FlowithError",
+    "GenerationError",
+    "InsufficientCreditsError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseDecodeError",
+    "TimeoutError",
+    "ValidationError",
+    "error_from_response",
+    "is_token_expired",
+    "parse_retry_after",
+    "redact",
+]
+
+_BODY_EXCERPT = 400
+
+
+class FlowithError(Exception):
+    """Base class of every error raised by this library."""
+
+
+class APIError(FlowithError):
+    """The server answered with an error status (``status_code``), or an answer
+    the client cannot use. ``status_code`` is ``None`` when no HTTP status is
+    involved (for example a missing token detected before any request)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        #: The decoded JSON body (or the text) of the error answer, if any.
+        self.body = body
+
+
+class AuthenticationError(APIError):
+    """The token is missing, malformed, expired or rejected (HTTP 401), or a
+    refresh failed."""
+
+
+class PermissionDeniedError(APIError):
+    """HTTP 403: the token is valid but may not do this (often row-level security)."""
+
+
+class NotFoundError(APIError):
+    """HTTP 404, or a row that was asked for by id and does not exist."""
+
+
+class InsufficientCreditsError(APIError):
+    """HTTP 402, or a body saying the account has run out of credits."""
+
+
+class RateLimitError(APIError):
+    """HTTP 429. ``retry_after_s`` is the server's ``Retry-After`` in seconds
+    (from either the delta-seconds or the HTTP-date form), or ``None``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = 429,
+        body: Any = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, body=body)
+        self.retry_after_s = retry_after_s
+
+
+class ValidationError(APIError):
+    """HTTP 422, or arguments the client refuses before sending anything.
+    ``details`` lists what was wrong."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = 422,
+        body: Any = None,
+        details: list[Any] | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, body=body)
+        self.details: list[Any] = details if details is not None else []
+
+
+class FileUploadError(APIError):
+    """``/file/store`` refused the upload, or the file could not be read."""
+
+
+class ResponseDecodeError(APIError):
+    """A successful status with a body that is not the JSON shape expected."""
+
+
+class ConnectionFailedError(FlowithError):
+    """The transport could not reach the server or lost the connection.
+
+    ``request_sent`` tells whether any byte of the request may have reached the
+    server; only when it is ``False`` can a non-idempotent request be retried.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class TimeoutError(FlowithError, builtins.TimeoutError):
+    """A request, a generation or a stream outlived its deadline.
+
+    It is also a built-in :class:`TimeoutError`, so ``except TimeoutError``
+    written against the standard library (or anyio) still catches it.
+    """
+
+
+class GenerationError(FlowithError):
+    """The server reported that a generation failed (defect D4 of the old
+    client returned the error text as if it were the result)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: str = "",
+        error: str = "",
+        error_type: str = "",
+        node_id: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.error_type = error_type
+        self.node_id = node_id
+
+
+class EventTooLargeError(FlowithError):
+    """A server-sent event (or one line of it) grew past ``max_event_size``.
+
+    The decoder drops that event, reports it with this error and goes on; the
+    events before and after it are kept.
+    """
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every non-trivial secret inside ``text`` by ``[REDACTED]``."""
+    for secret in secrets:
+        if secret and len(secret) >= 8 and secret in text:
+            text = text.replace(secret, "[REDACTED]")
+    return text
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from ``now`` (unix time), or ``None``.
+
+    Accepts delta-seconds (``"120"``) and an HTTP-date; a date needs ``now``
+    because the core has no clock. Negative waits become ``0.0``.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if seconds == seconds else None  # NaN is not a wait
+    if now is None:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(when.timestamp() - now, 0.0)
+
+
+def _decode_body(body: bytes) -> Any:
+    text = body.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _server_message(decoded: Any) -> str:
+    """The human part of a PostgREST / GoTrue / edge error body."""
+    if isinstance(decoded, Mapping):
+        for key in ("message", "msg", "error_description", "error", "detail"):
+            value = decoded.get(key)
+            if isinstance(value, str) and value:
+                return value
+        return json.dumps(decoded, ensure_ascii=False)[:_BODY_EXCERPT]
+    if isinstance(decoded, str):
+        return decoded.strip()[:_BODY_EXCERPT]
+    return json.dumps(decoded, ensure_ascii=False)[:_BODY_EXCERPT]
+
+
+def _mentions_insufficient_credits(decoded: Any) -> bool:
+    text = decoded if isinstance(decoded, str) else json.dumps(decoded, ensure_ascii=False)
+    lowered = text.lower()
+    return "insufficient credits" in lowered or "insufficient_credits" in lowered
+
+
+def is_token_expired(status: int, body: bytes) -> bool:
+    """True when the answer says the access token is no longer valid: any 401,
+    or PostgREST's ``JWT expired`` (PGRST301 / PGRST303) whatever its status."""
+    if status == 401:
+        return True
+    if status < 400:
+        return False
+    decoded = _decode_body(body)
+    if isinstance(decoded, Mapping):
+        if decoded.get("code") in ("PGRST301", "PGRST303"):
+            return True
+        message = decoded.get("message")
+        return isinstance(message, str) and "jwt expired" in message.lower()
+    return False
+
+
+def error_from_response(
+    status: int,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes,
+    *,
+    now: float | None = None,
+    secrets: Iterable[str] = (),
+) -> APIError | None:
+    """The exception for an HTTP answer, or ``None`` when it is a success.
+
+    ``headers`` may be a mapping or pairs; names are compared case-insensitively.
+    ``now`` (unix seconds) lets an HTTP-date ``Retry-After`` be turned into a wait.
+    """
+    if status < 400:
+        return None
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    retry_after_raw = next((v for k, v in pairs if k.lower() == "retry-after"), None)
+    decoded = _decode_body(body)
+    reason = redact(_server_message(decoded), list(secrets))
+    message = f"HTTP {status}: {reason}" if reason else f"HTTP {status}"
+    if status == 402 or (status in (400, 403) and _mentions_insufficient_credits(decoded)):
+        return InsufficientCreditsError(message, status_code=status, body=decoded)
+    if status == 401:
+        return AuthenticationError(message, status_code=status, body=decoded)
+    if status == 403:
+        return PermissionDeniedError(message, status_code=status, body=decoded)
+    if status == 404:
+        return NotFoundError(message, status_code=status, body=decoded)
+    if status == 422:
+        return ValidationError(message, status_code=status, body=decoded, details=[decoded])
+    if status == 429:
+        return RateLimitError(
+            message,
+            status_code=status,
+            body=decoded,
+            retry_after_s=parse_retry_after(retry_after_raw, now=now),
+        )
+    return APIError(message, status_code=status, body=decoded)

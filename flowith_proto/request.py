@@ -1,0 +1,163 @@
+"""The request and response values that pass between the core and a transport.
+
+The core builds a :class:`Request` completely (encoded URL, ordered headers,
+serialized body) so that a transport sends it unchanged and two transports can
+never disagree about the wire format. Credentials live inside headers and
+bodies; :class:`Request`'s repr hides them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+
+from flowith_proto.errors import ResponseDecodeError, ValidationError
+
+__all__ = [
+    "Request",
+    "Response",
+    "dump_json",
+    "encode_query",
+    "literal",
+    "quote_value",
+    "require_uuid",
+]
+
+Headers = tuple[tuple[str, str], ...]
+
+_SECRET_HEADERS = frozenset({"authorization", "apikey", "cookie", "proxy-authorization"})
+
+# Structural query parts written by this library (keys, operators, column
+# lists). They keep PostgREST's punctuation readable; '"' and '>' are encoded
+# as supabase-js and yarl do.
+_LITERAL_SAFE = "*,()-._~!$':"
+# Caller-supplied values: only unreserved characters survive, so no value can
+# add a parameter ('&', '='), a filter list (',' '(') or a fragment ('#').
+_VALUE_SAFE = "-._~"
+
+
+def literal(text: str) -> str:
+    """Encode a query part this library wrote itself (a key, an operator, a column list)."""
+    return quote(text, safe=_LITERAL_SAFE)
+
+
+def quote_value(value: str) -> str:
+    """Encode a caller-supplied value for a query: unreserved characters only."""
+    return quote(value, safe=_VALUE_SAFE)
+
+
+def encode_query(params: Iterable[tuple[str, str]]) -> str:
+    """``k=v&...`` from pairs whose parts are already encoded, order kept."""
+    return "&".join(f"{key}={value}" for key, value in params)
+
+
+def require_uuid(value: object, name: str) -> str:
+    """``value`` as a canonical lower-case UUID string, or a :class:`ValidationError`.
+
+    Ids go into PostgREST filters; accepting only UUIDs means no id can ever
+    smuggle in another filter (defect D13 of the old client).
+    """
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"{name} must be a UUID string, got {type(value).__name__}",
+            status_code=None,
+            details=[{"field": name, "reason": "not a string"}],
+        )
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or len(value) != 36:
+        raise ValidationError(
+            f"{name} must be a UUID like 'xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx', got {value!r}",
+            status_code=None,
+            details=[{"field": name, "reason": "not a UUID"}],
+        )
+    return str(parsed)
+
+
+def dump_json(payload: Any) -> bytes:
+    """Compact UTF-8 JSON, as browsers send it."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _redacted_headers(headers: Headers) -> str:
+    shown = ", ".join(
+        f"{name}: {'[REDACTED]' if name.lower() in _SECRET_HEADERS else value}"
+        for name, value in headers
+    )
+    return "{" + shown + "}"
+
+
+@attrs.frozen(repr=False)
+class Request:
+    """One HTTP request, ready for the wire.
+
+    ``idempotent`` says whether sending it twice is harmless (the retry policy
+    reads it); ``stream`` marks a server-sent-events request whose body the
+    transport hands over chunk by chunk instead of buffering it.
+    """
+
+    method: str
+    url: str
+    headers: Headers = ()
+    body: bytes | None = None
+    idempotent: bool = False
+    stream: bool = False
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), or ``None``."""
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), None)
+
+    def json(self) -> Any:
+        """The body decoded as JSON (tests and the fake Flowith use this)."""
+        return None if self.body is None else json.loads(self.body)
+
+    def __repr__(self) -> str:
+        body = "None" if self.body is None else f"<{len(self.body)} bytes>"
+        return (
+            f"Request({self.method!r}, {self.url!r}, headers={_redacted_headers(self.headers)}, "
+            f"body={body})"
+        )
+
+
+@attrs.frozen(repr=False)
+class Response:
+    """A complete (non-streaming) HTTP answer as the transport received it."""
+
+    status: int
+    headers: Headers = ()
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), None)
+
+    def json(self) -> Any:
+        """The body as JSON; an empty body is ``None``; anything else that is
+        not JSON raises :class:`ResponseDecodeError`."""
+        if not self.body.strip():
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            excerpt = self.body[:200].decode("utf-8", errors="replace")
+            raise ResponseDecodeError(
+                f"expected JSON from the server, got {excerpt!r}",
+                status_code=self.status,
+                body=excerpt,
+            ) from exc
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, <{len(self.body)} bytes>)"
+
+
+def headers_of(pairs: Sequence[tuple[str, str]]) -> Headers:
+    """Freeze header pairs, dropping none and keeping their order."""
+    return tuple((str(k), str(v)) for k, v in pairs)

@@ -1,0 +1,162 @@
+"""Separate inline ``<think>…</think>`` reasoning from visible text.
+
+Reasoning models (DeepSeek-R1 and friends) stream their chain of thought inside
+the ordinary text fragments of a generation, wrapped in ``<think>`` tags. The
+fragments are cut wherever the tokenizer pleases, so a tag may arrive split
+across several of them (``"a<thi"``, ``"nk>r</th"``, ``"ink>b"``); the splitter
+therefore holds back a fragment's tail while it could still be the start of a
+tag, and releases everything else at once.
+
+The rules, shared by the streaming :class:`ThinkSplitter` and the one-shot
+:func:`split_think_raw` / :func:`split_think`:
+
+* Only exactly ``<think>`` and ``</think>`` are tags, matched with ASCII
+  case-insensitivity (``<THINK>``, ``</Think>``); no attributes, no whitespace,
+  so ``<thinking>`` or ``< think>`` are literal text.
+* Outside a block text is visible and ``<think>`` opens a block; inside a block
+  text is reasoning and ``</think>`` closes it. An unclosed block makes the rest
+  of the text reasoning.
+* A stray ``</think>`` outside a block is dropped: it is never visible.
+  DeepSeek emits one when the opening tag was part of the prompt; the text
+  before it cannot be reclassified as reasoning without holding back the whole
+  answer, but at least the tag does not leak into the answer.
+* Inside a block ``<think>`` is literal reasoning text: blocks do not nest, and
+  the first ``</think>`` closes the block.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["ThinkSplitter", "split_think", "split_think_raw"]
+
+_OPEN = "<think>"
+_CLOSE = "</think>"
+# Tags to look for in each mode; outside a block the closing tag is watched
+# too, so that a stray one can be dropped.
+_OUTSIDE_TAGS: tuple[str, ...] = (_OPEN, _CLOSE)
+_INSIDE_TAGS: tuple[str, ...] = (_CLOSE,)
+
+_TAG_RE = re.compile(r"(</?think>)", re.IGNORECASE | re.ASCII)
+
+
+def _is_tag(text: str, tag: str) -> bool:
+    """Whether ``text`` equals ``tag`` under ASCII case folding.
+
+    ``str.lower`` alone would also fold non-ASCII look-alikes (the Kelvin sign
+    lowers to ``k``), which the regex with ``re.ASCII`` does not.
+    """
+    return text.isascii() and text.lower() == tag
+
+
+def _could_become_tag(rest: str, tags: tuple[str, ...]) -> bool:
+    """Whether ``rest`` (which starts with ``<``) is a proper prefix of a tag."""
+    if not rest.isascii():
+        return False
+    folded = rest.lower()
+    return any(len(folded) < len(tag) and tag.startswith(folded) for tag in tags)
+
+
+class ThinkSplitter:
+    """Streaming splitter: feed fragments, get ``(visible_delta, reasoning_delta)``.
+
+    Each call returns only text whose classification is certain; a tail that
+    could still grow into a tag (at most 7 characters, always starting with
+    ``<``) is held until the next fragment or :meth:`flush`. The work per call
+    is linear in the fragment: accumulated history is never rescanned.
+    """
+
+    __slots__ = ("_held", "_in_think")
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._in_think = False
+
+    @property
+    def in_think(self) -> bool:
+        """Whether the stream is currently inside a ``<think>`` block."""
+        return self._in_think
+
+    def feed(self, fragment: str) -> tuple[str, str]:
+        """Take the next fragment; return the visible and reasoning text it made certain."""
+        if not self._held and "<" not in fragment:
+            # Fast path: the usual token-sized fragment with no tag in sight.
+            return ("", fragment) if self._in_think else (fragment, "")
+        buf = self._held + fragment
+        self._held = ""
+        visible: list[str] = []
+        reasoning: list[str] = []
+        pos = 0
+        while True:
+            lt = buf.find("<", pos)
+            out = reasoning if self._in_think else visible
+            if lt < 0:
+                out.append(buf[pos:])
+                break
+            out.append(buf[pos:lt])
+            if self._in_think:
+                if _is_tag(buf[lt : lt + len(_CLOSE)], _CLOSE):
+                    self._in_think = False
+                    pos = lt + len(_CLOSE)
+                    continue
+                tags = _INSIDE_TAGS
+            else:
+                if _is_tag(buf[lt : lt + len(_OPEN)], _OPEN):
+                    self._in_think = True
+                    pos = lt + len(_OPEN)
+                    continue
+                if _is_tag(buf[lt : lt + len(_CLOSE)], _CLOSE):
+                    pos = lt + len(_CLOSE)  # stray closing tag: dropped
+                    continue
+                tags = _OUTSIDE_TAGS
+            rest = buf[lt:]
+            if _could_become_tag(rest, tags):
+                self._held = rest
+                break
+            out.append("<")
+            pos = lt + 1
+        return "".join(visible), "".join(reasoning)
+
+    def flush(self) -> tuple[str, str]:
+        """End of stream: release any held partial tag as literal text of the current mode.
+
+        The mode itself is kept, so :attr:`in_think` still tells whether the
+        last block was left unclosed.
+        """
+        held, self._held = self._held, ""
+        return ("", held) if self._in_think else (held, "")
+
+
+def split_think_raw(text: str) -> tuple[str, str]:
+    """One-shot ``(visible, reasoning)`` of a complete text, not stripped.
+
+    Concatenating a :class:`ThinkSplitter`'s deltas over any fragmentation of
+    ``text`` gives exactly this; it is written independently (with a regex) so
+    the tests can use it as the reference.
+    """
+    visible: list[str] = []
+    reasoning: list[str] = []
+    in_think = False
+    # With a capturing group, odd indices are tags and even ones the text between.
+    for index, part in enumerate(_TAG_RE.split(text)):
+        if index % 2 == 0:
+            (reasoning if in_think else visible).append(part)
+        elif in_think:
+            if part.lower() == _CLOSE:
+                in_think = False
+            else:
+                reasoning.append(part)  # no nesting: an inner <think> is literal
+        elif part.lower() == _OPEN:
+            in_think = True
+        # else: a stray </think> outside a block is dropped
+    return "".join(visible), "".join(reasoning)
+
+
+def split_think(text: str) -> tuple[str, str]:
+    """One-shot ``(visible, reasoning)`` of a complete text, both ``.strip()``-ped.
+
+    The old client stripped both parts, and callers rely on that: the model
+    usually puts newlines around its ``<think>`` block.
+    """
+    visible, reasoning = split_think_raw(text)
+    return visible.strip(), reasoning.strip()

@@ -1,0 +1,89 @@
+"""Token claims and credentials (protocol.md 1.3)."""
+
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from flowith_proto.auth import Credentials, TokenClaims, read_claims
+from flowith_proto.config import DEFAULT_EDGE_URL, EdgeAuth, FlowithConfig
+from flowith_proto.errors import ValidationError
+
+USER = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+
+
+def make_token(**claims: object) -> str:
+    return jwt.encode(dict(claims), "a-test-signing-key-that-is-32-bytes-long", algorithm="HS256")
+
+
+def test_claims_are_read_without_verifying_the_signature() -> None:
+    token = make_token(sub=USER, exp=1779130000, role="authenticated")
+    assert read_claims(token) == TokenClaims(sub=USER, exp=1779130000)
+
+
+def test_an_expired_token_still_yields_its_claims() -> None:
+    assert read_claims(make_token(sub=USER, exp=1)).sub == USER
+
+
+@pytest.mark.parametrize("token", ["", "opaque", "a.b", "a.b.c", "x.eyJzdWIiOjF9.y"])
+def test_unreadable_tokens_give_empty_claims(token: str) -> None:
+    assert read_claims(token) == TokenClaims()
+
+
+def test_non_string_sub_and_bool_exp_are_ignored() -> None:
+    assert read_claims(make_token(sub=42, exp=True)) == TokenClaims()
+
+
+def test_credentials_take_user_id_and_expiry_from_the_token() -> None:
+    creds = Credentials.from_tokens(make_token(sub=USER, exp=2000), refresh_token="r" * 12)
+    assert creds.user_id == USER
+    assert creds.expires_at == 2000.0
+
+
+def test_explicit_user_id_wins() -> None:
+    other = "00000000-0000-4000-8000-000000000000"
+    assert Credentials.from_tokens(make_token(sub=USER), user_id=other).user_id == other
+
+
+def test_needs_refresh_five_minutes_early_and_only_with_a_refresh_token() -> None:
+    creds = Credentials.from_tokens(make_token(sub=USER, exp=10_000), refresh_token="rt-0123456")
+    assert not creds.needs_refresh(10_000 - 301)
+    assert creds.needs_refresh(10_000 - 299)
+    assert not Credentials.from_tokens(make_token(sub=USER, exp=10_000)).needs_refresh(10_000)
+
+
+def test_with_tokens_rotates_and_rereads_claims() -> None:
+    creds = Credentials.from_tokens(make_token(sub=USER, exp=1), refresh_token="old-refresh")
+    renewed = creds.with_tokens(make_token(sub=USER, exp=5000), "new-refresh")
+    assert (renewed.refresh_token, renewed.expires_at, renewed.user_id) == (
+        "new-refresh",
+        5000.0,
+        USER,
+    )
+
+
+def test_credentials_repr_hides_tokens() -> None:
+    token = make_token(sub=USER)
+    creds = Credentials.from_tokens(token, refresh_token="refresh-secret-value")
+    text = repr(creds)
+    assert token not in text
+    assert "refresh-secret-value" not in text
+    assert USER in text
+    assert set(creds.secrets) == {token, "refresh-secret-value"}
+
+
+def test_config_defaults_and_overrides() -> None:
+    config = FlowithConfig()
+    assert config.edge_url == DEFAULT_EDGE_URL
+    assert config.rest_url == "https://aibdxsebwhalbnugsqel.supabase.co/rest/v1"
+    assert config.auth_url == "https://aibdxsebwhalbnugsqel.supabase.co/auth/v1"
+    assert config.edge_auth is EdgeAuth.BARE
+    custom = FlowithConfig(edge_url="http://127.0.0.1:9000/", edge_auth="bearer")
+    assert custom.edge_url == "http://127.0.0.1:9000"
+    assert custom.edge_auth is EdgeAuth.BEARER
+    assert config.supabase_key not in repr(config)
+
+
+def test_config_rejects_a_non_url() -> None:
+    with pytest.raises(ValidationError, match="edge_url"):
+        FlowithConfig(edge_url="edge.flowith.io")

@@ -1,0 +1,141 @@
+"""The mapping from HTTP answers to exceptions (protocol.md section 6)."""
+
+from __future__ import annotations
+
+import builtins
+import json
+
+import pytest
+
+from flowith_proto.errors import (
+    APIError,
+    AuthenticationError,
+    FlowithError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    TimeoutError,
+    ValidationError,
+    error_from_response,
+    is_token_expired,
+    parse_retry_after,
+    redact,
+)
+
+
+def test_success_is_no_error() -> None:
+    assert error_from_response(200, {}, b"{}") is None
+    assert error_from_response(204, {}, b"") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (401, AuthenticationError),
+        (402, InsufficientCreditsError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (409, APIError),
+        (422, ValidationError),
+        (429, RateLimitError),
+        (500, APIError),
+        (503, APIError),
+    ],
+)
+def test_status_picks_the_exception(status: int, kind: type[APIError]) -> None:
+    error = error_from_response(status, {}, b'{"message": "nope"}')
+    assert type(error) is kind
+    assert error.status_code == status
+    assert str(error) == f"HTTP {status}: nope"
+    assert isinstance(error, FlowithError)
+
+
+def test_insufficient_credits_body_wins_over_a_generic_status() -> None:
+    error = error_from_response(400, {}, b'{"error": "Insufficient credits for this model"}')
+    assert isinstance(error, InsufficientCreditsError)
+    assert error.status_code == 400
+
+
+def test_validation_error_keeps_non_json_body_as_detail() -> None:
+    error = error_from_response(422, {}, b"bad <html>")
+    assert isinstance(error, ValidationError)
+    assert error.details == ["bad <html>"]
+
+
+def test_validation_error_details_hold_the_json_body() -> None:
+    body = {"code": "22P02", "message": "invalid input syntax for type uuid"}
+    error = error_from_response(422, {}, json.dumps(body).encode())
+    assert isinstance(error, ValidationError)
+    assert error.details == [body]
+    assert str(error) == "HTTP 422: invalid input syntax for type uuid"
+
+
+def test_retry_after_seconds() -> None:
+    error = error_from_response(429, [("Retry-After", "17")], b"")
+    assert isinstance(error, RateLimitError)
+    assert error.retry_after_s == 17.0
+
+
+def test_retry_after_http_date_needs_now() -> None:
+    headers = {"retry-after": "Mon, 18 May 2026 18:04:25 GMT"}
+    now = 1779127455.0  # ten seconds before that date
+    error = error_from_response(429, headers, b"", now=now)
+    assert isinstance(error, RateLimitError)
+    assert error.retry_after_s == pytest.approx(10.0)
+    no_clock = error_from_response(429, headers, b"")
+    assert isinstance(no_clock, RateLimitError)
+    assert no_clock.retry_after_s is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("0", 0.0),
+        ("120", 120.0),
+        ("1.5", 1.5),
+        ("-3", 0.0),
+        ("soon", None),
+        ("nan", None),
+        ("Mon, 18 May 2026 18:04:20 GMT", 0.0),  # in the past
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, now=1779127465.0) == expected
+
+
+def test_timeout_error_is_also_the_builtin() -> None:
+    error = TimeoutError("late")
+    assert isinstance(error, builtins.TimeoutError)
+    assert isinstance(error, FlowithError)
+
+
+def test_messages_never_carry_a_secret() -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.secret-payload.signature"
+    body = json.dumps({"message": f"bad token {token}"}).encode()
+    error = error_from_response(401, {}, body, secrets=[token])
+    assert error is not None
+    assert token not in str(error)
+    assert "[REDACTED]" in str(error)
+
+
+def test_redact_ignores_short_and_empty_secrets() -> None:
+    assert redact("abc def", ["", "abc"]) == "abc def"
+    assert redact("token=abcdefghij!", ["abcdefghij"]) == "token=[REDACTED]!"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expired"),
+    [
+        (401, b"", True),
+        (401, b'{"code": "PGRST301", "message": "JWT expired"}', True),
+        (403, b'{"code": "PGRST303", "message": "JWT expired"}', True),
+        (400, b'{"message": "JWT expired"}', True),
+        (403, b'{"message": "permission denied"}', False),
+        (200, b'{"message": "JWT expired"}', False),
+    ],
+)
+def test_is_token_expired(status: int, body: bytes, expired: bool) -> None:
+    assert is_token_expired(status, body) is expired
