@@ -1,0 +1,103 @@
+"""Routing the user's one event stream to the generations waiting on it.
+
+The web app keeps a single ``/user_stream/stream`` connection per user and every
+generation's events arrive on it, interleaved. The :class:`Demultiplexer`
+hands each event to the node it names, buffering what arrives before the
+waiting generation reads it (a generation subscribes *before* it starts, so its
+first chunk is never lost: defect D1). Events for nodes nobody waits on are
+dropped, which bounds memory by the number of live subscriptions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import attrs
+
+from flowith_proto.events import FlowithEvent, Heartbeat
+
+__all__ = ["Demultiplexer", "StreamEnded"]
+
+log = logging.getLogger("flowith.stream")
+
+
+@attrs.frozen
+class StreamEnded:
+    """Delivered to every subscriber when the shared connection ends or fails
+    before their node finished: the cue to recover the result by polling."""
+
+    reason: str
+
+
+Delivery = FlowithEvent | StreamEnded
+
+
+class Demultiplexer:
+    """Per-node queues of events; a pure data structure, no waiting."""
+
+    __slots__ = ("_aliases", "_queues")
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[Delivery]] = {}
+        self._aliases: dict[str, str] = {}
+
+    def subscribe(self, node_id: str) -> None:
+        """Start keeping ``node_id``'s events (idempotent)."""
+        self._queues.setdefault(node_id, deque())
+
+    def unsubscribe(self, node_id: str) -> None:
+        """Stop keeping ``node_id``'s events and forget what was buffered."""
+        self._queues.pop(node_id, None)
+        for alias in [a for a, target in self._aliases.items() if target == node_id]:
+            del self._aliases[alias]
+
+    def alias(self, other_id: str, node_id: str) -> None:
+        """Route ``other_id``'s events to ``node_id``'s subscriber too (the
+        server may pick a video's node id itself)."""
+        if other_id != node_id:
+            self._aliases[other_id] = node_id
+
+    def is_subscribed(self, node_id: str) -> bool:
+        return node_id in self._queues
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self._queues)
+
+    def route(self, event: FlowithEvent) -> bool:
+        """Queue ``event`` for the node it names; ``True`` if someone waits on it."""
+        if isinstance(event, Heartbeat):
+            return False
+        node_id = getattr(event, "node_id", "")
+        if not node_id:
+            return False
+        queue = self._queues.get(node_id)
+        if queue is None:
+            target = self._aliases.get(node_id)
+            queue = self._queues.get(target) if target is not None else None
+            if queue is None:
+                return False
+        queue.append(event)
+        return True
+
+    def pending(self, node_id: str) -> bool:
+        """Whether ``node_id`` has something to read."""
+        queue = self._queues.get(node_id)
+        return bool(queue)
+
+    def pop(self, node_id: str) -> Delivery | None:
+        """The oldest undelivered event of ``node_id``, or ``None``."""
+        queue = self._queues.get(node_id)
+        if not queue:
+            return None
+        return queue.popleft()
+
+    def end_all(self, reason: str) -> None:
+        """The connection is gone: tell every subscriber, after what they
+        already have buffered."""
+        if self._queues:
+            log.debug("stream ended (%s) with %d subscriber(s)", reason, len(self._queues))
+        marker = StreamEnded(reason)
+        for queue in self._queues.values():
+            queue.append(marker)

@@ -1,0 +1,125 @@
+"""What an operation asks of the outside world.
+
+Operations are generators: they yield an effect, the driver performs it and
+sends the result back. Nothing else reaches them, so the same operation runs on
+asyncio, trio, aiohttp, httpx or a plain synchronous replay, and a test can
+drive it by hand and see every step. Ids and times are effects too, so a
+recorded run replays exactly.
+
+=================  =====================================  ==========================
+effect             the driver does                        and sends back
+=================  =====================================  ==========================
+``Now``            reads its monotonic clock              ``float`` seconds
+``WallClock``      reads the time of day                  ``float`` unix seconds
+``NewId``          draws a random UUID4                   ``str``
+``Send``           sends the request, reads the answer    :class:`Response`
+``Subscribe``      opens the shared stream if needed and  ``None``, once the stream's
+                   keeps the node's events                headers have arrived
+``NextEvent``      waits for the node's next event        an event, ``StreamEnded``
+                                                          or ``DEADLINE``
+``Sleep``          waits until a monotonic time           ``None``
+``Emit``           hands a partial result to the caller   ``None``
+=================  =====================================  ==========================
+
+A failed ``Send`` is thrown into the operation as :class:`ConnectionFailedError`
+or :class:`TimeoutError`. The driver unsubscribes every node an operation
+subscribed when the operation ends, however it ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+import attrs
+
+from flowith_proto.request import Request
+
+__all__ = [
+    "DEADLINE",
+    "DeadlineReached",
+    "Effect",
+    "Emit",
+    "NewId",
+    "NextEvent",
+    "Now",
+    "Operation",
+    "Send",
+    "Sleep",
+    "Subscribe",
+    "WallClock",
+]
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Now:
+    """The driver's monotonic clock, in seconds (deadlines are on this clock)."""
+
+
+@attrs.frozen
+class WallClock:
+    """The time of day, in unix seconds (for timestamps the server stores)."""
+
+
+@attrs.frozen
+class NewId:
+    """A fresh random UUID4, as a string."""
+
+
+@attrs.frozen
+class Send:
+    """Send ``request`` and return the complete answer, whatever its status.
+
+    ``deadline`` (monotonic) bounds the whole exchange on top of the client's
+    per-request timeout.
+    """
+
+    request: Request
+    deadline: float | None = None
+
+
+@attrs.frozen
+class Subscribe:
+    """Keep ``node_id``'s events from the shared stream, opening it first if it
+    is not open. Returns once the connection is established, so a request sent
+    afterwards cannot produce an event that is missed."""
+
+    node_id: str
+
+
+@attrs.frozen
+class NextEvent:
+    """The next event for ``node_id``, or :data:`DEADLINE` once ``deadline``
+    (monotonic) has passed with nothing new."""
+
+    node_id: str
+    deadline: float
+
+
+@attrs.frozen
+class Sleep:
+    """Wait until the monotonic time ``until``."""
+
+    until: float
+
+
+@attrs.frozen
+class Emit:
+    """Hand ``value`` to a streaming caller."""
+
+    value: Any
+
+
+@attrs.frozen
+class DeadlineReached:
+    """What :class:`NextEvent` returns when its deadline passed."""
+
+
+DEADLINE = DeadlineReached()
+
+Effect = Now | WallClock | NewId | Send | Subscribe | NextEvent | Sleep | Emit
+
+#: An operation yields effects, receives their results, and returns a ``T``.
+Operation = Generator[Effect, Any, T]

@@ -1,0 +1,449 @@
+"""Text generation as sans-I/O operations: one turn, and a multi-turn session.
+
+A turn (protocol.md 3.1, with the old client's defects fixed):
+
+1. create the conversation when there is none;
+2. insert the user node and the AI node the server will fill;
+3. **subscribe to the AI node on the shared stream, then** POST the completion,
+   so no early event can be missed (D1);
+4. read the node's events: chunks become deltas (``<think>`` split even when a
+   tag straddles two chunks: D7), the terminal event gives the authoritative
+   text, a failure event raises :class:`GenerationError` (D4);
+5. if the stream ends first, read the node's row at once and then every
+   ``poll_interval`` until it is final (D2, D3), and stop at one absolute
+   deadline for the whole call even if the server sends nothing (D11).
+
+A session carries the conversation forward (D6): each turn sends the earlier
+user messages and visible replies in ``messages`` and hangs its user node
+under the previous AI node. Canvas positions follow :func:`turn_layout`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from flowith_proto.calls import call
+from flowith_proto.demux import StreamEnded
+from flowith_proto.effects import (
+    DeadlineReached,
+    Emit,
+    NewId,
+    NextEvent,
+    Now,
+    Operation,
+    Sleep,
+    Subscribe,
+    WallClock,
+)
+from flowith_proto.endpoints import Position
+from flowith_proto.errors import GenerationError, ResponseDecodeError, TimeoutError
+from flowith_proto.events import (
+    Chunks,
+    Complete,
+    MalformedEvent,
+    NodeFailed,
+    WorkflowComplete,
+    is_failure,
+)
+from flowith_proto.models import GenerationOutput
+from flowith_proto.request import require_uuid
+from flowith_proto.state import ClientState
+from flowith_proto.thinking import ThinkSplitter, split_think_raw
+
+__all__ = [
+    "Conversation",
+    "NodeDone",
+    "NodeFailedState",
+    "NodePending",
+    "generate",
+    "node_state",
+    "send",
+    "turn_layout",
+]
+
+log = logging.getLogger("flowith.generation")
+
+#: Vertical distance between a node and its child on the canvas, as the web app
+#: lays out a fresh conversation (user node at y=130, its answer at y=340).
+NODE_SPACING = 210
+FIRST_USER_Y = 130
+
+_PENDING_STATUSES = frozenset({"", "init", "loading", "pending", "processing", "generating"})
+_DONE_STATUSES = frozenset({"done", "completed", "success"})
+
+
+def turn_layout(turn: int) -> tuple[Position, Position]:
+    """Canvas positions of turn ``turn``'s user node and AI node.
+
+    Every node sits ``NODE_SPACING`` pixels below its parent at x=0, so turn 0
+    reproduces the web app's positions (130, 340) and turn *n* continues the
+    same column: user node at ``130 + 420 n``, answer 210 below it.
+    """
+    user_y = FIRST_USER_Y + 2 * NODE_SPACING * turn
+    return Position(0, user_y), Position(0, user_y + NODE_SPACING)
+
+
+@attrs.define
+class Conversation:
+    """A multi-turn conversation's memory: where the thread is and what was said."""
+
+    conv_id: str | None = None
+    model: str | None = None
+    #: Completed turns; a turn that failed or was abandoned is not counted (D27).
+    turn: int = 0
+    messages: list[dict[str, Any]] = attrs.field(factory=list)
+    last_ai_node_id: str | None = None
+
+
+# -- reading a node's row ------------------------------------------------------
+
+
+@attrs.frozen
+class NodePending:
+    """The node is still being generated."""
+
+
+@attrs.frozen
+class NodeDone:
+    """The node is final; ``value`` is its text or media URL."""
+
+    value: str
+    data: Mapping[str, Any]
+
+
+@attrs.frozen
+class NodeFailedState:
+    """The node reports a failure."""
+
+    status: str
+    error: str
+    error_type: str
+
+
+def _as_object(value: Any) -> Any:
+    """``data`` (and a ``value`` inside it) may be stored as a JSON string."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def node_state(rows: Any) -> NodePending | NodeDone | NodeFailedState:
+    """Judge a polled ``flow_node`` row (protocol.md 3.4, without defect D4:
+    a failed node is a failure, never a result)."""
+    if not isinstance(rows, list):
+        raise ResponseDecodeError(
+            f"expected a list of flow_node rows, got {type(rows).__name__}", body=rows
+        )
+    if not rows:
+        return NodePending()
+    row = rows[0]
+    data = _as_object(row.get("data")) if isinstance(row, Mapping) else None
+    if not isinstance(data, Mapping):
+        return NodePending()
+    status = data.get("status")
+    status_text = status.lower() if isinstance(status, str) else ""
+    value = data.get("value")
+    inner = _as_object(value)
+    error = data.get("error")
+    error_type = data.get("error_type")
+    if isinstance(inner, Mapping):
+        error = error or inner.get("error")
+        value = inner.get("value", "")
+    if is_failure(status, error, error_type):
+        return NodeFailedState(status_text or "failed", str(error or ""), str(error_type or ""))
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    if status_text in _DONE_STATUSES:
+        return NodeDone(text, data)
+    if text and status_text not in _PENDING_STATUSES:
+        return NodeDone(text, data)
+    if text.startswith(("http://", "https://")):
+        return NodeDone(text, data)
+    return NodePending()
+
+
+# -- the turn itself ------------------------------------------------------------
+
+
+class _Progress:
+    """What a streaming caller has been shown so far."""
+
+    __slots__ = ("raw", "reasoning", "splitter", "visible")
+
+    def __init__(self) -> None:
+        self.splitter = ThinkSplitter()
+        self.raw: list[str] = []
+        self.visible = ""
+        self.reasoning = ""
+
+    def feed(self, chunks: Sequence[str]) -> tuple[str, str]:
+        visible: list[str] = []
+        reasoning: list[str] = []
+        for chunk in chunks:
+            self.raw.append(chunk)
+            seen, thought = self.splitter.feed(chunk)
+            visible.append(seen)
+            reasoning.append(thought)
+        text_delta = "".join(visible)
+        reasoning_delta = "".join(reasoning)
+        self.visible += text_delta
+        self.reasoning += reasoning_delta
+        return text_delta, reasoning_delta
+
+    def remainder(self, full: str, shown: str, what: str) -> str:
+        """The part of the authoritative ``full`` text the caller has not seen."""
+        if full.startswith(shown):
+            return full[len(shown) :]
+        log.warning("streamed %s differs from the final %s; final text wins", what, what)
+        return ""
+
+
+def _messages_content(prompt: str, images: Sequence[str] | None) -> str | list[dict[str, Any]]:
+    if not images:
+        return prompt
+    parts: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+    parts.extend({"type": "image_url", "image_url": {"url": url}} for url in images)
+    return parts
+
+
+def _created_id(body: Any) -> str:
+    row = body[0] if isinstance(body, list) and body else body
+    conv_id = row.get("id") if isinstance(row, Mapping) else None
+    if not isinstance(conv_id, str) or not conv_id:
+        raise ResponseDecodeError("creating the conversation returned no id", body=body)
+    return conv_id
+
+
+def generate(
+    state: ClientState,
+    prompt: str,
+    *,
+    conv_id: str | None = None,
+    model: str | None = None,
+    images: Sequence[str] | None = None,
+    timeout: float | None = None,
+    stream: bool = False,
+) -> Operation[GenerationOutput]:
+    """One turn in a new conversation, or appended to ``conv_id``'s root."""
+    conversation = Conversation(conv_id=conv_id)
+    return (
+        yield from send(
+            state, conversation, prompt, model=model, images=images, timeout=timeout, stream=stream
+        )
+    )
+
+
+def send(
+    state: ClientState,
+    conversation: Conversation,
+    prompt: str,
+    *,
+    model: str | None = None,
+    images: Sequence[str] | None = None,
+    timeout: float | None = None,
+    stream: bool = False,
+) -> Operation[GenerationOutput]:
+    """One turn of ``conversation``; on success the conversation moves on.
+
+    ``timeout`` (else the client's ``result_timeout``) bounds the whole call,
+    row creation and polling included. With ``stream`` the operation emits a
+    :class:`GenerationOutput` per delta before returning the final one.
+    """
+    started: float = yield Now()
+    deadline = started + (state.result_timeout if timeout is None else timeout)
+    chosen_model = model or conversation.model or state.default_model
+
+    if conversation.conv_id is None:
+        created = yield from call(state, lambda e: e.create_conversation(), deadline=deadline)
+        conversation.conv_id = _created_id(created.json())
+    conv_id = require_uuid(conversation.conv_id, "conv_id")
+    parent_id = conversation.last_ai_node_id or conv_id
+
+    unix_now: float = yield WallClock()
+    timestamp = str(int(unix_now))
+    user_node_id: str = yield NewId()
+    ai_node_id: str = yield NewId()
+    user_position, ai_position = turn_layout(conversation.turn)
+    content = _messages_content(prompt, images)
+
+    yield from call(
+        state,
+        lambda e: e.create_user_node(
+            node_id=user_node_id,
+            conv_id=conv_id,
+            parent_id=parent_id,
+            prompt=prompt,
+            timestamp=timestamp,
+            position=user_position,
+            children=[ai_node_id],
+        ),
+        deadline=deadline,
+    )
+    ai_data = {
+        "title": "AI",
+        "value": "",
+        "mode": "General",
+        "timestamp": timestamp,
+        "isImage": False,
+        "model": chosen_model,
+        "status": "init",
+    }
+    yield from call(
+        state,
+        lambda e: e.create_ai_node(
+            node_id=ai_node_id,
+            conv_id=conv_id,
+            parent_id=user_node_id,
+            data=ai_data,
+            position=ai_position,
+        ),
+        deadline=deadline,
+    )
+
+    messages = [*conversation.messages, {"role": "user", "content": content}]
+    yield Subscribe(ai_node_id)
+    yield from call(
+        state,
+        lambda e: e.start_completion(
+            model=chosen_model, messages=messages, node_id=ai_node_id, conv_id=conv_id
+        ),
+        deadline=deadline,
+    )
+
+    result = yield from _await_text(
+        state,
+        node_id=ai_node_id,
+        conv_id=conv_id,
+        model=chosen_model,
+        deadline=deadline,
+        stream=stream,
+    )
+    conversation.turn += 1
+    conversation.messages = [*messages, {"role": "assistant", "content": result.text}]
+    conversation.last_ai_node_id = ai_node_id
+    return result
+
+
+def _await_text(
+    state: ClientState,
+    *,
+    node_id: str,
+    conv_id: str,
+    model: str,
+    deadline: float,
+    stream: bool,
+) -> Operation[GenerationOutput]:
+    """Follow ``node_id`` on the stream, then its row, until it is final."""
+    progress = _Progress()
+    while True:
+        item = yield NextEvent(node_id, deadline)
+        if isinstance(item, DeadlineReached):
+            raise TimeoutError(f"generation of node {node_id} did not finish in time")
+        if isinstance(item, StreamEnded):
+            log.info("stream ended before node %s finished (%s); polling", node_id, item.reason)
+            break
+        if isinstance(item, Chunks):
+            text_delta, reasoning_delta = progress.feed(item.chunks)
+            if stream and (text_delta or reasoning_delta):
+                yield Emit(
+                    GenerationOutput(
+                        text=progress.visible,
+                        text_delta=text_delta,
+                        node_id=node_id,
+                        conv_id=conv_id,
+                        model=model,
+                        metadata=item.raw,
+                        reasoning=progress.reasoning,
+                        reasoning_delta=reasoning_delta,
+                    )
+                )
+        elif isinstance(item, NodeFailed):
+            raise _failure(node_id, item.status, item.error, item.error_type)
+        elif isinstance(item, (Complete, WorkflowComplete)):
+            separate = item.reasoning if isinstance(item, Complete) else ""
+            chosen = (item.model if isinstance(item, Complete) else "") or model
+            raw = item.result or "".join(progress.raw)
+            return _final(progress, raw, separate, node_id, conv_id, chosen, stream, {**item.raw})
+        elif isinstance(item, MalformedEvent):
+            log.warning("skipping a malformed event for node %s: %s", node_id, item.reason)
+
+    # The stream ended without a terminal event: the row is the authority.
+    while True:
+        response = yield from call(state, lambda e: e.poll_node(node_id), deadline=deadline)
+        outcome = node_state(response.json())
+        if isinstance(outcome, NodeFailedState):
+            raise _failure(node_id, outcome.status, outcome.error, outcome.error_type)
+        if isinstance(outcome, NodeDone):
+            raw = outcome.value or "".join(progress.raw)
+            node_model = outcome.data.get("model")
+            metadata = {
+                "type": "complete",
+                "nodeId": node_id,
+                "result": raw,
+                "nodeData": outcome.data,
+            }
+            return _final(
+                progress,
+                raw,
+                "",
+                node_id,
+                conv_id,
+                node_model if isinstance(node_model, str) and node_model else model,
+                stream,
+                metadata,
+            )
+        now: float = yield Now()
+        if now >= deadline:
+            raise TimeoutError(f"node {node_id} was still generating at the deadline")
+        yield Sleep(min(now + state.poll_interval, deadline))
+
+
+def _failure(node_id: str, status: str, error: str, error_type: str) -> GenerationError:
+    reason = error or status or "unknown error"
+    suffix = f" ({error_type})" if error_type else ""
+    return GenerationError(
+        f"generation of node {node_id} failed: {reason}{suffix}",
+        status=status,
+        error=error,
+        error_type=error_type,
+        node_id=node_id,
+    )
+
+
+def _final(
+    progress: _Progress,
+    raw: str,
+    separate_reasoning: str,
+    node_id: str,
+    conv_id: str,
+    model: str,
+    stream: bool,
+    metadata: dict[str, Any],
+) -> GenerationOutput:
+    """The result from the authoritative text; when streaming, the deltas
+    carry only what the caller has not seen yet."""
+    visible, reasoning = split_think_raw(raw)
+    if not reasoning.strip() and separate_reasoning.strip():
+        reasoning = separate_reasoning
+    metadata["raw_text"] = raw
+    text_delta = reasoning_delta = ""
+    if stream:
+        text_delta = progress.remainder(visible, progress.visible, "text")
+        reasoning_delta = progress.remainder(reasoning, progress.reasoning, "reasoning")
+    return GenerationOutput(
+        text=visible.strip(),
+        text_delta=text_delta,
+        node_id=node_id,
+        conv_id=conv_id,
+        model=model,
+        metadata=metadata,
+        reasoning=reasoning.strip(),
+        reasoning_delta=reasoning_delta,
+    )

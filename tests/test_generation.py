@@ -1,0 +1,419 @@
+"""Text generation operations, driven synchronously by scripted effects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from flowith_proto.auth import Credentials
+from flowith_proto.demux import StreamEnded
+from flowith_proto.effects import NewId, NextEvent, Now, Send, Sleep, Subscribe, WallClock
+from flowith_proto.endpoints import Position
+from flowith_proto.errors import GenerationError, NotFoundError, TimeoutError
+from flowith_proto.events import Chunks, Complete, NodeFailed, parse_event
+from flowith_proto.generation import (
+    Conversation,
+    NodeDone,
+    NodeFailedState,
+    NodePending,
+    generate,
+    node_state,
+    send,
+    turn_layout,
+)
+from flowith_proto.models import GenerationOutput
+from flowith_proto.state import ClientState
+from tests.scripted import Script, json_response, uuid_n
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+USER = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+CONV = "11111111-2222-4333-8444-555555555555"
+USER_NODE = uuid_n(1)
+AI_NODE = uuid_n(2)
+
+
+def state(**overrides: Any) -> ClientState:
+    return ClientState(credentials=Credentials(access_token=TOKEN, user_id=USER), **overrides)
+
+
+def script_turn(script: Script, *, create_conv: bool = True) -> None:
+    if create_conv:
+        script.on(
+            "POST", "/rest/v1/conversation", json_response(201, json.dumps([{"id": CONV}]).encode())
+        )
+    script.on("POST", "/rest/v1/flow_node", json_response(201))
+    script.on("POST", "/completion/async", json_response(200, b'{"status":"processing"}'))
+
+
+def chunks(node: str, *parts: str, seq: int = 0) -> Chunks:
+    event = parse_event(
+        {
+            "data": {
+                "type": "chunks",
+                "nodeId": node,
+                "convId": CONV,
+                "seq": seq,
+                "chunks": list(parts),
+            }
+        }
+    )
+    assert isinstance(event, Chunks)
+    return event
+
+
+def complete(node: str, result: str, reasoning: str = "") -> Complete:
+    event = parse_event(
+        {
+            "data": {
+                "type": "complete",
+                "nodeId": node,
+                "convId": CONV,
+                "result": result,
+                "reasoning": reasoning,
+            }
+        }
+    )
+    assert isinstance(event, Complete)
+    return event
+
+
+def poll_rows(status: str, value: str, **extra: Any) -> bytes:
+    return json.dumps([{"data": {"status": status, "value": value, **extra}, "type": "2"}]).encode()
+
+
+def test_subscribes_before_posting_the_completion() -> None:
+    script = Script()
+    script_turn(script)
+    script.feed(AI_NODE, [complete(AI_NODE, "Warsaw")])
+    result = script.run(generate(state(), "What is the capital of Poland?"))
+    assert result.text == "Warsaw"
+    kinds = [
+        type(e).__name__
+        if not isinstance(e, Send)
+        else f"Send {e.request.url.split('?')[0].rsplit('/', 1)[1]}"
+        for e in script.effects
+    ]
+    assert kinds == [
+        "Now",
+        "Send conversation",
+        "WallClock",
+        "NewId",
+        "NewId",
+        "Send flow_node",
+        "Send flow_node",
+        "Subscribe",
+        "Send async",
+        "NextEvent",
+    ]
+    subscribe = next(e for e in script.effects if isinstance(e, Subscribe))
+    assert subscribe.node_id == AI_NODE
+
+
+def test_rows_and_completion_carry_the_turn() -> None:
+    script = Script()
+    script_turn(script)
+    script.feed(AI_NODE, [complete(AI_NODE, "Warsaw")])
+    script.run(generate(state(), "Capital?", model="deepseek-r1"))
+    _, user_node, ai_node, completion = script.requests
+    assert user_node.json() == [
+        {
+            "id": USER_NODE,
+            "position": {"x": 0, "y": 130},
+            "type": "1",
+            "conv_id": CONV,
+            "p_id": CONV,
+            "c_ids": [AI_NODE],
+            "data": {"timestamp": "1779127457", "value": "Capital?"},
+        }
+    ]
+    assert ai_node.json() == [
+        {
+            "id": AI_NODE,
+            "conv_id": CONV,
+            "type": "2",
+            "position": {"x": 0, "y": 340},
+            "data": {
+                "title": "AI",
+                "value": "",
+                "mode": "General",
+                "timestamp": "1779127457",
+                "isImage": False,
+                "model": "deepseek-r1",
+                "status": "init",
+            },
+            "p_id": USER_NODE,
+            "c_ids": [],
+        }
+    ]
+    assert completion.json() == {
+        "model": "deepseek-r1",
+        "messages": [{"role": "user", "content": "Capital?"}],
+        "nodeId": AI_NODE,
+        "convId": CONV,
+        "stream": True,
+    }
+
+
+def test_existing_conversation_is_not_recreated_and_images_become_parts() -> None:
+    script = Script()
+    script_turn(script, create_conv=False)
+    script.feed(AI_NODE, [complete(AI_NODE, "a cat")])
+    result = script.run(
+        generate(state(), "What is this?", conv_id=CONV, images=["https://x/cat.png"])
+    )
+    assert result.conv_id == CONV
+    assert [r.url.split("?")[0].rsplit("/", 1)[1] for r in script.requests] == [
+        "flow_node",
+        "flow_node",
+        "async",
+    ]
+    assert script.requests[-1].json()["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "https://x/cat.png"}},
+            ],
+        }
+    ]
+
+
+def test_terminal_event_text_wins_and_think_is_split() -> None:
+    script = Script()
+    script_turn(script)
+    script.feed(
+        AI_NODE,
+        [
+            chunks(AI_NODE, "<thi", "nk>pondering"),
+            chunks(AI_NODE, "</th", "ink>Hello"),
+            complete(AI_NODE, "<think>pondering</think>Hello, world!\n"),
+        ],
+    )
+    result = script.run(generate(state(), "hi"))
+    assert (result.text, result.reasoning) == ("Hello, world!", "pondering")
+    assert (result.text_delta, result.reasoning_delta) == ("", "")
+    assert result.metadata["raw_text"] == "<think>pondering</think>Hello, world!\n"
+    assert str(result) == "Hello, world!"
+
+
+def test_streaming_never_repeats_and_ends_with_the_unseen_rest() -> None:
+    script = Script()
+    script_turn(script)
+    script.feed(
+        AI_NODE,
+        [
+            chunks(AI_NODE, "<thi"),
+            chunks(AI_NODE, "nk>why "),
+            chunks(AI_NODE, "not</think>Hel"),
+            chunks(AI_NODE, "lo"),
+            complete(AI_NODE, "<think>why not</think>Hello there"),
+        ],
+    )
+    final = script.run(generate(state(), "hi", stream=True))
+    steps: list[GenerationOutput] = [*script.emitted, final]
+    assert "".join(s.text_delta for s in steps) == "Hello there"
+    assert "".join(s.reasoning_delta for s in steps) == "why not"
+    assert [s.text_delta for s in script.emitted] == ["", "Hel", "lo"]
+    assert final.text_delta == " there"
+    assert final.text == "Hello there"
+    assert script.emitted[-1].text == "Hello"
+
+
+def test_separate_reasoning_field_is_used_when_the_text_has_none() -> None:
+    script = Script()
+    script_turn(script)
+    script.feed(AI_NODE, [complete(AI_NODE, "42", reasoning="Deep thought")])
+    result = script.run(generate(state(), "answer?"))
+    assert (result.text, result.reasoning) == ("42", "Deep thought")
+
+
+def test_failure_event_raises_with_the_servers_reason() -> None:
+    script = Script()
+    script_turn(script)
+    failed = parse_event(
+        {
+            "data": {
+                "nodeId": AI_NODE,
+                "status": "failed",
+                "error": "model overloaded",
+                "error_type": "provider_error",
+            }
+        }
+    )
+    assert isinstance(failed, NodeFailed)
+    script.feed(AI_NODE, [chunks(AI_NODE, "partial"), failed])
+    with pytest.raises(GenerationError) as info:
+        script.run(generate(state(), "hi"))
+    assert (info.value.status, info.value.error, info.value.error_type, info.value.node_id) == (
+        "failed",
+        "model overloaded",
+        "provider_error",
+        AI_NODE,
+    )
+
+
+def test_stream_end_without_terminal_event_polls_at_once() -> None:
+    script = Script()
+    script_turn(script)
+    script.on(
+        "GET",
+        "/rest/v1/flow_node",
+        json_response(200, poll_rows("init", "")),
+        json_response(200, poll_rows("done", "<think>r</think>Full answer")),
+    )
+    script.feed(AI_NODE, [StreamEnded("closed")])
+    result = script.run(generate(state(), "hi"))
+    assert (result.text, result.reasoning) == ("Full answer", "r")
+    polls = [e for e in script.effects if isinstance(e, Send) and e.request.method == "GET"]
+    assert len(polls) == 2
+    first_poll = script.effects.index(polls[0])
+    assert not any(isinstance(e, Sleep) for e in script.effects[:first_poll])
+    sleeps = [e for e in script.effects if isinstance(e, Sleep)]
+    assert [s.until for s in sleeps] == [1000.0 + 2.0]
+
+
+def test_poll_fallback_after_deltas_sends_only_the_unseen_text() -> None:
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("done", "Hello world")))
+    script.feed(AI_NODE, [chunks(AI_NODE, "Hel"), chunks(AI_NODE, "lo"), StreamEnded("dropped")])
+    final = script.run(generate(state(), "hi", stream=True))
+    assert [s.text_delta for s in script.emitted] == ["Hel", "lo"]
+    assert final.text_delta == " world"
+    assert final.text == "Hello world"
+    assert final.metadata["nodeData"]["status"] == "done"
+
+
+def test_failed_row_raises_instead_of_returning_the_error_as_text() -> None:
+    script = Script()
+    script_turn(script)
+    script.on(
+        "GET", "/rest/v1/flow_node", json_response(200, poll_rows("failed", "Content blocked"))
+    )
+    script.feed(AI_NODE, [StreamEnded("closed")])
+    with pytest.raises(GenerationError, match="failed"):
+        script.run(generate(state(), "hi"))
+
+
+def test_silent_stream_times_out_at_the_deadline() -> None:
+    script = Script()
+    script_turn(script)
+    with pytest.raises(TimeoutError):
+        script.run(generate(state(), "hi", timeout=7.5))
+    waits = [e for e in script.effects if isinstance(e, NextEvent)]
+    assert [w.deadline for w in waits] == [1007.5]
+
+
+def test_polling_stops_at_the_deadline() -> None:
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("loading", "")))
+    script.feed(AI_NODE, [StreamEnded("closed")])
+    with pytest.raises(TimeoutError):
+        script.run(generate(state(poll_interval=2.0), "hi", timeout=5.0))
+    sleeps = [e.until for e in script.effects if isinstance(e, Sleep)]
+    assert sleeps == [1002.0, 1004.0, 1005.0]
+    assert all(
+        isinstance(e, Send) and e.deadline == 1005.0 for e in script.effects if isinstance(e, Send)
+    )
+
+
+def test_http_errors_while_creating_rows_propagate_typed() -> None:
+    script = Script()
+    script.on("POST", "/rest/v1/conversation", json_response(404, b'{"message":"no table"}'))
+    with pytest.raises(NotFoundError, match="no table"):
+        script.run(generate(state(), "hi"))
+
+
+def test_two_turn_session_carries_history_and_the_thread() -> None:
+    script = Script()
+    script_turn(script)
+    conversation = Conversation(model="gemini-3.1-pro-preview")
+    script.feed(uuid_n(2), [complete(uuid_n(2), "<think>note it</think>Hi Alice!")])
+    first = script.run(send(state(), conversation, "My name is Alice."))
+    assert first.text == "Hi Alice!"
+    assert (conversation.turn, conversation.conv_id, conversation.last_ai_node_id) == (
+        1,
+        CONV,
+        uuid_n(2),
+    )
+
+    script.feed(uuid_n(4), [complete(uuid_n(4), "Your name is Alice.")])
+    second = script.run(send(state(), conversation, "What is my name?"))
+    assert second.text == "Your name is Alice."
+    assert conversation.turn == 2
+
+    turn2 = script.requests[4:]  # conversation, 2 nodes, completion belong to turn 1
+    user_node, ai_node, completion = turn2
+    assert user_node.json()[0]["p_id"] == uuid_n(2)
+    assert user_node.json()[0]["position"] == {"x": 0, "y": 550}
+    assert user_node.json()[0]["c_ids"] == [uuid_n(4)]
+    assert ai_node.json()[0]["p_id"] == uuid_n(3)
+    assert ai_node.json()[0]["position"] == {"x": 0, "y": 760}
+    assert ai_node.json()[0]["data"]["model"] == "gemini-3.1-pro-preview"
+    assert completion.json()["messages"] == [
+        {"role": "user", "content": "My name is Alice."},
+        {"role": "assistant", "content": "Hi Alice!"},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    assert completion.json()["convId"] == CONV
+
+
+def test_a_failed_turn_does_not_advance_the_session() -> None:
+    script = Script()
+    script_turn(script)
+    conversation = Conversation()
+    with pytest.raises(TimeoutError):
+        script.run(send(state(), conversation, "hello", timeout=1.0))
+    assert (conversation.turn, conversation.messages, conversation.last_ai_node_id) == (0, [], None)
+    assert conversation.conv_id == CONV  # the conversation itself exists now
+
+
+def test_turn_layout() -> None:
+    assert turn_layout(0) == (Position(0, 130), Position(0, 340))
+    user, ai = turn_layout(2)
+    assert (user.y, ai.y) == (970, 1180)
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([], NodePending()),
+        ([{"data": {"status": "init", "value": ""}}], NodePending()),
+        ([{"data": {"status": "loading", "value": "partial"}}], NodePending()),
+        (
+            [{"data": {"status": "done", "value": "x"}}],
+            NodeDone("x", {"status": "done", "value": "x"}),
+        ),
+        (
+            [{"data": {"status": "finished", "value": "x"}}],
+            NodeDone("x", {"status": "finished", "value": "x"}),
+        ),
+        (
+            [{"data": {"status": "init", "value": "https://cdn/x.png"}}],
+            NodeDone("https://cdn/x.png", {"status": "init", "value": "https://cdn/x.png"}),
+        ),
+        ([{"data": {"status": "failed", "value": ""}}], NodeFailedState("failed", "", "")),
+        ([{"data": {"status": "done", "error": "boom"}}], NodeFailedState("done", "boom", "")),
+        (
+            [{"data": '{"status": "done", "value": "from a string"}'}],
+            NodeDone("from a string", {"status": "done", "value": "from a string"}),
+        ),
+        (
+            [{"data": {"status": "done", "value": '{"error": "provider said no"}'}}],
+            NodeFailedState("done", "provider said no", ""),
+        ),
+        ([{"data": None}], NodePending()),
+        (["not a row"], NodePending()),
+    ],
+)
+def test_node_state(rows: Any, expected: object) -> None:
+    assert node_state(rows) == expected
+
+
+def test_effect_types_are_small_values() -> None:
+    assert Now() == Now()
+    assert WallClock() == WallClock()
+    assert NewId() == NewId()
