@@ -1,0 +1,227 @@
+"""Flowith event parsing (protocol.md 4.1-4.3) and routing by node."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from flowith_proto.demux import Demultiplexer, StreamEnded
+from flowith_proto.events import (
+    Chunks,
+    Complete,
+    Connected,
+    Heartbeat,
+    MalformedEvent,
+    NodeFailed,
+    UnknownEvent,
+    WorkflowComplete,
+    decode_event,
+    parse_event,
+    unwrap,
+)
+
+NODE = "99999999-8888-4777-8666-555555555555"
+OTHER = "12345678-1234-4234-8234-123456789012"
+CONV = "11111111-2222-4333-8444-555555555555"
+
+
+def test_chunks_event_in_its_envelope() -> None:
+    event = decode_event(
+        json.dumps(
+            {
+                "data": {
+                    "type": "chunks",
+                    "nodeId": NODE,
+                    "convId": CONV,
+                    "seq": 3,
+                    "timestamp": 1779127465201,
+                    "chunks": ["Hel", "lo"],
+                },
+                "id": "17",
+            }
+        )
+    )
+    assert event == Chunks(NODE, CONV, 3, ("Hel", "lo"), {})
+    assert isinstance(event, Chunks)
+    assert event.raw["timestamp"] == 1779127465201
+
+
+def test_complete_event() -> None:
+    event = parse_event(
+        {
+            "data": {
+                "type": "complete",
+                "nodeId": NODE,
+                "convId": CONV,
+                "result": "<think>r</think>text",
+                "reasoning": "summary",
+            },
+            "id": "18",
+        }
+    )
+    assert event == Complete(NODE, CONV, "<think>r</think>text", "summary", "", {})
+
+
+def test_heartbeat_and_connected() -> None:
+    assert parse_event({"heartbeat": 1779127465201}) == Heartbeat(1779127465201, {})
+    assert parse_event({"data": {"heartbeat": 5}}) == Heartbeat(5, {})
+    assert parse_event({"status": "connected"}) == Connected({})
+
+
+def test_workflow_complete_success_on_the_bare_sse_stream() -> None:
+    event = parse_event(
+        {
+            "type": "workflow_complete",
+            "taskType": "image",
+            "nodeId": NODE,
+            "convId": CONV,
+            "status": "completed",
+            "result": "https://cdn/x.png",
+            "error": "",
+            "error_type": "",
+            "isPaid": True,
+            "timestamp": 1,
+            "sender": "worker",
+        }
+    )
+    assert event == WorkflowComplete(NODE, CONV, "image", "https://cdn/x.png", {})
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "error", "error_type"),
+    [
+        (
+            {
+                "type": "workflow_complete",
+                "nodeId": NODE,
+                "status": "failed",
+                "error": "nsfw",
+                "error_type": "content_policy",
+            },
+            "failed",
+            "nsfw",
+            "content_policy",
+        ),
+        (
+            {"type": "workflow_complete", "nodeId": NODE, "status": "completed", "result": ""},
+            "completed",
+            "no result",
+            "unknown",
+        ),
+        ({"data": {"nodeId": NODE, "status": "error"}}, "error", "", ""),
+        ({"data": {"type": "complete", "nodeId": NODE, "error": "quota"}}, "", "quota", ""),
+        ({"data": {"type": "status", "nodeId": NODE, "error_type": "timeout"}}, "", "", "timeout"),
+    ],
+)
+def test_failures(payload: dict[str, Any], status: str, error: str, error_type: str) -> None:
+    event = parse_event(payload)
+    assert isinstance(event, NodeFailed)
+    assert (event.node_id, event.status, event.error, event.error_type) == (
+        NODE,
+        status,
+        error,
+        error_type,
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "result"),
+    [
+        ({"data": {"type": "result", "nodeId": NODE, "result": "r"}}, "r"),
+        ({"data": {"nodeId": NODE, "status": "done", "nodeData": {"value": "v"}}}, "v"),
+        ({"data": {"nodeId": NODE, "resultUrl": "https://u"}}, "https://u"),
+        ({"data": {"type": "complete", "nodeId": NODE, "imageUrl": "https://i"}}, "https://i"),
+    ],
+)
+def test_other_terminal_forms(payload: dict[str, Any], result: str) -> None:
+    event = parse_event(payload)
+    assert isinstance(event, Complete)
+    assert event.result == result
+
+
+def test_envelope_is_unwrapped_only_when_present() -> None:
+    bare = {"type": "complete", "nodeId": NODE, "data": {"value": "x"}}
+    assert unwrap(bare) is bare
+    assert unwrap({"data": {"a": 1}, "id": "1"}) == {"a": 1}
+    assert unwrap({"data": "text"}) == {"data": "text"}
+
+
+@pytest.mark.parametrize(
+    ("data", "node_id"),
+    [
+        ("not json", ""),
+        ("[1, 2]", ""),
+        ("null", ""),
+        (json.dumps({"data": {"type": "chunks", "nodeId": NODE, "chunks": [1, 2]}}), NODE),
+        (json.dumps({"data": {"type": "chunks", "nodeId": NODE, "chunks": {"a": 1}}}), NODE),
+    ],
+)
+def test_malformed_payloads_are_kept_typed(data: str, node_id: str) -> None:
+    event = decode_event(data)
+    assert isinstance(event, MalformedEvent)
+    assert event.node_id == node_id
+
+
+def test_a_single_string_chunk_is_accepted() -> None:
+    event = parse_event({"data": {"type": "chunks", "nodeId": NODE, "chunks": "solo"}})
+    assert isinstance(event, Chunks)
+    assert event.chunks == ("solo",)
+
+
+def test_unknown_types_are_kept_raw() -> None:
+    event = parse_event({"data": {"type": "title_update", "nodeId": NODE, "title": "T"}})
+    assert event == UnknownEvent(NODE, {})
+    assert isinstance(event, UnknownEvent)
+    assert event.raw["title"] == "T"
+    assert parse_event({"something": "else"}) == UnknownEvent("", {})
+
+
+def test_node_id_snake_case_is_accepted() -> None:
+    event = parse_event({"data": {"type": "chunks", "node_id": NODE, "chunks": ["x"]}})
+    assert isinstance(event, Chunks)
+    assert event.node_id == NODE
+
+
+def chunk(node: str, text: str) -> Chunks:
+    event = parse_event({"data": {"type": "chunks", "nodeId": node, "chunks": [text]}})
+    assert isinstance(event, Chunks)
+    return event
+
+
+def test_demux_routes_by_node_and_buffers_until_read() -> None:
+    demux = Demultiplexer()
+    demux.subscribe(NODE)
+    assert demux.route(chunk(NODE, "a"))
+    assert not demux.route(chunk(OTHER, "x"))  # nobody waits on it: dropped
+    assert demux.route(chunk(NODE, "b"))
+    assert not demux.route(Heartbeat(1, {}))
+    first, second = demux.pop(NODE), demux.pop(NODE)
+    assert isinstance(first, Chunks)
+    assert isinstance(second, Chunks)
+    assert (first.chunks, second.chunks) == (("a",), ("b",))
+    assert demux.pop(NODE) is None
+
+
+def test_demux_end_all_comes_after_buffered_events() -> None:
+    demux = Demultiplexer()
+    demux.subscribe(NODE)
+    demux.subscribe(OTHER)
+    demux.route(chunk(NODE, "a"))
+    demux.end_all("eof")
+    assert isinstance(demux.pop(NODE), Chunks)
+    assert demux.pop(NODE) == StreamEnded("eof")
+    assert demux.pop(OTHER) == StreamEnded("eof")
+
+
+def test_demux_unsubscribe_forgets_and_alias_routes() -> None:
+    demux = Demultiplexer()
+    demux.subscribe(NODE)
+    demux.alias(OTHER, NODE)
+    assert demux.route(chunk(OTHER, "via alias"))
+    assert demux.pending(NODE)
+    demux.unsubscribe(NODE)
+    assert not demux.is_subscribed(NODE)
+    assert not demux.route(chunk(OTHER, "gone"))
+    assert demux.subscriptions == 0
