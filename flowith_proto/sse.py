@@ -1,0 +1,445 @@
+"""An incremental, spec-exact decoder for ``text/event-stream`` bodies.
+
+It follows the WHATWG HTML "event stream interpretation" rules
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation)
+and works on bytes, so a transport can hand it whatever chunks the network gives.
+
+Why bytes: line breaks are found on bytes (``\\r`` and ``\\n`` never occur inside a
+multi-byte UTF-8 sequence), so a character split across two chunks simply stays
+with the rest of its line and only complete lines are decoded. Decoding lines on
+their own gives the same text as decoding the whole body at once, because an
+ASCII line break ends an invalid or truncated sequence in both cases.
+
+Why events rather than lines: after CR and CRLF are turned into LF, every blank
+line is a ``\\n\\n`` (or a ``\\n`` where an event would start, which changes
+nothing), so the decoder cuts the body into whole events with one search and
+keeps only the bytes of the event still arriving. The lines of an event are
+read when it ends. A generation streams tens of thousands of ``data: {json}``
+events; a run of those is decoded with one ``bytes.decode`` and one
+``str.split``, and each chunk is searched once, so the cost is linear in the
+body whatever the chunking.
+
+Memory is bounded by ``max_event_size``: an event that grows past it is dropped
+while it streams (never buffered whole) and reported in
+:attr:`SSEDecoder.dropped`; the events around it are still returned.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+
+from flowith_proto.errors import EventTooLargeError
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEDecoder", "ServerSentEvent"]
+
+#: The default bound on one event: far above any real event, far below exhausting memory.
+DEFAULT_MAX_EVENT_SIZE = 16 * 1024 * 1024
+
+_BOM = b"\xef\xbb\xbf"
+_LF = 0x0A
+_CR = 0x0D
+#: An event that arrived across chunks and is longer than this is decoded straight
+#: from the buffer it was gathered in, without the copies a ``str`` split would make,
+#: so a huge event costs about twice its size in memory, not four times.
+_BIG_EVENT = 64 * 1024
+#: The bytes of an event still arriving are kept as ``bytes`` up to this size, then
+#: in a ``bytearray`` (see :meth:`SSEDecoder._pending_grew`).
+_GROW_IN_PLACE = 4 * 1024
+
+_new_event = object.__new__
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class ServerSentEvent:
+    """One dispatched event.
+
+    ``id`` is the stream's last event ID when the event was dispatched (it persists
+    across events, so an event without an ``id:`` line carries the previous one), and
+    ``retry`` is the last valid ``retry:`` value seen so far on the stream, or ``None``.
+    A plain ``__slots__`` class because one is created per event on the hot path.
+    """
+
+    __slots__ = ("data", "event", "id", "retry")
+
+    def __init__(
+        self,
+        data: str = "",
+        event: str = "message",
+        id: str = "",
+        retry: int | None = None,
+    ) -> None:
+        self.data = data
+        self.event = event
+        self.id = id
+        self.retry = retry
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServerSentEvent):
+            return NotImplemented
+        return (
+            self.data == other.data
+            and self.event == other.event
+            and self.id == other.id
+            and self.retry == other.retry
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable value object
+
+    def __repr__(self) -> str:
+        return (
+            f"ServerSentEvent(event={self.event!r}, data={self.data!r}, "
+            f"id={self.id!r}, retry={self.retry!r})"
+        )
+
+
+class SSEDecoder:
+    """Turn the bytes of an event stream into :class:`ServerSentEvent` objects.
+
+    Call :meth:`feed` with each chunk as it arrives and :meth:`close` at the end of
+    the stream. :meth:`feed` never raises, whatever the bytes.
+
+    Oversized events: an event's size is the bytes of its lines, each line break
+    counted as one byte (the blank line ending it is not counted). When an event
+    grows past ``max_event_size`` the decoder drops it on the spot, skips its
+    remaining bytes up to the blank line that ends it, and appends an
+    :class:`~flowith_proto.errors.EventTooLargeError` to :attr:`dropped`. The events
+    before and after it are returned as usual, even from the same chunk, which is
+    why the problem is recorded rather than raised: check ``decoder.dropped`` (a
+    cheap truthiness test) after :meth:`feed` and drain it with :meth:`take_errors`.
+    A dropped event has no effect at all: its ``id`` and ``retry`` lines are
+    ignored too.
+    """
+
+    def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+        if max_event_size < 1:
+            raise ValueError(f"max_event_size must be positive, not {max_event_size}")
+        self.max_event_size = max_event_size
+        #: Oversized events dropped so far and not yet taken by :meth:`take_errors`.
+        self.dropped: list[EventTooLargeError] = []
+        self._last_event_id = ""
+        self._retry: int | None = None
+        # Past this length, _pending_grew() checks the event arriving.
+        self._check_pending_at = min(_GROW_IN_PLACE, max_event_size)
+        # Up to this many bytes (pending and chunk together), no event can be too large
+        # and none is long enough for _big_event(): feed() skips those checks.
+        self._small_input = min(_BIG_EVENT, max_event_size)
+        self._start_stream()
+
+    def _start_stream(self) -> None:
+        # The bytes of the event still arriving (maybe after one LF, a blank line where
+        # an event starts), or while one is skipped, the LF its last byte may have been.
+        self._pending: bytes | bytearray = b""
+        self._at_stream_start = True  # a BOM may still come (possibly split)
+        self._bom_prefix = b""  # the first bytes of the stream while they may be a BOM's
+        self._held_cr = False  # the last byte was CR: a LF starting the next chunk ends no line
+        self._skipping = False  # the event arriving is too large: skip to its blank line
+        # Set when any of the three flags above is, so feed() tests one attribute.
+        self._needs_prepare = True
+        self._data_lines: list[str] = []
+        self._event_type = ""
+        # Seeded with the last event ID, as browsers do on a reconnection: with the spec's
+        # literal empty buffer, a first event without an id would forget where to resume.
+        self._id_buffer = self._last_event_id
+
+    @property
+    def last_event_id(self) -> str:
+        """The last event ID string: what to send as ``Last-Event-ID`` on a reconnection."""
+        return self._last_event_id
+
+    @property
+    def retry(self) -> int | None:
+        """The reconnection time in milliseconds the server asked for, or ``None``.
+
+        A ``retry:`` line takes effect when its event ends, or at :meth:`close` if
+        the stream ends first, as the spec's end state requires.
+        """
+        return self._retry
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held for the event still arriving; never more than ``max_event_size``."""
+        return len(self._pending)
+
+    def take_errors(self) -> list[EventTooLargeError]:
+        """Return the oversized events reported since the last call, and forget them."""
+        errors, self.dropped = self.dropped, []
+        return errors
+
+    def feed(self, data: bytes) -> list[ServerSentEvent]:
+        """Decode one chunk of the body; return the events it completes (often none)."""
+        if self._needs_prepare or _CR in data:
+            data = self._prepare(data)
+        pending = self._pending
+        if _LF in data:
+            # Where the bytes after the last blank line start: the events before are complete.
+            cut = data.rfind(b"\n\n") + 2
+            if cut > 1 or (data[0] == _LF and pending[-1:] == b"\n"):
+                events: list[ServerSentEvent] = []
+                if len(pending) + len(data) <= self._small_input:
+                    events_bytes = pending + data[:cut] if pending else data[:cut]
+                    self._pending = data[cut:]
+                else:
+                    del pending  # so that _big_event() can free the event's bytes early
+                    events_bytes = self._feed_large(data, cut, events)
+                    if not events_bytes:
+                        return events
+                text = events_bytes.decode("utf-8", "replace")
+                if text.startswith("data: "):
+                    # The stream's usual shape: a run of events made of one "data: " line
+                    # each, taken with one split when no value hides a line break.
+                    values = text[6:-2].split("\n\ndata: ")
+                    if "\n" not in "".join(values):
+                        id_buffer = self._last_event_id = self._id_buffer
+                        retry = self._retry
+                        append = events.append
+                        for value in values:
+                            # ServerSentEvent(value, ...) inlined: __init__ would double the cost.
+                            event = _new_event(ServerSentEvent)
+                            event.data = value
+                            event.event = "message"
+                            event.id = id_buffer
+                            event.retry = retry
+                            append(event)
+                        return events
+                self._decode_blocks(text, events)
+                return events
+        pending += data  # no blank line ends in this chunk
+        self._pending = pending
+        if len(pending) > self._check_pending_at:
+            self._pending_grew()
+        return []
+
+    def _feed_large(
+        self, data: bytes, cut: int, events: list[ServerSentEvent]
+    ) -> bytes | bytearray:
+        """feed() for a chunk that ends a long event or may hold an oversized one.
+
+        Decodes what needs care into ``events`` and returns the whole events left
+        for feed() to decode (none of them too large).
+        """
+        if len(self._pending) > _BIG_EVENT:
+            across = data[0] == _LF and self._pending[-1] == _LF  # a blank line across chunks
+            first_cut = 1 if across else data.find(b"\n\n") + 2
+            self._pending += data[:first_cut]
+            # Its lines and their line breaks: all but the blank line and a leading LF.
+            size = len(self._pending) - 1 - self._pending.startswith(b"\n")
+            if size > self.max_event_size:
+                self._report(size)
+            else:
+                self._big_event(events)
+            events_bytes: bytes | bytearray = data[first_cut:cut]
+        else:
+            pending = self._pending
+            events_bytes = pending + data[:cut] if pending else data[:cut]
+        self._pending = rest = data[cut:]
+        if len(events_bytes) > self.max_event_size:
+            self._checked_events(events_bytes, events)
+            events_bytes = b""
+        if len(rest) > self._check_pending_at:
+            self._pending_grew()
+        return events_bytes
+
+    def close(self) -> list[ServerSentEvent]:
+        """End the stream: an event without its closing blank line is discarded.
+
+        Per the spec nothing is dispatched at the end of the stream, so this returns
+        ``[]``; only a ``retry:`` line of the discarded event keeps its effect. The
+        decoder is then ready for the next connection of the same event source:
+        :attr:`last_event_id` and :attr:`retry` are kept (they are what a
+        reconnection needs), everything else starts afresh, a leading BOM included.
+        Use a new decoder for an unrelated stream.
+        """
+        if self._bom_prefix:  # the stream ended before they could make a BOM
+            self._pending = self._bom_prefix
+            if len(self._pending) > self._check_pending_at:
+                self._pending_grew()
+        pending = self._pending
+        if not self._skipping and b"retry" in pending:
+            for line in pending[: pending.rfind(b"\n") + 1].split(b"\n"):
+                if line.startswith(b"retry"):
+                    self._field(line.decode("utf-8", "replace"))
+        self._start_stream()
+        return []
+
+    def _prepare(self, data: bytes) -> bytes:
+        """Handle the rare cases, so that the rest only ever sees LF line breaks.
+
+        Strips a leading BOM (held back while only a prefix of it has arrived),
+        turns CRLF and lone CR into LF (a CR ending a chunk means a LF starting the
+        next one belongs to the same line break), and skips the rest of an event
+        that was dropped for being too large.
+        """
+        if self._at_stream_start:
+            data = self._bom_prefix + data
+            if len(data) < len(_BOM) and _BOM.startswith(data):
+                self._bom_prefix = data
+                return b""
+            self._bom_prefix = b""
+            self._at_stream_start = False
+            if data.startswith(_BOM):
+                data = data[len(_BOM) :]
+        if self._held_cr and data:
+            self._held_cr = False
+            if data[0] == _LF:
+                data = data[1:]
+        if _CR in data:
+            self._held_cr = data[-1] == _CR
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if self._skipping:
+            data = bytes(self._pending) + data
+            blank_line = data.find(b"\n\n")
+            if blank_line < 0:
+                self._pending = b"\n" if data.endswith(b"\n") else b""
+                data = b""
+            else:
+                self._skipping = False
+                self._pending = b""
+                data = data[blank_line + 2 :]
+        self._needs_prepare = self._at_stream_start or self._held_cr or self._skipping
+        return data
+
+    def _checked_events(
+        self, events_bytes: bytes | bytearray, events: list[ServerSentEvent]
+    ) -> None:
+        """Decode whole events (the bytes start an event and end with a blank line),
+        dropping those larger than ``max_event_size``."""
+        limit = self.max_event_size
+        position = 0
+        end = len(events_bytes)
+        while position < end:
+            if end - position <= limit:
+                self._decode_blocks(events_bytes[position:].decode("utf-8", "replace"), events)
+                return
+            # The longest run of whole events that cannot hold an oversized one.
+            blank_line = events_bytes.rfind(b"\n\n", position, position + limit)
+            if blank_line < 0:
+                blank_line = events_bytes.find(b"\n\n", position)
+                size = len(events_bytes[position:blank_line].lstrip(b"\n")) + 1
+                if size > limit:
+                    self._report(size)  # its lines are ignored, so its blank line changes nothing
+                    position = blank_line + 2
+                    continue
+            piece = events_bytes[position : blank_line + 2]
+            self._decode_blocks(piece.decode("utf-8", "replace"), events)
+            position = blank_line + 2
+
+    def _decode_blocks(self, text: str, events: list[ServerSentEvent]) -> None:
+        """Decode whole events, of any shape; ``text`` ends with a blank line."""
+        blocks = text.split("\n\n")
+        blocks.pop()  # what follows the final blank line: nothing, or a LF (no effect)
+        for block in blocks:
+            if block.startswith("data: ") and "\n" not in block:
+                id_buffer = self._last_event_id = self._id_buffer
+                events.append(ServerSentEvent(block[6:], "message", id_buffer, self._retry))
+                continue
+            for line in block.split("\n"):
+                if line:  # an empty one is a blank line where an event starts: no effect
+                    self._field(line)
+            self._end_event(events)
+
+    def _big_event(self, events: list[ServerSentEvent]) -> None:
+        """Decode the long event gathered in ``self._pending`` (ending with a blank line).
+
+        Its text is decoded from the buffer without copies, and the buffer is freed
+        before the lines are joined, so the peak is about twice the event's size.
+        A long non-ASCII value is decoded in steps: decoding it in one go would hold
+        the bytes, an ASCII draft of the text and its widened copy at once.
+        """
+        event_bytes = self._pending
+        self._pending = b""
+        end = len(event_bytes) - 2
+        is_ascii = event_bytes.isascii()
+        data_pieces: list[list[str]] = []
+        with memoryview(event_bytes) as view:
+            start = 0
+            while start < end:
+                line_end = event_bytes.find(b"\n", start, end)
+                if line_end < 0:
+                    line_end = end
+                if event_bytes.startswith(b"data:", start):
+                    value_start = start + (6 if event_bytes[start + 5 : start + 6] == b" " else 5)
+                    if is_ascii:
+                        data_pieces.append([str(view[value_start:line_end], "utf-8")])
+                    else:
+                        decoder = _utf8_decoder("replace")
+                        pieces = [
+                            decoder.decode(view[position : min(position + _BIG_EVENT, line_end)])
+                            for position in range(value_start, line_end, _BIG_EVENT)
+                        ]
+                        pieces.append(decoder.decode(b"", True))
+                        data_pieces.append(pieces)
+                elif line_end - start == 4 and event_bytes.startswith(b"data", start):
+                    data_pieces.append([""])
+                elif line_end > start:  # other fields leave the data lines alone
+                    self._field(str(view[start:line_end], "utf-8", "replace"))
+                start = line_end + 1
+        del event_bytes  # the last reference: free the bytes before joining the text
+        data_pieces.reverse()
+        while data_pieces:  # join each line, then let its pieces go
+            self._data_lines.append("".join(data_pieces.pop()))
+        self._end_event(events)
+
+    def _field(self, line: str) -> None:
+        """Apply one non-empty line of an event."""
+        name, colon, value = line.partition(":")
+        if colon and not name:
+            return  # a comment
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data_lines.append(value)
+        elif name == "event":
+            self._event_type = value
+        elif name == "id":
+            if "\0" not in value:
+                self._id_buffer = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            # Past Python's int-from-str digit limit (sys.get_int_max_str_digits) int()
+            # refuses: a delay no server means, ignored like any unusable value.
+            with contextlib.suppress(ValueError):
+                self._retry = int(value.lstrip("0") or "0")
+
+    def _end_event(self, events: list[ServerSentEvent]) -> None:
+        """The blank line ending an event: dispatch it if it has data."""
+        id_buffer = self._last_event_id = self._id_buffer
+        if self._data_lines:
+            events.append(
+                ServerSentEvent(
+                    "\n".join(self._data_lines),
+                    self._event_type or "message",
+                    id_buffer,
+                    self._retry,
+                )
+            )
+            self._data_lines = []
+        self._event_type = ""
+
+    def _pending_grew(self) -> None:
+        """Keep the bytes of the event arriving growable in place, and bounded."""
+        pending = self._pending
+        # A leading LF (a blank line where an event starts) is no part of the event.
+        if len(pending) - pending.startswith(b"\n") > self.max_event_size:
+            self._drop_pending()
+        elif isinstance(pending, bytes):
+            # Small, immutable bytes are the cheapest to keep; a long event growing by
+            # many chunks needs a buffer that grows in place, or the time is quadratic.
+            self._pending = bytearray(pending)
+
+    def _drop_pending(self) -> None:
+        """The event still arriving is too large: forget it and skip to its end."""
+        pending = self._pending
+        self._report(len(pending) - pending.startswith(b"\n"))
+        self._pending = b"\n" if pending.endswith(b"\n") else b""
+        self._skipping = True
+        self._needs_prepare = True
+
+    def _report(self, size: int) -> None:
+        self.dropped.append(
+            EventTooLargeError(
+                f"dropped a server-sent event of at least {size} bytes "
+                f"(max_event_size is {self.max_event_size})",
+                size=size,
+                limit=self.max_event_size,
+            )
+        )
