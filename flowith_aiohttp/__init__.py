@@ -1,1 +1,16 @@
-"""flowith_aiohttp: the aiohttp transport for the Flowith client."""
+"""flowith_aiohttp: the Flowith client on aiohttp (asyncio).
+
+    from flowith_aiohttp import FlowithClient
+
+    async with FlowithClient(token) as client:
+        reply = await client.generate("Hello!")
+
+``flowith_httpx`` offers the same API on httpx (asyncio and trio): only the import changes.
+"""
+
+from flowith_aiohttp.client import FlowithClient
+from flowith_proto import public
+from flowith_proto.public import *  # noqa: F403  (the shared public names)
+
+__all__ = ["FlowithClient"]
+__all__ += public.__all__

@@ -18,15 +18,17 @@ def call(
     build: Callable[[Endpoints], Request],
     *,
     deadline: float | None = None,
+    timeout: float | None = None,
 ) -> Operation[Response]:
     """Send the request ``build`` makes and return its successful answer, or
     raise the exception its status maps to.
 
     The request is built from the current credentials at the moment it is
-    sent, so it is always signed with the newest token.
+    sent, so it is always signed with the newest token. ``timeout`` overrides
+    the client's per-request limit; ``deadline`` bounds the call as a whole.
     """
     request = build(state.endpoints)
-    response: Response = yield Send(request, deadline)
+    response: Response = yield Send(request, deadline, timeout)
     if response.status < 400:
         return response
     now: float | None = None

@@ -93,6 +93,12 @@ class Demultiplexer:
             return None
         return queue.popleft()
 
+    def end(self, node_id: str, reason: str) -> None:
+        """Tell one subscriber its events will not come (it could not connect)."""
+        queue = self._queues.get(node_id)
+        if queue is not None:
+            queue.append(StreamEnded(reason))
+
     def end_all(self, reason: str) -> None:
         """The connection is gone: tell every subscriber, after what they
         already have buffered."""

@@ -72,12 +72,13 @@ class NewId:
 class Send:
     """Send ``request`` and return the complete answer, whatever its status.
 
-    ``deadline`` (monotonic) bounds the whole exchange on top of the client's
-    per-request timeout.
+    ``timeout`` overrides the client's per-request timeout; ``deadline``
+    (monotonic) bounds the exchange on top of it.
     """
 
     request: Request
     deadline: float | None = None
+    timeout: float | None = None
 
 
 @attrs.frozen

@@ -252,3 +252,17 @@ class Endpoints:
             idempotent=True,
             stream=True,
         )
+
+    # -- conversations -------------------------------------------------------
+
+    def delete_conversation(self, conv_id: str) -> Request:
+        """Soft-delete: mark the row ``is_delete``. The old client sent no
+        ``Prefer`` and so could not tell a deleted row from no row at all
+        (D21); asking for the updated ids makes a no-op visible."""
+        query = [("id", "eq." + require_uuid(conv_id, "conv_id")), ("select", "id")]
+        return Request(
+            "PATCH",
+            self._rest("/conversation", query),
+            self.rest_headers(write=True, prefer="return=representation"),
+            dump_json({"is_delete": True}),
+        )

@@ -1,0 +1,187 @@
+"""The aiohttp transport: performs the core's effects with aiohttp on asyncio.
+
+Nothing here knows an endpoint or parses a body: it sends the core's requests
+unchanged (the URL is already encoded, so yarl is told not to touch it) and maps
+aiohttp's failures onto the library's two transport errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import aiohttp
+from yarl import URL
+
+from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
+from flowith_proto.config import DEFAULT_EDGE_URL, DEFAULT_SUPABASE_KEY, DEFAULT_SUPABASE_URL
+from flowith_proto.errors import ConnectionFailedError, TimeoutError
+from flowith_proto.request import Request, Response
+
+__all__ = ["FlowithClient"]
+
+
+class _Signal:
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, deadline: float | None) -> bool:
+        if deadline is None:
+            await self._event.wait()
+            return True
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(self._event.wait(), max(remaining, 0.0))
+        except asyncio.TimeoutError:
+            return self._event.is_set()
+        return True
+
+
+def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError:
+    # A connector error means no byte of the request left this machine.
+    sent = not isinstance(exc, aiohttp.ClientConnectorError)
+    return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)
+
+
+class _Body:
+    """A streaming response body read chunk by chunk under a deadline.
+
+    A read that runs out of time leaves aiohttp's buffer intact, so the
+    connection stays usable for the next reader.
+    """
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def read(self, deadline: float | None) -> bytes | None:
+        content = self._response.content
+        try:
+            if deadline is None:
+                return await content.readany()
+            remaining = deadline - asyncio.get_running_loop().time()
+            return await asyncio.wait_for(content.readany(), max(remaining, 0.0))
+        except asyncio.TimeoutError:
+            return None
+        except aiohttp.ClientError as exc:
+            raise ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        self._response.close()
+
+
+class FlowithClient(FlowithClientBase):
+    """Async Flowith client on aiohttp (asyncio).
+
+    ``http_client`` lets you bring your own ``aiohttp.ClientSession``; the
+    client then never closes it. Otherwise one is created on first use, with
+    TLS verification on, and ``proxy`` applies to every request.
+    """
+
+    def __init__(
+        self,
+        token: str = "",
+        *,
+        user_id: str = "",
+        refresh_token: str = "",
+        edge_url: str = DEFAULT_EDGE_URL,
+        supabase_url: str = DEFAULT_SUPABASE_URL,
+        supabase_key: str = DEFAULT_SUPABASE_KEY,
+        timeout: float = 30.0,
+        result_timeout: float = 120.0,
+        poll_interval: float = 2.0,
+        proxy: str | None = None,
+        http_client: aiohttp.ClientSession | None = None,
+    ) -> None:
+        super().__init__(
+            token,
+            user_id=user_id,
+            refresh_token=refresh_token,
+            edge_url=edge_url,
+            supabase_url=supabase_url,
+            supabase_key=supabase_key,
+            timeout=timeout,
+            result_timeout=result_timeout,
+            poll_interval=poll_interval,
+        )
+        if http_client is not None and proxy is not None:
+            raise ValueError("pass proxy to your own http_client, not to FlowithClient")
+        self._owns_http = http_client is None
+        self._http = http_client
+        self._proxy = proxy
+
+    def _session(self) -> aiohttp.ClientSession:
+        # Created lazily: an aiohttp session must be born inside a running loop.
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _sleep_until(self, deadline: float) -> None:
+        await asyncio.sleep(max(deadline - self._now(), 0.0))
+
+    def _new_signal(self) -> Signal:
+        return _Signal()
+
+    def _limit(self, timeout: float | None, deadline: float | None) -> float:
+        limit = self.timeout if timeout is None else timeout
+        if deadline is not None:
+            limit = min(limit, deadline - self._now())
+        if limit <= 0:
+            raise TimeoutError("the deadline passed before the request could be sent")
+        return limit
+
+    async def _send(
+        self, request: Request, timeout: float | None, deadline: float | None
+    ) -> Response:
+        limit = self._limit(timeout, deadline)
+        try:
+            async with self._session().request(
+                request.method,
+                URL(request.url, encoded=True),
+                headers=list(request.headers),
+                data=request.body,
+                proxy=self._proxy,
+                timeout=aiohttp.ClientTimeout(total=limit),
+            ) as answer:
+                body = await answer.read()
+                return Response(answer.status, tuple(answer.headers.items()), body)
+        except asyncio.TimeoutError as exc:
+            raise TimeoutError(f"request took longer than {limit:.3g}s") from exc
+        except aiohttp.ClientError as exc:
+            raise _transport_error(exc) from exc
+
+    async def _open_stream(
+        self, request: Request, deadline: float | None
+    ) -> tuple[int, Sequence[tuple[str, str]], ByteStream]:
+        limit = self._limit(None, deadline)
+        try:
+            # Reaching the headers is bounded; reads wait as long as the caller's deadline.
+            answer = await asyncio.wait_for(
+                self._session().request(
+                    request.method,
+                    URL(request.url, encoded=True),
+                    headers=list(request.headers),
+                    data=request.body,
+                    proxy=self._proxy,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=limit),
+                ),
+                limit,
+            )
+        except asyncio.TimeoutError as exc:
+            raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
+        except aiohttp.ClientError as exc:
+            raise _transport_error(exc) from exc
+        return answer.status, tuple(answer.headers.items()), _Body(answer)
+
+    async def _close_transport(self) -> None:
+        if self._owns_http and self._http is not None:
+            await self._http.close()

@@ -1,0 +1,172 @@
+"""The httpx transport: performs the core's effects with httpx and anyio.
+
+Runs on asyncio and on trio (anyio picks whichever is running). Nothing here
+knows an endpoint or parses a body: it sends the core's requests unchanged and
+maps httpx's failures onto the library's two transport errors.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections.abc import AsyncGenerator, Sequence
+from typing import cast
+
+import anyio
+import httpx
+
+from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
+from flowith_proto.config import DEFAULT_EDGE_URL, DEFAULT_SUPABASE_KEY, DEFAULT_SUPABASE_URL
+from flowith_proto.errors import ConnectionFailedError, TimeoutError
+from flowith_proto.request import Request, Response
+
+__all__ = ["FlowithClient"]
+
+
+class _Signal:
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, deadline: float | None) -> bool:
+        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            await self._event.wait()
+        return self._event.is_set()
+
+
+def _transport_error(exc: httpx.HTTPError) -> ConnectionFailedError | TimeoutError:
+    if isinstance(exc, httpx.TimeoutException):
+        return TimeoutError(f"request timed out ({type(exc).__name__})")
+    # A connect error means no byte of the request left this machine.
+    sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+    return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)
+
+
+class _Body:
+    """A streaming response body read chunk by chunk under a deadline."""
+
+    __slots__ = ("_chunks", "_response")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+
+    async def read(self, deadline: float | None) -> bytes | None:
+        try:
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return b""
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            raise ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}") from exc
+        return None
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._chunks.aclose()
+            await self._response.aclose()
+
+
+class FlowithClient(FlowithClientBase):
+    """Async Flowith client on httpx, for asyncio and trio.
+
+    ``http_client`` lets you bring your own ``httpx.AsyncClient`` (its proxy,
+    limits, TLS settings); the client then never closes it. Otherwise one is
+    created with ``proxy`` and TLS verification on.
+    """
+
+    def __init__(
+        self,
+        token: str = "",
+        *,
+        user_id: str = "",
+        refresh_token: str = "",
+        edge_url: str = DEFAULT_EDGE_URL,
+        supabase_url: str = DEFAULT_SUPABASE_URL,
+        supabase_key: str = DEFAULT_SUPABASE_KEY,
+        timeout: float = 30.0,
+        result_timeout: float = 120.0,
+        poll_interval: float = 2.0,
+        proxy: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(
+            token,
+            user_id=user_id,
+            refresh_token=refresh_token,
+            edge_url=edge_url,
+            supabase_url=supabase_url,
+            supabase_key=supabase_key,
+            timeout=timeout,
+            result_timeout=result_timeout,
+            poll_interval=poll_interval,
+        )
+        if http_client is not None and proxy is not None:
+            raise ValueError("pass proxy to your own http_client, not to FlowithClient")
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(proxy=proxy, timeout=timeout)
+
+    def _now(self) -> float:
+        return anyio.current_time()
+
+    async def _sleep_until(self, deadline: float) -> None:
+        await anyio.sleep_until(deadline)
+
+    def _new_signal(self) -> Signal:
+        return _Signal()
+
+    def _limit(self, timeout: float | None, deadline: float | None) -> float:
+        limit = self.timeout if timeout is None else timeout
+        if deadline is not None:
+            limit = min(limit, deadline - anyio.current_time())
+        if limit <= 0:
+            raise TimeoutError("the deadline passed before the request could be sent")
+        return limit
+
+    async def _send(
+        self, request: Request, timeout: float | None, deadline: float | None
+    ) -> Response:
+        limit = self._limit(timeout, deadline)
+        try:
+            with anyio.fail_after(limit):
+                answer = await self._http.request(
+                    request.method,
+                    request.url,
+                    headers=list(request.headers),
+                    content=request.body,
+                    timeout=limit,
+                )
+        except builtins.TimeoutError as exc:
+            raise TimeoutError(f"request took longer than {limit:.3g}s") from exc
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from exc
+        return Response(answer.status_code, tuple(answer.headers.multi_items()), answer.content)
+
+    async def _open_stream(
+        self, request: Request, deadline: float | None
+    ) -> tuple[int, Sequence[tuple[str, str]], ByteStream]:
+        limit = self._limit(None, deadline)
+        outgoing = self._http.build_request(
+            request.method,
+            request.url,
+            headers=list(request.headers),
+            content=request.body,
+            # Connect and write are bounded; reads wait as long as the caller's deadline.
+            timeout=httpx.Timeout(limit, read=None),
+        )
+        try:
+            with anyio.fail_after(limit):
+                answer = await self._http.send(outgoing, stream=True)
+        except builtins.TimeoutError as exc:
+            raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from exc
+        return answer.status_code, tuple(answer.headers.multi_items()), _Body(answer)
+
+    async def _close_transport(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()

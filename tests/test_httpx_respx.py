@@ -1,0 +1,133 @@
+"""The httpx adapter alone, with respx standing in for the network."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import respx
+
+from flowith_httpx import ConnectionFailedError, FlowithClient, NotFoundError, TimeoutError
+
+pytestmark = pytest.mark.anyio
+
+USER = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+CONV = "11111111-2222-4333-8444-555555555555"
+TOKEN = "header.payload.signature-long-enough"
+EDGE = "https://edge.test"
+SB = "https://sb.test"
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def client(**options: Any) -> FlowithClient:
+    return FlowithClient(TOKEN, user_id=USER, edge_url=EDGE, supabase_url=SB, **options)
+
+
+def frame(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps({"data": payload, "id": "1"}).encode() + b"\n\n"
+
+
+async def test_a_turn_goes_out_exactly_as_the_core_built_it() -> None:
+    posted = anyio.Event()
+    seen: dict[str, str] = {}
+
+    async def stream_body() -> AsyncIterator[bytes]:
+        yield b'data: {"heartbeat": 1}\n\n'
+        await posted.wait()
+        node = seen["node"]
+        yield frame({"type": "chunks", "nodeId": node, "chunks": ["Wars"]})
+        yield frame({"type": "complete", "nodeId": node, "result": "Warsaw"})
+
+    def on_completion(request: httpx.Request) -> httpx.Response:
+        seen["node"] = json.loads(request.content)["nodeId"]
+        posted.set()
+        return httpx.Response(200, json={"status": "processing"})
+
+    with respx.mock(assert_all_called=True) as router:
+        conversation = router.post(f"{SB}/rest/v1/conversation?select=id").respond(
+            201, json=[{"id": CONV}]
+        )
+        nodes = router.post(url__startswith=f"{SB}/rest/v1/flow_node").respond(201)
+        stream = router.get(f"{EDGE}/user_stream/stream?user_id={USER}").mock(
+            return_value=httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, content=stream_body()
+            )
+        )
+        router.post(f"{EDGE}/completion/async?mode=general").mock(side_effect=on_completion)
+        async with client() as flowith:
+            result = await flowith.generate("Capital of Poland?")
+    assert result.text == "Warsaw"
+    assert result.conv_id == CONV
+    sent = conversation.calls.last.request
+    assert sent.headers["authorization"] == f"Bearer {TOKEN}"
+    assert sent.headers["content-profile"] == "public"
+    node_urls = [str(call.request.url) for call in nodes.calls]
+    assert node_urls[0] == (
+        f"{SB}/rest/v1/flow_node?columns="
+        "%22id%22,%22position%22,%22type%22,%22conv_id%22,%22p_id%22,%22c_ids%22,%22data%22"
+    )
+    stream_request = stream.calls.last.request
+    assert stream_request.headers["authorization"] == TOKEN  # bare on the edge
+    assert stream_request.headers["accept"] == "text/event-stream"
+    assert "content-type" not in stream_request.headers
+
+
+async def test_connection_refused_is_a_connection_error_before_sending() -> None:
+    with respx.mock() as router:
+        router.post(f"{SB}/rest/v1/conversation?select=id").mock(
+            side_effect=httpx.ConnectError("refused")
+        )
+        async with client() as flowith:
+            with pytest.raises(ConnectionFailedError) as info:
+                await flowith.generate("hi")
+    assert info.value.request_sent is False
+
+
+async def test_a_slow_answer_times_out_on_the_per_request_limit() -> None:
+    async def slow(_request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(5)
+        return httpx.Response(200, json=[{"id": CONV}])
+
+    # The call never completes, so respx never records it as called.
+    with respx.mock(assert_all_called=False) as router:
+        router.patch(url__startswith=f"{SB}/rest/v1/conversation").mock(side_effect=slow)
+        async with client() as flowith:
+            with anyio.fail_after(3):
+                with pytest.raises(TimeoutError):
+                    await flowith.delete_conversation(CONV, timeout=0.2)
+
+
+async def test_delete_of_a_missing_conversation_is_not_silent() -> None:
+    with respx.mock() as router:
+        route = router.patch(f"{SB}/rest/v1/conversation?id=eq.{CONV}&select=id").respond(
+            200, json=[]
+        )
+        async with client() as flowith:
+            with pytest.raises(NotFoundError):
+                await flowith.delete_conversation(CONV)
+    assert json.loads(route.calls.last.request.content) == {"is_delete": True}
+
+
+async def test_own_http_client_is_used_and_left_open() -> None:
+    with respx.mock() as router:
+        route = router.patch(url__startswith=f"{SB}/rest/v1/conversation").respond(
+            200, json=[{"id": CONV}]
+        )
+        async with httpx.AsyncClient(headers={"x-mine": "1"}) as mine:
+            async with client(http_client=mine) as flowith:
+                await flowith.delete_conversation(CONV)
+            assert not mine.is_closed
+        assert route.calls.last.request.headers["x-mine"] == "1"
+
+
+def test_proxy_and_own_client_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="proxy"):
+        FlowithClient(TOKEN, proxy="http://127.0.0.1:1", http_client=httpx.AsyncClient())
