@@ -1,0 +1,305 @@
+"""Serve a :class:`~flowith_proto.fake.FakeFlowith` on a loopback socket.
+
+The model decides every answer; this module only moves bytes, with anyio
+(so the same server runs under asyncio and trio) and h11 (HTTP/1.1 with
+keep-alive). Event streams go out as chunked bodies, each queued frame written
+the moment the model queues it. A stream ends as the script says: cleanly
+(the final chunk), abruptly (the socket closes mid-body) or not at all (a
+hung stream keeps its socket open, silent, until the client leaves or the
+server stops). Errors stay inside their connection.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import math
+import time
+from types import TracebackType
+
+import anyio
+import anyio.abc
+import h11
+
+from flowith_proto.fake import (
+    CloseStream,
+    DropStream,
+    FakeFlowith,
+    FakeResponse,
+    FakeStream,
+    Hang,
+    Pause,
+    SendBytes,
+)
+
+__all__ = ["FakeFlowithServer"]
+
+log = logging.getLogger("flowith.fake_server")
+
+_RECEIVE_SIZE = 65536
+_NO_BODY_STATUSES = frozenset({204, 304})
+_NETWORK_ERRORS = (
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    OSError,
+    h11.ProtocolError,
+)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+def _expected(error: BaseException) -> bool:
+    """Whether ``error`` (or every error of a group) is an ordinary network failure."""
+    inner = getattr(error, "exceptions", None)
+    if isinstance(inner, tuple):
+        return all(_expected(e) for e in inner)
+    return isinstance(error, _NETWORK_ERRORS)
+
+
+class _Wakeup:
+    """The model's ``on_activity`` hook, re-armed before every pull."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+
+    def set(self) -> None:
+        self.event.set()
+
+
+class _Connection:
+    """One client connection: requests in, the model's answers out."""
+
+    def __init__(self, fake: FakeFlowith, socket: anyio.abc.SocketStream) -> None:
+        self.fake = fake
+        self.socket = socket
+        self.h11 = h11.Connection(h11.SERVER)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                request = await self._next_event()
+                if not isinstance(request, h11.Request):
+                    return
+                if self.h11.they_are_waiting_for_100_continue:
+                    await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+                body = await self._read_body()
+            except h11.RemoteProtocolError as error:
+                await self._bad_request(error)
+                return
+            if body is None:
+                return
+            result = self._answer(request, body)
+            if isinstance(result, FakeStream):
+                if not await self._stream(result):
+                    return
+            else:
+                await self._respond(result)
+            if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
+                return
+            self.h11.start_next_cycle()
+
+    def _answer(self, request: h11.Request, body: bytes) -> FakeResponse | FakeStream:
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in request.headers.raw_items()
+        ]
+        try:
+            return self.fake.handle(
+                request.method.decode("ascii"),
+                request.target.decode("ascii"),
+                headers,
+                body,
+                now=time.time(),
+            )
+        except Exception:
+            # A bug in the model: answer 500 on this request, keep serving the others.
+            log.exception("the fake Flowith failed on %r", request.target)
+            return FakeResponse(
+                500,
+                (("content-type", "application/json"),),
+                b'{"message":"the fake Flowith failed; see the server log"}',
+            )
+
+    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = self.h11.next_event()
+            if event is h11.PAUSED or isinstance(event, h11.Event):
+                return event
+            try:
+                data = await self.socket.receive(_RECEIVE_SIZE)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                data = b""
+            self.h11.receive_data(data)
+
+    async def _read_body(self) -> bytes | None:
+        """The whole request body (any length, any framing), or ``None`` if the
+        client left before sending it."""
+        parts: list[bytes] = []
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(parts)
+            else:
+                return None
+
+    async def _send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            await self.socket.send(data)
+
+    async def _respond(self, response: FakeResponse) -> None:
+        headers = [
+            (name, value)
+            for name, value in response.headers
+            if name.lower() not in ("content-length", "transfer-encoding")
+        ]
+        headers.append(("server", "fake-flowith"))
+        if response.status not in _NO_BODY_STATUSES:
+            headers.append(("content-length", str(len(response.body))))
+        data = self.h11.send(
+            h11.Response(
+                status_code=response.status, headers=headers, reason=_reason(response.status)
+            )
+        )
+        if response.body and response.status not in _NO_BODY_STATUSES:
+            data = (data or b"") + (self.h11.send(h11.Data(data=response.body)) or b"")
+        data = (data or b"") + (self.h11.send(h11.EndOfMessage()) or b"")
+        await self.socket.send(data)
+
+    async def _bad_request(self, error: h11.RemoteProtocolError) -> None:
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = f'{{"message":"bad request: {error}"}}'.encode()
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            ("connection", "close"),
+        ]
+        try:
+            await self._send(h11.Response(status_code=error.error_status_hint, headers=headers))
+            await self._send(h11.Data(data=body))
+            await self._send(h11.EndOfMessage())
+        except _NETWORK_ERRORS:
+            pass
+
+    async def _stream(self, stream: FakeStream) -> bool:
+        """Serve one event stream; true if the connection can carry another request."""
+        headers = [*stream.headers, ("transfer-encoding", "chunked"), ("server", "fake-flowith")]
+        await self._send(
+            h11.Response(status_code=stream.status, headers=headers, reason=_reason(stream.status))
+        )
+        wakeup = _Wakeup()
+        stream.on_activity = wakeup.set
+        outcome = "client gone"
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._watch_client, group.cancel_scope)
+                outcome = await self._pump(stream, wakeup)
+                group.cancel_scope.cancel()
+        finally:
+            stream.on_activity = None
+            stream.close()
+        return outcome == "closed"
+
+    async def _watch_client(self, scope: anyio.CancelScope) -> None:
+        """Notice a client that leaves while the stream is silent (a hang, a long
+        pause); bytes it sends meanwhile are kept for the next request."""
+        while True:
+            try:
+                data = await self.socket.receive(_RECEIVE_SIZE)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                break
+            self.h11.receive_data(data)
+        scope.cancel()
+
+    async def _pump(self, stream: FakeStream, wakeup: _Wakeup) -> str:
+        """Write what the model queues, as soon as it is due; heartbeats when idle."""
+        interval = self.fake.heartbeat_interval
+        last_write = anyio.current_time()
+        while True:
+            wakeup.event = anyio.Event()  # armed before the pull: no activity is missed
+            pause = math.inf
+            for item in stream.pull(now=time.time()):
+                if isinstance(item, SendBytes):
+                    await self._send(h11.Data(data=item.data))
+                    last_write = anyio.current_time()
+                elif isinstance(item, Pause):
+                    pause = item.seconds
+                elif isinstance(item, CloseStream):
+                    await self._send(h11.EndOfMessage())
+                    return "closed"
+                elif isinstance(item, DropStream):
+                    return "dropped"
+                elif isinstance(item, Hang):
+                    await anyio.sleep_forever()
+            idle_left = last_write + interval - anyio.current_time()
+            if idle_left <= 0:
+                await self._send(h11.Data(data=stream.heartbeat(now=time.time())))
+                last_write = anyio.current_time()
+                continue
+            with anyio.move_on_after(min(pause, idle_left)):
+                await wakeup.event.wait()
+
+
+class FakeFlowithServer:
+    """A :class:`FakeFlowith` on ``http://host:port`` for as long as the ``async with`` lasts.
+
+    Point both of a client's hosts at :attr:`url` (``edge_url`` and
+    ``supabase_url``): the model tells them apart by path. Leaving the block
+    closes every connection, open event streams included, at once.
+    """
+
+    def __init__(self, fake: FakeFlowith, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.fake = fake
+        self.host = host
+        #: The bound port (the OS picks one when ``port`` is 0); set on entry.
+        self.port = port
+        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
+        self._group: anyio.abc.TaskGroup | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def __aenter__(self) -> FakeFlowithServer:
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        group.start_soon(listener.serve, self._serve_connection, group)
+        self._listener, self._group = listener, group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        listener, group = self._listener, self._group
+        self._listener = self._group = None
+        if group is not None:
+            group.cancel_scope.cancel()
+            await group.__aexit__(None, None, None)
+        if listener is not None:
+            await listener.aclose()
+
+    async def _serve_connection(self, socket: anyio.abc.SocketStream) -> None:
+        try:
+            await _Connection(self.fake, socket).run()
+        except Exception as error:
+            if _expected(error):
+                log.debug("a fake server connection ended: %r", error)
+            else:
+                log.exception("a fake server connection failed")
+        finally:
+            await anyio.aclose_forcefully(socket)
