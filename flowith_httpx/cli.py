@@ -1,0 +1,148 @@
+"""The ``flowith`` command.
+
+``flowith demo`` needs no account and no network: it starts the fake Flowith on
+a loopback port and holds a streamed, multi-turn conversation with it through
+the real client and real sockets, printing what a user would see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+import anyio
+
+from flowith_proto.abc import FlowithClientBase
+from flowith_proto.fake import FakeFlowith, Step, Turn, chunk, complete, pause
+
+__all__ = ["main"]
+
+DEMO_PROMPTS = (
+    "Hi! My name is Alice and I love async Python.",
+    "What is my name, and what do I love?",
+    "Write a haiku about that.",
+)
+
+_NAME = re.compile(r"my name is (\w+)", re.IGNORECASE)
+_LOVE = re.compile(r"i love ([^.!?]+)", re.IGNORECASE)
+
+
+def _remembered(turn: Turn, pattern: re.Pattern[str]) -> str | None:
+    for message in turn.messages:
+        content = message.get("content")
+        if message.get("role") == "user" and isinstance(content, str):
+            found = pattern.search(content)
+            if found:
+                return found.group(1)
+    return None
+
+
+def demo_responder(turn: Turn) -> Sequence[Step]:
+    """A small scripted model that really uses the conversation history the
+    client sends, so the demo shows multi-turn memory rather than canned text."""
+    name = _remembered(turn, _NAME) or "friend"
+    love = _remembered(turn, _LOVE) or "many things"
+    prompt = turn.prompt.lower()
+    if "haiku" in prompt:
+        thought = f"A haiku: 5-7-5 syllables, about {love}."
+        answer = "Tasks await, then wake —\nevent loops hum quietly,\none stream serves them all."
+    elif "what is my name" in prompt:
+        thought = f"Earlier in this conversation the user said their name is {name}."
+        answer = f"Your name is {name}, and you love {love}."
+    else:
+        thought = "The user is introducing themselves; greet them by name."
+        answer = f"Nice to meet you, {name}! Ask me anything."
+    steps: list[Step] = [chunk("<think>")]
+    steps += [chunk(word) for word in re.findall(r"\S+\s*", thought)]
+    steps.append(chunk("</think>"))
+    for word in re.findall(r"\S+\s*", answer):
+        steps += [pause(0.02), chunk(word)]
+    steps.append(complete())
+    return steps
+
+
+class _Printer:
+    """Writes reasoning dimmed on a terminal, marked otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.color = out.isatty()
+        self.in_reasoning = False
+
+    def reasoning(self, text: str) -> None:
+        if not self.in_reasoning:
+            self.in_reasoning = True
+            self.out.write("\x1b[2m  thinking: " if self.color else "  [thinking] ")
+        self.out.write(text)
+        self.out.flush()
+
+    def answer(self, text: str) -> None:
+        if self.in_reasoning:
+            self.in_reasoning = False
+            self.out.write("\x1b[0m\n" if self.color else "\n")
+            self.out.write("flowith> ")
+        self.out.write(text)
+        self.out.flush()
+
+
+def _client_class(transport: str) -> type[FlowithClientBase]:
+    if transport == "aiohttp":
+        from flowith_aiohttp import FlowithClient as AiohttpClient
+
+        return AiohttpClient
+    from flowith_httpx import FlowithClient as HttpxClient
+
+    return HttpxClient
+
+
+async def run_demo(transport: str, backend: str, out: TextIO) -> None:
+    """The demo conversation against a fake Flowith served on loopback."""
+    from flowith_httpx.fake_server import FakeFlowithServer
+
+    fake = FakeFlowith(responder=demo_responder, heartbeat_interval=1.0)
+    async with FakeFlowithServer(fake) as server:
+        out.write(f"flowith demo: a fake Flowith is serving on {server.url}\n")
+        out.write(f"(no account, no network; transport {transport} on {backend})\n")
+        client_class = _client_class(transport)
+        async with client_class(fake.token, edge_url=server.url, supabase_url=server.url) as client:
+            session = client.start_conversation(model="deepseek-r1")
+            for prompt in DEMO_PROMPTS:
+                out.write(f"\nyou> {prompt}\n")
+                printer = _Printer(out)
+                async for step in session.send_stream(prompt):
+                    if step.reasoning_delta:
+                        printer.reasoning(step.reasoning_delta)
+                    if step.text_delta:
+                        printer.answer(step.text_delta)
+                out.write("\n")
+            out.write(
+                f"\n{session.turn} turns in conversation {session.conv_id}, "
+                f"over {client.stream_connections} shared event stream connection.\n"
+            )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowith", description="Unofficial client for the Flowith.io web app."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo", help="chat with a fake Flowith on loopback (no account or network needed)"
+    )
+    demo.add_argument("--transport", choices=("httpx", "aiohttp"), default="httpx")
+    demo.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flowith`` console script."""
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        if args.transport == "aiohttp" and args.backend == "trio":
+            print("flowith: aiohttp runs on asyncio only; use --transport httpx", file=sys.stderr)
+            return 2
+        anyio.run(run_demo, args.transport, args.backend, sys.stdout, backend=args.backend)
+    return 0

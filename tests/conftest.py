@@ -1,0 +1,77 @@
+"""Shared fixtures: the fake Flowith on loopback and a client of each transport.
+
+``transport`` is parametrized over httpx on asyncio, httpx on trio and aiohttp
+(asyncio only), so one test body proves a behaviour on every transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import attrs
+import pytest
+
+import flowith_aiohttp
+import flowith_httpx
+from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_proto.abc import FlowithClientBase
+from flowith_proto.fake import FakeFlowith
+
+TRANSPORTS = {
+    "httpx-asyncio": ("httpx", "asyncio"),
+    "httpx-trio": ("httpx", "trio"),
+    "aiohttp": ("aiohttp", "asyncio"),
+}
+
+
+@attrs.frozen
+class Transport:
+    library: str
+    backend: str
+
+    def client_class(self) -> type[FlowithClientBase]:
+        if self.library == "httpx":
+            return flowith_httpx.FlowithClient
+        return flowith_aiohttp.FlowithClient
+
+
+@pytest.fixture(params=list(TRANSPORTS), ids=list(TRANSPORTS))
+def transport(request: pytest.FixtureRequest) -> Transport:
+    library, backend = TRANSPORTS[request.param]
+    return Transport(library, backend)
+
+
+@pytest.fixture
+def anyio_backend(transport: Transport) -> str:
+    return transport.backend
+
+
+@pytest.fixture
+def fake() -> FakeFlowith:
+    return FakeFlowith(heartbeat_interval=0.2)
+
+
+@pytest.fixture
+async def server(fake: FakeFlowith) -> AsyncIterator[FakeFlowithServer]:
+    async with FakeFlowithServer(fake) as running:
+        yield running
+
+
+MakeClient = Callable[..., Any]
+
+
+@pytest.fixture
+def make_client(transport: Transport, fake: FakeFlowith, server: FakeFlowithServer) -> MakeClient:
+    """A client of the test's transport pointed at the fake (not yet opened)."""
+
+    def make(**options: Any) -> FlowithClientBase:
+        options.setdefault("poll_interval", 0.05)
+        return transport.client_class()(
+            options.pop("token", fake.token),
+            edge_url=server.url,
+            supabase_url=server.url,
+            **options,
+        )
+
+    return make

@@ -1,0 +1,246 @@
+"""One behavioural suite, run on httpx+asyncio, httpx+trio and aiohttp against the
+fake Flowith on loopback: real sockets, real HTTP, real SSE bytes."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from flowith_proto.errors import GenerationError, TimeoutError
+from flowith_proto.fake import (
+    FakeFlowith,
+    chunk,
+    close_stream,
+    comment,
+    complete,
+    fail,
+    hang,
+    heartbeat,
+    other_node,
+    pause,
+    row,
+)
+from flowith_proto.models import GenerationOutput
+from tests.conftest import MakeClient
+
+pytestmark = pytest.mark.anyio
+
+
+async def collect(iterator: object) -> list[GenerationOutput]:
+    return [output async for output in iterator]  # type: ignore[attr-defined]
+
+
+async def test_plain_chunks(fake: FakeFlowith, make_client: MakeClient) -> None:
+    fake.script(chunk("The capital "), chunk("of Poland "), chunk("is Warsaw."), complete())
+    async with make_client() as client:
+        result = await client.generate("Capital of Poland?")
+    assert result.text == "The capital of Poland is Warsaw."
+    assert result.node_id in fake.nodes
+    assert result.conv_id in fake.conversations
+
+
+async def test_think_tags_split_across_chunks_while_streaming(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(
+        chunk("<thi"),
+        chunk("nk>Let me think"),
+        chunk(" hard.</th"),
+        chunk("ink>Answer: "),
+        chunk("42"),
+        complete(),
+    )
+    async with make_client() as client:
+        steps = await collect(client.generate_stream("Meaning of life?"))
+    final = steps[-1]
+    assert (final.text, final.reasoning) == ("Answer: 42", "Let me think hard.")
+    assert "".join(s.text_delta for s in steps) == "Answer: 42"
+    assert "".join(s.reasoning_delta for s in steps) == "Let me think hard."
+    assert all("<" not in s.text_delta for s in steps)
+
+
+@pytest.mark.parametrize("line_ending", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("multiline", [False, True])
+async def test_line_endings_and_multiline_data(
+    fake: FakeFlowith, make_client: MakeClient, line_ending: str, multiline: bool
+) -> None:
+    fake.script(
+        chunk("héllo, "),
+        comment("keep-alive"),
+        heartbeat(),
+        chunk("wörld 🌍"),
+        complete(),
+        line_ending=line_ending,  # type: ignore[arg-type]
+        multiline=multiline,
+    )
+    async with make_client() as client:
+        steps = await collect(client.generate_stream("greet"))
+    assert steps[-1].text == "héllo, wörld 🌍"
+    assert "".join(s.text_delta for s in steps) == "héllo, wörld 🌍"
+
+
+async def test_other_nodes_events_are_ignored(fake: FakeFlowith, make_client: MakeClient) -> None:
+    fake.script(
+        other_node("noise"),
+        chunk("mine "),
+        other_node("more noise"),
+        chunk("only"),
+        other_node("even more"),
+        complete(),
+    )
+    async with make_client() as client:
+        steps = await collect(client.generate_stream("hi"))
+    assert "".join(s.text_delta for s in steps) == "mine only"
+
+
+async def test_stream_closing_early_falls_back_to_the_row(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(close_stream(), pause(0.2), row("done", "Recovered from the row."))
+    async with make_client() as client:
+        result = await client.generate("hi", timeout=10)
+    assert result.text == "Recovered from the row."
+    assert fake.requests_to("GET", "/rest/v1/flow_node")
+
+
+async def test_poll_fallback_after_deltas_sends_only_what_is_new(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("Hello"), close_stream(), row("done", "Hello, world"))
+    async with make_client() as client:
+        steps = await collect(client.generate_stream("hi", timeout=10))
+    assert [s.text_delta for s in steps] == ["Hello", ", world"]
+    assert steps[-1].text == "Hello, world"
+
+
+async def test_a_silent_server_times_out_on_time(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(hang())
+    async with make_client() as client:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await client.generate("hi", timeout=0.6)
+        elapsed = time.monotonic() - started
+    assert 0.5 <= elapsed < 3.0
+
+
+async def test_heartbeats_alone_do_not_keep_a_generation_alive(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("partial"), pause(30))  # heartbeats flow, nothing else
+    async with make_client() as client:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await client.generate("hi", timeout=0.8)
+    assert time.monotonic() - started < 3.0
+
+
+async def test_failure_event_raises_a_typed_error(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("I will"), fail(error="upstream overloaded", error_type="provider_error"))
+    async with make_client() as client:
+        with pytest.raises(GenerationError) as info:
+            await client.generate("hi")
+    assert info.value.error == "upstream overloaded"
+    assert info.value.error_type == "provider_error"
+
+
+async def test_two_turn_session(fake: FakeFlowith, make_client: MakeClient) -> None:
+    fake.script(chunk("Nice to meet you, Alice."), complete())
+    fake.script(chunk("Your name is Alice."), complete())
+    async with make_client() as client:
+        session = client.start_conversation(model="gemini-3.1-pro-preview")
+        first = await session.send("My name is Alice.")
+        second = await session.send("What is my name?")
+    assert (first.text, second.text) == ("Nice to meet you, Alice.", "Your name is Alice.")
+    assert session.turn == 2
+    assert first.conv_id == second.conv_id == session.conv_id
+    completions = fake.requests_to("POST", "/completion/async")
+    assert completions[1].json()["messages"] == [
+        {"role": "user", "content": "My name is Alice."},
+        {"role": "assistant", "content": "Nice to meet you, Alice."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    second_user_node = fake.nodes[fake.nodes[second.node_id]["p_id"]]
+    assert second_user_node["p_id"] == first.node_id
+
+
+async def test_works_without_async_with(fake: FakeFlowith, make_client: MakeClient) -> None:
+    fake.script(chunk("no context manager needed"), complete())
+    client = make_client()
+    try:
+        result = await client.generate("hi")
+    finally:
+        await client.aclose()
+    assert result.text == "no context manager needed"
+
+
+async def test_fifty_concurrent_streams_share_one_connection(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    results: dict[int, str] = {}
+    async with make_client() as client:
+
+        async def one(i: int) -> None:
+            steps = await collect(client.generate_stream(f"number {i}"))
+            results[i] = "".join(s.text_delta for s in steps)
+            assert steps[-1].text == results[i].strip()
+
+        async with anyio.create_task_group() as group:
+            for i in range(50):
+                group.start_soon(one, i)
+        assert client.stream_connections == 1
+    assert fake.stream_connections == 1
+    assert len(results) == 50
+    for i, text in results.items():
+        assert f"number {i}" in text
+
+
+async def test_delete_conversation(fake: FakeFlowith, make_client: MakeClient) -> None:
+    fake.script(chunk("bye"), complete())
+    async with make_client() as client:
+        session = client.start_conversation()
+        await session.send("hello")
+        conv_id = session.conv_id
+        assert conv_id is not None
+        await session.delete()
+    assert session.conv_id is None
+    assert fake.conversations[conv_id]["is_delete"] is True
+
+
+async def test_stream_user_sse_yields_raw_frames_and_ends_after_its_window(
+    make_client: MakeClient,
+) -> None:
+    async with make_client() as client:
+        started = time.monotonic()
+        frames = [frame async for frame in client.stream_user_sse(timeout=0.7)]
+        elapsed = time.monotonic() - started
+    assert frames[0] == {"status": "connected"}
+    assert any(set(f) == {"heartbeat"} for f in frames[1:])  # heartbeats kept
+    assert 0.6 <= elapsed < 3.0
+
+
+async def test_stream_user_stream_yields_unwrapped_events_without_heartbeats(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(pause(0.3), chunk("seen by a listener"), complete())
+    events: list[dict[str, object]] = []
+    async with make_client() as client:
+
+        async def listen() -> None:
+            async for event in client.stream_user_stream(timeout=1.5):
+                events.append(event)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(listen)
+            await anyio.sleep(0.2)  # the listener is connected
+            result = await client.generate("hi")
+    assert result.text == "seen by a listener"
+    kinds = [e.get("type") for e in events]
+    assert kinds == ["chunks", "complete"]
+    assert events[0]["nodeId"] == result.node_id
+    assert all("heartbeat" not in e for e in events)
