@@ -158,7 +158,8 @@ class SSEDecoder:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes held for the event still arriving; never more than ``max_event_size``."""
+        """Bytes held for the event still arriving: at most ``max_event_size``, plus one
+        for a LF that may precede it."""
         return len(self._pending)
 
     def take_errors(self) -> list[EventTooLargeError]:
@@ -177,32 +178,11 @@ class SSEDecoder:
             if cut > 1 or (data[0] == _LF and pending[-1:] == b"\n"):
                 events: list[ServerSentEvent] = []
                 if len(pending) + len(data) <= self._small_input:
-                    events_bytes = pending + data[:cut] if pending else data[:cut]
                     self._pending = data[cut:]
+                    self._decode_events(pending + data[:cut] if pending else data[:cut], events)
                 else:
                     del pending  # so that _big_event() can free the event's bytes early
-                    events_bytes = self._feed_large(data, cut, events)
-                    if not events_bytes:
-                        return events
-                text = events_bytes.decode("utf-8", "replace")
-                if text.startswith("data: "):
-                    # The stream's usual shape: a run of events made of one "data: " line
-                    # each, taken with one split when no value hides a line break.
-                    values = text[6:-2].split("\n\ndata: ")
-                    if "\n" not in "".join(values):
-                        id_buffer = self._last_event_id = self._id_buffer
-                        retry = self._retry
-                        append = events.append
-                        for value in values:
-                            # ServerSentEvent(value, ...) inlined: __init__ would double the cost.
-                            event = _new_event(ServerSentEvent)
-                            event.data = value
-                            event.event = "message"
-                            event.id = id_buffer
-                            event.retry = retry
-                            append(event)
-                        return events
-                self._decode_blocks(text, events)
+                    self._feed_large(data, cut, events)
                 return events
         pending += data  # no blank line ends in this chunk
         self._pending = pending
@@ -210,14 +190,8 @@ class SSEDecoder:
             self._pending_grew()
         return []
 
-    def _feed_large(
-        self, data: bytes, cut: int, events: list[ServerSentEvent]
-    ) -> bytes | bytearray:
-        """feed() for a chunk that ends a long event or may hold an oversized one.
-
-        Decodes what needs care into ``events`` and returns the whole events left
-        for feed() to decode (none of them too large).
-        """
+    def _feed_large(self, data: bytes, cut: int, events: list[ServerSentEvent]) -> None:
+        """feed() for a chunk that ends a long event or may hold an oversized one."""
         if len(self._pending) > _BIG_EVENT:
             across = data[0] == _LF and self._pending[-1] == _LF  # a blank line across chunks
             first_cut = 1 if across else data.find(b"\n\n") + 2
@@ -233,12 +207,10 @@ class SSEDecoder:
             pending = self._pending
             events_bytes = pending + data[:cut] if pending else data[:cut]
         self._pending = rest = data[cut:]
-        if len(events_bytes) > self.max_event_size:
-            self._checked_events(events_bytes, events)
-            events_bytes = b""
+        if events_bytes:
+            self._windowed_events(events_bytes, events)
         if len(rest) > self._check_pending_at:
             self._pending_grew()
-        return events_bytes
 
     def close(self) -> list[ServerSentEvent]:
         """End the stream: an event without its closing blank line is discarded.
@@ -299,30 +271,58 @@ class SSEDecoder:
         self._needs_prepare = self._at_stream_start or self._held_cr or self._skipping
         return data
 
-    def _checked_events(
+    def _windowed_events(
         self, events_bytes: bytes | bytearray, events: list[ServerSentEvent]
     ) -> None:
-        """Decode whole events (the bytes start an event and end with a blank line),
-        dropping those larger than ``max_event_size``."""
+        """Decode whole events (the bytes start an event and end with a blank line) a
+        window at a time, dropping those larger than ``max_event_size``.
+
+        Windows keep the text decoded at once small, so a whole body fed at once
+        decodes as fast as the same body in chunks.
+        """
         limit = self.max_event_size
+        window = min(limit, _BIG_EVENT)
         position = 0
         end = len(events_bytes)
         while position < end:
-            if end - position <= limit:
-                self._decode_blocks(events_bytes[position:].decode("utf-8", "replace"), events)
+            if end - position <= window:
+                self._decode_events(events_bytes[position:], events)
                 return
-            # The longest run of whole events that cannot hold an oversized one.
-            blank_line = events_bytes.rfind(b"\n\n", position, position + limit)
-            if blank_line < 0:
+            # The longest run of whole events that fits (none of them too large, then).
+            blank_line = events_bytes.rfind(b"\n\n", position, position + window)
+            if blank_line < 0:  # the event starting here is longer than a window
                 blank_line = events_bytes.find(b"\n\n", position)
                 size = len(events_bytes[position:blank_line].lstrip(b"\n")) + 1
                 if size > limit:
                     self._report(size)  # its lines are ignored, so its blank line changes nothing
                     position = blank_line + 2
                     continue
-            piece = events_bytes[position : blank_line + 2]
-            self._decode_blocks(piece.decode("utf-8", "replace"), events)
+            self._decode_events(events_bytes[position : blank_line + 2], events)
             position = blank_line + 2
+
+    def _decode_events(
+        self, events_bytes: bytes | bytearray, events: list[ServerSentEvent]
+    ) -> None:
+        """Decode whole events known to be within ``max_event_size``."""
+        text = events_bytes.decode("utf-8", "replace")
+        if text.startswith("data: "):
+            # The stream's usual shape: a run of events made of one "data: " line each,
+            # taken with one split when no value hides a line break.
+            values = text[6:-2].split("\n\ndata: ")
+            if "\n" not in "".join(values):
+                id_buffer = self._last_event_id = self._id_buffer
+                retry = self._retry
+                append = events.append
+                for value in values:
+                    # ServerSentEvent(value, ...) inlined: __init__ would double the cost.
+                    event = _new_event(ServerSentEvent)
+                    event.data = value
+                    event.event = "message"
+                    event.id = id_buffer
+                    event.retry = retry
+                    append(event)
+                return
+        self._decode_blocks(text, events)
 
     def _decode_blocks(self, text: str, events: list[ServerSentEvent]) -> None:
         """Decode whole events, of any shape; ``text`` ends with a blank line."""
