@@ -19,6 +19,8 @@ import attrs
 from flowith_proto.errors import ResponseDecodeError, ValidationError
 
 __all__ = [
+    "FilePart",
+    "MultipartForm",
     "Request",
     "Response",
     "dump_json",
@@ -94,6 +96,72 @@ def _redacted_headers(headers: Headers) -> str:
     return "{" + shown + "}"
 
 
+@attrs.frozen
+class FilePart:
+    """One file of a multipart form: from ``path`` (streamed, never read whole)
+    or from ``data`` in memory. ``size`` is known up front so the form's
+    length can be announced."""
+
+    name: str
+    filename: str
+    content_type: str
+    size: int
+    path: str | None = None
+    data: bytes | None = attrs.field(default=None, repr=False)
+
+
+def _quoted(value: str) -> str:
+    # RFC 7578 4.2: escape quotes and line breaks in disposition parameters.
+    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+@attrs.frozen
+class MultipartForm:
+    """A ``multipart/form-data`` body described, not materialized.
+
+    The transport writes :meth:`segments` in order: byte strings as they are,
+    and each :class:`FilePart` by streaming its content, so a large upload
+    never sits in memory.
+    """
+
+    boundary: str
+    fields: tuple[tuple[str, str], ...] = ()
+    files: tuple[FilePart, ...] = ()
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def segments(self) -> list[bytes | FilePart]:
+        out: list[bytes | FilePart] = []
+        dash = f"--{self.boundary}\r\n".encode()
+        for name, value in self.fields:
+            out.append(
+                dash
+                + f'Content-Disposition: form-data; name="{_quoted(name)}"\r\n\r\n'.encode()
+                + value.encode("utf-8")
+                + b"\r\n"
+            )
+        for part in self.files:
+            out.append(
+                dash
+                + (
+                    f'Content-Disposition: form-data; name="{_quoted(part.name)}"; '
+                    f'filename="{_quoted(part.filename)}"\r\n'
+                    f"Content-Type: {part.content_type}\r\n\r\n"
+                ).encode()
+            )
+            out.append(part)
+            out.append(b"\r\n")
+        out.append(f"--{self.boundary}--\r\n".encode())
+        return out
+
+    @property
+    def length(self) -> int:
+        """The exact size of the encoded body in bytes."""
+        return sum(s.size if isinstance(s, FilePart) else len(s) for s in self.segments())
+
+
 @attrs.frozen(repr=False)
 class Request:
     """One HTTP request, ready for the wire.
@@ -106,7 +174,7 @@ class Request:
     method: str
     url: str
     headers: Headers = ()
-    body: bytes | None = None
+    body: bytes | MultipartForm | None = None
     idempotent: bool = False
     stream: bool = False
 
@@ -117,10 +185,15 @@ class Request:
 
     def json(self) -> Any:
         """The body decoded as JSON (tests and the fake Flowith use this)."""
+        if isinstance(self.body, MultipartForm):
+            raise TypeError("a multipart body is not JSON")
         return None if self.body is None else json.loads(self.body)
 
     def __repr__(self) -> str:
-        body = "None" if self.body is None else f"<{len(self.body)} bytes>"
+        if isinstance(self.body, MultipartForm):
+            body = f"<multipart, {self.body.length} bytes>"
+        else:
+            body = "None" if self.body is None else f"<{len(self.body)} bytes>"
         return (
             f"Request({self.method!r}, {self.url!r}, headers={_redacted_headers(self.headers)}, "
             f"body={body})"
