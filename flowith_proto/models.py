@@ -1,14 +1,54 @@
-"""The typed results a caller receives, with the old client's field names."""
+"""The typed results a caller receives, with the old client's field names.
+
+Every record is frozen and built from immutable values: sequences are tuples,
+and the mappings (``metadata``, ``FlowNode.data``...) are shallow copies that
+nothing in the library mutates. ``metadata`` is the raw row or event. Text
+fields the server may fill with a JSON object instead of text (``workflow``,
+``content``, ``preview``, ``value``...) stay ``str``: :mod:`flowith_proto.convert`
+stores the object's compact JSON text there, so nothing is lost and the type
+never changes under the caller.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import Any
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 import attrs
 
-__all__ = ["AspectRatio", "ChatMode", "GenerationOutput", "ImageModel", "VideoModel"]
+from flowith_proto.errors import FlowithError
+
+__all__ = [
+    "AspectRatio",
+    "AuthSession",
+    "ChatMode",
+    "ConvNovelEditor",
+    "ConversationRecord",
+    "CooperatorRecord",
+    "DiscussRecord",
+    "FileRecord",
+    "FlowNode",
+    "FlowProject",
+    "GeneratedImage",
+    "GenerationOutput",
+    "ImageModel",
+    "ImageOutput",
+    "MigrationInfo",
+    "ModelInfo",
+    "OracleStreamRecord",
+    "PublicNotice",
+    "SubscriptionUserOwn",
+    "TemplateRecord",
+    "UserCredits",
+    "UserProfile",
+    "UserUploadRecord",
+    "VideoModel",
+    "VideoOutput",
+]
 
 
 def _frozen_dict(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -37,6 +77,394 @@ class GenerationOutput:
 
     def __str__(self) -> str:
         return self.text
+
+
+def _str_tuple(value: Iterable[str] | None) -> tuple[str, ...]:
+    return tuple(value) if value is not None else ()
+
+
+def _image_tuple(value: Iterable[GeneratedImage] | None) -> tuple[GeneratedImage, ...]:
+    return tuple(value) if value is not None else ()
+
+
+def _metadata_field() -> Any:
+    """The raw row or event, copied so a caller's later edits cannot reach it."""
+    return attrs.field(factory=dict, converter=_frozen_dict, repr=False)
+
+
+def _mapping_field() -> Any:
+    return attrs.field(factory=dict, converter=_frozen_dict)
+
+
+def _as_text(value: Any) -> str:
+    """A node's ``data`` value as text: JSON text for objects, ``""`` for none."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
+
+
+# --- generation results -------------------------------------------------------------------------
+
+
+class Downloader(Protocol):
+    """What ``save()`` needs: the client's :meth:`download`."""
+
+    async def download(
+        self,
+        url: str,
+        path: str | os.PathLike[str] = ".",
+        *,
+        filename: str | None = None,
+        overwrite: bool = False,
+        timeout: float | None = None,
+        default_name: str = "download",
+    ) -> Path: ...
+
+
+async def _save(
+    downloader: Downloader | None,
+    url: str,
+    path: str | os.PathLike[str],
+    filename: str | None,
+    overwrite: bool,
+    timeout: float | None,
+    default_name: str,
+) -> Path:
+    if downloader is None:
+        raise FlowithError(
+            "this result was not returned by a client; download it with client.download(url)"
+        )
+    if not url:
+        raise FlowithError("there is no URL to download")
+    return await downloader.download(
+        url,
+        path,
+        filename=filename,
+        overwrite=overwrite,
+        timeout=timeout,
+        default_name=default_name,
+    )
+
+
+@attrs.frozen
+class GeneratedImage:
+    """One generated image; ``await image.save(folder)`` downloads it."""
+
+    url: str = ""
+    model: str = ""
+    #: The client that produced it: downloads go through its transport,
+    #: proxy and timeouts (the old client used a bare session: D16).
+    _downloader: Downloader | None = attrs.field(
+        default=None, eq=False, repr=False, alias="downloader"
+    )
+
+    async def save(
+        self,
+        path: str | os.PathLike[str] = ".",
+        filename: str | None = None,
+        *,
+        overwrite: bool = False,
+        timeout: float | None = None,
+    ) -> Path:
+        """Download the image into the folder ``path``; returns the file's path.
+
+        Streamed to disk, written under a temporary name and renamed when
+        complete; never replaces a file unless ``overwrite`` (else
+        :class:`FileExistsError`); the name (``filename`` or the URL's last
+        segment, else ``image.jpg``) can never leave ``path`` (D17).
+        """
+        return await _save(
+            self._downloader, self.url, path, filename, overwrite, timeout, "image.jpg"
+        )
+
+
+@attrs.frozen
+class ImageOutput:
+    """The result of an image generation; ``image`` is the first image, if any."""
+
+    images: tuple[GeneratedImage, ...] = attrs.field(factory=tuple, converter=_image_tuple)
+    model: str = ""
+    node_id: str = ""
+    conv_id: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+    @property
+    def image(self) -> GeneratedImage | None:
+        return self.images[0] if self.images else None
+
+
+@attrs.frozen
+class VideoOutput:
+    """The result of a video generation."""
+
+    video_url: str = ""
+    model: str = ""
+    node_id: str = ""
+    conv_id: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+    _downloader: Downloader | None = attrs.field(
+        default=None, eq=False, repr=False, alias="downloader"
+    )
+
+    async def save(
+        self,
+        path: str | os.PathLike[str] = ".",
+        filename: str | None = None,
+        *,
+        overwrite: bool = False,
+        timeout: float | None = None,
+    ) -> Path:
+        """Download the video into the folder ``path`` (as :meth:`GeneratedImage.save`;
+        default name ``video.mp4``)."""
+        return await _save(
+            self._downloader, self.video_url, path, filename, overwrite, timeout, "video.mp4"
+        )
+
+
+@attrs.frozen
+class FileRecord:
+    """An uploaded file: its CDN ``url`` and the ``type`` field that was sent."""
+
+    url: str = ""
+    file_type: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+# --- PostgREST rows ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ConversationRecord:
+    """A ``conversation`` row. ``preview`` alone may be ``None`` (no preview yet)."""
+
+    conv_id: str = ""
+    title: str = ""
+    user_id: str = ""
+    is_absolute_mode: bool = True
+    preview: str | None = None
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class FlowNode:
+    """A ``flow_node`` row: one box of the canvas (``node_type`` "1" user, "2" AI)."""
+
+    node_id: str = ""
+    conv_id: str = ""
+    node_type: str = ""
+    p_id: str = ""
+    c_ids: tuple[str, ...] = attrs.field(factory=tuple, converter=_str_tuple)
+    data: Mapping[str, Any] = _mapping_field()
+    position: Mapping[str, Any] = _mapping_field()
+    metadata: Mapping[str, Any] = _metadata_field()
+
+    @property
+    def text(self) -> str:
+        """``data["value"]`` as text (JSON text if the node stores an object)."""
+        return _as_text(self.data.get("value"))
+
+    @property
+    def model(self) -> str:
+        """``data["model"]``, or ``""`` for a node without one (user nodes)."""
+        return _as_text(self.data.get("model"))
+
+
+@attrs.frozen
+class UserCredits:
+    """One entry of ``/user/credits``; the balance is the sum of ``remain_quota``."""
+
+    remain_quota: float = 0.0
+    init_quota: float = 0.0
+    sub_type: str = ""
+    from_date: str = ""
+    to_date: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class ModelInfo:
+    """One entry of the ``/models`` catalogue, keyed there by ``model_id``."""
+
+    model_id: str = ""
+    title: str = ""
+    media: str = ""
+    tier: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class TemplateRecord:
+    """A prompt template from ``/templates``."""
+
+    template_id: str = ""
+    name: str = ""
+    category: str = ""
+    template_type: str = ""
+    prompt: str = ""
+    model: str = ""
+    cover_url: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class CooperatorRecord:
+    """A collaborator of a conversation (``role`` 2 unless the server says otherwise)."""
+
+    user_id: str = ""
+    role: int = 2
+    user_name: str = ""
+    user_avatar: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class UserProfile:
+    """A ``user_profile`` row."""
+
+    user_id: str = ""
+    language: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class UserUploadRecord:
+    """A ``user_upload_records`` row: a file the user uploaded."""
+
+    record_id: str = ""
+    user_id: str = ""
+    conv_id: str = ""
+    value: str = ""
+    name: str = ""
+    file_type: str = ""
+    created_at: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class SubscriptionUserOwn:
+    """A ``subscription_user_own`` grant; ``subscription_type`` is the embedded
+    ``{id, quota}`` row."""
+
+    record_id: str = ""
+    months: int = 0
+    from_date: str = ""
+    to_date: str = ""
+    remain_quota: float = 0.0
+    subscription_type: Mapping[str, Any] = _mapping_field()
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class PublicNotice:
+    """A ``public_notice`` row."""
+
+    notice_id: str = ""
+    title: str = ""
+    content: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class FlowProject:
+    """A ``flow_project`` row (a folder of conversations)."""
+
+    project_id: str = ""
+    title: str = ""
+    updated_at: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class ConvNovelEditor:
+    """A ``conv_novel_editor`` row; ``content`` is JSON text if the server stores an object."""
+
+    conv_id: str = ""
+    content: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class DiscussRecord:
+    """A ``discuss`` row: a comment on a conversation."""
+
+    discuss_id: str = ""
+    conv_id: str = ""
+    user_id: str = ""
+    content: str = ""
+    created_at: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class OracleStreamRecord:
+    """An ``oracle_stream`` row; ``workflow`` is JSON text if the server sends an object."""
+
+    record_id: str = ""
+    requirement: str = ""
+    workflow: str = ""
+    no_need_replan: bool = False
+    is_stop: bool = False
+    is_public: bool = False
+    user_confirm: bool = False
+    is_delete: bool = False
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+@attrs.frozen
+class MigrationInfo:
+    """The ``migration`` row: the web app's schema version."""
+
+    version: str = ""
+    metadata: Mapping[str, Any] = _metadata_field()
+
+
+# --- auth ----------------------------------------------------------------------------------------
+
+
+def _masked(token: str) -> str:
+    return "'***'" if token else "''"
+
+
+@attrs.frozen(repr=False)
+class AuthSession:
+    """A GoTrue token answer (``/token?grant_type=...``).
+
+    ``repr()`` and ``str()`` mask both tokens and leave ``metadata`` (which
+    holds them too) out, so a session can be logged or shown in a traceback
+    without leaking credentials.
+    """
+
+    access_token: str = ""
+    refresh_token: str = ""
+    token_type: str = ""
+    expires_in: int | None = None
+    expires_at: float | None = None
+    user: Mapping[str, Any] = _mapping_field()
+    metadata: Mapping[str, Any] = _metadata_field()
+
+    @property
+    def user_id(self) -> str:
+        """The ``user.id`` of the session (the JWT ``sub``), or ``""``."""
+        return _as_text(self.user.get("id"))
+
+    def __repr__(self) -> str:
+        return (
+            f"AuthSession(access_token={_masked(self.access_token)}, "
+            f"refresh_token={_masked(self.refresh_token)}, token_type={self.token_type!r}, "
+            f"expires_in={self.expires_in!r}, expires_at={self.expires_at!r}, "
+            f"user_id={self.user_id!r})"
+        )
+
+    __str__ = __repr__
 
 
 class ChatMode(str, enum.Enum):

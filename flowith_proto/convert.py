@@ -1,0 +1,555 @@
+"""Build the typed records of :mod:`flowith_proto.models` from the web app's JSON rows.
+
+The rows come from PostgREST tables and edge endpoints that the web app owns
+and changes without notice, so decoding is tolerant field by field and strict
+only about what cannot be understood at all:
+
+- a missing key or a JSON ``null`` gives the field's default (never ``None``,
+  unlike the old client, defect D24), except ``ConversationRecord.preview``,
+  whose default is ``None``;
+- unknown keys are ignored; ``metadata`` is always the whole row as received
+  (:class:`GeneratedImage`, which has no ``metadata``, just drops them);
+- numeric fields accept numbers sent as strings (``"12.5"``, ``"1,234.5"``,
+  ``"1_000"``, ``" 7 "``); a value that is not a finite number (a boolean, an
+  object, ``"abc"``, ``NaN``) or, for an integer field, not a whole number,
+  gives the default and a warning on the ``flowith.convert`` logger;
+- boolean fields accept PostgreSQL's spellings (``"true"``/``"false"``,
+  ``"t"``/``"f"``, ``"yes"``/``"no"``, ``"on"``/``"off"``, ``"1"``/``"0"``,
+  case-insensitive); anything else is read with ``bool()``, as the old client
+  did;
+- text fields turn numbers into their text, booleans into ``"true"`` /
+  ``"false"``, and objects or arrays into their compact JSON text (as
+  ``JSON.stringify`` writes it): ``workflow``, ``content`` or ``value`` may be
+  stored as JSON, and the text keeps all of it while the field stays a ``str``;
+- ``FlowNode.data`` / ``position`` (and the other object fields) sent as JSON
+  strings are parsed (protocol.md 3.4); a string that is not a JSON object gives
+  ``{}`` and a warning (a blank string or ``"null"`` gives ``{}`` silently);
+  ``c_ids`` may be ``null`` or a JSON string holding the list.
+
+A row that is not a JSON object, or whose id (``id``, or ``conv_id`` for
+:class:`ConvNovelEditor`) is an object or an array, raises
+:class:`~flowith_proto.errors.ResponseDecodeError`: such a row names no record
+the caller could act on, and hiding it would return a listing with holes.
+
+The per-class structure functions are built once at import and registered on
+one :class:`cattrs.Converter`; decoding a row is then a handful of calls, with
+no reflection per row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
+
+import attrs
+import cattrs
+
+from flowith_proto.errors import ResponseDecodeError
+from flowith_proto.models import (
+    AuthSession,
+    ConversationRecord,
+    ConvNovelEditor,
+    CooperatorRecord,
+    DiscussRecord,
+    FileRecord,
+    FlowNode,
+    FlowProject,
+    GeneratedImage,
+    GenerationOutput,
+    ImageOutput,
+    MigrationInfo,
+    ModelInfo,
+    OracleStreamRecord,
+    PublicNotice,
+    SubscriptionUserOwn,
+    TemplateRecord,
+    UserCredits,
+    UserProfile,
+    UserUploadRecord,
+    VideoOutput,
+)
+
+__all__ = ["ROW_TYPES", "structure_credits", "structure_models", "structure_row", "structure_rows"]
+
+T = TypeVar("T")
+_Hook = Callable[[Any], Any]
+
+_log = logging.getLogger("flowith.convert")
+
+#: Where a field's value comes from when the row key differs from the field
+#: name (protocol.md section 2); every other field reads the key of its name.
+_RENAMES: dict[type, dict[str, str]] = {
+    ConversationRecord: {"conv_id": "id"},
+    FlowNode: {"node_id": "id", "node_type": "type"},
+    TemplateRecord: {"template_id": "id", "template_type": "type"},
+    UserProfile: {"user_id": "id"},
+    UserUploadRecord: {"record_id": "id", "file_type": "type"},
+    SubscriptionUserOwn: {"record_id": "id"},
+    OracleStreamRecord: {"record_id": "id"},
+    PublicNotice: {"notice_id": "id"},
+    FlowProject: {"project_id": "id"},
+    DiscussRecord: {"discuss_id": "id"},
+}
+
+#: The row key naming the record, when it is not ``id``.
+_IDENTITY_KEYS: dict[type, str] = {ConvNovelEditor: "conv_id"}
+
+#: Every type :func:`structure_row` and :func:`structure_rows` can build.
+ROW_TYPES: tuple[type, ...] = (
+    AuthSession,
+    ConvNovelEditor,
+    ConversationRecord,
+    CooperatorRecord,
+    DiscussRecord,
+    FileRecord,
+    FlowNode,
+    FlowProject,
+    GeneratedImage,
+    GenerationOutput,
+    ImageOutput,
+    MigrationInfo,
+    ModelInfo,
+    OracleStreamRecord,
+    PublicNotice,
+    SubscriptionUserOwn,
+    TemplateRecord,
+    UserCredits,
+    UserProfile,
+    UserUploadRecord,
+    VideoOutput,
+)
+
+_TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
+_MAX_INT_TEXT = 64  # longer digit strings go through float(): int() is quadratic on 3.10
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__name__
+
+
+def _excerpt(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"<{_json_kind(value)}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _unusable(owner: str, expected: str, value: Any, default: Any) -> Any:
+    """Log why ``value`` was not used, and return the field's default instead."""
+    _log.warning(
+        "%s: expected %s, got %s (a JSON %s); using %r",
+        owner,
+        expected,
+        _excerpt(value),
+        _json_kind(value),
+        default,
+    )
+    return default
+
+
+def _dropped(owner: str, expected: str, item: Any) -> None:
+    _log.warning(
+        "%s: expected %s, got %s (a JSON %s); the item is dropped",
+        owner,
+        expected,
+        _excerpt(item),
+        _json_kind(item),
+    )
+
+
+# --- value coercions -------------------------------------------------------------------------
+
+
+def _json_text(value: Any) -> str:
+    """Compact JSON text, as the web app's ``JSON.stringify`` would write it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _as_text(value: Any, owner: str, default: Any) -> Any:
+    """A non-``str``, non-``None`` value as text (the slow path of a text field)."""
+    try:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return str(value)
+        if isinstance(value, (Mapping, list, tuple)):
+            return _json_text(value)
+        return str(value)
+    except (TypeError, ValueError, RecursionError):
+        return _unusable(owner, "text", value, default)
+
+
+def _number(value: Any) -> int | float | None:
+    """A finite number from a number or numeric text, else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip().replace(",", "").replace("_", "")
+    if len(text) <= _MAX_INT_TEXT:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _parse_json_text(value: str) -> Any:
+    """``value`` decoded as JSON; ``None`` for blank text; a sentinel when invalid."""
+    if not value.strip():
+        return None
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError):
+        return _INVALID
+
+
+_INVALID = object()
+
+
+# --- field hooks: one closure per field, knowing its default ----------------------------------
+
+
+def _text_hook(owner: str, default: str | None) -> _Hook:
+    def hook(value: Any) -> Any:
+        if type(value) is str:
+            return value
+        if value is None:
+            return default
+        return _as_text(value, owner, default)
+
+    return hook
+
+
+def _identity_hook(owner: str, key: str) -> _Hook:
+    """A text field that names the record: an object or array there is an error."""
+
+    def hook(value: Any) -> Any:
+        if type(value) is str:
+            return value
+        if value is None:
+            return ""
+        if isinstance(value, (Mapping, list, tuple)):
+            raise ResponseDecodeError(
+                f"{owner}: the row's {key!r} must be a string or a number, "
+                f"got a JSON {_json_kind(value)}",
+                body=value,
+            )
+        return _as_text(value, owner, "")
+
+    return hook
+
+
+def _int_hook(owner: str, default: int | None) -> _Hook:
+    def hook(value: Any) -> Any:
+        if type(value) is int:
+            return value
+        if value is None:
+            return default
+        number = _number(value)
+        if number is None:
+            return _unusable(owner, "a whole number", value, default)
+        if isinstance(number, float):
+            if not number.is_integer():
+                return _unusable(owner, "a whole number", value, default)
+            return int(number)
+        return number
+
+    return hook
+
+
+def _float_hook(owner: str, default: float | None) -> _Hook:
+    def hook(value: Any) -> Any:
+        if type(value) is float and math.isfinite(value):
+            return value
+        if value is None:
+            return default
+        number = _number(value)
+        if number is None:
+            return _unusable(owner, "a number", value, default)
+        try:
+            return float(number)
+        except OverflowError:
+            return _unusable(owner, "a number", value, default)
+
+    return hook
+
+
+def _bool_hook(owner: str, default: bool) -> _Hook:
+    """Never warns: every JSON value has a truth value, as the old client read it."""
+
+    def hook(value: Any) -> Any:
+        if value is True or value is False:
+            return value
+        if value is None:
+            return default
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in _TRUE:
+                return True
+            if word in _FALSE:
+                return False
+        return bool(value)
+
+    return hook
+
+
+def _mapping_hook(owner: str) -> _Hook:
+    def hook(value: Any) -> Any:
+        if type(value) is dict:
+            return value
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            return value
+        if isinstance(value, str):
+            parsed = _parse_json_text(value)
+            if parsed is None:
+                return {}
+            if isinstance(parsed, dict):
+                return parsed
+        return _unusable(owner, "a JSON object (or its JSON text)", value, {})
+
+    return hook
+
+
+def _text_tuple_hook(owner: str) -> _Hook:
+    """A list of ids: ``null`` is empty, a JSON string holding the list is parsed,
+    numbers become text, and ``null`` or non-scalar items are dropped."""
+
+    def hook(value: Any) -> Any:
+        if value is None:
+            return ()
+        listed = _parse_json_text(value) if isinstance(value, str) else value
+        if listed is None:
+            return ()
+        if not isinstance(listed, (list, tuple)):
+            return _unusable(owner, "a JSON array (or its JSON text)", value, ())
+        items: list[str] = []
+        for item in listed:
+            if type(item) is str:
+                items.append(item)
+            elif isinstance(item, (int, float)) and not isinstance(item, bool):
+                text = _as_text(item, owner, None)
+                if text is not None:
+                    items.append(text)
+            elif item is not None:
+                _dropped(owner, "a string or a number", item)
+        return tuple(items)
+
+    return hook
+
+
+def _images_hook(owner: str) -> _Hook:
+    """Images given as objects (``{url, model}``) or as bare URL strings."""
+
+    def hook(value: Any) -> Any:
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)):
+            return _unusable(owner, "a JSON array", value, ())
+        images: list[GeneratedImage] = []
+        for item in value:
+            if isinstance(item, str):
+                images.append(GeneratedImage(url=item))
+            elif isinstance(item, Mapping):
+                images.append(_converter.structure(item, GeneratedImage))
+            elif item is not None:
+                _dropped(owner, "an object or a URL string", item)
+        return tuple(images)
+
+    return hook
+
+
+# --- per-class structure functions ------------------------------------------------------------
+
+_SCALAR_HOOKS: dict[Any, Callable[[str, Any], _Hook]] = {
+    str: _text_hook,
+    str | None: _text_hook,
+    int: _int_hook,
+    int | None: _int_hook,
+    float: _float_hook,
+    float | None: _float_hook,
+    bool: _bool_hook,
+}
+
+
+def _field_hook(cls: type, field: attrs.Attribute[Any], key: str) -> _Hook:
+    owner = f"{cls.__name__}.{field.name}"
+    ftype = field.type
+    if key == _IDENTITY_KEYS.get(cls, "id") and ftype is str:
+        return _identity_hook(owner, key)
+    scalar = _SCALAR_HOOKS.get(ftype)
+    if scalar is not None:
+        return scalar(owner, field.default)
+    if ftype == Mapping[str, Any]:
+        return _mapping_hook(owner)
+    if ftype == tuple[str, ...]:
+        return _text_tuple_hook(owner)
+    if ftype == tuple[GeneratedImage, ...]:
+        return _images_hook(owner)
+    raise TypeError(f"no row hook for {owner}: {ftype!r}")  # a model change this module missed
+
+
+def _not_an_object(name: str, row: Any) -> ResponseDecodeError:
+    return ResponseDecodeError(
+        f"expected a JSON object for {name}, got a JSON {_json_kind(row)}", body=row
+    )
+
+
+def _make_structure_fn(cls: type[Any]) -> Callable[[Any, Any], Any]:
+    """The structure function of one class, generated once with its field hooks bound.
+
+    It is generated as source (as cattrs and attrs do) so that a row costs one
+    call per field and one constructor call, with no loop or kwargs dict.
+    """
+    attrs.resolve_types(cls)
+    renames = _RENAMES.get(cls, {})
+    namespace: dict[str, Any] = {
+        "_cls": cls,
+        "_Mapping": Mapping,
+        "_not_an_object": _not_an_object,
+    }
+    arguments: list[str] = []
+    for field in attrs.fields(cls):
+        if field.name == "metadata":
+            arguments.append("metadata=row")  # the whole row, as received
+            continue
+        if field.name.startswith("_"):
+            continue  # private fields are the client's (GeneratedImage's downloader)
+        key = renames.get(field.name, field.name)
+        hook_name = f"_hook_{field.name}"
+        namespace[hook_name] = _field_hook(cls, field, key)
+        arguments.append(f"{field.alias or field.name}={hook_name}(get({key!r}))")
+    name = cls.__name__
+    source = "\n".join(
+        [
+            f"def structure_{name}(row, _type=None):",
+            "    if type(row) is not dict and not isinstance(row, _Mapping):",
+            f"        raise _not_an_object({name!r}, row)",
+            "    get = row.get",
+            f"    return _cls({', '.join(arguments)})",
+        ]
+    )
+    exec(compile(source, f"<flowith_proto.convert structure_{name}>", "exec"), namespace)
+    structure: Callable[[Any, Any], Any] = namespace[f"structure_{name}"]
+    return structure
+
+
+_converter = cattrs.Converter(detailed_validation=False)
+for _cls in ROW_TYPES:
+    _converter.register_structure_hook(_cls, _make_structure_fn(_cls))
+del _cls
+_ROW_TYPE_SET = frozenset(ROW_TYPES)
+
+
+def _hook_for(cls: type[T]) -> Callable[[Any, Any], T]:
+    if cls not in _ROW_TYPE_SET:
+        raise TypeError(f"{cls!r} is not a row type of flowith_proto.models")
+    return cast("Callable[[Any, Any], T]", _converter.get_structure_hook(cls))
+
+
+def _prefixed(context: str, where: str, exc: ResponseDecodeError) -> ResponseDecodeError:
+    parts = [part for part in (context, where) if part]
+    prefix = ": ".join(parts)
+    message = f"{prefix}: {exc}" if prefix else str(exc)
+    return ResponseDecodeError(message, status_code=exc.status_code, body=exc.body)
+
+
+# --- public API -------------------------------------------------------------------------------
+
+
+def structure_row(row: Any, cls: type[T], *, context: str = "") -> T:
+    """One ``cls`` from one decoded JSON row.
+
+    Raises :class:`ResponseDecodeError` (its message starting with ``context``)
+    when ``row`` is not a JSON object or its id is an object or an array.
+    """
+    hook = _hook_for(cls)
+    try:
+        return hook(row, cls)
+    except ResponseDecodeError as exc:
+        raise _prefixed(context, "", exc) from exc
+
+
+def structure_rows(rows: Any, cls: type[T], *, context: str = "") -> list[T]:
+    """A list of ``cls`` from a decoded JSON array of rows.
+
+    A single object counts as a list of one (some endpoints answer a lone
+    object). Any other body, or any row :func:`structure_row` refuses, raises
+    :class:`ResponseDecodeError` naming ``context`` and the row's index.
+    """
+    hook = _hook_for(cls)
+    if isinstance(rows, Mapping):
+        rows = [rows]
+    elif not isinstance(rows, (list, tuple)):
+        message = (
+            f"expected a JSON array of {cls.__name__} objects (or one object), "
+            f"got a JSON {_json_kind(rows)}"
+        )
+        raise ResponseDecodeError(f"{context}: {message}" if context else message, body=rows)
+    result: list[T] = []
+    append = result.append
+    try:
+        for row in rows:
+            append(hook(row, cls))
+    except ResponseDecodeError as exc:  # the bad row is the next one: its index is len(result)
+        raise _prefixed(context, f"row {len(result)}", exc) from exc
+    return result
+
+
+def structure_credits(body: Any, *, context: str = "get_credits") -> list[UserCredits]:
+    """The entries of ``/user/credits``: a JSON array, or one object counted as one entry."""
+    return structure_rows(body, UserCredits, context=context)
+
+
+def structure_models(body: Any, *, context: str = "list_models") -> list[ModelInfo]:
+    """The ``/models`` catalogue, a JSON object keyed by model id.
+
+    ``model_id`` is the key; ``title`` defaults to the key when the entry has
+    none. Each entry must be an object; any other body raises
+    :class:`ResponseDecodeError` (the old client returned ``[]``, defect D22).
+    """
+    if not isinstance(body, Mapping):
+        message = f"expected a JSON object keyed by model id, got a JSON {_json_kind(body)}"
+        raise ResponseDecodeError(f"{context}: {message}" if context else message, body=body)
+    hook = _hook_for(ModelInfo)
+    models: list[ModelInfo] = []
+    for key, entry in body.items():
+        model_id = str(key)
+        try:
+            info = hook(entry, ModelInfo)
+        except ResponseDecodeError as exc:
+            raise _prefixed(context, f"model {model_id!r}", exc) from exc
+        title = info.title if entry.get("title") is not None else model_id
+        models.append(attrs.evolve(info, model_id=model_id, title=title))
+    return models
