@@ -8,7 +8,8 @@ aiohttp's failures onto the library's two transport errors.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -19,6 +20,8 @@ from flowith_proto.errors import ConnectionFailedError, TimeoutError
 from flowith_proto.request import Request, Response
 
 __all__ = ["FlowithClient"]
+
+T = TypeVar("T")
 
 
 class _Signal:
@@ -143,12 +146,13 @@ class FlowithClient(FlowithClientBase):
         self, request: Request, timeout: float | None, deadline: float | None
     ) -> Response:
         limit = self._limit(timeout, deadline)
+        body, headers = self._wire_body(request)
         try:
             async with self._session().request(
                 request.method,
                 URL(request.url, encoded=True),
-                headers=list(request.headers),
-                data=request.body,
+                headers=list(headers),
+                data=body,
                 proxy=self._proxy,
                 timeout=aiohttp.ClientTimeout(total=limit),
             ) as answer:
@@ -163,14 +167,15 @@ class FlowithClient(FlowithClientBase):
         self, request: Request, deadline: float | None
     ) -> tuple[int, Sequence[tuple[str, str]], ByteStream]:
         limit = self._limit(None, deadline)
+        body, headers = self._wire_body(request)
         try:
             # Reaching the headers is bounded; reads wait as long as the caller's deadline.
             answer = await asyncio.wait_for(
                 self._session().request(
                     request.method,
                     URL(request.url, encoded=True),
-                    headers=list(request.headers),
-                    data=request.body,
+                    headers=list(headers),
+                    data=body,
                     proxy=self._proxy,
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=limit),
                 ),
@@ -181,6 +186,9 @@ class FlowithClient(FlowithClientBase):
         except aiohttp.ClientError as exc:
             raise _transport_error(exc) from exc
         return answer.status, tuple(answer.headers.items()), _Body(answer)
+
+    async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
     async def _close_transport(self) -> None:
         if self._owns_http and self._http is not None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import AsyncGenerator, Sequence
-from typing import cast
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import anyio
+import anyio.to_thread
 import httpx
 
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
@@ -21,6 +22,8 @@ from flowith_proto.errors import ConnectionFailedError, TimeoutError
 from flowith_proto.request import Request, Response
 
 __all__ = ["FlowithClient"]
+
+T = TypeVar("T")
 
 
 class _Signal:
@@ -131,13 +134,14 @@ class FlowithClient(FlowithClientBase):
         self, request: Request, timeout: float | None, deadline: float | None
     ) -> Response:
         limit = self._limit(timeout, deadline)
+        body, headers = self._wire_body(request)
         try:
             with anyio.fail_after(limit):
                 answer = await self._http.request(
                     request.method,
                     request.url,
-                    headers=list(request.headers),
-                    content=request.body,
+                    headers=list(headers),
+                    content=body,
                     timeout=limit,
                 )
         except builtins.TimeoutError as exc:
@@ -150,11 +154,12 @@ class FlowithClient(FlowithClientBase):
         self, request: Request, deadline: float | None
     ) -> tuple[int, Sequence[tuple[str, str]], ByteStream]:
         limit = self._limit(None, deadline)
+        body, headers = self._wire_body(request)
         outgoing = self._http.build_request(
             request.method,
             request.url,
-            headers=list(request.headers),
-            content=request.body,
+            headers=list(headers),
+            content=body,
             # Connect and write are bounded; reads wait as long as the caller's deadline.
             timeout=httpx.Timeout(limit, read=None),
         )
@@ -166,6 +171,9 @@ class FlowithClient(FlowithClientBase):
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         return answer.status_code, tuple(answer.headers.multi_items()), _Body(answer)
+
+    async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(function, *args)
 
     async def _close_transport(self) -> None:
         if self._owns_http:

@@ -17,13 +17,22 @@ hands the role over when its own event arrives.
 from __future__ import annotations
 
 import abc
+import contextlib
+import functools
 import logging
+import os
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
+import attrs
+
+from flowith_proto import media as media_ops
+from flowith_proto import uploads as upload_ops
+from flowith_proto.api import WebAppMethods
 from flowith_proto.auth import Credentials
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
@@ -31,10 +40,8 @@ from flowith_proto.config import (
     DEFAULT_SUPABASE_URL,
     FlowithConfig,
 )
-from flowith_proto.demux import Delivery, StreamEnded
 from flowith_proto.effects import (
-    DEADLINE,
-    DeadlineReached,
+    Alias,
     Effect,
     Emit,
     NewId,
@@ -48,194 +55,74 @@ from flowith_proto.effects import (
 )
 from flowith_proto.errors import (
     AuthenticationError,
-    ConnectionFailedError,
+    FileUploadError,
     FlowithError,
-    TimeoutError,
     error_from_response,
 )
+from flowith_proto.files import download_request, safe_filename, target_inside
 from flowith_proto.generation import Conversation
 from flowith_proto.generation import generate as generate_op
 from flowith_proto.generation import send as send_op
-from flowith_proto.models import GenerationOutput
-from flowith_proto.request import Request, Response
+from flowith_proto.hub import ByteStream, Signal, StreamHub
+from flowith_proto.models import (
+    AspectRatio,
+    FileRecord,
+    GenerationOutput,
+    ImageModel,
+    ImageOutput,
+    VideoModel,
+    VideoOutput,
+)
+from flowith_proto.request import MultipartForm, Request, Response
 from flowith_proto.sse import SSEDecoder
 from flowith_proto.state import ClientState
-from flowith_proto.stream import StreamRouter, listener_payloads
+from flowith_proto.stream import listener_payloads
 
 __all__ = ["ByteStream", "ConversationSession", "FlowithClientBase", "Signal"]
+
+# ByteStream and Signal are what a transport's hooks return; they live with the
+# stream hub that consumes them.
 
 log = logging.getLogger("flowith.client")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
+#: Seconds an upload may take at least (a large file needs more than a request).
+_UPLOAD_TIMEOUT = 120.0
+#: Bytes read from a file per step of an upload.
+_UPLOAD_CHUNK = 1024 * 1024
 #: Bytes of an error answer on a stream request read before giving up on it.
 _STREAM_ERROR_BODY_LIMIT = 64 * 1024
 
 
-class Signal(Protocol):
-    """A one-shot wake-up (anyio/asyncio ``Event`` with a deadline-aware wait)."""
-
-    def set(self) -> None: ...
-
-    async def wait(self, deadline: float | None) -> bool:
-        """``True`` once set; ``False`` when ``deadline`` (monotonic) passed first."""
-        ...
+def _create_binary(path: Path) -> BinaryIO:
+    return open(path, "xb")
 
 
-class ByteStream(Protocol):
-    """The body of a streaming response, chunk by chunk."""
-
-    async def read(self, deadline: float | None) -> bytes | None:
-        """The next chunk; ``b""`` at the end; ``None`` if ``deadline`` passed
-        first. Raises :class:`ConnectionFailedError` when the connection breaks.
-        After ``None`` the transport may have closed the stream."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-class _SharedStream:
-    """The client's one ``/user_stream/stream`` connection, read in turns."""
-
-    def __init__(self, client: FlowithClientBase) -> None:
-        self._client = client
-        self.router = StreamRouter()
-        self._connection: ByteStream | None = None
-        self._connecting = False
-        self._reading = False
-        self._waiters: dict[str, Signal] = {}
-        self._connect_waiters: list[Signal] = []
-        self._broken: list[ByteStream] = []
-        #: Connections opened over the client's life (one, unless it dropped).
-        self.connections_opened = 0
-
-    # -- wake-ups ----------------------------------------------------------
-
-    def _wake(self, nodes: set[str]) -> None:
-        for node in nodes:
-            signal = self._waiters.pop(node, None)
-            if signal is not None:
-                signal.set()
-
-    def _wake_one_reader(self) -> None:
-        """Hand the reader role to some waiting generation."""
-        for node in list(self._waiters):
-            self._waiters.pop(node).set()
-            return
-
-    def _wake_connect_waiters(self) -> None:
-        waiters, self._connect_waiters = self._connect_waiters, []
-        for signal in waiters:
-            signal.set()
-
-    # -- connection --------------------------------------------------------
-
-    async def subscribe(self, node_id: str, deadline: float | None) -> None:
-        """Keep ``node_id``'s events, and make sure the stream is connected
-        before returning, so nothing emitted afterwards can be missed."""
-        self.router.subscribe(node_id)
-        await self._close_broken()
-        while self._connection is None:
-            if self._connecting:
-                signal = self._client._new_signal()
-                self._connect_waiters.append(signal)
-                if not await signal.wait(deadline):
-                    return
-                continue
-            self._connecting = True
-            try:
-                self._connection = await self._client._open_event_stream(
-                    self._client._state.endpoints.user_stream(), deadline
-                )
-                self.connections_opened += 1
-            except (ConnectionFailedError, TimeoutError) as exc:
-                # The generation can still finish through its row: let it poll.
-                log.warning("could not open the event stream: %s", exc)
-                self.router.demux.end(node_id, f"could not connect: {exc}")
-                return
-            finally:
-                self._connecting = False
-                self._wake_connect_waiters()
-
-    def unsubscribe(self, node_id: str) -> None:
-        self.router.unsubscribe(node_id)
-        if self._waiters.pop(node_id, None) is not None and not self._reading:
-            self._wake_one_reader()
-
-    def _lose(self, reason: str) -> None:
-        """Forget a connection that ended or broke; subscribers fall back to
-        polling, and the next subscription reconnects."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            self._broken.append(connection)
-        self.router.connection_lost(reason)
-        self._wake(set(self._waiters))
-
-    async def _close_broken(self) -> None:
-        while self._broken:
-            await self._broken.pop().aclose()
-
-    # -- reading -----------------------------------------------------------
-
-    async def next_event(self, node_id: str, deadline: float) -> Delivery | DeadlineReached:
-        """``node_id``'s next event, reading the stream for everyone if nobody
-        else is; :data:`DEADLINE` when ``deadline`` passes first."""
-        try:
-            while True:
-                item = self.router.pop(node_id)
-                if item is not None:
-                    return item
-                if self._connection is None:
-                    if not self._connecting:
-                        return StreamEnded("not connected")
-                elif not self._reading:
-                    if not await self._read_once(deadline):
-                        return DEADLINE
-                    continue
-                signal = self._client._new_signal()
-                self._waiters[node_id] = signal
-                if not await signal.wait(deadline):
-                    self._waiters.pop(node_id, None)
-                    return DEADLINE
-        finally:
-            # Whoever leaves while nobody reads lets a waiting generation take over.
-            if not self._reading:
-                self._wake_one_reader()
-
-    async def _read_once(self, deadline: float) -> bool:
-        """Read one chunk as the reader and route it; ``False`` at ``deadline``."""
-        connection = self._connection
-        assert connection is not None
-        self._reading = True
-        finished = False
-        try:
-            data = await connection.read(deadline)
-            finished = True
-        except ConnectionFailedError as exc:
-            finished = True
-            self._lose(f"connection failed: {exc}")
-            return True
-        finally:
-            self._reading = False
-            if not finished:
-                # Cancelled in the middle of a read: the connection's state is
-                # unknown, so it is dropped (the others recover by polling).
-                self._lose("reader cancelled")
-        if data is None:
-            return False
-        if not data:
-            self._lose("closed by the server")
-            return True
-        self._wake(self.router.feed(data))
-        return True
-
-    async def aclose(self) -> None:
-        if self._connection is not None:
-            self._lose("client closed")
-        await self._close_broken()
+def _publish(partial: Path, target: Path, overwrite: bool) -> None:
+    """Move a finished download into place; without ``overwrite`` a hard link
+    makes "create only if absent" atomic, so a racing writer is not clobbered."""
+    if overwrite:
+        os.replace(partial, target)
+        return
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it") from None
+    except OSError:  # no hard links here (some network or FAT file systems)
+        if os.path.lexists(target):
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it") from None
+        os.replace(partial, target)
+        return
+    os.unlink(partial)
 
 
-class FlowithClientBase(abc.ABC):
+def _open_binary(path: str) -> BinaryIO:
+    return open(path, "rb")
+
+
+class FlowithClientBase(WebAppMethods):
     """What every transport's ``FlowithClient`` is: the public API, once.
 
     A transport subclasses it and implements the abstract hooks; see
@@ -269,7 +156,7 @@ class FlowithClientBase(abc.ABC):
         )
         #: Seconds one HTTP request may take (connect, read and total).
         self.timeout = timeout
-        self._stream = _SharedStream(self)
+        self._hub = StreamHub(self._open_channel, self._new_signal)
         self._closed = False
 
     # -- hooks a transport implements --------------------------------------
@@ -305,10 +192,19 @@ class FlowithClientBase(abc.ABC):
         once the headers have arrived."""
 
     @abc.abstractmethod
+    async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call (file reads and writes) off the event loop."""
+
+    @abc.abstractmethod
     async def _close_transport(self) -> None:
         """Release the HTTP client if the client owns it."""
 
     # -- the driver ----------------------------------------------------------
+
+    async def _open_channel(self, channel: str, deadline: float | None) -> ByteStream:
+        endpoints = self._state.endpoints
+        request = endpoints.user_stream() if channel == "stream" else endpoints.user_sse()
+        return await self._open_event_stream(request, deadline)
 
     async def _open_event_stream(self, request: Request, deadline: float | None) -> ByteStream:
         """Open a stream and judge its status like any other answer."""
@@ -330,13 +226,42 @@ class FlowithClientBase(abc.ABC):
         assert error is not None
         raise error
 
+    def _wire_body(
+        self, request: Request
+    ) -> tuple[bytes | AsyncIterator[bytes] | None, tuple[tuple[str, str], ...]]:
+        """The body as a transport sends it, and the headers it implies.
+
+        A multipart form becomes a stream whose files are read in chunks off
+        the event loop, so an upload never sits in memory whole; its exact
+        length is announced so the server needs no chunked encoding.
+        """
+        body = request.body
+        if not isinstance(body, MultipartForm):
+            return body, request.headers
+        headers = (*request.headers, ("Content-Length", str(body.length)))
+        return self._stream_form(body), headers
+
+    async def _stream_form(self, form: MultipartForm) -> AsyncIterator[bytes]:
+        for segment in form.segments():
+            if isinstance(segment, bytes):
+                yield segment
+            elif segment.data is not None:
+                yield segment.data
+            elif segment.path is not None:
+                handle = await self._to_thread(_open_binary, segment.path)
+                try:
+                    while chunk := await self._to_thread(handle.read, _UPLOAD_CHUNK):
+                        yield chunk
+                finally:
+                    await self._to_thread(handle.close)
+
     @property
     def _secrets(self) -> tuple[str, ...]:
         return (*self._state.credentials.secrets, self._state.config.supabase_key)
 
     async def _perform(self, effect: Effect, subscribed: list[str]) -> Any:
         if isinstance(effect, NextEvent):
-            return await self._stream.next_event(effect.node_id, effect.deadline)
+            return await self._hub.next_event(effect.node_id, effect.deadline)
         if isinstance(effect, Send):
             return await self._send(effect.request, effect.timeout, effect.deadline)
         if isinstance(effect, Now):
@@ -347,7 +272,10 @@ class FlowithClientBase(abc.ABC):
             return str(uuid.uuid4())
         if isinstance(effect, Subscribe):
             subscribed.append(effect.node_id)
-            await self._stream.subscribe(effect.node_id, None)
+            await self._hub.subscribe(effect.node_id, effect.channels, None)
+            return None
+        if isinstance(effect, Alias):
+            self._hub.alias(effect.other_id, effect.node_id)
             return None
         if isinstance(effect, Sleep):
             await self._sleep_until(effect.until)
@@ -389,7 +317,7 @@ class FlowithClientBase(abc.ABC):
         finally:
             operation.close()
             for node_id in subscribed:
-                self._stream.unsubscribe(node_id)
+                self._hub.unsubscribe(node_id)
 
     async def _run(self, operation: Operation[T]) -> T:
         """Run an operation that emits nothing; return its result."""
@@ -420,7 +348,7 @@ class FlowithClientBase(abc.ABC):
             return
         self._closed = True
         try:
-            await self._stream.aclose()
+            await self._hub.aclose()
         finally:
             await self._close_transport()
 
@@ -437,8 +365,8 @@ class FlowithClientBase(abc.ABC):
 
     @property
     def stream_connections(self) -> int:
-        """How many times the shared event stream was opened."""
-        return self._stream.connections_opened
+        """How many times the shared ``/user_stream/stream`` connection was opened."""
+        return self._hub.connections_opened("stream")
 
     def __repr__(self) -> str:
         return (
@@ -512,6 +440,172 @@ class FlowithClientBase(abc.ABC):
         from flowith_proto import conversations
 
         await self._run(conversations.delete(self._state, conv_id, timeout=timeout))
+
+    # -- images, videos, titles ------------------------------------------------------
+
+    def _attach(self, result: R) -> R:
+        """Give media results this client as their downloader, so ``save()``
+        goes through the client's transport, proxy and timeouts."""
+        if isinstance(result, ImageOutput):
+            images = tuple(attrs.evolve(image, downloader=self) for image in result.images)
+            return attrs.evolve(result, images=images)
+        if isinstance(result, VideoOutput):
+            return attrs.evolve(result, downloader=self)
+        return result
+
+    async def generate_image(
+        self,
+        prompt: str,
+        *,
+        conv_id: str | None = None,
+        model: ImageModel | str | None = None,
+        aspect_ratio: AspectRatio | str = AspectRatio.SQUARE,
+        image_size: str = "512",
+        agent: bool = True,
+        timeout: float | None = None,
+    ) -> ImageOutput:
+        """Generate an image; ``result.image.url`` is where it is, and
+        ``await result.image.save(folder)`` downloads it.
+
+        The result is accepted from either live stream (the image service
+        reports on ``/user_stream/sse``); a failed job raises
+        :class:`GenerationError` instead of returning its error text as a URL.
+        """
+        operation = media_ops.generate_image(
+            self._state,
+            Conversation(conv_id=conv_id),
+            prompt,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            image_size=image_size,
+            agent=agent,
+            timeout=timeout,
+        )
+        return self._attach(await self._run(operation))
+
+    async def generate_video(
+        self,
+        prompt: str,
+        *,
+        conv_id: str | None = None,
+        model: VideoModel | str | None = None,
+        image_url: str = "",
+        aspect_ratio: AspectRatio | str = AspectRatio.LANDSCAPE,
+        resolution: str = "480p",
+        audio: bool = True,
+        timeout: float | None = None,
+    ) -> VideoOutput:
+        """Generate a video (``image_url``: an optional first frame); waits up
+        to five minutes unless ``timeout`` says otherwise."""
+        operation = media_ops.generate_video(
+            self._state,
+            Conversation(conv_id=conv_id),
+            prompt,
+            model=model,
+            image_url=image_url,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            audio=audio,
+            timeout=timeout,
+        )
+        return self._attach(await self._run(operation))
+
+    async def generate_title(
+        self, messages: Sequence[Mapping[str, Any]], *, timeout: float | None = None
+    ) -> str:
+        """A short title for a conversation given as ``[{"role", "content"}, ...]``."""
+        return await self._run(
+            media_ops.generate_title(self._state, list(messages), timeout=timeout)
+        )
+
+    # -- files -------------------------------------------------------------------------
+
+    async def upload_file(
+        self,
+        file_path: str | os.PathLike[str] | None = None,
+        *,
+        data: bytes | None = None,
+        filename: str = "file",
+        mime_type: str | None = None,
+        file_type: str | None = None,
+        timeout: float | None = None,
+    ) -> FileRecord:
+        """Upload a file (from ``file_path``, streamed from disk, or from
+        ``data``) to Flowith's CDN; ``record.url`` is its public URL."""
+        path = None if file_path is None else os.fspath(file_path)
+        if path is not None:
+            try:
+                size = await self._to_thread(os.path.getsize, path)
+            except OSError as exc:
+                raise FileUploadError(f"cannot read {path!r}: {exc}", status_code=None) from exc
+        else:
+            size = len(data) if data is not None else 0
+        if timeout is None:
+            timeout = max(self.timeout, _UPLOAD_TIMEOUT)
+        return await self._run(
+            upload_ops.upload(
+                self._state,
+                size=size,
+                file_path=path,
+                data=data,
+                filename=filename,
+                mime_type=mime_type,
+                file_type=file_type,
+                timeout=timeout,
+            )
+        )
+
+    async def download(
+        self,
+        url: str,
+        path: str | os.PathLike[str] = ".",
+        *,
+        filename: str | None = None,
+        overwrite: bool = False,
+        timeout: float | None = None,
+        default_name: str = "download",
+    ) -> Path:
+        """Download ``url`` into the folder ``path`` and return the file's path.
+
+        The body is streamed to a temporary file in that folder and renamed
+        when complete, so a failed download leaves nothing behind. An existing
+        file is never replaced unless ``overwrite``: :class:`FileExistsError`.
+        The name comes from ``filename`` or the URL and is always one plain
+        name inside ``path``. ``timeout`` bounds the whole download; each read
+        is also bounded by the client's ``timeout``.
+        """
+        self._check_open()
+        folder = Path(path)
+        name = safe_filename(url, filename, default_name)
+        target = Path(target_inside(folder, name))
+        request = download_request(self._state.config, url)
+        deadline = None if timeout is None else self._now() + timeout
+        await self._to_thread(functools.partial(folder.mkdir, parents=True, exist_ok=True))
+        if not overwrite and await self._to_thread(os.path.lexists, target):
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+        body = await self._open_event_stream(request, deadline)
+        partial = folder / f".{name}.{uuid.uuid4().hex[:12]}.part"
+        try:
+            handle = await self._to_thread(_create_binary, partial)
+            try:
+                while True:
+                    step = self._now() + self.timeout
+                    chunk = await body.read(step if deadline is None else min(step, deadline))
+                    if chunk is None:
+                        raise TimeoutError(f"downloading {url} stalled or outlived its timeout")
+                    if not chunk:
+                        break
+                    await self._to_thread(handle.write, chunk)
+            finally:
+                await self._to_thread(handle.close)
+            await self._to_thread(_publish, partial, target, overwrite)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
+        finally:
+            await body.aclose()
+        return target
 
     # -- live streams --------------------------------------------------------------
 
@@ -629,6 +723,54 @@ class ConversationSession:
                 yield output
         finally:
             await iterator.aclose()
+
+    async def generate_image(
+        self,
+        prompt: str,
+        *,
+        model: ImageModel | str | None = None,
+        aspect_ratio: AspectRatio | str = AspectRatio.SQUARE,
+        image_size: str = "512",
+        agent: bool = True,
+        timeout: float | None = None,
+    ) -> ImageOutput:
+        """Generate an image in this conversation, under its last answer."""
+        operation = media_ops.generate_image(
+            self._client._state,
+            self._conversation,
+            prompt,
+            model=model,
+            aspect_ratio=aspect_ratio,
+            image_size=image_size,
+            agent=agent,
+            timeout=timeout,
+        )
+        return self._client._attach(await self._client._run(operation))
+
+    async def generate_video(
+        self,
+        prompt: str,
+        *,
+        model: VideoModel | str | None = None,
+        image_url: str = "",
+        aspect_ratio: AspectRatio | str = AspectRatio.LANDSCAPE,
+        resolution: str = "480p",
+        audio: bool = True,
+        timeout: float | None = None,
+    ) -> VideoOutput:
+        """Generate a video in this conversation, under its last answer."""
+        operation = media_ops.generate_video(
+            self._client._state,
+            self._conversation,
+            prompt,
+            model=model,
+            image_url=image_url,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
+            audio=audio,
+            timeout=timeout,
+        )
+        return self._client._attach(await self._client._run(operation))
 
     async def delete(self, *, timeout: float | None = None) -> None:
         """Delete the conversation on the server and start afresh locally."""

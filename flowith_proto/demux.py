@@ -65,21 +65,22 @@ class Demultiplexer:
     def subscriptions(self) -> int:
         return len(self._queues)
 
-    def route(self, event: FlowithEvent) -> bool:
-        """Queue ``event`` for the node it names; ``True`` if someone waits on it."""
+    def route(self, event: FlowithEvent) -> str | None:
+        """Queue ``event`` for the node it names (or aliases); return that
+        subscriber's node id, or ``None`` when nobody waits on it."""
         if isinstance(event, Heartbeat):
-            return False
+            return None
         node_id = getattr(event, "node_id", "")
         if not node_id:
-            return False
+            return None
         queue = self._queues.get(node_id)
         if queue is None:
             target = self._aliases.get(node_id)
-            queue = self._queues.get(target) if target is not None else None
-            if queue is None:
-                return False
+            if target is None or (queue := self._queues.get(target)) is None:
+                return None
+            node_id = target
         queue.append(event)
-        return True
+        return node_id
 
     def pending(self, node_id: str) -> bool:
         """Whether ``node_id`` has something to read."""

@@ -13,8 +13,9 @@ effect             the driver does                        and sends back
 ``WallClock``      reads the time of day                  ``float`` unix seconds
 ``NewId``          draws a random UUID4                   ``str``
 ``Send``           sends the request, reads the answer    :class:`Response`
-``Subscribe``      opens the shared stream if needed and  ``None``, once the stream's
-                   keeps the node's events                headers have arrived
+``Subscribe``      opens the shared streams if needed     ``None``, once the streams'
+                   and keeps the node's events            headers have arrived
+``Alias``          routes another node id's events too    ``None``
 ``NextEvent``      waits for the node's next event        an event, ``StreamEnded``
                                                           or ``DEADLINE``
 ``Sleep``          waits until a monotonic time           ``None``
@@ -37,6 +38,7 @@ from flowith_proto.request import Request
 
 __all__ = [
     "DEADLINE",
+    "Alias",
     "DeadlineReached",
     "Effect",
     "Emit",
@@ -83,10 +85,21 @@ class Send:
 
 @attrs.frozen
 class Subscribe:
-    """Keep ``node_id``'s events from the shared stream, opening it first if it
-    is not open. Returns once the connection is established, so a request sent
-    afterwards cannot produce an event that is missed."""
+    """Keep ``node_id``'s events from the user's shared streams ``channels``
+    (``"stream"``, ``"sse"``), opening them first if needed. Returns once the
+    connections are established, so a request sent afterwards cannot produce
+    an event that is missed."""
 
+    node_id: str
+    channels: tuple[str, ...] = ("stream",)
+
+
+@attrs.frozen
+class Alias:
+    """Deliver events naming ``other_id`` to ``node_id``'s subscription too
+    (the server may choose a node's id itself)."""
+
+    other_id: str
     node_id: str
 
 
@@ -120,7 +133,7 @@ class DeadlineReached:
 
 DEADLINE = DeadlineReached()
 
-Effect = Now | WallClock | NewId | Send | Subscribe | NextEvent | Sleep | Emit
+Effect = Now | WallClock | NewId | Send | Subscribe | Alias | NextEvent | Sleep | Emit
 
 #: An operation yields effects, receives their results, and returns a ``T``.
 Operation = Generator[Effect, Any, T]

@@ -60,6 +60,8 @@ __all__ = [
     "NodeDone",
     "NodeFailedState",
     "NodePending",
+    "created_conversation_id",
+    "failure",
     "generate",
     "node_state",
     "send",
@@ -213,7 +215,7 @@ def _messages_content(prompt: str, images: Sequence[str] | None) -> str | list[d
     return parts
 
 
-def _created_id(body: Any) -> str:
+def created_conversation_id(body: Any) -> str:
     row = body[0] if isinstance(body, list) and body else body
     conv_id = row.get("id") if isinstance(row, Mapping) else None
     if not isinstance(conv_id, str) or not conv_id:
@@ -262,7 +264,7 @@ def send(
 
     if conversation.conv_id is None:
         created = yield from call(state, lambda e: e.create_conversation(), deadline=deadline)
-        conversation.conv_id = _created_id(created.json())
+        conversation.conv_id = created_conversation_id(created.json())
     conv_id = require_uuid(conversation.conv_id, "conv_id")
     parent_id = conversation.last_ai_node_id or conv_id
 
@@ -365,7 +367,7 @@ def _await_text(
                     )
                 )
         elif isinstance(item, NodeFailed):
-            raise _failure(node_id, item.status, item.error, item.error_type)
+            raise failure(node_id, item.status, item.error, item.error_type)
         elif isinstance(item, (Complete, WorkflowComplete)):
             separate = item.reasoning if isinstance(item, Complete) else ""
             chosen = (item.model if isinstance(item, Complete) else "") or model
@@ -379,7 +381,7 @@ def _await_text(
         response = yield from call(state, lambda e: e.poll_node(node_id), deadline=deadline)
         outcome = node_state(response.json())
         if isinstance(outcome, NodeFailedState):
-            raise _failure(node_id, outcome.status, outcome.error, outcome.error_type)
+            raise failure(node_id, outcome.status, outcome.error, outcome.error_type)
         if isinstance(outcome, NodeDone):
             raw = outcome.value or "".join(progress.raw)
             node_model = outcome.data.get("model")
@@ -405,7 +407,7 @@ def _await_text(
         yield Sleep(min(now + state.poll_interval, deadline))
 
 
-def _failure(node_id: str, status: str, error: str, error_type: str) -> GenerationError:
+def failure(node_id: str, status: str, error: str, error_type: str) -> GenerationError:
     reason = error or status or "unknown error"
     suffix = f" ({error_type})" if error_type else ""
     return GenerationError(

@@ -34,6 +34,10 @@ class ClientState:
     result_timeout: float = attrs.field(default=120.0, validator=_positive)
     #: Seconds between two reads of a node's row while falling back to polling.
     poll_interval: float = attrs.field(default=2.0, validator=_positive)
+    #: Seconds a generation waits on a stream that says nothing about its node
+    #: before it reads the node's row anyway (a missed or misrouted terminal
+    #: event is then still found).
+    stall_interval: float = attrs.field(default=15.0, validator=_positive)
     default_model: str = DEFAULT_TEXT_MODEL
 
     @property

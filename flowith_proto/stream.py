@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flowith_proto.demux import Delivery, Demultiplexer
+from flowith_proto.demux import Demultiplexer
 from flowith_proto.events import MalformedEvent, decode_event, unwrap
 from flowith_proto.sse import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecoder
 
@@ -24,25 +24,22 @@ log = logging.getLogger("flowith.stream")
 
 
 class StreamRouter:
-    """Decoder plus demultiplexer for one logical stream across reconnects."""
+    """Decoder plus routing for one connection, across reconnects.
+
+    Several routers may share one :class:`Demultiplexer`: a generation whose
+    result can arrive on either of the user's two streams reads one queue.
+    """
 
     __slots__ = ("_decoder", "_max_event_size", "demux", "events_seen")
 
-    def __init__(self, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+    def __init__(
+        self, demux: Demultiplexer | None = None, *, max_event_size: int = DEFAULT_MAX_EVENT_SIZE
+    ) -> None:
         self._max_event_size = max_event_size
         self._decoder = SSEDecoder(max_event_size=max_event_size)
-        self.demux = Demultiplexer()
+        self.demux = demux if demux is not None else Demultiplexer()
         #: Events decoded so far, heartbeats included (a liveness measure).
         self.events_seen = 0
-
-    def subscribe(self, node_id: str) -> None:
-        self.demux.subscribe(node_id)
-
-    def unsubscribe(self, node_id: str) -> None:
-        self.demux.unsubscribe(node_id)
-
-    def pop(self, node_id: str) -> Delivery | None:
-        return self.demux.pop(node_id)
 
     def feed(self, data: bytes) -> set[str]:
         """Route the events completed by ``data``; return the nodes that got one."""
@@ -57,17 +54,16 @@ class StreamRouter:
                     event.reason,
                 )
                 continue
-            if self.demux.route(event):
-                woken.add(getattr(event, "node_id", ""))
+            subscriber = self.demux.route(event)
+            if subscriber is not None:
+                woken.add(subscriber)
         for error in self._decoder.take_errors():
             log.warning("skipping an oversized stream event: %s", error)
         return woken
 
-    def connection_lost(self, reason: str) -> None:
-        """The connection ended: half-received events are discarded and every
-        subscriber learns it must recover its result another way."""
+    def reset(self) -> None:
+        """A new connection starts: half-received events of the old one are gone."""
         self._decoder = SSEDecoder(max_event_size=self._max_event_size)
-        self.demux.end_all(reason)
 
 
 def listener_payloads(events: Iterable[ServerSentEvent], *, raw: bool) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from flowith_proto.demux import Delivery
 from flowith_proto.effects import (
     DEADLINE,
+    Alias,
     Effect,
     Emit,
     NewId,
@@ -54,6 +55,7 @@ class Script:
         self.effects: list[Effect] = []
         self.emitted: list[Any] = []
         self.subscribed: list[str] = []
+        self.aliases: dict[str, str] = {}
 
     def on(self, method: str, path: str, *answers: Response | Responder) -> None:
         queue = self.responders.setdefault((method, path), deque())
@@ -85,6 +87,9 @@ class Script:
             return responder(effect.request)
         if isinstance(effect, Subscribe):
             self.subscribed.append(effect.node_id)
+            return None
+        if isinstance(effect, Alias):
+            self.aliases[effect.other_id] = effect.node_id
             return None
         if isinstance(effect, NextEvent):
             assert effect.node_id in self.subscribed, "read before subscribing"

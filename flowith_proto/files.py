@@ -1,0 +1,83 @@
+"""Where a downloaded file may be written, decided without touching the disk.
+
+A result URL comes from the server and a file name may come from anywhere, so
+neither may choose a path: the old client wrote ``Path(folder) / name`` with
+the URL's last segment, which let ``..``, absolute names and (on Windows)
+backslashes escape the folder (defect D17). Here a name is reduced to one
+plain path component, always inside the target folder.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import PurePath
+from urllib.parse import unquote, urlsplit
+
+from flowith_proto.config import FlowithConfig
+from flowith_proto.errors import ValidationError
+from flowith_proto.request import Request
+
+__all__ = ["download_request", "safe_filename", "target_inside"]
+
+_MAX_NAME = 200
+# Anything that could separate, hide or disturb a path component on some OS.
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+
+
+def _clean(name: str) -> str:
+    name = unicodedata.normalize("NFC", name)
+    # Keep only the last component whichever separator the name uses.
+    name = re.split(r"[/\\]", name)[-1]
+    name = _UNSAFE.sub("_", name).strip().strip(".")
+    if _WINDOWS_RESERVED.match(name):
+        name = "_" + name
+    if len(name) > _MAX_NAME:
+        stem, dot, suffix = name.rpartition(".")
+        if dot and 0 < len(suffix) <= 16:
+            name = stem[: _MAX_NAME - len(suffix) - 1] + "." + suffix
+        else:
+            name = name[:_MAX_NAME]
+    return name
+
+
+def safe_filename(url: str, filename: str | None, default: str) -> str:
+    """One safe path component for a download.
+
+    ``filename`` wins when given; otherwise the URL path's last segment,
+    percent-decoded (so ``%2F`` cannot smuggle a separator past this check);
+    ``default`` when nothing usable remains. Query and fragment never count.
+    """
+    if filename is not None:
+        candidate = _clean(filename)
+        if not candidate:
+            raise ValidationError(
+                f"filename {filename!r} has no usable name in it", status_code=None
+            )
+        return candidate
+    segment = urlsplit(url).path.rsplit("/", 1)[-1]
+    candidate = _clean(unquote(segment))
+    return candidate or _clean(default)
+
+
+def target_inside(folder: PurePath, name: str) -> PurePath:
+    """``folder / name``, refusing any name that is not one plain component."""
+    if name in ("", ".", "..") or PurePath(name).name != name or "\\" in name:
+        raise ValidationError(f"unsafe file name {name!r}", status_code=None)
+    return folder / name
+
+
+def download_request(config: FlowithConfig, url: str) -> Request:
+    """A GET of a generated file. It goes to a CDN, so it carries the browser
+    headers but never a token."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError(f"can only download http(s) URLs, got {url!r}", status_code=None)
+    headers = (
+        ("Accept", "*/*"),
+        ("User-Agent", config.user_agent),
+        ("Origin", config.origin),
+        ("Referer", config.referer),
+    )
+    return Request("GET", url, headers, idempotent=True, stream=True)

@@ -1,0 +1,241 @@
+"""The client's shared event streams, read in turns by the generations waiting on them.
+
+The web app keeps one connection per stream per user, and so does a client:
+``/user_stream/stream`` carries text generation events, ``/user_stream/sse``
+the ``workflow_complete`` of images and videos. Every generation subscribes
+its node on the channels its result may arrive on, *before* it starts, and
+then waits for its node's events.
+
+A shared stream needs a reader, yet a client may live without ``async with``
+(and so without a task group) on trio. So there is no background task: a
+generation that waits while nobody reads a channel becomes that channel's
+reader, routes every event to its node's queue, wakes the nodes that got one,
+and hands the role over when it leaves. Each event costs O(1) wake-ups.
+
+This module performs I/O only through the two callables the client passes
+in (open a stream, make a wake-up signal); it imports no event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
+
+from flowith_proto.demux import Delivery, Demultiplexer, StreamEnded
+from flowith_proto.effects import DEADLINE, DeadlineReached
+from flowith_proto.errors import ConnectionFailedError, TimeoutError
+from flowith_proto.stream import StreamRouter
+
+__all__ = ["CHANNELS", "ByteStream", "Signal", "StreamHub"]
+
+log = logging.getLogger("flowith.stream")
+
+#: The user's two event streams, by the name operations use for them.
+CHANNELS = ("stream", "sse")
+
+
+class Signal(Protocol):
+    """A one-shot wake-up (an ``Event`` with a deadline-aware wait)."""
+
+    def set(self) -> None: ...
+
+    async def wait(self, deadline: float | None) -> bool:
+        """``True`` once set; ``False`` when ``deadline`` (monotonic) passed first."""
+        ...
+
+
+class ByteStream(Protocol):
+    """The body of a streaming response, chunk by chunk."""
+
+    async def read(self, deadline: float | None) -> bytes | None:
+        """The next chunk; ``b""`` at the end; ``None`` if ``deadline`` passed
+        first. Raises :class:`ConnectionFailedError` when the connection breaks.
+        After ``None`` the transport may have closed the stream."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+Opener = Callable[[str, "float | None"], Awaitable[ByteStream]]
+
+
+class _Channel:
+    """One of the user's streams: its connection, decoder and reader flag."""
+
+    __slots__ = ("connecting", "connection", "name", "opened", "reading", "router", "subscribers")
+
+    def __init__(self, name: str, demux: Demultiplexer) -> None:
+        self.name = name
+        self.router = StreamRouter(demux)
+        self.connection: ByteStream | None = None
+        self.connecting = False
+        self.reading = False
+        self.subscribers: set[str] = set()
+        self.opened = 0
+
+    @property
+    def readable(self) -> bool:
+        return self.connection is not None and not self.reading
+
+
+class StreamHub:
+    """Subscriptions, connections and turn-taking for the client's streams."""
+
+    def __init__(self, open_stream: Opener, new_signal: Callable[[], Signal]) -> None:
+        self._open_stream = open_stream
+        self._new_signal = new_signal
+        self.demux = Demultiplexer()
+        self._channels = {name: _Channel(name, self.demux) for name in CHANNELS}
+        self._waiters: dict[str, Signal] = {}
+        self._connect_waiters: list[Signal] = []
+        self._broken: list[ByteStream] = []
+
+    def connections_opened(self, channel: str = "stream") -> int:
+        """How many times ``channel`` was connected (one, unless it dropped)."""
+        return self._channels[channel].opened
+
+    # -- wake-ups ----------------------------------------------------------------
+
+    def _wake(self, nodes: Iterable[str]) -> None:
+        for node in nodes:
+            signal = self._waiters.pop(node, None)
+            if signal is not None:
+                signal.set()
+
+    def _hand_over(self, channel: _Channel) -> None:
+        """Wake one generation waiting on ``channel`` so it takes the reader role."""
+        if not channel.readable:
+            return
+        for node in self._waiters:
+            if node in channel.subscribers:
+                self._waiters.pop(node).set()
+                return
+
+    # -- subscriptions -------------------------------------------------------------
+
+    async def subscribe(
+        self, node_id: str, channels: Iterable[str], deadline: float | None
+    ) -> None:
+        """Keep ``node_id``'s events from ``channels``, connecting them first,
+        so nothing the server emits afterwards can be missed."""
+        self.demux.subscribe(node_id)
+        wanted = [self._channels[name] for name in channels]
+        for channel in wanted:
+            channel.subscribers.add(node_id)
+        await self._close_broken()
+        for channel in wanted:
+            await self._connect(channel, node_id, deadline)
+
+    async def _connect(self, channel: _Channel, node_id: str, deadline: float | None) -> None:
+        while channel.connection is None:
+            if channel.connecting:
+                signal = self._new_signal()
+                self._connect_waiters.append(signal)
+                if not await signal.wait(deadline):
+                    return
+                continue
+            channel.connecting = True
+            try:
+                channel.connection = await self._open_stream(channel.name, deadline)
+                channel.router.reset()
+                channel.opened += 1
+            except (ConnectionFailedError, TimeoutError) as exc:
+                # The generation can still finish through its row: let it poll.
+                log.warning("could not open the %s event stream: %s", channel.name, exc)
+                self.demux.end(node_id, f"could not connect: {exc}")
+                return
+            finally:
+                channel.connecting = False
+                waiters, self._connect_waiters = self._connect_waiters, []
+                for signal in waiters:
+                    signal.set()
+
+    def alias(self, other_id: str, node_id: str) -> None:
+        """Deliver ``other_id``'s events to ``node_id``'s subscriber too."""
+        self.demux.alias(other_id, node_id)
+
+    def unsubscribe(self, node_id: str) -> None:
+        self.demux.unsubscribe(node_id)
+        self._waiters.pop(node_id, None)
+        for channel in self._channels.values():
+            channel.subscribers.discard(node_id)
+
+    # -- losing connections ----------------------------------------------------------
+
+    def _lose(self, channel: _Channel, reason: str) -> None:
+        """Forget a connection that ended or broke. Its subscribers learn that
+        their events may not come (they recover by polling); the next
+        subscription reconnects."""
+        connection, channel.connection = channel.connection, None
+        if connection is not None:
+            self._broken.append(connection)
+        for node in channel.subscribers:
+            self.demux.end(node, f"{channel.name} {reason}")
+        self._wake(list(channel.subscribers))
+
+    async def _close_broken(self) -> None:
+        while self._broken:
+            await self._broken.pop().aclose()
+
+    # -- reading ------------------------------------------------------------------
+
+    async def next_event(self, node_id: str, deadline: float) -> Delivery | DeadlineReached:
+        """``node_id``'s next event, reading a channel for everyone if nobody
+        else is; :data:`DEADLINE` when ``deadline`` passes first."""
+        mine = [c for c in self._channels.values() if node_id in c.subscribers]
+        try:
+            while True:
+                item = self.demux.pop(node_id)
+                if item is not None:
+                    return item
+                if not any(c.connection is not None or c.connecting for c in mine):
+                    return StreamEnded("not connected")
+                channel = next((c for c in mine if c.readable), None)
+                if channel is not None:
+                    if not await self._read_once(channel, deadline):
+                        return DEADLINE
+                    continue
+                signal = self._new_signal()
+                self._waiters[node_id] = signal
+                if not await signal.wait(deadline):
+                    self._waiters.pop(node_id, None)
+                    return DEADLINE
+        finally:
+            # Whoever leaves lets a waiting generation take over what nobody reads.
+            for channel in mine:
+                self._hand_over(channel)
+
+    async def _read_once(self, channel: _Channel, deadline: float) -> bool:
+        """Read one chunk of ``channel`` as its reader and route it; ``False``
+        once ``deadline`` passed."""
+        connection = channel.connection
+        assert connection is not None
+        channel.reading = True
+        finished = False
+        try:
+            data = await connection.read(deadline)
+            finished = True
+        except ConnectionFailedError as exc:
+            finished = True
+            self._lose(channel, f"connection failed: {exc}")
+            return True
+        finally:
+            channel.reading = False
+            if not finished:
+                # Cancelled in the middle of a read: the connection's state is
+                # unknown, so it is dropped (the others recover by polling).
+                self._lose(channel, "reader cancelled")
+        if data is None:
+            return False
+        if not data:
+            self._lose(channel, "closed by the server")
+            return True
+        self._wake(channel.router.feed(data))
+        return True
+
+    async def aclose(self) -> None:
+        for channel in self._channels.values():
+            if channel.connection is not None:
+                self._lose(channel, "closed by the client")
+        await self._close_broken()

@@ -1,0 +1,341 @@
+"""Image and video generation as sans-I/O operations (protocol.md 3.2, 3.3).
+
+They follow the text turn (rows first, subscribe, then start), with three
+differences. The result may arrive as ``workflow_complete`` on
+``/user_stream/sse`` as well as on ``/user_stream/stream`` (protocol.md 4.3,
+defect D5), so the node is subscribed on both. A media job runs for minutes,
+so while the streams say nothing about the node its row is read every
+``stall_interval`` seconds: a terminal event that slipped past (or went to a
+node id the server chose itself) is still found. And a failed job raises
+:class:`GenerationError` with the server's reason instead of returning its
+error text as a URL (D4).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from flowith_proto.calls import call
+from flowith_proto.demux import StreamEnded
+from flowith_proto.effects import (
+    Alias,
+    DeadlineReached,
+    NewId,
+    NextEvent,
+    Now,
+    Operation,
+    Sleep,
+    Subscribe,
+    WallClock,
+)
+from flowith_proto.endpoints import Position
+from flowith_proto.errors import TimeoutError
+from flowith_proto.events import Complete, NodeFailed, WorkflowComplete
+from flowith_proto.generation import (
+    Conversation,
+    NodeDone,
+    NodeFailedState,
+    created_conversation_id,
+    failure,
+    node_state,
+    turn_layout,
+)
+from flowith_proto.models import GeneratedImage, ImageOutput, VideoOutput
+from flowith_proto.request import require_uuid
+from flowith_proto.state import ClientState
+
+__all__ = [
+    "DEFAULT_IMAGE_MODEL",
+    "DEFAULT_VIDEO_MODEL",
+    "DEFAULT_VIDEO_TIMEOUT",
+    "generate_image",
+    "generate_title",
+    "generate_video",
+]
+
+log = logging.getLogger("flowith.generation")
+
+DEFAULT_IMAGE_MODEL = "gemini-3.1-flash-image"
+DEFAULT_VIDEO_MODEL = "seedance-2.0-fast"
+#: Videos take minutes; without a ``timeout`` a video call waits this long.
+DEFAULT_VIDEO_TIMEOUT = 300.0
+#: The video node sits this far below its user node, as in the web app (130 → 310).
+VIDEO_OFFSET = 180
+
+_MEDIA_CHANNELS = ("stream", "sse")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    return str(value)
+
+
+@attrs.frozen
+class _MediaResult:
+    url: str
+    model: str
+    metadata: Mapping[str, Any]
+
+
+def _url_from_event(raw: Mapping[str, Any], kind: str) -> str:
+    """The result URL of a terminal event, in the web app's order of fields."""
+    keys = (
+        ("resultUrl", "imageUrl", "result")
+        if kind == "image"
+        else ("resultUrl", "videoUrl", "result")
+    )
+    for key in keys:
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            return value
+    data = raw.get("nodeData", raw.get("data"))
+    if isinstance(data, Mapping):
+        value = data.get("value")
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def _await_media(
+    state: ClientState, *, listen_id: str, node_id: str, model: str, kind: str, deadline: float
+) -> Operation[_MediaResult]:
+    """Wait for a media node's result from either stream (on the subscription
+    ``listen_id``), reading the row of ``node_id`` whenever the streams stay
+    quiet about it for ``stall_interval``."""
+    streaming = True
+    while True:
+        now: float = yield Now()
+        if now >= deadline:
+            raise TimeoutError(f"{kind} generation of node {node_id} did not finish in time")
+        if streaming:
+            item = yield NextEvent(listen_id, min(deadline, now + state.stall_interval))
+            if isinstance(item, NodeFailed):
+                raise failure(node_id, item.status, item.error, item.error_type)
+            if isinstance(item, (Complete, WorkflowComplete)):
+                chosen = (item.model if isinstance(item, Complete) else "") or model
+                return _MediaResult(_url_from_event(item.raw, kind), chosen, dict(item.raw))
+            if isinstance(item, StreamEnded):
+                log.info(
+                    "streams ended before node %s finished (%s); polling", node_id, item.reason
+                )
+                streaming = False
+            elif not isinstance(item, DeadlineReached):
+                continue  # chunks, progress or unknown events: keep listening
+        response = yield from call(state, lambda e: e.poll_node(node_id), deadline=deadline)
+        outcome = node_state(response.json())
+        if isinstance(outcome, NodeFailedState):
+            raise failure(node_id, outcome.status, outcome.error, outcome.error_type)
+        if isinstance(outcome, NodeDone):
+            row_model = outcome.data.get("model")
+            metadata = {
+                "type": "complete",
+                "nodeId": node_id,
+                "result": outcome.value,
+                "nodeData": dict(outcome.data),
+            }
+            return _MediaResult(
+                outcome.value,
+                row_model if isinstance(row_model, str) and row_model else model,
+                metadata,
+            )
+        if not streaming:
+            now = yield Now()
+            yield Sleep(min(now + state.poll_interval, deadline))
+
+
+def _start_turn(
+    state: ClientState, conversation: Conversation, deadline: float
+) -> Operation[tuple[str, str, str, Position, Position]]:
+    """Make sure the conversation exists; draw the timestamp and the node ids."""
+    if conversation.conv_id is None:
+        created = yield from call(state, lambda e: e.create_conversation(), deadline=deadline)
+        conversation.conv_id = created_conversation_id(created.json())
+    conv_id = require_uuid(conversation.conv_id, "conv_id")
+    unix_now: float = yield WallClock()
+    user_node_id: str = yield NewId()
+    user_position, ai_position = turn_layout(conversation.turn)
+    return conv_id, str(int(unix_now)), user_node_id, user_position, ai_position
+
+
+def generate_image(
+    state: ClientState,
+    conversation: Conversation,
+    prompt: str,
+    *,
+    model: str | enum.Enum | None = None,
+    aspect_ratio: str | enum.Enum = "1:1",
+    image_size: str = "512",
+    agent: bool = True,
+    timeout: float | None = None,
+) -> Operation[ImageOutput]:
+    """Generate an image from ``prompt`` in ``conversation`` (created if needed)."""
+    started: float = yield Now()
+    deadline = started + (state.result_timeout if timeout is None else timeout)
+    chosen = _text(model) if model is not None else DEFAULT_IMAGE_MODEL
+    ratio = _text(aspect_ratio)
+    conv_id, timestamp, user_node_id, user_position, ai_position = yield from _start_turn(
+        state, conversation, deadline
+    )
+    ai_node_id: str = yield NewId()
+    parent_id = conversation.last_ai_node_id or conv_id
+    yield from call(
+        state,
+        lambda e: e.create_user_node(
+            node_id=user_node_id,
+            conv_id=conv_id,
+            parent_id=parent_id,
+            prompt=prompt,
+            timestamp=timestamp,
+            position=user_position,
+            children=[ai_node_id],
+        ),
+        deadline=deadline,
+    )
+    ai_data = {
+        "title": "AI",
+        "value": "",
+        "mode": "image_generation",
+        "timestamp": timestamp,
+        "isImage": True,
+        "model": chosen,
+        "status": "init",
+        "ratio": ratio,
+        "resolution": image_size,
+        "aspect_ratio": ratio,
+        "image_size": image_size,
+        "agent": agent,
+    }
+    yield from call(
+        state,
+        lambda e: e.create_ai_node(
+            node_id=ai_node_id,
+            conv_id=conv_id,
+            parent_id=user_node_id,
+            data=ai_data,
+            position=ai_position,
+        ),
+        deadline=deadline,
+    )
+    yield Subscribe(ai_node_id, _MEDIA_CHANNELS)
+    yield from call(
+        state,
+        lambda e: e.start_image(
+            model=chosen,
+            messages=[{"role": "user", "content": prompt}],
+            node_id=ai_node_id,
+            conv_id=conv_id,
+            aspect_ratio=ratio,
+            image_size=image_size,
+            agent=agent,
+        ),
+        deadline=deadline,
+    )
+    result = yield from _await_media(
+        state,
+        listen_id=ai_node_id,
+        node_id=ai_node_id,
+        model=chosen,
+        kind="image",
+        deadline=deadline,
+    )
+    conversation.turn += 1
+    conversation.last_ai_node_id = ai_node_id
+    images = (GeneratedImage(url=result.url, model=result.model),) if result.url else ()
+    return ImageOutput(
+        images=images,
+        model=result.model,
+        node_id=ai_node_id,
+        conv_id=conv_id,
+        metadata=result.metadata,
+    )
+
+
+def generate_video(
+    state: ClientState,
+    conversation: Conversation,
+    prompt: str,
+    *,
+    model: str | enum.Enum | None = None,
+    image_url: str = "",
+    aspect_ratio: str | enum.Enum = "16:9",
+    resolution: str = "480p",
+    audio: bool = True,
+    timeout: float | None = None,
+) -> Operation[VideoOutput]:
+    """Generate a video from ``prompt`` (and optionally a first frame,
+    ``image_url``); the server creates the video's node itself and may pick
+    its id, which the operation then follows."""
+    started: float = yield Now()
+    deadline = started + (DEFAULT_VIDEO_TIMEOUT if timeout is None else timeout)
+    chosen = _text(model) if model is not None else DEFAULT_VIDEO_MODEL
+    conv_id, timestamp, user_node_id, user_position, _ = yield from _start_turn(
+        state, conversation, deadline
+    )
+    video_node_id: str = yield NewId()
+    parent_id = conversation.last_ai_node_id or conv_id
+    yield from call(
+        state,
+        lambda e: e.create_user_node(
+            node_id=user_node_id,
+            conv_id=conv_id,
+            parent_id=parent_id,
+            prompt=prompt,
+            timestamp=timestamp,
+            position=user_position,
+        ),
+        deadline=deadline,
+    )
+    yield Subscribe(video_node_id, _MEDIA_CHANNELS)
+    response = yield from call(
+        state,
+        lambda e: e.start_video(
+            node_id=video_node_id,
+            model=chosen,
+            prompt=prompt,
+            image_url=image_url,
+            aspect_ratio=_text(aspect_ratio),
+            audio=audio,
+            resolution=resolution,
+            conv_id=conv_id,
+            parent_node_id=user_node_id,
+            position=Position(user_position.x, user_position.y + VIDEO_OFFSET),
+        ),
+        deadline=deadline,
+    )
+    body = response.json()
+    node_id = video_node_id
+    server_id = body.get("nodeId") if isinstance(body, Mapping) else None
+    if isinstance(server_id, str) and server_id and server_id != video_node_id:
+        node_id = require_uuid(server_id, "nodeId")
+        yield Alias(node_id, video_node_id)
+    result = yield from _await_media(
+        state,
+        listen_id=video_node_id,
+        node_id=node_id,
+        model=chosen,
+        kind="video",
+        deadline=deadline,
+    )
+    conversation.turn += 1
+    conversation.last_ai_node_id = node_id
+    return VideoOutput(
+        video_url=result.url,
+        model=result.model,
+        node_id=node_id,
+        conv_id=conv_id,
+        metadata=result.metadata,
+    )
+
+
+def generate_title(
+    state: ClientState, messages: Sequence[Mapping[str, Any]], *, timeout: float | None = None
+) -> Operation[str]:
+    """A short title for a conversation, from the edge's title model."""
+    response = yield from call(state, lambda e: e.conversation_title(messages), timeout=timeout)
+    return response.body.decode("utf-8", errors="replace").strip()

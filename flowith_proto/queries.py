@@ -1,0 +1,274 @@
+"""Every read and small write of the web app as a sans-I/O operation.
+
+Most are one request and one conversion; what they add over the old client is
+that an answer of the wrong shape is a :class:`ResponseDecodeError` and a
+missing row a :class:`NotFoundError`, never an empty record (D22), and that
+updates ask for the updated row so a silent no-op shows (D18, D21).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from email.utils import format_datetime
+from typing import Any, TypeVar
+
+from flowith_proto.calls import call
+from flowith_proto.convert import structure_credits, structure_models, structure_row, structure_rows
+from flowith_proto.effects import Operation, WallClock
+from flowith_proto.endpoints import Endpoints
+from flowith_proto.errors import NotFoundError, ResponseDecodeError
+from flowith_proto.models import (
+    AuthSession,
+    ConversationRecord,
+    ConvNovelEditor,
+    MigrationInfo,
+    ModelInfo,
+    SubscriptionUserOwn,
+    TemplateRecord,
+    UserCredits,
+    UserProfile,
+)
+from flowith_proto.request import Request, require_uuid
+from flowith_proto.state import ClientState
+
+__all__ = [
+    "first_row",
+    "json_body",
+    "list_models",
+    "list_templates",
+    "rows",
+    "string_field",
+    "subscriptions",
+]
+
+T = TypeVar("T")
+Build = Callable[[Endpoints], Request]
+
+
+def json_body(state: ClientState, build: Build, *, timeout: float | None = None) -> Operation[Any]:
+    """The answer's JSON as it is (the endpoints whose shape nobody has pinned down)."""
+    response = yield from call(state, build, timeout=timeout)
+    return response.json()
+
+
+def rows(
+    state: ClientState, build: Build, cls: type[T], context: str, *, timeout: float | None = None
+) -> Operation[list[T]]:
+    """A listing: every row as a ``cls``."""
+    body = yield from json_body(state, build, timeout=timeout)
+    return structure_rows(body, cls, context=context)
+
+
+def first_row(
+    state: ClientState,
+    build: Build,
+    cls: type[T],
+    context: str,
+    missing: str,
+    *,
+    timeout: float | None = None,
+) -> Operation[T]:
+    """The one row a lookup by id returns; :class:`NotFoundError` when there
+    is none (the old client returned an empty record: D22)."""
+    found = yield from rows(state, build, cls, context, timeout=timeout)
+    if not found:
+        raise NotFoundError(missing)
+    return found[0]
+
+
+def string_field(
+    state: ClientState, build: Build, key: str, context: str, *, timeout: float | None = None
+) -> Operation[str]:
+    """One string field of a JSON object answer (``credit_type``, ``link``)."""
+    body = yield from json_body(state, build, timeout=timeout)
+    value = body.get(key) if isinstance(body, Mapping) else None
+    if not isinstance(value, str):
+        raise ResponseDecodeError(
+            f"{context}: expected a JSON object with a string {key!r}", body=body
+        )
+    return value
+
+
+def credits(state: ClientState, *, timeout: float | None = None) -> Operation[list[UserCredits]]:
+    body = yield from json_body(state, lambda e: e.credits(), timeout=timeout)
+    return structure_credits(body)
+
+
+def list_models(
+    state: ClientState, *, logo: bool, desc: bool, timeout: float | None = None
+) -> Operation[list[ModelInfo]]:
+    body = yield from json_body(state, lambda e: e.models(logo=logo, desc=desc), timeout=timeout)
+    return structure_models(body)
+
+
+def list_templates(
+    state: ClientState,
+    *,
+    template_type: str | None,
+    page_size: int,
+    timeout: float | None = None,
+) -> Operation[list[TemplateRecord]]:
+    body = yield from json_body(
+        state,
+        lambda e: e.templates(template_type=template_type, page_size=page_size),
+        timeout=timeout,
+    )
+    data = body.get("data") if isinstance(body, Mapping) else None
+    if not isinstance(data, list):
+        raise ResponseDecodeError(
+            "list_templates: expected a JSON object with a 'data' array", body=body
+        )
+    return structure_rows(data, TemplateRecord, context="list_templates")
+
+
+def rename_conversation(
+    state: ClientState, conv_id: str, title: str, *, timeout: float | None = None
+) -> Operation[ConversationRecord]:
+    """Update the title of an existing row (the old client inserted: D18)."""
+    conv = require_uuid(conv_id, "conv_id")
+    return (
+        yield from first_row(
+            state,
+            lambda e: e.rename_conversation(conv, title),
+            ConversationRecord,
+            "rename_conversation",
+            f"conversation {conv} does not exist",
+            timeout=timeout,
+        )
+    )
+
+
+def get_user_profile(
+    state: ClientState, user_id: str | None, *, timeout: float | None = None
+) -> Operation[UserProfile]:
+    return (
+        yield from first_row(
+            state,
+            lambda e: e.user_profile(user_id),
+            UserProfile,
+            "get_user_profile",
+            f"no profile for user {user_id or state.credentials.user_id}",
+            timeout=timeout,
+        )
+    )
+
+
+def update_user_profile(
+    state: ClientState,
+    fields: Mapping[str, Any],
+    user_id: str | None,
+    *,
+    timeout: float | None = None,
+) -> Operation[UserProfile]:
+    """Change profile fields and return the updated row; with no fields, the
+    current profile."""
+    if not fields:
+        return (yield from get_user_profile(state, user_id, timeout=timeout))
+    return (
+        yield from first_row(
+            state,
+            lambda e: e.update_user_profile(fields, user_id),
+            UserProfile,
+            "update_user_profile",
+            f"no profile for user {user_id or state.credentials.user_id}",
+            timeout=timeout,
+        )
+    )
+
+
+def subscriptions(
+    state: ClientState, at_time: datetime | float | None, *, timeout: float | None = None
+) -> Operation[list[SubscriptionUserOwn]]:
+    """The grants active at ``at_time`` (a datetime or unix seconds; default: now)."""
+    if at_time is None:
+        at_time = yield WallClock()
+    if isinstance(at_time, datetime):
+        moment = at_time if at_time.tzinfo else at_time.replace(tzinfo=timezone.utc)
+    else:
+        moment = datetime.fromtimestamp(float(at_time), tz=timezone.utc)
+    stamp = format_datetime(moment.astimezone(timezone.utc).replace(microsecond=0), usegmt=True)
+    return (
+        yield from rows(
+            state,
+            lambda e: e.subscriptions(stamp),
+            SubscriptionUserOwn,
+            "list_subscription_user_own",
+            timeout=timeout,
+        )
+    )
+
+
+def online_count(state: ClientState, *, timeout: float | None = None) -> Operation[int]:
+    body = yield from json_body(state, lambda e: e.rpc("get_online_count", {}), timeout=timeout)
+    if body is None:
+        return 0
+    if isinstance(body, bool) or not isinstance(body, (int, float, str)):
+        raise ResponseDecodeError("get_online_count: expected a number", body=body)
+    try:
+        return int(float(body))
+    except ValueError as exc:
+        raise ResponseDecodeError("get_online_count: expected a number", body=body) from exc
+
+
+def refresh(
+    state: ClientState, refresh_token: str, *, timeout: float | None = None
+) -> Operation[AuthSession]:
+    """Trade a refresh token for a new session and adopt its tokens.
+
+    Needs only the refresh token and the project key (the old client required
+    a live access token and sent it along: D14).
+    """
+    body = yield from json_body(state, lambda e: e.refresh_session(refresh_token), timeout=timeout)
+    session = structure_row(body, AuthSession, context="refresh_access_token")
+    if not session.access_token:
+        raise ResponseDecodeError("refresh_access_token: the answer has no access_token")
+    state.credentials = state.credentials.with_tokens(session.access_token, session.refresh_token)
+    return session
+
+
+def get_conversation(
+    state: ClientState, conv_id: str, *, timeout: float | None = None
+) -> Operation[ConversationRecord]:
+    conv = require_uuid(conv_id, "conv_id")
+    return (
+        yield from first_row(
+            state,
+            lambda e: e.get_conversation(conv),
+            ConversationRecord,
+            "get_conversation",
+            f"conversation {conv} does not exist",
+            timeout=timeout,
+        )
+    )
+
+
+def get_conv_novel_editor(
+    state: ClientState, conv_id: str, *, timeout: float | None = None
+) -> Operation[ConvNovelEditor]:
+    conv = require_uuid(conv_id, "conv_id")
+    return (
+        yield from first_row(
+            state,
+            lambda e: e.conv_novel_editor(conv),
+            ConvNovelEditor,
+            "get_conv_novel_editor",
+            f"conversation {conv} has no novel editor content",
+            timeout=timeout,
+        )
+    )
+
+
+def get_migration_info(
+    state: ClientState, *, timeout: float | None = None
+) -> Operation[MigrationInfo]:
+    return (
+        yield from first_row(
+            state,
+            lambda e: e.migration(),
+            MigrationInfo,
+            "get_migration_info",
+            "no migration row",
+            timeout=timeout,
+        )
+    )

@@ -1,0 +1,84 @@
+"""Download names stay inside the target folder whatever the URL or name (D17)."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowith_proto.config import FlowithConfig
+from flowith_proto.errors import ValidationError
+from flowith_proto.files import download_request, safe_filename, target_inside
+
+
+@pytest.mark.parametrize(
+    ("url", "filename", "expected"),
+    [
+        ("https://cdn/f/abc/cat.png", None, "cat.png"),
+        ("https://cdn/f/abc/cat.png?sig=1#frag", None, "cat.png"),
+        ("https://cdn/f/abc/", None, "image.jpg"),
+        ("https://cdn/f/abc/..", None, "image.jpg"),
+        ("https://cdn/f/%2E%2E", None, "image.jpg"),
+        ("https://cdn/f/a%2F..%2F..%2Fetc%2Fpasswd", None, "passwd"),
+        ("https://cdn/f/a%5C..%5Cwin.ini", None, "win.ini"),
+        ("https://cdn/f/.hidden", None, "hidden"),
+        ("https://cdn/f/x.png", "../../evil.png", "evil.png"),
+        ("https://cdn/f/x.png", "/etc/passwd", "passwd"),
+        ("https://cdn/f/x.png", "C:\\Windows\\evil.dll", "evil.dll"),
+        ("https://cdn/f/x.png", "con.txt", "_con.txt"),
+        ("https://cdn/f/x.png", "my photo.png", "my photo.png"),
+        ("https://cdn/f/caf%C3%A9.png", None, "café.png"),
+    ],
+)
+def test_safe_filename(url: str, filename: str | None, expected: str) -> None:
+    assert safe_filename(url, filename, "image.jpg") == expected
+
+
+def test_a_filename_with_nothing_usable_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        safe_filename("https://cdn/x", "../..", "image.jpg")
+
+
+def test_long_names_keep_their_extension() -> None:
+    name = safe_filename("https://cdn/" + "a" * 500 + ".mp4", None, "video.mp4")
+    assert len(name) <= 200
+    assert name.endswith(".mp4")
+
+
+@given(st.text(), st.one_of(st.none(), st.text()))
+def test_any_input_gives_one_component_inside_the_folder(
+    segment: str, filename: str | None
+) -> None:
+    folder = PurePosixPath("/downloads")
+    try:
+        name = safe_filename("https://cdn/f/" + segment, filename, "file.bin")
+    except ValidationError:
+        assert filename is not None
+        return
+    target = target_inside(folder, name)
+    assert target.parent == folder
+    assert "/" not in name
+    assert "\\" not in name
+    assert name not in ("", ".", "..")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\\b"])
+def test_target_inside_refuses_anything_but_a_plain_name(name: str) -> None:
+    with pytest.raises(ValidationError):
+        target_inside(PurePosixPath("/d"), name)
+
+
+def test_download_request_never_carries_a_token() -> None:
+    request = download_request(FlowithConfig(), "https://r2-bucket.flowith.net/f/a/b.png")
+    assert request.method == "GET"
+    assert request.stream
+    assert request.header("authorization") is None
+    assert request.header("apikey") is None
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://x/y", "javascript:alert(1)", "/rel"])
+def test_download_request_refuses_non_http_urls(url: str) -> None:
+    with pytest.raises(ValidationError):
+        download_request(FlowithConfig(), url)

@@ -1,0 +1,222 @@
+"""Image, video, title and upload operations, driven synchronously."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from flowith_proto.auth import Credentials
+from flowith_proto.effects import NextEvent, Send, Subscribe
+from flowith_proto.errors import (
+    AuthenticationError,
+    FileUploadError,
+    GenerationError,
+    TimeoutError,
+)
+from flowith_proto.events import parse_event
+from flowith_proto.generation import Conversation
+from flowith_proto.media import generate_image, generate_title, generate_video
+from flowith_proto.models import AspectRatio, ImageModel, VideoModel
+from flowith_proto.request import MultipartForm
+from flowith_proto.state import ClientState
+from flowith_proto.uploads import upload
+from tests.scripted import Script, json_response, uuid_n
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+USER = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+CONV = "11111111-2222-4333-8444-555555555555"
+SERVER_NODE = "77777777-6666-4555-8444-333333333333"
+
+
+def state(**overrides: Any) -> ClientState:
+    return ClientState(credentials=Credentials(access_token=TOKEN, user_id=USER), **overrides)
+
+
+def rows_script() -> Script:
+    script = Script()
+    script.on(
+        "POST", "/rest/v1/conversation", json_response(201, json.dumps([{"id": CONV}]).encode())
+    )
+    script.on("POST", "/rest/v1/flow_node", json_response(201))
+    return script
+
+
+def workflow(node: str, **fields: Any) -> Any:
+    return parse_event({"type": "workflow_complete", "nodeId": node, "convId": CONV, **fields})
+
+
+def test_image_subscribes_both_streams_before_starting() -> None:
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b'{"status":"processing"}'))
+    ai = uuid_n(2)
+    script.feed(ai, [workflow(ai, status="completed", result="https://cdn/x/cat.png")])
+    result = script.run(
+        generate_image(
+            state(),
+            Conversation(),
+            "a cat",
+            model=ImageModel.GPT_IMAGE_1,
+            aspect_ratio=AspectRatio.PORTRAIT,
+            image_size="1k",
+            agent=False,
+        )
+    )
+    assert result.image is not None
+    assert result.image.url == "https://cdn/x/cat.png"
+    assert (result.model, result.node_id, result.conv_id) == ("gpt-image-1", ai, CONV)
+    subscribe = next(e for e in script.effects if isinstance(e, Subscribe))
+    assert subscribe.channels == ("stream", "sse")
+    start = next(e for e in script.effects if isinstance(e, Send) and "image_gen" in e.request.url)
+    assert script.effects.index(subscribe) < script.effects.index(start)
+    assert start.request.json() == {
+        "model": "gpt-image-1",
+        "nodeId": ai,
+        "convId": CONV,
+        "messages": [{"role": "user", "content": "a cat"}],
+        "aspect_ratio": "9:16",
+        "image_size": "1k",
+        "agent": False,
+    }
+    ai_row = script.requests[2].json()[0]
+    assert ai_row["data"] == {
+        "title": "AI",
+        "value": "",
+        "mode": "image_generation",
+        "timestamp": "1779127457",
+        "isImage": True,
+        "model": "gpt-image-1",
+        "status": "init",
+        "ratio": "9:16",
+        "resolution": "1k",
+        "aspect_ratio": "9:16",
+        "image_size": "1k",
+        "agent": False,
+    }
+
+
+def test_failed_image_raises_with_the_servers_reason() -> None:
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    ai = uuid_n(2)
+    script.feed(
+        ai,
+        [
+            workflow(
+                ai, status="failed", result="", error="unsafe prompt", error_type="content_policy"
+            )
+        ],
+    )
+    with pytest.raises(GenerationError) as info:
+        script.run(generate_image(state(), Conversation(), "x"))
+    assert (info.value.error, info.value.error_type) == ("unsafe prompt", "content_policy")
+
+
+def test_quiet_streams_make_the_image_wait_read_the_row() -> None:
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    rows = [{"data": {"status": "done", "value": "https://cdn/y.png", "model": "m"}, "type": "2"}]
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
+    result = script.run(generate_image(state(stall_interval=5.0), Conversation(), "x", timeout=60))
+    assert result.image is not None
+    assert result.image.url == "https://cdn/y.png"
+    waits = [e for e in script.effects if isinstance(e, NextEvent)]
+    assert [w.deadline for w in waits] == [1005.0]
+
+
+def test_image_times_out_when_nothing_ever_finishes() -> None:
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    rows = [{"data": {"status": "init", "value": ""}, "type": "2"}]
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
+    with pytest.raises(TimeoutError):
+        script.run(generate_image(state(stall_interval=4.0), Conversation(), "x", timeout=10))
+    assert script.clock == 1010.0
+
+
+def test_video_follows_the_node_id_the_server_picks() -> None:
+    script = rows_script()
+    script.on(
+        "POST",
+        "/video/async",
+        json_response(200, json.dumps({"status": "processing", "nodeId": SERVER_NODE}).encode()),
+    )
+    local = uuid_n(2)
+    script.feed(local, [workflow(SERVER_NODE, status="completed", result="https://cdn/v.mp4")])
+    conversation = Conversation()
+    result = script.run(
+        generate_video(
+            state(), conversation, "a cat on a beach", model=VideoModel.KLING, image_url="https://i"
+        )
+    )
+    assert (result.video_url, result.node_id) == ("https://cdn/v.mp4", SERVER_NODE)
+    assert script.aliases == {SERVER_NODE: local}
+    assert conversation.last_ai_node_id == SERVER_NODE
+    node_posts = [r for r in script.requests if r.url.split("?")[0].endswith("/flow_node")]
+    assert len(node_posts) == 1  # only the user node: the server makes the video node
+    start = next(r for r in script.requests if r.url.endswith("/video/async"))
+    assert start.json() == {
+        "nodeId": local,
+        "model": "kling-video/v2.6/pro/text-to-video",
+        "prompt": "a cat on a beach",
+        "imageURL": "https://i",
+        "aspect_ratio": "16:9",
+        "audio": True,
+        "resolution": "480p",
+        "convId": CONV,
+        "parentNodeId": uuid_n(1),
+        "position": {"x": 0, "y": 310},
+    }
+
+
+def test_video_waits_five_minutes_by_default() -> None:
+    script = rows_script()
+    script.on("POST", "/video/async", json_response(200, b""))
+    rows = [{"data": {"status": "init"}, "type": "2"}]
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
+    with pytest.raises(TimeoutError):
+        script.run(generate_video(state(stall_interval=100.0), Conversation(), "x"))
+    assert script.clock == 1300.0
+
+
+def test_title_is_the_plain_text_answer() -> None:
+    script = Script()
+    script.on("POST", "/completion/conversation-title", json_response(200, b"  Capital cities\n"))
+    messages = [{"role": "user", "content": "What is the capital of Poland?"}]
+    assert script.run(generate_title(state(), messages)) == "Capital cities"
+    assert script.requests[0].json() == {"messages": messages}
+
+
+def test_upload_sends_a_streamable_form_and_returns_the_record() -> None:
+    script = Script()
+    answer = {"url": "https://r2-bucket.flowith.net/f/abc/game.html", "size": 5}
+    script.on("POST", "/file/store", json_response(200, json.dumps(answer).encode()))
+    record = script.run(upload(state(), size=12, file_path="/tmp/game.html"))
+    assert (record.url, record.file_type) == (answer["url"], "html")
+    form = script.requests[0].body
+    assert isinstance(form, MultipartForm)
+    assert [f.filename for f in form.files] == ["game.html"]
+    assert form.files[0].path == "/tmp/game.html"
+    assert form.files[0].data is None  # streamed by the transport, never read here
+    assert ("type", "html") in form.fields
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (500, b'{"message": "disk full"}', FileUploadError),
+        (200, b'{"nourl": true}', FileUploadError),
+        (401, b'{"message": "expired"}', AuthenticationError),
+    ],
+)
+def test_upload_failures(status: int, body: bytes, error: type[Exception]) -> None:
+    script = Script()
+    script.on("POST", "/file/store", json_response(status, body))
+    with pytest.raises(error):
+        script.run(upload(state(), size=3, data=b"abc", filename="a.txt"))
+
+
+def test_upload_needs_exactly_one_source() -> None:
+    with pytest.raises(FileUploadError):
+        Script().run(upload(state(), size=0))
