@@ -183,11 +183,17 @@ class Request:
         lowered = name.lower()
         return next((v for k, v in self.headers if k.lower() == lowered), None)
 
+    @property
+    def content(self) -> bytes:
+        """The body as bytes (``b""`` when there is none); a multipart form is
+        streamed by the transport and has no bytes here: ``TypeError``."""
+        if isinstance(self.body, MultipartForm):
+            raise TypeError("a multipart body is streamed, not held as bytes")
+        return b"" if self.body is None else self.body
+
     def json(self) -> Any:
         """The body decoded as JSON (tests and the fake Flowith use this)."""
-        if isinstance(self.body, MultipartForm):
-            raise TypeError("a multipart body is not JSON")
-        return None if self.body is None else json.loads(self.body)
+        return None if self.body is None else json.loads(self.content)
 
     def __repr__(self) -> str:
         if isinstance(self.body, MultipartForm):

@@ -122,8 +122,7 @@ def test_ai_node(endpoints: Endpoints) -> None:
         }
     ]
     # Keys go out in the order of the columns list, as the web app sends them.
-    assert request.body is not None
-    assert request.body.startswith(b'[{"id":')
+    assert request.content.startswith(b'[{"id":')
 
 
 def test_completion(endpoints: Endpoints) -> None:
@@ -244,6 +243,5 @@ def test_prompt_with_unicode_is_sent_as_utf8(endpoints: Endpoints) -> None:
         timestamp="1",
         position=Position(0, 130),
     )
-    assert request.body is not None
-    assert "Zażółć gęślą jaźń 🚀".encode() in request.body
-    assert json.loads(request.body)[0]["data"]["value"] == "Zażółć gęślą jaźń 🚀"
+    assert "Zażółć gęślą jaźń 🚀".encode() in request.content
+    assert json.loads(request.content)[0]["data"]["value"] == "Zażółć gęślą jaźń 🚀"
