@@ -16,8 +16,13 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
-from flowith_proto.config import DEFAULT_EDGE_URL, DEFAULT_SUPABASE_KEY, DEFAULT_SUPABASE_URL
+from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
+from flowith_proto.config import (
+    DEFAULT_EDGE_URL,
+    DEFAULT_SUPABASE_KEY,
+    DEFAULT_SUPABASE_URL,
+    EdgeAuth,
+)
 from flowith_proto.errors import ConnectionFailedError, TimeoutError
 from flowith_proto.request import Request, Response
 
@@ -94,6 +99,9 @@ class FlowithClient(FlowithClientBase):
         timeout: float = 30.0,
         result_timeout: float = 120.0,
         poll_interval: float = 2.0,
+        max_retries: int = 2,
+        on_token_refresh: TokenCallback | None = None,
+        edge_auth: EdgeAuth | str = EdgeAuth.BARE,
         proxy: str | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
@@ -107,6 +115,9 @@ class FlowithClient(FlowithClientBase):
             timeout=timeout,
             result_timeout=result_timeout,
             poll_interval=poll_interval,
+            max_retries=max_retries,
+            on_token_refresh=on_token_refresh,
+            edge_auth=edge_auth,
         )
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")

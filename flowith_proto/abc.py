@@ -19,11 +19,20 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
+import inspect
 import logging
 import os
+import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
@@ -31,6 +40,7 @@ from typing import Any, BinaryIO, TypeVar
 import attrs
 
 from flowith_proto import media as media_ops
+from flowith_proto import queries
 from flowith_proto import uploads as upload_ops
 from flowith_proto.api import WebAppMethods
 from flowith_proto.auth import Credentials
@@ -38,16 +48,19 @@ from flowith_proto.config import (
     DEFAULT_EDGE_URL,
     DEFAULT_SUPABASE_KEY,
     DEFAULT_SUPABASE_URL,
+    EdgeAuth,
     FlowithConfig,
 )
 from flowith_proto.effects import (
     Alias,
     Effect,
     Emit,
+    Jitter,
     NewId,
     NextEvent,
     Now,
     Operation,
+    RefreshToken,
     Send,
     Sleep,
     Subscribe,
@@ -74,11 +87,18 @@ from flowith_proto.models import (
     VideoOutput,
 )
 from flowith_proto.request import MultipartForm, Request, Response
+from flowith_proto.retry import RetryPolicy
 from flowith_proto.sse import SSEDecoder
 from flowith_proto.state import ClientState
 from flowith_proto.stream import listener_payloads
 
-__all__ = ["ByteStream", "ConversationSession", "FlowithClientBase", "Signal"]
+__all__ = [
+    "ByteStream",
+    "ConversationSession",
+    "FlowithClientBase",
+    "Signal",
+    "TokenCallback",
+]
 
 # ByteStream and Signal are what a transport's hooks return; they live with the
 # stream hub that consumes them.
@@ -94,6 +114,19 @@ _UPLOAD_TIMEOUT = 120.0
 _UPLOAD_CHUNK = 1024 * 1024
 #: Bytes of an error answer on a stream request read before giving up on it.
 _STREAM_ERROR_BODY_LIMIT = 64 * 1024
+
+
+#: Called with the new access and refresh tokens after every refresh, so an
+#: application can persist them (refresh tokens are single-use).
+TokenCallback = Callable[[str, str], "Awaitable[None] | None"]
+
+
+@attrs.define
+class _Flight:
+    """A refresh in progress, which other callers wait for."""
+
+    done: Signal
+    error: FlowithError | None = None
 
 
 def _create_binary(path: Path) -> BinaryIO:
@@ -141,22 +174,31 @@ class FlowithClientBase(WebAppMethods):
         timeout: float = 30.0,
         result_timeout: float = 120.0,
         poll_interval: float = 2.0,
+        max_retries: int = 2,
+        on_token_refresh: TokenCallback | None = None,
+        edge_auth: EdgeAuth | str = EdgeAuth.BARE,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         self._state = ClientState(
             config=FlowithConfig(
-                edge_url=edge_url, supabase_url=supabase_url, supabase_key=supabase_key
+                edge_url=edge_url,
+                supabase_url=supabase_url,
+                supabase_key=supabase_key,
+                edge_auth=edge_auth,
             ),
             credentials=Credentials.from_tokens(
                 token, refresh_token=refresh_token, user_id=user_id
             ),
             result_timeout=result_timeout,
             poll_interval=poll_interval,
+            retry=RetryPolicy(max_retries=max_retries),
         )
         #: Seconds one HTTP request may take (connect, read and total).
         self.timeout = timeout
-        self._hub = StreamHub(self._open_channel, self._new_signal)
+        self._on_token_refresh = on_token_refresh
+        self._refreshing: _Flight | None = None
+        self._hub = StreamHub(self._open_channel, self._new_signal, self._now)
         self._closed = False
 
     # -- hooks a transport implements --------------------------------------
@@ -270,6 +312,11 @@ class FlowithClientBase(WebAppMethods):
             return time.time()
         if isinstance(effect, NewId):
             return str(uuid.uuid4())
+        if isinstance(effect, Jitter):
+            return random.random()
+        if isinstance(effect, RefreshToken):
+            await self._refresh_once(effect.seen_token)
+            return None
         if isinstance(effect, Subscribe):
             subscribed.append(effect.node_id)
             await self._hub.subscribe(effect.node_id, effect.channels, None)
@@ -285,8 +332,42 @@ class FlowithClientBase(WebAppMethods):
     def _check_open(self) -> None:
         if self._closed:
             raise FlowithError("the client is closed")
-        if not self._state.credentials.access_token:
-            raise AuthenticationError("No access token set: pass token=... to the client.")
+
+    async def _refresh_once(self, seen_token: str) -> None:
+        """Renew the tokens, unless that happened since ``seen_token`` was used.
+
+        Concurrent callers share one refresh: a refresh token works once, so
+        a second refresh with it would fail and sign the user out.
+        """
+        if self._state.credentials.access_token != seen_token:
+            return
+        flight = self._refreshing
+        if flight is not None:
+            await flight.done.wait(None)
+            if flight.error is not None:
+                raise AuthenticationError(str(flight.error))
+            return
+        if not self._state.credentials.refresh_token:
+            raise AuthenticationError("the access token expired and there is no refresh token")
+        flight = self._refreshing = _Flight(self._new_signal())
+        try:
+            session = await self._run(
+                queries.refresh(self._state, self._state.credentials.refresh_token)
+            )
+        except FlowithError as exc:
+            flight.error = exc
+            raise
+        finally:
+            self._refreshing = None
+            flight.done.set()
+        log.info("access token refreshed")
+        if self._on_token_refresh is not None:
+            try:
+                outcome = self._on_token_refresh(session.access_token, session.refresh_token)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception:
+                log.exception("on_token_refresh failed; the new tokens are in use anyway")
 
     async def _iterate(self, operation: Operation[T]) -> AsyncGenerator[Any, None]:
         """Run ``operation``, yielding what it emits and, last, what it returns.

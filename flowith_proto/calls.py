@@ -1,16 +1,48 @@
-"""Sending one request and judging its answer: the step every operation shares."""
+"""Sending one request and judging its answer: the step every operation shares.
+
+:func:`call` is where the client's resilience lives, decided here once for
+every transport: a request is rebuilt from the current credentials for each
+attempt; a token about to expire is renewed first and an expired one renewed
+once and the request replayed (D14); failures worth retrying are retried per
+:class:`~flowith_proto.retry.RetryPolicy`, within the caller's deadline.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from flowith_proto.effects import Operation, Send, WallClock
+from flowith_proto.effects import Jitter, Now, Operation, RefreshToken, Send, Sleep, WallClock
 from flowith_proto.endpoints import Endpoints
-from flowith_proto.errors import error_from_response
+from flowith_proto.errors import (
+    ConnectionFailedError,
+    RateLimitError,
+    ResponseDecodeError,
+    TimeoutError,
+    error_from_response,
+    is_token_expired,
+)
 from flowith_proto.request import Request, Response
 from flowith_proto.state import ClientState
 
 __all__ = ["call"]
+
+
+def _wait(state: ClientState, seconds: float, deadline: float | None) -> Operation[bool]:
+    """Sleep ``seconds`` unless that would pass ``deadline``; ``False`` if it would."""
+    now: float = yield Now()
+    if deadline is not None and now + seconds >= deadline:
+        return False
+    yield Sleep(now + seconds)
+    return True
+
+
+def _duplicate(response: Response) -> bool:
+    """PostgREST's unique-violation answer (SQLSTATE 23505)."""
+    try:
+        body = response.json()
+    except ResponseDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("code") == "23505"
 
 
 def call(
@@ -19,27 +51,68 @@ def call(
     *,
     deadline: float | None = None,
     timeout: float | None = None,
+    renew_token: bool = True,
 ) -> Operation[Response]:
     """Send the request ``build`` makes and return its successful answer, or
     raise the exception its status maps to.
 
-    The request is built from the current credentials at the moment it is
-    sent, so it is always signed with the newest token. ``timeout`` overrides
-    the client's per-request limit; ``deadline`` bounds the call as a whole.
+    ``timeout`` overrides the client's per-request limit; ``deadline`` bounds
+    the call as a whole, retries included. ``renew_token=False`` is for the
+    refresh request itself.
     """
-    request = build(state.endpoints)
-    response: Response = yield Send(request, deadline, timeout)
-    if response.status < 400:
-        return response
-    now: float | None = None
-    if response.status == 429 and response.header("retry-after") is not None:
-        now = yield WallClock()
-    error = error_from_response(
-        response.status,
-        response.headers,
-        response.body,
-        now=now,
-        secrets=(*state.credentials.secrets, state.config.supabase_key),
-    )
-    assert error is not None
-    raise error
+    policy = state.retry
+    attempt = 0
+    renewed = False
+    while True:
+        credentials = state.credentials
+        if renew_token and credentials.refresh_token and credentials.expires_at is not None:
+            unix_now: float = yield WallClock()
+            if credentials.needs_refresh(unix_now):
+                yield RefreshToken(credentials.access_token)
+        request = build(state.endpoints)
+        try:
+            response: Response = yield Send(request, deadline, timeout)
+        except (ConnectionFailedError, TimeoutError) as exc:
+            if attempt < policy.max_retries and policy.may_resend(request, exc):
+                jitter: float = yield Jitter()
+                if (yield from _wait(state, policy.backoff(attempt, jitter), deadline)):
+                    attempt += 1
+                    continue
+            raise
+        status = response.status
+        if status < 400:
+            return response
+        if attempt and status == 409 and request.conflict_means_done and _duplicate(response):
+            return response  # an earlier attempt created the row after all
+        if (
+            renew_token
+            and not renewed
+            and state.credentials.refresh_token
+            and is_token_expired(status, response.body)
+        ):
+            renewed = True
+            yield RefreshToken(credentials.access_token)
+            continue
+        now: float | None = None
+        if status == 429 and response.header("retry-after") is not None:
+            now = yield WallClock()
+        error = error_from_response(
+            status,
+            response.headers,
+            response.body,
+            now=now,
+            secrets=(*state.credentials.secrets, state.config.supabase_key),
+        )
+        assert error is not None
+        if attempt < policy.max_retries and policy.may_repeat(request, status):
+            wait: float | None = None
+            if isinstance(error, RateLimitError) and error.retry_after_s is not None:
+                if error.retry_after_s <= policy.max_retry_after:
+                    wait = error.retry_after_s
+            else:
+                jitter = yield Jitter()
+                wait = policy.backoff(attempt, jitter)
+            if wait is not None and (yield from _wait(state, wait, deadline)):
+                attempt += 1
+                continue
+        raise error

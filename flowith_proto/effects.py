@@ -12,7 +12,9 @@ effect             the driver does                        and sends back
 ``Now``            reads its monotonic clock              ``float`` seconds
 ``WallClock``      reads the time of day                  ``float`` unix seconds
 ``NewId``          draws a random UUID4                   ``str``
+``Jitter``         draws a uniform random number          ``float`` in [0, 1)
 ``Send``           sends the request, reads the answer    :class:`Response`
+``RefreshToken``   renews the tokens, once for everyone   ``None``
 ``Subscribe``      opens the shared streams if needed     ``None``, once the streams'
                    and keeps the node's events            headers have arrived
 ``Alias``          routes another node id's events too    ``None``
@@ -42,10 +44,12 @@ __all__ = [
     "DeadlineReached",
     "Effect",
     "Emit",
+    "Jitter",
     "NewId",
     "NextEvent",
     "Now",
     "Operation",
+    "RefreshToken",
     "Send",
     "Sleep",
     "Subscribe",
@@ -68,6 +72,20 @@ class WallClock:
 @attrs.frozen
 class NewId:
     """A fresh random UUID4, as a string."""
+
+
+@attrs.frozen
+class Jitter:
+    """A uniform random float in [0, 1), to spread retries apart."""
+
+
+@attrs.frozen
+class RefreshToken:
+    """Renew the access token with the refresh token, unless that already
+    happened since ``seen_token`` was used: concurrent callers share one
+    refresh, because a refresh token works only once."""
+
+    seen_token: str = attrs.field(repr=False)
 
 
 @attrs.frozen
@@ -133,7 +151,19 @@ class DeadlineReached:
 
 DEADLINE = DeadlineReached()
 
-Effect = Now | WallClock | NewId | Send | Subscribe | Alias | NextEvent | Sleep | Emit
+Effect = (
+    Now
+    | WallClock
+    | NewId
+    | Jitter
+    | Send
+    | RefreshToken
+    | Subscribe
+    | Alias
+    | NextEvent
+    | Sleep
+    | Emit
+)
 
 #: An operation yields effects, receives their results, and returns a ``T``.
 Operation = Generator[Effect, Any, T]

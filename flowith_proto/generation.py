@@ -64,6 +64,7 @@ __all__ = [
     "failure",
     "generate",
     "node_state",
+    "read_row",
     "send",
     "turn_layout",
 ]
@@ -333,6 +334,17 @@ def send(
     return result
 
 
+def read_row(
+    state: ClientState, node_id: str, deadline: float
+) -> Operation[NodeDone | NodePending]:
+    """Read a node's row once: done, still pending, or (raised) failed."""
+    response = yield from call(state, lambda e: e.poll_node(node_id), deadline=deadline)
+    outcome = node_state(response.json())
+    if isinstance(outcome, NodeFailedState):
+        raise failure(node_id, outcome.status, outcome.error, outcome.error_type)
+    return outcome
+
+
 def _await_text(
     state: ClientState,
     *,
@@ -342,16 +354,29 @@ def _await_text(
     deadline: float,
     stream: bool,
 ) -> Operation[GenerationOutput]:
-    """Follow ``node_id`` on the stream, then its row, until it is final."""
+    """Follow ``node_id`` on the stream, then its row, until it is final.
+
+    While the stream is up, a node that hears nothing for ``stall_interval``
+    (heartbeats do not count) has its row read once: a terminal event that
+    went missing is then found rather than waited for until the deadline.
+    """
     progress = _Progress()
-    while True:
-        item = yield NextEvent(node_id, deadline)
+    streaming = True
+    while streaming:
+        now: float = yield Now()
+        wake = min(deadline, now + state.stall_interval)
+        item = yield NextEvent(node_id, wake)
         if isinstance(item, DeadlineReached):
-            raise TimeoutError(f"generation of node {node_id} did not finish in time")
-        if isinstance(item, StreamEnded):
+            if wake >= deadline:
+                raise TimeoutError(f"generation of node {node_id} did not finish in time")
+            log.info("no news of node %s for %ss; reading its row", node_id, state.stall_interval)
+            row = yield from read_row(state, node_id, deadline)
+            if isinstance(row, NodeDone):
+                return _from_row(progress, row, node_id, conv_id, model, stream)
+        elif isinstance(item, StreamEnded):
             log.info("stream ended before node %s finished (%s); polling", node_id, item.reason)
-            break
-        if isinstance(item, Chunks):
+            streaming = False
+        elif isinstance(item, Chunks):
             text_delta, reasoning_delta = progress.feed(item.chunks)
             if stream and (text_delta or reasoning_delta):
                 yield Emit(
@@ -378,33 +403,23 @@ def _await_text(
 
     # The stream ended without a terminal event: the row is the authority.
     while True:
-        response = yield from call(state, lambda e: e.poll_node(node_id), deadline=deadline)
-        outcome = node_state(response.json())
-        if isinstance(outcome, NodeFailedState):
-            raise failure(node_id, outcome.status, outcome.error, outcome.error_type)
-        if isinstance(outcome, NodeDone):
-            raw = outcome.value or "".join(progress.raw)
-            node_model = outcome.data.get("model")
-            metadata = {
-                "type": "complete",
-                "nodeId": node_id,
-                "result": raw,
-                "nodeData": outcome.data,
-            }
-            return _final(
-                progress,
-                raw,
-                "",
-                node_id,
-                conv_id,
-                node_model if isinstance(node_model, str) and node_model else model,
-                stream,
-                metadata,
-            )
-        now: float = yield Now()
+        row = yield from read_row(state, node_id, deadline)
+        if isinstance(row, NodeDone):
+            return _from_row(progress, row, node_id, conv_id, model, stream)
+        now = yield Now()
         if now >= deadline:
             raise TimeoutError(f"node {node_id} was still generating at the deadline")
         yield Sleep(min(now + state.poll_interval, deadline))
+
+
+def _from_row(
+    progress: _Progress, row: NodeDone, node_id: str, conv_id: str, model: str, stream: bool
+) -> GenerationOutput:
+    raw = row.value or "".join(progress.raw)
+    node_model = row.data.get("model")
+    metadata = {"type": "complete", "nodeId": node_id, "result": raw, "nodeData": row.data}
+    chosen = node_model if isinstance(node_model, str) and node_model else model
+    return _final(progress, raw, "", node_id, conv_id, chosen, stream, metadata)
 
 
 def failure(node_id: str, status: str, error: str, error_type: str) -> GenerationError:

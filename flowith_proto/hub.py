@@ -63,7 +63,18 @@ Opener = Callable[[str, "float | None"], Awaitable[ByteStream]]
 class _Channel:
     """One of the user's streams: its connection, decoder and reader flag."""
 
-    __slots__ = ("connecting", "connection", "name", "opened", "reading", "router", "subscribers")
+    __slots__ = (
+        "connecting",
+        "connection",
+        "failures",
+        "name",
+        "opened",
+        "reading",
+        "retry_at",
+        "router",
+        "seen_at_open",
+        "subscribers",
+    )
 
     def __init__(self, name: str, demux: Demultiplexer) -> None:
         self.name = name
@@ -73,6 +84,10 @@ class _Channel:
         self.reading = False
         self.subscribers: set[str] = set()
         self.opened = 0
+        #: Consecutive failed connections, and when the next try is allowed.
+        self.failures = 0
+        self.retry_at = 0.0
+        self.seen_at_open = 0
 
     @property
     def readable(self) -> bool:
@@ -82,9 +97,18 @@ class _Channel:
 class StreamHub:
     """Subscriptions, connections and turn-taking for the client's streams."""
 
-    def __init__(self, open_stream: Opener, new_signal: Callable[[], Signal]) -> None:
+    def __init__(
+        self,
+        open_stream: Opener,
+        new_signal: Callable[[], Signal],
+        now: Callable[[], float],
+        *,
+        backoff: Callable[[int], float] = lambda failures: min(30.0, 0.5 * 2 ** (failures - 1)),
+    ) -> None:
         self._open_stream = open_stream
         self._new_signal = new_signal
+        self._now = now
+        self._backoff = backoff
         self.demux = Demultiplexer()
         self._channels = {name: _Channel(name, self.demux) for name in CHANNELS}
         self._waiters: dict[str, Signal] = {}
@@ -127,8 +151,17 @@ class StreamHub:
         for channel in wanted:
             await self._connect(channel, node_id, deadline)
 
+    def _failed(self, channel: _Channel) -> None:
+        channel.failures += 1
+        channel.retry_at = self._now() + self._backoff(channel.failures)
+
     async def _connect(self, channel: _Channel, node_id: str, deadline: float | None) -> None:
         while channel.connection is None:
+            if not channel.connecting and self._now() < channel.retry_at:
+                # The stream keeps failing: do not hammer it. This generation
+                # recovers its result from the row; a later one reconnects.
+                self.demux.end(node_id, f"{channel.name} unavailable, reconnecting later")
+                return
             if channel.connecting:
                 signal = self._new_signal()
                 self._connect_waiters.append(signal)
@@ -140,7 +173,9 @@ class StreamHub:
                 channel.connection = await self._open_stream(channel.name, deadline)
                 channel.router.reset()
                 channel.opened += 1
+                channel.seen_at_open = channel.router.events_seen
             except (ConnectionFailedError, TimeoutError) as exc:
+                self._failed(channel)
                 # The generation can still finish through its row: let it poll.
                 log.warning("could not open the %s event stream: %s", channel.name, exc)
                 self.demux.end(node_id, f"could not connect: {exc}")
@@ -163,10 +198,15 @@ class StreamHub:
 
     # -- losing connections ----------------------------------------------------------
 
-    def _lose(self, channel: _Channel, reason: str) -> None:
+    def _lose(self, channel: _Channel, reason: str, *, failed: bool = False) -> None:
         """Forget a connection that ended or broke. Its subscribers learn that
         their events may not come (they recover by polling); the next
-        subscription reconnects."""
+        subscription reconnects, after a backoff when connections keep
+        failing before they deliver anything."""
+        if failed and channel.router.events_seen == channel.seen_at_open:
+            self._failed(channel)
+        elif failed:
+            channel.failures = 0
         connection, channel.connection = channel.connection, None
         if connection is not None:
             self._broken.append(connection)
@@ -218,7 +258,7 @@ class StreamHub:
             finished = True
         except ConnectionFailedError as exc:
             finished = True
-            self._lose(channel, f"connection failed: {exc}")
+            self._lose(channel, f"connection failed: {exc}", failed=True)
             return True
         finally:
             channel.reading = False
@@ -229,7 +269,7 @@ class StreamHub:
         if data is None:
             return False
         if not data:
-            self._lose(channel, "closed by the server")
+            self._lose(channel, "closed by the server", failed=True)
             return True
         self._wake(channel.router.feed(data))
         return True

@@ -39,10 +39,9 @@ from flowith_proto.events import Complete, NodeFailed, WorkflowComplete
 from flowith_proto.generation import (
     Conversation,
     NodeDone,
-    NodeFailedState,
     created_conversation_id,
     failure,
-    node_state,
+    read_row,
     turn_layout,
 )
 from flowith_proto.models import GeneratedImage, ImageOutput, VideoOutput
@@ -127,10 +126,7 @@ def _await_media(
                 streaming = False
             elif not isinstance(item, DeadlineReached):
                 continue  # chunks, progress or unknown events: keep listening
-        response = yield from call(state, lambda e: e.poll_node(node_id), deadline=deadline)
-        outcome = node_state(response.json())
-        if isinstance(outcome, NodeFailedState):
-            raise failure(node_id, outcome.status, outcome.error, outcome.error_type)
+        outcome = yield from read_row(state, node_id, deadline)
         if isinstance(outcome, NodeDone):
             row_model = outcome.data.get("model")
             metadata = {
@@ -139,11 +135,8 @@ def _await_media(
                 "result": outcome.value,
                 "nodeData": dict(outcome.data),
             }
-            return _MediaResult(
-                outcome.value,
-                row_model if isinstance(row_model, str) and row_model else model,
-                metadata,
-            )
+            chosen = row_model if isinstance(row_model, str) and row_model else model
+            return _MediaResult(outcome.value, chosen, metadata)
         if not streaming:
             now = yield Now()
             yield Sleep(min(now + state.poll_interval, deadline))

@@ -17,7 +17,12 @@ from flowith_proto.calls import call
 from flowith_proto.convert import structure_credits, structure_models, structure_row, structure_rows
 from flowith_proto.effects import Operation, WallClock
 from flowith_proto.endpoints import Endpoints
-from flowith_proto.errors import NotFoundError, ResponseDecodeError
+from flowith_proto.errors import (
+    APIError,
+    AuthenticationError,
+    NotFoundError,
+    ResponseDecodeError,
+)
 from flowith_proto.models import (
     AuthSession,
     ConversationRecord,
@@ -217,12 +222,22 @@ def refresh(
     """Trade a refresh token for a new session and adopt its tokens.
 
     Needs only the refresh token and the project key (the old client required
-    a live access token and sent it along: D14).
+    a live access token and sent it along: D14). Any refusal is an
+    :class:`AuthenticationError`: the tokens cannot be renewed.
     """
-    body = yield from json_body(state, lambda e: e.refresh_session(refresh_token), timeout=timeout)
-    session = structure_row(body, AuthSession, context="refresh_access_token")
+    try:
+        response = yield from call(
+            state, lambda e: e.refresh_session(refresh_token), timeout=timeout, renew_token=False
+        )
+    except APIError as exc:
+        if isinstance(exc, AuthenticationError):
+            raise
+        raise AuthenticationError(
+            f"refreshing the session failed: {exc}", status_code=exc.status_code, body=exc.body
+        ) from exc
+    session = structure_row(response.json(), AuthSession, context="refresh_access_token")
     if not session.access_token:
-        raise ResponseDecodeError("refresh_access_token: the answer has no access_token")
+        raise AuthenticationError("refreshing the session returned no access_token")
     state.credentials = state.credentials.with_tokens(session.access_token, session.refresh_token)
     return session
 

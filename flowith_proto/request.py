@@ -166,9 +166,11 @@ class MultipartForm:
 class Request:
     """One HTTP request, ready for the wire.
 
-    ``idempotent`` says whether sending it twice is harmless (the retry policy
-    reads it); ``stream`` marks a server-sent-events request whose body the
-    transport hands over chunk by chunk instead of buffering it.
+    ``idempotent`` says whether sending it twice is harmless, and
+    ``conflict_means_done`` that a repeat answered "409 duplicate key" proves
+    the first attempt landed (an insert with a client-chosen id); the retry
+    policy reads both. ``stream`` marks a server-sent-events request whose
+    body the transport hands over chunk by chunk instead of buffering it.
     """
 
     method: str
@@ -177,6 +179,7 @@ class Request:
     body: bytes | MultipartForm | None = None
     idempotent: bool = False
     stream: bool = False
+    conflict_means_done: bool = False
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or ``None``."""

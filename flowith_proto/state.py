@@ -7,6 +7,7 @@ import attrs
 from flowith_proto.auth import Credentials
 from flowith_proto.config import FlowithConfig
 from flowith_proto.endpoints import Endpoints
+from flowith_proto.retry import RetryPolicy
 
 __all__ = ["DEFAULT_TEXT_MODEL", "ClientState"]
 
@@ -39,6 +40,7 @@ class ClientState:
     #: event is then still found).
     stall_interval: float = attrs.field(default=15.0, validator=_positive)
     default_model: str = DEFAULT_TEXT_MODEL
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
 
     @property
     def endpoints(self) -> Endpoints:

@@ -17,10 +17,12 @@ from flowith_proto.effects import (
     Alias,
     Effect,
     Emit,
+    Jitter,
     NewId,
     NextEvent,
     Now,
     Operation,
+    RefreshToken,
     Send,
     Sleep,
     Subscribe,
@@ -56,6 +58,9 @@ class Script:
         self.emitted: list[Any] = []
         self.subscribed: list[str] = []
         self.aliases: dict[str, str] = {}
+        self.jitter = 0.5
+        self.refreshes: list[str] = []
+        self.on_refresh: Callable[[], None] | None = None
 
     def on(self, method: str, path: str, *answers: Response | Responder) -> None:
         queue = self.responders.setdefault((method, path), deque())
@@ -77,6 +82,14 @@ class Script:
             return self.unix
         if isinstance(effect, NewId):
             return self.ids.popleft()
+        if isinstance(effect, Jitter):
+            return self.jitter
+        if isinstance(effect, RefreshToken):
+            self.refreshes.append(effect.seen_token)
+            if self.on_refresh is None:
+                raise AssertionError("unscripted token refresh")
+            self.on_refresh()
+            return None
         if isinstance(effect, Send):
             path = effect.request.url.split("?", 1)[0].split("/", 3)[3]
             key = (effect.request.method, "/" + path)

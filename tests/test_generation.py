@@ -105,6 +105,7 @@ def test_subscribes_before_posting_the_completion() -> None:
         "Send flow_node",
         "Subscribe",
         "Send async",
+        "Now",
         "NextEvent",
     ]
     subscribe = next(e for e in script.effects if isinstance(e, Subscribe))

@@ -45,6 +45,9 @@ def test_constructors_differ_only_in_the_type_of_the_users_own_client() -> None:
         "timeout",
         "result_timeout",
         "poll_interval",
+        "max_retries",
+        "on_token_refresh",
+        "edge_auth",
         "proxy",
         "http_client",
     ]

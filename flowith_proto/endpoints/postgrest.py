@@ -95,6 +95,8 @@ class RestEndpoints(EndpointsCore):
             self._rest("/flow_node", [("columns", literal(_USER_NODE_COLUMNS))]),
             self.rest_headers(write=True, prefer="return=minimal"),
             dump_json([row]),
+            # The node's id is ours: if a retry finds it taken, the first try landed.
+            conflict_means_done=True,
         )
 
     def create_ai_node(
@@ -121,6 +123,8 @@ class RestEndpoints(EndpointsCore):
             self._rest("/flow_node", [("columns", literal(_AI_NODE_COLUMNS))]),
             self.rest_headers(write=True, prefer="return=minimal"),
             dump_json([row]),
+            # The node's id is ours: if a retry finds it taken, the first try landed.
+            conflict_means_done=True,
         )
 
     def poll_node(self, node_id: str) -> Request:

@@ -1,0 +1,266 @@
+"""Retries and token renewal, decided in the core (driven synchronously)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jwt
+import pytest
+
+from flowith_proto.auth import Credentials
+from flowith_proto.calls import call
+from flowith_proto.effects import RefreshToken, Send, Sleep
+from flowith_proto.errors import (
+    APIError,
+    AuthenticationError,
+    ConnectionFailedError,
+    RateLimitError,
+    TimeoutError,
+)
+from flowith_proto.queries import refresh
+from flowith_proto.request import Request, Response
+from flowith_proto.state import ClientState
+from tests.scripted import Script, json_response
+
+USER = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+NODE = "99999999-8888-4777-8666-555555555555"
+CONV = "11111111-2222-4333-8444-555555555555"
+KEY = "a-test-signing-key-that-is-32-bytes-long"
+
+
+def token(exp: int = 4102444800, sub: str = USER) -> str:
+    return jwt.encode({"sub": sub, "exp": exp}, KEY, algorithm="HS256")
+
+
+def state(refresh_token: str = "", access: str | None = None) -> ClientState:
+    return ClientState(
+        credentials=Credentials.from_tokens(access or token(), refresh_token=refresh_token)
+    )
+
+
+def poll(s: ClientState, script: Script, **kwargs: Any) -> Response:
+    return script.run(call(s, lambda e: e.poll_node(NODE), **kwargs))
+
+
+def failing(exc: Exception) -> Any:
+    def raise_it(_request: Request) -> Response:
+        raise exc
+
+    return raise_it
+
+
+def sleeps(script: Script) -> list[float]:
+    starts = 1000.0
+    out = []
+    for effect in script.effects:
+        if isinstance(effect, Sleep):
+            out.append(round(effect.until - starts, 6))
+            starts = effect.until
+    return out
+
+
+def test_a_read_is_retried_on_server_trouble_with_jittered_backoff() -> None:
+    script = Script()
+    script.on(
+        "GET",
+        "/rest/v1/flow_node",
+        json_response(503),
+        json_response(502),
+        json_response(200, b"[]"),
+    )
+    assert poll(state(), script).status == 200
+    # base 0.5 doubled per attempt, jitter 0.5 keeps 75 % of the ceiling
+    assert sleeps(script) == [0.375, 0.75]
+
+
+def test_retries_stop_after_max_retries() -> None:
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", json_response(500, b'{"message": "boom"}'))
+    with pytest.raises(APIError, match="boom"):
+        poll(state(), script)
+    assert len(script.requests) == 3
+
+
+def test_retry_after_is_honoured() -> None:
+    script = Script()
+    limited = Response(429, (("Retry-After", "2"),), b"{}")
+    script.on("GET", "/rest/v1/flow_node", limited, json_response(200, b"[]"))
+    poll(state(), script)
+    assert sleeps(script) == [2.0]
+
+
+def test_a_very_long_retry_after_goes_to_the_caller() -> None:
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", Response(429, (("Retry-After", "3600"),), b"{}"))
+    with pytest.raises(RateLimitError) as info:
+        poll(state(), script)
+    assert info.value.retry_after_s == 3600.0
+    assert len(script.requests) == 1
+
+
+def test_no_retry_wait_past_the_deadline() -> None:
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", Response(429, (("Retry-After", "5"),), b"{}"))
+    with pytest.raises(RateLimitError):
+        poll(state(), script, deadline=1003.0)
+    assert len(script.requests) == 1
+
+
+def test_a_write_is_not_repeated_after_a_server_error() -> None:
+    script = Script()
+    script.on("POST", "/rest/v1/conversation", json_response(500))
+    with pytest.raises(APIError):
+        script.run(call(state(), lambda e: e.create_conversation()))
+    assert len(script.requests) == 1
+
+
+def test_a_write_turned_away_with_429_is_repeated() -> None:
+    script = Script()
+    script.on(
+        "POST",
+        "/rest/v1/conversation",
+        json_response(429),
+        json_response(201, json.dumps([{"id": CONV}]).encode()),
+    )
+    assert script.run(call(state(), lambda e: e.create_conversation())).status == 201
+
+
+@pytest.mark.parametrize(("sent", "retried"), [(False, True), (True, False)])
+def test_a_write_is_resent_only_if_it_never_left(sent: bool, retried: bool) -> None:
+    script = Script()
+    script.on(
+        "POST",
+        "/rest/v1/conversation",
+        failing(ConnectionFailedError("refused", request_sent=sent)),
+        json_response(201, json.dumps([{"id": CONV}]).encode()),
+    )
+    operation = call(state(), lambda e: e.create_conversation())
+    if retried:
+        assert script.run(operation).status == 201
+    else:
+        with pytest.raises(ConnectionFailedError):
+            script.run(operation)
+
+
+def test_reads_are_resent_after_a_dropped_connection_or_a_timeout() -> None:
+    script = Script()
+    script.on(
+        "GET",
+        "/rest/v1/flow_node",
+        failing(ConnectionFailedError("reset", request_sent=True)),
+        failing(TimeoutError("slow")),
+        json_response(200, b"[]"),
+    )
+    assert poll(state(), script).status == 200
+
+
+def test_a_node_insert_that_landed_before_the_connection_broke_counts_as_done() -> None:
+    from flowith_proto.endpoints import Position
+
+    script = Script()
+    duplicate = json.dumps({"code": "23505", "message": "duplicate key"}).encode()
+    script.on(
+        "POST",
+        "/rest/v1/flow_node",
+        failing(ConnectionFailedError("reset after sending", request_sent=True)),
+        json_response(409, duplicate),
+    )
+    response = script.run(
+        call(
+            state(),
+            lambda e: e.create_user_node(
+                node_id=NODE,
+                conv_id=CONV,
+                parent_id=CONV,
+                prompt="hi",
+                timestamp="1",
+                position=Position(0, 130),
+            ),
+        )
+    )
+    assert response.status == 409
+    assert len(script.requests) == 2
+
+
+def test_an_expired_token_is_renewed_once_and_the_request_replayed() -> None:
+    s = state(refresh_token="refresh-1")
+    old = s.credentials.access_token
+    new = token(sub=USER, exp=4102444801)
+    script = Script()
+    script.on(
+        "GET",
+        "/rest/v1/flow_node",
+        json_response(401, b'{"code": "PGRST303", "message": "JWT expired"}'),
+        json_response(200, b"[]"),
+    )
+
+    def renew() -> None:
+        s.credentials = s.credentials.with_tokens(new, "refresh-2")
+
+    script.on_refresh = renew
+    assert poll(s, script).status == 200
+    assert script.refreshes == [old]
+    first, second = script.requests
+    assert first.header("authorization") == f"Bearer {old}"
+    assert second.header("authorization") == f"Bearer {new}"
+
+
+def test_a_second_401_is_an_authentication_error() -> None:
+    s = state(refresh_token="refresh-1")
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", json_response(401, b"{}"))
+    script.on_refresh = lambda: None
+    with pytest.raises(AuthenticationError):
+        poll(s, script)
+    assert len(script.refreshes) == 1
+
+
+def test_without_a_refresh_token_a_401_goes_to_the_caller() -> None:
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", json_response(401, b"{}"))
+    with pytest.raises(AuthenticationError):
+        poll(state(), script)
+    assert script.refreshes == []
+
+
+def test_a_token_about_to_expire_is_renewed_before_use() -> None:
+    script = Script()
+    s = state(refresh_token="refresh-1", access=token(exp=int(script.unix) + 60))
+    script.on("GET", "/rest/v1/flow_node", json_response(200, b"[]"))
+    script.on_refresh = lambda: None
+    poll(s, script)
+    kinds = [type(e).__name__ for e in script.effects]
+    assert kinds[:3] == ["WallClock", "RefreshToken", "Send"]
+    refresh_effect = next(e for e in script.effects if isinstance(e, RefreshToken))
+    assert refresh_effect.seen_token not in repr(refresh_effect)
+
+
+def test_refresh_adopts_the_rotated_tokens() -> None:
+    s = state(refresh_token="refresh-1")
+    new = token(exp=4102444900)
+    body = {
+        "access_token": new,
+        "refresh_token": "refresh-2",
+        "token_type": "bearer",
+        "expires_in": 3600,
+        "expires_at": 4102444900,
+        "user": {"id": USER},
+    }
+    script = Script()
+    script.on("POST", "/auth/v1/token", json_response(200, json.dumps(body).encode()))
+    session = script.run(refresh(s, "refresh-1"))
+    assert (s.credentials.access_token, s.credentials.refresh_token) == (new, "refresh-2")
+    assert session.user_id == USER
+    sent = next(e for e in script.effects if isinstance(e, Send)).request
+    assert sent.header("authorization") is None
+    assert json.loads(sent.content) == {"refresh_token": "refresh-1"}
+
+
+def test_a_used_refresh_token_is_an_authentication_error() -> None:
+    script = Script()
+    used = {"code": 400, "error_code": "refresh_token_already_used", "msg": "Already Used"}
+    script.on("POST", "/auth/v1/token", json_response(400, json.dumps(used).encode()))
+    with pytest.raises(AuthenticationError, match="Already Used"):
+        script.run(refresh(state(refresh_token="refresh-1"), "refresh-1"))
+    assert script.refreshes == []
