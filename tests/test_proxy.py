@@ -1,0 +1,309 @@
+"""Constructor options, proved on every transport against the fake on loopback.
+
+``proxy=`` is proved with a real forwarding proxy (``tests/forward_proxy.py``)
+between the client and the fake: every request must show up at the proxy, and
+the event stream must flow through it unbuffered. The other options
+(``http_client=``, ``supabase_key=``, ``result_timeout=``) and ``aclose`` are
+checked the same end-to-end way.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import aiohttp
+import anyio
+import anyio.abc
+import httpx
+import pytest
+
+from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_proto.errors import AuthenticationError, ConnectionFailedError, TimeoutError
+from flowith_proto.fake import FakeFlowith, chunk, complete, hang, pause
+from tests.conftest import MakeClient, Transport
+from tests.forward_proxy import ForwardProxy
+
+pytestmark = pytest.mark.anyio
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, noted, released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def no_open_streams(fake: FakeFlowith, within: float = 2.0) -> bool:
+    """Whether the fake sees every stream connection closed within ``within`` s
+    (closing travels through sockets, so it is polled for)."""
+    with anyio.move_on_after(within):
+        while fake.open_streams():  # noqa: ASYNC110 - the model has no close event
+            await anyio.sleep(0.02)
+    return not fake.open_streams()
+
+
+async def read_to_the_end(stream: anyio.abc.SocketStream) -> None:
+    """Read until the peer closes (which raises)."""
+    while True:
+        await stream.receive()
+
+
+# -- proxy= ------------------------------------------------------------------------
+
+
+async def test_generate_goes_entirely_through_the_proxy(
+    fake: FakeFlowith, server: FakeFlowithServer, make_client: MakeClient
+) -> None:
+    fake.script(chunk("Through "), chunk("the proxy."), complete())
+    async with ForwardProxy() as proxy, make_client(proxy=proxy.url) as client:
+        result = await client.generate("Where are you?", timeout=10)
+    assert result.text == "Through the proxy."
+    assert result.node_id in fake.nodes
+    # Absolute-form targets at the proxy, origin-form at the fake: the same requests.
+    assert all(target.startswith(server.url + "/") for _, target in proxy.requests)
+    proxied = Counter((method, target[len(server.url) :]) for method, target in proxy.requests)
+    received = Counter((r.method, r.target) for r in fake.requests)
+    assert proxied == received  # nothing bypassed the proxy
+    paths = {(method, target.split("?")[0]) for method, target in proxied}
+    assert {
+        ("GET", "/user_stream/stream"),
+        ("POST", "/completion/async"),
+        ("POST", "/rest/v1/conversation"),
+        ("POST", "/rest/v1/flow_node"),
+    } <= paths
+    assert fake.stream_connections == 1
+    assert proxy.failures == []
+    # Hop-by-hop headers stay at the proxy; the origin's Host is set from the URL.
+    authority = server.url.removeprefix("http://")
+    for request in fake.requests:
+        assert request.header("host") == authority
+        assert request.header("proxy-connection") is None
+
+
+async def test_the_stream_flows_through_the_proxy_unbuffered(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("early "), pause(0.5), chunk("late"), complete())
+    arrivals: list[tuple[str, float]] = []
+    async with ForwardProxy() as proxy, make_client(proxy=proxy.url) as client:
+        async for step in client.generate_stream("hi", timeout=10):
+            if step.text_delta:
+                arrivals.append((step.text_delta, time.monotonic()))
+    assert [delta for delta, _ in arrivals] == ["early ", "late"]
+    # A buffering proxy would hand both over together, after the pause.
+    assert arrivals[1][1] - arrivals[0][1] >= 0.25
+    assert proxy.failures == []
+
+
+async def test_a_dead_proxy_fails_fast_before_sending(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    async with make_client(proxy=f"http://127.0.0.1:{closed_port()}") as client:
+        started = time.monotonic()
+        with pytest.raises(ConnectionFailedError) as info:
+            await client.generate("hi", timeout=10)
+        elapsed = time.monotonic() - started
+    assert info.value.request_sent is False
+    assert elapsed < 5.0  # refused at once; the default two retries back off <= 1.5 s
+    assert fake.requests == []
+
+
+async def test_the_proxy_is_left_when_the_client_closes(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The shared stream's connection through the proxy ends with ``aclose``,
+    all the way to the origin."""
+    fake.script(chunk("hi"), complete())
+    async with ForwardProxy() as proxy:
+        async with make_client(proxy=proxy.url) as client:
+            await client.generate("hi")
+            assert fake.open_streams()
+        assert await no_open_streams(fake)
+    assert proxy.failures == []
+
+
+# -- http_client= --------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def own_http_client(library: str, headers: dict[str, str]) -> AsyncIterator[Any]:
+    if library == "aiohttp":
+        async with aiohttp.ClientSession(headers=headers) as session:
+            yield session
+    else:
+        async with httpx.AsyncClient(headers=headers) as client:
+            yield client
+
+
+def is_closed(http_client: Any) -> bool:
+    if isinstance(http_client, aiohttp.ClientSession):
+        return http_client.closed
+    assert isinstance(http_client, httpx.AsyncClient)
+    return http_client.is_closed
+
+
+async def test_own_http_client_is_used_and_left_open(
+    transport: Transport,
+    fake: FakeFlowith,
+    server: FakeFlowithServer,
+    make_client: MakeClient,
+) -> None:
+    """Bring your own ``aiohttp.ClientSession`` / ``httpx.AsyncClient``: it
+    carries every request (its default headers arrive) and outlives the client."""
+    fake.script(chunk("mine"), complete())
+    async with own_http_client(transport.library, {"x-mine": "1"}) as mine:
+        async with make_client(http_client=mine) as client:
+            result = await client.generate("hi")
+        assert not is_closed(mine)
+        assert await no_open_streams(fake)  # the stream was released, not the client
+        if isinstance(mine, aiohttp.ClientSession):
+            async with mine.get(f"{server.url}/nowhere") as answer:
+                status = answer.status
+        else:
+            status = (await mine.get(f"{server.url}/nowhere")).status_code
+        assert status == 404  # still usable
+    assert result.text == "mine"
+    assert fake.requests_to("GET", "/user_stream/stream")
+    assert all(request.header("x-mine") == "1" for request in fake.requests)
+
+
+async def test_proxy_and_own_http_client_are_exclusive(transport: Transport) -> None:
+    """A proxy belongs on the user's own client; silently ignoring one is worse."""
+    flowith_client: Any = transport.client_class()
+    async with own_http_client(transport.library, {}) as mine:
+        with pytest.raises(ValueError, match="proxy"):
+            flowith_client("token", proxy="http://127.0.0.1:1", http_client=mine)
+
+
+# -- aclose, supabase_key=, result_timeout= --------------------------------------------
+
+
+async def test_no_connection_outlives_aclose(fake: FakeFlowith, make_client: MakeClient) -> None:
+    fake.script(chunk("hi"), complete())
+    client = make_client()
+    try:
+        await client.generate("hi")
+        assert len(fake.open_streams()) == 1
+    finally:
+        await client.aclose()
+    assert await no_open_streams(fake)
+
+
+async def test_a_wrong_supabase_key_is_an_authentication_error(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    async with make_client(supabase_key="not-the-anon-key") as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.generate("hi")
+    assert "not-the-anon-key" not in str(info.value)
+    assert fake.conversations == {}
+
+
+async def test_result_timeout_is_the_default_deadline_of_generate(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(hang())
+    async with make_client(result_timeout=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await client.generate("hi")
+        elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed < 3.0
+
+
+# -- the proxy itself ----------------------------------------------------------------
+
+
+async def _exchange(stream: anyio.abc.SocketStream, request: bytes) -> bytes:
+    """Send ``request`` and read one whole answer (Content-Length framed)."""
+    await stream.send(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive()
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += await stream.receive()
+    return head + b"\r\n\r\n" + body
+
+
+async def test_the_proxy_keeps_alive_forwards_chunked_bodies_and_refuses_connect(
+    fake: FakeFlowith, server: FakeFlowithServer
+) -> None:
+    """What the client tests rely on, checked byte by byte on one connection."""
+    authority = server.url.removeprefix("http://")
+    async with ForwardProxy() as proxy:
+        stream = await anyio.connect_tcp("127.0.0.1", proxy.port)
+        async with stream:
+            first = await _exchange(
+                stream,
+                f"GET {server.url}/nowhere?x=%2F HTTP/1.1\r\nHost: {authority}\r\n"
+                "Proxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n".encode(),
+            )
+            second = await _exchange(
+                stream,
+                f"POST {server.url}/completion/async HTTP/1.1\r\nHost: {authority}\r\n"
+                "Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
+                '3\r\n{"a\r\n4\r\n":1}\r\n0\r\n\r\n'.encode(),
+            )
+            refused = await _exchange(
+                stream, f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode()
+            )
+    assert first.startswith(b"HTTP/1.1 404 ")
+    assert second.startswith(b"HTTP/1.1 401 ")  # no token: the fake read it and said so
+    assert refused.startswith(b"HTTP/1.1 405 ")
+    assert proxy.requests == [
+        ("GET", f"{server.url}/nowhere?x=%2F"),
+        ("POST", f"{server.url}/completion/async"),
+    ]
+    got, posted = fake.requests
+    assert got.target == "/nowhere?x=%2F"
+    assert got.header("x-kept") == "yes"
+    assert got.header("proxy-connection") is None
+    assert posted.body == b'{"a":1}'
+    assert proxy.failures == []
+
+
+async def test_the_proxy_answers_502_when_the_origin_is_down() -> None:
+    async with ForwardProxy() as proxy:
+        origin = f"127.0.0.1:{closed_port()}"
+        stream = await anyio.connect_tcp("127.0.0.1", proxy.port)
+        async with stream:
+            answer = await _exchange(
+                stream, f"GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\n\r\n".encode()
+            )
+    assert answer.startswith(b"HTTP/1.1 502 ")
+    assert proxy.failures == []
+
+
+async def test_leaving_the_proxy_closes_an_open_event_stream_promptly(
+    fake: FakeFlowith, server: FakeFlowithServer
+) -> None:
+    authority = server.url.removeprefix("http://")
+    async with AsyncExitStack() as cleanup:
+        async with ForwardProxy() as proxy:
+            client = await anyio.connect_tcp("127.0.0.1", proxy.port)
+            cleanup.push_async_callback(client.aclose)  # after the proxy is gone
+            await client.send(
+                f"GET {server.url}/user_stream/stream?user_id={fake.user_id} HTTP/1.1\r\n"
+                f"Host: {authority}\r\nAuthorization: {fake.token}\r\n"
+                "Accept: text/event-stream\r\n\r\n".encode()
+            )
+            assert (await client.receive()).startswith(b"HTTP/1.1 200 ")
+            assert fake.open_streams()
+            started = time.monotonic()
+        assert time.monotonic() - started < 1.0
+        with anyio.fail_after(2), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+            await read_to_the_end(client)  # what was relayed, then the end
+    assert await no_open_streams(fake)
+    assert proxy.failures == []
