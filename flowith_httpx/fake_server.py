@@ -6,7 +6,9 @@ keep-alive). Event streams go out as chunked bodies, each queued frame written
 the moment the model queues it. A stream ends as the script says: cleanly
 (the final chunk), abruptly (the socket closes mid-body) or not at all (a
 hung stream keeps its socket open, silent, until the client leaves or the
-server stops). Errors stay inside their connection.
+server stops). Large bodies go both ways in pieces: a request body is read
+in chunks and joined once, and a large response body (a CDN file) is written
+in slices of the model's one copy. Errors stay inside their connection.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ __all__ = ["FakeFlowithServer"]
 
 log = logging.getLogger("flowith.fake_server")
 
-_RECEIVE_SIZE = 65536
+_RECEIVE_SIZE = 256 * 1024
+#: Response bodies larger than this are written in slices of this size.
+_SEND_SLICE = 256 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 _NETWORK_ERRORS = (
     anyio.BrokenResourceError,
@@ -162,17 +166,27 @@ class _Connection:
             if name.lower() not in ("content-length", "transfer-encoding")
         ]
         headers.append(("server", "fake-flowith"))
+        body = b"" if response.status in _NO_BODY_STATUSES else response.body
         if response.status not in _NO_BODY_STATUSES:
-            headers.append(("content-length", str(len(response.body))))
+            headers.append(("content-length", str(len(body))))
         data = self.h11.send(
             h11.Response(
                 status_code=response.status, headers=headers, reason=_reason(response.status)
             )
         )
-        if response.body and response.status not in _NO_BODY_STATUSES:
-            data = (data or b"") + (self.h11.send(h11.Data(data=response.body)) or b"")
-        data = (data or b"") + (self.h11.send(h11.EndOfMessage()) or b"")
-        await self.socket.send(data)
+        if len(body) <= _SEND_SLICE:
+            if body:
+                data = (data or b"") + (self.h11.send(h11.Data(data=body)) or b"")
+            data = (data or b"") + (self.h11.send(h11.EndOfMessage()) or b"")
+            await self.socket.send(data)
+            return
+        # A large body (a CDN file): slices of the model's one copy, each sent
+        # as soon as the socket takes it, never the whole body joined again.
+        await self.socket.send(data or b"")
+        view = memoryview(body)
+        for offset in range(0, len(body), _SEND_SLICE):
+            await self._send(h11.Data(data=bytes(view[offset : offset + _SEND_SLICE])))
+        await self._send(h11.EndOfMessage())
 
     async def _bad_request(self, error: h11.RemoteProtocolError) -> None:
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
@@ -253,8 +267,11 @@ class FakeFlowithServer:
     """A :class:`FakeFlowith` on ``http://host:port`` for as long as the ``async with`` lasts.
 
     Point both of a client's hosts at :attr:`url` (``edge_url`` and
-    ``supabase_url``): the model tells them apart by path. Leaving the block
-    closes every connection, open event streams included, at once.
+    ``supabase_url``): the model tells them apart by path. The fake's CDN
+    (``/f/...``) is served here too: on entry the server tells the model its
+    URL, which becomes the base of the file URLs it hands out (unless the fake
+    was given a ``cdn_url``). Leaving the block closes every connection, open
+    event streams included, at once.
     """
 
     def __init__(self, fake: FakeFlowith, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -273,6 +290,7 @@ class FakeFlowithServer:
     async def __aenter__(self) -> FakeFlowithServer:
         listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self.fake.serving_at(self.url)  # the CDN's file URLs point here from now on
         group = anyio.create_task_group()
         await group.__aenter__()
         group.start_soon(listener.serve, self._serve_connection, group)

@@ -46,7 +46,7 @@ from flowith_proto.fake import (
     row,
     workflow_complete,
 )
-from flowith_proto.request import Request
+from flowith_proto.request import MultipartForm, Request
 from flowith_proto.sse import SSEDecoder
 from tests.scripted import uuid_n
 
@@ -74,6 +74,7 @@ def target(request: Request) -> str:
 
 
 def send(fake: FakeFlowith, request: Request, *, now: float = NOW) -> FakeResponse | FakeStream:
+    assert not isinstance(request.body, MultipartForm)
     return fake.handle(
         request.method, target(request), request.headers, request.body or b"", now=now
     )
@@ -543,7 +544,7 @@ def test_conversations_list_with_is_null_in_and_order() -> None:
     ],
 )
 def test_postgrest_operators_follow_sql(query: str, titles: list[str | None]) -> None:
-    fake = FakeFlowith()
+    fake = FakeFlowith(seed_rows=False)
     titled_conversations(fake)
     rows = respond(fake, rest_get(fake, "conversation", "select=title&" + query)).json()
     assert [r["title"] for r in rows] == titles

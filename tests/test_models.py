@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -734,8 +735,13 @@ def test_image_output_image() -> None:
     assert isinstance(output.images, tuple)
 
 
+class _Marker:
+    async def download(self, url: str, *args: object, **kwargs: object) -> Path:
+        return Path(url)
+
+
 def test_downloader_is_private_and_out_of_eq_and_repr() -> None:
-    marker = object()
+    marker = _Marker()
     image = GeneratedImage(url="u", downloader=marker)
     assert image._downloader is marker
     assert image == GeneratedImage(url="u")

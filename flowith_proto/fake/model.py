@@ -1,4 +1,4 @@
-"""The fake Flowith service: both hosts as one pure function of requests and time.
+"""The fake Flowith service: all its hosts as one pure function of requests and time.
 
 :meth:`FakeFlowith.handle` takes a request as it arrived on the wire plus the
 current unix time and returns a complete response, or a :class:`FakeStream`
@@ -7,10 +7,11 @@ source: time comes in as ``now`` and ids come from the model's own seeded
 generator, so the same requests give the same answers, byte for byte.
 
 Requests are checked the way the real servers check them (auth scheme,
-``apikey``, PostgREST's query syntax, constraints, row-level security), and a
-deviation gets the real status and error body. Routing is a table,
-:data:`ROUTES`: an endpoint is one registered handler, a PostgREST table is one
-:class:`TableSpec`.
+``apikey``, PostgREST's query syntax, constraints, row-level security,
+GoTrue's sessions), and a deviation gets the real status and error body.
+Routing is a table, :data:`ROUTES`: an endpoint is one registered handler
+(here, in :mod:`.edge`, :mod:`.gotrue` and :mod:`.rpc`), a PostgREST table is
+one :class:`TableSpec` (in :mod:`.tables`).
 """
 
 from __future__ import annotations
@@ -20,18 +21,25 @@ import heapq
 import itertools
 import json
 import random
+import string
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit
 
-import attrs
 import jwt
 
 from flowith_proto.config import DEFAULT_SUPABASE_KEY
+from flowith_proto.fake import edge, gotrue, rpc
 from flowith_proto.fake import postgrest as pg
+from flowith_proto.fake.edge import read_turn
 from flowith_proto.fake.frames import LineEnding, comment_frame, data_frame, heartbeat_frame
+from flowith_proto.fake.gotrue import RefreshToken
+from flowith_proto.fake.postgrest import iso_time
+from flowith_proto.fake.routing import ROUTES, Call, Result, Route, route
+from flowith_proto.fake.rpc import OnlineSession
 from flowith_proto.fake.script import (
     Channel,
     ChunkStep,
@@ -51,8 +59,10 @@ from flowith_proto.fake.script import (
     Step,
     Turn,
     WorkflowStep,
+    default_media_responder,
     default_responder,
 )
+from flowith_proto.fake.seed import seed as initial_rows
 from flowith_proto.fake.stream import (
     CloseStream,
     DropStream,
@@ -61,22 +71,28 @@ from flowith_proto.fake.stream import (
     SendBytes,
     StreamItem,
 )
+from flowith_proto.fake.tables import TABLES, TableSpec, check_not_null, rls_violation
 from flowith_proto.fake.wire import (
     FakeResponse,
     RecordedRequest,
     Reject,
     edge_error,
+    gotrue_error,
     json_response,
     parse_target,
     pg_error,
 )
 
 __all__ = [
+    "DEFAULT_CDN_URL",
     "FAKE_JWT_SECRET",
+    "FAKE_REFRESH_TOKEN",
+    "FAKE_SESSION_ID",
     "FAKE_USER_ID",
     "ROUTES",
     "TABLES",
     "TOKEN_EXPIRES_AT",
+    "Call",
     "FakeFlowith",
     "Route",
     "TableSpec",
@@ -88,67 +104,39 @@ FAKE_USER_ID = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
 FAKE_JWT_SECRET = "fake-flowith-hs256-signing-key-for-tests-only"
 #: ``exp`` of :attr:`FakeFlowith.token`: 2100-01-01, far beyond any test.
 TOKEN_EXPIRES_AT = 4_102_444_800
+#: The GoTrue session of :attr:`FakeFlowith.token` and :attr:`FakeFlowith.refresh_token`.
+FAKE_SESSION_ID = "5e551011-0000-4000-8000-000000000001"
+#: The initial refresh token of that session.
+FAKE_REFRESH_TOKEN = "fkrt0initial"
+#: Where generated and uploaded files are served until a server says its own URL.
+DEFAULT_CDN_URL = "http://cdn.fake-flowith.invalid"
 _ISSUED_AT = 1_704_067_200  # 2024-01-01, fixed so the token is the same every run
 
 EdgeAuthMode = Literal["bare", "bearer", "either"]
+VideoNodeIds = Literal["server", "echo"]
 _EDGE_AUTH_MODES = ("bare", "bearer", "either")
-_ROLES = frozenset({"user", "assistant", "system"})
 _REST = "/rest/v1/"
-
-
-@attrs.frozen
-class Call:
-    """A request that passed authentication: who sent it, and when."""
-
-    request: RecordedRequest
-    user: str
-    now: float
-
-
-Result = FakeResponse | FakeStream
-Handler = Callable[["FakeFlowith", Call], Result]
-_H = TypeVar("_H", bound=Callable[..., Result])
-
-
-@attrs.frozen
-class Route:
-    """One endpoint: ``auth`` says which host's rules check the request."""
-
-    method: str
-    path: str
-    auth: Literal["edge", "rest"]
-    handler: Callable[..., Result]
-
-
-#: path -> method -> route. Both hosts share it: Supabase paths start with
-#: ``/rest/v1/`` or ``/auth/v1/``, every other path is the edge's.
-ROUTES: dict[str, dict[str, Route]] = {}
-
-
-def _route(method: str, path: str, *, auth: Literal["edge", "rest"]) -> Callable[[_H], _H]:
-    def register(handler: _H) -> _H:
-        ROUTES.setdefault(path, {})[method] = Route(method, path, auth, handler)
-        return handler
-
-    return register
-
-
-def _iso(now: float) -> str:
-    """A ``timestamptz`` as PostgREST renders it (fixed width, so text order is time order)."""
-    return datetime.fromtimestamp(now, tz=timezone.utc).isoformat(timespec="microseconds")
-
-
-def _ms(now: float) -> int:
-    return int(now * 1000)
+_RPC = "/rest/v1/rpc/"
+_AUTH = "/auth/v1/"
+TokenState = Literal["ok", "invalid", "expired", "revoked"]
 
 
 class FakeFlowith:
-    """A pure, deterministic model of the Flowith edge and its Supabase project.
+    """A pure, deterministic model of the Flowith edge, its CDN and its Supabase project.
 
     ``edge_auth`` is the scheme the edge accepts for the token: ``"bare"``
     (the web app's), ``"bearer"``, or ``"either"``. ``heartbeat_interval`` is
     how long a stream may stay idle before the server writes a heartbeat.
-    ``responder`` answers a completion that has no :meth:`script` queued.
+    ``responder`` answers a text completion that has no :meth:`script` queued,
+    ``media_responder`` an image or video generation. ``cdn_url`` is the base
+    of the file URLs the fake hands out (a server sets it to its own URL unless
+    it is given here). ``seed_rows`` fills the tables with a believable
+    account and a stranger's rows (:mod:`flowith_proto.fake.seed`).
+
+    The other knobs are plain attributes: :attr:`video_node_ids`,
+    :attr:`generation_cost`, :attr:`credits_as_strings`, :attr:`daily_reward`,
+    :attr:`max_upload_size`, :attr:`access_token_ttl`,
+    :attr:`online_session_ttl`, :attr:`revoke_access_on_logout`.
     """
 
     def __init__(
@@ -160,6 +148,9 @@ class FakeFlowith:
         seed: int = 0,
         heartbeat_interval: float = 5.0,
         responder: Responder | None = None,
+        media_responder: Responder | None = None,
+        cdn_url: str | None = None,
+        seed_rows: bool = True,
     ) -> None:
         if edge_auth not in _EDGE_AUTH_MODES:
             raise ValueError(f"edge_auth must be one of {_EDGE_AUTH_MODES}, got {edge_auth!r}")
@@ -170,45 +161,257 @@ class FakeFlowith:
         self.edge_auth: EdgeAuthMode = edge_auth
         self.heartbeat_interval = heartbeat_interval
         self.responder: Responder = responder or default_responder
+        self.media_responder: Responder = media_responder or default_media_responder
+        #: ``"server"``: ``/video/async`` creates its node under a new id of its
+        #: own and answers with it; ``"echo"``: under the request's ``nodeId``.
+        self.video_node_ids: VideoNodeIds = "server"
+        #: Credits a successful generation costs (charged when its row becomes done).
+        self.generation_cost = 1.0
+        #: Send the numbers of ``/user/credits`` as strings (``"1523.5"``).
+        self.credits_as_strings = False
+        #: Credits a daily-reward claim adds.
+        self.daily_reward = 20.0
+        #: The largest ``/file/store`` upload accepted (bytes); larger is 413.
+        self.max_upload_size = 100 * 1024 * 1024
+        #: Lifetime of the access tokens a refresh issues (seconds).
+        self.access_token_ttl = 3600
+        #: An online session not refreshed for this long stops counting (seconds).
+        self.online_session_ttl = 300.0
+        #: After a logout, refuse the logged-out sessions' access tokens on the
+        #: edge and PostgREST too, not only on GoTrue.
+        self.revoke_access_on_logout = False
         #: A valid access token for ``user_id``; clients sign in with it.
-        self.token = self.issue_token()
+        self.token = self.issue_token(session_id=FAKE_SESSION_ID)
+        #: The refresh token of the same session (single use: it rotates).
+        self.refresh_token = FAKE_REFRESH_TOKEN
         #: Every request received, in order.
         self.requests: list[RecordedRequest] = []
-        #: Every accepted completion, in order.
+        #: Every accepted generation (text, image, video), in order.
         self.turns: list[Turn] = []
         #: Every stream connection ever opened (closed ones included).
         self.streams: list[FakeStream] = []
         self._rng = random.Random(seed)
+        self._secrets = random.Random(f"refresh-tokens-{seed}")
         self._scripts: deque[Script] = deque()
-        self._rows: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in TABLES}
+        self._rows: dict[str, dict[Any, dict[str, Any]]] = {name: {} for name in TABLES}
         self._row_changes: list[tuple[float, int, str, dict[str, Any]]] = []
         self._order = itertools.count()
         self._event_ids = itertools.count(1)
         self._seq: dict[str, int] = {}
+        self._cdn_url = (cdn_url or DEFAULT_CDN_URL).rstrip("/")
+        self._cdn_url_fixed = cdn_url is not None
+        self._files: dict[str, tuple[bytes, str]] = {}
+        self._credits: dict[str, list[dict[str, Any]]] = {}
+        self._claimed_at: dict[str, list[float]] = {}
+        self._sessions: dict[str, str] = {FAKE_SESSION_ID: self.user_id}
+        self._refresh_tokens: dict[str, RefreshToken] = {
+            FAKE_REFRESH_TOKEN: RefreshToken(FAKE_SESSION_ID, self.user_id)
+        }
+        self._expired_tokens: set[str] = set()
+        self._online: dict[str, OnlineSession] = {}
+        self._seeded: set[tuple[str, Any]] = set()
+        if seed_rows:
+            self._seed()
 
-    # -- public knobs and views ------------------------------------------------
+    def _seed(self) -> None:
+        seeded = initial_rows(self.user_id, self._cdn_url)
+        for table, rows in seeded.rows.items():
+            for row in rows:
+                self._rows[table][row["id"]] = row
+                self._seeded.add((table, row["id"]))
+        for path, data, content_type in seeded.files:
+            self._files[path] = (data, content_type)
 
-    def issue_token(self, sub: str | None = None, *, expires_at: float = TOKEN_EXPIRES_AT) -> str:
-        """A token signed by this fake (for another user, or one that expires)."""
-        claims = {
+    # -- tokens and sessions ---------------------------------------------------
+
+    def issue_token(
+        self,
+        sub: str | None = None,
+        *,
+        expires_at: float = TOKEN_EXPIRES_AT,
+        issued_at: float | None = None,
+        session_id: str | None = None,
+    ) -> str:
+        """A token signed by this fake (for another user, or one that expires).
+
+        ``session_id`` ties it to a GoTrue session (a logout revokes it);
+        tokens without one belong to no session.
+        """
+        claims: dict[str, Any] = {
             "aud": "authenticated",
             "exp": int(expires_at),
-            "iat": _ISSUED_AT,
+            "iat": _ISSUED_AT if issued_at is None else int(issued_at),
             "iss": "https://fake.flowith.invalid/auth/v1",
             "role": "authenticated",
             "sub": self.user_id if sub is None else sub,
         }
+        if session_id is not None:
+            claims["session_id"] = session_id
         return jwt.encode(claims, FAKE_JWT_SECRET, algorithm="HS256")
 
+    def issue_refresh_token(self, sub: str | None = None) -> str:
+        """Start a new GoTrue session for ``sub`` (the fake's user by default)
+        and return its refresh token."""
+        user = self.user_id if sub is None else sub
+        session_id = self._new_id()
+        self._sessions[session_id] = user
+        return self._new_refresh_token(session_id, user)
+
+    def _new_refresh_token(self, session_id: str, user: str) -> str:
+        alphabet = string.ascii_lowercase + string.digits
+        token = "".join(self._secrets.choice(alphabet) for _ in range(12))
+        self._refresh_tokens[token] = RefreshToken(session_id, user)
+        return token
+
+    def expire_token(self, token: str) -> None:
+        """Make ``token`` answer as expired everywhere from now on (401 on the
+        edge, PGRST303 on PostgREST, ``bad_jwt`` on GoTrue)."""
+        self._expired_tokens.add(token)
+
+    def token_state(self, token: str, now: float, *, host: str = "edge") -> TokenState:
+        """How a host judges ``token`` at ``now``: GoTrue also checks that the
+        token's session still exists; the edge and PostgREST do only if
+        :attr:`revoke_access_on_logout` is set."""
+        claims = self._claims(token)
+        if not claims:
+            return "invalid"
+        exp = claims.get("exp")
+        if token in self._expired_tokens or (isinstance(exp, (int, float)) and exp <= now):
+            return "expired"
+        session = claims.get("session_id")
+        if (
+            isinstance(session, str)
+            and (host == "gotrue" or self.revoke_access_on_logout)
+            and session not in self._sessions
+        ):
+            return "revoked"
+        return "ok"
+
+    # -- the CDN -----------------------------------------------------------------
+
+    @property
+    def cdn_url(self) -> str:
+        """The base of the file URLs the fake hands out (``scheme://host[:port]``).
+
+        Setting it rewrites the URLs the fake already stored under the old
+        base (upload records, node values), so they keep pointing at files it serves.
+        """
+        return self._cdn_url
+
+    @cdn_url.setter
+    def cdn_url(self, value: str) -> None:
+        base = value.rstrip("/")
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ValueError(f"cdn_url must be scheme://host[:port], got {value!r}")
+        old, self._cdn_url = self._cdn_url, base
+        self._cdn_url_fixed = True
+        if old == base:
+            return
+        for record in self._rows["user_upload_records"].values():
+            if isinstance(record.get("value"), str) and record["value"].startswith(old + "/"):
+                record["value"] = base + record["value"][len(old) :]
+        for node in self._rows["flow_node"].values():
+            data = node.get("data")
+            if not isinstance(data, dict):
+                continue
+            result = data.get("value")
+            if isinstance(result, str) and result.startswith(old + "/"):
+                data["value"] = base + result[len(old) :]
+
+    def serving_at(self, url: str) -> None:
+        """A server tells the model its URL: the CDN base follows it, unless
+        ``cdn_url`` was set explicitly."""
+        if not self._cdn_url_fixed:
+            self.cdn_url = url
+            self._cdn_url_fixed = False
+
+    def add_file(
+        self, path: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> str:
+        """Serve ``data`` at ``path`` (``/f/<id>/<name>``, or a URL under the CDN
+        base) from now on; returns its URL. The bytes are kept, not copied."""
+        if path.startswith(("http://", "https://")):
+            path = urlsplit(path).path
+        if not path.startswith("/") or path.startswith((_REST, _AUTH)) or path in ROUTES:
+            raise ValueError(f"a file path must start with '/' and not be an API path: {path!r}")
+        self._files[path] = (data, content_type)
+        return self.file_url(path)
+
+    def file_url(self, path: str) -> str:
+        """The URL at which the fake serves the file at ``path``."""
+        return self._cdn_url + quote(path)
+
+    @property
+    def files(self) -> dict[str, tuple[bytes, str]]:
+        """The files the CDN serves: path -> (bytes, content type)."""
+        return dict(self._files)
+
+    # -- credits -------------------------------------------------------------------
+
+    def _ledger(self, user: str) -> list[dict[str, Any]]:
+        ledger = self._credits.get(user)
+        if ledger is None:
+            if user == self.user_id:
+                ledger = [
+                    _credit("pro", 2000, 1523.5, "2026-01-01", "2027-01-01", ["free", "pro"]),
+                    _credit("Invitation", 100, 100, "2026-03-01", "2026-12-31", ["free"]),
+                ]
+            else:
+                ledger = [_credit("trial", 100, 100, "2026-01-01", "2027-01-01", ["free"])]
+            self._credits[user] = ledger
+        return ledger
+
+    def credits(self, user: str | None = None) -> list[dict[str, Any]]:
+        """A copy of a user's credit entries (the fake's user by default)."""
+        return copy.deepcopy(self._ledger(user or self.user_id))
+
+    def remaining_credits(self, user: str | None = None) -> float:
+        """The sum of a user's ``remain_quota``."""
+        return float(sum(entry["remain_quota"] for entry in self._ledger(user or self.user_id)))
+
+    def set_credits(self, amount: float, user: str | None = None) -> None:
+        """Give a user ``amount`` credits in total (all in the first entry;
+        ``0`` makes generations answer ``402``)."""
+        ledger = self._ledger(user or self.user_id)
+        for index, entry in enumerate(ledger):
+            entry["remain_quota"] = amount if index == 0 else 0
+        if not ledger:
+            ledger.append(_credit("pro", amount, amount, "2026-01-01", "2027-01-01", ["free"]))
+
+    def _require_credits(self, user: str) -> None:
+        remaining = self.remaining_credits(user)
+        if remaining <= 0 or remaining < self.generation_cost:
+            raise Reject(edge_error(402, "Insufficient credits"))
+
+    def _charge(self, user: str, amount: float) -> None:
+        for entry in self._ledger(user):
+            if amount <= 0:
+                return
+            taken = min(entry["remain_quota"], amount)
+            if taken > 0:
+                entry["remain_quota"] = _tidy(entry["remain_quota"] - taken)
+                amount -= taken
+
+    def _add_credits(self, user: str, amount: float) -> None:
+        ledger = self._ledger(user)
+        if not ledger:
+            ledger.append(_credit("pro", 0, 0, "2026-01-01", "2027-01-01", ["free"]))
+        ledger[0]["remain_quota"] = _tidy(ledger[0]["remain_quota"] + amount)
+
+    # -- public knobs and views ------------------------------------------------
+
     def script(self, *steps: Step, line_ending: LineEnding = "\n", multiline: bool = False) -> None:
-        """Queue what the next completion does (first queued, first used)."""
+        """Queue what the next generation (text, image or video) does
+        (first queued, first used)."""
         self._scripts.append(Script(tuple(steps), line_ending, multiline))
 
     def advance(self, *, now: float) -> None:
         """Apply the row changes scripts scheduled up to ``now``.
 
         :meth:`handle` does this itself; call it before reading :attr:`nodes`
-        when a script paused before changing a row.
+        when a script paused before changing a row. A node that becomes
+        ``done`` charges its owner :attr:`generation_cost`.
         """
         changes = self._row_changes
         nodes = self._rows["flow_node"]
@@ -217,8 +420,13 @@ class FakeFlowith:
             row = nodes.get(node_id)
             if row is not None:
                 data = row.get("data")
-                row["data"] = {**(data if isinstance(data, dict) else {}), **change}
-                row["updated_at"] = _iso(due)
+                old = data if isinstance(data, dict) else {}
+                row["data"] = {**old, **change}
+                row["updated_at"] = iso_time(due)
+                if change.get("status") == "done" and old.get("status") != "done":
+                    owner = self._rows["conversation"].get(row["conv_id"])
+                    if owner is not None:
+                        self._charge(owner["user_id"], self.generation_cost)
 
     def open_streams(self, channel: Channel | None = None) -> list[FakeStream]:
         """The connections still open (on one channel, or both)."""
@@ -250,15 +458,32 @@ class FakeFlowith:
         """How many ``/user_stream/sse`` connections were opened."""
         return sum(1 for s in self.streams if s.channel == "sse")
 
+    def rows(self, table: str) -> dict[Any, dict[str, Any]]:
+        """A copy of every row of ``table`` by id, seeded rows and all users' included."""
+        return copy.deepcopy(self._rows[table])
+
+    def _created(self, table: str) -> dict[Any, dict[str, Any]]:
+        return {
+            key: copy.deepcopy(row)
+            for key, row in self._rows[table].items()
+            if (table, key) not in self._seeded
+        }
+
     @property
     def conversations(self) -> dict[str, dict[str, Any]]:
-        """A copy of the ``conversation`` rows by id."""
-        return copy.deepcopy(self._rows["conversation"])
+        """A copy of the ``conversation`` rows created through requests, by id
+        (the seed's rows are left out: :meth:`rows` has them)."""
+        return self._created("conversation")
 
     @property
     def nodes(self) -> dict[str, dict[str, Any]]:
-        """A copy of the ``flow_node`` rows by id."""
-        return copy.deepcopy(self._rows["flow_node"])
+        """A copy of the ``flow_node`` rows created through requests or
+        generations, by id (the seed's rows are left out: :meth:`rows` has them)."""
+        return self._created("flow_node")
+
+    def online_count(self, *, now: float) -> int:
+        """How many online sessions were refreshed within :attr:`online_session_ttl`."""
+        return sum(1 for s in self._online.values() if now - s.last_seen <= self.online_session_ttl)
 
     def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
         """The recorded requests with this method and (decoded) path."""
@@ -284,29 +509,63 @@ class FakeFlowith:
             path,
             query,
             tuple((str(k), str(v)) for k, v in headers),
-            bytes(body),
+            body if isinstance(body, bytes) else bytes(body),
             now,
         )
         self.requests.append(request)
         routes = ROUTES.get(path)
         if routes is None:
-            if path.startswith(_REST):
-                name = path[len(_REST) :]
-                message = f"Could not find the table 'public.{name}' in the schema cache"
-                return pg_error(404, "PGRST205", message)
-            return edge_error(404, "Not Found")
+            return self._unrouted(request)
         route = routes.get(request.method)
         if route is None:
             allow = ", ".join(sorted(routes))
             return json_response(405, {"message": "Method Not Allowed"}, [("allow", allow)])
         try:
+            token = ""
             if route.auth == "rest":
-                user = self._rest_user(request, now)
+                user, token = self._rest_user(request, now)
+            elif route.auth == "edge":
+                user, token = self._edge_user(request, now)
+            elif route.auth == "gotrue":
+                user, token = self._gotrue_user(request, now)
             else:
-                user = self._edge_user(request, now)
-            return route.handler(self, Call(request, user, now))
+                user = ""
+                if route.auth == "apikey":
+                    self._check_apikey(request)
+            return route.handler(self, Call(request, user, now, token))
         except Reject as reject:
             return reject.response
+
+    def _unrouted(self, request: RecordedRequest) -> FakeResponse:
+        path = request.path
+        if path.startswith(_RPC):
+            name = path[len(_RPC) :]
+            return pg_error(
+                404,
+                "PGRST202",
+                f"Could not find the function public.{name} without parameters in the schema cache",
+                hint=None,
+            )
+        if path.startswith(_REST):
+            name = path[len(_REST) :]
+            message = f"Could not find the table 'public.{name}' in the schema cache"
+            return pg_error(404, "PGRST205", message)
+        if path.startswith(_AUTH):
+            return json_response(404, {"code": 404, "error_code": "not_found", "msg": "Not Found"})
+        stored = self._files.get(path)
+        if stored is not None:
+            if request.method != "GET":
+                return json_response(405, {"message": "Method Not Allowed"}, [("allow", "GET")])
+            data, content_type = stored
+            return FakeResponse(
+                200,
+                (
+                    ("content-type", content_type),
+                    ("cache-control", "public, max-age=31536000, immutable"),
+                ),
+                data,
+            )
+        return edge_error(404, "Not Found")
 
     # -- authentication ----------------------------------------------------------
 
@@ -325,26 +584,24 @@ class FakeFlowith:
             return {}
         return claims
 
-    @staticmethod
-    def _expired(claims: Mapping[str, Any], now: float) -> bool:
-        exp = claims.get("exp")
-        return isinstance(exp, (int, float)) and exp <= now
-
-    def _edge_user(self, request: RecordedRequest, now: float) -> str:
+    def _edge_user(self, request: RecordedRequest, now: float) -> tuple[str, str]:
         value = request.header("authorization")
         if not value:
             raise Reject(edge_error(401, "Missing authorization header"))
         bearer = value[:7].lower() == "bearer "
         if (self.edge_auth == "bare" and bearer) or (self.edge_auth == "bearer" and not bearer):
             raise Reject(edge_error(401, "Unauthorized: unexpected authorization scheme"))
-        claims = self._claims(value[7:].strip() if bearer else value.strip())
-        if not claims:
+        token = value[7:].strip() if bearer else value.strip()
+        state = self.token_state(token, now)
+        if state == "invalid":
             raise Reject(edge_error(401, "Unauthorized: invalid token"))
-        if self._expired(claims, now):
+        if state == "expired":
             raise Reject(edge_error(401, "jwt expired"))
-        return str(claims["sub"])
+        if state == "revoked":
+            raise Reject(edge_error(401, "Unauthorized: session not found"))
+        return str(self._claims(token)["sub"]), token
 
-    def _rest_user(self, request: RecordedRequest, now: float) -> str:
+    def _check_apikey(self, request: RecordedRequest) -> None:
         if request.header("apikey") != self.supabase_key:
             raise Reject(
                 json_response(
@@ -355,6 +612,9 @@ class FakeFlowith:
                     },
                 )
             )
+
+    def _rest_user(self, request: RecordedRequest, now: float) -> tuple[str, str]:
+        self._check_apikey(request)
         value = request.header("authorization") or ""
         if value[:7].lower() != "bearer ":
             raise Reject(
@@ -365,11 +625,14 @@ class FakeFlowith:
                     details="expected 'Authorization: Bearer <JWT>'",
                 )
             )
-        claims = self._claims(value[7:].strip())
-        if not claims:
+        token = value[7:].strip()
+        state = self.token_state(token, now)
+        if state == "invalid":
             raise Reject(pg_error(401, "PGRST301", "JWT cryptographic operation failed"))
-        if self._expired(claims, now):
+        if state == "expired":
             raise Reject(pg_error(401, "PGRST303", "JWT expired"))
+        if state == "revoked":
+            raise Reject(pg_error(401, "PGRST303", "JWT expired", details="session revoked"))
         for name in ("accept-profile", "content-profile"):
             schema = request.header(name)
             if schema is not None and schema != "public":
@@ -381,7 +644,48 @@ class FakeFlowith:
                         hint="Only the following schemas are exposed: public, graphql_public",
                     )
                 )
-        return str(claims["sub"])
+        return str(self._claims(token)["sub"]), token
+
+    def _gotrue_user(self, request: RecordedRequest, now: float) -> tuple[str, str]:
+        self._check_apikey(request)
+        value = request.header("authorization") or ""
+        if value[:7].lower() != "bearer " or not value[7:].strip():
+            raise Reject(
+                gotrue_error(
+                    request, 401, "no_authorization", "This endpoint requires a valid Bearer token"
+                )
+            )
+        token = value[7:].strip()
+        state = self.token_state(token, now, host="gotrue")
+        if state == "invalid":
+            raise Reject(
+                gotrue_error(
+                    request,
+                    401,
+                    "bad_jwt",
+                    "invalid JWT: unable to parse or verify signature, signature is invalid",
+                )
+            )
+        if state == "expired":
+            raise Reject(
+                gotrue_error(
+                    request,
+                    401,
+                    "bad_jwt",
+                    "invalid JWT: unable to parse or verify signature, "
+                    "token has invalid claims: token is expired",
+                )
+            )
+        if state == "revoked":
+            raise Reject(
+                gotrue_error(
+                    request,
+                    403,
+                    "session_not_found",
+                    "Session from session_id claim in JWT does not exist",
+                )
+            )
+        return str(self._claims(token)["sub"]), token
 
     # -- PostgREST tables ----------------------------------------------------------
 
@@ -411,29 +715,105 @@ class FakeFlowith:
         return [pg.parse_filter(table, k, v) for k, v in request.query if k not in pg.RESERVED]
 
     def _visible(self, spec: TableSpec, user: str) -> list[dict[str, Any]]:
+        """The rows ``user`` may write (the ``visible`` policy)."""
         return [
             row for row in self._rows[spec.table.name].values() if spec.visible(self, row, user)
         ]
 
+    def _readable(self, spec: TableSpec, user: str) -> list[dict[str, Any]]:
+        return [
+            row for row in self._rows[spec.table.name].values() if spec.can_read(self, row, user)
+        ]
+
+    @staticmethod
+    def _read_only(spec: TableSpec) -> Reject:
+        return Reject(pg_error(403, "42501", f"permission denied for table {spec.table.name}"))
+
     def _rest_select(self, call: Call) -> Result:
         spec = self._spec(call)
+        table = spec.table
         request = call.request
-        filters = self._filters(spec.table, request)
-        columns = pg.parse_select(spec.table, request.param("select"))
+        selection = pg.parse_read_select(
+            table, request.param("select"), {name: s.table for name, s in TABLES.items()}
+        )
+        embeds = selection.embeds
+        filters: list[pg.Filter] = []
+        embedded_filters: dict[str, list[pg.Filter]] = {name: [] for name in embeds}
+        null_filters: list[tuple[str, bool]] = []
+        for key, value in request.query:
+            if key in pg.RESERVED:
+                continue
+            head, dot, rest = key.partition(".")
+            if dot and "->" not in head:
+                embed = embeds.get(head)
+                if embed is None:
+                    raise Reject(
+                        pg_error(
+                            400,
+                            "PGRST108",
+                            f"'{head}' is not an embedded resource in this request",
+                            hint=f"Verify that '{head}' is included in the 'select' query "
+                            "parameter.",
+                        )
+                    )
+                target = TABLES[embed.relation.target].table
+                embedded_filters[head].append(pg.parse_filter(target, rest, value, json_paths=True))
+            elif key in embeds and value.lower() in ("is.null", "not.is.null"):
+                null_filters.append((key, value.lower() == "is.null"))
+            else:
+                filters.append(pg.parse_filter(table, key, value))
         limit = pg.parse_count("limit", request.param("limit"))
         offset = pg.parse_count("offset", request.param("offset")) or 0
-        rows = [r for r in self._visible(spec, call.user) if all(f.matches(r) for f in filters)]
-        rows = pg.order_rows(spec.table, rows, request.param("order"))[offset:]
-        if limit is not None:
-            rows = rows[:limit]
-        body = pg.project(rows, columns)
+        rows = [r for r in self._readable(spec, call.user) if all(f.matches(r) for f in filters)]
+        shaped: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for row in rows:
+            related = {
+                name: self._embedded(embed, row, call.user, embedded_filters[name])
+                for name, embed in embeds.items()
+            }
+            if all((related[name] is None) == want_null for name, want_null in null_filters):
+                shaped.append((row, related))
+        order = pg.order_rows(table, [row for row, _ in shaped], request.param("order"))
+        by_identity = {id(row): related for row, related in shaped}
+        window = order[offset:] if limit is None else order[offset : offset + limit]
+        body = [self._shape(row, selection, by_identity[id(row)]) for row in window]
         content_range = f"{offset}-{offset + len(body) - 1}/*" if body else "*/*"
         return json_response(200, body, [("content-range", content_range)])
+
+    def _embedded(
+        self, embed: pg.Embed, row: Mapping[str, Any], user: str, filters: Sequence[pg.Filter]
+    ) -> dict[str, Any] | None:
+        """The related row of a many-to-one embedding, or ``None`` if there is
+        none, row-level security hides it, or an embedded filter drops it."""
+        spec = TABLES[embed.relation.target]
+        target = self._rows[spec.table.name].get(row.get(embed.relation.column))
+        if target is None or not spec.can_read(self, target, user):
+            return None
+        if not all(f.matches(target) for f in filters):
+            return None
+        return {column: target.get(column) for column in embed.columns}
+
+    @staticmethod
+    def _shape(
+        row: Mapping[str, Any], selection: pg.Selection, related: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for item in selection.items:
+            if isinstance(item, str):
+                out[item] = row.get(item)
+            elif item.columns:
+                # ``*,conv_id(*)``: the embedding takes the column's place, as the
+                # last of two equal keys does when a client parses the JSON.
+                out[item.name] = related[item.name]
+        result: dict[str, Any] = json.loads(json.dumps(out))
+        return result
 
     def _rest_insert(self, call: Call) -> Result:
         spec = self._spec(call)
         table = spec.table
         request = call.request
+        if not spec.writable:
+            raise self._read_only(spec)
         payload = self._json_body(request, rest=True)
         objects = payload if isinstance(payload, list) else [payload]
         if not all(isinstance(o, dict) for o in objects):
@@ -451,12 +831,12 @@ class FakeFlowith:
         preferences = pg.prefer(request.headers)
         resolution = preferences.get("resolution")
         stored = self._rows[table.name]
-        staged: dict[str, dict[str, Any]] = {}
+        staged: dict[Any, dict[str, Any]] = {}
         written: list[dict[str, Any]] = []
         for obj in objects:
             row = spec.defaults(self, call.user, call.now)
             row.update({c: pg.coerce(table, c, obj.get(c)) for c in columns})
-            _check_not_null(table, row)
+            check_not_null(table, row)
             key = row["id"]
             if key in stored or key in staged:
                 if resolution == "ignore-duplicates":
@@ -471,7 +851,7 @@ class FakeFlowith:
                         )
                     )
                 if not spec.visible(self, stored[key], call.user):
-                    raise Reject(_rls_violation(table.name))
+                    raise Reject(rls_violation(table.name))
                 row = {**stored[key], **{c: row[c] for c in columns}}
             spec.check(self, row, call.user, staged)
             staged[key] = row
@@ -485,6 +865,8 @@ class FakeFlowith:
         spec = self._spec(call)
         table = spec.table
         request = call.request
+        if not spec.writable:
+            raise self._read_only(spec)
         payload = self._json_body(request, rest=True)
         if not isinstance(payload, dict):
             raise Reject(pg_error(400, "PGRST102", "Empty or invalid json"))
@@ -492,14 +874,14 @@ class FakeFlowith:
         filters = self._filters(table, request)
         selected = pg.parse_select(table, request.param("select"))
         matched = [r for r in self._visible(spec, call.user) if all(f.matches(r) for f in filters)]
-        updated: list[tuple[str, dict[str, Any]]] = []
+        updated: list[tuple[Any, dict[str, Any]]] = []
         for row in matched:
             new = {**row, **changes}
             if "updated_at" in table.columns and "updated_at" not in changes:
-                new["updated_at"] = _iso(call.now)
-            _check_not_null(table, new)
+                new["updated_at"] = iso_time(call.now)
+            check_not_null(table, new)
             if not spec.visible(self, new, call.user):  # row-level security's WITH CHECK
-                raise Reject(_rls_violation(table.name))
+                raise Reject(rls_violation(table.name))
             updated.append((row["id"], new))
         stored = self._rows[table.name]
         for old_id, new in updated:
@@ -511,68 +893,32 @@ class FakeFlowith:
 
     # -- the edge: generation ------------------------------------------------------
 
-    @_route("POST", "/completion/async", auth="edge")
+    def _generation_target(self, conv_id: str, node_id: str, user: str) -> None:
+        """A generation needs the user's live conversation and its type ``"2"`` node."""
+        conversation = self._rows["conversation"].get(conv_id)
+        if conversation is None or conversation["user_id"] != user or conversation["is_delete"]:
+            raise Reject(edge_error(404, f"Conversation {conv_id} not found"))
+        node = self._rows["flow_node"].get(node_id)
+        if node is None or node["conv_id"] != conv_id or node["type"] != "2":
+            raise Reject(edge_error(404, f"AI node {node_id} not found in the conversation"))
+
+    def _start(self, turn: Turn, now: float, responder: Responder) -> None:
+        """Record the turn and play the next queued script, or the responder's."""
+        self.turns.append(turn)
+        script = self._scripts.popleft() if self._scripts else Script(tuple(responder(turn)))
+        self._play(script, turn, now)
+
+    @route("POST", "/completion/async", auth="edge")
     def _completion(self, call: Call) -> Result:
         """Start a text generation; its events go to the user's open streams."""
         request = call.request
         if request.param("mode") != "general":
             raise Reject(edge_error(400, "mode must be 'general'"))
-        turn = self._read_turn(self._json_body(request, rest=False), call.user)
-        conversation = self._rows["conversation"].get(turn.conv_id)
-        if (
-            conversation is None
-            or conversation["user_id"] != call.user
-            or conversation["is_delete"]
-        ):
-            raise Reject(edge_error(404, f"Conversation {turn.conv_id} not found"))
-        node = self._rows["flow_node"].get(turn.node_id)
-        if node is None or node["conv_id"] != turn.conv_id or node["type"] != "2":
-            raise Reject(edge_error(404, f"AI node {turn.node_id} not found in the conversation"))
-        self.turns.append(turn)
-        script = self._scripts.popleft() if self._scripts else Script(tuple(self.responder(turn)))
-        self._play(script, turn, call.now)
+        turn = read_turn(self._json_body(request, rest=False), call.user)
+        self._generation_target(turn.conv_id, turn.node_id, call.user)
+        self._require_credits(call.user)
+        self._start(turn, call.now, self.responder)
         return json_response(200, {"status": "processing", "nodeId": turn.node_id})
-
-    @staticmethod
-    def _read_turn(body: Any, user: str) -> Turn:
-        """The completion body checked field by field (a 400 names the first problem)."""
-
-        def bad(message: str) -> Reject:
-            return Reject(edge_error(400, message))
-
-        if not isinstance(body, dict):
-            raise bad("the body must be a JSON object")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise bad("'model' must be a non-empty string")
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise bad("'messages' must be a non-empty list")
-        for index, message in enumerate(messages):
-            problem = _message_problem(message)
-            if problem:
-                raise bad(f"messages[{index}]: {problem}")
-        if messages[-1]["role"] != "user":
-            raise bad("the last message must have role 'user'")
-        ids = {}
-        for field in ("nodeId", "convId"):
-            value = body.get(field)
-            try:
-                ids[field] = str(uuid.UUID(value)) if isinstance(value, str) else ""
-            except ValueError:
-                ids[field] = ""
-            if not ids[field]:
-                raise bad(f"{field!r} must be a UUID")
-        if body.get("stream") is not True:
-            raise bad("'stream' must be true")
-        return Turn(
-            prompt=_text_of(messages[-1]["content"]),
-            messages=tuple(messages),
-            model=model,
-            conv_id=ids["convId"],
-            node_id=ids["nodeId"],
-            user_id=user,
-        )
 
     def _open_stream(self, call: Call) -> FakeStream:
         request = call.request
@@ -588,12 +934,12 @@ class FakeFlowith:
         self.streams.append(stream)
         return stream
 
-    @_route("GET", "/user_stream/stream", auth="edge")
+    @route("GET", "/user_stream/stream", auth="edge")
     def _user_stream(self, call: Call) -> Result:
         """The shared generation stream: every event of the user."""
         return self._open_stream(call)
 
-    @_route("GET", "/user_stream/sse", auth="edge")
+    @route("GET", "/user_stream/sse", auth="edge")
     def _user_sse(self, call: Call) -> Result:
         """The keep-alive stream, which also carries ``workflow_complete``."""
         stream = self._open_stream(call)
@@ -690,11 +1036,38 @@ class FakeFlowith:
             stream.wake()
 
 
+def _ms(now: float) -> int:
+    return int(now * 1000)
+
+
+def _tidy(value: float) -> float:
+    """Credit arithmetic without binary noise (``1523.5 - 0.1`` is ``1523.4``)."""
+    rounded = round(value, 6)
+    return int(rounded) if rounded == int(rounded) else rounded
+
+
+def _credit(
+    sub_type: str, init: float, remain: float, start: str, end: str, tiers: list[str]
+) -> dict[str, Any]:
+    def day(text: str) -> str:
+        return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).isoformat()
+
+    return {
+        "sub_type": sub_type,
+        "init_quota": init,
+        "remain_quota": remain,
+        "from_date": day(start),
+        "to_date": day(end),
+        "policy_summary": {"allowed_model_tiers": tiers},
+    }
+
+
 def _workflow_event(step: WorkflowStep, turn: Turn, at: float) -> dict[str, Any]:
     """The bare (unwrapped) ``workflow_complete`` event of protocol.md 4.3."""
+    task_type = step.task_type or ("image" if turn.kind == "text" else turn.kind)
     return {
         "type": "workflow_complete",
-        "taskType": step.task_type,
+        "taskType": task_type,
         "nodeId": turn.node_id,
         "convId": turn.conv_id,
         "status": step.status,
@@ -707,204 +1080,12 @@ def _workflow_event(step: WorkflowStep, turn: Turn, at: float) -> dict[str, Any]
     }
 
 
-def _message_problem(message: Any) -> str:
-    """What is wrong with one chat message, or ``""``."""
-    if not isinstance(message, dict):
-        return "must be an object"
-    if message.get("role") not in _ROLES:
-        return "'role' must be 'user', 'assistant' or 'system'"
-    content = message.get("content")
-    if isinstance(content, str):
-        return ""
-    if not isinstance(content, list) or not content:
-        return "'content' must be a string or a non-empty list of parts"
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if not isinstance(kind, str):
-            return "each content part must be an object with a 'type'"
-        if kind == "text" and not isinstance(part.get("text"), str):
-            return "a text part needs a string 'text'"
-        if kind == "image_url":
-            image = part.get("image_url")
-            if not isinstance(image, dict) or not isinstance(image.get("url"), str):
-                return "an image_url part needs 'image_url': {'url': str}"
-    return ""
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p["text"] for p in content if p.get("type") == "text")
-
-
-def _check_not_null(table: pg.Table, row: Mapping[str, Any]) -> None:
-    for column in table.columns:
-        if column in table.not_null and row.get(column) is None:
-            raise Reject(
-                pg_error(
-                    400,
-                    "23502",
-                    f'null value in column "{column}" of relation "{table.name}" '
-                    "violates not-null constraint",
-                )
-            )
-
-
-def _rls_violation(table: str) -> FakeResponse:
-    return pg_error(403, "42501", f'new row violates row-level security policy for table "{table}"')
-
-
-def _fk_violation(table: str, constraint: str, column: str, value: Any) -> Reject:
-    return Reject(
-        pg_error(
-            409,
-            "23503",
-            f'insert or update on table "{table}" violates foreign key constraint "{constraint}"',
-            details=f'Key ({column})=({value}) is not present in table "{table}".',
-        )
-    )
-
-
-@attrs.frozen
-class TableSpec:
-    """A PostgREST table: its schema and the rules the database enforces.
-
-    ``defaults`` gives a new row's column defaults; ``visible`` is the
-    row-level security policy (who may read and write a row); ``check`` runs
-    the constraints of an insert (``staged`` holds the batch's earlier rows)
-    and raises :class:`Reject`.
-    """
-
-    table: pg.Table
-    defaults: Callable[[FakeFlowith, str, float], dict[str, Any]]
-    visible: Callable[[FakeFlowith, Mapping[str, Any], str], bool]
-    check: Callable[[FakeFlowith, dict[str, Any], str, Mapping[str, dict[str, Any]]], None]
-
-
-def _conversation_defaults(fake: FakeFlowith, user: str, now: float) -> dict[str, Any]:
-    return {
-        "id": fake._new_id(),
-        "user_id": user,
-        "title": None,
-        "project_id": None,
-        "is_absolute_mode": True,
-        "preview": None,
-        "is_delete": False,
-        "created_at": _iso(now),
-        "updated_at": _iso(now),
-    }
-
-
-def _conversation_visible(fake: FakeFlowith, row: Mapping[str, Any], user: str) -> bool:
-    return row.get("user_id") == user
-
-
-def _conversation_check(
-    fake: FakeFlowith, row: dict[str, Any], user: str, staged: Mapping[str, dict[str, Any]]
-) -> None:
-    if row["user_id"] != user:
-        raise Reject(_rls_violation("conversation"))
-    if row["project_id"] is not None:  # no flow_project rows are modeled
-        raise _fk_violation(
-            "conversation", "conversation_project_id_fkey", "project_id", row["project_id"]
-        )
-
-
-def _node_defaults(fake: FakeFlowith, user: str, now: float) -> dict[str, Any]:
-    return {
-        "id": None,
-        "conv_id": None,
-        "type": None,
-        "p_id": None,
-        "c_ids": [],
-        "data": {},
-        "position": {},
-        "is_delete": False,
-        "created_at": _iso(now),
-        "updated_at": _iso(now),
-    }
-
-
-def _node_visible(fake: FakeFlowith, row: Mapping[str, Any], user: str) -> bool:
-    conversation = fake._rows["conversation"].get(row.get("conv_id") or "")
-    return conversation is not None and conversation["user_id"] == user
-
-
-def _node_check(
-    fake: FakeFlowith, row: dict[str, Any], user: str, staged: Mapping[str, dict[str, Any]]
-) -> None:
-    if row["type"] not in ("1", "2"):
-        raise Reject(
-            pg_error(
-                400,
-                "23514",
-                'new row for relation "flow_node" violates check constraint "flow_node_type_check"',
-            )
-        )
-    conv_id = row["conv_id"]
-    conversation = fake._rows["conversation"].get(conv_id)
-    if conversation is None or conversation["is_delete"]:
-        raise _fk_violation("flow_node", "flow_node_conv_id_fkey", "conv_id", conv_id)
-    if conversation["user_id"] != user:
-        raise Reject(_rls_violation("flow_node"))
-    parent = row["p_id"]
-    if parent is not None and parent != conv_id:
-        node = staged.get(parent) or fake._rows["flow_node"].get(parent)
-        if node is None or node["conv_id"] != conv_id:
-            raise _fk_violation("flow_node", "flow_node_p_id_fkey", "p_id", parent)
-
-
-#: The PostgREST tables the fake serves, by name.
-TABLES: dict[str, TableSpec] = {
-    spec.table.name: spec
-    for spec in (
-        TableSpec(
-            pg.Table(
-                "conversation",
-                {
-                    "id": "uuid",
-                    "user_id": "uuid",
-                    "title": "text",
-                    "project_id": "uuid",
-                    "is_absolute_mode": "bool",
-                    "preview": "text",
-                    "is_delete": "bool",
-                    "created_at": "timestamptz",
-                    "updated_at": "timestamptz",
-                },
-                not_null=frozenset({"id", "user_id"}),
-            ),
-            _conversation_defaults,
-            _conversation_visible,
-            _conversation_check,
-        ),
-        TableSpec(
-            pg.Table(
-                "flow_node",
-                {
-                    "id": "uuid",
-                    "conv_id": "uuid",
-                    "type": "text",
-                    "p_id": "uuid",
-                    "c_ids": "uuid[]",
-                    "data": "json",
-                    "position": "json",
-                    "is_delete": "bool",
-                    "created_at": "timestamptz",
-                    "updated_at": "timestamptz",
-                },
-                not_null=frozenset({"id", "conv_id", "type"}),
-            ),
-            _node_defaults,
-            _node_visible,
-            _node_check,
-        ),
-    )
-}
-
 for _name in TABLES:
     ROUTES[_REST + _name] = {
         "GET": Route("GET", _REST + _name, "rest", FakeFlowith._rest_select),
         "POST": Route("POST", _REST + _name, "rest", FakeFlowith._rest_insert),
         "PATCH": Route("PATCH", _REST + _name, "rest", FakeFlowith._rest_update),
     }
+
+#: The modules whose handlers registered their routes on import.
+HANDLER_MODULES = (edge, gotrue, rpc)

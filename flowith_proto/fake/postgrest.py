@@ -2,10 +2,14 @@
 
 It reads ``select``, filters, ``order``, ``limit``, ``offset``, ``columns`` and
 ``Prefer`` the way PostgREST does, with SQL's NULL rules, and rejects what a
-real server would reject with the same status and error code. Features the
-client never uses (embedding, renames, casts, JSON paths) are refused with a
-message that says the fake does not model them, so a test never passes by
-accident on something the fake silently ignored.
+real server would reject with the same status and error code. Embedding is
+modeled for the many-to-one relations a table declares (``conv_id(*)``,
+``subscription_type(id,quota)``), with filters on the embedded table
+(``conv_id.is_delete=not.eq.true``, ``conv_id.metadata->>member_count=not.eq.1``)
+and null filters on the embedding itself (``conv_id=not.is.null``). Features the
+client never uses (other embeddings, renames, casts, JSON paths on the top
+table) are refused with a message that says the fake does not model them, so a
+test never passes by accident on something the fake silently ignored.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any, Literal
 
@@ -23,21 +28,27 @@ from flowith_proto.fake.wire import Reject, header, pg_error
 
 __all__ = [
     "RESERVED",
+    "Embed",
     "Filter",
+    "Relation",
+    "Selection",
     "Table",
     "coerce",
     "content_type_is_json",
     "invalid_input",
+    "iso_time",
     "order_rows",
     "parse_columns",
     "parse_count",
     "parse_filter",
+    "parse_read_select",
     "parse_select",
+    "parse_timestamp",
     "prefer",
     "project",
 ]
 
-ColumnType = Literal["uuid", "text", "bool", "json", "timestamptz", "uuid[]"]
+ColumnType = Literal["uuid", "text", "bool", "int", "numeric", "json", "timestamptz", "uuid[]"]
 
 #: Query parameters that are not filters.
 RESERVED = frozenset({"select", "order", "limit", "offset", "columns", "on_conflict"})
@@ -45,16 +56,80 @@ _OPERATORS = frozenset({"eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TRUE = frozenset({"true", "t"})
 _FALSE = frozenset({"false", "f"})
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+_NUMERIC = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
+
+
+def iso_time(now: float) -> str:
+    """A ``timestamptz`` as PostgREST renders it (fixed width, so text order is time order)."""
+    return datetime.fromtimestamp(now, tz=timezone.utc).isoformat(timespec="microseconds")
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_HTTP_DATE = re.compile(
+    r"(?:[A-Za-z]{3},?\s+)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+"
+    r"(\d{2}):(\d{2})(?::(\d{2}))?\s*(GMT|UTC|Z|[+-]0000)?\Z"
+)
+
+
+def _http_date(text: str) -> datetime | None:
+    """``Mon, 18 May 2026 18:04:25 GMT`` (RFC 1123), in UTC."""
+    match = _HTTP_DATE.match(text)
+    if match is None or match.group(2).lower() not in _MONTHS:
+        return None
+    day, month, year, hour, minute, second = (
+        int(match.group(1)),
+        _MONTHS.index(match.group(2).lower()) + 1,
+        int(match.group(3)),
+        int(match.group(4)),
+        int(match.group(5)),
+        int(match.group(6) or 0),
+    )
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """A ``timestamptz`` literal as PostgreSQL reads the forms clients send:
+    ISO 8601 (``T`` or a space, ``Z`` or an offset, or a bare date) and
+    RFC 1123 (``Mon, 18 May 2026 18:04:25 GMT``). ``None`` if it is neither.
+    A value without a zone is UTC (the server's zone)."""
+    value = text.strip()
+    parsed: datetime | None = None
+    iso = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
+    try:
+        parsed = datetime.fromisoformat(iso)
+    except ValueError:
+        parsed = _http_date(value)
+        if parsed is None:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+@attrs.frozen
+class Relation:
+    """A many-to-one foreign key that ``select`` can embed: this table's
+    ``column`` references the ``id`` of ``target``. ``name`` is how a select
+    names it (PostgREST takes the column or the target table's name)."""
+
+    name: str
+    column: str
+    target: str
 
 
 @attrs.frozen
 class Table:
-    """A table's columns (in order, with their types) and its NOT NULL columns,
-    checked after the defaults are filled in."""
+    """A table's columns (in order, with their types), its NOT NULL columns
+    (checked after the defaults are filled in) and the relations a read may embed."""
 
     name: str
     columns: Mapping[str, ColumnType]
     not_null: frozenset[str] = frozenset()
+    relations: Mapping[str, Relation] = attrs.field(factory=dict)
 
     def column(self, name: str) -> ColumnType:
         try:
@@ -114,6 +189,19 @@ def coerce(table: Table, column: str, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
         raise invalid_input("boolean", value)
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and _INTEGER.match(value.strip()):
+            return int(value)
+        raise invalid_input("integer", value)
+    if kind == "numeric":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and _NUMERIC.match(value.strip()):
+            number = float(value)
+            return int(number) if _INTEGER.match(value.strip()) else number
+        raise invalid_input("numeric", value)
     if kind in ("text", "timestamptz"):
         if isinstance(value, str):
             return value
@@ -123,18 +211,54 @@ def coerce(table: Table, column: str, value: Any) -> Any:
     return json.loads(json.dumps(value))  # json: a private copy
 
 
-def _literal(table: Table, column: str, text: str) -> Any:
-    """A filter operand as a value of ``column``'s type."""
-    kind = table.column(column)
+def _literal(kind: ColumnType, column: str, text: str) -> Any:
+    """A filter operand as a value of a column of type ``kind``."""
     if kind == "uuid":
         return _uuid(text)
     if kind == "bool":
         if text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
         raise invalid_input("boolean", text)
+    if kind == "int":
+        if _INTEGER.match(text.strip()):
+            return int(text)
+        raise invalid_input("integer", text)
+    if kind == "numeric":
+        if _NUMERIC.match(text.strip()):
+            return float(text)
+        raise invalid_input("numeric", text)
+    if kind == "timestamptz":
+        moment = parse_timestamp(text)
+        if moment is None:
+            raise invalid_input("timestamp with time zone", text)
+        return moment
     if kind in ("json", "uuid[]"):
         raise not_modeled(f"filtering on the {kind} column {column!r}")
     return text
+
+
+def _row_value(kind: ColumnType) -> Callable[[Any], Any]:
+    """How a stored value compares with a literal of its column: timestamps as
+    instants (a stored text that is not one compares as unknown)."""
+    if kind == "timestamptz":
+        return lambda value: parse_timestamp(value) if isinstance(value, str) else None
+    return lambda value: value
+
+
+def _member(value: Any, options: Sequence[Any]) -> bool | None:
+    return None if value is None else value in options
+
+
+def _json_text(value: Any, key: str) -> str | None:
+    """``value->>key``: the member as text (JSON text for non-strings), or NULL."""
+    if not isinstance(value, dict):
+        return None
+    member = value.get(key)
+    if member is None:
+        return None
+    if isinstance(member, str):
+        return member
+    return json.dumps(member, ensure_ascii=False, separators=(", ", ": "))
 
 
 def _like(pattern: str, flags: int) -> re.Pattern[str]:
@@ -144,14 +268,19 @@ def _like(pattern: str, flags: int) -> re.Pattern[str]:
 
 @attrs.frozen
 class Filter:
-    """One ``column=[not.]op.operand`` condition, evaluated with SQL's NULL rules."""
+    """One ``column[->>key]=[not.]op.operand`` condition, evaluated with SQL's NULL rules."""
 
     column: str
     negate: bool
     test: Callable[[Any], bool | None]
+    #: The JSON member of ``column->>path``, if the filter names one.
+    path: str | None = None
 
     def matches(self, row: Mapping[str, Any]) -> bool:
-        outcome = self.test(row.get(self.column))
+        value = row.get(self.column)
+        if self.path is not None:
+            value = _json_text(value, self.path)
+        outcome = self.test(value)
         if outcome is None:  # SQL's unknown: neither the condition nor its negation holds
             return False
         return outcome != self.negate
@@ -178,11 +307,21 @@ def _split_list(text: str) -> list[str]:
     return [item[1:-1] if item.startswith('"') else item for item in items if item != ""]
 
 
-def parse_filter(table: Table, column: str, expression: str) -> Filter:
-    """``column=expression`` from the query string."""
-    if not _IDENTIFIER.match(column):
+def parse_filter(table: Table, key: str, expression: str, *, json_paths: bool = False) -> Filter:
+    """``key=expression`` from the query string; ``key`` is a column, or with
+    ``json_paths`` also ``column->>member`` of a JSON column."""
+    column, path = key, None
+    if json_paths and "->>" in key:
+        column, _, path = key.partition("->>")
+        if not _IDENTIFIER.match(column) or not _IDENTIFIER.match(path):
+            raise not_modeled(f"the JSON path {key!r} (only column->>member is)")
+        kind = table.column(column)
+        if kind != "json":
+            raise Reject(pg_error(400, "42883", f"operator does not exist: {kind} ->> unknown"))
+    elif not _IDENTIFIER.match(column):
         raise not_modeled(f"the filter key {column!r} (embedded or JSON path filters)")
-    table.column(column)
+    kind = "text" if path is not None else table.column(column)
+    convert = _row_value(kind)
     negate = expression.startswith("not.")
     rest = expression[4:] if negate else expression
     operator, dot, operand = rest.partition(".")
@@ -191,32 +330,51 @@ def parse_filter(table: Table, column: str, expression: str) -> Filter:
     test: Callable[[Any], bool | None]
     if operator == "is":
         wanted: dict[str, bool | None] = {"null": None, "true": True, "false": False}
-        key = operand.lower()
-        if key == "unknown":
-            key = "null"
-        if key not in wanted:
+        name = operand.lower()
+        if name == "unknown":
+            name = "null"
+        if name not in wanted:
             raise Reject(pg_error(400, "PGRST100", f"failed to parse filter ({expression})"))
-        target = wanted[key]
+        target = wanted[name]
         test = lambda value: value is target  # noqa: E731
     elif operator == "in":
-        options = [_literal(table, column, item) for item in _split_list(operand)]
-        test = lambda value: None if value is None else value in options  # noqa: E731
+        options = [_literal(kind, column, item) for item in _split_list(operand)]
+        test = lambda value: _member(convert(value), options)  # noqa: E731
     elif operator in ("like", "ilike"):
-        if table.column(column) not in ("text", "uuid", "timestamptz"):
+        if kind not in ("text", "uuid", "timestamptz"):
             raise Reject(pg_error(400, "42883", f"operator does not exist: {column} ~~ text"))
         pattern = _like(operand, re.IGNORECASE if operator == "ilike" else 0)
         test = lambda value: None if value is None else bool(pattern.match(value))  # noqa: E731
     else:
-        test = _compare(operator, _literal(table, column, operand))
-    return Filter(column, negate, test)
+        compare = _compare(operator, _literal(kind, column, operand))
+        test = lambda value: compare(convert(value))  # noqa: E731
+    return Filter(column, negate, test, path)
 
 
-def parse_select(table: Table, text: str | None) -> list[str]:
-    """The columns of ``select=`` (``*`` expands to all, in table order)."""
-    if text is None or text.strip() == "":
-        return list(table.columns)
+def _split_top(text: str) -> list[str]:
+    """``a,b(c,d),e`` split at the commas outside parentheses."""
+    items: list[str] = []
+    depth = 0
+    start = 0
+    for index, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                break
+        elif char == "," and depth == 0:
+            items.append(text[start:index].strip())
+            start = index + 1
+    if depth != 0:
+        raise Reject(pg_error(400, "PGRST100", f"failed to parse select parameter ({text})"))
+    items.append(text[start:].strip())
+    return items
+
+
+def _plain_columns(table: Table, items: Iterable[str]) -> list[str]:
     columns: list[str] = []
-    for item in (part.strip() for part in text.split(",")):
+    for item in items:
         if item == "*":
             columns.extend(table.columns)
         elif _IDENTIFIER.match(item):
@@ -225,6 +383,63 @@ def parse_select(table: Table, text: str | None) -> list[str]:
         else:
             raise not_modeled(f"the select item {item!r} (embedding, renames, casts)")
     return list(dict.fromkeys(columns))
+
+
+def parse_select(table: Table, text: str | None) -> list[str]:
+    """The columns of ``select=`` (``*`` expands to all, in table order); no embedding."""
+    if text is None or text.strip() == "":
+        return list(table.columns)
+    return _plain_columns(table, _split_top(text))
+
+
+@attrs.frozen
+class Embed:
+    """``name(columns)`` in a read's ``select``: the related row, or null."""
+
+    name: str
+    relation: Relation
+    columns: tuple[str, ...]
+
+
+@attrs.frozen
+class Selection:
+    """What a read returns: columns and embeddings, in ``select`` order."""
+
+    items: tuple[str | Embed, ...]
+
+    @property
+    def embeds(self) -> dict[str, Embed]:
+        return {item.name: item for item in self.items if isinstance(item, Embed)}
+
+
+_EMBED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\((.*)\)\Z", re.DOTALL)
+
+
+def parse_read_select(table: Table, text: str | None, tables: Mapping[str, Table]) -> Selection:
+    """``select=`` of a read: columns, ``*``, and ``relation(columns)`` for
+    the relations ``table`` declares (``tables`` resolves their targets)."""
+    if text is None or text.strip() == "":
+        return Selection(tuple(table.columns))
+    items: list[str | Embed] = []
+    for item in _split_top(text):
+        match = _EMBED.match(item)
+        if match is None:
+            for column in _plain_columns(table, [item]):
+                if column not in items:
+                    items.append(column)
+            continue
+        name, inner = match.groups()
+        relation = table.relations.get(name)
+        if relation is None:
+            raise not_modeled(f"the embedding {item!r} (only {sorted(table.relations)} are)")
+        target = tables[relation.target]
+        inner_items = _split_top(inner)
+        if any(_EMBED.match(part) for part in inner_items):
+            raise not_modeled(f"the nested embedding in {item!r}")
+        columns = _plain_columns(target, inner_items) if inner.strip() else []
+        items = [i for i in items if not (isinstance(i, Embed) and i.name == name)]
+        items.append(Embed(name, relation, tuple(columns)))
+    return Selection(tuple(items))
 
 
 def parse_columns(table: Table, text: str) -> list[str]:

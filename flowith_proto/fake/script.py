@@ -1,4 +1,4 @@
-"""Scripted generations: what the fake service does after a completion POST.
+"""Scripted generations: what the fake service does after a generation POST.
 
 A script is a list of steps played in order on a timeline that starts at the
 POST. Most steps put one frame on the user's open streams; ``pause`` moves the
@@ -37,11 +37,13 @@ __all__ = [
     "Script",
     "Step",
     "Turn",
+    "TurnKind",
     "WorkflowStep",
     "chunk",
     "close_stream",
     "comment",
     "complete",
+    "default_media_responder",
     "default_responder",
     "drop",
     "fail",
@@ -159,11 +161,12 @@ class RowStep:
 @attrs.frozen
 class WorkflowStep:
     """A bare ``workflow_complete`` event on ``/user_stream/sse`` (protocol.md
-    4.3); the row becomes ``done`` with the result, or failed."""
+    4.3); the row becomes ``done`` with the result, or failed. ``task_type``
+    ``None`` is the generation's kind (``"image"`` for a text turn)."""
 
     result: str = ""
     status: str = "completed"
-    task_type: str = "image"
+    task_type: str | None = None
     error: str = ""
     error_type: str = ""
     is_paid: bool = False
@@ -201,17 +204,26 @@ class Script:
     multiline: bool = False
 
 
+TurnKind = Literal["text", "image", "video"]
+
+
 @attrs.frozen
 class Turn:
-    """What a completion POST asked for; a responder answers it with steps."""
+    """What a generation POST asked for; a responder answers it with steps."""
 
-    #: The text of the last user message (its text parts joined).
+    #: The text of the last user message (its text parts joined), or the video prompt.
     prompt: str
     messages: tuple[Mapping[str, Any], ...]
     model: str
     conv_id: str
     node_id: str
     user_id: str
+    #: ``/completion/async``, ``/image_gen/async`` or ``/video/async``.
+    kind: TurnKind = "text"
+    #: Where the fake serves this generation's default result (media only).
+    result_url: str = ""
+    #: The media options of the request (``aspect_ratio``, ``image_size``, ...).
+    options: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 Responder = Callable[[Turn], Sequence[Step]]
@@ -273,7 +285,7 @@ def workflow_complete(
     result: str = "",
     *,
     status: str = "completed",
-    task_type: str = "image",
+    task_type: str | None = None,
     error: str = "",
     error_type: str = "",
     is_paid: bool = False,
@@ -285,3 +297,9 @@ def default_responder(turn: Turn) -> list[Step]:
     """Echo the prompt as ``You said: <prompt>``, one word per chunk, then complete."""
     words = re.findall(r"\S+\s*", f"You said: {turn.prompt}")
     return [*(chunk(word) for word in words), complete()]
+
+
+def default_media_responder(turn: Turn) -> list[Step]:
+    """An image or video is ready at once: ``workflow_complete`` on ``/sse``
+    with the URL where the fake serves the file it generated."""
+    return [workflow_complete(turn.result_url, task_type=turn.kind)]

@@ -19,10 +19,12 @@ __all__ = [
     "RecordedRequest",
     "Reject",
     "edge_error",
+    "gotrue_error",
     "header",
     "json_response",
     "parse_target",
     "pg_error",
+    "text_response",
 ]
 
 Headers = tuple[tuple[str, str], ...]
@@ -106,8 +108,35 @@ def json_response(
     return FakeResponse(status, (("content-type", JSON_CONTENT_TYPE), *headers), body)
 
 
+def text_response(status: int, text: str, headers: Sequence[tuple[str, str]] = ()) -> FakeResponse:
+    body = text.encode("utf-8")
+    return FakeResponse(status, (("content-type", "text/plain; charset=utf-8"), *headers), body)
+
+
 def edge_error(status: int, message: str) -> FakeResponse:
     return json_response(status, {"message": message})
+
+
+def gotrue_error(
+    request: RecordedRequest, status: int, error_code: str, message: str
+) -> FakeResponse:
+    """A GoTrue error. A request that names API version ``2024-01-01`` or
+    later (``X-Supabase-Api-Version``, as supabase-js sends it) gets
+    ``{"code": "<error_code>", "message"}`` and the version echoed back;
+    any other gets the original ``{"code": <status>, "error_code", "msg"}``."""
+    version = request.header("x-supabase-api-version") or ""
+    if version >= "2024-01-01" and _is_date(version):
+        return json_response(
+            status,
+            {"code": error_code, "message": message},
+            [("x-supabase-api-version", "2024-01-01")],
+        )
+    return json_response(status, {"code": status, "error_code": error_code, "msg": message})
+
+
+def _is_date(text: str) -> bool:
+    parts = text.split("-")
+    return len(parts) == 3 and all(p.isdigit() for p in parts) and len(text) == 10
 
 
 def pg_error(
