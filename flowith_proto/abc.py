@@ -26,7 +26,6 @@ import random
 import time
 import uuid
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -35,7 +34,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import attrs
 
@@ -96,6 +95,7 @@ __all__ = [
     "ByteStream",
     "ConversationSession",
     "FlowithClientBase",
+    "OperationRun",
     "Signal",
     "TokenCallback",
 ]
@@ -369,46 +369,13 @@ class FlowithClientBase(WebAppMethods):
             except Exception:
                 log.exception("on_token_refresh failed; the new tokens are in use anyway")
 
-    async def _iterate(self, operation: Operation[T]) -> AsyncGenerator[Any, None]:
-        """Run ``operation``, yielding what it emits and, last, what it returns.
-
-        However the run ends (result, error, cancellation, or the caller
-        leaving the loop early), the operation is closed and its stream
-        subscriptions are released.
-        """
-        self._check_open()
-        subscribed: list[str] = []
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    effect = operation.throw(error) if error is not None else operation.send(result)
-                except StopIteration as stop:
-                    yield stop.value
-                    return
-                result, error = None, None
-                if isinstance(effect, Emit):
-                    yield effect.value
-                    continue
-                try:
-                    result = await self._perform(effect, subscribed)
-                except FlowithError as exc:
-                    error = exc
-        finally:
-            operation.close()
-            for node_id in subscribed:
-                self._hub.unsubscribe(node_id)
-
     async def _run(self, operation: Operation[T]) -> T:
         """Run an operation that emits nothing; return its result."""
-        iterator = self._iterate(operation)
+        run: OperationRun[T] = OperationRun(self, operation)
         try:
-            async for value in iterator:
-                last = value
-            return last  # type: ignore[no-any-return]
+            return await run.result()
         finally:
-            await iterator.aclose()
+            run.close()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -478,7 +445,7 @@ class FlowithClientBase(WebAppMethods):
             )
         )
 
-    async def generate_stream(
+    def generate_stream(
         self,
         prompt: str,
         *,
@@ -486,12 +453,14 @@ class FlowithClientBase(WebAppMethods):
         model: str | None = None,
         images: Sequence[str] | None = None,
         timeout: float | None = None,
-    ) -> AsyncIterator[GenerationOutput]:
-        """Generate a reply to ``prompt``, yielding it as it is written.
+    ) -> OperationRun[GenerationOutput]:
+        """Generate a reply to ``prompt``, yielding it as it is written:
+        ``async for step in client.generate_stream(...)``.
 
-        Each item's ``text_delta`` / ``reasoning_delta`` is new text; the last
-        item holds the final ``text`` and whatever part of it had not been
-        delivered. Leaving the loop early releases everything it held.
+        Each step's ``text_delta`` / ``reasoning_delta`` is new text; the last
+        step holds the final ``text`` and whatever part of it had not been
+        delivered. Leaving the loop early (or ``async with`` around it, or
+        ``aclose()``) releases everything the generation held.
         """
         operation = generate_op(
             self._state,
@@ -502,12 +471,7 @@ class FlowithClientBase(WebAppMethods):
             timeout=timeout,
             stream=True,
         )
-        iterator = self._iterate(operation)
-        try:
-            async for output in iterator:
-                yield output
-        finally:
-            await iterator.aclose()
+        return OperationRun(self, operation)
 
     def start_conversation(
         self, *, conv_id: str | None = None, model: str | None = None
@@ -733,6 +697,91 @@ class FlowithClientBase(WebAppMethods):
 _Self = TypeVar("_Self", bound=FlowithClientBase)
 
 
+class OperationRun(Generic[T]):
+    """One run of an operation: an async iterator over what it emits and,
+    last, what it returns.
+
+    A plain class rather than an async generator, so that leaving a loop
+    early is clean on every event loop (trio warns about async generators
+    left unfinished): its :meth:`aclose` (also ``async with``, or garbage
+    collection) closes the operation and releases its stream subscriptions.
+    Cancellation does the same.
+    """
+
+    def __init__(self, client: FlowithClientBase, operation: Operation[T]) -> None:
+        self._client = client
+        self._operation = operation
+        self._subscribed: list[str] = []
+        self._done = False
+        self._started = False
+
+    def __aiter__(self) -> OperationRun[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._done:
+            raise StopAsyncIteration
+        if not self._started:
+            self._started = True
+            self._client._check_open()
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    if error is not None:
+                        effect = self._operation.throw(error)
+                    else:
+                        effect = self._operation.send(result)
+                except StopIteration as stop:
+                    self.close()
+                    return stop.value  # type: ignore[no-any-return]
+                result, error = None, None
+                if isinstance(effect, Emit):
+                    return effect.value  # type: ignore[no-any-return]
+                try:
+                    result = await self._client._perform(effect, self._subscribed)
+                except FlowithError as exc:
+                    error = exc
+        except BaseException:
+            self.close()
+            raise
+
+    async def result(self) -> T:
+        """Run to the end and return the operation's result (what it emits is
+        dropped)."""
+        last: Any = None
+        async for value in self:
+            last = value
+        return last  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Stop the run and release what it holds (idempotent)."""
+        if self._done:
+            return
+        self._done = True
+        self._operation.close()
+        for node_id in self._subscribed:
+            self._client._hub.unsubscribe(node_id)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> OperationRun[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class ConversationSession:
     """A conversation that remembers its thread across turns.
 
@@ -779,31 +828,25 @@ class ConversationSession:
             )
         )
 
-    async def send_stream(
+    def send_stream(
         self,
         prompt: str,
         *,
         images: Sequence[str] | None = None,
         model: str | None = None,
         timeout: float = 120.0,
-    ) -> AsyncIterator[GenerationOutput]:
+    ) -> OperationRun[GenerationOutput]:
         """Send the next message and yield the reply as it is written."""
-        iterator = self._client._iterate(
-            send_op(
-                self._client._state,
-                self._conversation,
-                prompt,
-                model=model,
-                images=images,
-                timeout=timeout,
-                stream=True,
-            )
+        operation = send_op(
+            self._client._state,
+            self._conversation,
+            prompt,
+            model=model,
+            images=images,
+            timeout=timeout,
+            stream=True,
         )
-        try:
-            async for output in iterator:
-                yield output
-        finally:
-            await iterator.aclose()
+        return OperationRun(self._client, operation)
 
     async def generate_image(
         self,

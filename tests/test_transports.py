@@ -244,3 +244,45 @@ async def test_stream_user_stream_yields_unwrapped_events_without_heartbeats(
     assert kinds == ["chunks", "complete"]
     assert events[0]["nodeId"] == result.node_id
     assert all("heartbeat" not in e for e in events)
+
+
+async def test_leaving_a_stream_early_releases_it_and_the_client_goes_on(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("one "), pause(0.2), chunk("two "), pause(0.2), chunk("three"), complete())
+    fake.script(chunk("next answer"), complete())
+    async with make_client() as client:
+        async for step in client.generate_stream("count"):
+            assert step.text_delta == "one "
+            break  # no aclosing() needed, on trio either
+        assert client._hub.demux.subscriptions == 0
+        result = await client.generate("again")
+    assert result.text == "next answer"
+
+
+async def test_cancelling_one_generation_leaves_the_others_working(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("slow"), pause(5), complete())
+    for i in range(3):
+        fake.script(pause(0.3), chunk(f"answer {i}"), complete())
+    results: list[str] = []
+    async with make_client() as client:
+
+        async def doomed() -> None:
+            await client.generate("slow one")
+
+        async def fine(i: int) -> None:
+            results.append((await client.generate(f"q{i}")).text)
+
+        async with anyio.create_task_group() as group:
+            with anyio.CancelScope() as scope:
+                group.start_soon(doomed)
+                await anyio.sleep(0.1)
+                for i in range(3):
+                    group.start_soon(fine, i)
+                await anyio.sleep(0.1)
+                scope.cancel()
+        # The task group waited for the three that were not cancelled.
+        assert client._hub.demux.subscriptions == 0
+    assert sorted(results) == ["answer 0", "answer 1", "answer 2"]
