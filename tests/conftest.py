@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import attrs
@@ -17,6 +19,20 @@ import flowith_httpx
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto.abc import FlowithClientBase
 from flowith_proto.fake import FakeFlowith
+
+# Access tokens (JWTs), the project key and the fake's refresh tokens.
+_SECRET = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+|sb_publishable_\w+|fkrt\w+")
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test runs with logging at DEBUG (ours, httpx's, aiohttp's) and
+    fails if any record, at any level, shows a credential."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    leaked = _SECRET.findall(caplog.text)
+    assert not leaked, f"a secret reached the logs: {leaked[0][:12]}..."
+
 
 TRANSPORTS = {
     "httpx-asyncio": ("httpx", "asyncio"),

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
+import attrs
 import jwt
 
 from flowith_proto.config import DEFAULT_SUPABASE_KEY
@@ -121,6 +122,18 @@ _AUTH = "/auth/v1/"
 TokenState = Literal["ok", "invalid", "expired", "revoked"]
 
 
+@attrs.define
+class _Fault:
+    """An injected answer for the next ``remaining`` matching requests."""
+
+    remaining: int
+    method: str | None
+    path: str | None
+    status: int
+    body: Any
+    headers: tuple[tuple[str, str], ...]
+
+
 class FakeFlowith:
     """A pure, deterministic model of the Flowith edge, its CDN and its Supabase project.
 
@@ -198,6 +211,9 @@ class FakeFlowith:
         self._order = itertools.count()
         self._event_ids = itertools.count(1)
         self._seq: dict[str, int] = {}
+        self._faults: list[_Fault] = []
+        #: How many answers :meth:`fail_next` replaced so far.
+        self.faults_served = 0
         self._cdn_url = (cdn_url or DEFAULT_CDN_URL).rstrip("/")
         self._cdn_url_fixed = cdn_url is not None
         self._files: dict[str, tuple[bytes, str]] = {}
@@ -513,6 +529,9 @@ class FakeFlowith:
             now,
         )
         self.requests.append(request)
+        injected = self._injected_fault(request)
+        if injected is not None:
+            return injected
         routes = ROUTES.get(path)
         if routes is None:
             return self._unrouted(request)
@@ -535,6 +554,44 @@ class FakeFlowith:
             return route.handler(self, Call(request, user, now, token))
         except Reject as reject:
             return reject.response
+
+    # -- fault injection -------------------------------------------------------------
+
+    def fail_next(
+        self,
+        count: int,
+        status: int,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        body: Any = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Answer the next ``count`` matching requests with ``status`` instead
+        of serving them (the request is recorded, nothing else changes).
+
+        ``method`` and ``path`` (the decoded path, e.g. ``"/rest/v1/flow_node"``)
+        narrow which requests count; ``body`` (JSON) and ``headers`` (e.g.
+        ``[("Retry-After", "1")]``) shape the answer. Faults queue in order.
+        """
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        payload = body if body is not None else {"message": f"injected {status}"}
+        self._faults.append(
+            _Fault(count, method.upper() if method else None, path, status, payload, tuple(headers))
+        )
+
+    def _injected_fault(self, request: RecordedRequest) -> FakeResponse | None:
+        for fault in self._faults:
+            if (fault.method is None or fault.method == request.method) and (
+                fault.path is None or fault.path == request.path
+            ):
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self._faults.remove(fault)
+                self.faults_served += 1
+                return json_response(fault.status, fault.body, list(fault.headers))
+        return None
 
     def _unrouted(self, request: RecordedRequest) -> FakeResponse:
         path = request.path

@@ -1,0 +1,221 @@
+"""Nothing lost, nothing leaked: faults injected by the fake, on every transport."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+
+import anyio
+import pytest
+
+from flowith_proto.errors import (
+    AuthenticationError,
+    FlowithError,
+    GenerationError,
+    InsufficientCreditsError,
+)
+from flowith_proto.fake import (
+    FakeFlowith,
+    Step,
+    Turn,
+    chunk,
+    close_stream,
+    complete,
+    drop,
+    fail,
+    pause,
+    raw,
+    row,
+)
+from tests.conftest import MakeClient
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_dropped_stream_loses_nothing_and_reconnects(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("Hello"), drop(), row("done", "Hello, world"))
+    fake.script(chunk("again"), complete())
+    async with make_client() as client:
+        steps = [step async for step in client.generate_stream("hi", timeout=10)]
+        assert [s.text_delta for s in steps] == ["Hello", ", world"]
+        assert steps[-1].text == "Hello, world"
+        second = await client.generate("more")
+        assert second.text == "again"
+        assert client.stream_connections == 2
+
+
+async def test_the_poll_is_retried_through_server_errors(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(close_stream(), row("done", "made it"))
+    fake.fail_next(2, 503, method="GET", path="/rest/v1/flow_node")
+    async with make_client() as client:
+        result = await client.generate("hi", timeout=10)
+    assert result.text == "made it"
+    assert fake.faults_served == 2
+
+
+async def test_retry_after_is_honoured_on_a_rate_limited_write(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("ok"), complete())
+    fake.fail_next(1, 429, path="/rest/v1/conversation", headers=[("Retry-After", "1")])
+    async with make_client() as client:
+        started = time.monotonic()
+        result = await client.generate("hi")
+    assert result.text == "ok"
+    assert time.monotonic() - started >= 0.9
+    assert len(fake.requests_to("POST", "/rest/v1/conversation")) == 2
+
+
+async def test_no_credits_is_its_own_error(fake: FakeFlowith, make_client: MakeClient) -> None:
+    fake.set_credits(0)
+    async with make_client() as client:
+        with pytest.raises(InsufficientCreditsError):
+            await client.generate("hi")
+
+
+async def test_an_expired_token_is_refreshed_once_for_everyone(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    persisted: list[tuple[str, str]] = []
+
+    async def persist(access: str, refresh: str) -> None:
+        persisted.append((access, refresh))
+
+    fake.expire_token(fake.token)
+    async with make_client(refresh_token=fake.refresh_token, on_token_refresh=persist) as client:
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(client.get_credits)
+        assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+        assert len(persisted) == 1
+        assert client.get_refresh_token() == persisted[0][1] != fake.refresh_token
+        assert (await client.get_credits())[0].remain_quota >= 0
+
+
+async def test_a_token_near_its_expiry_is_renewed_before_use(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    short = fake.issue_token(expires_at=time.time() + 60)
+    async with make_client(token=short, refresh_token=fake.refresh_token) as client:
+        await client.get_credits()
+    paths = [r.path for r in fake.requests]
+    assert paths[:2] == ["/auth/v1/token", "/user/credits"]
+    credits = fake.requests_to("GET", "/user/credits")[0]
+    assert credits.header("authorization") != short
+
+
+async def test_a_refresh_that_fails_is_an_authentication_error(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.expire_token(fake.token)
+    async with make_client(refresh_token="fkrt-not-a-real-one") as client:
+        with pytest.raises(AuthenticationError):
+            await client.get_credits()
+
+
+async def test_bad_frames_for_others_never_break_a_generation(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    oversized = b"data: " + b"x" * (16 * 1024 * 1024 + 10) + b"\n\n"
+    fake.script(
+        raw(b"data: {not json\n\n"),
+        raw(b"data: [1, 2, 3]\n\n"),
+        raw(b'data: {"data": {"type": "chunks", "nodeId": 7}}\n\n'),
+        raw(oversized),
+        chunk("still "),
+        chunk("fine"),
+        complete(),
+    )
+    async with make_client() as client:
+        result = await client.generate("hi", timeout=20)
+    assert result.text == "still fine"
+
+
+async def test_a_stream_that_only_sends_heartbeats_is_noticed(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # The terminal event never comes, heartbeats do; the row says it is done.
+    fake.script(chunk("par"), row("done", "partial answer, finished"), pause(30))
+    async with make_client() as client:
+        client._state.stall_interval = 0.5
+        started = time.monotonic()
+        result = await client.generate("hi", timeout=20)
+    assert result.text == "partial answer, finished"
+    assert time.monotonic() - started < 5
+
+
+_NOT_OURS = ("<", "anyio._backends", "anyio.streams", "anyio.abc", "flowith_httpx.fake_server")
+
+
+def _our_tasks() -> list[str]:
+    """Running tasks other than the event loop's, the test runner's and the
+    fake server's (trio starts some system tasks lazily, e.g. for DNS)."""
+    names = (t.name or "" for t in anyio.get_running_tasks())
+    return sorted(name for name in names if not name.startswith(_NOT_OURS))
+
+
+def _soak_responder(turn: Turn) -> Sequence[Step]:
+    """Deterministic per prompt: most answers complete, some fail, some lose
+    their stream (drop or clean close) and must be recovered from the row."""
+    number = int(turn.prompt.split()[-1])
+    rng = random.Random(number)
+    words = [f"w{number}-{k} " for k in range(rng.randint(2, 6))]
+    text = "".join(words)
+    steps: list[Step] = []
+    for word in words:
+        steps += [pause(rng.uniform(0, 0.05)), chunk(word)]
+    fate = rng.random()
+    if fate < 0.1:
+        return [*steps, fail(error=f"failure {number}", error_type="provider_error")]
+    if fate < 0.15:
+        return [*steps, drop(), row("done", text)]
+    if fate < 0.2:
+        return [*steps, close_stream(), row("done", text)]
+    return [*steps, complete()]
+
+
+def _soak_expected(number: int) -> str | None:
+    rng = random.Random(number)
+    words = [f"w{number}-{k} " for k in range(rng.randint(2, 6))]
+    for _ in words:
+        rng.uniform(0, 0.05)
+    return None if rng.random() < 0.1 else "".join(words).strip()
+
+
+async def test_soak_200_concurrent_generations_with_faults(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.responder = _soak_responder
+    fake.fail_next(5, 503, method="GET", path="/rest/v1/flow_node")
+    outcomes: dict[int, str | type[FlowithError]] = {}
+    tasks_before = _our_tasks()
+    async with make_client(poll_interval=0.05) as client:
+
+        async def one(number: int) -> None:
+            try:
+                steps = [s async for s in client.generate_stream(f"soak {number}", timeout=30)]
+            except GenerationError:
+                outcomes[number] = GenerationError
+                return
+            joined = "".join(s.text_delta for s in steps)
+            assert joined.strip() == steps[-1].text  # deltas never repeat or skip
+            outcomes[number] = steps[-1].text
+
+        async with anyio.create_task_group() as group:
+            for number in range(200):
+                group.start_soon(one, number)
+    for number in range(200):
+        expected = _soak_expected(number)
+        assert outcomes[number] == (GenerationError if expected is None else expected), number
+    # Nothing outlives the client: every connection closes, so the fake's
+    # streams end and its per-connection tasks finish; no task of ours is left.
+    with anyio.move_on_after(5):
+        while fake.open_streams() or _our_tasks() != tasks_before:  # noqa: ASYNC110 (polled state has no event)
+            await anyio.sleep(0.02)
+    assert not fake.open_streams(), [(s.channel, s.path) for s in fake.open_streams()]
+    assert _our_tasks() == tasks_before
