@@ -8,6 +8,7 @@ aiohttp's failures onto the library's two transport errors.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -27,6 +28,9 @@ from flowith_proto.request import Request, Response
 __all__ = ["FlowithClient"]
 
 T = TypeVar("T")
+
+# aiohttp adds a Content-Type to a bodiless POST; the core's request has none.
+_NO_AUTO_HEADERS = ("Content-Type",)
 
 
 class _Signal:
@@ -107,6 +111,7 @@ class FlowithClient(FlowithClientBase):
         max_retries: int = 2,
         on_token_refresh: TokenCallback | None = None,
         edge_auth: EdgeAuth | str = EdgeAuth.BARE,
+        record_to: str | os.PathLike[str] | None = None,
         proxy: str | None = None,
         http_client: aiohttp.ClientSession | None = None,
     ) -> None:
@@ -123,6 +128,7 @@ class FlowithClient(FlowithClientBase):
             max_retries=max_retries,
             on_token_refresh=on_token_refresh,
             edge_auth=edge_auth,
+            record_to=record_to,
         )
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")
@@ -164,6 +170,7 @@ class FlowithClient(FlowithClientBase):
                 URL(request.url, encoded=True),
                 headers=list(headers),
                 data=body,
+                skip_auto_headers=_NO_AUTO_HEADERS if body is None else None,
                 proxy=self._proxy,
                 timeout=aiohttp.ClientTimeout(total=limit),
             ) as answer:
@@ -187,6 +194,7 @@ class FlowithClient(FlowithClientBase):
                     URL(request.url, encoded=True),
                     headers=list(headers),
                     data=body,
+                    skip_auto_headers=_NO_AUTO_HEADERS if body is None else None,
                     proxy=self._proxy,
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=limit),
                 ),

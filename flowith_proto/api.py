@@ -263,9 +263,7 @@ class WebAppMethods(abc.ABC):
         (the old client put it in the body: defect D19)."""
         await self._run(queries.json_body(self._state, lambda e: e.logout(scope), timeout=timeout))
         if scope in ("global", "local"):
-            self._state.credentials = self._state.credentials.with_tokens(
-                self._state.credentials.access_token, ""
-            )
+            self._state.credentials = self._state.credentials.signed_out()
 
     async def get_user_profile(
         self, user_id: str | None = None, *, timeout: float | None = None

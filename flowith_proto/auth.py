@@ -83,6 +83,10 @@ class Credentials:
             expires_at=None if claims.exp is None else float(claims.exp),
         )
 
+    def signed_out(self) -> Credentials:
+        """These credentials after a logout: the refresh token is gone."""
+        return attrs.evolve(self, refresh_token="")
+
     def needs_refresh(self, now: float, *, margin: float = REFRESH_MARGIN_S) -> bool:
         """True when the access token expires within ``margin`` seconds of
         ``now`` (unix seconds) and a refresh token is there to renew it."""

@@ -224,6 +224,7 @@ class StreamHub:
         """``node_id``'s next event, reading a channel for everyone if nobody
         else is; :data:`DEADLINE` when ``deadline`` passes first."""
         mine = [c for c in self._channels.values() if node_id in c.subscribers]
+        last: _Channel | None = None
         try:
             while True:
                 item = self.demux.pop(node_id)
@@ -231,8 +232,9 @@ class StreamHub:
                     return item
                 if not any(c.connection is not None or c.connecting for c in mine):
                     return StreamEnded("not connected")
-                channel = next((c for c in mine if c.readable), None)
+                channel = self._pick(mine, last)
                 if channel is not None:
+                    last = channel
                     if not await self._read_once(channel, deadline):
                         return DEADLINE
                     continue
@@ -245,6 +247,18 @@ class StreamHub:
             # Whoever leaves lets a waiting generation take over what nobody reads.
             for channel in mine:
                 self._hand_over(channel)
+
+    @staticmethod
+    def _pick(channels: list[_Channel], last: _Channel | None) -> _Channel | None:
+        """The next channel to read, taking the node's channels in turn: a
+        media result arriving on ``/sse`` must not wait behind ``/stream``
+        heartbeats (each read ends with the next chunk of its channel)."""
+        readable = [c for c in channels if c.readable]
+        if not readable:
+            return None
+        if last in readable and len(readable) > 1:
+            return readable[(readable.index(last) + 1) % len(readable)]
+        return readable[0]
 
     async def _read_once(self, channel: _Channel, deadline: float) -> bool:
         """Read one chunk of ``channel`` as its reader and route it; ``False``

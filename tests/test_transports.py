@@ -286,3 +286,22 @@ async def test_cancelling_one_generation_leaves_the_others_working(
         # The task group waited for the three that were not cancelled.
         assert client._hub.demux.subscriptions == 0
     assert sorted(results) == ["answer 0", "answer 1", "answer 2"]
+
+
+async def test_an_image_reported_only_on_sse_arrives_without_waiting_for_the_row(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # The fake's default media answer is a workflow_complete on /user_stream/sse only.
+    async with make_client() as client:
+        started = time.monotonic()
+        result = await client.generate_image("a fox")
+    assert result.image is not None
+    assert result.image.url.endswith(".png")
+    assert time.monotonic() - started < 5  # not the 15 s stall_interval
+    assert not fake.requests_to("GET", "/rest/v1/flow_node")
+
+
+async def test_logout_drops_the_refresh_token(fake: FakeFlowith, make_client: MakeClient) -> None:
+    async with make_client(refresh_token=fake.refresh_token) as client:
+        await client.logout()
+        assert client.get_refresh_token() == ""

@@ -1,0 +1,357 @@
+"""Downloads on every transport: streamed to disk, never clobbering, never escaping.
+
+``client.download`` and the ``save()`` of media results write through a
+temporary ``.part`` file in the target folder and publish it only when the
+body is complete; these tests check that against the fake's CDN on loopback:
+memory stays flat for a large file, an existing file is never replaced unless
+asked, nothing is left behind when a download fails or is cancelled half way,
+hostile URLs and names stay inside the folder, and the request goes through
+the client's own transport (its proxy) without a token.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import posixpath
+import tracemalloc
+from functools import cache
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_proto.config import FlowithConfig
+from flowith_proto.errors import NotFoundError, ValidationError
+from flowith_proto.fake import FakeFlowith, RecordedRequest, Step, Turn, complete
+from tests.conftest import MakeClient
+from tests.forward_proxy import ForwardProxy
+
+pytestmark = pytest.mark.anyio
+
+BIG_SIZE = 50 * 1024 * 1024
+#: Peak Python memory a download may use, whatever the file's size.
+MEMORY_LIMIT = 10 * 1024 * 1024
+#: Big enough that a download is still running when a watcher acts on it.
+MEDIUM_SIZE = 8 * 1024 * 1024
+
+
+@cache
+def big_file() -> bytes:
+    """50 MB of deterministic bytes (made once per session)."""
+    return bytes(range(256)) * (BIG_SIZE // 256)
+
+
+@cache
+def big_digest() -> str:
+    return hashlib.sha256(big_file()).hexdigest()
+
+
+@cache
+def medium_file() -> bytes:
+    return bytes(reversed(range(256))) * (MEDIUM_SIZE // 256)
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file, read in pieces."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while piece := handle.read(1024 * 1024):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def entries(folder: Path) -> set[str]:
+    """Every file and folder under ``folder``, hidden ones included, as relative paths."""
+    found: set[str] = set()
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            found.add(os.path.relpath(os.path.join(root, name), folder))
+    return found
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary ``.part`` files under ``folder``."""
+    return sorted(e for e in entries(folder) if e.endswith(".part"))
+
+
+def cdn_path(url: str) -> str:
+    return unquote(urlsplit(url).path)
+
+
+def cdn_requests(fake: FakeFlowith, url: str) -> list[RecordedRequest]:
+    return fake.requests_to("GET", cdn_path(url))
+
+
+def stream_media_results(fake: FakeFlowith) -> None:
+    """Report media results on ``/stream`` (a result only on ``/sse`` makes the
+    client wait for its 15 s stall interval; ``test_webapp.py`` explains)."""
+
+    def respond(turn: Turn) -> list[Step]:
+        return [complete(result=turn.result_url)]
+
+    fake.media_responder = respond
+
+
+def has_part_file(folder: Path) -> bool:
+    return folder.is_dir() and any(name.endswith(".part") for name in os.listdir(folder))
+
+
+async def wait_for_part_file(folder: Path) -> None:
+    """Return as soon as a download's temporary file shows up in ``folder``
+    (checked at every turn of the event loop, so the download is still running)."""
+    while not has_part_file(folder):
+        await anyio.lowlevel.checkpoint()
+
+
+# -- a large file, streamed ---------------------------------------------------------------
+
+
+async def test_a_50_mb_download_is_streamed_with_flat_memory(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    url = fake.add_file("/f/big/archive.bin", big_file())
+    async with make_client() as client:
+        await client.get_discord_invite()  # the connection pool exists before measuring
+        tracemalloc.start()
+        try:
+            path = await client.download(url, tmp_path)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert path == tmp_path / "archive.bin"
+    assert path.stat().st_size == BIG_SIZE
+    assert file_digest(path) == big_digest()
+    assert peak < MEMORY_LIMIT, f"peak {peak / 2**20:.1f} MiB while downloading 50 MiB"
+    assert entries(tmp_path) == {"archive.bin"}
+
+
+# -- never overwrite, never leave a .part behind ----------------------------------------
+
+
+async def test_download_never_replaces_a_file_unless_asked(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    url = fake.add_file("/f/doc/report.pdf", b"%PDF-1.4 the new report", "application/pdf")
+    existing = tmp_path / "report.pdf"
+    existing.write_bytes(b"precious")
+    async with make_client() as client:
+        with pytest.raises(FileExistsError):
+            await client.download(url, tmp_path)
+        assert existing.read_bytes() == b"precious"
+        assert cdn_requests(fake, url) == []  # refused before downloading anything
+        replaced = await client.download(url, tmp_path, overwrite=True)
+        renamed = await client.download(url, tmp_path, filename="copy.pdf")
+        with pytest.raises(FileExistsError):
+            await client.download(url, tmp_path, filename="copy.pdf")
+    assert replaced == existing
+    assert existing.read_bytes() == b"%PDF-1.4 the new report"
+    assert renamed.read_bytes() == b"%PDF-1.4 the new report"
+    assert entries(tmp_path) == {"report.pdf", "copy.pdf"}
+
+
+async def test_a_second_save_of_a_result_raises_and_keeps_the_first(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    stream_media_results(fake)
+    async with make_client() as client:
+        image = (await client.generate_image("a lighthouse")).image
+        video = await client.generate_video("a lighthouse at night", timeout=30)
+        assert image is not None
+        first = await image.save(tmp_path)
+        first_video = await video.save(tmp_path)
+        image_bytes = first.read_bytes()
+        first.write_bytes(b"edited by the user")
+        with pytest.raises(FileExistsError):
+            await image.save(tmp_path)
+        with pytest.raises(FileExistsError):
+            await video.save(tmp_path)
+        assert first.read_bytes() == b"edited by the user"
+        again = await image.save(tmp_path, overwrite=True)
+        named = await image.save(tmp_path, "lighthouse.png")
+    assert (first, first_video, again) == (
+        tmp_path / "image.png",
+        tmp_path / "video.mp4",
+        tmp_path / "image.png",
+    )
+    assert image_bytes == fake.files[cdn_path(image.url)][0]
+    assert again.read_bytes() == image_bytes
+    assert named.read_bytes() == image_bytes
+    assert first_video.read_bytes() == fake.files[cdn_path(video.video_url)][0]
+    assert entries(tmp_path) == {"image.png", "video.mp4", "lighthouse.png"}
+
+
+async def test_a_failed_download_leaves_nothing(
+    fake: FakeFlowith, server: FakeFlowithServer, make_client: MakeClient, tmp_path: Path
+) -> None:
+    folder = tmp_path / "downloads"
+    async with make_client() as client:
+        with pytest.raises(NotFoundError):
+            await client.download(f"{server.url}/f/missing/gone.png", folder)
+        with pytest.raises(ValidationError):
+            await client.download("ftp://example.com/file.bin", folder)
+        with pytest.raises(ValidationError):
+            await client.download(f"{server.url}/f/x/y.bin", folder, filename="../..")
+    (missing,) = fake.requests_to("GET", "/f/missing/gone.png")  # it was really asked
+    assert missing.header("authorization") is None
+    assert entries(tmp_path) <= {"downloads"}  # at most the (empty) folder itself
+    assert not folder.exists() or os.listdir(folder) == []
+
+
+# A cancelled download currently leaves closing its ``.part`` handle to the
+# garbage collector (a ResourceWarning); this test checks what is on disk.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_a_download_cancelled_half_way_leaves_nothing(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    url = fake.add_file("/f/medium/film.mp4", medium_file(), "video/mp4")
+    folder = tmp_path / "downloads"
+    finished: list[Path] = []
+    async with make_client() as client:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as group:
+
+                async def download() -> None:
+                    finished.append(await client.download(url, folder))
+
+                group.start_soon(download)
+                await wait_for_part_file(folder)
+                scope.cancel()
+        assert scope.cancelled_caught
+        # The client goes on working after the abandoned download.
+        path = await client.download(url, folder, filename="complete.mp4")
+    gc.collect()  # any abandoned handle is finalized here, under this test's filter
+    assert finished == []
+    assert path.read_bytes() == medium_file()
+    assert entries(folder) == {"complete.mp4"}
+
+
+async def test_a_file_appearing_during_the_download_is_not_clobbered(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    url = fake.add_file("/f/medium/raced.bin", medium_file())
+    target = tmp_path / "raced.bin"
+    outcome: list[BaseException] = []
+    async with make_client() as client:
+
+        async def download() -> None:
+            try:
+                await client.download(url, tmp_path)
+            except FileExistsError as error:
+                outcome.append(error)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(download)
+            await wait_for_part_file(tmp_path)
+            target.write_bytes(b"written by someone else meanwhile")
+    assert len(outcome) == 1
+    assert target.read_bytes() == b"written by someone else meanwhile"
+    assert leftovers(tmp_path) == []
+    assert entries(tmp_path) == {"raced.bin"}
+
+
+async def test_an_overwriting_download_replaces_a_file_that_appeared_meanwhile(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    url = fake.add_file("/f/medium/latest.bin", medium_file())
+    target = tmp_path / "latest.bin"
+    async with make_client() as client, anyio.create_task_group() as group:
+        group.start_soon(lambda: client.download(url, tmp_path, overwrite=True))
+        await wait_for_part_file(tmp_path)
+        target.write_bytes(b"stale")
+    assert target.read_bytes() == medium_file()
+    assert entries(tmp_path) == {"latest.bin"}
+
+
+# -- hostile names and URLs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("segment", "filename", "expected"),
+    [
+        ("..", None, "download"),
+        ("%2E%2E", None, "download"),
+        ("a%2F..%2F..%2Fevil", None, "evil"),
+        ("evil%5C..%5Cx", None, "x"),
+        ("safe.bin", "../../evil", "evil"),
+        ("safe.bin", "/abs/evil", "evil"),
+        ("safe.bin", "C:\\evil", "evil"),
+        ("safe.bin", "..\\evil", "evil"),
+    ],
+)
+async def test_hostile_names_stay_inside_the_folder(
+    fake: FakeFlowith,
+    server: FakeFlowithServer,
+    make_client: MakeClient,
+    tmp_path: Path,
+    segment: str,
+    filename: str | None,
+    expected: str,
+) -> None:
+    url = f"{server.url}/f/hostile/{segment}"
+    data = b"hostile payload " + segment.encode()
+    # Serve it wherever a transport sends the request: as written, or with its
+    # dot segments removed (httpx normalises "/f/hostile/.." to "/f").
+    decoded = cdn_path(url)
+    for path in {decoded, posixpath.normpath(decoded)}:
+        fake.add_file(path, data)
+    folder = tmp_path / "jail" / "downloads"
+    folder.mkdir(parents=True)
+    watched = tmp_path.parent
+    before = entries(watched)
+    # Where an escape would land outside the temporary root: the working
+    # directory, or the absolute path a name spelled out.
+    names = ("evil", "x", "download", "C:\\evil", "..\\evil")
+    escapes = [Path.cwd() / name for name in names] + [Path("/abs/evil")]
+    escapes_before = [p.exists() for p in escapes]
+    async with make_client() as client:
+        path = await client.download(url, folder, filename=filename)
+    assert path == folder / expected
+    assert path.read_bytes() == data
+    created = entries(watched) - before
+    target = str((folder / expected).relative_to(watched))
+    assert created == {target}  # nothing anywhere else under the tests' temporary root
+    assert [p.exists() for p in escapes] == escapes_before
+    assert escapes_before[-1] is False
+    assert os.listdir(folder) == [expected]
+
+
+# -- through the client's transport, without a token --------------------------------------
+
+
+async def test_a_download_goes_through_the_proxy_without_a_token(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    data = b"proxied bytes " * 1000
+    url = fake.add_file("/f/proxied/report.txt", data, "text/plain")
+    async with ForwardProxy() as proxy, make_client(proxy=proxy.url) as client:
+        path = await client.download(url, tmp_path)
+    assert path.read_bytes() == data
+    assert ("GET", url) in proxy.requests  # absolute form: the proxy forwarded it
+    (request,) = cdn_requests(fake, url)
+    assert request.header("authorization") is None
+    assert request.header("apikey") is None
+    config = FlowithConfig()
+    assert request.header("user-agent") == config.user_agent
+    assert request.header("origin") == config.origin
+    assert request.header("referer") == config.referer
+
+
+async def test_a_saved_image_carries_no_token_either(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    stream_media_results(fake)
+    async with make_client() as client:
+        result = await client.generate_image("a token-free cat")
+        assert result.image is not None
+        await result.image.save(tmp_path)
+    (request,) = cdn_requests(fake, result.image.url)
+    assert request.header("authorization") is None
+    assert request.header("apikey") is None
+    # Every API request did carry the token: the CDN request is the exception.
+    api = [r for r in fake.requests if r is not request]
+    assert all(r.header("authorization") for r in api)
