@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import os
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -102,6 +103,7 @@ class FlowithClient(FlowithClientBase):
         max_retries: int = 2,
         on_token_refresh: TokenCallback | None = None,
         edge_auth: EdgeAuth | str = EdgeAuth.BARE,
+        record_to: str | os.PathLike[str] | None = None,
         proxy: str | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
@@ -118,6 +120,7 @@ class FlowithClient(FlowithClientBase):
             max_retries=max_retries,
             on_token_refresh=on_token_refresh,
             edge_auth=edge_auth,
+            record_to=record_to,
         )
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")

@@ -67,6 +67,7 @@ from flowith_proto.effects import (
 )
 from flowith_proto.errors import (
     AuthenticationError,
+    ConnectionFailedError,
     FileUploadError,
     FlowithError,
     error_from_response,
@@ -85,6 +86,7 @@ from flowith_proto.models import (
     VideoModel,
     VideoOutput,
 )
+from flowith_proto.recording import Recorder
 from flowith_proto.request import MultipartForm, Request, Response
 from flowith_proto.retry import RetryPolicy
 from flowith_proto.sse import SSEDecoder
@@ -177,6 +179,7 @@ class FlowithClientBase(WebAppMethods):
         max_retries: int = 2,
         on_token_refresh: TokenCallback | None = None,
         edge_auth: EdgeAuth | str = EdgeAuth.BARE,
+        record_to: str | os.PathLike[str] | None = None,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
@@ -200,6 +203,21 @@ class FlowithClientBase(WebAppMethods):
         self._refreshing: _Flight | None = None
         self._hub = StreamHub(self._open_channel, self._new_signal, self._now)
         self._closed = False
+        credentials = self._state.credentials
+        #: Writes a cassette of the session when ``record_to`` is given.
+        self._recorder = (
+            None
+            if record_to is None
+            else Recorder(
+                record_to,
+                user_id=credentials.user_id,
+                access_token=credentials.access_token,
+                has_refresh_token=bool(credentials.refresh_token),
+                edge_url=self._state.config.edge_url,
+                supabase_url=self._state.config.supabase_url,
+                secrets=self._secrets,
+            )
+        )
 
     # -- hooks a transport implements --------------------------------------
 
@@ -250,7 +268,16 @@ class FlowithClientBase(WebAppMethods):
 
     async def _open_event_stream(self, request: Request, deadline: float | None) -> ByteStream:
         """Open a stream and judge its status like any other answer."""
-        status, headers, body = await self._open_stream(request, deadline)
+        recorder = self._recorder
+        number = 0 if recorder is None else recorder.request(request)
+        try:
+            status, headers, body = await self._open_stream(request, deadline)
+        except (ConnectionFailedError, TimeoutError) as exc:
+            if recorder is not None:
+                recorder.error(number, exc)
+            raise
+        if recorder is not None:
+            body = recorder.stream(number, status, headers, body, self._now)
         if status < 400:
             return body
         chunks: list[bytes] = []
@@ -305,15 +332,15 @@ class FlowithClientBase(WebAppMethods):
         if isinstance(effect, NextEvent):
             return await self._hub.next_event(effect.node_id, effect.deadline)
         if isinstance(effect, Send):
-            return await self._send(effect.request, effect.timeout, effect.deadline)
+            return await self._exchange(effect.request, effect.timeout, effect.deadline)
         if isinstance(effect, Now):
-            return self._now()
+            return self._drawn("clock", self._operation_clock())
         if isinstance(effect, WallClock):
-            return time.time()
+            return self._drawn("wallclock", self._wall_clock())
         if isinstance(effect, NewId):
-            return str(uuid.uuid4())
+            return self._drawn("id", self._new_id())
         if isinstance(effect, Jitter):
-            return random.random()
+            return self._drawn("jitter", self._jitter())
         if isinstance(effect, RefreshToken):
             await self._refresh_once(effect.seen_token)
             return None
@@ -332,6 +359,41 @@ class FlowithClientBase(WebAppMethods):
     def _check_open(self) -> None:
         if self._closed:
             raise FlowithError("the client is closed")
+
+    # -- what operations draw: overridable so a replay can hand back a recording --
+
+    def _operation_clock(self) -> float:
+        return self._now()
+
+    def _wall_clock(self) -> float:
+        return time.time()
+
+    def _new_id(self) -> str:
+        return str(uuid.uuid4())
+
+    def _jitter(self) -> float:
+        return random.random()
+
+    def _drawn(self, kind: str, value: T) -> T:
+        if self._recorder is not None:
+            self._recorder.value(kind, value)
+        return value
+
+    async def _exchange(
+        self, request: Request, timeout: float | None, deadline: float | None
+    ) -> Response:
+        """:meth:`_send`, recorded when the client records."""
+        recorder = self._recorder
+        if recorder is None:
+            return await self._send(request, timeout, deadline)
+        number = recorder.request(request)
+        try:
+            response = await self._send(request, timeout, deadline)
+        except (ConnectionFailedError, TimeoutError) as exc:
+            recorder.error(number, exc)
+            raise
+        recorder.response(number, response)
+        return response
 
     async def _refresh_once(self, seen_token: str) -> None:
         """Renew the tokens, unless that happened since ``seen_token`` was used.
@@ -361,6 +423,8 @@ class FlowithClientBase(WebAppMethods):
             self._refreshing = None
             flight.done.set()
         log.info("access token refreshed")
+        if self._recorder is not None:
+            self._recorder.learn(self._state.credentials.secrets)
         if self._on_token_refresh is not None:
             try:
                 outcome = self._on_token_refresh(session.access_token, session.refresh_token)
@@ -398,7 +462,11 @@ class FlowithClientBase(WebAppMethods):
         try:
             await self._hub.aclose()
         finally:
-            await self._close_transport()
+            try:
+                await self._close_transport()
+            finally:
+                if self._recorder is not None:
+                    self._recorder.close()
 
     async def close(self) -> None:
         """Alias of :meth:`aclose`, as in the old client."""
@@ -642,7 +710,9 @@ class FlowithClientBase(WebAppMethods):
                         break
                     await self._to_thread(handle.write, chunk)
             finally:
-                await self._to_thread(handle.close)
+                # Closed here, not in a thread: a cancelled download must not
+                # leave the handle open (closing a local file does not block).
+                handle.close()
             await self._to_thread(_publish, partial, target, overwrite)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -48,6 +48,7 @@ def test_constructors_differ_only_in_the_type_of_the_users_own_client() -> None:
         "max_retries",
         "on_token_refresh",
         "edge_auth",
+        "record_to",
         "proxy",
         "http_client",
     ]

@@ -1,0 +1,286 @@
+"""Cassettes: a recorded client session, replayable offline and deterministically.
+
+A cassette is a UTF-8 text file of JSON lines (``.jsonl``). The first line is
+a header; every other line is one record, in the order the client saw it::
+
+    {"cassette": "flowith", "version": 1}
+    {"kind": "clock", "value": 1234.5}            the monotonic clock, read by an operation
+    {"kind": "wallclock", "value": 1779127457.2}  the time of day, read by an operation
+    {"kind": "id", "value": "<uuid4>"}            a fresh id an operation drew
+    {"kind": "jitter", "value": 0.41}             a random retry spread an operation drew
+    {"kind": "request", "n": 3, "method": "POST", "url": "...",
+     "headers": [["Accept", "..."], ...], "body": <body>}
+    {"kind": "response", "n": 3, "status": 201, "headers": [...], "body": <body>}
+    {"kind": "error", "n": 3, "type": "ConnectionFailedError" | "TimeoutError",
+     "message": "...", "request_sent": true}
+    {"kind": "stream", "n": 4, "status": 200, "headers": [...]}   request 4 is a stream
+    {"kind": "chunk", "n": 4, "t": 0.125, "after": 5, "data": <body>}
+    {"kind": "read_timeout", "n": 4, "after": 5}  a read of stream 4 ran out of time
+    {"kind": "end", "n": 4, "reason": "eof" | "broken" | "closed"}
+
+``n`` numbers requests in the order they were sent; a chunk's ``t`` is its
+arrival in seconds after the stream opened and ``after`` the number of
+requests sent by then (a replay releases it no earlier). A ``<body>`` is
+``null``, ``{"text": "..."}`` for UTF-8 or ``{"base64": "..."}`` otherwise,
+and a multipart upload is described by its fields and file names, never its
+bytes.
+
+Secrets never reach a cassette: ``authorization``, ``apikey`` and cookie
+headers are replaced by ``[REDACTED]``, every credential the client held is
+replaced wherever it appears, and JWTs and ``*token*`` fields in JSON bodies
+are masked. A replay applies the same scrubbing to the live request before
+comparing, so a cassette matches whoever replays it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any
+
+import attrs
+
+from flowith_proto.auth import read_claims
+from flowith_proto.errors import FlowithError
+from flowith_proto.request import MultipartForm, Request
+
+__all__ = [
+    "CASSETTE_VERSION",
+    "CassetteError",
+    "CassetteMismatch",
+    "Scrubber",
+    "decode_body",
+    "encode_body",
+    "read_cassette",
+    "redact_jwt",
+    "request_record",
+]
+
+CASSETTE_VERSION = 1
+REDACTED = "[REDACTED]"
+
+_SECRET_HEADERS = frozenset(
+    {"authorization", "apikey", "cookie", "set-cookie", "proxy-authorization"}
+)
+_JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
+_TOKEN_KEY = re.compile(r"token|secret|password|api_?key", re.IGNORECASE)
+
+
+class CassetteError(FlowithError):
+    """A cassette that cannot be read: wrong format, version or content."""
+
+
+class CassetteMismatch(CassetteError):
+    """The replayed code asked for something the recording does not hold."""
+
+
+@attrs.define
+class Scrubber:
+    """Removes credentials from anything written to a cassette."""
+
+    secrets: set[str] = attrs.field(factory=set)
+
+    def learn(self, values: Iterable[str]) -> None:
+        """Remember more credentials (a refresh brings new ones)."""
+        self.secrets.update(v for v in values if v and len(v) >= 8)
+
+    def text(self, value: str) -> str:
+        value = _JWT.sub(lambda match: redact_jwt(match.group()), value)
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+
+    def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
+        return [
+            [name, REDACTED if name.lower() in _SECRET_HEADERS else self.text(value)]
+            for name, value in headers
+        ]
+
+    def chunk(self, data: bytes) -> Any:
+        """A stream chunk as stored: its text scrubbed (a chunk is not a whole
+        JSON document), or base64 when it does not decode on its own."""
+        try:
+            return {"text": self.text(data.decode("utf-8"))}
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(data).decode("ascii")}
+
+    def body(self, body: bytes | None) -> Any:
+        if body is None:
+            return None
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(body).decode("ascii")}
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return {"text": self.text(text)}
+        if _mask_tokens(parsed):
+            text = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
+        return {"text": self.text(text)}
+
+
+def redact_jwt(token: str) -> str:
+    """A JWT with its signature and every claim but ``sub`` and ``exp``
+    removed: useless as a credential, yet a replayed client still knows who it
+    is and when its token expires, so it makes the same decisions."""
+    claims = read_claims(token)
+    kept: dict[str, Any] = {}
+    if claims.sub:
+        kept["sub"] = claims.sub
+    if claims.exp is not None:
+        kept["exp"] = claims.exp
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    payload = (
+        base64.urlsafe_b64encode(json.dumps(kept, separators=(",", ":")).encode())
+        .rstrip(b"=")
+        .decode()
+    )
+    return f"{header}.{payload}."
+
+
+def _mask_tokens(value: Any) -> bool:
+    """Mask ``*token*``-like string fields in place; ``True`` if any was."""
+    changed = False
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, str) and item and _TOKEN_KEY.search(str(key)):
+                value[key] = redact_jwt(item) if _JWT.fullmatch(item) else REDACTED
+                changed = True
+            else:
+                changed = _mask_tokens(item) or changed
+    elif isinstance(value, list):
+        for item in value:
+            changed = _mask_tokens(item) or changed
+    return changed
+
+
+def encode_body(body: bytes | None) -> Any:
+    """A body as it is stored (no scrubbing): for stream chunks."""
+    if body is None:
+        return None
+    try:
+        return {"text": body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(body).decode("ascii")}
+
+
+def decode_body(stored: Any) -> bytes | None:
+    """The bytes of a stored body."""
+    if stored is None:
+        return None
+    if isinstance(stored, Mapping):
+        if "text" in stored:
+            return str(stored["text"]).encode("utf-8")
+        if "base64" in stored:
+            return base64.b64decode(str(stored["base64"]))
+    raise CassetteError(
+        f"a body must be null, {{'text': ...}} or {{'base64': ...}}, got {stored!r}"
+    )
+
+
+def request_record(request: Request, scrubber: Scrubber) -> dict[str, Any]:
+    """The comparable, secret-free description of a request."""
+    body: Any
+    if isinstance(request.body, MultipartForm):
+        form = request.body
+        body = {
+            "multipart": {
+                "fields": [list(field) for field in form.fields],
+                "files": [[f.name, f.filename, f.content_type, f.size] for f in form.files],
+            }
+        }
+    else:
+        body = scrubber.body(request.body)
+    return {
+        "method": request.method,
+        "url": scrubber.text(request.url),
+        "headers": scrubber.headers(request.headers),
+        "body": body,
+    }
+
+
+class CassetteWriter:
+    """Appends records to an open text file, one JSON line each."""
+
+    def __init__(self, handle: IO[str], **header: Any) -> None:
+        self._handle = handle
+        self._write({"cassette": "flowith", "version": CASSETTE_VERSION, **header})
+
+    def _write(self, record: Mapping[str, Any]) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+    def record(self, kind: str, **fields: Any) -> None:
+        self._write({"kind": kind, **fields})
+        if kind in ("response", "end", "error"):
+            self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.flush()
+        self._handle.close()
+
+
+def read_cassette(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The header and the records of a cassette."""
+    iterator: Iterator[str] = iter(lines)
+    try:
+        header = json.loads(next(iterator))
+    except StopIteration:
+        raise CassetteError("the cassette is empty") from None
+    except ValueError as exc:
+        raise CassetteError(f"the cassette header is not JSON: {exc}") from exc
+    if not isinstance(header, dict) or header.get("cassette") != "flowith":
+        raise CassetteError("not a flowith cassette (the first line must be its header)")
+    if header.get("version") != CASSETTE_VERSION:
+        raise CassetteError(
+            f"cassette version {header.get('version')!r} is not supported "
+            f"(this library reads version {CASSETTE_VERSION}); re-record it"
+        )
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(iterator, start=2):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise CassetteError(f"line {number} of the cassette is not JSON: {exc}") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+            raise CassetteError(f"line {number} of the cassette is not a record")
+        records.append(record)
+    return header, records
+
+
+def describe_difference(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> str:
+    """A readable account of how a live request differs from the recorded one:
+    for each differing part, both versions around the first difference."""
+    lines = []
+    for key in ("method", "url", "body", "headers"):
+        recorded, replayed = expected.get(key), actual.get(key)
+        if recorded != replayed:
+            left, right = _around_difference(_as_text(recorded), _as_text(replayed))
+            lines.append(f"  {key}:\n    recorded: {left}\n    replayed: {right}")
+    return "\n".join(lines) or "  (no difference in method, url, body or headers)"
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _around_difference(left: str, right: str, width: int = 70) -> tuple[str, str]:
+    """Both strings cut to a window around where they first differ."""
+    pairs = enumerate(zip(left, right, strict=False))
+    start = next((i for i, (a, b) in pairs if a != b), min(len(left), len(right)))
+    begin = max(start - width // 2, 0)
+
+    def cut(text: str) -> str:
+        piece = text[begin : begin + width]
+        return ("..." if begin else "") + piece + ("..." if begin + width < len(text) else "")
+
+    return cut(left), cut(right)
+
+
+def headers_of(stored: Sequence[Sequence[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in stored)

@@ -1,0 +1,126 @@
+"""Writing a cassette while a client runs (the format: :mod:`flowith_proto.cassette`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from flowith_proto.cassette import CassetteWriter, Scrubber, redact_jwt, request_record
+from flowith_proto.errors import ConnectionFailedError
+from flowith_proto.hub import ByteStream
+from flowith_proto.request import Request, Response
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    """Records what a client sends and receives, scrubbed of every secret."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        user_id: str,
+        access_token: str,
+        has_refresh_token: bool,
+        edge_url: str,
+        supabase_url: str,
+        secrets: Iterable[str],
+    ) -> None:
+        self.scrubber = Scrubber()
+        self.scrubber.learn(secrets)
+        self._writer = CassetteWriter(
+            open(path, "w", encoding="utf-8"),  # noqa: SIM115 (closed by close())
+            user_id=user_id,
+            token=redact_jwt(access_token) if access_token.count(".") == 2 else "",
+            refresh_token=has_refresh_token,
+            edge_url=edge_url,
+            supabase_url=supabase_url,
+        )
+        self._sent = 0
+
+    def learn(self, secrets: Iterable[str]) -> None:
+        self.scrubber.learn(secrets)
+
+    def value(self, kind: str, value: Any) -> None:
+        """A clock reading, wall time, id or jitter an operation drew."""
+        self._writer.record(kind, value=value)
+
+    def request(self, request: Request) -> int:
+        self._sent += 1
+        self._writer.record("request", n=self._sent, **request_record(request, self.scrubber))
+        return self._sent
+
+    def response(self, n: int, response: Response) -> None:
+        self._writer.record(
+            "response",
+            n=n,
+            status=response.status,
+            headers=self.scrubber.headers(response.headers),
+            body=self.scrubber.body(response.body),
+        )
+
+    def error(self, n: int, error: Exception) -> None:
+        self._writer.record(
+            "error",
+            n=n,
+            type=type(error).__name__,
+            message=self.scrubber.text(str(error)),
+            request_sent=bool(getattr(error, "request_sent", True)),
+        )
+
+    def stream(
+        self, n: int, status: int, headers: Sequence[tuple[str, str]], body: ByteStream, now: Any
+    ) -> ByteStream:
+        """Record a stream's opening; return its body, recording as it is read."""
+        self._writer.record("stream", n=n, status=status, headers=self.scrubber.headers(headers))
+        return _RecordingStream(self, n, body, now)
+
+    def chunk(self, n: int, data: bytes, elapsed: float) -> None:
+        stored = self.scrubber.chunk(data)
+        self._writer.record("chunk", n=n, t=round(elapsed, 6), after=self._sent, data=stored)
+
+    def read_timeout(self, n: int) -> None:
+        self._writer.record("read_timeout", n=n, after=self._sent)
+
+    def end(self, n: int, reason: str) -> None:
+        self._writer.record("end", n=n, reason=reason)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _RecordingStream:
+    """A stream body that records every chunk, timeout and ending."""
+
+    def __init__(self, recorder: Recorder, n: int, body: ByteStream, now: Any) -> None:
+        self._recorder = recorder
+        self._n = n
+        self._body = body
+        self._now = now
+        self._opened = now()
+        self._ended = False
+
+    async def read(self, deadline: float | None) -> bytes | None:
+        try:
+            data = await self._body.read(deadline)
+        except ConnectionFailedError:
+            self._finish("broken")
+            raise
+        if data is None:
+            self._recorder.read_timeout(self._n)
+        elif not data:
+            self._finish("eof")
+        else:
+            self._recorder.chunk(self._n, data, self._now() - self._opened)
+        return data
+
+    def _finish(self, reason: str) -> None:
+        if not self._ended:
+            self._ended = True
+            self._recorder.end(self._n, reason)
+
+    async def aclose(self) -> None:
+        self._finish("closed")
+        await self._body.aclose()

@@ -1,0 +1,300 @@
+"""Playing a cassette back: the shared tape, and a synchronous replay of one operation.
+
+:class:`Tape` answers requests from a recording. It matches each live request
+(scrubbed the same way the recording was) against the requests not yet
+played, in order, and raises :class:`CassetteMismatch` with a readable diff
+when nothing matches, so a test fails loudly when the code under test changed
+what it sends. The async replay client (``flowith_httpx.testing``) and
+:func:`replay_operation`, which needs no event loop at all, both read it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+
+from flowith_proto.auth import Credentials
+from flowith_proto.cassette import (
+    CassetteError,
+    CassetteMismatch,
+    Scrubber,
+    decode_body,
+    describe_difference,
+    headers_of,
+    read_cassette,
+    request_record,
+)
+from flowith_proto.config import FlowithConfig
+from flowith_proto.demux import StreamEnded
+from flowith_proto.effects import (
+    DEADLINE,
+    Alias,
+    Effect,
+    Emit,
+    Jitter,
+    NewId,
+    NextEvent,
+    Now,
+    Operation,
+    RefreshToken,
+    Send,
+    Sleep,
+    Subscribe,
+    WallClock,
+)
+from flowith_proto.errors import ConnectionFailedError, FlowithError, TimeoutError
+from flowith_proto.request import Request, Response
+from flowith_proto.state import ClientState
+from flowith_proto.stream import StreamRouter
+
+__all__ = ["ReplayResult", "Tape", "replay_operation"]
+
+T = TypeVar("T")
+
+#: Placeholders a replay signs with; the recording never held the real ones.
+REPLAY_ACCESS_TOKEN = "replayed-access-token"
+REPLAY_REFRESH_TOKEN = "replayed-refresh-token"
+
+_VALUE_KINDS = ("clock", "wallclock", "id", "jitter")
+
+
+class Tape:
+    """A cassette loaded for playback."""
+
+    def __init__(self, source: str | os.PathLike[str] | Iterable[str]) -> None:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, encoding="utf-8") as handle:
+                self.header, records = read_cassette(handle)
+        else:
+            self.header, records = read_cassette(source)
+        self._values: dict[str, deque[Any]] = {kind: deque() for kind in _VALUE_KINDS}
+        self._requests: list[dict[str, Any]] = []
+        self._answers: dict[int, dict[str, Any]] = {}
+        self.streams: dict[int, deque[dict[str, Any]]] = {}
+        for record in records:
+            kind = record["kind"]
+            if kind in self._values:
+                self._values[kind].append(record.get("value"))
+            elif kind == "request":
+                self._requests.append(record)
+            elif kind in ("response", "error", "stream"):
+                self._answers[int(record["n"])] = record
+                if kind == "stream":
+                    self.streams[int(record["n"])] = deque()
+            elif kind in ("chunk", "read_timeout", "end"):
+                self.streams.setdefault(int(record["n"]), deque()).append(record)
+            else:
+                raise CassetteError(f"unknown record kind {kind!r}")
+        self._played: set[int] = set()
+        #: Requests matched so far (chunks recorded after request k wait for it).
+        self.sent = 0
+        self.scrubber = Scrubber()
+
+    # -- what the recording knew ----------------------------------------------------
+
+    def state(self) -> ClientState:
+        """A client state like the recorded one: same hosts, same user, tokens
+        with the recorded claims (never the recorded secrets)."""
+        header = self.header
+        token = header.get("token") or REPLAY_ACCESS_TOKEN
+        credentials = Credentials.from_tokens(
+            token,
+            refresh_token=REPLAY_REFRESH_TOKEN if header.get("refresh_token") else "",
+            user_id=str(header.get("user_id", "")),
+        )
+        config = FlowithConfig(
+            edge_url=str(header.get("edge_url", FlowithConfig().edge_url)),
+            supabase_url=str(header.get("supabase_url", FlowithConfig().supabase_url)),
+        )
+        self.scrubber.learn(credentials.secrets)
+        return ClientState(config=config, credentials=credentials)
+
+    # -- playing -------------------------------------------------------------------
+
+    def draw(self, kind: str) -> Any:
+        """The next recorded clock, wall time, id or jitter value."""
+        values = self._values[kind]
+        if not values:
+            raise CassetteMismatch(
+                f"the replayed code drew more '{kind}' values than the recording holds"
+            )
+        return values.popleft()
+
+    def match(self, request: Request, *, stream: bool) -> int:
+        """The number of the recorded request ``request`` replays."""
+        live = request_record(request, self.scrubber)
+        waiting = [r for r in self._requests if int(r["n"]) not in self._played]
+        for record in waiting:
+            if all(record.get(key) == live[key] for key in ("method", "url", "body", "headers")):
+                number = int(record["n"])
+                self._played.add(number)
+                self.sent += 1
+                kind = self._answers.get(number, {}).get("kind")
+                if stream != (kind == "stream"):
+                    what = "a stream" if stream else "a plain request"
+                    raise CassetteMismatch(f"request #{number} was not recorded as {what}")
+                return number
+        if not waiting:
+            raise CassetteMismatch(
+                f"{request.method} {live['url']} was not recorded: the recording has no "
+                "requests left"
+            )
+        same_path = [
+            r
+            for r in waiting
+            if r.get("method") == live["method"]
+            and str(r.get("url", "")).split("?")[0] == live["url"].split("?")[0]
+        ]
+        expected = (same_path or waiting)[0]
+        raise CassetteMismatch(
+            f"{request.method} {live['url']} does not match the recording "
+            f"(closest: request #{expected['n']}):\n{describe_difference(expected, live)}"
+        )
+
+    def answer(self, number: int) -> Response:
+        """The recorded answer to request ``number``, or its recorded failure."""
+        record = self._answers.get(number)
+        if record is None:
+            raise CassetteMismatch(f"request #{number} has no recorded answer")
+        if record["kind"] == "error":
+            raise _recorded_error(record)
+        return Response(int(record["status"]), headers_of(record.get("headers", ())), _body(record))
+
+    def stream_head(self, number: int) -> tuple[int, tuple[tuple[str, str], ...]]:
+        record = self._answers[number]
+        if record["kind"] == "error":
+            raise _recorded_error(record)
+        return int(record["status"]), headers_of(record.get("headers", ()))
+
+    @property
+    def unplayed(self) -> list[str]:
+        """The recorded requests the replay never sent (``METHOD url``)."""
+        return [
+            f"{r['method']} {r['url']}" for r in self._requests if int(r["n"]) not in self._played
+        ]
+
+
+def _body(record: Mapping[str, Any]) -> bytes:
+    return decode_body(record.get("body")) or b""
+
+
+def _recorded_error(record: Mapping[str, Any]) -> FlowithError:
+    message = str(record.get("message", "recorded failure"))
+    if record.get("type") == "TimeoutError":
+        return TimeoutError(message)
+    return ConnectionFailedError(message, request_sent=bool(record.get("request_sent", True)))
+
+
+@attrs.frozen
+class ReplayResult:
+    """What a synchronous replay produced: what the operation emitted, in
+    order, and what it returned."""
+
+    value: Any
+    emitted: tuple[Any, ...]
+
+
+def replay_operation(
+    cassette: str | os.PathLike[str] | Iterable[str] | Tape,
+    make_operation: Callable[[ClientState], Operation[T]],
+) -> ReplayResult:
+    """Run one operation against a recording, synchronously, with no event loop.
+
+    ``make_operation`` receives a client state like the recorded one, e.g.
+    ``lambda state: generation.generate(state, "hi", stream=True)``. The
+    operation gets the recorded ids and times, its requests are matched
+    against the recording, and its stream events come from the recorded bytes.
+    """
+    tape = cassette if isinstance(cassette, Tape) else Tape(cassette)
+    state = tape.state()
+    operation = make_operation(state)
+    player = _SyncPlayer(tape, state)
+    emitted: list[Any] = []
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = operation.throw(error) if error is not None else operation.send(result)
+        except StopIteration as stop:
+            return ReplayResult(stop.value, tuple(emitted))
+        result, error = None, None
+        if isinstance(effect, Emit):
+            emitted.append(effect.value)
+            continue
+        try:
+            result = player.perform(effect)
+        except (ConnectionFailedError, TimeoutError) as exc:
+            error = exc
+
+
+class _SyncPlayer:
+    """Performs effects from a tape, one operation at a time."""
+
+    def __init__(self, tape: Tape, state: ClientState) -> None:
+        self.tape = tape
+        self.state = state
+        self.router = StreamRouter()
+        self.open: dict[str, int] = {}
+
+    def perform(self, effect: Effect) -> Any:
+        tape = self.tape
+        if isinstance(effect, Now):
+            return tape.draw("clock")
+        if isinstance(effect, WallClock):
+            return tape.draw("wallclock")
+        if isinstance(effect, NewId):
+            return tape.draw("id")
+        if isinstance(effect, Jitter):
+            return tape.draw("jitter")
+        if isinstance(effect, Send):
+            return tape.answer(tape.match(effect.request, stream=False))
+        if isinstance(effect, Sleep):
+            return None
+        if isinstance(effect, Subscribe):
+            self.router.demux.subscribe(effect.node_id)
+            endpoints = self.state.endpoints
+            for channel in effect.channels:
+                if channel not in self.open:
+                    request = (
+                        endpoints.user_stream() if channel == "stream" else endpoints.user_sse()
+                    )
+                    number = tape.match(request, stream=True)
+                    tape.stream_head(number)
+                    self.open[channel] = number
+            return None
+        if isinstance(effect, Alias):
+            self.router.demux.alias(effect.other_id, effect.node_id)
+            return None
+        if isinstance(effect, NextEvent):
+            return self._next_event(effect.node_id)
+        if isinstance(effect, RefreshToken):
+            raise CassetteMismatch("a synchronous replay cannot refresh tokens")
+        raise TypeError(f"effect {effect!r} cannot be replayed")
+
+    def _next_event(self, node_id: str) -> Any:
+        while True:
+            item = self.router.demux.pop(node_id)
+            if item is not None:
+                return item
+            items = [self.tape.streams[n] for n in self.open.values()]
+            pending = [queue for queue in items if queue]
+            if not pending:
+                return StreamEnded("the recording ends here")
+            record = pending[0].popleft()
+            if record["kind"] == "chunk":
+                self.router.feed(decode_body(record.get("data")) or b"")
+            elif record["kind"] == "read_timeout":
+                return DEADLINE
+            else:
+                return StreamEnded(f"recorded end: {record.get('reason')}")
+
+
+def cassette_path(path: str | os.PathLike[str]) -> Path:
+    """A cassette path with the ``.jsonl`` suffix ensured."""
+    candidate = Path(path)
+    return candidate if candidate.suffix == ".jsonl" else candidate.with_suffix(".jsonl")

@@ -1,0 +1,136 @@
+"""Record a session on one transport and event loop, replay it on another."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from flowith_httpx import FlowithClient
+from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_httpx.testing import CassetteMismatch, ReplayClient, replay_operation
+from flowith_proto.abc import FlowithClientBase
+from flowith_proto.fake import FakeFlowith, chunk, complete
+from flowith_proto.generation import generate
+from flowith_proto.models import AuthSession
+
+Session = Callable[[FlowithClientBase], Awaitable[list[Any]]]
+
+
+async def broad_session(client: FlowithClientBase) -> list[Any]:
+    """A session touching every kind of call: generations (plain, streamed,
+    multi-turn, image), listings, account reads, an upload, canvas, renames."""
+    out: list[Any] = []
+    out.append(await client.generate("What is the capital of Poland?"))
+    out.append([step async for step in client.generate_stream("Tell me a story")])
+    conversation = client.start_conversation(model="deepseek-r1")
+    out.append(await conversation.send("My name is Alice."))
+    out.append([step async for step in conversation.send_stream("What is my name?")])
+    assert conversation.conv_id is not None
+    out.append(await client.generate_image("a red fox"))
+    out.append(await client.list_conversations(limit=5))
+    out.append(await client.get_conversation(conversation.conv_id))
+    out.append(await client.rename_conversation(conversation.conv_id, "Alice's chat"))
+    out.append(await client.get_flow_nodes(conversation.conv_id))
+    out.append(await client.get_credits())
+    out.append(await client.get_credit_type())
+    out.append(await client.list_models())
+    out.append(await client.list_templates())
+    out.append(await client.get_user_profile())
+    out.append(await client.upload_file(data=b"hello cassette", filename="note.txt"))
+    out.append(await client.get_daily_rewards_status())
+    out.append(await client.get_auth_user())
+    out.append(await client.generate_title([{"role": "user", "content": "Trip to Kyoto"}]))
+    await conversation.delete()
+    return out
+
+
+async def record(path: Path, session: Session, fake: FakeFlowith) -> list[Any]:
+    async with FakeFlowithServer(fake) as server:
+        client = FlowithClient(
+            fake.token,
+            refresh_token=fake.refresh_token,
+            edge_url=server.url,
+            supabase_url=server.url,
+            poll_interval=0.05,
+            record_to=path,
+        )
+        async with client:
+            return await session(client)
+
+
+async def replay(path: Path, session: Session) -> tuple[list[Any], list[str]]:
+    async with ReplayClient(path) as client:
+        results = await session(client)
+        return results, client.unplayed
+
+
+def comparable(value: Any) -> Any:
+    if isinstance(value, AuthSession):
+        return value.user_id
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+def test_a_session_recorded_on_asyncio_replays_identically_on_trio(tmp_path: Path) -> None:
+    cassette = tmp_path / "session.jsonl"
+    recorded = anyio.run(record, cassette, broad_session, FakeFlowith(), backend="asyncio")
+    replayed, unplayed = anyio.run(replay, cassette, broad_session, backend="trio")
+    assert comparable(replayed) == comparable(recorded)
+    assert unplayed == []
+    streamed_recorded, streamed_replayed = recorded[1], replayed[1]
+    assert [s.text_delta for s in streamed_replayed] == [s.text_delta for s in streamed_recorded]
+
+
+def test_the_cassette_holds_no_secret(tmp_path: Path) -> None:
+    cassette = tmp_path / "session.jsonl"
+    fake = FakeFlowith()
+    anyio.run(record, cassette, broad_session, fake, backend="asyncio")
+    text = cassette.read_text(encoding="utf-8")
+    assert fake.token not in text
+    assert fake.refresh_token not in text
+    assert fake.supabase_key not in text
+    # No signed JWT at all (a replay keeps only the claims sub and exp, unsigned).
+    assert not re.search(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", text)
+    header = json.loads(text.splitlines()[0])
+    assert header["cassette"] == "flowith"
+    assert header["version"] == 1
+
+
+async def one_generation(client: FlowithClientBase) -> list[Any]:
+    return [[step async for step in client.generate_stream("Say hello", model="deepseek-r1")]]
+
+
+def test_the_same_cassette_replays_synchronously_in_the_core(tmp_path: Path) -> None:
+    cassette = tmp_path / "one.jsonl"
+    fake = FakeFlowith()
+    fake.script(chunk("<think>greet</think>"), chunk("Hel"), chunk("lo!"), complete())
+    (steps,) = anyio.run(record, cassette, one_generation, fake, backend="asyncio")
+    result = replay_operation(
+        cassette, lambda state: generate(state, "Say hello", model="deepseek-r1", stream=True)
+    )
+    assert [*result.emitted, result.value] == steps
+    assert result.value.text == "Hello!"
+    assert result.value.reasoning == "greet"
+
+
+def test_a_changed_request_fails_with_a_readable_diff(tmp_path: Path) -> None:
+    cassette = tmp_path / "one.jsonl"
+    anyio.run(record, cassette, one_generation, FakeFlowith(), backend="asyncio")
+
+    async def different_prompt(client: FlowithClientBase) -> list[Any]:
+        return [await client.generate("Say goodbye", model="deepseek-r1")]
+
+    with pytest.raises(CassetteMismatch) as info:
+        anyio.run(replay, cassette, different_prompt, backend="trio")
+    message = str(info.value)
+    assert "does not match the recording" in message
+    assert "recorded:" in message
+    assert "replayed:" in message
+    assert "Say goodbye" in message
