@@ -18,36 +18,9 @@ from flowith_proto.abc import FlowithClientBase
 from flowith_proto.fake import FakeFlowith, chunk, complete
 from flowith_proto.generation import generate
 from flowith_proto.models import AuthSession
+from tests.sessions import CASSETTES, broad_session
 
 Session = Callable[[FlowithClientBase], Awaitable[list[Any]]]
-
-
-async def broad_session(client: FlowithClientBase) -> list[Any]:
-    """A session touching every kind of call: generations (plain, streamed,
-    multi-turn, image), listings, account reads, an upload, canvas, renames."""
-    out: list[Any] = []
-    out.append(await client.generate("What is the capital of Poland?"))
-    out.append([step async for step in client.generate_stream("Tell me a story")])
-    conversation = client.start_conversation(model="deepseek-r1")
-    out.append(await conversation.send("My name is Alice."))
-    out.append([step async for step in conversation.send_stream("What is my name?")])
-    assert conversation.conv_id is not None
-    out.append(await client.generate_image("a red fox"))
-    out.append(await client.list_conversations(limit=5))
-    out.append(await client.get_conversation(conversation.conv_id))
-    out.append(await client.rename_conversation(conversation.conv_id, "Alice's chat"))
-    out.append(await client.get_flow_nodes(conversation.conv_id))
-    out.append(await client.get_credits())
-    out.append(await client.get_credit_type())
-    out.append(await client.list_models())
-    out.append(await client.list_templates())
-    out.append(await client.get_user_profile())
-    out.append(await client.upload_file(data=b"hello cassette", filename="note.txt"))
-    out.append(await client.get_daily_rewards_status())
-    out.append(await client.get_auth_user())
-    out.append(await client.generate_title([{"role": "user", "content": "Trip to Kyoto"}]))
-    await conversation.delete()
-    return out
 
 
 async def record(path: Path, session: Session, fake: FakeFlowith) -> list[Any]:
@@ -134,3 +107,13 @@ def test_a_changed_request_fails_with_a_readable_diff(tmp_path: Path) -> None:
     assert "recorded:" in message
     assert "replayed:" in message
     assert "Say goodbye" in message
+
+
+def test_the_committed_cassette_replays_on_both_event_loops() -> None:
+    """tests/cassettes/broad_session.jsonl (re-record: python -m tests.record_cassettes)."""
+    cassette = CASSETTES / "broad_session.jsonl"
+    on_asyncio, left_asyncio = anyio.run(replay, cassette, broad_session, backend="asyncio")
+    on_trio, left_trio = anyio.run(replay, cassette, broad_session, backend="trio")
+    assert comparable(on_asyncio) == comparable(on_trio)
+    assert left_asyncio == left_trio == []
+    assert on_trio[0].text  # a real answer came back, from the recording

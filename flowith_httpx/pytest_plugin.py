@@ -1,0 +1,101 @@
+"""pytest fixtures for testing code that uses this client, offline.
+
+Registered through the ``pytest11`` entry point, so installing the package is
+enough. The fake's server and the replay client live in ``flowith_httpx`` and
+need the ``httpx`` extra (also for projects that use the aiohttp transport:
+``pip install "flowith[httpx,aiohttp]"``). The async fixtures need anyio's
+pytest plugin (installed with anyio) and a test marked ``@pytest.mark.anyio``:
+
+``flowith_fake``
+    a fresh :class:`~flowith_proto.fake.FakeFlowith` to script and inspect;
+``flowith_server``
+    that fake served on a loopback port (real sockets);
+``flowith_transport``
+    ``"httpx"`` by default; parametrize it (``indirect=True``) to run a test on
+    ``"aiohttp"`` as well;
+``flowith_client``
+    an open ``FlowithClient`` of that transport, signed in to the fake;
+``flowith_replay``
+    a factory: ``async with flowith_replay("cassette.jsonl") as client`` plays
+    a recorded session back with no network.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from flowith_httpx.fake_server import FakeFlowithServer
+    from flowith_httpx.testing import ReplayClient
+    from flowith_proto.abc import FlowithClientBase
+    from flowith_proto.fake import FakeFlowith
+
+__all__ = [
+    "flowith_client",
+    "flowith_fake",
+    "flowith_replay",
+    "flowith_server",
+    "flowith_transport",
+]
+
+
+@pytest.fixture
+def flowith_fake() -> FakeFlowith:
+    """A fresh fake Flowith; script it before the code under test runs."""
+    from flowith_proto.fake import FakeFlowith
+
+    return FakeFlowith(heartbeat_interval=1.0)
+
+
+@pytest.fixture
+async def flowith_server(flowith_fake: FakeFlowith) -> AsyncIterator[FakeFlowithServer]:
+    """The fake served on 127.0.0.1 for the length of the test."""
+    from flowith_httpx.fake_server import FakeFlowithServer
+
+    async with FakeFlowithServer(flowith_fake) as server:
+        yield server
+
+
+@pytest.fixture
+def flowith_transport(request: pytest.FixtureRequest) -> str:
+    """Which transport ``flowith_client`` uses: ``httpx`` unless parametrized."""
+    return str(getattr(request, "param", "httpx"))
+
+
+@pytest.fixture
+async def flowith_client(
+    flowith_fake: FakeFlowith, flowith_server: FakeFlowithServer, flowith_transport: str
+) -> AsyncIterator[FlowithClientBase]:
+    """An open client signed in to the fake (closed after the test)."""
+    client_class: type[FlowithClientBase]
+    if flowith_transport == "aiohttp":
+        from flowith_aiohttp import FlowithClient as AiohttpClient
+
+        client_class = AiohttpClient
+    elif flowith_transport == "httpx":
+        from flowith_httpx import FlowithClient as HttpxClient
+
+        client_class = HttpxClient
+    else:
+        raise ValueError(f"unknown flowith_transport {flowith_transport!r}")
+    client = client_class(
+        flowith_fake.token,
+        refresh_token=flowith_fake.refresh_token,
+        edge_url=flowith_server.url,
+        supabase_url=flowith_server.url,
+        poll_interval=0.05,
+    )
+    async with client:
+        yield client
+
+
+@pytest.fixture
+def flowith_replay() -> Callable[[str | os.PathLike[str]], ReplayClient]:
+    """A factory of replay clients for recorded cassettes."""
+    from flowith_httpx.testing import ReplayClient
+
+    return ReplayClient
