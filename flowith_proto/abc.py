@@ -79,6 +79,7 @@ from flowith_proto.generation import send as send_op
 from flowith_proto.hub import ByteStream, Signal, StreamHub
 from flowith_proto.models import (
     AspectRatio,
+    AuthSession,
     FileRecord,
     GenerationOutput,
     ImageModel,
@@ -411,11 +412,14 @@ class FlowithClientBase(WebAppMethods):
             return
         if not self._state.credentials.refresh_token:
             raise AuthenticationError("the access token expired and there is no refresh token")
+        await self._renew(self._state.credentials.refresh_token)
+
+    async def _renew(self, refresh_token: str) -> AuthSession:
+        """Trade ``refresh_token`` for new tokens, adopt them and hand them to
+        ``on_token_refresh``; other callers wait for this one refresh."""
         flight = self._refreshing = _Flight(self._new_signal())
         try:
-            session = await self._run(
-                queries.refresh(self._state, self._state.credentials.refresh_token)
-            )
+            session = await self._run(queries.refresh(self._state, refresh_token))
         except FlowithError as exc:
             flight.error = exc
             raise
@@ -432,6 +436,7 @@ class FlowithClientBase(WebAppMethods):
                     await outcome
             except Exception:
                 log.exception("on_token_refresh failed; the new tokens are in use anyway")
+        return session
 
     async def _run(self, operation: Operation[T]) -> T:
         """Run an operation that emits nothing; return its result."""

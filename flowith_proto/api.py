@@ -50,6 +50,9 @@ class WebAppMethods(abc.ABC):
     @abc.abstractmethod
     async def _run(self, operation: Operation[T]) -> T: ...
 
+    @abc.abstractmethod
+    async def _renew(self, refresh_token: str) -> AuthSession: ...
+
     # -- conversations and canvas ----------------------------------------------------
 
     async def list_conversations(
@@ -251,7 +254,7 @@ class WebAppMethods(abc.ABC):
         token = refresh_token or self._state.credentials.refresh_token
         if not token:
             raise AuthenticationError("No refresh token: pass refresh_token=... to the client.")
-        return await self._run(queries.refresh(self._state, token, timeout=timeout))
+        return await self._renew(token)
 
     def get_refresh_token(self) -> str:
         """The refresh token the client holds now (it changes on every refresh)."""

@@ -36,11 +36,15 @@ Delivery = FlowithEvent | StreamEnded
 class Demultiplexer:
     """Per-node queues of events; a pure data structure, no waiting."""
 
-    __slots__ = ("_aliases", "_queues")
+    __slots__ = ("_aliases", "_queues", "_recent")
+
+    #: Unrouted events remembered, in case their node is aliased a moment later.
+    RECENT = 256
 
     def __init__(self) -> None:
         self._queues: dict[str, deque[Delivery]] = {}
         self._aliases: dict[str, str] = {}
+        self._recent: deque[FlowithEvent] = deque(maxlen=self.RECENT)
 
     def subscribe(self, node_id: str) -> None:
         """Start keeping ``node_id``'s events (idempotent)."""
@@ -54,9 +58,20 @@ class Demultiplexer:
 
     def alias(self, other_id: str, node_id: str) -> None:
         """Route ``other_id``'s events to ``node_id``'s subscriber too (the
-        server may pick a video's node id itself)."""
-        if other_id != node_id:
-            self._aliases[other_id] = node_id
+        server may pick a video's node id itself). Events for ``other_id``
+        that arrived just before the alias was known are delivered as well."""
+        if other_id == node_id:
+            return
+        self._aliases[other_id] = node_id
+        queue = self._queues.get(node_id)
+        if queue is not None:
+            early = [e for e in self._recent if getattr(e, "node_id", "") == other_id]
+            if early:
+                self._recent = deque(
+                    (e for e in self._recent if getattr(e, "node_id", "") != other_id),
+                    maxlen=self.RECENT,
+                )
+                queue.extend(early)
 
     def is_subscribed(self, node_id: str) -> bool:
         return node_id in self._queues
@@ -77,6 +92,7 @@ class Demultiplexer:
         if queue is None:
             target = self._aliases.get(node_id)
             if target is None or (queue := self._queues.get(target)) is None:
+                self._recent.append(event)
                 return None
             node_id = target
         queue.append(event)

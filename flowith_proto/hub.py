@@ -224,7 +224,6 @@ class StreamHub:
         """``node_id``'s next event, reading a channel for everyone if nobody
         else is; :data:`DEADLINE` when ``deadline`` passes first."""
         mine = [c for c in self._channels.values() if node_id in c.subscribers]
-        last: _Channel | None = None
         try:
             while True:
                 item = self.demux.pop(node_id)
@@ -232,9 +231,8 @@ class StreamHub:
                     return item
                 if not any(c.connection is not None or c.connecting for c in mine):
                     return StreamEnded("not connected")
-                channel = self._pick(mine, last)
+                channel = self._pick(mine)
                 if channel is not None:
-                    last = channel
                     if not await self._read_once(channel, deadline):
                         return DEADLINE
                     continue
@@ -249,16 +247,15 @@ class StreamHub:
                 self._hand_over(channel)
 
     @staticmethod
-    def _pick(channels: list[_Channel], last: _Channel | None) -> _Channel | None:
-        """The next channel to read, taking the node's channels in turn: a
-        media result arriving on ``/sse`` must not wait behind ``/stream``
-        heartbeats (each read ends with the next chunk of its channel)."""
+    def _pick(channels: list[_Channel]) -> _Channel | None:
+        """The channel this node reads when nobody else does: the last one it
+        subscribed to. A read ends only with that channel's next chunk, so a
+        media job (``stream`` and ``sse``) reads ``sse``, where its result
+        comes, instead of waiting behind ``stream`` heartbeats; whatever
+        reaches it on ``stream`` is routed to it by that channel's reader, or
+        found in its row by the stall check."""
         readable = [c for c in channels if c.readable]
-        if not readable:
-            return None
-        if last in readable and len(readable) > 1:
-            return readable[(readable.index(last) + 1) % len(readable)]
-        return readable[0]
+        return readable[-1] if readable else None
 
     async def _read_once(self, channel: _Channel, deadline: float) -> bool:
         """Read one chunk of ``channel`` as its reader and route it; ``False``

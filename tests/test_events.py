@@ -225,3 +225,14 @@ def test_demux_unsubscribe_forgets_and_alias_routes() -> None:
     assert not demux.is_subscribed(NODE)
     assert not demux.route(chunk(OTHER, "gone"))
     assert demux.subscriptions == 0
+
+
+def test_events_that_arrive_just_before_an_alias_are_not_lost() -> None:
+    demux = Demultiplexer()
+    demux.subscribe(NODE)
+    assert not demux.route(chunk(OTHER, "early"))  # the server's id is not known yet
+    demux.alias(OTHER, NODE)
+    early = demux.pop(NODE)
+    assert isinstance(early, Chunks)
+    assert early.chunks == ("early",)
+    assert demux.pop(NODE) is None
