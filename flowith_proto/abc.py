@@ -840,6 +840,7 @@ class OperationRun(Generic[T]):
             self._client._hub.unsubscribe(node_id)
 
     async def aclose(self) -> None:
+        """Stop the run and release what it holds, as async generators do."""
         self.close()
 
     async def __aenter__(self) -> OperationRun[T]:

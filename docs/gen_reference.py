@@ -1,0 +1,171 @@
+"""Generate docs/reference.md, the API reference, from the docstrings.
+
+    python docs/gen_reference.py          # rewrite docs/reference.md
+    python docs/gen_reference.py --check  # fail if out of date, or a public name has no docstring
+
+``nox -s docs`` runs the check, and so does the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+import flowith_httpx
+import flowith_httpx.testing
+import flowith_proto.replay
+from flowith_proto.abc import ConversationSession, FlowithClientBase, OperationRun
+
+REFERENCE = Path(__file__).parent / "reference.md"
+
+INTRO = """# API reference
+
+Generated from the docstrings by `python docs/gen_reference.py`; do not edit by hand.
+`flowith_httpx` and `flowith_aiohttp` export the same names with the same signatures;
+`FlowithClient` below is either (the aiohttp one takes an `aiohttp.ClientSession` as
+`http_client`).
+"""
+
+
+def _doc(obj: Any) -> str:
+    return inspect.cleandoc(obj.__doc__ or "")
+
+
+def _signature(name: str, obj: Any) -> str:
+    """``name(params) -> result`` with annotations written as in the source."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return name
+    parts: list[str] = []
+    star_done = False
+    for parameter in signature.parameters.values():
+        if parameter.name == "self":
+            continue
+        if parameter.kind is parameter.KEYWORD_ONLY and not star_done:
+            parts.append("*")
+            star_done = True
+        if parameter.kind is parameter.VAR_KEYWORD:
+            parts.append(f"**{parameter.name}")
+            continue
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            parts.append(f"*{parameter.name}")
+            star_done = True
+            continue
+        text = parameter.name
+        if parameter.annotation is not parameter.empty:
+            text += f": {_annotation(parameter.annotation)}"
+        if parameter.default is not parameter.empty:
+            default = parameter.default
+            shown = repr(default.value) if isinstance(default, enum.Enum) else repr(default)
+            text += f" = {shown}"
+        parts.append(text)
+    result = ""
+    if signature.return_annotation is not signature.empty:
+        result = f" -> {_annotation(signature.return_annotation)}"
+    return f"{name}({', '.join(parts)}){result}"
+
+
+def _annotation(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+
+
+def _methods(cls: type) -> list[tuple[str, Any]]:
+    found = []
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("_") or not (callable(member) or isinstance(member, property)):
+            continue
+        found.append((name, member))
+    return found
+
+
+def _class_section(title: str, cls: type, missing: list[str]) -> list[str]:
+    lines = [f"## `{title}`", "", _doc(cls), ""]
+    if attrs.has(cls):
+        fields = ", ".join(
+            f.alias or f.name for f in attrs.fields(cls) if not f.name.startswith("_")
+        )
+        lines += [f"Fields: {fields}.", ""]
+    for name, member in _methods(cls):
+        target = member.fget if isinstance(member, property) else member
+        doc = _doc(target)
+        if not doc and not attrs.has(cls):
+            missing.append(f"{title}.{name}")
+        heading = name if isinstance(member, property) else _signature(name, target)
+        lines += [f"### `{heading}`", "", doc or "", ""]
+    return lines
+
+
+def render() -> tuple[str, list[str]]:
+    """The reference text, and the public names that have no docstring."""
+    missing: list[str] = []
+    lines = [INTRO, ""]
+    constructor = _signature("FlowithClient", flowith_httpx.FlowithClient.__init__)
+    lines += [f"## `{constructor}`", "", _doc(flowith_httpx.FlowithClient), ""]
+    lines += _class_section("FlowithClient", FlowithClientBase, missing)[4:]
+    lines += _class_section("ConversationSession", ConversationSession, missing)
+    lines += _class_section("OperationRun (what generate_stream returns)", OperationRun, missing)
+    lines += ["# Types, enums and errors", ""]
+    for name in sorted(flowith_httpx.__all__):
+        obj = getattr(flowith_httpx, name)
+        if name in ("FlowithClient", "ConversationSession") or not inspect.isclass(obj):
+            continue
+        if issubclass(obj, enum.Enum):
+            members = ", ".join(f"`{m.name}` = `{m.value!r}`" for m in obj)
+            lines += [f"## `{name}`", "", _doc(obj), "", members, ""]
+        else:
+            lines += [f"## `{name}`", "", _doc(obj), ""]
+            if attrs.has(obj):
+                fields = ", ".join(
+                    f.alias or f.name for f in attrs.fields(obj) if not f.name.startswith("_")
+                )
+                lines += [f"Fields: {fields}.", ""]
+        if not _doc(obj):
+            missing.append(name)
+    lines += ["## `set_log_level(level)`", "", _doc(flowith_httpx.set_log_level), ""]
+    lines += ["# Offline testing", ""]
+    lines += _class_section(
+        "flowith_httpx.testing.ReplayClient", flowith_httpx.testing.ReplayClient, missing
+    )[:4]
+    replay = flowith_proto.replay.replay_operation
+    lines += [
+        f"## `{_signature('flowith_proto.replay.replay_operation', replay)}`",
+        "",
+        _doc(replay),
+        "",
+    ]
+    text = "\n".join(lines).rstrip() + "\n"
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text, missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    text, missing = render()
+    if missing:
+        print("public names without a docstring: " + ", ".join(missing), file=sys.stderr)
+        return 1
+    if args.check:
+        if not REFERENCE.exists() or REFERENCE.read_text(encoding="utf-8") != text:
+            print(
+                "docs/reference.md is out of date: run python docs/gen_reference.py",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    REFERENCE.write_text(text, encoding="utf-8")
+    print(f"wrote {REFERENCE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
