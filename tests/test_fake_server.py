@@ -296,7 +296,9 @@ async def test_a_hung_stream_stays_silent_until_the_client_leaves() -> None:
         async with opened(client, e.user_stream()) as stream:
             conv_id = await prepare(client, e)
             await start(client, e, conv_id)
-            assert isinstance(await stream.next(), Chunks)
+            # Heartbeats may come first on a busy machine; the chunk must come.
+            events = await stream.until(lambda event: isinstance(event, Chunks))
+            assert isinstance(events[-1], Chunks)
             with anyio.move_on_after(0.2) as silence:
                 await stream.next()
             assert silence.cancelled_caught
