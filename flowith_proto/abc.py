@@ -414,12 +414,12 @@ class FlowithClientBase(WebAppMethods):
             raise AuthenticationError("the access token expired and there is no refresh token")
         await self._renew(self._state.credentials.refresh_token)
 
-    async def _renew(self, refresh_token: str) -> AuthSession:
+    async def _renew(self, refresh_token: str, timeout: float | None = None) -> AuthSession:
         """Trade ``refresh_token`` for new tokens, adopt them and hand them to
         ``on_token_refresh``; other callers wait for this one refresh."""
         flight = self._refreshing = _Flight(self._new_signal())
         try:
-            session = await self._run(queries.refresh(self._state, refresh_token))
+            session = await self._run(queries.refresh(self._state, refresh_token, timeout=timeout))
         except FlowithError as exc:
             flight.error = exc
             raise

@@ -51,7 +51,7 @@ class WebAppMethods(abc.ABC):
     async def _run(self, operation: Operation[T]) -> T: ...
 
     @abc.abstractmethod
-    async def _renew(self, refresh_token: str) -> AuthSession: ...
+    async def _renew(self, refresh_token: str, timeout: float | None = None) -> AuthSession: ...
 
     # -- conversations and canvas ----------------------------------------------------
 
@@ -254,7 +254,7 @@ class WebAppMethods(abc.ABC):
         token = refresh_token or self._state.credentials.refresh_token
         if not token:
             raise AuthenticationError("No refresh token: pass refresh_token=... to the client.")
-        return await self._renew(token)
+        return await self._renew(token, timeout)
 
     def get_refresh_token(self) -> str:
         """The refresh token the client holds now (it changes on every refresh)."""
