@@ -232,19 +232,29 @@ def _mentions_insufficient_credits(decoded: Any) -> bool:
 
 
 def is_token_expired(status: int, body: bytes) -> bool:
-    """True when the answer says the access token is no longer valid: any 401,
-    or PostgREST's ``JWT expired`` (PGRST301 / PGRST303) whatever its status."""
-    if status == 401:
-        return True
+    """True when the answer says the access token has expired: PostgREST's
+    ``JWT expired`` (PGRST301 / PGRST303), GoTrue's ``bad_jwt``, or a 401
+    whose message says "expired".
+
+    A bare 401 is not enough: a refresh token works only once, so the client
+    spends it only on evidence (a token past its ``exp`` is renewed before
+    use anyway). A wrongly configured edge auth scheme, say, must not rotate
+    the user's tokens on every call.
+    """
     if status < 400:
         return False
     decoded = _decode_body(body)
     if isinstance(decoded, Mapping):
-        if decoded.get("code") in ("PGRST301", "PGRST303"):
+        if decoded.get("code") in ("PGRST301", "PGRST303", "bad_jwt") or decoded.get(
+            "error_code"
+        ) in ("bad_jwt",):
             return True
-        message = decoded.get("message")
-        return isinstance(message, str) and "jwt expired" in message.lower()
-    return False
+        message = " ".join(
+            str(decoded.get(key, "")) for key in ("message", "msg", "error_description", "error")
+        )
+    else:
+        message = str(decoded)
+    return status in (401, 403) and "expired" in message.lower()
 
 
 def error_from_response(

@@ -209,11 +209,21 @@ def test_an_expired_token_is_renewed_once_and_the_request_replayed() -> None:
 def test_a_second_401_is_an_authentication_error() -> None:
     s = state(refresh_token="refresh-1")
     script = Script()
-    script.on("GET", "/rest/v1/flow_node", json_response(401, b"{}"))
+    expired = json_response(401, b'{"code": "PGRST303", "message": "JWT expired"}')
+    script.on("GET", "/rest/v1/flow_node", expired)
     script.on_refresh = lambda: None
     with pytest.raises(AuthenticationError):
         poll(s, script)
     assert len(script.refreshes) == 1
+
+
+def test_a_401_that_does_not_say_expired_keeps_the_refresh_token() -> None:
+    s = state(refresh_token="refresh-1")
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", json_response(401, b'{"message": "Unauthorized"}'))
+    with pytest.raises(AuthenticationError):
+        poll(s, script)
+    assert script.refreshes == []
 
 
 def test_without_a_refresh_token_a_401_goes_to_the_caller() -> None:

@@ -129,10 +129,12 @@ def test_redact_ignores_short_and_empty_secrets() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "expired"),
     [
-        (401, b"", True),
+        (401, b"", False),  # a bare 401 does not spend the single-use refresh token
+        (401, b'{"message": "Unauthorized"}', False),
         (401, b'{"code": "PGRST301", "message": "JWT expired"}', True),
         (403, b'{"code": "PGRST303", "message": "JWT expired"}', True),
-        (400, b'{"message": "JWT expired"}', True),
+        (401, b'{"message": "jwt expired"}', True),
+        (401, b'{"code": "bad_jwt", "message": "token is expired"}', True),
         (403, b'{"message": "permission denied"}', False),
         (200, b'{"message": "JWT expired"}', False),
     ],
