@@ -3,6 +3,27 @@
 ``flowith demo`` needs no account and no network: it starts the fake Flowith on
 a loopback port and holds a streamed, multi-turn conversation with it through
 the real client and real sockets, printing what a user would see.
+
+The other subcommands (:mod:`flowith_httpx.cli_commands`) use an account:
+``chat``, ``image``, ``video``, ``upload``, ``models``, ``credits``,
+``conversations list|show|rename|delete``, ``templates``, ``profile``,
+``rewards status|claim``, ``events`` and ``doctor``
+(:mod:`flowith_httpx.doctor`). ``flowith --help`` lists their options.
+
+Exit codes:
+
+- 0: success;
+- 1: a local file could not be read or written;
+- 2: usage error (argparse's, a value the client refuses before sending it,
+  or no token: set ``FLOWITH_TOKEN``);
+- 3: authentication failed (``AuthenticationError``);
+- 4: server or API error (``APIError`` and its other subclasses,
+  ``GenerationError``, ``TimeoutError``, ``ResponseDecodeError``); for
+  ``doctor``, a protocol assumption fails;
+- 5: connection failed (``ConnectionFailedError``: an unreachable host).
+
+Every failure prints one line, ``flowith: <message>``, on stderr; no
+credential is ever printed.
 """
 
 from __future__ import annotations
@@ -15,6 +36,7 @@ from typing import TextIO
 
 import anyio
 
+from flowith_httpx.cli_commands import add_commands, build_parser, run_command
 from flowith_proto.abc import FlowithClientBase
 from flowith_proto.fake import FakeFlowith, Step, Turn, chunk, complete, pause
 
@@ -125,24 +147,28 @@ async def run_demo(transport: str, backend: str, out: TextIO) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="flowith", description="Unofficial client for the Flowith.io web app."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser, commands = build_parser()
     demo = commands.add_parser(
         "demo", help="chat with a fake Flowith on loopback (no account or network needed)"
     )
-    demo.add_argument("--transport", choices=("httpx", "aiohttp"), default="httpx")
-    demo.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    # No defaults here: the global --transport / --backend provide them, and
+    # either spelling (before or after "demo") works.
+    demo.add_argument("--transport", choices=("httpx", "aiohttp"), default=argparse.SUPPRESS)
+    demo.add_argument("--backend", choices=("asyncio", "trio"), default=argparse.SUPPRESS)
+    add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``flowith`` console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``flowith`` console script; returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit:  # --help, or a usage error argparse reported
+        return exit.code if isinstance(exit.code, int) else 2
     if args.command == "demo":
         if args.transport == "aiohttp" and args.backend == "trio":
             print("flowith: aiohttp runs on asyncio only; use --transport httpx", file=sys.stderr)
             return 2
         anyio.run(run_demo, args.transport, args.backend, sys.stdout, backend=args.backend)
-    return 0
+        return 0
+    return run_command(args)

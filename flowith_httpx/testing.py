@@ -203,4 +203,3 @@ class ReplayClient(FlowithClientBase):
 
     async def _close_transport(self) -> None:
         return None
-

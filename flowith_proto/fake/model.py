@@ -119,6 +119,8 @@ _EDGE_AUTH_MODES = ("bare", "bearer", "either")
 _REST = "/rest/v1/"
 _RPC = "/rest/v1/rpc/"
 _AUTH = "/auth/v1/"
+#: The edge endpoints whose rows :meth:`FakeFlowith.rename_field` can rename.
+_EDGE_ROW_PATHS = {"/user/credits": "credits", "/models": "models"}
 TokenState = Literal["ok", "invalid", "expired", "revoked"]
 
 
@@ -149,7 +151,8 @@ class FakeFlowith:
     The other knobs are plain attributes: :attr:`video_node_ids`,
     :attr:`generation_cost`, :attr:`credits_as_strings`, :attr:`daily_reward`,
     :attr:`max_upload_size`, :attr:`access_token_ttl`,
-    :attr:`online_session_ttl`, :attr:`revoke_access_on_logout`.
+    :attr:`online_session_ttl`, :attr:`revoke_access_on_logout`,
+    :attr:`stream_envelope`, :attr:`field_renames` (:meth:`rename_field`).
     """
 
     def __init__(
@@ -193,6 +196,11 @@ class FakeFlowith:
         #: After a logout, refuse the logged-out sessions' access tokens on the
         #: edge and PostgREST too, not only on GoTrue.
         self.revoke_access_on_logout = False
+        #: Wrap each ``/user_stream/stream`` event as ``{"data": event, "id": "<n>"}``
+        #: (protocol.md 4.1); ``False`` sends the bare event, as a changed server might.
+        self.stream_envelope = True
+        #: Fields renamed in served rows: ``{table: {old: new}}`` (see :meth:`rename_field`).
+        self.field_renames: dict[str, dict[str, str]] = {}
         #: A valid access token for ``user_id``; clients sign in with it.
         self.token = self.issue_token(session_id=FAKE_SESSION_ID)
         #: The refresh token of the same session (single use: it rotates).
@@ -501,6 +509,47 @@ class FakeFlowith:
         """How many online sessions were refreshed within :attr:`online_session_ttl`."""
         return sum(1 for s in self._online.values() if now - s.last_seen <= self.online_session_ttl)
 
+    def rename_field(self, table: str, old: str, new: str) -> None:
+        """Serve ``table``'s rows with the key ``old`` renamed to ``new``, as if
+        the web app had renamed a column (the stored rows keep ``old``).
+
+        ``table`` is a PostgREST table (its ``GET`` answers change) or one of
+        the edge's row lists: ``"credits"`` (``/user/credits`` entries) and
+        ``"models"`` (the ``/models`` entries). :attr:`field_renames` holds
+        every rename; clear it to undo them.
+        """
+        if table not in TABLES and table not in _EDGE_ROW_PATHS.values():
+            known = ", ".join([*TABLES, *_EDGE_ROW_PATHS.values()])
+            raise ValueError(f"no table {table!r}; one of {known}")
+        if not old or not new or old == new:
+            raise ValueError("rename_field needs two different, non-empty field names")
+        self.field_renames.setdefault(table, {})[old] = new
+
+    def _renamed(self, request: RecordedRequest, response: FakeResponse) -> FakeResponse:
+        """``response`` with :attr:`field_renames` applied to the rows it serves."""
+        if request.method != "GET" or response.status != 200:
+            return response
+        path = request.path
+        table = path[len(_REST) :] if path.startswith(_REST) else _EDGE_ROW_PATHS.get(path)
+        renames = self.field_renames.get(table or "")
+        if not renames:
+            return response
+        body = response.json()
+
+        def rename(row: Any) -> Any:
+            if not isinstance(row, dict):
+                return row
+            return {renames.get(key, key): value for key, value in row.items()}
+
+        if isinstance(body, list):
+            body = [rename(row) for row in body]
+        elif isinstance(body, dict) and table == "models":
+            body = {key: rename(entry) for key, entry in body.items()}
+        else:
+            body = rename(body)
+        headers = [(k, v) for k, v in response.headers if k.lower() != "content-type"]
+        return json_response(200, body, headers)
+
     def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
         """The recorded requests with this method and (decoded) path."""
         return [r for r in self.requests if r.method == method and r.path == path]
@@ -551,7 +600,10 @@ class FakeFlowith:
                 user = ""
                 if route.auth == "apikey":
                     self._check_apikey(request)
-            return route.handler(self, Call(request, user, now, token))
+            result = route.handler(self, Call(request, user, now, token))
+            if self.field_renames and isinstance(result, FakeResponse):
+                result = self._renamed(request, result)
+            return result
         except Reject as reject:
             return reject.response
 
@@ -1011,7 +1063,10 @@ class FakeFlowith:
         return {"nodeId": node_id, "convId": conv_id, "seq": seq, "timestamp": _ms(at)}
 
     def _envelope(self, event: dict[str, Any]) -> dict[str, Any]:
-        """``/user_stream/stream`` wraps each event: ``{"data": event, "id": "<n>"}``."""
+        """``/user_stream/stream`` wraps each event: ``{"data": event, "id": "<n>"}``
+        (the bare event when :attr:`stream_envelope` is off)."""
+        if not self.stream_envelope:
+            return event
         return {"data": event, "id": str(next(self._event_ids))}
 
     def _play(self, script: Script, turn: Turn, start: float) -> None:

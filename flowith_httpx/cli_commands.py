@@ -1,0 +1,1032 @@
+"""The ``flowith`` subcommands: the public client API from a shell.
+
+Each subcommand is a thin coroutine over one or two public client methods, so
+the command line exercises exactly what a program would. Output is for people
+by default (aligned tables, wrapped text) and for scripts with ``--json`` (one
+JSON document, or JSON lines for streams). Credentials never reach the output:
+every line written goes through :func:`~flowith_proto.errors.redact` with the
+tokens in use, and any JWT-looking string is masked as well.
+
+Exit codes (see :data:`EXIT_CODES_HELP`): 0 ok, 1 a local file could not be
+read or written, 2 usage error, 3 authentication failure, 4 server or API
+error (and ``doctor``: an assumption fails), 5 the server could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import textwrap
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO, TypeVar
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from flowith_httpx import doctor
+from flowith_proto.abc import FlowithClientBase
+from flowith_proto.config import DEFAULT_EDGE_URL, DEFAULT_SUPABASE_URL
+from flowith_proto.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    FlowithError,
+    GenerationError,
+    ValidationError,
+    redact,
+)
+from flowith_proto.models import GenerationOutput
+
+__all__ = [
+    "EXIT_API",
+    "EXIT_AUTH",
+    "EXIT_CODES_HELP",
+    "EXIT_CONNECTION",
+    "EXIT_LOCAL",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CommandParser",
+    "UsageError",
+    "add_commands",
+    "build_parser",
+    "client_class",
+    "exit_code",
+    "run_command",
+    "write_tokens",
+]
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_LOCAL = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_API = 4
+EXIT_CONNECTION = 5
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  success
+  1  a local file could not be read or written
+  2  usage error: bad arguments, a value the client refuses before sending it
+     (a conversation id that is not a UUID...), or no token (set FLOWITH_TOKEN)
+  3  authentication failed: the token was refused or expired and could not
+     be renewed
+  4  server or API error: an error answer, a failed generation, a timeout, an
+     answer the client cannot read; for doctor, a protocol assumption fails
+  5  connection failed: the server could not be reached or the connection broke
+
+Every failure prints one line, "flowith: <message>", on stderr.
+Environment: FLOWITH_TOKEN, FLOWITH_REFRESH_TOKEN, FLOWITH_USER_ID,
+FLOWITH_EDGE_URL, FLOWITH_SUPABASE_URL, FLOWITH_EDGE_AUTH.
+"""
+
+#: Access tokens (JWTs) are masked in all output even when not known as secrets.
+_JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]+")
+_CONTROL = re.compile(r"\s+")
+
+
+class UsageError(Exception):
+    """A mistake on the command line, found before any request (exit 2)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse, with its errors as the one ``flowith: ...`` line every
+    failure prints (instead of a usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"flowith: {message} (see '{self.prog} --help')\n")
+
+
+def client_class(transport: str) -> type[FlowithClientBase]:
+    """The client of ``transport``, imported only when chosen."""
+    if transport == "aiohttp":
+        from flowith_aiohttp import FlowithClient as AiohttpClient
+
+        return AiohttpClient
+    from flowith_httpx import FlowithClient as HttpxClient
+
+    return HttpxClient
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every subcommand shares. On the top parser they carry the
+    defaults; on subcommands they are repeated with no default, so they may
+    also follow the subcommand (``flowith models --json``)."""
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--transport", choices=("httpx", "aiohttp"), default=default("httpx"), help="HTTP library"
+    )
+    group.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default=default("asyncio"),
+        help="event loop (aiohttp: asyncio only)",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="machine-readable output: one JSON document, or JSON lines for streams",
+    )
+    group.add_argument(
+        "--token",
+        default=default(None),
+        help="access token (else FLOWITH_TOKEN, which other users cannot see in ps)",
+    )
+    group.add_argument(
+        "--refresh-token",
+        default=default(None),
+        help="refresh token, to renew an expired access token (else FLOWITH_REFRESH_TOKEN)",
+    )
+    group.add_argument(
+        "--user-id", default=default(None), help="user id (else FLOWITH_USER_ID, else the token's)"
+    )
+    group.add_argument(
+        "--edge-url", default=default(None), help="edge host (else FLOWITH_EDGE_URL)"
+    )
+    group.add_argument(
+        "--supabase-url", default=default(None), help="Supabase host (else FLOWITH_SUPABASE_URL)"
+    )
+    group.add_argument(
+        "--edge-auth",
+        choices=("bare", "bearer"),
+        default=default(None),
+        help="how the edge gets the token (else FLOWITH_EDGE_AUTH, else bare)",
+    )
+    group.add_argument(
+        "--save-tokens",
+        metavar="FILE",
+        default=default(None),
+        help="read the tokens from FILE if it exists, and write the new ones there "
+        "(mode 0600) whenever they are renewed",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive,
+        default=default(30.0),
+        metavar="SECONDS",
+        help="limit for each request (default 30)",
+    )
+
+
+def _command(
+    commands: argparse._SubParsersAction[CommandParser], name: str, help_text: str
+) -> CommandParser:
+    parser = commands.add_parser(name, help=help_text, description=help_text)
+    _global_options(parser, top=False)
+    return parser
+
+
+def build_parser() -> tuple[CommandParser, argparse._SubParsersAction[CommandParser]]:
+    """The ``flowith`` parser with its global options; the caller adds its own
+    subcommands (``demo``) to the returned action, then :func:`add_commands`."""
+    parser = CommandParser(
+        prog="flowith",
+        description="Unofficial client for the Flowith.io web app.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(parser, top=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return parser, commands
+
+
+def add_commands(commands: argparse._SubParsersAction[CommandParser]) -> None:
+    """Every subcommand but ``demo``."""
+    chat = _command(commands, "chat", "ask a text model; the answer streams as it is written")
+    chat.add_argument("prompt", nargs="+", help="the message (several words are joined)")
+    chat.add_argument("--model", help="model id (see 'flowith models')")
+    chat.add_argument("--conv", metavar="CONV_ID", help="add the turn to this conversation")
+    chat.add_argument(
+        "--image", action="append", metavar="URL", help="an image URL to send (repeatable)"
+    )
+    chat.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="show the model's reasoning when stdout is not a terminal (marked [thinking])",
+    )
+
+    image = _command(commands, "image", "generate an image and print its URL")
+    image.add_argument("prompt", nargs="+")
+    image.add_argument("--model", help="image model id")
+    image.add_argument("--aspect-ratio", default="1:1", help="W:H (default 1:1)")
+    image.add_argument("--size", default="512", help="512, 1k, 2k or 4k (default 512)")
+    image.add_argument("--out", metavar="DIR", help="save the image into DIR")
+
+    video = _command(commands, "video", "generate a video and print its URL")
+    video.add_argument("prompt", nargs="+")
+    video.add_argument("--model", help="video model id")
+    video.add_argument("--image-url", default="", metavar="URL", help="first frame")
+    video.add_argument("--aspect-ratio", default="16:9", help="W:H (default 16:9)")
+    video.add_argument("--resolution", default="480p", help="480p, 720p or 1080p (default 480p)")
+    video.add_argument("--out", metavar="DIR", help="save the video into DIR")
+
+    upload = _command(commands, "upload", "upload a file to Flowith's CDN and print its URL")
+    upload.add_argument("file")
+
+    models = _command(commands, "models", "the model catalogue")
+    models.add_argument("--media", help="only models of this media (text, image, video)")
+
+    _command(commands, "credits", "credit entries and the total left")
+
+    conversations = _command(commands, "conversations", "list, show, rename or delete")
+    actions = conversations.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = _command(actions, "list", "the newest conversations")
+    listing.add_argument("--limit", type=_count, default=20, help="how many (default 20)")
+    show = _command(actions, "show", "a conversation's canvas: its nodes in order")
+    show.add_argument("conv_id", metavar="CONV_ID")
+    rename = _command(actions, "rename", "give a conversation a new title")
+    rename.add_argument("conv_id", metavar="CONV_ID")
+    rename.add_argument("title", nargs="+", metavar="TITLE")
+    delete = _command(actions, "delete", "delete a conversation")
+    delete.add_argument("conv_id", metavar="CONV_ID")
+
+    templates = _command(commands, "templates", "prompt templates")
+    templates.add_argument("--type", dest="template_type", metavar="T", help="only this type")
+
+    profile = _command(commands, "profile", "show the profile, or change fields of it")
+    profile.add_argument(
+        "--set",
+        dest="changes",
+        action="append",
+        metavar="KEY=VALUE",
+        help="change a field (repeatable), then show the profile",
+    )
+
+    rewards = _command(commands, "rewards", "daily rewards")
+    rewards.add_argument("action", choices=("status", "claim"))
+
+    events = _command(commands, "events", "print the live event stream as JSON lines")
+    events.add_argument(
+        "--sse", action="store_true", help="/user_stream/sse (heartbeats, media results)"
+    )
+    events.add_argument(
+        "--seconds", type=_positive, default=10.0, help="listen this long (default 10)"
+    )
+
+    check = _command(commands, "doctor", "check which protocol assumptions still hold (read-only)")
+    check.add_argument(
+        "--seconds",
+        type=_positive,
+        default=doctor.DEFAULT_SECONDS,
+        help=f"listen to the live streams this long (default {doctor.DEFAULT_SECONDS:g})",
+    )
+
+
+# -- settings and tokens -----------------------------------------------------------------------
+
+
+@attrs.frozen
+class Settings:
+    """The global options, resolved against the environment."""
+
+    transport: str
+    backend: str
+    json: bool
+    token: str
+    refresh_token: str
+    user_id: str
+    edge_url: str
+    supabase_url: str
+    edge_auth: str
+    timeout: float
+    save_tokens: Path | None
+
+
+def write_tokens(path: Path, access_token: str, refresh_token: str) -> None:
+    """Replace ``path`` with the tokens, atomically and readable only by the
+    user: a temporary file (created 0600) is written, synced and renamed."""
+    text = json.dumps({"access_token": access_token, "refresh_token": refresh_token}) + "\n"
+    folder = path.parent if str(path.parent) else Path(".")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _read_tokens(path: Path) -> tuple[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the tokens in {path}: {type(exc).__name__}") from None
+    access = data.get("access_token") if isinstance(data, dict) else None
+    refresh = data.get("refresh_token", "") if isinstance(data, dict) else None
+    if not isinstance(access, str) or not access or not isinstance(refresh, str):
+        raise UsageError(f"{path} does not hold {{'access_token', 'refresh_token'}} strings")
+    return access, refresh
+
+
+def resolve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    """The options, else the environment, else the defaults; a token file
+    that exists wins over both (it holds the newest tokens)."""
+    if args.transport == "aiohttp" and args.backend == "trio":
+        raise UsageError("aiohttp runs on asyncio only; use --transport httpx")
+    save = Path(args.save_tokens) if args.save_tokens else None
+    token = args.token or env.get("FLOWITH_TOKEN", "")
+    refresh = args.refresh_token or env.get("FLOWITH_REFRESH_TOKEN", "")
+    if save is not None and save.exists():
+        token, refresh = _read_tokens(save)
+    if not token:
+        raise UsageError("no token: pass --token or set FLOWITH_TOKEN")
+    edge_auth = args.edge_auth or env.get("FLOWITH_EDGE_AUTH", "") or "bare"
+    if edge_auth not in ("bare", "bearer"):
+        raise UsageError(f"FLOWITH_EDGE_AUTH must be bare or bearer, got {edge_auth!r}")
+    return Settings(
+        transport=args.transport,
+        backend=args.backend,
+        json=args.json,
+        token=token,
+        refresh_token=refresh,
+        user_id=args.user_id or env.get("FLOWITH_USER_ID", ""),
+        edge_url=args.edge_url or env.get("FLOWITH_EDGE_URL", "") or DEFAULT_EDGE_URL,
+        supabase_url=args.supabase_url
+        or env.get("FLOWITH_SUPABASE_URL", "")
+        or DEFAULT_SUPABASE_URL,
+        edge_auth=edge_auth,
+        timeout=args.timeout,
+        save_tokens=save,
+    )
+
+
+class Tokens:
+    """The tokens in use; renewed ones are kept (and saved) because a refresh
+    token works once: losing the new one signs the user out."""
+
+    def __init__(self, access: str, refresh: str, save: Path | None, err: TextIO) -> None:
+        self.access = access
+        self.refresh = refresh
+        self._save = save
+        self._err = err
+        self._seen = {access, refresh}
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every token seen in this run, renewed and replaced ones included."""
+        return tuple(s for s in self._seen if s)
+
+    async def renewed(self, access: str, refresh: str) -> None:
+        """The client's ``on_token_refresh``."""
+        self.access, self.refresh = access, refresh
+        self._seen |= {access, refresh}
+        if self._save is None:
+            self._err.write(
+                "note: the tokens were renewed and the old refresh token is used up; "
+                "pass --save-tokens FILE to keep the new ones\n"
+            )
+            return
+        try:
+            await anyio.to_thread.run_sync(write_tokens, self._save, access, refresh)
+        except OSError as exc:
+            self._err.write(f"warning: could not save the new tokens to {self._save}: {exc}\n")
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+class Output:
+    """stdout and stderr, with every secret scrubbed from what is written."""
+
+    def __init__(self, out: TextIO, err: TextIO, secrets: Callable[[], Iterable[str]]) -> None:
+        self.out = out
+        self.err = err
+        self._secrets = secrets
+
+    def scrub(self, text: str) -> str:
+        return _JWT.sub("[REDACTED]", redact(text, self._secrets()))
+
+    def write(self, text: str) -> None:
+        self.out.write(self.scrub(text))
+        self.out.flush()
+
+    def line(self, text: str = "") -> None:
+        self.write(text + "\n")
+
+    def note(self, text: str) -> None:
+        """A remark for the person at the terminal (stderr, never parsed)."""
+        self.err.write(self.scrub(text) + "\n")
+        self.err.flush()
+
+    def document(self, value: Any) -> None:
+        """The one JSON document of ``--json``."""
+        self.line(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+    def json_line(self, value: Any) -> None:
+        """One JSON line of a stream, flushed at once."""
+        self.line(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+
+    @property
+    def width(self) -> int:
+        return max(shutil.get_terminal_size((100, 24)).columns, 40)
+
+    def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        for text in render_table(headers, [list(r) for r in rows], self.width):
+            self.line(text)
+
+    def fields(self, values: Mapping[str, Any]) -> None:
+        """``key: value`` lines, long values wrapped under themselves."""
+        keys = [str(k) for k in values]
+        pad = max((len(k) for k in keys), default=0) + 2
+        for key, value in zip(keys, values.values(), strict=True):
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            lead = f"{key + ':':<{pad}}"
+            wrapped = textwrap.wrap(
+                text, self.width, initial_indent=lead, subsequent_indent=" " * pad
+            )
+            self.line("\n".join(wrapped) if wrapped else lead.rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return _CONTROL.sub(" ", str(value)).strip()
+
+
+def render_table(headers: Sequence[str], rows: list[list[str]], width: int) -> list[str]:
+    """Columns padded to line up; the widest column is cut (with "…") until
+    the table fits ``width``."""
+    cells = [[_cell(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for index, cell in enumerate(row):
+            widths[index] = max(widths[index], len(cell))
+    gap = 2
+    while sum(widths) + gap * (len(widths) - 1) > width:
+        widest = max(range(len(widths)), key=lambda i: widths[i])
+        if widths[widest] <= 8:
+            break
+        widths[widest] -= 1
+
+    def fit(text: str, size: int) -> str:
+        return text if len(text) <= size else text[: size - 1] + "…"
+
+    lines = []
+    for row in [list(headers), *cells]:
+        parts = [fit(cell, widths[i]).ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append((" " * gap).join(parts).rstrip())
+    return lines
+
+
+def _number(value: float) -> str:
+    """A quota as people write it: ``1523.5``, ``2000``."""
+    return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+
+
+def _excerpt(text: str, size: int = 240) -> str:
+    flat = _CONTROL.sub(" ", text).strip()
+    return flat if len(flat) <= size else flat[: size - 1] + "…"
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+@attrs.define
+class Context:
+    """What a subcommand needs: its options, the tokens and the output."""
+
+    settings: Settings
+    tokens: Tokens
+    out: Output
+
+    def client(self, *, edge_auth: str | None = None, renew: bool = True) -> FlowithClientBase:
+        """A client of the chosen transport with the current tokens."""
+        settings = self.settings
+        return client_class(settings.transport)(
+            self.tokens.access,
+            user_id=settings.user_id,
+            refresh_token=self.tokens.refresh if renew else "",
+            edge_url=settings.edge_url,
+            supabase_url=settings.supabase_url,
+            timeout=settings.timeout,
+            on_token_refresh=self.tokens.renewed if renew else None,
+            edge_auth=edge_auth or settings.edge_auth,
+        )
+
+
+Command = Callable[[Context, argparse.Namespace], Awaitable[int]]
+
+
+class _Reasoning:
+    """Writes a streamed answer; reasoning is dimmed on a terminal, hidden
+    when piped unless asked for, and then marked ``[thinking]``."""
+
+    def __init__(self, out: Output, *, show: bool) -> None:
+        self.out = out
+        self.color = out.out.isatty()
+        self.show = self.color or show
+        self.in_reasoning = False
+
+    def step(self, step: GenerationOutput) -> None:
+        if step.reasoning_delta and self.show:
+            if not self.in_reasoning:
+                self.in_reasoning = True
+                self.out.write("\x1b[2m" if self.color else "[thinking] ")
+            self.out.write(step.reasoning_delta)
+        if step.text_delta:
+            self._end_reasoning()
+            self.out.write(step.text_delta)
+
+    def _end_reasoning(self) -> None:
+        if self.in_reasoning:
+            self.in_reasoning = False
+            self.out.write("\x1b[0m\n" if self.color else "\n")
+
+    def finish(self) -> None:
+        self._end_reasoning()
+        self.out.write("\n")
+
+
+def _step_json(step: GenerationOutput) -> dict[str, Any]:
+    return {
+        "event": "step",
+        "text_delta": step.text_delta,
+        "reasoning_delta": step.reasoning_delta,
+        "node_id": step.node_id,
+        "conv_id": step.conv_id,
+    }
+
+
+async def _chat(ctx: Context, args: argparse.Namespace) -> int:
+    prompt = " ".join(args.prompt)
+    printer = _Reasoning(ctx.out, show=args.reasoning)
+    last: GenerationOutput | None = None
+    async with ctx.client() as client:
+        run = client.generate_stream(
+            prompt, conv_id=args.conv, model=args.model, images=args.image or None
+        )
+        async with run:
+            async for step in run:
+                last = step
+                if ctx.settings.json:
+                    ctx.out.json_line(_step_json(step))
+                else:
+                    printer.step(step)
+    if last is None:
+        raise GenerationError("the generation ended without an answer")
+    if ctx.settings.json:
+        ctx.out.json_line(
+            {
+                "event": "result",
+                "text": last.text,
+                "reasoning": last.reasoning,
+                "node_id": last.node_id,
+                "conv_id": last.conv_id,
+                "model": last.model,
+            }
+        )
+    else:
+        printer.finish()
+        ctx.out.note(f"conversation {last.conv_id} (continue it with --conv {last.conv_id})")
+    return EXIT_OK
+
+
+async def _with_progress(ctx: Context, label: str, work: Callable[[], Awaitable[T]]) -> T:
+    """Wait for ``work`` while showing the elapsed time on stderr: a line that
+    updates itself on a terminal, a line every 10 s otherwise."""
+    err = ctx.out.err
+    tty = err.isatty()
+    started = anyio.current_time()
+
+    async def tick() -> None:
+        seconds = 0
+        while True:
+            await anyio.sleep(1)
+            seconds += 1
+            if tty:
+                err.write(f"\r{label}: waiting, {seconds} s")
+                err.flush()
+            elif seconds % 10 == 0:
+                err.write(f"{label}: still waiting, {seconds} s\n")
+                err.flush()
+
+    outcome: list[T] = []
+    error: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(tick)
+        try:
+            outcome.append(await work())
+        except Exception as exc:  # re-raised below, once the ticker is gone
+            error = exc
+        group.cancel_scope.cancel()
+    if tty:
+        err.write("\r\x1b[K")
+    if error is not None:
+        raise error
+    ctx.out.note(f"{label}: ready after {anyio.current_time() - started:.1f} s")
+    return outcome[0]
+
+
+async def _image(ctx: Context, args: argparse.Namespace) -> int:
+    async with ctx.client() as client:
+        result = await _with_progress(
+            ctx,
+            "image",
+            lambda: client.generate_image(
+                " ".join(args.prompt),
+                model=args.model,
+                aspect_ratio=args.aspect_ratio,
+                image_size=args.size,
+            ),
+        )
+        image = result.image
+        if image is None:
+            raise GenerationError("the image generation returned no image")
+        path = await image.save(args.out) if args.out else None
+    _media_result(ctx, image.url, path, result.model, result.node_id, result.conv_id)
+    return EXIT_OK
+
+
+async def _video(ctx: Context, args: argparse.Namespace) -> int:
+    async with ctx.client() as client:
+        result = await _with_progress(
+            ctx,
+            "video",
+            lambda: client.generate_video(
+                " ".join(args.prompt),
+                model=args.model,
+                image_url=args.image_url,
+                aspect_ratio=args.aspect_ratio,
+                resolution=args.resolution,
+            ),
+        )
+        if not result.video_url:
+            raise GenerationError("the video generation returned no URL")
+        path = await result.save(args.out) if args.out else None
+    _media_result(ctx, result.video_url, path, result.model, result.node_id, result.conv_id)
+    return EXIT_OK
+
+
+def _media_result(
+    ctx: Context, url: str, path: Path | None, model: str, node_id: str, conv_id: str
+) -> None:
+    if ctx.settings.json:
+        ctx.out.document(
+            {
+                "url": url,
+                "path": None if path is None else str(path),
+                "model": model,
+                "node_id": node_id,
+                "conv_id": conv_id,
+            }
+        )
+        return
+    ctx.out.line(url)
+    if path is not None:
+        ctx.out.line(f"saved to {path}")
+
+
+async def _upload(ctx: Context, args: argparse.Namespace) -> int:
+    if not await anyio.Path(args.file).is_file():
+        raise UsageError(f"no such file: {args.file}")
+    async with ctx.client() as client:
+        record = await client.upload_file(args.file)
+    if ctx.settings.json:
+        ctx.out.document({"url": record.url, "file_type": record.file_type})
+    else:
+        ctx.out.line(record.url)
+    return EXIT_OK
+
+
+async def _models(ctx: Context, args: argparse.Namespace) -> int:
+    async with ctx.client() as client:
+        models = await client.list_models()
+    if args.media:
+        models = [m for m in models if m.media == args.media]
+    rows = [{"id": m.model_id, "title": m.title, "media": m.media, "tier": m.tier} for m in models]
+    if ctx.settings.json:
+        ctx.out.document(rows)
+    else:
+        ctx.out.table(("ID", "TITLE", "MEDIA", "TIER"), [list(r.values()) for r in rows])
+    return EXIT_OK
+
+
+async def _credits(ctx: Context, args: argparse.Namespace) -> int:
+    async with ctx.client() as client:
+        entries = await client.get_credits()
+    total = sum(e.remain_quota for e in entries)
+    if ctx.settings.json:
+        ctx.out.document(
+            {
+                "entries": [
+                    {
+                        "sub_type": e.sub_type,
+                        "remain_quota": e.remain_quota,
+                        "init_quota": e.init_quota,
+                        "from_date": e.from_date,
+                        "to_date": e.to_date,
+                    }
+                    for e in entries
+                ],
+                "total": total,
+            }
+        )
+        return EXIT_OK
+    ctx.out.table(
+        ("TYPE", "LEFT", "OF", "FROM", "TO"),
+        [
+            [e.sub_type, _number(e.remain_quota), _number(e.init_quota), e.from_date, e.to_date]
+            for e in entries
+        ],
+    )
+    ctx.out.line(f"total: {_number(total)} credits left")
+    return EXIT_OK
+
+
+def _conversation_json(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.conv_id,
+        "title": record.title,
+        "preview": record.preview,
+        "updated_at": record.metadata.get("updated_at"),
+    }
+
+
+async def _conversations(ctx: Context, args: argparse.Namespace) -> int:
+    out = ctx.out
+    async with ctx.client() as client:
+        if args.action == "list":
+            records = await client.list_conversations(limit=args.limit)
+            if ctx.settings.json:
+                out.document([_conversation_json(r) for r in records])
+            else:
+                out.table(
+                    ("ID", "TITLE", "UPDATED"),
+                    [
+                        [r.conv_id, r.title or "(untitled)", str(r.metadata.get("updated_at", ""))]
+                        for r in records
+                    ],
+                )
+        elif args.action == "show":
+            record = await client.get_conversation(args.conv_id)
+            nodes = await client.get_flow_nodes(args.conv_id)
+            _show_conversation(ctx, record, nodes)
+        elif args.action == "rename":
+            record = await client.rename_conversation(args.conv_id, " ".join(args.title))
+            if ctx.settings.json:
+                out.document(_conversation_json(record))
+            else:
+                out.line(f"renamed {record.conv_id}: {record.title}")
+        else:
+            await client.get_conversation(args.conv_id)  # a missing one is an error, not a no-op
+            await client.delete_conversation(args.conv_id)
+            if ctx.settings.json:
+                out.document({"id": args.conv_id, "deleted": True})
+            else:
+                out.line(f"deleted {args.conv_id}")
+    return EXIT_OK
+
+
+def _node_kind(node_type: str) -> str:
+    return {"1": "user", "2": "AI"}.get(node_type, f"type {node_type}")
+
+
+def _show_conversation(ctx: Context, record: Any, nodes: Sequence[Any]) -> None:
+    out = ctx.out
+    if ctx.settings.json:
+        out.document(
+            {
+                **_conversation_json(record),
+                "nodes": [
+                    {
+                        "id": n.node_id,
+                        "type": _node_kind(n.node_type),
+                        "model": n.model,
+                        "text": n.text,
+                    }
+                    for n in nodes
+                ],
+            }
+        )
+        return
+    out.line(f"{record.title or '(untitled)'}  ({record.conv_id})")
+    out.line(f"{len(nodes)} nodes")
+    width = out.width
+    for number, node in enumerate(nodes, 1):
+        kind = _node_kind(node.node_type)
+        head = f"{number}. {kind}" + (f" ({node.model})" if node.model else "") + ": "
+        text = _excerpt(node.text) or "(empty)"
+        wrapped = textwrap.wrap(text, width, initial_indent=head, subsequent_indent="     ")
+        out.line("\n".join(wrapped))
+
+
+async def _templates(ctx: Context, args: argparse.Namespace) -> int:
+    async with ctx.client() as client:
+        templates = await client.list_templates(template_type=args.template_type)
+    rows = [
+        {
+            "id": t.template_id,
+            "name": t.name,
+            "type": t.template_type,
+            "category": t.category,
+            "model": t.model,
+        }
+        for t in templates
+    ]
+    if ctx.settings.json:
+        ctx.out.document(rows)
+    else:
+        ctx.out.table(("ID", "NAME", "TYPE", "CATEGORY", "MODEL"), [list(r.values()) for r in rows])
+    return EXIT_OK
+
+
+def _changes(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--set`` pairs as profile fields (values stay text)."""
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set wants KEY=VALUE, got {pair!r}")
+        if key in ("timeout", "user_id"):  # the method's own parameters, not profile fields
+            raise UsageError(f"--set cannot change {key!r}")
+        changes[key] = value
+    return changes
+
+
+async def _profile(ctx: Context, args: argparse.Namespace) -> int:
+    changes = _changes(args.changes or ())
+    async with ctx.client() as client:
+        if changes:
+            profile = await client.update_user_profile(**changes)
+        else:
+            profile = await client.get_user_profile()
+    shown = dict(profile.metadata) or {"id": profile.user_id, "language": profile.language}
+    if ctx.settings.json:
+        ctx.out.document(shown)
+    else:
+        ctx.out.fields(shown)
+    return EXIT_OK
+
+
+async def _rewards(ctx: Context, args: argparse.Namespace) -> int:
+    async with ctx.client() as client:
+        if args.action == "claim":
+            answer = await client.claim_daily_reward()
+        else:
+            answer = await client.get_daily_rewards_status()
+    if ctx.settings.json:
+        ctx.out.document(answer)
+    elif isinstance(answer, Mapping):
+        ctx.out.fields(answer)
+    else:
+        ctx.out.line(json.dumps(answer, ensure_ascii=False))
+    return EXIT_OK
+
+
+async def _events(ctx: Context, args: argparse.Namespace) -> int:
+    async with ctx.client() as client:
+        listen = client.stream_user_sse if args.sse else client.stream_user_stream
+        async for payload in listen(timeout=args.seconds):
+            ctx.out.json_line(payload)
+    return EXIT_OK
+
+
+async def _doctor(ctx: Context, args: argparse.Namespace) -> int:
+    settings = ctx.settings
+
+    def make(*, edge_auth: str, renew: bool) -> FlowithClientBase:
+        return ctx.client(edge_auth=edge_auth, renew=renew)
+
+    report = await doctor.run_doctor(
+        make,
+        access_token=lambda: ctx.tokens.access,
+        user_id=settings.user_id,
+        transport=settings.transport,
+        backend=settings.backend,
+        edge_url=settings.edge_url,
+        supabase_url=settings.supabase_url,
+        seconds=args.seconds,
+        timeout=settings.timeout,
+        secrets=lambda: ctx.tokens.secrets,
+    )
+    if settings.json:
+        ctx.out.document(report.as_json())
+    else:
+        ctx.out.write(report.render(ctx.out.width))
+    return EXIT_API if report.failed else EXIT_OK
+
+
+COMMANDS: dict[str, Command] = {
+    "chat": _chat,
+    "image": _image,
+    "video": _video,
+    "upload": _upload,
+    "models": _models,
+    "credits": _credits,
+    "conversations": _conversations,
+    "templates": _templates,
+    "profile": _profile,
+    "rewards": _rewards,
+    "events": _events,
+    "doctor": _doctor,
+}
+
+
+def _leaf(error: BaseException) -> BaseException:
+    """The error inside (nested) exception groups from task groups: the first
+    library error if there is one, else the first error."""
+    inner = getattr(error, "exceptions", None)
+    if not isinstance(inner, tuple) or not inner:
+        return error
+    leaves = [_leaf(e) for e in inner]
+    return next((e for e in leaves if isinstance(e, FlowithError)), leaves[0])
+
+
+def exit_code(error: BaseException) -> int | None:
+    """The exit code of a failure, or ``None`` for a bug (which keeps its traceback)."""
+    if isinstance(error, UsageError):
+        return EXIT_USAGE
+    if isinstance(error, ValidationError) and error.status_code is None:
+        return EXIT_USAGE  # refused by the client before any request
+    if isinstance(error, AuthenticationError):
+        return EXIT_AUTH
+    if isinstance(error, ConnectionFailedError):
+        return EXIT_CONNECTION
+    if isinstance(error, (FlowithError, builtins.TimeoutError)):
+        return EXIT_API
+    if isinstance(error, OSError):
+        return EXIT_LOCAL
+    return None
+
+
+def _message(error: BaseException) -> str:
+    text = _CONTROL.sub(" ", str(error)).strip()
+    if isinstance(error, builtins.TimeoutError) and not text:
+        text = "timed out"
+    return text or type(error).__name__
+
+
+def run_command(
+    args: argparse.Namespace,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Run the parsed subcommand; every failure becomes one line and an exit code."""
+    out_stream = sys.stdout if stdout is None else stdout
+    err_stream = sys.stderr if stderr is None else stderr
+    try:
+        settings = resolve_settings(args, os.environ if env is None else env)
+    except UsageError as exc:
+        err_stream.write(f"flowith: {exc}\n")
+        return EXIT_USAGE
+    tokens = Tokens(settings.token, settings.refresh_token, settings.save_tokens, err_stream)
+    out = Output(out_stream, err_stream, lambda: tokens.secrets)
+    ctx = Context(settings, tokens, out)
+    command = COMMANDS[args.command]
+    try:
+        return anyio.run(command, ctx, args, backend=settings.backend)
+    except KeyboardInterrupt:
+        out.note("flowith: interrupted")
+        return 130
+    except Exception as exc:
+        error = _leaf(exc)
+        code = exit_code(error)
+        if code is None:
+            raise
+        out.note(f"flowith: {_message(error)}")
+        return code

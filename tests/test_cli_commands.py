@@ -1,0 +1,639 @@
+"""The ``flowith`` subcommands, run in-process against the fake on loopback.
+
+One fake server runs for the whole module in a background thread (an anyio
+blocking portal: its own event loop), and each test calls the CLI's ``main``
+as a shell would, on every transport: httpx on asyncio and on trio, and
+aiohttp. Every run is checked for leaked credentials. A few smoke tests start
+the real ``python -m flowith_httpx`` process.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import io
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import attrs
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+import flowith_httpx
+from flowith_httpx.cli import main
+from flowith_httpx.cli_commands import render_table, write_tokens
+from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_proto.fake import KYOTO_TRIP, FakeFlowith, chunk, complete, fail
+
+T = TypeVar("T")
+
+VARIANTS = {
+    "httpx-asyncio": ("httpx", "asyncio"),
+    "httpx-trio": ("httpx", "trio"),
+    "aiohttp": ("aiohttp", "asyncio"),
+}
+
+
+@attrs.frozen
+class Served:
+    """The fake and its server, running on the portal's event loop thread."""
+
+    fake: FakeFlowith
+    url: str
+    portal: BlockingPortal
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the server's thread (the fake is not thread-safe)."""
+        return self.portal.call(function)
+
+
+@contextlib.contextmanager
+def serve(fake: FakeFlowith) -> Iterator[Served]:
+    """``fake`` on a loopback port, served from a background thread."""
+    with start_blocking_portal("asyncio") as portal:
+        server = FakeFlowithServer(fake)
+        with portal.wrap_async_context_manager(server):
+            yield Served(fake, server.url, portal)
+
+
+@contextlib.contextmanager
+def chatter(served: Served, *, edge_auth: str = "bare") -> Iterator[None]:
+    """Text generations, one after another, on the server's loop while the
+    block runs: events on ``/user_stream/stream`` for a listener to see."""
+
+    async def talk() -> None:
+        async with flowith_httpx.FlowithClient(
+            served.fake.token,
+            edge_url=served.url,
+            supabase_url=served.url,
+            edge_auth=edge_auth,
+            poll_interval=0.05,
+        ) as client:
+            while True:
+                await client.generate("ping", timeout=10)
+                await anyio.sleep(0.05)
+
+    future = served.portal.start_task_soon(talk)
+    try:
+        yield
+    finally:
+        future.cancel()
+        with contextlib.suppress(concurrent.futures.CancelledError):
+            future.result(timeout=10)
+
+
+@attrs.frozen
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def json_lines(self) -> list[Any]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.startswith("flowith:")]
+
+
+class CLI:
+    """``main([...])`` with the transport's options, the fake's URLs and a
+    token in the environment; checks that no secret reaches the output."""
+
+    def __init__(
+        self,
+        served: Served,
+        variant: tuple[str, str],
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        self.served = served
+        self.variant = variant
+        self.capsys = capsys
+        self.monkeypatch = monkeypatch
+        self.secrets = [served.fake.token, served.fake.refresh_token]
+
+    def __call__(self, *args: str, token: str | None = None, **env: str) -> Result:
+        fake = self.served.fake
+        values = {
+            "FLOWITH_TOKEN": fake.token if token is None else token,
+            "FLOWITH_EDGE_URL": self.served.url,
+            "FLOWITH_SUPABASE_URL": self.served.url,
+            **env,
+        }
+        for name, value in values.items():
+            if value:
+                self.monkeypatch.setenv(name, value)
+                if name.endswith("TOKEN"):
+                    self.secrets.append(value)
+            else:
+                self.monkeypatch.delenv(name, raising=False)
+        transport, backend = self.variant
+        self.capsys.readouterr()
+        code = main(["--transport", transport, "--backend", backend, *args])
+        captured = self.capsys.readouterr()
+        result = Result(code, captured.out, captured.err)
+        self.check_secrets(result)
+        return result
+
+    def check_secrets(self, result: Result) -> None:
+        for secret in self.secrets:
+            assert secret not in result.out, "a secret reached stdout"
+            assert secret not in result.err, "a secret reached stderr"
+        assert "Traceback" not in result.err
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FLOWITH_* from the developer's shell; a fixed terminal width."""
+    for name in list(os.environ):
+        if name.startswith("FLOWITH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "120")
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    with serve(FakeFlowith(heartbeat_interval=0.2)) as running:
+        yield running
+
+
+@pytest.fixture(params=list(VARIANTS), ids=list(VARIANTS))
+def variant(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return VARIANTS[request.param]
+
+
+@pytest.fixture
+def cli(
+    served: Served,
+    variant: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> CLI:
+    return CLI(served, variant, capsys, monkeypatch)
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+# -- account and catalogue ---------------------------------------------------------------------
+
+
+def test_models_table_and_json(cli: CLI) -> None:
+    done = cli("models")
+    assert done.code == 0, done.err
+    header, *rows = done.out.splitlines()
+    assert header.split() == ["ID", "TITLE", "MEDIA", "TIER"]
+    nano = next(row for row in rows if row.startswith("gpt-4.1-nano "))
+    assert nano[header.index("TITLE") :].startswith("GPT-4.1 nano")
+    assert nano[header.index("MEDIA") :].startswith("text")
+    listed = cli("models", "--json", "--media", "image").json()
+    assert listed
+    assert all(m["media"] == "image" for m in listed)
+    assert {"id", "title", "media", "tier"} == set(listed[0])
+
+
+def test_credits_entries_and_total(cli: CLI, served: Served) -> None:
+    done = cli("credits")
+    assert done.code == 0, done.err
+    assert done.out.splitlines()[0].split() == ["TYPE", "LEFT", "OF", "FROM", "TO"]
+    assert "Invitation" in done.out
+    assert done.out.rstrip().splitlines()[-1].startswith("total: ")
+    data = cli("--json", "credits").json()
+    assert data["total"] == pytest.approx(sum(e["remain_quota"] for e in data["entries"]))
+    assert data["total"] == pytest.approx(served.call(served.fake.remaining_credits))
+
+
+def test_templates_filtered_by_type(cli: CLI) -> None:
+    done = cli("templates", "--type", "image")
+    assert done.code == 0, done.err
+    header, *rows = done.out.splitlines()
+    assert header.split() == ["ID", "NAME", "TYPE", "CATEGORY", "MODEL"]
+    assert rows
+    assert all(row[header.index("TYPE") :].startswith("image") for row in rows)
+    assert {t["type"] for t in cli("templates", "--json").json()} == {"text", "image", "video"}
+
+
+def test_profile_show_and_set(cli: CLI) -> None:
+    shown = cli("profile")
+    assert shown.code == 0, shown.err
+    assert "language:" in shown.out
+    changed = cli("profile", "--set", "language=de", "--json")
+    assert changed.code == 0, changed.err
+    assert changed.json()["language"] == "de"
+    assert "language:   de" in cli("profile").out  # aligned under the longest key
+    bad = cli("profile", "--set", "language")
+    assert bad.code == 2
+    assert bad.error_lines == ["flowith: --set wants KEY=VALUE, got 'language'"]
+    unknown = cli("profile", "--set", "shoe_size=44")
+    assert unknown.code == 4
+    assert len(unknown.error_lines) == 1
+    assert "shoe_size" in unknown.err
+
+
+def test_rewards_status_and_claim(cli: CLI, served: Served) -> None:
+    # A fresh user per run, so the first claim of the day is really the first.
+    token = served.call(lambda: served.fake.issue_token(str(uuid.uuid4())))
+    status = cli("rewards", "status", token=token)
+    assert status.code == 0, status.err
+    assert "can_claim:" in status.out
+    first = cli("--json", "rewards", "claim", token=token)
+    assert first.code == 0, first.err
+    assert first.json()["claimed"] is True
+    second = cli("rewards", "claim", token=token)
+    assert second.code == 4
+    assert second.error_lines == ["flowith: HTTP 409: Daily reward already claimed today"]
+
+
+# -- generation ------------------------------------------------------------------------------------
+
+
+def test_chat_streams_the_answer(cli: CLI) -> None:
+    done = cli("chat", "hello", "there")
+    assert done.code == 0, done.err
+    assert done.out == "You said: hello there\n"
+    assert "continue it with --conv" in done.err
+
+
+def test_chat_json_lines_end_with_the_result(cli: CLI) -> None:
+    done = cli("--json", "chat", "count to three")
+    assert done.code == 0, done.err
+    *steps, result = done.json_lines()
+    assert {s["event"] for s in steps} == {"step"}
+    assert result["event"] == "result"
+    assert result["text"] == "You said: count to three"
+    assert "".join(s["text_delta"] for s in steps) == result["text"]
+    assert result["conv_id"]
+    assert result["model"] == "gpt-4.1-nano"
+
+
+def test_chat_continues_a_conversation_with_images(cli: CLI, served: Served) -> None:
+    first = cli("--json", "chat", "first turn").json_lines()[-1]
+    conv = first["conv_id"]
+    second = cli(
+        "--json", "chat", "second turn", "--conv", conv, "--image", "https://example.com/a.png"
+    ).json_lines()[-1]
+    assert second["conv_id"] == conv
+    turn = served.call(lambda: served.fake.turns[-1])
+    content = turn.messages[-1]["content"]
+    assert {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}} in content
+    canvas = cli("--json", "conversations", "show", conv).json()
+    assert [n["type"] for n in canvas["nodes"]] == ["user", "AI", "user", "AI"]
+
+
+def _script_thinking(served: Served) -> None:
+    served.call(
+        lambda: served.fake.script(
+            chunk("<think>"), chunk("pondering deeply"), chunk("</think>"), chunk("42"), complete()
+        )
+    )
+
+
+def test_chat_reasoning_hidden_when_piped_unless_asked(cli: CLI, served: Served) -> None:
+    _script_thinking(served)
+    hidden = cli("chat", "meaning of life")
+    assert hidden.out == "42\n"
+    _script_thinking(served)
+    shown = cli("chat", "meaning of life", "--reasoning")
+    assert shown.out == "[thinking] pondering deeply\n42\n"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_chat_reasoning_dimmed_on_a_terminal(
+    served: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _script_thinking(served)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setenv("FLOWITH_TOKEN", served.fake.token)
+    monkeypatch.setenv("FLOWITH_EDGE_URL", served.url)
+    monkeypatch.setenv("FLOWITH_SUPABASE_URL", served.url)
+    assert main(["chat", "meaning of life"]) == 0
+    assert terminal.getvalue() == "\x1b[2mpondering deeply\x1b[0m\n42\n"
+
+
+def test_a_failed_generation_is_a_server_error(cli: CLI, served: Served) -> None:
+    served.call(lambda: served.fake.script(chunk("Hal"), fail("the model melted", "timeout")))
+    done = cli("chat", "hello")
+    assert done.code == 4
+    assert len(done.error_lines) == 1
+    assert "the model melted" in done.error_lines[0]
+
+
+def test_image_prints_url_and_saves(cli: CLI, served: Served, tmp_path: Path) -> None:
+    done = cli(
+        "image", "a red fox", "--aspect-ratio", "16:9", "--size", "1k", "--out", str(tmp_path)
+    )
+    assert done.code == 0, done.err
+    url, saved = done.out.splitlines()
+    assert url.startswith(served.url + "/f/")
+    assert url.endswith("/image.png")
+    path = Path(saved.removeprefix("saved to "))
+    assert path.parent == tmp_path
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert "image: ready after" in done.err
+    options = served.call(lambda: served.fake.turns[-1].options)
+    assert options["aspect_ratio"] == "16:9"
+    assert options["image_size"] == "1k"
+    data = cli("--json", "image", "a blue fox").json()
+    assert data["url"].endswith("/image.png")
+    assert data["path"] is None
+
+
+def test_an_unwritable_folder_is_a_local_error(cli: CLI, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = cli("image", "a fox", "--out", str(blocker / "images"))
+    assert done.code == 1
+    assert len(done.error_lines) == 1
+
+
+def test_video_prints_url_and_saves(cli: CLI, served: Served, tmp_path: Path) -> None:
+    done = cli("--json", "video", "waves", "--resolution", "720p", "--out", str(tmp_path))
+    assert done.code == 0, done.err
+    data = done.json()
+    assert data["url"].endswith("/video.mp4")
+    assert Path(data["path"]).is_file()
+    assert served.call(lambda: served.fake.turns[-1].options)["resolution"] == "720p"
+    assert "video: ready after" in done.err
+
+
+def test_upload_prints_the_cdn_url(cli: CLI, served: Served, tmp_path: Path) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("hello CDN")
+    done = cli("upload", str(source))
+    assert done.code == 0, done.err
+    url = done.out.strip()
+    assert url.startswith(served.url + "/f/")
+    assert url.endswith("/notes.txt")
+    files = served.call(lambda: served.fake.files)
+    assert files[url[len(served.url) :]][0] == b"hello CDN"
+    missing = cli("upload", str(tmp_path / "absent.txt"))
+    assert missing.code == 2
+    assert missing.error_lines == [f"flowith: no such file: {tmp_path / 'absent.txt'}"]
+
+
+# -- conversations ---------------------------------------------------------------------------------
+
+
+def test_conversations_list_show_rename_delete(cli: CLI) -> None:
+    conv = cli("--json", "chat", "rename me").json_lines()[-1]["conv_id"]
+    listed = cli("conversations", "list", "--limit", "2")
+    assert listed.code == 0, listed.err
+    header, *rows = listed.out.splitlines()
+    assert header.split() == ["ID", "TITLE", "UPDATED"]
+    assert len(rows) == 2
+    assert rows[0].startswith(conv)  # the newest first
+    assert len(cli("--json", "conversations", "list", "--limit", "3").json()) == 3
+
+    shown = cli("conversations", "show", KYOTO_TRIP)
+    assert shown.code == 0, shown.err
+    assert shown.out.startswith(f"Trip to Kyoto  ({KYOTO_TRIP})")
+    assert "1. user: " in shown.out
+    assert "2. AI (" in shown.out
+
+    renamed = cli("conversations", "rename", conv, "A", "new", "title")
+    assert renamed.code == 0, renamed.err
+    assert renamed.out == f"renamed {conv}: A new title\n"
+    assert cli("--json", "conversations", "show", conv).json()["title"] == "A new title"
+    deleted = cli("conversations", "delete", conv)
+    assert deleted.out == f"deleted {conv}\n"
+    assert conv not in cli("conversations", "list", "--limit", "100").out
+    unknown = cli("conversations", "delete", str(uuid.uuid4()))
+    assert unknown.code == 4  # checked first: deleting nothing is not a success
+    assert "does not exist" in unknown.err
+
+
+def test_unknown_conversation_is_a_server_error(cli: CLI) -> None:
+    done = cli("conversations", "show", str(uuid.uuid4()))
+    assert done.code == 4
+    assert len(done.error_lines) == 1
+    assert "does not exist" in done.err
+
+
+def test_a_conversation_id_that_is_not_a_uuid_is_a_usage_error(cli: CLI) -> None:
+    done = cli("conversations", "show", "not-a-uuid")
+    assert done.code == 2
+    assert done.error_lines[0].startswith("flowith: conv_id must be a UUID")
+
+
+# -- live streams ------------------------------------------------------------------------------
+
+
+def test_events_sse_as_json_lines(cli: CLI) -> None:
+    done = cli("events", "--sse", "--seconds", "0.7")
+    assert done.code == 0, done.err
+    frames = done.json_lines()
+    assert frames[0] == {"status": "connected"}
+    assert any("heartbeat" in frame for frame in frames[1:])
+
+
+def test_events_stream_shows_generation_events(cli: CLI, served: Served) -> None:
+    with chatter(served):
+        done = cli("events", "--seconds", "1")
+    assert done.code == 0, done.err
+    kinds = {event.get("type") for event in done.json_lines()}
+    assert {"chunks", "complete"} <= kinds
+    assert all("heartbeat" not in event for event in done.json_lines())
+
+
+# -- failures and exit codes -------------------------------------------------------------------
+
+
+def test_missing_token_is_a_usage_error(cli: CLI) -> None:
+    done = cli("credits", token="")
+    assert done.code == 2
+    assert done.err == "flowith: no token: pass --token or set FLOWITH_TOKEN\n"
+    assert done.out == ""
+
+
+def test_unreachable_host_is_a_connection_failure(cli: CLI) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}"
+    done = cli("credits", FLOWITH_EDGE_URL=dead, FLOWITH_SUPABASE_URL=dead)
+    assert done.code == 5
+    assert done.err.count("\n") == 1
+    assert done.error_lines[0].startswith("flowith: ")
+
+
+def test_expired_token_without_refresh_token_is_an_auth_failure(cli: CLI, served: Served) -> None:
+    expired = served.call(lambda: served.fake.issue_token(expires_at=1_000_000_000))
+    done = cli("credits", token=expired)
+    assert done.code == 3
+    assert done.err.count("\n") == 1
+    assert done.error_lines == ["flowith: HTTP 401: jwt expired"]
+
+
+def test_a_refused_token_never_appears_in_the_error(cli: CLI) -> None:
+    forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIwZjFlMmQzYy00YjVhIn0.c2lnbmF0dXJlLW5vdC12YWxpZA"
+    done = cli("models", token=forged)
+    assert done.code == 3
+    assert len(done.error_lines) == 1
+
+
+def test_aiohttp_on_trio_is_a_usage_error(
+    served: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWITH_TOKEN", served.fake.token)
+    assert main(["--transport", "aiohttp", "--backend", "trio", "credits"]) == 2
+    assert (
+        capsys.readouterr().err == "flowith: aiohttp runs on asyncio only; use --transport httpx\n"
+    )
+
+
+def test_argparse_errors_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conversations", "frobnicate"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("flowith: argument ACTION: invalid choice: 'frobnicate'")
+    assert main(["events", "--seconds", "-1"]) == 2
+    assert "must be positive" in capsys.readouterr().err
+
+
+def test_global_options_may_follow_the_subcommand(cli: CLI) -> None:
+    done = cli("credits", "--json", "--timeout", "5")
+    assert done.code == 0, done.err
+    assert "total" in done.json()
+
+
+def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for line in ("0  success", "2  usage error", "3  authentication failed", "4  server or API"):
+        assert line in text
+    assert "5  connection failed" in text
+    assert "doctor" in text
+    assert "FLOWITH_TOKEN" in text
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+
+def test_save_tokens_writes_renewed_tokens_and_reads_them_back(
+    cli: CLI, served: Served, tmp_path: Path
+) -> None:
+    fake = served.fake
+    refresh = served.call(fake.issue_refresh_token)
+    expired = served.call(lambda: fake.issue_token(expires_at=1_000_000_000))
+    store = tmp_path / "tokens.json"
+    first = cli(
+        "credits", "--save-tokens", str(store), token=expired, FLOWITH_REFRESH_TOKEN=refresh
+    )
+    assert first.code == 0, first.err
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    saved = json.loads(store.read_text())
+    assert set(saved) == {"access_token", "refresh_token"}
+    assert saved["access_token"] != expired
+    assert saved["refresh_token"] != refresh
+    cli.secrets += saved.values()
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens.json"]  # no temporary left over
+
+    # The next run needs nothing but the file: the used-up tokens are gone from
+    # the environment, and the file's win over any that remain.
+    second = cli(
+        "--json", "credits", "--save-tokens", str(store), token=expired, FLOWITH_REFRESH_TOKEN=""
+    )
+    assert second.code == 0, second.err
+    assert json.loads(store.read_text()) == saved  # still valid: nothing renewed
+    # Without the file the used refresh token fails: the rotation was real.
+    stale = cli("credits", token=expired, FLOWITH_REFRESH_TOKEN=refresh)
+    assert stale.code == 3
+
+
+def test_renewal_without_save_tokens_warns(cli: CLI, served: Served) -> None:
+    refresh = served.call(served.fake.issue_refresh_token)
+    expired = served.call(lambda: served.fake.issue_token(expires_at=1_000_000_000))
+    done = cli("credits", token=expired, FLOWITH_REFRESH_TOKEN=refresh)
+    assert done.code == 0, done.err
+    assert "pass --save-tokens FILE" in done.err
+
+
+def test_a_broken_token_file_is_a_usage_error(cli: CLI, tmp_path: Path) -> None:
+    store = tmp_path / "tokens.json"
+    store.write_text("{not json")
+    done = cli("credits", "--save-tokens", str(store))
+    assert done.code == 2
+    assert done.error_lines == [f"flowith: cannot read the tokens in {store}: JSONDecodeError"]
+
+
+def test_write_tokens_replaces_atomically(tmp_path: Path) -> None:
+    store = tmp_path / "t.json"
+    store.write_text("old")
+    store.chmod(0o644)
+    write_tokens(store, "access-1", "refresh-1")
+    assert json.loads(store.read_text()) == {
+        "access_token": "access-1",
+        "refresh_token": "refresh-1",
+    }
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+
+
+def test_tables_fit_the_width() -> None:
+    lines = render_table(("ID", "TEXT"), [["a", "x" * 50], ["bb", "short"]], 30)
+    assert max(len(line) for line in lines) <= 30
+    assert lines[1].endswith("…")
+    assert lines[2].index("short") == lines[0].index("TEXT")
+
+
+# -- the real process ----------------------------------------------------------------------------
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowith_httpx", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **env},
+    )
+
+
+def test_process_lists_models_as_json(served: Served) -> None:
+    done = _run(
+        ["models", "--json"],
+        {
+            "FLOWITH_TOKEN": served.fake.token,
+            "FLOWITH_EDGE_URL": served.url,
+            "FLOWITH_SUPABASE_URL": served.url,
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    assert any(m["id"] == "deepseek-r1" for m in json.loads(done.stdout))
+    assert served.fake.token not in done.stdout + done.stderr
+
+
+def test_process_unreachable_host_prints_one_line(served: Served) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}"
+    done = _run(
+        ["--transport", "aiohttp", "credits"],
+        {
+            "FLOWITH_TOKEN": served.fake.token,
+            "FLOWITH_EDGE_URL": dead,
+            "FLOWITH_SUPABASE_URL": dead,
+        },
+    )
+    assert done.returncode == 5
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("flowith: ")
