@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -47,6 +48,9 @@ DEMO_PROMPTS = (
     "What is my name, and what do I love?",
     "Write a haiku about that.",
 )
+
+DEMO_IMAGE = "A lighthouse at dusk, watercolour"
+DEMO_VIDEO = "The lighthouse beam sweeping over the waves"
 
 _NAME = re.compile(r"my name is (\w+)", re.IGNORECASE)
 _LOVE = re.compile(r"i love ([^.!?]+)", re.IGNORECASE)
@@ -140,6 +144,31 @@ async def run_demo(transport: str, backend: str, out: TextIO) -> None:
                     if step.text_delta:
                         printer.answer(step.text_delta)
                 out.write("\n")
+            with tempfile.TemporaryDirectory(prefix="flowith-demo-") as folder:
+                out.write(f"\nyou> (image) {DEMO_IMAGE}\n")
+                image = await session.generate_image(DEMO_IMAGE, aspect_ratio="16:9")
+                assert image.image is not None
+                saved = await image.image.save(folder)
+                out.write(f"flowith> image ready: {image.image.url}\n")
+                out.write(f"         saved to {saved} ({saved.stat().st_size} bytes)\n")
+                out.write(f"\nyou> (video) {DEMO_VIDEO}\n")
+                video = await session.generate_video(DEMO_VIDEO)
+                saved = await video.save(folder)
+                out.write(f"flowith> video ready: {video.video_url}\n")
+                out.write(f"         saved to {saved} ({saved.stat().st_size} bytes)\n")
+            assert session.conv_id is not None
+            title = await client.generate_title([{"role": "user", "content": DEMO_PROMPTS[0]}])
+            await client.rename_conversation(session.conv_id, title)
+            out.write(f"\ntitled the conversation: {title}\n")
+            conversations = await client.list_conversations(limit=5)
+            out.write("your latest conversations:\n")
+            for record in conversations:
+                out.write(f"  {record.conv_id}  {record.title or '(untitled)'}\n")
+            nodes = await client.get_flow_nodes(session.conv_id)
+            kinds = " → ".join("you" if n.node_type == "1" else "ai" for n in nodes)
+            out.write(f"the canvas of this conversation: {len(nodes)} nodes, {kinds}\n")
+            credits = await client.get_credits()
+            out.write(f"credits left: {sum(c.remain_quota for c in credits):.2f}\n")
             out.write(
                 f"\n{session.turn} turns in conversation {session.conv_id}, "
                 f"over {client.stream_connections} shared event stream connection.\n"

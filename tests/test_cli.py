@@ -25,7 +25,13 @@ def test_demo_streams_a_multi_turn_chat_with_reasoning(transport: str, backend: 
     assert "flowith> Nice to meet you, Alice!" in text
     # The second answer depends on the history the client really sent.
     assert "flowith> Your name is Alice, and you love async Python." in text
-    assert "3 turns in conversation" in text
+    assert "flowith> image ready: http://127.0.0.1:" in text
+    assert "flowith> video ready: http://127.0.0.1:" in text
+    assert text.count("saved to ") == 2
+    assert "the canvas of this conversation: 10 nodes" in text
+    assert "credits left:" in text
+    assert "titled the conversation: " in text
+    assert "5 turns in conversation" in text
     assert "over 1 shared event stream connection" in text
 
 
