@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ import pytest
 from flowith_httpx import FlowithClient
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_httpx.testing import CassetteMismatch, ReplayClient, replay_operation
-from flowith_proto.abc import FlowithClientBase
+from flowith_proto.abc import ConversationSession, FlowithClientBase
 from flowith_proto.fake import FakeFlowith, chunk, complete
 from flowith_proto.generation import generate
 from flowith_proto.models import AuthSession
@@ -117,3 +118,23 @@ def test_the_committed_cassette_replays_on_both_event_loops() -> None:
     assert comparable(on_asyncio) == comparable(on_trio)
     assert left_asyncio == left_trio == []
     assert on_trio[0].text  # a real answer came back, from the recording
+
+
+def test_the_committed_cassette_also_drives_a_synchronous_core_replay() -> None:
+    """Its first operation, replayed by the core alone, with no event loop."""
+    result = replay_operation(
+        CASSETTES / "broad_session.jsonl",
+        lambda state: generate(state, "What is the capital of Poland?"),
+    )
+    on_trio, _ = anyio.run(replay, CASSETTES / "broad_session.jsonl", broad_session, backend="trio")
+    assert result.value == on_trio[0]
+    assert result.emitted == ()
+
+
+def test_the_recorded_session_calls_every_public_method() -> None:
+    source = inspect.getsource(broad_session)
+    lifecycle = {"close", "aclose"}  # the session's async with / logout close it
+    for cls in (FlowithClient, ConversationSession):
+        names = {n for n, m in inspect.getmembers(cls, callable) if not n.startswith("_")}
+        missing = sorted(n for n in names - lifecycle if f".{n}(" not in source)
+        assert not missing, f"{cls.__name__} methods not recorded: {missing}"
