@@ -177,6 +177,13 @@ async def run_demo(transport: str, backend: str, out: TextIO) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser, commands = build_parser()
+    for verb, summary in (
+        ("record", "run COMMAND and record its session to a cassette: record FILE COMMAND..."),
+        ("replay", "run COMMAND against a recorded cassette, offline: replay FILE COMMAND..."),
+    ):
+        cassette = commands.add_parser(verb, help=summary)
+        cassette.add_argument("cassette", metavar="FILE")
+        cassette.add_argument("rest", nargs=argparse.REMAINDER, metavar="COMMAND")
     demo = commands.add_parser(
         "demo", help="chat with a fake Flowith on loopback (no account or network needed)"
     )
@@ -188,10 +195,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_cassette_verb(argv: list[str], verb: str, cassette: str) -> list[str]:
+    """``... record FILE COMMAND...`` as ``... COMMAND... --record FILE``."""
+    for index in range(len(argv) - 1):
+        if argv[index] == verb and argv[index + 1] == cassette:
+            rest = argv[index + 2 :]
+            if rest[:1] == ["--"]:
+                rest = rest[1:]
+            return [*argv[:index], *rest, f"--{verb}", cassette]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowith`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(argv)
+        if args.command in ("record", "replay"):
+            if not args.rest:
+                print(f"flowith: {args.command} FILE needs a command to run", file=sys.stderr)
+                return 2
+            args = _parser().parse_args(_without_cassette_verb(argv, args.command, args.cassette))
     except SystemExit as exit:  # --help, or a usage error argparse reported
         return exit.code if isinstance(exit.code, int) else 2
     if args.command == "demo":

@@ -184,6 +184,18 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--supabase-url", default=default(None), help="Supabase host (else FLOWITH_SUPABASE_URL)"
     )
     group.add_argument(
+        "--record",
+        metavar="FILE",
+        default=default(None),
+        help="record the session to a cassette (secrets scrubbed); see 'flowith record'",
+    )
+    group.add_argument(
+        "--replay",
+        metavar="FILE",
+        default=default(None),
+        help="answer from a recorded cassette instead of the network (no token needed)",
+    )
+    group.add_argument(
         "--edge-auth",
         choices=("bare", "bearer"),
         default=default(None),
@@ -327,6 +339,8 @@ class Settings:
     edge_auth: str
     timeout: float
     save_tokens: Path | None
+    record: Path | None = None
+    replay: Path | None = None
 
 
 def write_tokens(path: Path, access_token: str, refresh_token: str) -> None:
@@ -370,7 +384,8 @@ def resolve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settin
     refresh = args.refresh_token or env.get("FLOWITH_REFRESH_TOKEN", "")
     if save is not None and save.exists():
         token, refresh = _read_tokens(save)
-    if not token:
+    replay = Path(args.replay) if args.replay else None
+    if not token and replay is None:
         raise UsageError("no token: pass --token or set FLOWITH_TOKEN")
     edge_auth = args.edge_auth or env.get("FLOWITH_EDGE_AUTH", "") or "bare"
     if edge_auth not in ("bare", "bearer"):
@@ -389,6 +404,8 @@ def resolve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settin
         edge_auth=edge_auth,
         timeout=args.timeout,
         save_tokens=save,
+        record=Path(args.record) if args.record else None,
+        replay=replay,
     )
 
 
@@ -532,8 +549,13 @@ class Context:
     out: Output
 
     def client(self, *, edge_auth: str | None = None, renew: bool = True) -> FlowithClientBase:
-        """A client of the chosen transport with the current tokens."""
+        """A client of the chosen transport with the current tokens (or the
+        replay of a cassette, with ``--replay``)."""
         settings = self.settings
+        if settings.replay is not None:
+            from flowith_httpx.testing import ReplayClient
+
+            return ReplayClient(settings.replay, timeout=settings.timeout)
         return client_class(settings.transport)(
             self.tokens.access,
             user_id=settings.user_id,
@@ -543,6 +565,7 @@ class Context:
             timeout=settings.timeout,
             on_token_refresh=self.tokens.renewed if renew else None,
             edge_auth=edge_auth or settings.edge_auth,
+            record_to=settings.record,
         )
 
 

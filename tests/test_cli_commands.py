@@ -637,3 +637,33 @@ def test_process_unreachable_host_prints_one_line(served: Served) -> None:
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
     assert done.stderr.startswith("flowith: ")
+
+
+def test_record_then_replay_offline(cli: CLI, tmp_path: Path) -> None:
+    cassette = tmp_path / "models.jsonl"
+    recorded = cli("record", str(cassette), "models", "--json")
+    assert recorded.code == 0, recorded.err
+    assert cassette.exists()
+    text = cassette.read_text(encoding="utf-8")
+    assert cli.served.fake.token not in text
+    # No token, and the hosts point at a closed port: only the cassette answers.
+    replayed = cli(
+        "replay",
+        str(cassette),
+        "models",
+        "--json",
+        token="",
+        FLOWITH_EDGE_URL="http://127.0.0.1:9",
+        FLOWITH_SUPABASE_URL="http://127.0.0.1:9",
+    )
+    assert replayed.code == 0, replayed.err
+    assert replayed.json() == recorded.json()
+
+
+def test_replaying_a_different_command_is_a_clear_error(cli: CLI, tmp_path: Path) -> None:
+    cassette = tmp_path / "models.jsonl"
+    assert cli("--record", str(cassette), "models").code == 0
+    replayed = cli("--replay", str(cassette), "credits", token="")
+    assert replayed.code == 4
+    assert replayed.error_lines
+    assert "recording" in replayed.error_lines[0]
