@@ -1,0 +1,155 @@
+"""The SSE decoding contenders, each written as a consumer of a list of chunks.
+
+* ``flowith``: :class:`flowith_proto.sse.SSEDecoder`, bytes in, events out.
+* ``httpx-sse``: httpx-sse 0.4.3's decoder as ``EventSource.iter_sse`` drives
+  it: an incremental UTF-8 decoder (``errors="replace"``, as httpx's
+  ``TextDecoder``), then ``SSELineDecoder`` cuts lines and ``SSEDecoder``
+  turns them into events.
+* ``str buffer``: the old client's approach, written here from its
+  description: a ``str`` buffer grown by each chunk, CRLF and CR turned into
+  LF over the whole buffer, one ``split("\\n\\n", 1)`` per event, the last
+  ``data:`` line of a block kept. (The old client decoded each chunk on its
+  own, which garbles a character split across chunks; this one decodes
+  incrementally so that every contender yields the same events.)
+
+Each consumer handles the events of a chunk as they come (no list of all the
+events is built) and returns how many it saw; ``parse`` adds a
+``json.loads`` of every event's data. The ``*_datas`` generators yield the
+data fields, for checking that the contenders agree (never timed).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Callable, Iterator
+
+from httpx_sse._decoders import SSEDecoder as HttpxSSEDecoder
+from httpx_sse._decoders import SSELineDecoder
+
+from flowith_proto.sse import SSEDecoder
+
+__all__ = ["CONSUMERS", "DATAS", "Consumer"]
+
+Consumer = Callable[[list[bytes], bool], int]
+
+
+def _utf8() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+def flowith_consume(chunks: list[bytes], parse: bool) -> int:
+    decoder = SSEDecoder()
+    feed = decoder.feed
+    loads = json.loads
+    count = 0
+    for chunk in chunks:
+        for event in feed(chunk):
+            data = event.data
+            count += 1
+            if parse:
+                loads(data)
+    decoder.close()
+    return count
+
+
+def httpx_sse_consume(chunks: list[bytes], parse: bool) -> int:
+    text_decoder = _utf8()
+    lines = SSELineDecoder()
+    decoder = HttpxSSEDecoder()
+    loads = json.loads
+    count = 0
+    for chunk in chunks:
+        text = text_decoder.decode(chunk)
+        if not text:  # httpx yields no empty text
+            continue
+        for line in lines.decode(text):
+            event = decoder.decode(line.rstrip("\n"))
+            if event is not None:
+                data = event.data
+                count += 1
+                if parse:
+                    loads(data)
+    for line in lines.flush():
+        event = decoder.decode(line.rstrip("\n"))
+        if event is not None:
+            count += 1
+    return count
+
+
+def _last_data(block: str) -> str | None:
+    """The value of the last ``data:`` line of an event block, if any."""
+    data: str | None = None
+    for line in block.split("\n"):
+        if line.startswith("data:"):
+            data = line[5:]
+            if data.startswith(" "):
+                data = data[1:]
+    return data
+
+
+def buffer_consume(chunks: list[bytes], parse: bool) -> int:
+    text_decoder = _utf8()
+    loads = json.loads
+    buffer = ""
+    count = 0
+    for chunk in chunks:
+        buffer += text_decoder.decode(chunk)
+        buffer = buffer.replace("\r\n", "\n").replace("\r", "\n")
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            data = _last_data(block)
+            if data is None:
+                continue
+            count += 1
+            if parse:
+                loads(data)
+    return count
+
+
+def flowith_datas(chunks: list[bytes]) -> Iterator[str]:
+    decoder = SSEDecoder()
+    for chunk in chunks:
+        for event in decoder.feed(chunk):
+            yield event.data
+    decoder.close()
+
+
+def httpx_sse_datas(chunks: list[bytes]) -> Iterator[str]:
+    text_decoder = _utf8()
+    lines = SSELineDecoder()
+    decoder = HttpxSSEDecoder()
+    for chunk in chunks:
+        text = text_decoder.decode(chunk)
+        if not text:
+            continue
+        for line in lines.decode(text):
+            event = decoder.decode(line.rstrip("\n"))
+            if event is not None:
+                yield event.data
+
+
+def buffer_datas(chunks: list[bytes]) -> Iterator[str]:
+    text_decoder = _utf8()
+    buffer = ""
+    for chunk in chunks:
+        buffer += text_decoder.decode(chunk)
+        buffer = buffer.replace("\r\n", "\n").replace("\r", "\n")
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            data = _last_data(block)
+            if data is not None:
+                yield data
+
+
+#: The contenders by name; the first is the library.
+CONSUMERS: dict[str, Consumer] = {
+    "flowith": flowith_consume,
+    "httpx-sse": httpx_sse_consume,
+    "str buffer": buffer_consume,
+}
+DATAS: dict[str, Callable[[list[bytes]], Iterator[str]]] = {
+    "flowith": flowith_datas,
+    "httpx-sse": httpx_sse_datas,
+    "str buffer": buffer_datas,
+}

@@ -1,0 +1,57 @@
+"""Timing: medians of repeated runs, contenders interleaved.
+
+Contenders are run in turns (A, B, C, A, B, C, ...) rather than one after
+the other, so a slow patch of a shared machine hits them all alike; each
+figure is the median of its runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+__all__ = ["interleaved", "median", "time_once"]
+
+
+def time_once(function: Callable[[], object]) -> float:
+    """Seconds one call of ``function`` takes (after a collection, so garbage
+    left by the previous run is not charged to this one)."""
+    gc.collect()
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def interleaved(
+    contenders: Mapping[str, Callable[[], object]],
+    repeat: int,
+    *,
+    budget: float | None = None,
+    warmup: bool = True,
+) -> dict[str, list[float]]:
+    """Run each contender ``repeat`` times, in turns; return every run's seconds.
+
+    A first, untimed round warms caches up (``warmup``). With ``budget``, a
+    contender whose runs so far took longer than that many seconds in all is
+    not run again (a quadratic peer on a large input gets one run, not five;
+    a warm-up that slow counts as that run): it has fewer samples, which the
+    report shows.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    if warmup:
+        for name, function in contenders.items():
+            seconds = time_once(function)
+            if budget is not None and seconds > budget:
+                samples[name].append(seconds)
+    for _ in range(repeat):
+        for name, function in contenders.items():
+            if budget is not None and samples[name] and sum(samples[name]) > budget:
+                continue
+            samples[name].append(time_once(function))
+    return samples
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
