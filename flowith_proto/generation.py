@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -60,6 +60,8 @@ __all__ = [
     "NodeDone",
     "NodeFailedState",
     "NodePending",
+    "TurnRows",
+    "begin_turn",
     "created_conversation_id",
     "failure",
     "generate",
@@ -224,6 +226,69 @@ def created_conversation_id(body: Any) -> str:
     return conv_id
 
 
+@attrs.frozen
+class TurnRows:
+    """What :func:`begin_turn` created: the conversation, the turn's
+    timestamp, and the user node and the node the answer goes into."""
+
+    conv_id: str
+    timestamp: str
+    user_node_id: str
+    ai_node_id: str
+    user_position: Position
+    ai_position: Position
+
+
+def begin_turn(
+    state: ClientState,
+    conversation: Conversation,
+    prompt: str,
+    deadline: float,
+    ai_data: Callable[[str], dict[str, Any]] | None,
+) -> Operation[TurnRows]:
+    """The rows every turn starts with: the conversation (created if it has
+    none), then the user node under the previous answer, then (unless
+    ``ai_data`` is ``None``: the server makes a video's node itself) the node
+    the answer goes into, with ``ai_data(timestamp)`` as its data."""
+    if conversation.conv_id is None:
+        created = yield from call(state, lambda e: e.create_conversation(), deadline=deadline)
+        conversation.conv_id = created_conversation_id(created.json())
+    conv_id = require_uuid(conversation.conv_id, "conv_id")
+    parent_id = conversation.last_ai_node_id or conv_id
+    unix_now: float = yield WallClock()
+    timestamp = str(int(unix_now))
+    user_node_id: str = yield NewId()
+    ai_node_id: str = yield NewId()
+    user_position, ai_position = turn_layout(conversation.turn)
+    yield from call(
+        state,
+        lambda e: e.create_user_node(
+            node_id=user_node_id,
+            conv_id=conv_id,
+            parent_id=parent_id,
+            prompt=prompt,
+            timestamp=timestamp,
+            position=user_position,
+            children=[] if ai_data is None else [ai_node_id],
+        ),
+        deadline=deadline,
+    )
+    if ai_data is not None:
+        data = ai_data(timestamp)
+        yield from call(
+            state,
+            lambda e: e.create_ai_node(
+                node_id=ai_node_id,
+                conv_id=conv_id,
+                parent_id=user_node_id,
+                data=data,
+                position=ai_position,
+            ),
+            deadline=deadline,
+        )
+    return TurnRows(conv_id, timestamp, user_node_id, ai_node_id, user_position, ai_position)
+
+
 def generate(
     state: ClientState,
     prompt: str,
@@ -263,52 +328,23 @@ def send(
     deadline = started + (state.result_timeout if timeout is None else timeout)
     chosen_model = model or conversation.model or state.default_model
 
-    if conversation.conv_id is None:
-        created = yield from call(state, lambda e: e.create_conversation(), deadline=deadline)
-        conversation.conv_id = created_conversation_id(created.json())
-    conv_id = require_uuid(conversation.conv_id, "conv_id")
-    parent_id = conversation.last_ai_node_id or conv_id
-
-    unix_now: float = yield WallClock()
-    timestamp = str(int(unix_now))
-    user_node_id: str = yield NewId()
-    ai_node_id: str = yield NewId()
-    user_position, ai_position = turn_layout(conversation.turn)
+    rows = yield from begin_turn(
+        state,
+        conversation,
+        prompt,
+        deadline,
+        lambda timestamp: {
+            "title": "AI",
+            "value": "",
+            "mode": "General",
+            "timestamp": timestamp,
+            "isImage": False,
+            "model": chosen_model,
+            "status": "init",
+        },
+    )
+    conv_id, ai_node_id = rows.conv_id, rows.ai_node_id
     content = _messages_content(prompt, images)
-
-    yield from call(
-        state,
-        lambda e: e.create_user_node(
-            node_id=user_node_id,
-            conv_id=conv_id,
-            parent_id=parent_id,
-            prompt=prompt,
-            timestamp=timestamp,
-            position=user_position,
-            children=[ai_node_id],
-        ),
-        deadline=deadline,
-    )
-    ai_data = {
-        "title": "AI",
-        "value": "",
-        "mode": "General",
-        "timestamp": timestamp,
-        "isImage": False,
-        "model": chosen_model,
-        "status": "init",
-    }
-    yield from call(
-        state,
-        lambda e: e.create_ai_node(
-            node_id=ai_node_id,
-            conv_id=conv_id,
-            parent_id=user_node_id,
-            data=ai_data,
-            position=ai_position,
-        ),
-        deadline=deadline,
-    )
 
     messages = [*conversation.messages, {"role": "user", "content": content}]
     yield Subscribe(ai_node_id)

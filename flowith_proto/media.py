@@ -25,13 +25,11 @@ from flowith_proto.demux import StreamEnded
 from flowith_proto.effects import (
     Alias,
     DeadlineReached,
-    NewId,
     NextEvent,
     Now,
     Operation,
     Sleep,
     Subscribe,
-    WallClock,
 )
 from flowith_proto.endpoints import Position
 from flowith_proto.errors import TimeoutError
@@ -39,10 +37,9 @@ from flowith_proto.events import Complete, NodeFailed, WorkflowComplete
 from flowith_proto.generation import (
     Conversation,
     NodeDone,
-    created_conversation_id,
+    begin_turn,
     failure,
     read_row,
-    turn_layout,
 )
 from flowith_proto.models import GeneratedImage, ImageOutput, VideoOutput
 from flowith_proto.request import require_uuid
@@ -142,20 +139,6 @@ def _await_media(
             yield Sleep(min(now + state.poll_interval, deadline))
 
 
-def _start_turn(
-    state: ClientState, conversation: Conversation, deadline: float
-) -> Operation[tuple[str, str, str, Position, Position]]:
-    """Make sure the conversation exists; draw the timestamp and the node ids."""
-    if conversation.conv_id is None:
-        created = yield from call(state, lambda e: e.create_conversation(), deadline=deadline)
-        conversation.conv_id = created_conversation_id(created.json())
-    conv_id = require_uuid(conversation.conv_id, "conv_id")
-    unix_now: float = yield WallClock()
-    user_node_id: str = yield NewId()
-    user_position, ai_position = turn_layout(conversation.turn)
-    return conv_id, str(int(unix_now)), user_node_id, user_position, ai_position
-
-
 def generate_image(
     state: ClientState,
     conversation: Conversation,
@@ -172,49 +155,27 @@ def generate_image(
     deadline = started + (state.result_timeout if timeout is None else timeout)
     chosen = _text(model) if model is not None else DEFAULT_IMAGE_MODEL
     ratio = _text(aspect_ratio)
-    conv_id, timestamp, user_node_id, user_position, ai_position = yield from _start_turn(
-        state, conversation, deadline
-    )
-    ai_node_id: str = yield NewId()
-    parent_id = conversation.last_ai_node_id or conv_id
-    yield from call(
+    rows = yield from begin_turn(
         state,
-        lambda e: e.create_user_node(
-            node_id=user_node_id,
-            conv_id=conv_id,
-            parent_id=parent_id,
-            prompt=prompt,
-            timestamp=timestamp,
-            position=user_position,
-            children=[ai_node_id],
-        ),
-        deadline=deadline,
+        conversation,
+        prompt,
+        deadline,
+        lambda timestamp: {
+            "title": "AI",
+            "value": "",
+            "mode": "image_generation",
+            "timestamp": timestamp,
+            "isImage": True,
+            "model": chosen,
+            "status": "init",
+            "ratio": ratio,
+            "resolution": image_size,
+            "aspect_ratio": ratio,
+            "image_size": image_size,
+            "agent": agent,
+        },
     )
-    ai_data = {
-        "title": "AI",
-        "value": "",
-        "mode": "image_generation",
-        "timestamp": timestamp,
-        "isImage": True,
-        "model": chosen,
-        "status": "init",
-        "ratio": ratio,
-        "resolution": image_size,
-        "aspect_ratio": ratio,
-        "image_size": image_size,
-        "agent": agent,
-    }
-    yield from call(
-        state,
-        lambda e: e.create_ai_node(
-            node_id=ai_node_id,
-            conv_id=conv_id,
-            parent_id=user_node_id,
-            data=ai_data,
-            position=ai_position,
-        ),
-        deadline=deadline,
-    )
+    conv_id, ai_node_id = rows.conv_id, rows.ai_node_id
     yield Subscribe(ai_node_id, _MEDIA_CHANNELS)
     yield from call(
         state,
@@ -267,23 +228,10 @@ def generate_video(
     started: float = yield Now()
     deadline = started + (DEFAULT_VIDEO_TIMEOUT if timeout is None else timeout)
     chosen = _text(model) if model is not None else DEFAULT_VIDEO_MODEL
-    conv_id, timestamp, user_node_id, user_position, _ = yield from _start_turn(
-        state, conversation, deadline
-    )
-    video_node_id: str = yield NewId()
-    parent_id = conversation.last_ai_node_id or conv_id
-    yield from call(
-        state,
-        lambda e: e.create_user_node(
-            node_id=user_node_id,
-            conv_id=conv_id,
-            parent_id=parent_id,
-            prompt=prompt,
-            timestamp=timestamp,
-            position=user_position,
-        ),
-        deadline=deadline,
-    )
+    # The server creates the video's node itself: no AI row here (ai_data None).
+    rows = yield from begin_turn(state, conversation, prompt, deadline, None)
+    conv_id, video_node_id = rows.conv_id, rows.ai_node_id
+    user_node_id, user_position = rows.user_node_id, rows.user_position
     yield Subscribe(video_node_id, _MEDIA_CHANNELS)
     response = yield from call(
         state,
