@@ -151,18 +151,10 @@ class FlowithClient(FlowithClientBase):
     def _new_signal(self) -> Signal:
         return _Signal()
 
-    def _limit(self, timeout: float | None, deadline: float | None) -> float:
-        limit = self.timeout if timeout is None else timeout
-        if deadline is not None:
-            limit = min(limit, deadline - self._now())
-        if limit <= 0:
-            raise TimeoutError("the deadline passed before the request could be sent")
-        return limit
-
     async def _send(
         self, request: Request, timeout: float | None, deadline: float | None
     ) -> Response:
-        limit = self._limit(timeout, deadline)
+        limit = self._request_limit(timeout, deadline)
         body, headers = self._wire_body(request)
         try:
             async with self._session().request(
@@ -184,7 +176,7 @@ class FlowithClient(FlowithClientBase):
     async def _open_stream(
         self, request: Request, deadline: float | None
     ) -> tuple[int, Sequence[tuple[str, str]], ByteStream]:
-        limit = self._limit(None, deadline)
+        limit = self._request_limit(None, deadline)
         body, headers = self._wire_body(request)
         try:
             # Reaching the headers is bounded; reads wait as long as the caller's deadline.

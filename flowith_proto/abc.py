@@ -296,6 +296,16 @@ class FlowithClientBase(WebAppMethods):
         assert error is not None
         raise error
 
+    def _request_limit(self, timeout: float | None, deadline: float | None) -> float:
+        """Seconds one exchange may take: the per-request ``timeout`` (else the
+        client's), cut short by the caller's ``deadline``."""
+        limit = self.timeout if timeout is None else timeout
+        if deadline is not None:
+            limit = min(limit, deadline - self._now())
+        if limit <= 0:
+            raise TimeoutError("the deadline passed before the request could be sent")
+        return limit
+
     def _wire_body(
         self, request: Request
     ) -> tuple[bytes | AsyncIterator[bytes] | None, tuple[tuple[str, str], ...]]:
