@@ -37,7 +37,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import attrs
@@ -280,7 +280,3 @@ def _around_difference(left: str, right: str, width: int = 70) -> tuple[str, str
         return ("..." if begin else "") + piece + ("..." if begin + width < len(text) else "")
 
     return cut(left), cut(right)
-
-
-def headers_of(stored: Sequence[Sequence[str]]) -> tuple[tuple[str, str], ...]:
-    return tuple((str(k), str(v)) for k, v in stored)

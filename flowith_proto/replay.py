@@ -25,7 +25,6 @@ from flowith_proto.cassette import (
     Scrubber,
     decode_body,
     describe_difference,
-    headers_of,
     read_cassette,
     request_record,
 )
@@ -48,7 +47,7 @@ from flowith_proto.effects import (
     WallClock,
 )
 from flowith_proto.errors import ConnectionFailedError, FlowithError, TimeoutError
-from flowith_proto.request import Request, Response
+from flowith_proto.request import Request, Response, headers_of
 from flowith_proto.state import ClientState
 from flowith_proto.stream import StreamRouter
 

@@ -183,8 +183,7 @@ class Request:
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or ``None``."""
-        lowered = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lowered), None)
+        return first_header(self.headers, name)
 
     @property
     def content(self) -> bytes:
@@ -218,8 +217,7 @@ class Response:
     body: bytes = b""
 
     def header(self, name: str) -> str | None:
-        lowered = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lowered), None)
+        return first_header(self.headers, name)
 
     def json(self) -> Any:
         """The body as JSON; an empty body is ``None``; anything else that is
@@ -240,6 +238,13 @@ class Response:
         return f"Response({self.status}, <{len(self.body)} bytes>)"
 
 
-def headers_of(pairs: Sequence[tuple[str, str]]) -> Headers:
-    """Freeze header pairs, dropping none and keeping their order."""
+def headers_of(pairs: Iterable[Sequence[str]]) -> Headers:
+    """Freeze header pairs (tuples, or the two-item lists of a cassette),
+    keeping their order."""
     return tuple((str(k), str(v)) for k, v in pairs)
+
+
+def first_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    """The first value of header ``name``, compared case-insensitively as HTTP does."""
+    lowered = name.lower()
+    return next((v for k, v in headers if k.lower() == lowered), None)

@@ -14,6 +14,8 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 
 import attrs
 
+from flowith_proto.request import first_header
+
 __all__ = [
     "FakeResponse",
     "RecordedRequest",
@@ -32,10 +34,8 @@ Headers = tuple[tuple[str, str], ...]
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 
-def header(headers: Sequence[tuple[str, str]], name: str) -> str | None:
-    """The first value of header ``name``, compared case-insensitively as HTTP does."""
-    lowered = name.lower()
-    return next((value for key, value in headers if key.lower() == lowered), None)
+#: The first value of a header, compared case-insensitively (the client's helper).
+header = first_header
 
 
 @attrs.frozen
