@@ -46,6 +46,10 @@ _BIG_EVENT = 64 * 1024
 #: The bytes of an event still arriving are kept as ``bytes`` up to this size, then
 #: in a ``bytearray`` (see :meth:`SSEDecoder._pending_grew`).
 _GROW_IN_PLACE = 4 * 1024
+#: A long non-ASCII value is decoded in about this many steps (see
+#: :meth:`SSEDecoder._big_event`): each step briefly holds two drafts of its text, so
+#: eight steps add about a quarter of the value's size to the peak.
+_DECODE_STEPS = 8
 
 _new_event = object.__new__
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
@@ -119,8 +123,8 @@ class SSEDecoder:
         self.dropped: list[EventTooLargeError] = []
         self._last_event_id = ""
         self._retry: int | None = None
-        # Past this length, _pending_grew() checks the event arriving.
-        self._check_pending_at = min(_GROW_IN_PLACE, max_event_size)
+        # Past this length, _pending_grew() checks the event arriving (see _start_stream).
+        self._grow_in_place_at = min(_GROW_IN_PLACE, max_event_size)
         # Up to this many bytes (pending and chunk together), no event can be too large
         # and none is long enough for _big_event(): feed() skips those checks.
         self._small_input = min(_BIG_EVENT, max_event_size)
@@ -130,6 +134,10 @@ class SSEDecoder:
         # The bytes of the event still arriving (maybe after one LF, a blank line where
         # an event starts), or while one is skipped, the LF its last byte may have been.
         self._pending: bytes | bytearray = b""
+        # feed() calls _pending_grew() when the event arriving is longer than this: past
+        # _grow_in_place_at (to make it a bytearray), then, once it is too long to end on
+        # feed()'s fast path, only past max_event_size (the one check left to make).
+        self._check_pending_at = self._grow_in_place_at
         self._at_stream_start = True  # a BOM may still come (possibly split)
         self._bom_prefix = b""  # the first bytes of the stream while they may be a BOM's
         self._held_cr = False  # the last byte was CR: a LF starting the next chunk ends no line
@@ -207,6 +215,7 @@ class SSEDecoder:
             pending = self._pending
             events_bytes = pending + data[:cut] if pending else data[:cut]
         self._pending = rest = data[cut:]
+        self._check_pending_at = self._grow_in_place_at
         if events_bytes:
             self._windowed_events(events_bytes, events)
         if len(rest) > self._check_pending_at:
@@ -343,8 +352,9 @@ class SSEDecoder:
 
         Its text is decoded from the buffer without copies, and the buffer is freed
         before the lines are joined, so the peak is about twice the event's size.
-        A long non-ASCII value is decoded in steps: decoding it in one go would hold
-        the bytes, an ASCII draft of the text and its widened copy at once.
+        A long non-ASCII value is decoded in steps (:data:`_DECODE_STEPS`): decoding it
+        in one go would hold the bytes, an ASCII draft of the text and its widened copy
+        at once; a step holds two drafts of its own text only.
         """
         event_bytes = self._pending
         self._pending = b""
@@ -363,9 +373,10 @@ class SSEDecoder:
                         data_pieces.append([str(view[value_start:line_end], "utf-8")])
                     else:
                         decoder = _utf8_decoder("replace")
+                        step = max(_BIG_EVENT, (line_end - value_start) // _DECODE_STEPS)
                         pieces = [
-                            decoder.decode(view[position : min(position + _BIG_EVENT, line_end)])
-                            for position in range(value_start, line_end, _BIG_EVENT)
+                            decoder.decode(view[position : min(position + step, line_end)])
+                            for position in range(value_start, line_end, step)
                         ]
                         pieces.append(decoder.decode(b"", True))
                         data_pieces.append(pieces)
@@ -421,16 +432,22 @@ class SSEDecoder:
         # A leading LF (a blank line where an event starts) is no part of the event.
         if len(pending) - pending.startswith(b"\n") > self.max_event_size:
             self._drop_pending()
-        elif isinstance(pending, bytes):
-            # Small, immutable bytes are the cheapest to keep; a long event growing by
-            # many chunks needs a buffer that grows in place, or the time is quadratic.
-            self._pending = bytearray(pending)
+        else:
+            if isinstance(pending, bytes):
+                # Small, immutable bytes are the cheapest to keep; a long event growing by
+                # many chunks needs a buffer that grows in place, or the time is quadratic.
+                self._pending = bytearray(pending)
+            if len(pending) > self._small_input:
+                # It can only end in _feed_large(), which resets this: until then, a
+                # chunk only needs checking once the event may be too large.
+                self._check_pending_at = self.max_event_size
 
     def _drop_pending(self) -> None:
         """The event still arriving is too large: forget it and skip to its end."""
         pending = self._pending
         self._report(len(pending) - pending.startswith(b"\n"))
         self._pending = b"\n" if pending.endswith(b"\n") else b""
+        self._check_pending_at = self._grow_in_place_at
         self._skipping = True
         self._needs_prepare = True
 

@@ -388,6 +388,29 @@ def test_huge_line_without_line_break_is_not_buffered() -> None:
     assert len(decoder.take_errors()) == 1
 
 
+def test_long_event_growing_past_the_limit_is_dropped_while_it_streams() -> None:
+    # Past 64 KiB the decoder only checks the limit once an event may exceed it.
+    limit = 1024 * 1024
+    decoder = SSEDecoder(max_event_size=limit)
+    assert decoder.feed(b"data: ") == []
+    for _ in range(2 * 1024):  # 2 MiB in 1 KiB chunks
+        assert decoder.feed(b"y" * 1024) == []
+        assert decoder.buffered_bytes <= limit + 1024
+    [error] = decoder.take_errors()
+    assert error.size > limit
+    assert decoder.feed(b"\n\ndata: next\n\n") == [msg("next")]
+
+
+def test_long_events_back_to_back_in_small_chunks() -> None:
+    # Each long event ends in _feed_large(), which must re-arm the checks for the next.
+    value = "é" * 150_000
+    body = (f"data: {value}\n\n" * 3).encode() + b"data: " + b"z" * 5000 + b"\n\n"
+    decoder = SSEDecoder(max_event_size=400_000)
+    events = feed_all(decoder, [body[i : i + 1000] for i in range(0, len(body), 1000)])
+    assert events == [msg(value)] * 3 + [msg("z" * 5000)]
+    assert decoder.dropped == []
+
+
 def test_many_lines_of_one_event_are_bounded_too() -> None:
     decoder = SSEDecoder(max_event_size=1000)
     for _ in range(1000):
