@@ -8,9 +8,11 @@ maps httpx's failures onto the library's two transport errors.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import math
 import os
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -30,6 +32,21 @@ from flowith_proto.request import Request, Response
 __all__ = ["FlowithClient"]
 
 T = TypeVar("T")
+
+
+#: Requests (streams aside) the client hands its own httpx pool at once; more wait
+#: their turn here, in order. httpcore's pool scans its queue and its connections on
+#: every request it starts or ends, so a thousand concurrent generations queued in
+#: it cost each request time in proportion to the crowd (and churned through
+#: thousands of short-lived connections past its 20 kept alive); behind this bound
+#: the pool stays small, every connection is kept alive, and a request costs the
+#: same at any concurrency. A client brought with ``http_client`` keeps its own
+#: limits and is not bounded here.
+_IN_FLIGHT = 16
+#: The pool for those requests plus the two event streams (see flowith_proto.hub).
+_OWN_POOL_LIMITS = httpx.Limits(
+    max_connections=_IN_FLIGHT + 2, max_keepalive_connections=_IN_FLIGHT + 2
+)
 
 
 class _Signal:
@@ -125,7 +142,10 @@ class FlowithClient(FlowithClientBase):
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(proxy=proxy, timeout=timeout)
+        self._http = http_client or httpx.AsyncClient(
+            proxy=proxy, timeout=timeout, limits=_OWN_POOL_LIMITS
+        )
+        self._in_flight: anyio.Semaphore | None = None  # see _turn_to_send()
 
     def _now(self) -> float:
         return anyio.current_time()
@@ -143,18 +163,27 @@ class FlowithClient(FlowithClientBase):
         body, headers = self._wire_body(request)
         try:
             with anyio.fail_after(limit):
-                answer = await self._http.request(
-                    request.method,
-                    request.url,
-                    headers=list(headers),
-                    content=body,
-                    timeout=limit,
-                )
+                async with self._turn_to_send():
+                    answer = await self._http.request(
+                        request.method,
+                        request.url,
+                        headers=list(headers),
+                        content=body,
+                        timeout=limit,
+                    )
         except builtins.TimeoutError as exc:
             raise TimeoutError(f"request took longer than {limit:.3g}s") from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         return Response(answer.status_code, tuple(answer.headers.multi_items()), answer.content)
+
+    def _turn_to_send(self) -> AbstractAsyncContextManager[object]:
+        """Wait for a place among the requests our own pool handles at once."""
+        if not self._owns_http:
+            return contextlib.nullcontext()
+        if self._in_flight is None:  # made here, in the event loop
+            self._in_flight = anyio.Semaphore(_IN_FLIGHT)
+        return self._in_flight
 
     async def _open_stream(
         self, request: Request, deadline: float | None

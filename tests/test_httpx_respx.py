@@ -128,6 +128,38 @@ async def test_own_http_client_is_used_and_left_open() -> None:
         assert route.calls.last.request.headers["x-mine"] == "1"
 
 
+async def _peak_in_flight(calls: int, **options: Any) -> int:
+    """The most listing requests the transport had out at once, with ``calls`` made
+    concurrently and each answer held back long enough for the others to start."""
+    in_flight = peak = 0
+
+    async def held(_request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await anyio.sleep(0.2)
+        in_flight -= 1
+        return httpx.Response(200, json=[])
+
+    with respx.mock() as router:
+        router.get(url__startswith=f"{SB}/rest/v1/conversation").mock(side_effect=held)
+        async with client(**options) as flowith, anyio.create_task_group() as group:
+            for _ in range(calls):
+                group.start_soon(flowith.list_conversations)
+    return peak
+
+
+async def test_own_pool_is_handed_a_bounded_number_of_requests() -> None:
+    # The rest wait in the client, in order, rather than in httpcore's queue (whose
+    # upkeep grows with its length), and all of them complete.
+    assert await _peak_in_flight(40) == 16
+
+
+async def test_a_client_brought_along_keeps_its_own_limits() -> None:
+    async with httpx.AsyncClient() as mine:
+        assert await _peak_in_flight(40, http_client=mine) == 40
+
+
 def test_proxy_and_own_client_are_exclusive() -> None:
     with pytest.raises(ValueError, match="proxy"):
         FlowithClient(TOKEN, proxy="http://127.0.0.1:1", http_client=httpx.AsyncClient())
