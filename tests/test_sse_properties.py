@@ -228,6 +228,27 @@ def test_long_event_paths_match_the_reference(body: bytes, cuts: list[int], size
         assert decode(chunked(body, cuts), max_event_size=30) == reference_decode(body, 30)
 
 
+data_only_runs = st.lists(
+    st.tuples(st.sampled_from([b"data: ", b"data:", b"data:  "]), values, st.just(b"\n\n")).map(
+        b"".join
+    ),
+    max_size=20,
+).map(b"".join)
+
+
+@PROPERTY_SETTINGS
+@given(streams | data_only_runs, cut_lists, st.sampled_from([0, 10**9]))
+def test_both_ways_to_a_run_of_data_events_match_the_reference(
+    body: bytes, cuts: list[int], search_from: int
+) -> None:
+    # Runs of one-line data events are searched (long text) or split (short text):
+    # force each way on every input.
+    expected = reference_decode(body)
+    with mock.patch.object(sse, "_SEARCH_FROM", search_from):
+        assert decode([body]) == expected
+        assert decode(chunked(body, cuts)) == expected
+
+
 @PROPERTY_SETTINGS
 @given(st.binary(max_size=300), cut_lists, st.integers(min_value=1, max_value=50))
 def test_arbitrary_bytes_never_raise(body: bytes, cuts: list[int], limit: int) -> None:
