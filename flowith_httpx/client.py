@@ -102,7 +102,10 @@ class FlowithClient(FlowithClientBase):
 
     ``http_client`` lets you bring your own ``httpx.AsyncClient`` (its proxy,
     limits, TLS settings); the client then never closes it. Otherwise one is
-    created with ``proxy`` and TLS verification on.
+    created with ``proxy`` and TLS verification on; it is handed at most 16
+    requests at once (more wait their turn, in order, within their timeout) and
+    keeps all its connections alive, so a thousand concurrent generations cost
+    each request what one does.
     """
 
     def __init__(
