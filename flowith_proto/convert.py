@@ -442,7 +442,7 @@ def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     raise TypeError(f"{cls.__name__}.{name} is not a slot: row types must be slotted")
 
 
-def _make_structure_fn(cls: type[Any]) -> Callable[[Any, Any], Any]:
+def _make_structure_fn(cls: type[Any]) -> Callable[..., Any]:
     """The structure function of one class, generated once with its field hooks bound.
 
     It is generated as source (as cattrs and attrs do) so that a row costs one
@@ -465,7 +465,7 @@ def _make_structure_fn(cls: type[Any]) -> Callable[[Any, Any], Any]:
     }
     name = cls.__name__
     lines = [
-        f"def structure_{name}(row, _type=None):",
+        f"def structure_{name}(row, _type=None, owned=False):",
         "    if type(row) is not dict and not isinstance(row, _Mapping):",
         f"        raise _not_an_object({name!r}, row)",
         "    get = row.get",
@@ -475,8 +475,14 @@ def _make_structure_fn(cls: type[Any]) -> Callable[[Any, Any], Any]:
         if field.validator is not None or not callable(field.converter or len):
             raise TypeError(f"{name}.{field.name}: validators and converter objects unsupported")
         if field.name == "metadata":
-            value = "row"  # the whole row, as received
-        elif field.name.startswith("_"):
+            # The whole row as received: a copy, unless the caller gives its dicts away.
+            namespace["_copy_row"] = field.converter
+            lines.append(
+                "    _set_metadata(record, row if owned and type(row) is dict else _copy_row(row))"
+            )
+            namespace["_set_metadata"] = _slot_setter(cls, field.name)
+            continue
+        if field.name.startswith("_"):
             # Private fields are the client's (GeneratedImage's downloader): their default.
             default = field.default
             if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
@@ -503,7 +509,7 @@ def _make_structure_fn(cls: type[Any]) -> Callable[[Any, Any], Any]:
         lines.append(f"    _set_{field.name}(record, {value})")
     lines.append("    return record")
     exec(compile("\n".join(lines), f"<flowith_proto.convert structure_{name}>", "exec"), namespace)
-    structure: Callable[[Any, Any], Any] = namespace[f"structure_{name}"]
+    structure: Callable[..., Any] = namespace[f"structure_{name}"]
     return structure
 
 
@@ -514,10 +520,11 @@ del _cls
 _ROW_TYPE_SET = frozenset(ROW_TYPES)
 
 
-def _hook_for(cls: type[T]) -> Callable[[Any, Any], T]:
+def _hook_for(cls: type[T]) -> Callable[..., T]:
+    """The generated ``structure_<name>(row, type, owned=False)`` of a row type."""
     if cls not in _ROW_TYPE_SET:
         raise TypeError(f"{cls!r} is not a row type of flowith_proto.models")
-    return cast("Callable[[Any, Any], T]", _converter.get_structure_hook(cls))
+    return cast("Callable[..., T]", _converter.get_structure_hook(cls))
 
 
 def _prefixed(context: str, where: str, exc: ResponseDecodeError) -> ResponseDecodeError:
@@ -543,12 +550,18 @@ def structure_row(row: Any, cls: type[T], *, context: str = "") -> T:
         raise _prefixed(context, "", exc) from exc
 
 
-def structure_rows(rows: Any, cls: type[T], *, context: str = "") -> list[T]:
+def structure_rows(
+    rows: Any, cls: type[T], *, context: str = "", owned: bool = False
+) -> list[T]:
     """A list of ``cls`` from a decoded JSON array of rows.
 
     A single object counts as a list of one (some endpoints answer a lone
     object). Any other body, or any row :func:`structure_row` refuses, raises
     :class:`ResponseDecodeError` naming ``context`` and the row's index.
+
+    Each record's ``metadata`` is a copy of its row, so that later changes to
+    ``rows`` cannot reach it; with ``owned=True`` (rows fresh from
+    ``json.loads`` that the caller hands over) the row dicts themselves are used.
     """
     hook = _hook_for(cls)
     if isinstance(rows, Mapping):
@@ -563,7 +576,7 @@ def structure_rows(rows: Any, cls: type[T], *, context: str = "") -> list[T]:
     append = result.append
     try:
         for row in rows:
-            append(hook(row, cls))
+            append(hook(row, cls, owned))
     except ResponseDecodeError as exc:  # the bad row is the next one: its index is len(result)
         raise _prefixed(context, f"row {len(result)}", exc) from exc
     return result

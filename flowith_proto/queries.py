@@ -62,7 +62,7 @@ def rows(
 ) -> Operation[list[T]]:
     """A listing: every row as a ``cls``."""
     body = yield from json_body(state, build, timeout=timeout)
-    return structure_rows(body, cls, context=context)
+    return structure_rows(body, cls, context=context, owned=True)  # fresh from json.loads
 
 
 def first_row(
@@ -124,7 +124,7 @@ def list_templates(
         raise ResponseDecodeError(
             "list_templates: expected a JSON object with a 'data' array", body=body
         )
-    return structure_rows(data, TemplateRecord, context="list_templates")
+    return structure_rows(data, TemplateRecord, context="list_templates", owned=True)
 
 
 def rename_conversation(

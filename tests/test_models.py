@@ -385,6 +385,15 @@ def test_metadata_is_a_copy_of_the_row() -> None:
     assert record.metadata == {"id": CONV, "title": "t"}
 
 
+def test_owned_rows_become_the_metadata_without_a_copy() -> None:
+    rows: list[dict[str, Any]] = [{"id": CONV, "title": "t"}]
+    [copied] = structure_rows(rows, ConversationRecord)
+    [owned] = structure_rows(rows, ConversationRecord, owned=True)
+    assert copied == owned
+    assert copied.metadata is not rows[0]
+    assert owned.metadata is rows[0]
+
+
 def test_records_are_frozen() -> None:
     record = structure_row({"id": CONV}, ConversationRecord)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):

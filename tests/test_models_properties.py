@@ -172,6 +172,7 @@ def test_a_decoded_record_is_the_one_its_init_builds(cls: type, data: st.DataObj
         record: Any = structure_row(row, cls)
     except ResponseDecodeError:
         return
+    assert structure_rows([dict(row)], cls, owned=True) == [record]
     values = {field.alias: getattr(record, field.name) for field in attrs.fields(cls)}
     rebuilt = cls(**values)
     assert record == rebuilt
