@@ -34,19 +34,19 @@ __all__ = ["FlowithClient"]
 T = TypeVar("T")
 
 
-#: Requests (streams aside) the client hands its own httpx pool at once; more wait
-#: their turn here, in order. httpcore's pool scans its queue and its connections on
-#: every request it starts or ends, so a thousand concurrent generations queued in
-#: it cost each request time in proportion to the crowd (and churned through
-#: thousands of short-lived connections past its 20 kept alive); behind this bound
-#: the pool stays small, every connection is kept alive, and a request costs the
-#: same at any concurrency. A client brought with ``http_client`` keeps its own
-#: limits and is not bounded here.
+#: Requests the client hands its own httpx pool at once; more wait their turn here,
+#: in order. httpcore's pool scans its queue and its connections on every request it
+#: starts or ends, so a thousand concurrent generations queued in it cost each
+#: request time in proportion to the crowd (and churned through thousands of
+#: short-lived connections past its 20 kept alive); behind this bound the pool stays
+#: small and a request costs the same at any concurrency. Event streams and
+#: downloads, which hold a connection for long, are not counted: they keep the rest
+#: of httpx's default 100 connections. A client brought with ``http_client`` keeps
+#: its own limits and is not bounded here.
 _IN_FLIGHT = 16
-#: The pool for those requests plus the two event streams (see flowith_proto.hub).
-_OWN_POOL_LIMITS = httpx.Limits(
-    max_connections=_IN_FLIGHT + 2, max_keepalive_connections=_IN_FLIGHT + 2
-)
+#: Kept alive: what those requests use on both hosts (edge and Supabase), and the
+#: two event streams (see flowith_proto.hub).
+_OWN_POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=2 * _IN_FLIGHT + 2)
 
 
 class _Signal:
@@ -103,9 +103,9 @@ class FlowithClient(FlowithClientBase):
     ``http_client`` lets you bring your own ``httpx.AsyncClient`` (its proxy,
     limits, TLS settings); the client then never closes it. Otherwise one is
     created with ``proxy`` and TLS verification on; it is handed at most 16
-    requests at once (more wait their turn, in order, within their timeout) and
-    keeps all its connections alive, so a thousand concurrent generations cost
-    each request what one does.
+    requests at once (more wait their turn, in order, within their timeout;
+    event streams and downloads are not counted) and keeps their connections
+    alive, so a thousand concurrent generations cost each request what one does.
     """
 
     def __init__(

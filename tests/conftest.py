@@ -11,6 +11,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import anyio
 import attrs
 import pytest
 
@@ -91,3 +92,13 @@ def make_client(transport: Transport, fake: FakeFlowith, server: FakeFlowithServ
         )
 
     return make
+
+
+async def eventually(condition: Callable[[], bool], *, within: float = 2.0) -> None:
+    """Wait (up to ``within`` seconds) for the server to reach a state the test
+    cannot await."""
+    for _ in range(round(within * 100)):
+        if condition():
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError(f"the condition did not become true within {within:g} s")

@@ -35,6 +35,7 @@ from flowith_proto.fake import (
 )
 from flowith_proto.request import MultipartForm, Request
 from flowith_proto.sse import SSEDecoder
+from tests.conftest import eventually
 from tests.scripted import uuid_n
 
 pytestmark = pytest.mark.anyio
@@ -170,15 +171,6 @@ async def start(client: httpx.AsyncClient, e: Endpoints, conv_id: str, prompt: s
     )
     response = await send(client, request)
     assert response.status_code == 200, response.text
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Wait (up to 2 s) for the server to reach a state the test cannot await."""
-    for _ in range(200):
-        if condition():
-            return
-        await anyio.sleep(0.01)
-    raise AssertionError("the condition did not become true within 2 s")
 
 
 def is_complete(event: FlowithEvent) -> bool:

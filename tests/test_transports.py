@@ -23,7 +23,7 @@ from flowith_proto.fake import (
     row,
 )
 from flowith_proto.models import GenerationOutput
-from tests.conftest import MakeClient
+from tests.conftest import MakeClient, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -222,6 +222,28 @@ async def test_stream_user_sse_yields_raw_frames_and_ends_after_its_window(
     assert frames[0] == {"status": "connected"}
     assert any(set(f) == {"heartbeat"} for f in frames[1:])  # heartbeats kept
     assert 0.6 <= elapsed < 3.0
+
+
+async def test_open_event_streams_leave_room_for_requests(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # Connections held for long (listeners, downloads) do not count against the
+    # bound on requests in flight: with 24 listeners open, a listing gets through.
+    listeners = 24
+    async with make_client() as client:
+
+        async def listen() -> None:
+            async for _event in client.stream_user_stream(timeout=10):
+                pass
+
+        async with anyio.create_task_group() as group:
+            for _ in range(listeners):
+                group.start_soon(listen)
+            await eventually(lambda: fake.stream_connections == listeners, within=5)
+            with anyio.fail_after(5):
+                conversations = await client.list_conversations()
+            group.cancel_scope.cancel()
+    assert conversations  # the fake's seeded ones
 
 
 async def test_stream_user_stream_yields_unwrapped_events_without_heartbeats(
