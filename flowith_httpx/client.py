@@ -39,10 +39,12 @@ T = TypeVar("T")
 #: starts or ends, so a thousand concurrent generations queued in it cost each
 #: request time in proportion to the crowd (and churned through thousands of
 #: short-lived connections past its 20 kept alive); behind this bound the pool stays
-#: small and a request costs the same at any concurrency. Event streams and
-#: downloads, which hold a connection for long, are not counted: they keep the rest
-#: of httpx's default 100 connections. A client brought with ``http_client`` keeps
-#: its own limits and is not bounded here.
+#: small and a request costs the same at any concurrency. Event streams, downloads
+#: and uploads, which hold a connection for long, are not counted: they keep the
+#: rest of httpx's default 100 connections. A request's wait for its turn counts
+#: toward its timeout, so with hundreds of requests queued behind a slow server
+#: some may time out waiting. A client brought with ``http_client`` keeps its own
+#: limits and is not bounded here.
 _IN_FLIGHT = 16
 #: Kept alive: what those requests use on both hosts (edge and Supabase), and the
 #: two event streams (see flowith_proto.hub).
@@ -104,8 +106,10 @@ class FlowithClient(FlowithClientBase):
     limits, TLS settings); the client then never closes it. Otherwise one is
     created with ``proxy`` and TLS verification on; it is handed at most 16
     requests at once (more wait their turn, in order, within their timeout;
-    event streams and downloads are not counted) and keeps their connections
-    alive, so a thousand concurrent generations cost each request what one does.
+    event streams, downloads and uploads are not counted) and keeps their
+    connections alive, so a thousand concurrent generations cost each request
+    what one does. For hundreds of requests at once against a slow network,
+    bring a client with the limits you want.
     """
 
     def __init__(
@@ -166,7 +170,7 @@ class FlowithClient(FlowithClientBase):
         body, headers = self._wire_body(request)
         try:
             with anyio.fail_after(limit):
-                async with self._turn_to_send():
+                async with self._turn_to_send(body):
                     answer = await self._http.request(
                         request.method,
                         request.url,
@@ -180,9 +184,13 @@ class FlowithClient(FlowithClientBase):
             raise _transport_error(exc) from exc
         return Response(answer.status_code, tuple(answer.headers.multi_items()), answer.content)
 
-    def _turn_to_send(self) -> AbstractAsyncContextManager[object]:
-        """Wait for a place among the requests our own pool handles at once."""
-        if not self._owns_http:
+    def _turn_to_send(self, body: object) -> AbstractAsyncContextManager[object]:
+        """Wait for a place among the requests our own pool handles at once.
+
+        An upload (a streamed body) is not counted: like a download, it may hold
+        its connection for long, and the short requests behind it must not wait.
+        """
+        if not self._owns_http or not (body is None or isinstance(body, bytes)):
             return contextlib.nullcontext()
         if self._in_flight is None:  # made here, in the event loop
             self._in_flight = anyio.Semaphore(_IN_FLIGHT)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 import respx
@@ -153,6 +154,32 @@ async def test_own_pool_is_handed_a_bounded_number_of_requests() -> None:
     # The rest wait in the client, in order, rather than in httpcore's queue (whose
     # upkeep grows with its length), and all of them complete.
     assert await _peak_in_flight(40) == 16
+
+
+async def test_an_upload_does_not_wait_behind_the_bounded_requests() -> None:
+    # Uploads hold their connection for long, like downloads: they are not counted.
+    release = anyio.Event()
+    held = 0
+
+    async def held_listing(_request: httpx.Request) -> httpx.Response:
+        nonlocal held
+        held += 1
+        await release.wait()
+        return httpx.Response(200, json=[])
+
+    with respx.mock() as router:
+        router.get(url__startswith=f"{SB}/rest/v1/conversation").mock(side_effect=held_listing)
+        router.post(f"{EDGE}/file/store").respond(200, json={"url": "https://cdn.test/a.txt"})
+        async with client() as flowith, anyio.create_task_group() as group:
+            for _ in range(16):
+                group.start_soon(flowith.list_conversations)
+            while held < 16:
+                await anyio.lowlevel.checkpoint()
+            with anyio.fail_after(2):
+                record = await flowith.upload_file(data=b"hello", filename="a.txt")
+            assert held == 16  # all still in flight
+            release.set()
+    assert record.url == "https://cdn.test/a.txt"
 
 
 async def test_a_client_brought_along_keeps_its_own_limits() -> None:
