@@ -138,7 +138,7 @@ async def _peak_in_flight(calls: int, **options: Any) -> int:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
-        await anyio.sleep(0.2)
+        await anyio.sleep(0.5)  # long enough for all the others to start, even under load
         in_flight -= 1
         return httpx.Response(200, json=[])
 
