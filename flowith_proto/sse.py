@@ -56,8 +56,10 @@ _new_event = object.__new__
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
-#: One event made of one ``data: `` line: the stream's usual shape.
-_find_data_events = re.compile(r"data: ([^\n]*)\n\n").findall
+#: One event made of one ``data: `` line: the stream's usual shape. Anchored to the
+#: start of a line, so a failed attempt costs its own line only: unanchored, every
+#: "data: " inside a long line that no blank line follows would rescan the line.
+_find_data_events = re.compile(r"(?m)^data: ([^\n]*)\n\n").findall
 #: Below this many characters, _data_only_values() splits rather than searches.
 _SEARCH_FROM = 1024
 

@@ -479,6 +479,16 @@ def test_long_event_peak_memory_is_about_twice_its_size() -> None:
     assert peak < 2.5 * len(value)
 
 
+def test_many_data_prefixes_on_one_line_take_linear_time() -> None:
+    # A valid two-line event whose first line repeats "data: ": a search for runs of
+    # one-line data events that retried at each of them would take minutes here.
+    body = b"data: " + b"data: " * 100_000 + b"\nid: 7\n\n"
+    started = time.perf_counter()
+    [event] = SSEDecoder().feed(body)
+    assert time.perf_counter() - started < 5.0
+    assert event == msg("data: " * 100_000, id="7")
+
+
 def test_long_event_in_small_chunks_takes_linear_time() -> None:
     # Growing an immutable buffer chunk by chunk would copy about 32 GB here.
     body = b"data: " + b"x" * (4 * 1024 * 1024) + b"\n\n"
