@@ -431,6 +431,10 @@ def _not_an_object(name: str, row: Any) -> ResponseDecodeError:
     )
 
 
+#: attrs' converter objects (attrs 24.1+), which may need the instance: not supported.
+_CONVERTER_OBJECT: type | None = getattr(attrs, "Converter", None)
+
+
 def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     """The ``__set__`` of the slot holding field ``name`` of a slotted attrs class."""
     for klass in cls.__mro__:
@@ -472,8 +476,10 @@ def _make_structure_fn(cls: type[Any]) -> Callable[..., Any]:
         "    record = _new(_cls)",
     ]
     for field in attrs.fields(cls):
-        if field.validator is not None or not callable(field.converter or len):
-            raise TypeError(f"{name}.{field.name}: validators and converter objects unsupported")
+        if field.validator is not None:
+            raise TypeError(f"{name}.{field.name}: a row type may not have validators")
+        if _CONVERTER_OBJECT is not None and isinstance(field.converter, _CONVERTER_OBJECT):
+            raise TypeError(f"{name}.{field.name}: only plain converter functions are supported")
         if field.name == "metadata":
             # The whole row as received: a copy, unless the caller gives its dicts away.
             namespace["_copy_row"] = field.converter

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import pytest
 
+from flowith_proto import convert
 from flowith_proto.convert import (
     ROW_TYPES,
     structure_credits,
@@ -794,3 +795,41 @@ def test_generation_output_str_is_its_text() -> None:
 def test_metadata_is_out_of_the_repr() -> None:
     record = structure_row({"id": CONV, "secret_column": "zzz"}, ConversationRecord)
     assert "zzz" not in repr(record)
+
+
+# The generated structure functions fill slots themselves: shapes they cannot honour
+# are refused when they are generated, not misread row by row.
+
+
+@attrs.frozen
+class _Validated:
+    name: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+
+
+if hasattr(attrs, "Converter"):  # attrs 24.1+
+
+    @attrs.frozen
+    class _SelfConverted:
+        # mypy's attrs plugin does not know Converter objects.
+        name: str = attrs.field(
+            default="",
+            converter=attrs.Converter(lambda value, _self: value, takes_self=True),  # type: ignore[misc]
+        )
+
+
+@attrs.frozen(slots=False)
+class _NotSlotted:
+    name: str = ""
+
+
+@pytest.mark.parametrize(
+    ("cls", "complaint"),
+    [
+        (_Validated, "validators"),
+        (_NotSlotted, "not a slot"),
+        *([(_SelfConverted, "plain converter")] if hasattr(attrs, "Converter") else []),
+    ],
+)
+def test_row_types_the_generator_cannot_honour_are_refused(cls: type, complaint: str) -> None:
+    with pytest.raises(TypeError, match=complaint):
+        convert._make_structure_fn(cls)
