@@ -13,16 +13,15 @@ in slices of the model's one copy. Errors stay inside their connection.
 
 from __future__ import annotations
 
-import http
 import logging
 import math
 import time
-from types import TracebackType
 
 import anyio
 import anyio.abc
 import h11
 
+from flowith_httpx.loopback import NETWORK_ERRORS, LoopbackServer, reason_phrase
 from flowith_proto.fake import (
     CloseStream,
     DropStream,
@@ -36,34 +35,10 @@ from flowith_proto.fake import (
 
 __all__ = ["FakeFlowithServer"]
 
-log = logging.getLogger("flowith.fake_server")
-
 _RECEIVE_SIZE = 256 * 1024
 #: Response bodies larger than this are written in slices of this size.
 _SEND_SLICE = 256 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
-_NETWORK_ERRORS = (
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-    OSError,
-    h11.ProtocolError,
-)
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return http.HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
-
-
-def _expected(error: BaseException) -> bool:
-    """Whether ``error`` (or every error of a group) is an ordinary network failure."""
-    inner = getattr(error, "exceptions", None)
-    if isinstance(inner, tuple):
-        return all(_expected(e) for e in inner)
-    return isinstance(error, _NETWORK_ERRORS)
 
 
 class _Wakeup:
@@ -123,7 +98,7 @@ class _Connection:
             )
         except Exception:
             # A bug in the model: answer 500 on this request, keep serving the others.
-            log.exception("the fake Flowith failed on %r", request.target)
+            FakeFlowithServer.log.exception("the fake Flowith failed on %r", request.target)
             return FakeResponse(
                 500,
                 (("content-type", "application/json"),),
@@ -171,7 +146,7 @@ class _Connection:
             headers.append(("content-length", str(len(body))))
         data = self.h11.send(
             h11.Response(
-                status_code=response.status, headers=headers, reason=_reason(response.status)
+                status_code=response.status, headers=headers, reason=reason_phrase(response.status)
             )
         )
         if len(body) <= _SEND_SLICE:
@@ -201,15 +176,14 @@ class _Connection:
             await self._send(h11.Response(status_code=error.error_status_hint, headers=headers))
             await self._send(h11.Data(data=body))
             await self._send(h11.EndOfMessage())
-        except _NETWORK_ERRORS:
+        except NETWORK_ERRORS:
             pass
 
     async def _stream(self, stream: FakeStream) -> bool:
         """Serve one event stream; true if the connection can carry another request."""
         headers = [*stream.headers, ("transfer-encoding", "chunked"), ("server", "fake-flowith")]
-        await self._send(
-            h11.Response(status_code=stream.status, headers=headers, reason=_reason(stream.status))
-        )
+        reason = reason_phrase(stream.status)
+        await self._send(h11.Response(status_code=stream.status, headers=headers, reason=reason))
         wakeup = _Wakeup()
         stream.on_activity = wakeup.set
         outcome = "client gone"
@@ -263,7 +237,7 @@ class _Connection:
                 await wakeup.event.wait()
 
 
-class FakeFlowithServer:
+class FakeFlowithServer(LoopbackServer):
     """A :class:`FakeFlowith` on ``http://host:port`` for as long as the ``async with`` lasts.
 
     Point both of a client's hosts at :attr:`url` (``edge_url`` and
@@ -274,50 +248,14 @@ class FakeFlowithServer:
     event streams included, at once.
     """
 
+    log = logging.getLogger("flowith.fake_server")
+
     def __init__(self, fake: FakeFlowith, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
         self.fake = fake
-        self.host = host
-        #: The bound port (the OS picks one when ``port`` is 0); set on entry.
-        self.port = port
-        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
-        self._group: anyio.abc.TaskGroup | None = None
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    async def __aenter__(self) -> FakeFlowithServer:
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    def bound(self) -> None:
         self.fake.serving_at(self.url)  # the CDN's file URLs point here from now on
-        group = anyio.create_task_group()
-        await group.__aenter__()
-        group.start_soon(listener.serve, self._serve_connection, group)
-        self._listener, self._group = listener, group
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        listener, group = self._listener, self._group
-        self._listener = self._group = None
-        if group is not None:
-            group.cancel_scope.cancel()
-            await group.__aexit__(None, None, None)
-        if listener is not None:
-            await listener.aclose()
-
-    async def _serve_connection(self, socket: anyio.abc.SocketStream) -> None:
-        try:
-            await _Connection(self.fake, socket).run()
-        except Exception as error:
-            if _expected(error):
-                log.debug("a fake server connection ended: %r", error)
-            else:
-                log.exception("a fake server connection failed")
-        finally:
-            await anyio.aclose_forcefully(socket)
+    async def serve_one(self, socket: anyio.abc.SocketStream) -> None:
+        await _Connection(self.fake, socket).run()

@@ -16,17 +16,15 @@ too, so the origin sees the disconnect (as it would without a proxy).
 
 from __future__ import annotations
 
-import http
 import logging
-from types import TracebackType
 
 import anyio
 import anyio.abc
 import h11
 
-__all__ = ["ForwardProxy"]
+from flowith_httpx.loopback import NETWORK_ERRORS, LoopbackServer, reason_phrase
 
-log = logging.getLogger("tests.forward_proxy")
+__all__ = ["ForwardProxy"]
 
 _RECEIVE_SIZE = 65536
 #: Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus
@@ -45,28 +43,6 @@ _HOP_BY_HOP = frozenset(
     }
 )
 _VIA = b"1.1 forward-proxy"
-_NETWORK_ERRORS = (
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-    OSError,
-    h11.ProtocolError,
-)
-
-
-def _expected(error: BaseException) -> bool:
-    """Whether ``error`` (or every error of a group) is an ordinary network failure."""
-    inner = getattr(error, "exceptions", None)
-    if isinstance(inner, tuple):
-        return all(_expected(e) for e in inner)
-    return isinstance(error, _NETWORK_ERRORS)
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return http.HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
 
 
 def _split_target(target: str) -> tuple[str, int, str, str]:
@@ -168,11 +144,11 @@ class _Connection:
         ]
         try:
             await self._send(
-                h11.Response(status_code=status, headers=headers, reason=_reason(status))
+                h11.Response(status_code=status, headers=headers, reason=reason_phrase(status))
             )
             await self._send(h11.Data(data=body))
             await self._send(h11.EndOfMessage())
-        except _NETWORK_ERRORS:
+        except NETWORK_ERRORS:
             pass
 
     async def _watch_client(self, scope: anyio.CancelScope) -> None:
@@ -303,7 +279,7 @@ class _Connection:
                 raise _UpstreamFailed(f"{authority} closed the connection without answering")
 
 
-class ForwardProxy:
+class ForwardProxy(LoopbackServer):
     """A forwarding proxy on ``http://host:port`` for as long as the ``async with`` lasts.
 
     :attr:`requests` lists ``(method, absolute target)`` of every request it
@@ -312,51 +288,15 @@ class ForwardProxy:
     so a test can assert there was none.
     """
 
+    log = logging.getLogger("tests.forward_proxy")
+
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        #: The bound port (the OS picks one when ``port`` is 0); set on entry.
-        self.port = port
+        super().__init__(host=host, port=port)
         self.requests: list[tuple[str, str]] = []
         self.failures: list[BaseException] = []
-        self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
-        self._group: anyio.abc.TaskGroup | None = None
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+    async def serve_one(self, socket: anyio.abc.SocketStream) -> None:
+        await _Connection(self, socket).run()
 
-    async def __aenter__(self) -> ForwardProxy:
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        group = anyio.create_task_group()
-        await group.__aenter__()
-        group.start_soon(listener.serve, self._serve_connection, group)
-        self._listener, self._group = listener, group
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        listener, group = self._listener, self._group
-        self._listener = self._group = None
-        if group is not None:
-            group.cancel_scope.cancel()
-            await group.__aexit__(None, None, None)
-        if listener is not None:
-            await listener.aclose()
-
-    async def _serve_connection(self, socket: anyio.abc.SocketStream) -> None:
-        try:
-            await _Connection(self, socket).run()
-        except Exception as error:
-            if _expected(error):
-                log.debug("a proxy connection ended: %r", error)
-            else:
-                log.exception("a proxy connection failed")
-                self.failures.append(error)
-        finally:
-            await anyio.aclose_forcefully(socket)
+    def connection_failed(self, error: BaseException) -> None:
+        self.failures.append(error)
