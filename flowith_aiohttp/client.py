@@ -155,17 +155,8 @@ class FlowithClient(FlowithClientBase):
         self, request: Request, timeout: float | None, deadline: float | None
     ) -> Response:
         limit = self._request_limit(timeout, deadline)
-        body, headers = self._wire_body(request)
         try:
-            async with self._session().request(
-                request.method,
-                URL(request.url, encoded=True),
-                headers=list(headers),
-                data=body,
-                skip_auto_headers=_NO_AUTO_HEADERS if body is None else None,
-                proxy=self._proxy,
-                timeout=aiohttp.ClientTimeout(total=limit),
-            ) as answer:
+            async with self._request(request, aiohttp.ClientTimeout(total=limit)) as answer:
                 body = await answer.read()
                 return Response(answer.status, tuple(answer.headers.items()), body)
         except asyncio.TimeoutError as exc:
@@ -173,23 +164,28 @@ class FlowithClient(FlowithClientBase):
         except aiohttp.ClientError as exc:
             raise _transport_error(exc) from exc
 
+    def _request(self, request: Request, timeout: aiohttp.ClientTimeout) -> Any:
+        """The core's request, unchanged, as an aiohttp request (awaitable, or an
+        ``async with`` that releases the connection)."""
+        body, headers = self._wire_body(request)
+        return self._session().request(
+            request.method,
+            URL(request.url, encoded=True),
+            headers=list(headers),
+            data=body,
+            skip_auto_headers=_NO_AUTO_HEADERS if body is None else None,
+            proxy=self._proxy,
+            timeout=timeout,
+        )
+
     async def _open_stream(
         self, request: Request, deadline: float | None
     ) -> tuple[int, Sequence[tuple[str, str]], ByteStream]:
         limit = self._request_limit(None, deadline)
-        body, headers = self._wire_body(request)
         try:
             # Reaching the headers is bounded; reads wait as long as the caller's deadline.
             answer = await asyncio.wait_for(
-                self._session().request(
-                    request.method,
-                    URL(request.url, encoded=True),
-                    headers=list(headers),
-                    data=body,
-                    skip_auto_headers=_NO_AUTO_HEADERS if body is None else None,
-                    proxy=self._proxy,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=limit),
-                ),
+                self._request(request, aiohttp.ClientTimeout(total=None, sock_connect=limit)),
                 limit,
             )
         except asyncio.TimeoutError as exc:
