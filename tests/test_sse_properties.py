@@ -241,8 +241,8 @@ data_only_runs = st.lists(
 def test_both_ways_to_a_run_of_data_events_match_the_reference(
     body: bytes, cuts: list[int], search_from: int
 ) -> None:
-    # Runs of one-line data events are searched (long text) or split (short text):
-    # force each way on every input.
+    # Runs of one-line data events are searched (long non-ASCII text) or split
+    # (short or ASCII text): force each way on every input that can take it.
     expected = reference_decode(body)
     with mock.patch.object(sse, "_SEARCH_FROM", search_from):
         assert decode([body]) == expected
