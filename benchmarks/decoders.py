@@ -12,6 +12,17 @@
   own, which garbles a character split across chunks; this one decodes
   incrementally so that every contender yields the same events.)
 
+And a reference that is not a decoder:
+
+* ``unchecked``: the fewest steps from bytes to one ``str`` and one event
+  object per event, for this stream only: each run of whole events is decoded
+  at once and cut into one value per event with the same primitives as
+  ``flowith`` (a regular-expression search on wide text, ``str.split``
+  otherwise), with none of the spec's checks or state (it assumes one-line
+  ``data:`` events, LF line breaks, no BOM, ids or size bound). Its speed is
+  about the most any decoder that returns such events can reach here, so
+  ``flowith`` ÷ ``unchecked`` is what spec-exactness costs on top.
+
 Each consumer handles the events of a chunk as they come (no list of all the
 events is built) and returns how many it saw; ``parse`` adds a
 ``json.loads`` of every event's data. The ``*_datas`` generators yield the
@@ -22,6 +33,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from collections.abc import Callable, Iterator
 
 from httpx_sse._decoders import SSEDecoder as HttpxSSEDecoder
@@ -29,7 +41,7 @@ from httpx_sse._decoders import SSELineDecoder
 
 from flowith_proto.sse import SSEDecoder
 
-__all__ = ["CONSUMERS", "DATAS", "Consumer"]
+__all__ = ["CONSUMERS", "DATAS", "REFERENCES", "Consumer"]
 
 Consumer = Callable[[list[bytes], bool], int]
 
@@ -142,6 +154,74 @@ def buffer_datas(chunks: list[bytes]) -> Iterator[str]:
                 yield data
 
 
+#: A run of whole events is decoded this many bytes at a time at most (as flowith does).
+_WINDOW = 64 * 1024
+_find_values = re.compile(r"(?m)^data: ([^\n]*)\n\n").findall
+_new = object.__new__
+
+
+class _Event:
+    __slots__ = ("data", "event", "id", "retry")
+    data: str
+    event: str
+    id: str
+    retry: int | None
+
+
+class _Unchecked:
+    """``unchecked`` (see above), fed like :class:`~flowith_proto.sse.SSEDecoder`."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[_Event]:
+        data = self._pending + chunk if self._pending else chunk
+        cut = data.rfind(b"\n\n") + 2
+        if cut < 2:
+            self._pending = data
+            return []
+        self._pending = data[cut:]
+        events: list[_Event] = []
+        append = events.append
+        start = 0
+        while start < cut:  # a window at a time, as flowith
+            end = cut if cut - start <= _WINDOW else data.rfind(b"\n\n", start, start + _WINDOW) + 2
+            text = data[start:end].decode("utf-8", "replace")
+            if len(text) >= 1024 and not text.isascii():
+                values = _find_values(text)
+            else:
+                values = text[6:-2].split("\n\ndata: ")
+            for value in values:
+                event = _new(_Event)
+                event.data = value
+                event.event = "message"
+                event.id = ""
+                event.retry = None
+                append(event)
+            start = end
+        return events
+
+
+def unchecked_consume(chunks: list[bytes], parse: bool) -> int:
+    feed = _Unchecked().feed
+    loads = json.loads
+    count = 0
+    for chunk in chunks:
+        for event in feed(chunk):
+            data = event.data
+            count += 1
+            if parse:
+                loads(data)
+    return count
+
+
+def unchecked_datas(chunks: list[bytes]) -> Iterator[str]:
+    decoder = _Unchecked()
+    for chunk in chunks:
+        for event in decoder.feed(chunk):
+            yield event.data
+
+
 #: The contenders by name; the first is the library.
 CONSUMERS: dict[str, Consumer] = {
     "flowith": flowith_consume,
@@ -152,4 +232,7 @@ DATAS: dict[str, Callable[[list[bytes]], Iterator[str]]] = {
     "flowith": flowith_datas,
     "httpx-sse": httpx_sse_datas,
     "str buffer": buffer_datas,
+    "unchecked": unchecked_datas,
 }
+#: References shown beside the contenders in the stream tables (see ``unchecked`` above).
+REFERENCES: dict[str, Consumer] = {"unchecked": unchecked_consume}
