@@ -154,16 +154,28 @@ def run(*, quick: bool) -> Section:
     old_available = oldclient.available()
     if old_available:
         configurations += [(OLD_CLIENT, n) for n in plan.old_ns]
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {key: [] for key in configurations}
+    failures: dict[tuple[str, int], Exception] = {}
+    # Each pass runs every configuration once: a slow patch of a shared machine (they
+    # last minutes) then hits every N alike, not the processes of one N, which would
+    # skew the ratios between N's.
+    for index in range(plan.processes):
+        for client, n in configurations:
+            if (client, n) in failures:
+                continue
+            print(f"   e2e: {client}, N={n} ({index + 1} of {plan.processes}) ...", flush=True)
+            try:
+                runs[client, n].append(_configuration(client, n, plan))
+            except (WorkerFailed, RuntimeError, OSError) as exc:
+                failures[client, n] = exc
     results: dict[tuple[str, int], dict[str, Any]] = {}
     for client, n in configurations:
-        print(f"   e2e: {client}, N={n} ...", flush=True)
-        try:
-            result = _combine([_configuration(client, n, plan) for _ in range(plan.processes)])
-        except (WorkerFailed, RuntimeError, OSError) as exc:
-            section.errors.append(f"{client}, N={n}: {exc}")
-            table.add(client, f"{n:,}", "", f"failed: {exc}"[:60], "", "", "", "", "", "")
+        failure = failures.get((client, n))
+        if failure is not None:
+            section.errors.append(f"{client}, N={n}: {failure}")
+            table.add(client, f"{n:,}", "", f"failed: {failure}"[:60], "", "", "", "", "", "")
             continue
-        results[client, n] = result
+        result = results[client, n] = _combine(runs[client, n])
         low, high = result["cpu_per_chunk_range"]
         cpu_cell = fmt_seconds(result["cpu_per_chunk"])
         if plan.processes > 1:
@@ -187,7 +199,9 @@ def run(*, quick: bool) -> Section:
             f"{result['server_cpu']:.2f} s",
         )
     table.notes += [
-        "each process: a fresh fake process and a fresh client process; 2 warm-up rounds "
+        "each process: a fresh fake process and a fresh client process; the processes of "
+        "all rows run in turns (every row once, then again), so that a slow patch of the "
+        "machine hits every row alike; 2 warm-up rounds "
         "of min(N, 10) generations, then the measured rounds; stream connections are "
         "counted by the fake over a process's whole run (warm-up included; the largest "
         "count of the processes is shown)",
