@@ -105,8 +105,9 @@ class FlowithClient(FlowithClientBase):
     ``http_client`` lets you bring your own ``httpx.AsyncClient`` (its proxy,
     limits, TLS settings); the client then never closes it. Otherwise one is
     created with ``proxy`` and TLS verification on; it is handed at most 16
-    requests at once (more wait their turn, in order, within their timeout;
-    event streams, downloads and uploads are not counted) and keeps their
+    requests at once (more wait their turn, in order, within their timeout: one
+    that times out waiting says it was never sent; event streams, downloads and
+    uploads are not counted) and keeps their
     connections alive, so a thousand concurrent generations cost each request
     what one does. For hundreds of requests at once against a slow network,
     bring a client with the limits you want.
@@ -168,9 +169,11 @@ class FlowithClient(FlowithClientBase):
     ) -> Response:
         limit = self._request_limit(timeout, deadline)
         body, headers = self._wire_body(request)
+        sent = False
         try:
             with anyio.fail_after(limit):
                 async with self._turn_to_send(body):
+                    sent = True
                     answer = await self._http.request(
                         request.method,
                         request.url,
@@ -179,6 +182,12 @@ class FlowithClient(FlowithClientBase):
                         timeout=limit,
                     )
         except builtins.TimeoutError as exc:
+            if not sent:  # say so: the server was never asked, and the cure is on this side
+                raise TimeoutError(
+                    f"request was not sent: it waited {limit:.3g}s for its turn (the client "
+                    f"hands its own connection pool {_IN_FLIGHT} requests at once; bring an "
+                    "http_client with the limits you want to send more)"
+                ) from exc
             raise TimeoutError(f"request took longer than {limit:.3g}s") from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc

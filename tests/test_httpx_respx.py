@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import httpx
 import pytest
@@ -102,7 +103,7 @@ async def test_a_slow_answer_times_out_on_the_per_request_limit() -> None:
         router.patch(url__startswith=f"{SB}/rest/v1/conversation").mock(side_effect=slow)
         async with client() as flowith:
             with anyio.fail_after(3):
-                with pytest.raises(TimeoutError):
+                with pytest.raises(TimeoutError, match=r"took longer than 0\.2s"):
                     await flowith.delete_conversation(CONV, timeout=0.2)
 
 
@@ -156,31 +157,53 @@ async def test_own_pool_is_handed_a_bounded_number_of_requests() -> None:
     assert await _peak_in_flight(40) == 16
 
 
-async def test_an_upload_does_not_wait_behind_the_bounded_requests() -> None:
-    # Uploads hold their connection for long, like downloads: they are not counted.
-    release = anyio.Event()
-    held = 0
+class _HeldListings:
+    """Listing answers held back until ``released`` is set."""
 
-    async def held_listing(_request: httpx.Request) -> httpx.Response:
-        nonlocal held
-        held += 1
-        await release.wait()
+    def __init__(self) -> None:
+        self.arrived = 0  # requests that reached the server
+        self.released = anyio.Event()
+
+    async def answer(self, _request: httpx.Request) -> httpx.Response:
+        self.arrived += 1
+        await self.released.wait()
         return httpx.Response(200, json=[])
 
+    async def occupy(self, flowith: FlowithClient, group: anyio.abc.TaskGroup) -> None:
+        """Start 16 listings, the most the client sends at once, and wait until all arrived."""
+        for _ in range(16):
+            group.start_soon(flowith.list_conversations)
+        with anyio.fail_after(5):
+            while self.arrived < 16:
+                await anyio.lowlevel.checkpoint()
+
+
+async def test_an_upload_does_not_wait_behind_the_bounded_requests() -> None:
+    # Uploads hold their connection for long, like downloads: they are not counted.
+    held = _HeldListings()
     with respx.mock() as router:
-        router.get(url__startswith=f"{SB}/rest/v1/conversation").mock(side_effect=held_listing)
+        router.get(url__startswith=f"{SB}/rest/v1/conversation").mock(side_effect=held.answer)
         router.post(f"{EDGE}/file/store").respond(200, json={"url": "https://cdn.test/a.txt"})
         async with client() as flowith, anyio.create_task_group() as group:
-            for _ in range(16):
-                group.start_soon(flowith.list_conversations)
-            with anyio.fail_after(5):
-                while held < 16:
-                    await anyio.lowlevel.checkpoint()
+            await held.occupy(flowith, group)
             with anyio.fail_after(5):
                 record = await flowith.upload_file(data=b"hello", filename="a.txt")
-            assert held == 16  # all still in flight
-            release.set()
+            assert held.arrived == 16  # all still in flight
+            held.released.set()
     assert record.url == "https://cdn.test/a.txt"
+
+
+async def test_a_request_that_times_out_waiting_for_its_turn_says_so() -> None:
+    # It was never sent, so the server is not to blame, and the cure is on this side.
+    held = _HeldListings()
+    with respx.mock() as router:
+        router.get(url__startswith=f"{SB}/rest/v1/conversation").mock(side_effect=held.answer)
+        async with client() as flowith, anyio.create_task_group() as group:
+            await held.occupy(flowith, group)
+            with pytest.raises(TimeoutError, match=r"not sent: it waited 0\.3s for its turn"):
+                await flowith.list_conversations(timeout=0.3)
+            assert held.arrived == 16  # the 17th never left
+            held.released.set()
 
 
 async def test_a_client_brought_along_keeps_its_own_limits() -> None:
