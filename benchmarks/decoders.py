@@ -35,6 +35,7 @@ import codecs
 import json
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from httpx_sse._decoders import SSEDecoder as HttpxSSEDecoder
 from httpx_sse._decoders import SSELineDecoder
@@ -50,9 +51,8 @@ def _utf8() -> codecs.IncrementalDecoder:
     return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
-def flowith_consume(chunks: list[bytes], parse: bool) -> int:
-    decoder = SSEDecoder()
-    feed = decoder.feed
+def _count_fed(feed: Callable[[bytes], list[Any]], chunks: list[bytes], parse: bool) -> int:
+    """Handle the events ``feed`` returns for each chunk; return how many there were."""
     loads = json.loads
     count = 0
     for chunk in chunks:
@@ -61,6 +61,18 @@ def flowith_consume(chunks: list[bytes], parse: bool) -> int:
             count += 1
             if parse:
                 loads(data)
+    return count
+
+
+def _datas_fed(feed: Callable[[bytes], list[Any]], chunks: list[bytes]) -> Iterator[str]:
+    for chunk in chunks:
+        for event in feed(chunk):
+            yield event.data
+
+
+def flowith_consume(chunks: list[bytes], parse: bool) -> int:
+    decoder = SSEDecoder()
+    count = _count_fed(decoder.feed, chunks, parse)
     decoder.close()
     return count
 
@@ -121,9 +133,7 @@ def buffer_consume(chunks: list[bytes], parse: bool) -> int:
 
 def flowith_datas(chunks: list[bytes]) -> Iterator[str]:
     decoder = SSEDecoder()
-    for chunk in chunks:
-        for event in decoder.feed(chunk):
-            yield event.data
+    yield from _datas_fed(decoder.feed, chunks)
     decoder.close()
 
 
@@ -203,23 +213,11 @@ class _Unchecked:
 
 
 def unchecked_consume(chunks: list[bytes], parse: bool) -> int:
-    feed = _Unchecked().feed
-    loads = json.loads
-    count = 0
-    for chunk in chunks:
-        for event in feed(chunk):
-            data = event.data
-            count += 1
-            if parse:
-                loads(data)
-    return count
+    return _count_fed(_Unchecked().feed, chunks, parse)
 
 
 def unchecked_datas(chunks: list[bytes]) -> Iterator[str]:
-    decoder = _Unchecked()
-    for chunk in chunks:
-        for event in decoder.feed(chunk):
-            yield event.data
+    return _datas_fed(_Unchecked().feed, chunks)
 
 
 #: The contenders by name; the first is the library.
