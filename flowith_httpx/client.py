@@ -19,6 +19,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from flowith_httpx.lanes import LANES, Lanes
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
@@ -32,23 +33,6 @@ from flowith_proto.request import Request, Response
 __all__ = ["FlowithClient"]
 
 T = TypeVar("T")
-
-
-#: Requests the client hands its own httpx pool at once; more wait their turn here,
-#: in order. httpcore's pool scans its queue and its connections on every request it
-#: starts or ends, so a thousand concurrent generations queued in it cost each
-#: request time in proportion to the crowd (and churned through thousands of
-#: short-lived connections past its 20 kept alive); behind this bound the pool stays
-#: small and a request costs the same at any concurrency. Event streams, downloads
-#: and uploads, which hold a connection for long, are not counted: they keep the
-#: rest of httpx's default 100 connections. A request's wait for its turn counts
-#: toward its timeout, so with hundreds of requests queued behind a slow server
-#: some may time out waiting. A client brought with ``http_client`` keeps its own
-#: limits and is not bounded here.
-_IN_FLIGHT = 16
-#: Kept alive: what those requests use on both hosts (edge and Supabase), and the
-#: two event streams (see flowith_proto.hub).
-_OWN_POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=2 * _IN_FLIGHT + 2)
 
 
 class _Signal:
@@ -104,13 +88,14 @@ class FlowithClient(FlowithClientBase):
 
     ``http_client`` lets you bring your own ``httpx.AsyncClient`` (its proxy,
     limits, TLS settings); the client then never closes it. Otherwise one is
-    created with ``proxy`` and TLS verification on; it is handed at most 16
-    requests at once (more wait their turn, in order, within their timeout: one
-    that times out waiting says it was never sent; event streams, downloads and
-    uploads are not counted) and keeps their
-    connections alive, so a thousand concurrent generations cost each request
-    what one does. For hundreds of requests at once against a slow network,
-    bring a client with the limits you want.
+    created with ``proxy`` and TLS verification on, and short requests go out
+    on up to 16 lanes, small clients that carry one request each at a time
+    (:mod:`flowith_httpx.lanes`), so a thousand concurrent generations cost each
+    request what one does; more requests wait their turn, in order, within their
+    timeout (one that times out waiting says it was never sent). Event streams,
+    downloads and uploads, which hold a connection for long, are not counted.
+    For hundreds of requests at once against a slow network, bring a client with
+    the limits you want: all requests then go through it.
     """
 
     def __init__(
@@ -150,10 +135,16 @@ class FlowithClient(FlowithClientBase):
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            proxy=proxy, timeout=timeout, limits=_OWN_POOL_LIMITS
-        )
-        self._in_flight: anyio.Semaphore | None = None  # see _turn_to_send()
+        if http_client is None:
+            # One TLS context (the CA bundle is read once) for the client and its lanes.
+            tls = httpx.create_ssl_context()
+            self._http = httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls)
+            self._lanes: Lanes | None = Lanes(
+                lambda: httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls)
+            )
+        else:
+            self._http = http_client
+            self._lanes = None
 
     def _now(self) -> float:
         return anyio.current_time()
@@ -172,9 +163,9 @@ class FlowithClient(FlowithClientBase):
         sent = False
         try:
             with anyio.fail_after(limit):
-                async with self._turn_to_send(body):
+                async with self._client_for(body) as http:
                     sent = True
-                    answer = await self._http.request(
+                    answer = await http.request(
                         request.method,
                         request.url,
                         headers=list(headers),
@@ -185,7 +176,7 @@ class FlowithClient(FlowithClientBase):
             if not sent:  # say so: the server was never asked, and the cure is on this side
                 raise TimeoutError(
                     f"request was not sent: it waited {limit:.3g}s for its turn (the client "
-                    f"hands its own connection pool {_IN_FLIGHT} requests at once; bring an "
+                    f"sends {LANES} requests at once on its own connections; bring an "
                     "http_client with the limits you want to send more)"
                 ) from exc
             raise TimeoutError(f"request took longer than {limit:.3g}s") from exc
@@ -193,17 +184,15 @@ class FlowithClient(FlowithClientBase):
             raise _transport_error(exc) from exc
         return Response(answer.status_code, tuple(answer.headers.multi_items()), answer.content)
 
-    def _turn_to_send(self, body: object) -> AbstractAsyncContextManager[object]:
-        """Wait for a place among the requests our own pool handles at once.
+    def _client_for(self, body: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        """The client to send on: a lane for a short request on our own connections.
 
-        An upload (a streamed body) is not counted: like a download, it may hold
-        its connection for long, and the short requests behind it must not wait.
+        An upload (a streamed body) goes on the main client: like a download, it
+        may hold its connection for long, and the short requests must not wait.
         """
-        if not self._owns_http or not (body is None or isinstance(body, bytes)):
-            return contextlib.nullcontext()
-        if self._in_flight is None:  # made here, in the event loop
-            self._in_flight = anyio.Semaphore(_IN_FLIGHT)
-        return self._in_flight
+        if self._lanes is None or not (body is None or isinstance(body, bytes)):
+            return contextlib.nullcontext(self._http)
+        return self._lanes.lane()
 
     async def _open_stream(
         self, request: Request, deadline: float | None
@@ -231,5 +220,7 @@ class FlowithClient(FlowithClientBase):
         return await anyio.to_thread.run_sync(function, *args)
 
     async def _close_transport(self) -> None:
+        if self._lanes is not None:
+            await self._lanes.aclose()
         if self._owns_http:
             await self._http.aclose()

@@ -1,0 +1,73 @@
+"""The httpx transport's lanes (flowith_httpx.lanes) on real loopback connections: the
+fake Flowith counts the TCP connections the client opens and closes."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.abc
+import pytest
+
+from flowith_httpx import FlowithClient
+from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_httpx.lanes import LANES
+from flowith_proto.fake import FakeFlowith
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class CountingServer(FakeFlowithServer):
+    """The fake Flowith, counting the connections made to it and those still open."""
+
+    def __init__(self, fake: FakeFlowith) -> None:
+        super().__init__(fake)
+        self.opened = 0
+        self.open = 0
+
+    async def serve_one(self, socket: anyio.abc.SocketStream) -> None:
+        self.opened += 1
+        self.open += 1
+        try:
+            await super().serve_one(socket)
+        finally:
+            self.open -= 1
+
+
+def client_of(fake: FakeFlowith, server: FakeFlowithServer) -> FlowithClient:
+    return FlowithClient(fake.token, edge_url=server.url, supabase_url=server.url)
+
+
+async def test_a_quiet_client_sends_on_one_connection() -> None:
+    fake = FakeFlowith()
+    async with CountingServer(fake) as server, client_of(fake, server) as client:
+        for _ in range(10):
+            await client.list_conversations()
+        assert server.opened == 1
+
+
+async def test_overlapping_requests_open_a_bounded_set_of_connections_then_reuse_them() -> None:
+    fake = FakeFlowith()
+    async with CountingServer(fake) as server, client_of(fake, server) as client:
+        async with anyio.create_task_group() as group:
+            for _ in range(3 * LANES):
+                group.start_soon(client.list_conversations)
+        opened = server.opened
+        assert 1 <= opened <= LANES
+        for _ in range(10):
+            await client.list_conversations()
+        assert server.opened == opened
+
+
+async def test_closing_the_client_closes_every_connection_it_opened() -> None:
+    fake = FakeFlowith()
+    async with CountingServer(fake) as server:
+        async with client_of(fake, server) as client, anyio.create_task_group() as group:
+            for _ in range(3 * LANES):
+                group.start_soon(client.list_conversations)
+        assert server.opened > 0
+        await eventually(lambda: server.open == 0, within=5)
