@@ -50,7 +50,7 @@ FULL = Plan(
     old_ns=(1, 10, 100),
     generations=200,
     max_rounds=50,
-    processes=3,
+    processes=5,
     timeout=300,
 )
 QUICK = Plan(ns=(1, 10), old_ns=(1, 10), generations=10, max_rounds=3, processes=1, timeout=60)
