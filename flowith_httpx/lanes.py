@@ -11,7 +11,9 @@ A lane is an ``httpx.AsyncClient`` that carries one request at a time, so its
 pool holds at most one connection per host and its upkeep stays the same at any
 concurrency. At most :data:`LANES` requests are out at once; more wait their turn
 in order. The lane used last is reused first, so a quiet client keeps sending on
-one warm connection, and lanes are made only when that many requests overlap.
+one warm connection, and lanes are made only when that many requests overlap; a
+lane left idle past :data:`IDLE_LIMIT` is closed with its connections, as httpx
+lets a kept-alive connection go.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import httpx
 
-__all__ = ["LANES", "Lanes"]
+__all__ = ["IDLE_LIMIT", "LANES", "Lanes"]
 
 #: The most requests out at once, each on a lane of its own.
 LANES = 16
+#: Seconds a lane may stay idle before it is closed: httpx's keep-alive expiry.
+IDLE_LIMIT = 5.0
 
 
 class Lanes:
@@ -33,14 +37,11 @@ class Lanes:
 
     def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
         self._make = make
+        self._idle_limit = IDLE_LIMIT
         self._all: list[httpx.AsyncClient] = []
-        self._idle: list[httpx.AsyncClient] = []  # the one used last, last
+        # (idle since, lane): the one used last, last, so the longest idle come first.
+        self._idle: list[tuple[float, httpx.AsyncClient]] = []
         self._turns: anyio.Semaphore | None = None  # made in the event loop, on first use
-
-    @property
-    def made(self) -> int:
-        """How many lanes exist: the most requests that have overlapped, up to LANES."""
-        return len(self._all)
 
     @contextlib.asynccontextmanager
     async def lane(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -49,14 +50,31 @@ class Lanes:
             self._turns = anyio.Semaphore(LANES)
         async with self._turns:
             if self._idle:
-                lane = self._idle.pop()
+                await self._close_stale()
+            if self._idle:
+                lane = self._idle.pop()[1]
             else:
                 lane = self._make()
                 self._all.append(lane)
             try:
                 yield lane
             finally:
-                self._idle.append(lane)
+                self._idle.append((anyio.current_time(), lane))
+
+    async def _close_stale(self) -> None:
+        """Close the lanes idle for longer than the limit, and their connections."""
+        idle = self._idle
+        since = anyio.current_time() - self._idle_limit
+        stale = 0
+        while stale < len(idle) and idle[stale][0] < since:
+            stale += 1
+        if stale:
+            lanes = [lane for _, lane in idle[:stale]]
+            del idle[:stale]
+            with anyio.CancelScope(shield=True):  # a lane half closed would leak its sockets
+                for lane in lanes:
+                    self._all.remove(lane)
+                    await lane.aclose()
 
     async def aclose(self) -> None:
         """Close every lane (a request still out on one fails, as on a closed client)."""

@@ -556,9 +556,7 @@ def structure_row(row: Any, cls: type[T], *, context: str = "") -> T:
         raise _prefixed(context, "", exc) from exc
 
 
-def structure_rows(
-    rows: Any, cls: type[T], *, context: str = "", owned: bool = False
-) -> list[T]:
+def structure_rows(rows: Any, cls: type[T], *, context: str = "", owned: bool = False) -> list[T]:
     """A list of ``cls`` from a decoded JSON array of rows.
 
     A single object counts as a list of one (some endpoints answer a lone

@@ -7,7 +7,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from flowith_httpx import FlowithClient
+from flowith_httpx import FlowithClient, lanes
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_httpx.lanes import LANES
 from flowith_proto.fake import FakeFlowith
@@ -22,17 +22,27 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 class CountingServer(FakeFlowithServer):
-    """The fake Flowith, counting the connections made to it and those still open."""
+    """The fake Flowith, counting the connections made to it and those still open.
 
-    def __init__(self, fake: FakeFlowith) -> None:
+    With ``gather``, the first connections are served only once that many are open,
+    so that many requests are sure to overlap.
+    """
+
+    def __init__(self, fake: FakeFlowith, *, gather: int = 0) -> None:
         super().__init__(fake)
         self.opened = 0
         self.open = 0
+        self._gather = gather
+        self._gathered = anyio.Event()
 
     async def serve_one(self, socket: anyio.abc.SocketStream) -> None:
         self.opened += 1
         self.open += 1
         try:
+            if self.opened >= self._gather:
+                self._gathered.set()
+            with anyio.fail_after(5):
+                await self._gathered.wait()
             await super().serve_one(socket)
         finally:
             self.open -= 1
@@ -71,3 +81,21 @@ async def test_closing_the_client_closes_every_connection_it_opened() -> None:
                 group.start_soon(client.list_conversations)
         assert server.opened > 0
         await eventually(lambda: server.open == 0, within=5)
+
+
+async def test_lanes_left_idle_are_closed_with_their_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lanes, "IDLE_LIMIT", 0.2)
+    fake = FakeFlowith()
+    async with CountingServer(fake, gather=4) as server, client_of(fake, server) as client:
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(client.list_conversations)
+        assert server.open == 4  # four lanes, each keeping its connection alive
+        await anyio.sleep(0.3)
+        await client.list_conversations()  # all four are past the limit: closed, a new one made
+        await eventually(lambda: server.open == 1)
+        assert server.opened == 5
+        await client.list_conversations()  # a lane in use is never stale
+        assert (server.open, server.opened) == (1, 5)
