@@ -4,8 +4,9 @@ httpcore's connection pool walks all its connections each time a request starts
 or ends, asking each idle one whether it expired (a socket poll, and on asyncio a
 ``getpeername`` through anyio) and, for each idle one, counting them all again. With
 many requests at once the pool holds many connections, so each request costs in
-proportion to the crowd: a thousand concurrent generations cost every streamed
-chunk about 1.5 times what one does, all of it in that bookkeeping.
+proportion to the crowd: through one pool, even with at most 16 requests in it, a
+thousand concurrent generations cost every streamed chunk about 1.5 times what one
+does, nearly all of it in that bookkeeping; through lanes, no more than one does.
 
 A lane is an ``httpx.AsyncClient`` that carries one request at a time, so its
 pool holds at most one connection per host and its upkeep stays the same at any
