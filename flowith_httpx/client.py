@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from http.cookiejar import CookieJar
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -136,12 +137,16 @@ class FlowithClient(FlowithClientBase):
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")
         self._owns_http = http_client is None
         if http_client is None:
-            # One TLS context (the CA bundle is read once) for the client and its lanes.
+            # The client and its lanes read the CA bundle once and keep one cookie jar,
+            # so that to a server they are one client.
             tls = httpx.create_ssl_context()
-            self._http = httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls)
-            self._lanes: Lanes | None = Lanes(
-                lambda: httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls)
-            )
+            jar = CookieJar()
+
+            def new_client() -> httpx.AsyncClient:
+                return httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls, cookies=jar)
+
+            self._http = new_client()
+            self._lanes: Lanes | None = Lanes(new_client)
         else:
             self._http = http_client
             self._lanes = None

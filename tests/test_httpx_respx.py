@@ -206,6 +206,29 @@ async def test_a_request_that_times_out_waiting_for_its_turn_says_so() -> None:
             held.released.set()
 
 
+async def test_requests_on_every_lane_carry_the_cookies_a_server_set() -> None:
+    # The lanes share one cookie jar: to the server they are one client, as before.
+    calls = with_cookie = 0
+
+    async def listing(request: httpx.Request) -> httpx.Response:
+        nonlocal calls, with_cookie
+        calls += 1
+        if calls == 1:
+            return httpx.Response(200, json=[], headers={"set-cookie": "session=abc; Path=/"})
+        with_cookie += "session=abc" in request.headers.get("cookie", "")
+        await anyio.sleep(0.2)  # so that the calls overlap and take many lanes
+        return httpx.Response(200, json=[])
+
+    with respx.mock() as router:
+        router.get(url__startswith=f"{SB}/rest/v1/conversation").mock(side_effect=listing)
+        async with client() as flowith:
+            await flowith.list_conversations()
+            async with anyio.create_task_group() as group:
+                for _ in range(20):
+                    group.start_soon(flowith.list_conversations)
+    assert (calls, with_cookie) == (21, 20)
+
+
 async def test_a_client_brought_along_keeps_its_own_limits() -> None:
     async with httpx.AsyncClient() as mine:
         assert await _peak_in_flight(40, http_client=mine) == 40
