@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import codecs
 import json
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from httpx_sse._decoders import SSEDecoder as HttpxSSEDecoder
 from httpx_sse._decoders import SSELineDecoder
 
-from flowith_proto.sse import SSEDecoder
+# The same search flowith runs, and the same event class.
+from flowith_proto.sse import _SEARCH_FROM, ServerSentEvent, SSEDecoder, _find_data_events
 
 __all__ = ["CONSUMERS", "DATAS", "REFERENCES", "Consumer"]
 
@@ -166,16 +166,7 @@ def buffer_datas(chunks: list[bytes]) -> Iterator[str]:
 
 #: A run of whole events is decoded this many bytes at a time at most (as flowith does).
 _WINDOW = 64 * 1024
-_find_values = re.compile(r"(?m)^data: ([^\n]*)\n\n").findall
 _new = object.__new__
-
-
-class _Event:
-    __slots__ = ("data", "event", "id", "retry")
-    data: str
-    event: str
-    id: str
-    retry: int | None
 
 
 class _Unchecked:
@@ -184,25 +175,25 @@ class _Unchecked:
     def __init__(self) -> None:
         self._pending = b""
 
-    def feed(self, chunk: bytes) -> list[_Event]:
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         data = self._pending + chunk if self._pending else chunk
         cut = data.rfind(b"\n\n") + 2
         if cut < 2:
             self._pending = data
             return []
         self._pending = data[cut:]
-        events: list[_Event] = []
+        events: list[ServerSentEvent] = []
         append = events.append
         start = 0
         while start < cut:  # a window at a time, as flowith
             end = cut if cut - start <= _WINDOW else data.rfind(b"\n\n", start, start + _WINDOW) + 2
             text = data[start:end].decode("utf-8", "replace")
-            if len(text) >= 1024 and not text.isascii():
-                values = _find_values(text)
+            if len(text) >= _SEARCH_FROM and not text.isascii():
+                values = _find_data_events(text)
             else:
                 values = text[6:-2].split("\n\ndata: ")
             for value in values:
-                event = _new(_Event)
+                event = _new(ServerSentEvent)
                 event.data = value
                 event.event = "message"
                 event.id = ""

@@ -135,7 +135,6 @@ class FlowithClient(FlowithClientBase):
         )
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")
-        self._owns_http = http_client is None
         if http_client is None:
             # The client and its lanes read the CA bundle once and keep one cookie jar,
             # so that to a server they are one client.
@@ -225,7 +224,6 @@ class FlowithClient(FlowithClientBase):
         return await anyio.to_thread.run_sync(function, *args)
 
     async def _close_transport(self) -> None:
-        if self._lanes is not None:
+        if self._lanes is not None:  # the clients are ours (none was brought along)
             await self._lanes.aclose()
-        if self._owns_http:
             await self._http.aclose()
