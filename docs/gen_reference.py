@@ -102,6 +102,20 @@ def _class_section(title: str, cls: type, missing: list[str]) -> list[str]:
     return lines
 
 
+def _own_members(title: str, cls: type, missing: list[str]) -> list[str]:
+    """The methods and properties a result type adds (``save()``, ``text``...)."""
+    lines: list[str] = []
+    for name, member in _methods(cls):
+        if name not in vars(cls):
+            continue
+        target = member.fget if isinstance(member, property) else member
+        if not _doc(target):
+            missing.append(f"{title}.{name}")
+        heading = f"{title}.{name}" if isinstance(member, property) else _signature(name, target)
+        lines += [f"### `{heading}`", "", _doc(target), ""]
+    return lines
+
+
 def render() -> tuple[str, list[str]]:
     """The reference text, and the public names that have no docstring."""
     missing: list[str] = []
@@ -114,7 +128,9 @@ def render() -> tuple[str, list[str]]:
     lines += ["# Types, enums and errors", ""]
     for name in sorted(flowith_httpx.__all__):
         obj = getattr(flowith_httpx, name)
-        if name in ("FlowithClient", "ConversationSession") or not inspect.isclass(obj):
+        if name in ("FlowithClient", "ConversationSession", "OperationRun"):
+            continue
+        if not inspect.isclass(obj):
             continue
         if issubclass(obj, enum.Enum):
             members = ", ".join(f"`{m.name}` = `{m.value!r}`" for m in obj)
@@ -126,6 +142,7 @@ def render() -> tuple[str, list[str]]:
                     f.alias or f.name for f in attrs.fields(obj) if not f.name.startswith("_")
                 )
                 lines += [f"Fields: {fields}.", ""]
+                lines += _own_members(name, obj, missing)
         if not _doc(obj):
             missing.append(name)
     lines += ["## `set_log_level(level)`", "", _doc(flowith_httpx.set_log_level), ""]

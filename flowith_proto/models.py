@@ -199,6 +199,7 @@ class ImageOutput:
 
     @property
     def image(self) -> GeneratedImage | None:
+        """The first image, or ``None`` when the generation produced none."""
         return self.images[0] if self.images else None
 
 

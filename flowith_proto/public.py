@@ -1,6 +1,8 @@
-"""The names every transport package re-exports, listed once."""
+"""The names every transport package re-exports, listed once: the client's errors,
+enums and result types, so that ``from flowith_httpx import ImageOutput`` works as
+it did with the original client."""
 
-from flowith_proto.abc import ConversationSession
+from flowith_proto.abc import ConversationSession, OperationRun
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
@@ -18,28 +20,75 @@ from flowith_proto.errors import (
     ValidationError,
 )
 from flowith_proto.logs import set_log_level
-from flowith_proto.models import AspectRatio, ChatMode, GenerationOutput, ImageModel, VideoModel
+from flowith_proto.models import (
+    AspectRatio,
+    AuthSession,
+    ChatMode,
+    ConversationRecord,
+    ConvNovelEditor,
+    CooperatorRecord,
+    DiscussRecord,
+    FileRecord,
+    FlowNode,
+    FlowProject,
+    GeneratedImage,
+    GenerationOutput,
+    ImageModel,
+    ImageOutput,
+    MigrationInfo,
+    ModelInfo,
+    OracleStreamRecord,
+    PublicNotice,
+    SubscriptionUserOwn,
+    TemplateRecord,
+    UserCredits,
+    UserProfile,
+    UserUploadRecord,
+    VideoModel,
+    VideoOutput,
+)
 
 __all__ = [
     "APIError",
     "AspectRatio",
+    "AuthSession",
     "AuthenticationError",
     "ChatMode",
     "ConnectionFailedError",
+    "ConvNovelEditor",
+    "ConversationRecord",
     "ConversationSession",
+    "CooperatorRecord",
+    "DiscussRecord",
     "EventTooLargeError",
+    "FileRecord",
     "FileUploadError",
+    "FlowNode",
+    "FlowProject",
     "FlowithError",
+    "GeneratedImage",
     "GenerationError",
     "GenerationOutput",
     "ImageModel",
+    "ImageOutput",
     "InsufficientCreditsError",
+    "MigrationInfo",
+    "ModelInfo",
     "NotFoundError",
+    "OperationRun",
+    "OracleStreamRecord",
     "PermissionDeniedError",
+    "PublicNotice",
     "RateLimitError",
     "ResponseDecodeError",
+    "SubscriptionUserOwn",
+    "TemplateRecord",
     "TimeoutError",
+    "UserCredits",
+    "UserProfile",
+    "UserUploadRecord",
     "ValidationError",
     "VideoModel",
+    "VideoOutput",
     "set_log_level",
 ]

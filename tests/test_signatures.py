@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import typing
+from collections.abc import Iterator
 
 import flowith_aiohttp
 import flowith_httpx
@@ -59,6 +61,49 @@ def test_both_packages_export_the_same_names() -> None:
     for name in flowith_httpx.__all__:
         if name != "FlowithClient":
             assert getattr(flowith_httpx, name) is getattr(flowith_aiohttp, name), name
+
+
+#: What ``flowith_webapi`` 1.0.1 exported at top level: the names its README promises.
+ORIGINAL_NAMES = (
+    "FlowithClient", "ConversationSession", "ImageModel", "VideoModel", "ChatMode",
+    "AspectRatio", "GenerationOutput", "ImageOutput", "VideoOutput", "GeneratedImage",
+    "FileRecord", "ConversationRecord", "FlowNode", "UserCredits", "ModelInfo",
+    "TemplateRecord", "CooperatorRecord", "UserProfile", "UserUploadRecord",
+    "SubscriptionUserOwn", "PublicNotice", "FlowProject", "ConvNovelEditor",
+    "DiscussRecord", "OracleStreamRecord", "MigrationInfo", "FlowithError", "APIError",
+    "AuthenticationError", "RateLimitError", "ValidationError", "TimeoutError",
+    "FileUploadError", "set_log_level",
+)  # fmt: skip
+
+
+def test_every_name_the_original_client_exported_is_importable_from_both() -> None:
+    for package in (flowith_httpx, flowith_aiohttp):
+        missing = [name for name in ORIGINAL_NAMES if name not in package.__all__]
+        assert missing == [], package.__name__
+        for name in ORIGINAL_NAMES:
+            assert getattr(package, name) is not None
+
+
+def _classes_in(hint: object) -> Iterator[type]:
+    if isinstance(hint, type) and not typing.get_args(hint):
+        yield hint
+    for argument in typing.get_args(hint):
+        yield from _classes_in(argument)
+    origin = typing.get_origin(hint)
+    if isinstance(origin, type):
+        yield origin
+
+
+def test_every_type_a_method_returns_is_exported() -> None:
+    """A user can annotate with any type a client method returns."""
+    for cls in (FlowithClientBase, ConversationSession):
+        for name, member in inspect.getmembers(cls, callable):
+            if name.startswith("_"):
+                continue
+            returned = typing.get_type_hints(member).get("return")
+            for found in _classes_in(returned):
+                if found.__module__.startswith("flowith_proto"):
+                    assert found.__name__ in flowith_httpx.__all__, (name, found)
 
 
 def test_clients_are_the_shared_base() -> None:
