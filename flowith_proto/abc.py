@@ -70,6 +70,7 @@ from flowith_proto.errors import (
     ConnectionFailedError,
     FileUploadError,
     FlowithError,
+    TimeoutError,
     error_from_response,
 )
 from flowith_proto.files import download_request, safe_filename, target_inside

@@ -443,9 +443,11 @@ def _await_text(
         if isinstance(row, NodeDone):
             return _from_row(progress, row, node_id, conv_id, model, stream)
         now = yield Now()
-        if now >= deadline:
+        if now < deadline:
+            yield Sleep(min(now + state.poll_interval, deadline))
+            now = yield Now()
+        if now >= deadline:  # no time is left for another read
             raise TimeoutError(f"node {node_id} was still generating at the deadline")
-        yield Sleep(min(now + state.poll_interval, deadline))
 
 
 def _from_row(

@@ -106,10 +106,8 @@ def _await_media(
     quiet about it for ``stall_interval``."""
     streaming = True
     while True:
-        now: float = yield Now()
-        if now >= deadline:
-            raise TimeoutError(f"{kind} generation of node {node_id} did not finish in time")
         if streaming:
+            now: float = yield Now()
             item = yield NextEvent(listen_id, min(deadline, now + state.stall_interval))
             if isinstance(item, NodeFailed):
                 raise failure(node_id, item.status, item.error, item.error_type)
@@ -123,6 +121,11 @@ def _await_media(
                 streaming = False
             elif not isinstance(item, DeadlineReached):
                 continue  # chunks, progress or unknown events: keep listening
+        # A quiet stream, a stream gone, or a poll interval over: read the row,
+        # unless no time is left to (the read would fail for want of time anyway).
+        now = yield Now()
+        if now >= deadline:
+            raise TimeoutError(f"{kind} generation of node {node_id} did not finish in time")
         outcome = yield from read_row(state, node_id, deadline)
         if isinstance(outcome, NodeDone):
             row_model = outcome.data.get("model")

@@ -8,7 +8,7 @@ import time
 import anyio
 import pytest
 
-from flowith_proto.errors import GenerationError, TimeoutError
+from flowith_proto.errors import FlowithError, GenerationError, TimeoutError
 from flowith_proto.fake import (
     FakeFlowith,
     chunk,
@@ -125,6 +125,19 @@ async def test_a_silent_server_times_out_on_time(
             await client.generate("hi", timeout=0.6)
         elapsed = time.monotonic() - started
     assert 0.5 <= elapsed < 3.0
+
+
+async def test_a_deadline_reached_while_polling_is_the_librarys_timeout(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("partial"), close_stream())  # the row never becomes final
+    async with make_client(poll_interval=0.3) as client:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="still generating at the deadline") as caught:
+            await client.generate("hi", timeout=1.0)
+        elapsed = time.monotonic() - started
+    assert isinstance(caught.value, FlowithError)
+    assert 0.9 <= elapsed < 3.0
 
 
 async def test_heartbeats_alone_do_not_keep_a_generation_alive(
