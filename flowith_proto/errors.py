@@ -47,9 +47,15 @@ class FlowithError(Exception):
 class APIError(FlowithError):
     """The server answered with an error status (``status_code``), or an answer
     the client cannot use. ``status_code`` is ``None`` when no HTTP status is
-    involved (for example a missing token detected before any request)."""
+    involved (for example a missing token detected before any request).
 
-    def __init__(self, message: str, *, status_code: int | None = None, body: Any = None) -> None:
+    The second positional argument of this class, :class:`RateLimitError` and
+    :class:`ValidationError` is the one the original client's took
+    (``status_code``, ``retry_after_s``, ``details``), so code that builds them,
+    in tests say, carries over.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None, *, body: Any = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         #: The decoded JSON body (or the text) of the error answer, if any.
@@ -80,10 +86,10 @@ class RateLimitError(APIError):
     def __init__(
         self,
         message: str,
+        retry_after_s: float | None = None,
         *,
         status_code: int | None = 429,
         body: Any = None,
-        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message, status_code=status_code, body=body)
         self.retry_after_s = retry_after_s
@@ -96,10 +102,10 @@ class ValidationError(APIError):
     def __init__(
         self,
         message: str,
+        details: list[Any] | None = None,
         *,
         status_code: int | None = 422,
         body: Any = None,
-        details: list[Any] | None = None,
     ) -> None:
         super().__init__(message, status_code=status_code, body=body)
         self.details: list[Any] = details if details is not None else []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import builtins
 import json
+from pathlib import Path
 
 import pytest
 
+import flowith_proto
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
@@ -110,6 +113,31 @@ def test_timeout_error_is_also_the_builtin() -> None:
     error = TimeoutError("late")
     assert isinstance(error, builtins.TimeoutError)
     assert isinstance(error, FlowithError)
+
+
+def test_constructors_take_the_original_clients_positional_arguments() -> None:
+    assert APIError("boom", 500).status_code == 500
+    limited = RateLimitError("slow down", 30)
+    assert (limited.retry_after_s, limited.status_code) == (30, 429)
+    invalid = ValidationError("bad", [{"loc": ["prompt"]}])
+    assert (invalid.details, invalid.status_code) == ([{"loc": ["prompt"]}], 422)
+    assert AuthenticationError("expired", 401).status_code == 401
+
+
+def test_every_module_raises_the_librarys_timeout_not_the_builtin() -> None:
+    """``TimeoutError`` shadows the builtin: a module that forgets to import it
+    raises an error ``except FlowithError`` misses."""
+    for path in sorted(Path(flowith_proto.__file__).parent.parent.glob("flowith_*/**/*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bound = {
+            alias.asname or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        bound |= {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+        used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        assert "TimeoutError" not in used - bound, path
 
 
 def test_messages_never_carry_a_secret() -> None:
