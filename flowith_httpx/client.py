@@ -7,18 +7,21 @@ maps httpx's failures onto the library's two transport errors.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
+import functools
 import math
 import os
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from http.cookiejar import CookieJar
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 import httpx
+from anyio.streams.memory import MemoryObjectSendStream
 
 from flowith_httpx.lanes import LANES, Lanes
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
@@ -59,28 +62,85 @@ def _transport_error(exc: httpx.HTTPError) -> ConnectionFailedError | TimeoutErr
     return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)
 
 
-class _Body:
-    """A streaming response body read chunk by chunk under a deadline."""
+#: Chunks a stream's pump may read ahead of its readers (each at most 64 KiB).
+_READ_AHEAD = 4
+#: The pumps running on asyncio: the loop keeps only weak references to tasks.
+_pumps: set[asyncio.Task[None]] = set()
 
-    __slots__ = ("_chunks", "_response")
+
+def _start_system_task(function: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``function`` in a task of its own, outside any task group.
+
+    A body's pump must outlive the task that opened the stream (a shared stream
+    is opened by one generation and read by others), and a client needs no task
+    group of its own (see :mod:`flowith_proto.hub`): so the pump is a task of the
+    event loop itself, which cancels it when the run ends.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio, the other event loop anyio runs on
+        import trio
+
+        trio.lowlevel.spawn_system_task(function, name="flowith stream pump")
+    else:
+        task = loop.create_task(function(), name="flowith stream pump")
+        _pumps.add(task)
+        task.add_done_callback(_pumps.discard)
+
+
+class _Body:
+    """A streaming response body read chunk by chunk under a deadline.
+
+    httpx reads a body through async generators, and a generator interrupted by
+    a cancellation (a deadline, a cancelled reader) is finished for good, with
+    its connection. So a pump task of its own reads the body into a small memory
+    stream, and readers receive from that, which a deadline or a cancellation
+    can interrupt without losing a byte: the connection stays usable for the
+    next reader, as :class:`~flowith_proto.hub.ByteStream` requires.
+    """
+
+    __slots__ = ("_chunks", "_failure", "_pump_done", "_pump_scope", "_response")
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self._chunks = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+        send, self._chunks = anyio.create_memory_object_stream[bytes](_READ_AHEAD)
+        self._failure: ConnectionFailedError | None = None
+        self._pump_scope = anyio.CancelScope()
+        self._pump_done = anyio.Event()
+        _start_system_task(functools.partial(self._pump, send))
+
+    async def _pump(self, send: MemoryObjectSendStream[bytes]) -> None:
+        with send:  # closing it ends the readers' stream
+            try:
+                with self._pump_scope:
+                    async for chunk in self._response.aiter_bytes():
+                        await send.send(chunk)
+            except (httpx.HTTPError, httpx.StreamError) as exc:
+                failure = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}")
+                failure.__cause__ = exc
+                self._failure = failure
+            except anyio.BrokenResourceError:
+                pass  # the body was closed: nobody reads any more
+            finally:
+                self._pump_done.set()
 
     async def read(self, deadline: float | None) -> bytes | None:
-        try:
-            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
-                return await self._chunks.__anext__()
-        except StopAsyncIteration:
-            return b""
-        except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}") from exc
+        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            try:
+                return await self._chunks.receive()
+            except anyio.EndOfStream:
+                if self._failure is not None:
+                    raise self._failure from self._failure.__cause__
+                return b""
+            except anyio.ClosedResourceError:  # read after aclose()
+                return b""
         return None
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
-            await self._chunks.aclose()
+            self._pump_scope.cancel()
+            await self._pump_done.wait()
+            self._chunks.close()
             await self._response.aclose()
 
 

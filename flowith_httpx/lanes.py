@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import httpx
 
+from flowith_proto.errors import FlowithError
+
 __all__ = ["IDLE_LIMIT", "LANES", "Lanes"]
 
 #: The most requests out at once, each on a lane of its own.
@@ -43,6 +45,7 @@ class Lanes:
         # (idle since, lane): the one used last, last, so the longest idle come first.
         self._idle: list[tuple[float, httpx.AsyncClient]] = []
         self._turns: anyio.Semaphore | None = None  # made in the event loop, on first use
+        self._closed = False
 
     @contextlib.asynccontextmanager
     async def lane(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -50,6 +53,8 @@ class Lanes:
         if self._turns is None:
             self._turns = anyio.Semaphore(LANES)
         async with self._turns:
+            if self._closed:  # a request that waited its turn while the client closed
+                raise FlowithError("the client is closed")
             if self._idle:
                 await self._close_stale()
             if self._idle:
@@ -60,7 +65,14 @@ class Lanes:
             try:
                 yield lane
             finally:
-                self._idle.append((anyio.current_time(), lane))
+                await self._give_back(lane)
+
+    async def _give_back(self, lane: httpx.AsyncClient) -> None:
+        if self._closed:  # closed while the request was out: no lane may outlive it
+            with anyio.CancelScope(shield=True):
+                await lane.aclose()
+        else:
+            self._idle.append((anyio.current_time(), lane))
 
     async def _close_stale(self) -> None:
         """Close the lanes idle for longer than the limit, and their connections."""
@@ -78,7 +90,9 @@ class Lanes:
                     await lane.aclose()
 
     async def aclose(self) -> None:
-        """Close every lane (a request still out on one fails, as on a closed client)."""
+        """Close every lane (a request still out on one fails, as on a closed client);
+        a request waiting for its turn fails too."""
+        self._closed = True
         lanes, self._all, self._idle = self._all, [], []
         for lane in lanes:
             await lane.aclose()

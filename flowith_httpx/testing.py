@@ -90,11 +90,13 @@ class _ReplayStream:
                 f"stream #{self._number} holds data recorded after request #{after}, "
                 "which the replay never sent"
             )
-        items.popleft()
         kind = record["kind"]
         if kind == "chunk":
+            # Yield before taking the chunk: a read cancelled here consumes nothing.
             await anyio.lowlevel.checkpoint()
+            items.popleft()
             return decode_body(record.get("data")) or b""
+        items.popleft()
         if kind == "read_timeout":
             if deadline is not None:
                 self._client._clock = max(self._client._clock, deadline)

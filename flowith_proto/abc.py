@@ -205,6 +205,8 @@ class FlowithClientBase(WebAppMethods):
         self._refreshing: _Flight | None = None
         self._hub = StreamHub(self._open_channel, self._new_signal, self._now)
         self._closed = False
+        #: The bodies of listeners and downloads in progress, which aclose() ends.
+        self._open_bodies: set[ByteStream] = set()
         credentials = self._state.credentials
         #: Writes a cassette of the session when ``record_to`` is given.
         self._recorder = (
@@ -341,6 +343,9 @@ class FlowithClientBase(WebAppMethods):
         return (*self._state.credentials.secrets, self._state.config.supabase_key)
 
     async def _perform(self, effect: Effect, subscribed: list[str]) -> Any:
+        # Checked at every step, not only the first: an operation still running
+        # when the client closes stops at its next step instead of going on alone.
+        self._check_open()
         if isinstance(effect, NextEvent):
             return await self._hub.next_event(effect.node_id, effect.deadline)
         if isinstance(effect, Send):
@@ -358,7 +363,7 @@ class FlowithClientBase(WebAppMethods):
             return None
         if isinstance(effect, Subscribe):
             subscribed.append(effect.node_id)
-            await self._hub.subscribe(effect.node_id, effect.channels, None)
+            await self._hub.subscribe(effect.node_id, effect.channels, effect.deadline)
             return None
         if isinstance(effect, Alias):
             self._hub.alias(effect.other_id, effect.node_id)
@@ -477,6 +482,10 @@ class FlowithClientBase(WebAppMethods):
         self._closed = True
         try:
             await self._hub.aclose()
+            # A transport need not wake a read when its client closes (aiohttp
+            # does not): closing each body does, on every transport.
+            while self._open_bodies:
+                await self._open_bodies.pop().aclose()
         finally:
             try:
                 await self._close_transport()
@@ -713,16 +722,22 @@ class FlowithClientBase(WebAppMethods):
         if not overwrite and await self._to_thread(os.path.lexists, target):
             raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
         body = await self._open_event_stream(request, deadline)
+        self._open_bodies.add(body)
         partial = folder / f".{name}.{uuid.uuid4().hex[:12]}.part"
         try:
             handle = await self._to_thread(_create_binary, partial)
             try:
                 while True:
                     step = self._now() + self.timeout
-                    chunk = await body.read(step if deadline is None else min(step, deadline))
+                    try:
+                        chunk = await body.read(step if deadline is None else min(step, deadline))
+                    except ConnectionFailedError:
+                        self._check_open()  # broken by aclose(): say so
+                        raise
                     if chunk is None:
                         raise TimeoutError(f"downloading {url} stalled or outlived its timeout")
                     if not chunk:
+                        self._check_open()  # ended by aclose(), not complete
                         break
                     await self._to_thread(handle.write, chunk)
             finally:
@@ -735,6 +750,7 @@ class FlowithClientBase(WebAppMethods):
                 os.unlink(partial)
             raise
         finally:
+            self._open_bodies.discard(body)
             await body.aclose()
         return target
 
@@ -768,15 +784,22 @@ class FlowithClientBase(WebAppMethods):
         self._check_open()
         deadline = None if timeout is None else self._now() + timeout
         stream = await self._open_event_stream(build(), deadline)
+        self._open_bodies.add(stream)
         decoder = SSEDecoder()
         try:
             while True:
-                data = await stream.read(deadline)
+                try:
+                    data = await stream.read(deadline)
+                except ConnectionFailedError:
+                    self._check_open()  # broken by aclose(): say so
+                    raise
                 if not data:  # the window closed (None) or the server ended (b"")
+                    self._check_open()  # ended by aclose() rather
                     return
                 for payload in listener_payloads(decoder.feed(data), raw=raw):
                     yield payload
         finally:
+            self._open_bodies.discard(stream)
             await stream.aclose()
 
 

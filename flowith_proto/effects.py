@@ -106,10 +106,12 @@ class Subscribe:
     """Keep ``node_id``'s events from the user's shared streams ``channels``
     (``"stream"``, ``"sse"``), opening them first if needed. Returns once the
     connections are established, so a request sent afterwards cannot produce
-    an event that is missed."""
+    an event that is missed. Waiting for a connection ends at ``deadline`` (the
+    operation's): the operation then recovers its result by polling."""
 
     node_id: str
     channels: tuple[str, ...] = ("stream",)
+    deadline: float | None = None
 
 
 @attrs.frozen

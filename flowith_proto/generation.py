@@ -347,7 +347,7 @@ def send(
     content = _messages_content(prompt, images)
 
     messages = [*conversation.messages, {"role": "user", "content": content}]
-    yield Subscribe(ai_node_id)
+    yield Subscribe(ai_node_id, deadline=deadline)
     yield from call(
         state,
         lambda e: e.start_completion(

@@ -24,7 +24,8 @@ from typing import Protocol
 
 from flowith_proto.demux import Delivery, Demultiplexer, StreamEnded
 from flowith_proto.effects import DEADLINE, DeadlineReached
-from flowith_proto.errors import ConnectionFailedError, TimeoutError
+from flowith_proto.errors import APIError, ConnectionFailedError, TimeoutError
+from flowith_proto.retry import RETRY_STATUSES
 from flowith_proto.stream import StreamRouter
 
 __all__ = ["CHANNELS", "ByteStream", "Signal", "StreamHub"]
@@ -51,7 +52,10 @@ class ByteStream(Protocol):
     async def read(self, deadline: float | None) -> bytes | None:
         """The next chunk; ``b""`` at the end; ``None`` if ``deadline`` passed
         first. Raises :class:`ConnectionFailedError` when the connection breaks.
-        After ``None`` the transport may have closed the stream."""
+
+        A read that returns ``None`` or is cancelled consumes nothing: the
+        stream stays usable, and the next read (by any task) gets the next
+        chunk. The reader role moves between generations on that promise."""
         ...
 
     async def aclose(self) -> None: ...
@@ -174,7 +178,9 @@ class StreamHub:
                 channel.router.reset()
                 channel.opened += 1
                 channel.seen_at_open = channel.router.events_seen
-            except (ConnectionFailedError, TimeoutError) as exc:
+            except (ConnectionFailedError, TimeoutError, APIError) as exc:
+                if isinstance(exc, APIError) and exc.status_code not in RETRY_STATUSES:
+                    raise  # refused for good (401, 403...): the generation cannot go on
                 self._failed(channel)
                 # The generation can still finish through its row: let it poll.
                 log.warning("could not open the %s event stream: %s", channel.name, exc)
@@ -263,20 +269,18 @@ class StreamHub:
         connection = channel.connection
         assert connection is not None
         channel.reading = True
-        finished = False
         try:
+            # Cancelled, the read leaves the connection as it was: the generation
+            # leaving hands the reader role over (see next_event).
             data = await connection.read(deadline)
-            finished = True
         except ConnectionFailedError as exc:
-            finished = True
-            self._lose(channel, f"connection failed: {exc}", failed=True)
+            if channel.connection is connection:
+                self._lose(channel, f"connection failed: {exc}", failed=True)
             return True
         finally:
             channel.reading = False
-            if not finished:
-                # Cancelled in the middle of a read: the connection's state is
-                # unknown, so it is dropped (the others recover by polling).
-                self._lose(channel, "reader cancelled")
+        if channel.connection is not connection:
+            return True  # lost while this read waited (the client closed, say)
         if data is None:
             return False
         if not data:

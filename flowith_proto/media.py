@@ -179,7 +179,7 @@ def generate_image(
         },
     )
     conv_id, ai_node_id = rows.conv_id, rows.ai_node_id
-    yield Subscribe(ai_node_id, _MEDIA_CHANNELS)
+    yield Subscribe(ai_node_id, _MEDIA_CHANNELS, deadline)
     yield from call(
         state,
         lambda e: e.start_image(
@@ -235,7 +235,7 @@ def generate_video(
     rows = yield from begin_turn(state, conversation, prompt, deadline, None)
     conv_id, video_node_id = rows.conv_id, rows.ai_node_id
     user_node_id, user_position = rows.user_node_id, rows.user_position
-    yield Subscribe(video_node_id, _MEDIA_CHANNELS)
+    yield Subscribe(video_node_id, _MEDIA_CHANNELS, deadline)
     response = yield from call(
         state,
         lambda e: e.start_video(

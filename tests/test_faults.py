@@ -14,6 +14,7 @@ from flowith_proto.errors import (
     FlowithError,
     GenerationError,
     InsufficientCreditsError,
+    PermissionDeniedError,
 )
 from flowith_proto.fake import (
     FakeFlowith,
@@ -56,6 +57,29 @@ async def test_the_poll_is_retried_through_server_errors(
         result = await client.generate("hi", timeout=10)
     assert result.text == "made it"
     assert fake.faults_served == 2
+
+
+async def test_a_server_error_opening_the_stream_falls_back_to_the_row(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("streamed "), complete(result="streamed answer"))
+    fake.fail_next(1, 503, method="GET", path="/user_stream/stream")
+    async with make_client() as client:
+        result = await client.generate("hi", timeout=10)
+    assert result.text == "streamed answer"
+    assert fake.faults_served == 1
+    assert fake.requests_to("POST", "/completion/async")  # the generation went on
+    assert fake.requests_to("GET", "/rest/v1/flow_node")  # and its row told the answer
+
+
+async def test_a_refused_stream_fails_the_generation_before_it_starts(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.fail_next(1, 403, method="GET", path="/user_stream/stream")
+    async with make_client() as client:
+        with pytest.raises(PermissionDeniedError):
+            await client.generate("hi", timeout=10)
+    assert not fake.requests_to("POST", "/completion/async")
 
 
 async def test_retry_after_is_honoured_on_a_rate_limited_write(

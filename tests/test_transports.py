@@ -4,6 +4,7 @@ fake Flowith on loopback: real sockets, real HTTP, real SSE bytes."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
@@ -295,32 +296,102 @@ async def test_leaving_a_stream_early_releases_it_and_the_client_goes_on(
     assert result.text == "next answer"
 
 
-async def test_cancelling_one_generation_leaves_the_others_working(
+async def test_cancelling_the_generation_reading_the_stream_leaves_the_others_streaming(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
     fake.script(chunk("slow"), pause(5), complete())
     for i in range(3):
         fake.script(pause(0.3), chunk(f"answer {i}"), complete())
-    results: list[str] = []
+    deltas: dict[int, list[str]] = {}
+    doomed_scope = anyio.CancelScope()
     async with make_client() as client:
 
         async def doomed() -> None:
-            await client.generate("slow one")
+            with doomed_scope:
+                await client.generate("slow one")
 
         async def fine(i: int) -> None:
-            results.append((await client.generate(f"q{i}")).text)
+            steps = await collect(client.generate_stream(f"q{i}"))
+            deltas[i] = [step.text_delta for step in steps if step.text_delta]
 
         async with anyio.create_task_group() as group:
-            with anyio.CancelScope() as scope:
-                group.start_soon(doomed)
-                await anyio.sleep(0.1)
-                for i in range(3):
-                    group.start_soon(fine, i)
-                await anyio.sleep(0.1)
-                scope.cancel()
-        # The task group waited for the three that were not cancelled.
+            group.start_soon(doomed)
+            await eventually(lambda: client._hub.demux.subscriptions == 1)
+            for i in range(3):
+                group.start_soon(fine, i)
+            await eventually(lambda: client._hub.demux.subscriptions == 4)
+            doomed_scope.cancel()  # the first generation is the stream's reader
+        assert doomed_scope.cancelled_caught
         assert client._hub.demux.subscriptions == 0
-    assert sorted(results) == ["answer 0", "answer 1", "answer 2"]
+        # One connection throughout, and the others streamed their deltas from it:
+        # none had to recover its answer from its row.
+        assert client.stream_connections == 1
+    # (The scripts go to the generations in the order their requests arrive.)
+    assert sorted(map(tuple, deltas.values())) == [(f"answer {i}",) for i in range(3)]
+    assert not fake.requests_to("GET", "/rest/v1/flow_node")
+
+
+async def test_a_reader_running_out_of_time_leaves_the_stream_to_the_others(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("a "), pause(5), complete())
+    fake.script(pause(1.2), chunk("b1 "), chunk("b2"), complete())
+    outcome: dict[str, object] = {}
+    async with make_client() as client:
+
+        async def first() -> None:
+            with pytest.raises(TimeoutError):
+                await client.generate("times out while reading", timeout=0.8)
+            outcome["first"] = "timed out"
+
+        async def second() -> None:
+            steps = await collect(client.generate_stream("streams after that"))
+            outcome["second"] = [step.text_delta for step in steps if step.text_delta]
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(first)
+            await eventually(lambda: client._hub.demux.subscriptions == 1)
+            group.start_soon(second)
+        assert client.stream_connections == 1
+    assert outcome == {"first": "timed out", "second": ["b1 ", "b2"]}
+    assert not fake.requests_to("GET", "/rest/v1/flow_node")
+
+
+async def test_closing_the_client_ends_what_is_running_on_it(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A generation reading the stream, one polling its row and a listener all
+    end with "the client is closed" at once, and the server sees every
+    connection go."""
+    fake.script(chunk("reading "), pause(30), complete())
+    fake.script(close_stream())  # its row never becomes final: it polls
+    outcomes: dict[str, str] = {}
+    client = make_client(poll_interval=0.1)
+
+    async def run(name: str, work: Callable[[], Awaitable[object]]) -> None:
+        with anyio.fail_after(5):
+            try:
+                await work()
+            except FlowithError as exc:
+                outcomes[name] = str(exc)
+
+    async def listen() -> None:
+        async for _event in client.stream_user_sse():
+            pass
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, "reader", lambda: client.generate("first"))
+        await eventually(lambda: fake.requests_to("POST", "/completion/async") != [])
+        group.start_soon(run, "poller", lambda: client.generate("second"))
+        group.start_soon(run, "listener", listen)
+        await eventually(lambda: len(fake.requests_to("GET", "/rest/v1/flow_node")) >= 2)
+        await eventually(lambda: len(fake.open_streams("sse")) == 1)
+        await client.aclose()
+    assert outcomes == dict.fromkeys(("reader", "poller", "listener"), "the client is closed")
+    polls = len(fake.requests_to("GET", "/rest/v1/flow_node"))
+    await anyio.sleep(0.3)
+    assert len(fake.requests_to("GET", "/rest/v1/flow_node")) == polls  # none after close
+    await eventually(lambda: fake.open_streams() == [])
 
 
 async def test_an_image_reported_only_on_sse_arrives_without_waiting_for_the_row(
