@@ -12,7 +12,8 @@ pytest plugin (installed with anyio) and a test marked ``@pytest.mark.anyio``:
     that fake served on a loopback port (real sockets);
 ``flowith_transport``
     ``"httpx"`` by default; parametrize it (``indirect=True``) to run a test on
-    ``"aiohttp"`` as well;
+    ``"aiohttp"`` as well (skipped when the test runs on trio: aiohttp is
+    asyncio only);
 ``flowith_client``
     an open ``FlowithClient`` of that transport, signed in to the fake;
 ``flowith_replay``
@@ -22,6 +23,7 @@ pytest plugin (installed with anyio) and a test marked ``@pytest.mark.anyio``:
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
@@ -73,6 +75,8 @@ async def flowith_client(
     """An open client signed in to the fake (closed after the test)."""
     client_class: type[FlowithClientBase]
     if flowith_transport == "aiohttp":
+        if not _on_asyncio():  # a test run on every anyio backend: trio x aiohttp cannot be
+            pytest.skip("the aiohttp transport runs on asyncio only")
         from flowith_aiohttp import FlowithClient as AiohttpClient
 
         client_class = AiohttpClient
@@ -91,6 +95,14 @@ async def flowith_client(
     )
     async with client:
         yield client
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @pytest.fixture

@@ -17,11 +17,6 @@ async def summarize(client: FlowithClientBase, text: str) -> str:
     return reply.text.upper()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.parametrize("flowith_transport", ["httpx", "aiohttp"], indirect=True)
 async def test_summarize(flowith_fake: FakeFlowith, flowith_client: FlowithClientBase) -> None:
     flowith_fake.script(chunk("short "), chunk("summary"), complete())
