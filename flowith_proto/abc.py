@@ -924,9 +924,13 @@ class ConversationSession:
         *,
         images: Sequence[str] | None = None,
         model: str | None = None,
-        timeout: float = 120.0,
+        timeout: float | None = None,
     ) -> GenerationOutput:
-        """Send the next message and wait for the whole reply."""
+        """Send the next message and wait for the whole reply.
+
+        ``timeout`` bounds the whole turn; ``None`` means the client's
+        ``result_timeout``, as for :meth:`FlowithClientBase.generate`.
+        """
         return await self._client._run(
             send_op(
                 self._client._state,
@@ -944,9 +948,10 @@ class ConversationSession:
         *,
         images: Sequence[str] | None = None,
         model: str | None = None,
-        timeout: float = 120.0,
+        timeout: float | None = None,
     ) -> OperationRun[GenerationOutput]:
-        """Send the next message and yield the reply as it is written."""
+        """Send the next message and yield the reply as it is written
+        (``timeout`` as in :meth:`send`)."""
         operation = send_op(
             self._client._state,
             self._conversation,

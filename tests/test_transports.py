@@ -141,6 +141,18 @@ async def test_a_deadline_reached_while_polling_is_the_librarys_timeout(
     assert 0.9 <= elapsed < 3.0
 
 
+async def test_a_conversation_turn_obeys_the_clients_result_timeout(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("slow "), pause(30), complete())
+    async with make_client(result_timeout=0.8) as client:
+        session = client.start_conversation()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await session.send("hi")
+    assert time.monotonic() - started < 3.0
+
+
 async def test_heartbeats_alone_do_not_keep_a_generation_alive(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
