@@ -302,9 +302,12 @@ class WebAppMethods(abc.ABC):
         )
 
     async def list_subscription_user_own(
-        self, at_time: datetime | float | None = None, *, timeout: float | None = None
+        self, at_time: datetime | float | str | None = None, *, timeout: float | None = None
     ) -> list[SubscriptionUserOwn]:
-        """The subscription grants active at ``at_time`` (default: now)."""
+        """The subscription grants active at ``at_time`` (default: now): a
+        datetime (naive means UTC), unix seconds, or a date string, RFC 1123 as
+        the original client took (``"Mon, 18 May 2026 18:04:25 GMT"``) or ISO
+        8601; anything else is a :class:`ValidationError`."""
         return await self._run(queries.subscriptions(self._state, at_time, timeout=timeout))
 
     # -- content, catalogue, sessions -------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, TypeVar
 
 from flowith_proto.calls import call
@@ -22,6 +22,7 @@ from flowith_proto.errors import (
     AuthenticationError,
     NotFoundError,
     ResponseDecodeError,
+    ValidationError,
 )
 from flowith_proto.models import (
     AuthSession,
@@ -182,16 +183,35 @@ def update_user_profile(
     )
 
 
+def _moment(at_time: datetime | float | str) -> datetime:
+    """``at_time`` as an aware datetime: a datetime (naive means UTC), unix
+    seconds, or text as the original client took it (an RFC 1123 date such as
+    ``"Mon, 18 May 2026 18:04:25 GMT"``) or in ISO 8601."""
+    if isinstance(at_time, datetime):
+        return at_time if at_time.tzinfo else at_time.replace(tzinfo=timezone.utc)
+    try:
+        if isinstance(at_time, str):
+            try:
+                moment = parsedate_to_datetime(at_time)
+            except (TypeError, ValueError):
+                moment = datetime.fromisoformat(at_time.strip())
+            return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        if isinstance(at_time, (int, float)) and not isinstance(at_time, bool):
+            return datetime.fromtimestamp(at_time, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise ValidationError(f"at_time: not a usable moment: {at_time!r} ({exc})") from exc
+    raise ValidationError(
+        f"at_time must be a datetime, unix seconds or a date string, not {type(at_time).__name__}"
+    )
+
+
 def subscriptions(
-    state: ClientState, at_time: datetime | float | None, *, timeout: float | None = None
+    state: ClientState, at_time: datetime | float | str | None, *, timeout: float | None = None
 ) -> Operation[list[SubscriptionUserOwn]]:
-    """The grants active at ``at_time`` (a datetime or unix seconds; default: now)."""
+    """The grants active at ``at_time`` (see :func:`_moment`; default: now)."""
     if at_time is None:
         at_time = yield WallClock()
-    if isinstance(at_time, datetime):
-        moment = at_time if at_time.tzinfo else at_time.replace(tzinfo=timezone.utc)
-    else:
-        moment = datetime.fromtimestamp(float(at_time), tz=timezone.utc)
+    moment = _moment(at_time)
     stamp = format_datetime(moment.astimezone(timezone.utc).replace(microsecond=0), usegmt=True)
     return (
         yield from rows(

@@ -37,4 +37,5 @@ def test_the_pytest_example_of_the_testing_guide_passes_as_written(tmp_path: Pat
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert " passed" in done.stdout and "failed" not in done.stdout, done.stdout
+    assert " passed" in done.stdout, done.stdout
+    assert "failed" not in done.stdout, done.stdout

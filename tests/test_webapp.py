@@ -28,6 +28,7 @@ from flowith_proto.errors import (
     AuthenticationError,
     NotFoundError,
     PermissionDeniedError,
+    ValidationError,
 )
 from flowith_proto.fake import (
     KYOTO_TRIP,
@@ -955,6 +956,35 @@ async def test_list_subscription_user_own(fake: FakeFlowith, make_client: MakeCl
     )
     second = fake.requests_to("GET", "/rest/v1/subscription_user_own")[1]
     assert second.param("from_date") == "lt.Sat, 15 Nov 2025 08:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    "at_time",
+    [
+        "Fri, 15 May 2026 12:30:45 GMT",
+        "2026-05-15T12:30:45Z",
+        "2026-05-15T14:30:45+02:00",
+        "2026-05-15 12:30:45",
+    ],
+)
+async def test_subscriptions_at_a_date_string(
+    fake: FakeFlowith, make_client: MakeClient, at_time: str
+) -> None:
+    async with make_client() as client:
+        (yearly,) = await client.list_subscription_user_own(at_time=at_time)
+    assert yearly.months == 12
+    (sent,) = fake.requests_to("GET", "/rest/v1/subscription_user_own")
+    assert sent.param("from_date") == "lt.Fri, 15 May 2026 12:30:45 GMT"
+
+
+@pytest.mark.parametrize("at_time", ["next tuesday", "", True, float("nan"), 1e20, [2026]])
+async def test_subscriptions_at_an_unusable_moment(
+    fake: FakeFlowith, make_client: MakeClient, at_time: Any
+) -> None:
+    async with make_client() as client:
+        with pytest.raises(ValidationError, match="at_time"):
+            await client.list_subscription_user_own(at_time=at_time)
+    assert not fake.requests_to("GET", "/rest/v1/subscription_user_own")
 
 
 # -- content and catalogue ----------------------------------------------------------------------
