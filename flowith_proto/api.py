@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from flowith_proto import queries
 from flowith_proto.effects import Operation
-from flowith_proto.errors import AuthenticationError, ResponseDecodeError
+from flowith_proto.errors import AuthenticationError, ResponseDecodeError, ValidationError
 from flowith_proto.models import (
     AuthSession,
     ConversationRecord,
@@ -78,9 +78,11 @@ class WebAppMethods(abc.ABC):
     async def iter_conversations(
         self, *, page_size: int = 50, project_id: str | None = None, timeout: float | None = None
     ) -> AsyncIterator[ConversationRecord]:
-        """Every conversation, newest first, fetched ``page_size`` at a time."""
-        if page_size < 1:
-            raise ValueError("page_size must be at least 1")
+        """Every conversation :meth:`list_conversations` lists (those outside any
+        project, or those of ``project_id``), newest first, fetched ``page_size``
+        at a time."""
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValidationError(f"page_size must be a positive int, not {page_size!r}")
         offset = 0
         while True:
             page = await self.list_conversations(page_size, offset, project_id, timeout=timeout)

@@ -284,9 +284,10 @@ async def test_iter_conversations_asks_once_more_after_a_full_last_page(
 ) -> None:
     async with make_client() as client:
         records = [r async for r in client.iter_conversations(page_size=1)]
-        with pytest.raises(ValueError, match="page_size"):
-            async for _ in client.iter_conversations(page_size=0):
-                pass
+        for bad in (0, True, 2.5):
+            with pytest.raises(ValidationError, match="page_size"):
+                async for _ in client.iter_conversations(page_size=bad):
+                    pass
     assert [r.conv_id for r in records] == [PRODUCT_LAUNCH, KYOTO_TRIP]
     pages = fake.requests_to("GET", "/rest/v1/conversation")
     assert [p.param("offset") for p in pages] == ["0", "1", "2"]
