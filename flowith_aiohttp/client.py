@@ -93,7 +93,8 @@ class FlowithClient(FlowithClientBase):
 
     ``http_client`` lets you bring your own ``aiohttp.ClientSession``; the
     client then never closes it. Otherwise one is created on first use, with
-    TLS verification on, and ``proxy`` applies to every request.
+    TLS verification on; ``proxy`` applies to every request, and without it the
+    environment's ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` do, as on httpx.
     """
 
     def __init__(
@@ -139,7 +140,9 @@ class FlowithClient(FlowithClientBase):
     def _session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be born inside a running loop.
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as they do on httpx, so
+            # that swapping the transport never changes the route (proxy= wins).
+            self._http = aiohttp.ClientSession(trust_env=True)
         return self._http
 
     def _now(self) -> float:

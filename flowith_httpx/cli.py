@@ -29,6 +29,7 @@ credential is ever printed.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -222,6 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.transport == "aiohttp" and args.backend == "trio":
             print("flowith: aiohttp runs on asyncio only; use --transport httpx", file=sys.stderr)
             return 2
+        from flowith_httpx.fake_server import no_proxy_with_loopback
+
+        # The fake is on loopback: a proxy configured for the internet must not
+        # stand in between (this process's own environment, read by both transports).
+        for name in ("NO_PROXY", "no_proxy"):
+            os.environ[name] = no_proxy_with_loopback(os.environ.get(name))
         anyio.run(run_demo, args.transport, args.backend, sys.stdout, backend=args.backend)
         return 0
     return run_command(args)

@@ -149,7 +149,8 @@ class FlowithClient(FlowithClientBase):
 
     ``http_client`` lets you bring your own ``httpx.AsyncClient`` (its proxy,
     limits, TLS settings); the client then never closes it. Otherwise one is
-    created with ``proxy`` and TLS verification on, and short requests go out
+    created with ``proxy`` (else the environment's ``HTTP_PROXY``/``HTTPS_PROXY``/
+    ``NO_PROXY``, as httpx reads them) and TLS verification on, and short requests go out
     on up to 16 lanes, small clients that carry one request each at a time
     (:mod:`flowith_httpx.lanes`), so a thousand concurrent generations cost each
     request what one does; more requests wait their turn, in order, within their

@@ -33,7 +33,10 @@ from flowith_proto.fake import (
     SendBytes,
 )
 
-__all__ = ["FakeFlowithServer"]
+__all__ = ["LOOPBACK_HOSTS", "FakeFlowithServer", "no_proxy_with_loopback"]
+
+#: The names of this machine a client of the fake may use.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _RECEIVE_SIZE = 256 * 1024
 #: Response bodies larger than this are written in slices of this size.
@@ -235,6 +238,18 @@ class _Connection:
                 continue
             with anyio.move_on_after(min(pause, idle_left)):
                 await wakeup.event.wait()
+
+
+def no_proxy_with_loopback(no_proxy: str | None) -> str:
+    """A ``NO_PROXY`` value that also names :data:`LOOPBACK_HOSTS`.
+
+    Both transports honour ``HTTP_PROXY`` from the environment, and neither
+    exempts loopback by itself: code that points a client at the fake (the demo,
+    the pytest plugin) sets this so the fake is reached directly wherever a
+    proxy is configured.
+    """
+    names = [name.strip() for name in (no_proxy or "").split(",") if name.strip()]
+    return ",".join([*names, *(host for host in LOOPBACK_HOSTS if host not in names)])
 
 
 class FakeFlowithServer(LoopbackServer):

@@ -70,9 +70,17 @@ def flowith_transport(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def flowith_client(
-    flowith_fake: FakeFlowith, flowith_server: FakeFlowithServer, flowith_transport: str
+    flowith_fake: FakeFlowith,
+    flowith_server: FakeFlowithServer,
+    flowith_transport: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[FlowithClientBase]:
-    """An open client signed in to the fake (closed after the test)."""
+    """An open client signed in to the fake (closed after the test); loopback is
+    exempt from any proxy the environment sets, for the test's length."""
+    from flowith_httpx.fake_server import no_proxy_with_loopback
+
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, no_proxy_with_loopback(os.environ.get(name)))
     client_class: type[FlowithClientBase]
     if flowith_transport == "aiohttp":
         if not _on_asyncio():  # a test run on every anyio backend: trio x aiohttp cannot be

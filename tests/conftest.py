@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 
 import flowith_aiohttp
 import flowith_httpx
-from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_httpx.fake_server import FakeFlowithServer, no_proxy_with_loopback
 from flowith_proto.abc import FlowithClientBase
 from flowith_proto.fake import FakeFlowith
 
@@ -33,6 +34,16 @@ def no_secrets_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     leaked = _SECRET.findall(caplog.text)
     assert not leaked, f"a secret reached the logs: {leaked[0][:12]}..."
+
+
+@pytest.fixture(autouse=True, scope="session")
+def loopback_bypasses_proxies() -> Iterator[None]:
+    """The suite talks to loopback only: a proxy set in the environment (which
+    both transports honour) must not stand in between."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("NO_PROXY", "no_proxy"):
+            patch.setenv(name, no_proxy_with_loopback(os.environ.get(name)))
+        yield
 
 
 TRANSPORTS = {

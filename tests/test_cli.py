@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 
@@ -42,6 +43,21 @@ def test_console_entry_point_runs_the_demo() -> None:
         text=True,
         timeout=60,
         check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "flowith> Your name is Alice" in done.stdout
+
+
+def test_the_demo_reaches_its_fake_where_an_internet_proxy_is_configured() -> None:
+    environment = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    environment["HTTP_PROXY"] = "http://proxy.invalid:3128"  # unreachable
+    done = subprocess.run(
+        [sys.executable, "-m", "flowith_httpx", "demo", "--transport", "aiohttp"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=environment,
     )
     assert done.returncode == 0, done.stderr
     assert "flowith> Your name is Alice" in done.stdout

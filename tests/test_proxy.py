@@ -86,6 +86,28 @@ async def test_generate_goes_entirely_through_the_proxy(
         assert request.header("proxy-connection") is None
 
 
+async def test_the_environments_proxy_is_used_by_every_transport(
+    fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Swapping the transport never changes the route: both honour HTTP_PROXY."""
+    fake.script(chunk("via the environment"), complete())
+    for name in ("http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    async with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        async with make_client() as client:
+            result = await client.generate("hi", timeout=10)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with make_client() as client:
+            await client.get_discord_invite()
+    assert result.text == "via the environment"
+    proxied = Counter(target.split("?")[0].split("/", 3)[-1] for _, target in proxy.requests)
+    assert proxied["user_stream/stream"] == 1
+    assert proxied["completion/async"] == 1
+    assert len(proxy.requests) == len(fake.requests) - 1  # all but the NO_PROXY one
+    assert proxy.failures == []
+
+
 async def test_the_stream_flows_through_the_proxy_unbuffered(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
