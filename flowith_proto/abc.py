@@ -703,7 +703,7 @@ class FlowithClientBase(WebAppMethods):
         timeout: float | None = None,
         default_name: str = "download",
     ) -> Path:
-        """Download ``url`` into the folder ``path`` and return the file's path.
+        """Download ``url`` into the folder ``path`` and return the file's absolute path.
 
         The body is streamed to a temporary file in that folder and renamed
         when complete, so a failed download leaves nothing behind. An existing
@@ -713,7 +713,8 @@ class FlowithClientBase(WebAppMethods):
         is also bounded by the client's ``timeout``.
         """
         self._check_open()
-        folder = Path(path)
+        # Absolute, so that the caller gets an absolute path back.
+        folder = Path(await self._to_thread(os.path.abspath, path))
         name = safe_filename(url, filename, default_name)
         target = Path(target_inside(folder, name))
         request = download_request(self._state.config, url)

@@ -138,6 +138,7 @@ async def _save(
     overwrite: bool,
     timeout: float | None,
     default_name: str,
+    verbose: bool,
 ) -> Path:
     if downloader is None:
         raise FlowithError(
@@ -145,7 +146,7 @@ async def _save(
         )
     if not url:
         raise FlowithError("there is no URL to download")
-    return await downloader.download(
+    saved = await downloader.download(
         url,
         path,
         filename=filename,
@@ -153,6 +154,9 @@ async def _save(
         timeout=timeout,
         default_name=default_name,
     )
+    if verbose:
+        print(f"Saved: {saved}")
+    return saved
 
 
 @attrs.frozen
@@ -171,11 +175,13 @@ class GeneratedImage:
         self,
         path: str | os.PathLike[str] = ".",
         filename: str | None = None,
+        verbose: bool = False,
         *,
         overwrite: bool = False,
         timeout: float | None = None,
     ) -> Path:
-        """Download the image into the folder ``path``; returns the file's path.
+        """Download the image into the folder ``path``; returns the file's
+        absolute path (printed too, with ``verbose``, as the original client did).
 
         Streamed to disk, written under a temporary name and renamed when
         complete; never replaces a file unless ``overwrite`` (else
@@ -183,7 +189,7 @@ class GeneratedImage:
         segment, else ``image.jpg``) can never leave ``path`` (D17).
         """
         return await _save(
-            self._downloader, self.url, path, filename, overwrite, timeout, "image.jpg"
+            self._downloader, self.url, path, filename, overwrite, timeout, "image.jpg", verbose
         )
 
 
@@ -220,6 +226,7 @@ class VideoOutput:
         self,
         path: str | os.PathLike[str] = ".",
         filename: str | None = None,
+        verbose: bool = False,
         *,
         overwrite: bool = False,
         timeout: float | None = None,
@@ -227,7 +234,14 @@ class VideoOutput:
         """Download the video into the folder ``path`` (as :meth:`GeneratedImage.save`;
         default name ``video.mp4``)."""
         return await _save(
-            self._downloader, self.video_url, path, filename, overwrite, timeout, "video.mp4"
+            self._downloader,
+            self.video_url,
+            path,
+            filename,
+            overwrite,
+            timeout,
+            "video.mp4",
+            verbose,
         )
 
 

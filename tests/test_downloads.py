@@ -185,6 +185,29 @@ async def test_a_second_save_of_a_result_raises_and_keeps_the_first(
     assert entries(tmp_path) == {"image.png", "video.mp4", "lighthouse.png"}
 
 
+async def test_save_takes_the_original_arguments_and_returns_an_absolute_path(
+    fake: FakeFlowith,
+    make_client: MakeClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``save(path, filename, verbose)`` as in the original client: a relative
+    folder still gives an absolute path back, and ``verbose`` prints it."""
+    stream_media_results(fake)
+    monkeypatch.chdir(tmp_path)
+    async with make_client() as client:
+        image = (await client.generate_image("a lighthouse")).image
+        assert image is not None
+        quiet = await image.save("out", "quiet.png")
+        loud = await image.save("out", "loud.png", True)
+        fetched = await client.download(image.url, "out", filename="direct.png")
+    assert quiet == tmp_path / "out" / "quiet.png"
+    assert quiet.is_absolute()
+    assert fetched == tmp_path / "out" / "direct.png"
+    assert capsys.readouterr().out == f"Saved: {loud}\n"
+
+
 async def test_a_failed_download_leaves_nothing(
     fake: FakeFlowith, server: FakeFlowithServer, make_client: MakeClient, tmp_path: Path
 ) -> None:
