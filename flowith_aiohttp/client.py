@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -196,6 +196,17 @@ class FlowithClient(FlowithClientBase):
         except aiohttp.ClientError as exc:
             raise _transport_error(exc) from exc
         return answer.status, tuple(answer.headers.items()), _Body(answer)
+
+    async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
+        tasks = [asyncio.ensure_future(job()) for job in jobs]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        first = next(task for task in tasks if task in done)
+        return first.result()
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)

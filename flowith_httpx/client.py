@@ -13,7 +13,7 @@ import contextlib
 import functools
 import math
 import os
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from http.cookiejar import CookieJar
 from typing import Any, TypeVar
@@ -52,6 +52,31 @@ class _Signal:
         with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
             await self._event.wait()
         return self._event.is_set()
+
+
+async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
+    """Run ``jobs`` at once in a task group; the first to finish gives the result
+    (or its error), and the others are cancelled."""
+    outcomes: list[tuple[T | None, Exception | None]] = []
+    async with anyio.create_task_group() as group:
+
+        async def run(job: Callable[[], Awaitable[T]]) -> None:
+            try:
+                value = await job()
+            except Exception as exc:
+                if not outcomes:
+                    outcomes.append((None, exc))
+            else:
+                if not outcomes:
+                    outcomes.append((value, None))
+            group.cancel_scope.cancel()
+
+        for job in jobs:
+            group.start_soon(run, job)
+    value, error = outcomes[0]
+    if error is not None:
+        raise error
+    return value  # type: ignore[return-value]  # set whenever error is None
 
 
 def _transport_error(exc: httpx.HTTPError) -> ConnectionFailedError | TimeoutError:
@@ -280,6 +305,9 @@ class FlowithClient(FlowithClientBase):
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
         return answer.status_code, tuple(answer.headers.multi_items()), _Body(answer)
+
+    async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
+        return await race(jobs)
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(function, *args)

@@ -12,24 +12,26 @@ asyncio or trio::
 A :class:`ReplayClient` has exactly the public API of ``FlowithClient``. It
 hands the recorded ids and times back to the operations, answers each request
 from the recording (a request that differs fails with a diff), and delivers
-the recorded stream bytes in the recorded order. It needs anyio (the ``httpx``
-or ``trio`` extra), not httpx itself.
+the recorded stream bytes in the recorded order. It sends nothing, but lives
+in this package, so it needs the ``httpx`` extra installed.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from flowith_httpx.client import race
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
 from flowith_proto.cassette import CassetteMismatch, decode_body
 from flowith_proto.errors import ConnectionFailedError
-from flowith_proto.replay import Tape, replay_operation
+from flowith_proto.replay import ORDER, Tape, replay_operation
 from flowith_proto.request import Request, Response
 
 __all__ = ["CassetteMismatch", "ReplayClient", "replay_operation"]
@@ -65,11 +67,18 @@ class _Signal:
 
 
 class _ReplayStream:
-    """A recorded stream body: its chunks, timeouts and end, in order."""
+    """A recorded stream body: its chunks, timeouts and end, in order.
+
+    A record is released once the requests sent before it was recorded have
+    been sent again (a stream event never overtakes its cause) and, while other
+    streams are being read too (a race of reads), once no other holds a record
+    recorded before it: the reads end in the recorded order. A read yields
+    before it takes its record, so a read cancelled meanwhile takes nothing.
+    """
 
     def __init__(self, client: ReplayClient, number: int) -> None:
         self._client = client
-        self._items = client._tape.streams.get(number)
+        self._items = client._tape.streams.get(number) or deque()
         self._number = number
 
     async def read(self, deadline: float | None) -> bytes | None:
@@ -78,25 +87,40 @@ class _ReplayStream:
             raise CassetteMismatch(
                 f"stream #{self._number} was read further than the recording goes"
             )
-        record = items[0]
-        # A chunk is released only once the requests sent before it arrived have
-        # been sent again: a stream event can never overtake its cause.
+        client = self._client
+        client._reads.add(self)
+        try:
+            with anyio.move_on_after(STALL_SECONDS):
+                while True:
+                    await anyio.lowlevel.checkpoint()  # reads started together all register
+                    blocker = self._blocker()
+                    if blocker is None:
+                        return self._take(items.popleft(), deadline)
+                    await client._progress.wait(None)
+            raise CassetteMismatch(f"stream #{self._number} {blocker}")
+        finally:
+            client._reads.discard(self)
+            client._progress.fire()
+
+    def _blocker(self) -> str | None:
+        """Why the next record may not be taken yet, or ``None``."""
+        record = self._items[0]
         after = int(record.get("after", 0))
-        with anyio.move_on_after(STALL_SECONDS):
-            while self._client._tape.sent < after:
-                await self._client._request_sent.wait(None)
         if self._client._tape.sent < after:
-            raise CassetteMismatch(
-                f"stream #{self._number} holds data recorded after request #{after}, "
-                "which the replay never sent"
-            )
+            return f"holds data recorded after request #{after}, which the replay never sent"
+        mine = int(record[ORDER])
+        for other in self._client._reads:
+            if other is not self and other._items and int(other._items[0][ORDER]) < mine:
+                return (
+                    f"holds data recorded after stream #{other._number}'s next data, "
+                    "which the replay never took"
+                )
+        return None
+
+    def _take(self, record: dict[str, Any], deadline: float | None) -> bytes | None:
         kind = record["kind"]
         if kind == "chunk":
-            # Yield before taking the chunk: a read cancelled here consumes nothing.
-            await anyio.lowlevel.checkpoint()
-            items.popleft()
             return decode_body(record.get("data")) or b""
-        items.popleft()
         if kind == "read_timeout":
             if deadline is not None:
                 self._client._clock = max(self._client._clock, deadline)
@@ -109,8 +133,9 @@ class _ReplayStream:
         return None
 
 
-class _SentSignal:
-    """Wakes stream readers each time the replay sends a request."""
+class _Progress:
+    """Wakes waiting stream reads each time the replay sends a request or a
+    stream read ends."""
 
     def __init__(self) -> None:
         self._event = anyio.Event()
@@ -150,7 +175,8 @@ class ReplayClient(FlowithClientBase):
         )
         self._tape.scrubber.learn(self._secrets)
         self._clock = 0.0
-        self._request_sent = _SentSignal()
+        self._progress = _Progress()
+        self._reads: set[_ReplayStream] = set()
 
     @property
     def unplayed(self) -> list[str]:
@@ -188,7 +214,7 @@ class ReplayClient(FlowithClientBase):
         self, request: Request, timeout: float | None, deadline: float | None
     ) -> Response:
         number = self._tape.match(request, stream=False)
-        self._request_sent.fire()
+        self._progress.fire()
         await anyio.lowlevel.checkpoint()
         return self._tape.answer(number)
 
@@ -196,9 +222,12 @@ class ReplayClient(FlowithClientBase):
         self, request: Request, deadline: float | None
     ) -> tuple[int, Sequence[tuple[str, str]], ByteStream]:
         number = self._tape.match(request, stream=True)
-        self._request_sent.fire()
+        self._progress.fire()
         status, headers = self._tape.stream_head(number)
         return status, headers, _ReplayStream(self, number)
+
+    async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
+        return await race(jobs)
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(function, *args)

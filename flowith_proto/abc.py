@@ -203,7 +203,7 @@ class FlowithClientBase(WebAppMethods):
         self.timeout = timeout
         self._on_token_refresh = on_token_refresh
         self._refreshing: _Flight | None = None
-        self._hub = StreamHub(self._open_channel, self._new_signal, self._now)
+        self._hub = StreamHub(self._open_channel, self._new_signal, self._now, self._race)
         self._closed = False
         #: The bodies of listeners and downloads in progress, which aclose() ends.
         self._open_bodies: set[ByteStream] = set()
@@ -254,6 +254,11 @@ class FlowithClientBase(WebAppMethods):
     ) -> tuple[int, Sequence[tuple[str, str]], ByteStream]:
         """Send a streaming request; return status, headers and the body stream
         once the headers have arrived."""
+
+    @abc.abstractmethod
+    async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
+        """Run ``jobs`` at once; return the first to finish's result (or raise its
+        error) once the others are cancelled and done."""
 
     @abc.abstractmethod
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:

@@ -12,14 +12,15 @@ generation that waits while nobody reads a channel becomes that channel's
 reader, routes every event to its node's queue, wakes the nodes that got one,
 and hands the role over when it leaves. Each event costs O(1) wake-ups.
 
-This module performs I/O only through the two callables the client passes
-in (open a stream, make a wake-up signal); it imports no event loop.
+This module performs I/O only through the callables the client passes in
+(open a stream, make a wake-up signal, race reads); it imports no event loop.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from flowith_proto.demux import Delivery, Demultiplexer, StreamEnded
@@ -62,6 +63,8 @@ class ByteStream(Protocol):
 
 
 Opener = Callable[[str, "float | None"], Awaitable[ByteStream]]
+#: Runs reads at once and returns the first one's result, cancelling the others.
+Racer = Callable[[Sequence[Callable[[], Awaitable[bool]]]], Awaitable[bool]]
 
 
 class _Channel:
@@ -106,11 +109,13 @@ class StreamHub:
         open_stream: Opener,
         new_signal: Callable[[], Signal],
         now: Callable[[], float],
+        race: Racer,
         *,
         backoff: Callable[[int], float] = lambda failures: min(30.0, 0.5 * 2 ** (failures - 1)),
     ) -> None:
         self._open_stream = open_stream
         self._new_signal = new_signal
+        self._race = race
         self._now = now
         self._backoff = backoff
         self.demux = Demultiplexer()
@@ -237,9 +242,9 @@ class StreamHub:
                     return item
                 if not any(c.connection is not None or c.connecting for c in mine):
                     return StreamEnded("not connected")
-                channel = self._pick(mine)
-                if channel is not None:
-                    if not await self._read_once(channel, deadline):
+                readable = [c for c in mine if c.readable]
+                if readable:
+                    if not await self._read_any(readable, deadline):
                         return DEADLINE
                     continue
                 signal = self._new_signal()
@@ -252,16 +257,18 @@ class StreamHub:
             for channel in mine:
                 self._hand_over(channel)
 
-    @staticmethod
-    def _pick(channels: list[_Channel]) -> _Channel | None:
-        """The channel this node reads when nobody else does: the last one it
-        subscribed to. A read ends only with that channel's next chunk, so a
-        media job (``stream`` and ``sse``) reads ``sse``, where its result
-        comes, instead of waiting behind ``stream`` heartbeats; whatever
-        reaches it on ``stream`` is routed to it by that channel's reader, or
-        found in its row by the stall check."""
-        readable = [c for c in channels if c.readable]
-        return readable[-1] if readable else None
+    async def _read_any(self, channels: list[_Channel], deadline: float) -> bool:
+        """Read whichever of ``channels`` sends first, as their reader; ``False``
+        once ``deadline`` passed.
+
+        A media job's result may come on either stream (``workflow_complete`` on
+        ``sse``, or on ``stream`` as the old client expected), so a node on both
+        reads both: the reads race, and the others are cancelled, which costs
+        nothing since a cancelled read consumes nothing (see :class:`ByteStream`).
+        """
+        if len(channels) == 1:
+            return await self._read_once(channels[0], deadline)
+        return await self._race([functools.partial(self._read_once, c, deadline) for c in channels])
 
     async def _read_once(self, channel: _Channel, deadline: float) -> bool:
         """Read one chunk of ``channel`` as its reader and route it; ``False``

@@ -53,6 +53,9 @@ from flowith_proto.stream import StreamRouter
 
 __all__ = ["ReplayResult", "Tape", "replay_operation"]
 
+#: The key under which a stream record keeps its place in the whole recording.
+ORDER = "_order"
+
 T = TypeVar("T")
 
 #: Placeholders a replay signs with; the recording never held the real ones.
@@ -75,7 +78,7 @@ class Tape:
         self._requests: list[dict[str, Any]] = []
         self._answers: dict[int, dict[str, Any]] = {}
         self.streams: dict[int, deque[dict[str, Any]]] = {}
-        for record in records:
+        for position, record in enumerate(records):
             kind = record["kind"]
             if kind in self._values:
                 self._values[kind].append(record.get("value"))
@@ -86,6 +89,9 @@ class Tape:
                 if kind == "stream":
                     self.streams[int(record["n"])] = deque()
             elif kind in ("chunk", "read_timeout", "end"):
+                # Where it was recorded among the other streams' records: reads
+                # of two streams at once are released in this order.
+                record[ORDER] = position
                 self.streams.setdefault(int(record["n"]), deque()).append(record)
             else:
                 raise CassetteError(f"unknown record kind {kind!r}")
@@ -284,7 +290,7 @@ class _SyncPlayer:
             pending = [queue for queue in items if queue]
             if not pending:
                 return StreamEnded("the recording ends here")
-            record = pending[0].popleft()
+            record = min(pending, key=lambda queue: int(queue[0][ORDER])).popleft()
             if record["kind"] == "chunk":
                 self.router.feed(decode_body(record.get("data")) or b"")
             elif record["kind"] == "read_timeout":

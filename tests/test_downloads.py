@@ -88,8 +88,8 @@ def cdn_requests(fake: FakeFlowith, url: str) -> list[RecordedRequest]:
 
 
 def stream_media_results(fake: FakeFlowith) -> None:
-    """Report media results on ``/stream`` (a result only on ``/sse`` makes the
-    client wait for its 15 s stall interval; ``test_webapp.py`` explains)."""
+    """Report media results on ``/stream`` only (the fake's default is ``/sse``):
+    the client reads both."""
 
     def respond(turn: Turn) -> list[Step]:
         return [complete(result=turn.result_url)]

@@ -12,6 +12,8 @@ import pytest
 from flowith_proto.errors import FlowithError, GenerationError, TimeoutError
 from flowith_proto.fake import (
     FakeFlowith,
+    Step,
+    Turn,
     chunk,
     close_stream,
     comment,
@@ -416,6 +418,31 @@ async def test_an_image_reported_only_on_sse_arrives_without_waiting_for_the_row
     assert result.image is not None
     assert result.image.url.endswith(".png")
     assert time.monotonic() - started < 5  # not the 15 s stall_interval
+    assert not fake.requests_to("GET", "/rest/v1/flow_node")
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+async def test_a_media_result_reported_only_on_stream_arrives_at_once_too(
+    fake: FakeFlowith, make_client: MakeClient, kind: str
+) -> None:
+    """Which stream carries media results is unverified (protocol.md 4.3): a job
+    reads both, so a ``complete`` on ``/stream`` alone is not left waiting for
+    the stall check."""
+
+    def respond(turn: Turn) -> list[Step]:
+        return [pause(0.2), complete(result=turn.result_url)]
+
+    fake.media_responder = respond
+    async with make_client() as client:
+        started = time.monotonic()
+        if kind == "image":
+            url = (await client.generate_image("a fox")).images[0].url
+        else:
+            url = (await client.generate_video("a fox", timeout=30)).video_url
+        elapsed = time.monotonic() - started
+        assert (client.stream_connections, fake.sse_connections) == (1, 1)
+    assert url.startswith(fake.file_url("/"))
+    assert elapsed < 5  # not the 15 s stall_interval
     assert not fake.requests_to("GET", "/rest/v1/flow_node")
 
 

@@ -106,9 +106,8 @@ def media_on_both_streams(fake: FakeFlowith) -> None:
 
     The image and video services report ``workflow_complete`` on ``/sse``
     (what the fake's default media responder does); the same result is also
-    sent as ``complete`` on ``/stream`` so these tests do not depend on which
-    stream the client reads first (a result on ``/sse`` alone currently waits
-    for the stall interval, 15 s, before the client finds it in the row).
+    sent as ``complete`` on ``/stream``, as the old client expected it, so that
+    these tests cover a result arriving twice.
     """
 
     def respond(turn: Turn) -> list[Step]:
