@@ -38,8 +38,14 @@ from typing import TextIO
 
 import anyio
 
-from flowith_httpx.cli_commands import add_commands, build_parser, run_command
-from flowith_proto.abc import FlowithClientBase
+from flowith_httpx.cli_commands import (
+    UsageError,
+    add_commands,
+    build_parser,
+    check_choices,
+    client_class,
+    run_command,
+)
 from flowith_proto.fake import FakeFlowith, Step, Turn, chunk, complete, pause
 
 __all__ = ["main"]
@@ -115,16 +121,6 @@ class _Printer:
         self.out.flush()
 
 
-def _client_class(transport: str) -> type[FlowithClientBase]:
-    if transport == "aiohttp":
-        from flowith_aiohttp import FlowithClient as AiohttpClient
-
-        return AiohttpClient
-    from flowith_httpx import FlowithClient as HttpxClient
-
-    return HttpxClient
-
-
 async def run_demo(transport: str, backend: str, out: TextIO) -> None:
     """The demo conversation against a fake Flowith served on loopback."""
     from flowith_httpx.fake_server import FakeFlowithServer
@@ -133,8 +129,8 @@ async def run_demo(transport: str, backend: str, out: TextIO) -> None:
     async with FakeFlowithServer(fake) as server:
         out.write(f"flowith demo: a fake Flowith is serving on {server.url}\n")
         out.write(f"(no account, no network; transport {transport} on {backend})\n")
-        client_class = _client_class(transport)
-        async with client_class(fake.token, edge_url=server.url, supabase_url=server.url) as client:
+        make_client = client_class(transport)
+        async with make_client(fake.token, edge_url=server.url, supabase_url=server.url) as client:
             session = client.start_conversation(model="deepseek-r1")
             for prompt in DEMO_PROMPTS:
                 out.write(f"\nyou> {prompt}\n")
@@ -220,8 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit:  # --help, or a usage error argparse reported
         return exit.code if isinstance(exit.code, int) else 2
     if args.command == "demo":
-        if args.transport == "aiohttp" and args.backend == "trio":
-            print("flowith: aiohttp runs on asyncio only; use --transport httpx", file=sys.stderr)
+        try:
+            check_choices(args.transport, args.backend)
+        except UsageError as exc:
+            print(f"flowith: {exc}", file=sys.stderr)
             return 2
         from flowith_httpx.fake_server import no_proxy_with_loopback
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -104,6 +105,16 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"flowith: {message} (see '{self.prog} --help')\n")
+
+
+def check_choices(transport: str, backend: str) -> None:
+    """Refuse a transport and event loop that cannot run together or are not
+    installed, naming the extra to install."""
+    if transport == "aiohttp" and backend == "trio":
+        raise UsageError("aiohttp runs on asyncio only; use --transport httpx")
+    for chosen, package in ((transport, "aiohttp"), (backend, "trio")):
+        if chosen == package and importlib.util.find_spec(package) is None:
+            raise UsageError(f'{package} is not installed: pip install "flowith[{package}]"')
 
 
 def client_class(transport: str) -> type[FlowithClientBase]:
@@ -377,8 +388,7 @@ def _read_tokens(path: Path) -> tuple[str, str]:
 def resolve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
     """The options, else the environment, else the defaults; a token file
     that exists wins over both (it holds the newest tokens)."""
-    if args.transport == "aiohttp" and args.backend == "trio":
-        raise UsageError("aiohttp runs on asyncio only; use --transport httpx")
+    check_choices(args.transport, args.backend)
     save = Path(args.save_tokens) if args.save_tokens else None
     token = args.token or env.get("FLOWITH_TOKEN", "")
     refresh = args.refresh_token or env.get("FLOWITH_REFRESH_TOKEN", "")

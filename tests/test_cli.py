@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import subprocess
 import sys
+from importlib.machinery import ModuleSpec
 
 import anyio
 import pytest
@@ -66,3 +68,27 @@ def test_the_demo_reaches_its_fake_where_an_internet_proxy_is_configured() -> No
 def test_aiohttp_on_trio_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--transport", "aiohttp", "--backend", "trio"]) == 2
     assert "asyncio only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "missing"),
+    [(["--backend", "trio"], "trio"), (["--transport", "aiohttp"], "aiohttp")],
+)
+def test_a_choice_whose_extra_is_not_installed_is_a_usage_error(
+    options: list[str],
+    missing: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With only the README's ``.[httpx]`` install, say which extra to add."""
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> ModuleSpec | None:
+        return None if name == missing else real_find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    for argv in (["demo", *options], [*options, "credits", "--token", "t"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (
+            f'flowith: {missing} is not installed: pip install "flowith[{missing}]"\n'
+        )
