@@ -575,8 +575,14 @@ class FlowithClientBase(WebAppMethods):
         self, *, conv_id: str | None = None, model: str | None = None
     ) -> ConversationSession:
         """A multi-turn conversation; it is created on the first ``send``
-        unless ``conv_id`` continues an existing one."""
-        return ConversationSession(self, Conversation(conv_id=conv_id, model=model))
+        unless ``conv_id`` continues an existing one.
+
+        Continuing one, the first turn reads its canvas: the thread that ends
+        at its newest answer gives the messages sent with the next prompt, the
+        node it hangs under and the turn count (``session.turn``)."""
+        return ConversationSession(
+            self, Conversation(conv_id=conv_id, model=model, resume=conv_id is not None)
+        )
 
     async def delete_conversation(self, conv_id: str, *, timeout: float | None = None) -> None:
         """Soft-delete a conversation (it disappears from listings)."""

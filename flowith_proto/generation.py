@@ -15,19 +15,23 @@ A turn (protocol.md 3.1, with the old client's defects fixed):
 
 A session carries the conversation forward (D6): each turn sends the earlier
 user messages and visible replies in ``messages`` and hangs its user node
-under the previous AI node. Canvas positions follow :func:`turn_layout`.
+under the previous AI node. Canvas positions follow :func:`turn_layout`. A session
+started on an existing conversation first reads its thread (:func:`resume`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from flowith_proto.calls import call
+from flowith_proto.convert import structure_rows
 from flowith_proto.demux import StreamEnded
 from flowith_proto.effects import (
     DeadlineReached,
@@ -40,7 +44,7 @@ from flowith_proto.effects import (
     Subscribe,
     WallClock,
 )
-from flowith_proto.endpoints import Position
+from flowith_proto.endpoints import NODE_TYPE_AI, NODE_TYPE_USER, Position
 from flowith_proto.errors import GenerationError, ResponseDecodeError, TimeoutError
 from flowith_proto.events import (
     Chunks,
@@ -50,7 +54,7 @@ from flowith_proto.events import (
     WorkflowComplete,
     is_failure,
 )
-from flowith_proto.models import GenerationOutput
+from flowith_proto.models import FlowNode, GenerationOutput
 from flowith_proto.request import require_uuid
 from flowith_proto.state import ClientState
 from flowith_proto.thinking import ThinkSplitter, split_think_raw
@@ -67,6 +71,7 @@ __all__ = [
     "generate",
     "node_state",
     "read_row",
+    "resume",
     "send",
     "turn_layout",
 ]
@@ -82,15 +87,21 @@ _PENDING_STATUSES = frozenset({"", "init", "loading", "pending", "processing", "
 _DONE_STATUSES = frozenset({"done", "completed", "success"})
 
 
-def turn_layout(turn: int) -> tuple[Position, Position]:
-    """Canvas positions of turn ``turn``'s user node and AI node.
+#: Where a new conversation's thread hangs from: its first user node is one
+#: ``NODE_SPACING`` below, at the web app's (0, 130).
+_ROOT_ANCHOR = Position(0, FIRST_USER_Y - NODE_SPACING)
 
-    Every node sits ``NODE_SPACING`` pixels below its parent at x=0, so turn 0
-    reproduces the web app's positions (130, 340) and turn *n* continues the
-    same column: user node at ``130 + 420 n``, answer 210 below it.
+
+def turn_layout(turn: int, anchor: Position = _ROOT_ANCHOR) -> tuple[Position, Position]:
+    """Canvas positions of the user node and AI node of the ``turn``-th turn
+    hung below ``anchor`` (the last answer a session continued from).
+
+    Every node sits ``NODE_SPACING`` pixels below its parent, so in a new
+    conversation turn 0 reproduces the web app's positions (130, 340) and turn
+    *n* continues the same column: user node at ``130 + 420 n``, answer 210 below.
     """
-    user_y = FIRST_USER_Y + 2 * NODE_SPACING * turn
-    return Position(0, user_y), Position(0, user_y + NODE_SPACING)
+    user_y = anchor.y + NODE_SPACING + 2 * NODE_SPACING * turn
+    return Position(anchor.x, user_y), Position(anchor.x, user_y + NODE_SPACING)
 
 
 @attrs.define
@@ -103,6 +114,12 @@ class Conversation:
     turn: int = 0
     messages: list[dict[str, Any]] = attrs.field(factory=list)
     last_ai_node_id: str | None = None
+    #: An existing conversation whose thread is read from the canvas before the
+    #: first turn (:func:`resume`), so that the turn carries on from it.
+    resume: bool = False
+    #: What new turns hang below, and how many turns were made since.
+    anchor: Position = _ROOT_ANCHOR
+    turns_since_anchor: int = 0
 
 
 # -- reading a node's row ------------------------------------------------------
@@ -253,13 +270,17 @@ def begin_turn(
     if conversation.conv_id is None:
         created = yield from call(state, lambda e: e.create_conversation(), deadline=deadline)
         conversation.conv_id = created_conversation_id(created.json())
+    elif conversation.resume:
+        yield from resume(state, conversation, deadline)
     conv_id = require_uuid(conversation.conv_id, "conv_id")
     parent_id = conversation.last_ai_node_id or conv_id
     unix_now: float = yield WallClock()
     timestamp = str(int(unix_now))
     user_node_id: str = yield NewId()
     ai_node_id: str = yield NewId()
-    user_position, ai_position = turn_layout(conversation.turn)
+    user_position, ai_position = turn_layout(
+        conversation.turns_since_anchor, conversation.anchor
+    )
     yield from call(
         state,
         lambda e: e.create_user_node(
@@ -287,6 +308,64 @@ def begin_turn(
             deadline=deadline,
         )
     return TurnRows(conv_id, timestamp, user_node_id, ai_node_id, user_position, ai_position)
+
+
+def resume(state: ClientState, conversation: Conversation, deadline: float) -> Operation[None]:
+    """Read an existing conversation's canvas and carry its thread on.
+
+    The thread is the chain of nodes from the newest text answer up to the
+    root: its user prompts and answers become the messages the next turn
+    sends, the answer is where the next user node hangs (below it on the
+    canvas), and its answers count as turns. Media turns are left out of the
+    messages, as a session leaves them. A conversation without an answer yet
+    carries on from its root, below its lowest node.
+    """
+    conv_id = require_uuid(conversation.conv_id, "conv_id")
+    response = yield from call(state, lambda e: e.flow_nodes(conv_id), deadline=deadline)
+    nodes = structure_rows(response.json(), FlowNode, context="the conversation's canvas")
+    by_id = {node.node_id: node for node in nodes}
+    answers = [node for node in nodes if node.node_type == NODE_TYPE_AI]
+    thread: list[FlowNode] = []
+    seen: set[str] = set()
+    node = answers[-1] if answers else None
+    while node is not None and node.node_id not in seen:  # a cycle cannot loop forever
+        seen.add(node.node_id)
+        thread.append(node)
+        node = by_id.get(node.p_id)
+    thread.reverse()
+    messages: list[dict[str, Any]] = []
+    for asked, answered in itertools.pairwise(thread):
+        if (asked.node_type, answered.node_type) == (NODE_TYPE_USER, NODE_TYPE_AI) and not (
+            _is_media(answered)
+        ):
+            messages += [
+                {"role": "user", "content": asked.text},
+                {"role": "assistant", "content": answered.text},
+            ]
+    conversation.messages = messages
+    conversation.turn = sum(1 for node in thread if node.node_type == NODE_TYPE_AI)
+    if thread:
+        conversation.last_ai_node_id = thread[-1].node_id
+        conversation.anchor = _position(thread[-1])
+    elif nodes:
+        lowest = max(nodes, key=lambda node: _position(node).y)
+        conversation.anchor = Position(0, _position(lowest).y)
+    conversation.turns_since_anchor = 0
+    conversation.resume = False
+
+
+def _is_media(node: FlowNode) -> bool:
+    return bool(node.data.get("isImage")) or "video" in str(node.data.get("mode", "")).lower()
+
+
+def _position(node: FlowNode) -> Position:
+    """A node's canvas position (the web app may store floats, or nothing)."""
+    coordinates = []
+    for axis in ("x", "y"):
+        value = node.position.get(axis)
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+        coordinates.append(round(number) if math.isfinite(number) else 0)
+    return Position(*coordinates)
 
 
 def generate(
@@ -365,6 +444,7 @@ def send(
         stream=stream,
     )
     conversation.turn += 1
+    conversation.turns_since_anchor += 1
     conversation.messages = [*messages, {"role": "assistant", "content": result.text}]
     conversation.last_ai_node_id = ai_node_id
     return result

@@ -362,6 +362,77 @@ def test_two_turn_session_carries_history_and_the_thread() -> None:
     assert completion.json()["convId"] == CONV
 
 
+def canvas_node(
+    n: int, kind: str, parent: str, value: str, y: float, **data: Any
+) -> dict[str, Any]:
+    return {
+        "id": uuid_n(n),
+        "conv_id": CONV,
+        "type": kind,
+        "p_id": parent,
+        "c_ids": [],
+        "position": {"x": 40, "y": y},
+        "data": {"value": value, **data},
+    }
+
+
+def test_a_session_on_an_existing_conversation_carries_its_thread_on() -> None:
+    """The newest answer's thread: its text turns become the history, media
+    turns and other branches do not, and the next turn hangs below it."""
+    canvas = [
+        canvas_node(11, "1", CONV, "Plan a trip", 130),
+        canvas_node(12, "2", uuid_n(11), "Go to Kyoto.", 340.4),
+        canvas_node(13, "1", uuid_n(12), "Draw it", 550),
+        canvas_node(14, "2", uuid_n(13), "https://cdn/kyoto.png", 760, isImage=True),
+        canvas_node(15, "1", uuid_n(12), "A branch never continued", 550),
+        canvas_node(16, "1", uuid_n(14), "And the food?", 970),
+        canvas_node(17, "2", uuid_n(16), "Yudofu.", 1180),
+    ]
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(canvas).encode()))
+    script_turn(script, create_conv=False)
+    conversation = Conversation(conv_id=CONV, resume=True)
+    script.feed(uuid_n(2), [complete(uuid_n(2), "Gion at dusk.")])
+    result = script.run(send(state(), conversation, "Where at night?"))
+    assert result.text == "Gion at dusk."
+    read, user_node, ai_node, completion = script.requests
+    assert read.method == "GET"
+    assert completion.json()["messages"] == [
+        {"role": "user", "content": "Plan a trip"},
+        {"role": "assistant", "content": "Go to Kyoto."},
+        {"role": "user", "content": "And the food?"},
+        {"role": "assistant", "content": "Yudofu."},
+        {"role": "user", "content": "Where at night?"},
+    ]
+    assert user_node.json()[0]["p_id"] == uuid_n(17)
+    assert user_node.json()[0]["position"] == {"x": 40, "y": 1390}
+    assert ai_node.json()[0]["position"] == {"x": 40, "y": 1600}
+    assert (conversation.turn, conversation.last_ai_node_id) == (4, uuid_n(2))
+    # Read once: the next turn goes on from memory.
+    script.feed(uuid_n(4), [complete(uuid_n(4), "Pontocho.")])
+    script.run(send(state(), conversation, "And after that?"))
+    assert [r.method for r in script.requests].count("GET") == 1
+    assert script.requests[-3].json()[0]["position"] == {"x": 40, "y": 1810}
+
+
+def test_a_session_on_a_conversation_without_an_answer_hangs_from_its_root() -> None:
+    script = Script()
+    script.on(
+        "GET",
+        "/rest/v1/flow_node",
+        json_response(200, json.dumps([canvas_node(11, "1", CONV, "unanswered", 130)]).encode()),
+    )
+    script_turn(script, create_conv=False)
+    conversation = Conversation(conv_id=CONV, resume=True)
+    script.feed(uuid_n(2), [complete(uuid_n(2), "ok")])
+    script.run(send(state(), conversation, "hello?"))
+    _, user_node, _, completion = script.requests
+    assert user_node.json()[0]["p_id"] == CONV
+    assert user_node.json()[0]["position"] == {"x": 0, "y": 340}  # below the lowest node
+    assert completion.json()["messages"] == [{"role": "user", "content": "hello?"}]
+    assert conversation.turn == 1
+
+
 def test_a_failed_turn_does_not_advance_the_session() -> None:
     script = Script()
     script_turn(script)

@@ -633,6 +633,34 @@ async def test_media_turns_inside_a_session_hang_under_the_previous_answer(
     assert fake.turns[1].messages == ({"role": "user", "content": "Draw that fox."},)
 
 
+async def test_a_session_continues_an_existing_conversation_from_its_canvas(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    rows = fake.rows("flow_node")
+    seeded = {n: row for n, row in rows.items() if row["conv_id"] == KYOTO_TRIP}
+    (answer,) = [n for n, row in seeded.items() if row["type"] == "2"]
+    (question,) = [row for row in seeded.values() if row["type"] == "1"]
+    fake.script(chunk("Day 2: Arashiyama."), complete())
+    async with make_client() as client:
+        session = client.start_conversation(conv_id=KYOTO_TRIP)
+        reply = await session.send("And day 2?")
+        canvas = await client.get_flow_nodes(KYOTO_TRIP)
+    assert reply.conv_id == KYOTO_TRIP
+    assert session.turn == 2  # the seeded answer, then this one
+    (turn,) = fake.turns
+    assert turn.messages == (
+        {"role": "user", "content": question["data"]["value"]},
+        {"role": "assistant", "content": seeded[answer]["data"]["value"]},
+        {"role": "user", "content": "And day 2?"},
+    )
+    rows = fake.rows("flow_node")
+    new_user = rows[rows[reply.node_id]["p_id"]]
+    assert new_user["p_id"] == answer  # under the last answer, not the root
+    ys = [n.position["y"] for n in canvas]
+    assert ys == sorted(ys)  # below the existing nodes, none on top of another
+    assert len(set(ys)) == len(ys)
+
+
 async def test_generate_title(fake: FakeFlowith, make_client: MakeClient) -> None:
     messages = [
         {"role": "user", "content": "what is the capital of Poland? I keep forgetting."},
