@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -52,6 +53,22 @@ class _Signal:
         except asyncio.TimeoutError:
             return self._event.is_set()
         return True
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` names ``host``: ``*``, the host itself, or a domain it
+    is in (``example.com`` and ``.example.com`` both cover ``api.example.com``)."""
+    host = host.lower().rstrip(".")
+    for entry in no_proxy.split(","):
+        name = entry.strip().lower()
+        if name.startswith("[") and "]" in name:  # [::1]:8080
+            name = name[1 : name.index("]")]
+        elif name.count(":") == 1:  # host:port (a bare IPv6 address has more colons)
+            name = name.split(":")[0]
+        name = name.lstrip(".").rstrip(".")
+        if name == "*" or (name and (host == name or host.endswith("." + name))):
+            return True
+    return False
 
 
 def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError:
@@ -136,14 +153,33 @@ class FlowithClient(FlowithClientBase):
         self._owns_http = http_client is None
         self._http = http_client
         self._proxy = proxy
+        # Without proxy=, the environment's proxies apply to the client's own session,
+        # as httpx applies them, read once here as httpx reads them when a client is
+        # made (aiohttp's trust_env would read the environment, and ~/.netrc, on
+        # every request). A session you bring keeps its own settings.
+        self._environment = urllib.request.getproxies() if self._owns_http and proxy is None else {}
+        self._routes: dict[tuple[str, str], str | None] = {}
 
     def _session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be born inside a running loop.
         if self._http is None:
-            # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as they do on httpx, so
-            # that swapping the transport never changes the route (proxy= wins).
-            self._http = aiohttp.ClientSession(trust_env=True)
+            self._http = aiohttp.ClientSession()
         return self._http
+
+    def _proxy_for(self, url: URL) -> str | None:
+        """``proxy=``, else the environment's proxy for the URL's scheme unless
+        ``NO_PROXY`` names its host (decided once per scheme and host)."""
+        if self._proxy is not None or not self._environment:
+            return self._proxy
+        key = (url.scheme, url.host or "")
+        if key not in self._routes:
+            proxy = self._environment.get(url.scheme) or self._environment.get("all")
+            if proxy and not proxy.startswith(("http://", "https://")):
+                proxy = None  # aiohttp speaks to HTTP proxies only (socks5:// and the like)
+            if proxy and _bypassed(key[1], self._environment.get("no", "")):
+                proxy = None
+            self._routes[key] = proxy
+        return self._routes[key]
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -171,13 +207,14 @@ class FlowithClient(FlowithClientBase):
         """The core's request, unchanged, as an aiohttp request (awaitable, or an
         ``async with`` that releases the connection)."""
         body, headers = self._wire_body(request)
+        url = URL(request.url, encoded=True)
         return self._session().request(
             request.method,
-            URL(request.url, encoded=True),
+            url,
             headers=list(headers),
             data=body,
             skip_auto_headers=_NO_AUTO_HEADERS if body is None else None,
-            proxy=self._proxy,
+            proxy=self._proxy_for(url),
             timeout=timeout,
         )
 

@@ -108,6 +108,27 @@ async def test_the_environments_proxy_is_used_by_every_transport(
     assert proxy.failures == []
 
 
+@pytest.mark.parametrize(
+    ("host", "no_proxy", "bypassed"),
+    [
+        ("edge.flowith.io", "", False),
+        ("edge.flowith.io", "*", True),
+        ("edge.flowith.io", "flowith.io", True),
+        ("edge.flowith.io", " .flowith.io , other", True),
+        ("edge.flowith.io", "FLOWITH.IO:443", True),
+        ("notflowith.io", "flowith.io", False),
+        ("127.0.0.1", "localhost,127.0.0.1", True),
+        ("::1", "[::1]:8080", True),
+        ("::1", "::1", True),
+        ("127.0.0.2", "127.0.0.1", False),
+    ],
+)
+def test_no_proxy_matching_of_the_aiohttp_client(host: str, no_proxy: str, bypassed: bool) -> None:
+    from flowith_aiohttp.client import _bypassed
+
+    assert _bypassed(host, no_proxy) is bypassed
+
+
 async def test_the_stream_flows_through_the_proxy_unbuffered(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
