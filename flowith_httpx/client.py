@@ -140,12 +140,13 @@ class _Body:
                 with self._pump_scope:
                     async for chunk in self._response.aiter_bytes():
                         await send.send(chunk)
-            except (httpx.HTTPError, httpx.StreamError) as exc:
+            except anyio.BrokenResourceError:
+                pass  # the body was closed: nobody reads any more
+            except Exception as exc:  # httpx's errors, or any other: the reader raises it
+                # (never let it out: an error ending a trio system task ends the whole run)
                 failure = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}")
                 failure.__cause__ = exc
                 self._failure = failure
-            except anyio.BrokenResourceError:
-                pass  # the body was closed: nobody reads any more
             finally:
                 self._pump_done.set()
 

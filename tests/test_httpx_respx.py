@@ -82,6 +82,32 @@ async def test_a_turn_goes_out_exactly_as_the_core_built_it() -> None:
     assert "content-type" not in stream_request.headers
 
 
+async def test_any_failure_reading_a_stream_reaches_the_reader_as_a_connection_error() -> None:
+    """The body is read by a pump task: an unexpected error there must reach
+    the reader typed (on trio, one escaping a system task would end the run)."""
+
+    async def stream_body() -> AsyncIterator[bytes]:
+        yield frame({"type": "chunks", "nodeId": CONV, "chunks": ["seen"]})
+        raise RuntimeError("the body broke oddly")
+
+    with respx.mock() as router:
+        router.get(f"{EDGE}/user_stream/stream?user_id={USER}").mock(
+            return_value=httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, content=stream_body()
+            )
+        )
+        events: list[dict[str, Any]] = []
+
+        async def listen(flowith: FlowithClient) -> None:
+            async for event in flowith.stream_user_stream(timeout=5):
+                events.append(event)
+
+        async with client() as flowith:
+            with pytest.raises(ConnectionFailedError, match="RuntimeError: the body broke oddly"):
+                await listen(flowith)
+    assert [event["chunks"] for event in events] == [["seen"]]
+
+
 async def test_connection_refused_is_a_connection_error_before_sending() -> None:
     with respx.mock() as router:
         router.post(f"{SB}/rest/v1/conversation?select=id").mock(
