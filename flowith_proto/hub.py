@@ -244,7 +244,11 @@ class StreamHub:
                     return StreamEnded("not connected")
                 readable = [c for c in mine if c.readable]
                 if readable:
-                    if not await self._read_any(readable, deadline):
+                    if len(mine) == 1:
+                        read = await self._read_once(readable[0], deadline)
+                    else:
+                        read = await self._read_any(node_id, readable, deadline)
+                    if not read:
                         return DEADLINE
                     continue
                 signal = self._new_signal()
@@ -257,18 +261,26 @@ class StreamHub:
             for channel in mine:
                 self._hand_over(channel)
 
-    async def _read_any(self, channels: list[_Channel], deadline: float) -> bool:
-        """Read whichever of ``channels`` sends first, as their reader; ``False``
-        once ``deadline`` passed.
+    async def _read_any(self, node_id: str, channels: list[_Channel], deadline: float) -> bool:
+        """Read whichever of ``channels`` sends first, as their reader, until
+        then also woken like a waiting node; ``False`` once ``deadline`` passed.
 
         A media job's result may come on either stream (``workflow_complete`` on
         ``sse``, or on ``stream`` as the old client expected), so a node on both
-        reads both: the reads race, and the others are cancelled, which costs
-        nothing since a cancelled read consumes nothing (see :class:`ByteStream`).
+        reads both, or, while another generation reads one of them, reads the
+        other and is woken when that reader routes it an event (or hands it the
+        role). The reads and the wake-up race; the losers are cancelled, which
+        costs nothing since a cancelled read consumes nothing (see :class:`ByteStream`).
         """
-        if len(channels) == 1:
-            return await self._read_once(channels[0], deadline)
-        return await self._race([functools.partial(self._read_once, c, deadline) for c in channels])
+        signal = self._new_signal()
+        self._waiters[node_id] = signal
+        jobs = [functools.partial(self._read_once, c, deadline) for c in channels]
+        jobs.append(functools.partial(signal.wait, deadline))
+        try:
+            return await self._race(jobs)
+        finally:
+            if self._waiters.get(node_id) is signal:
+                del self._waiters[node_id]
 
     async def _read_once(self, channel: _Channel, deadline: float) -> bool:
         """Read one chunk of ``channel`` as its reader and route it; ``False``

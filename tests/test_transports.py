@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 
+from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto.errors import FlowithError, GenerationError, TimeoutError
 from flowith_proto.fake import (
     FakeFlowith,
@@ -26,7 +27,7 @@ from flowith_proto.fake import (
     row,
 )
 from flowith_proto.models import GenerationOutput
-from tests.conftest import MakeClient, eventually
+from tests.conftest import MakeClient, Transport, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -443,6 +444,40 @@ async def test_a_media_result_reported_only_on_stream_arrives_at_once_too(
         assert (client.stream_connections, fake.sse_connections) == (1, 1)
     assert url.startswith(fake.file_url("/"))
     assert elapsed < 5  # not the 15 s stall_interval
+    assert not fake.requests_to("GET", "/rest/v1/flow_node")
+
+
+async def test_a_media_result_routed_by_another_generation_wakes_its_job(
+    transport: Transport,
+) -> None:
+    """A text generation reads ``/stream``; an image job, reading ``/sse`` (quiet:
+    no heartbeat for 30 s), gets its result on ``/stream`` through that reader
+    and must be woken at once, not at its next ``/sse`` chunk or stall check."""
+    fake = FakeFlowith(heartbeat_interval=30)
+
+    def respond(turn: Turn) -> list[Step]:
+        return [pause(0.3), complete(result=turn.result_url)]
+
+    fake.media_responder = respond
+    fake.script(chunk("a long "), pause(4), chunk("answer"), complete())
+    finished: dict[str, float] = {}
+    async with FakeFlowithServer(fake) as server:
+        client = transport.client_class()(
+            fake.token, edge_url=server.url, supabase_url=server.url, poll_interval=0.05
+        )
+        async with client:
+            started = time.monotonic()
+
+            async def run(name: str, work: Callable[[], Awaitable[object]]) -> None:
+                await work()
+                finished[name] = time.monotonic() - started
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(run, "text", lambda: client.generate("tell me"))
+                await eventually(lambda: client._hub.demux.subscriptions == 1)
+                group.start_soon(run, "image", lambda: client.generate_image("a fox"))
+    assert finished["image"] < 2.0, finished  # not after the text (4 s) or a stall (15 s)
+    assert finished["text"] >= 4.0
     assert not fake.requests_to("GET", "/rest/v1/flow_node")
 
 
