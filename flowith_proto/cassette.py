@@ -65,6 +65,17 @@ _SECRET_HEADERS = frozenset(
     {"authorization", "apikey", "cookie", "set-cookie", "proxy-authorization"}
 )
 _JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
+_JWT_BYTES = re.compile(rb"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
+#: A JWT still arriving at the end of a chunk: held back for the next one (up to
+#: this many bytes: longer tokens are the client's own, which it knows anyway).
+_JWT_START = re.compile(rb"eyJ[\w.-]*\Z")
+_JWT_HOLD = 4096
+#: A token-named JSON string field in text that is not JSON as a whole (a body cut
+#: short, a stream chunk): ``"refresh_token":"..."`` keeps its name, loses its value.
+_TOKEN_FIELD = re.compile(
+    r'("[^"\\]*(?:token|secret|password|api_?key)[^"\\]*"\s*:\s*)"(?:[^"\\]|\\.)*"',
+    re.IGNORECASE,
+)
 _TOKEN_KEY = re.compile(r"token|secret|password|api_?key", re.IGNORECASE)
 
 
@@ -88,10 +99,34 @@ class Scrubber:
 
     def text(self, value: str) -> str:
         value = _JWT.sub(lambda match: redact_jwt(match.group()), value)
+        value = _TOKEN_FIELD.sub(rf'\1"{REDACTED}"', value)
         for secret in sorted(self.secrets, key=len, reverse=True):
             if secret in value:
                 value = value.replace(secret, REDACTED)
         return value
+
+    def raw(self, data: bytes) -> bytes:
+        """:meth:`text` for bytes that are not UTF-8 text (stored as base64)."""
+        data = _JWT_BYTES.sub(lambda match: redact_jwt(match.group().decode()).encode(), data)
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            data = data.replace(secret.encode(), REDACTED.encode())
+        return data
+
+    def held_back(self, data: bytes) -> int:
+        """How many bytes at the end of a stream chunk may begin a secret that the
+        next chunk completes: they are stored with the next chunk instead, so a
+        secret cut in two is still found. (Never a line break: no event is held.)"""
+        longest = 0
+        for secret in self.secrets:
+            encoded = secret.encode()
+            for size in range(min(len(encoded) - 1, len(data)), longest, -1):
+                if data.endswith(encoded[:size]):
+                    longest = size
+                    break
+        jwt = _JWT_START.search(data[-_JWT_HOLD:])  # an unknown JWT cut short
+        if jwt is not None:
+            longest = max(longest, min(len(data), _JWT_HOLD) - jwt.start())
+        return longest
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
         return [
@@ -101,11 +136,12 @@ class Scrubber:
 
     def chunk(self, data: bytes) -> Any:
         """A stream chunk as stored: its text scrubbed (a chunk is not a whole
-        JSON document), or base64 when it does not decode on its own."""
+        JSON document), or its scrubbed bytes in base64 when it is not UTF-8 on
+        its own (a character cut between two chunks)."""
         try:
             return {"text": self.text(data.decode("utf-8"))}
         except UnicodeDecodeError:
-            return {"base64": base64.b64encode(data).decode("ascii")}
+            return {"base64": base64.b64encode(self.raw(data)).decode("ascii")}
 
     def body(self, body: bytes | None) -> Any:
         if body is None:
@@ -113,11 +149,11 @@ class Scrubber:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            return {"base64": base64.b64encode(body).decode("ascii")}
+            return {"base64": base64.b64encode(self.raw(body)).decode("ascii")}
         try:
             parsed = json.loads(text)
         except ValueError:
-            return {"text": self.text(text)}
+            return {"text": self.text(text)}  # token-named fields are masked there too
         if _mask_tokens(parsed):
             text = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
         return {"text": self.text(text)}

@@ -101,6 +101,7 @@ class _RecordingStream:
         self._now = now
         self._opened = now()
         self._ended = False
+        self._held = b""
 
     async def read(self, deadline: float | None) -> bytes | None:
         try:
@@ -113,12 +114,22 @@ class _RecordingStream:
         elif not data:
             self._finish("eof")
         else:
-            self._recorder.chunk(self._n, data, self._now() - self._opened)
+            # The bytes that may begin a secret the next chunk completes are
+            # recorded with that chunk, so the scrubber sees the secret whole.
+            data_and_held = self._held + data
+            keep = self._recorder.scrubber.held_back(data_and_held)
+            cut = len(data_and_held) - keep
+            self._held = data_and_held[cut:]
+            if cut:
+                self._recorder.chunk(self._n, data_and_held[:cut], self._now() - self._opened)
         return data
 
     def _finish(self, reason: str) -> None:
         if not self._ended:
             self._ended = True
+            if self._held:
+                self._recorder.chunk(self._n, self._held, self._now() - self._opened)
+                self._held = b""
             self._recorder.end(self._n, reason)
 
     async def aclose(self) -> None:

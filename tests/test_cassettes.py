@@ -16,9 +16,11 @@ from flowith_httpx import FlowithClient
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_httpx.testing import CassetteMismatch, ReplayClient, replay_operation
 from flowith_proto.abc import ConversationSession, FlowithClientBase
+from flowith_proto.cassette import Scrubber, decode_body
 from flowith_proto.fake import FakeFlowith, chunk, complete
 from flowith_proto.generation import generate
 from flowith_proto.models import AuthSession
+from flowith_proto.recording import Recorder
 from tests.sessions import CASSETTES, broad_session
 
 Session = Callable[[FlowithClientBase], Awaitable[list[Any]]]
@@ -68,7 +70,9 @@ def test_the_cassette_holds_no_secret(tmp_path: Path) -> None:
     anyio.run(record, cassette, broad_session, fake, backend="asyncio")
     text = cassette.read_text(encoding="utf-8")
     assert fake.token not in text
-    assert fake.refresh_token not in text
+    assert len(fake.issued_refresh_tokens) >= 2  # the session refreshed: the token rotated
+    for refresh_token in fake.issued_refresh_tokens:
+        assert refresh_token not in text
     assert fake.supabase_key not in text
     # No signed JWT at all (a replay keeps only the claims sub and exp, unsigned).
     assert not re.search(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", text)
@@ -138,3 +142,90 @@ def test_the_recorded_session_calls_every_public_method() -> None:
         names = {n for n, m in inspect.getmembers(cls, callable) if not n.startswith("_")}
         missing = sorted(n for n in names - lifecycle if f".{n}(" not in source)
         assert not missing, f"{cls.__name__} methods not recorded: {missing}"
+
+
+# -- the scrubber, on what a session rarely shows ----------------------------------------
+
+
+SECRET = "s3cr3t-refresh-0123456789"
+
+
+def scrubber() -> Scrubber:
+    found = Scrubber()
+    found.learn([SECRET])
+    return found
+
+
+def stored_bytes(stored: Any) -> bytes:
+    data = decode_body(stored)
+    assert data is not None
+    return data
+
+
+def test_a_body_that_is_not_utf_8_is_scrubbed_before_base64() -> None:
+    body = b"\xff\xfe" + SECRET.encode() + b" and a JWT eyJhbGciOi.eyJzdWIiOiJ1In0.c2lnbmF0dXJl"
+    stored = scrubber().body(body)
+    assert "base64" in stored
+    kept = stored_bytes(stored)
+    assert SECRET.encode() not in kept
+    assert b"c2lnbmF0dXJl" not in kept  # the JWT lost its signature
+    assert kept.startswith(b"\xff\xfe[REDACTED]")
+
+
+def test_a_chunk_cut_inside_a_character_is_scrubbed_before_base64() -> None:
+    chunk = f'data: {{"token":"{SECRET}","text":"caf'.encode() + "é".encode()[:1]
+    kept = stored_bytes(scrubber().chunk(chunk))
+    assert SECRET.encode() not in kept
+
+
+def test_text_that_is_not_json_loses_its_token_fields() -> None:
+    cut_short = '{"access_token":"never-learned-AAAA","refresh_token":"never-learned-BBBB","exp'
+    kept = scrubber().text(cut_short)
+    assert "never-learned" not in kept
+    assert '"refresh_token":"[REDACTED]"' in kept
+
+
+class Chunks:
+    """A stream body handing out fixed chunks."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)
+
+    async def read(self, deadline: float | None) -> bytes | None:
+        return self.chunks.pop(0) if self.chunks else b""
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("cut", [1, 6, len(SECRET) - 1])
+def test_a_secret_cut_between_two_stream_chunks_is_still_scrubbed(
+    tmp_path: Path, cut: int
+) -> None:
+    event = f'data: {{"note":"{SECRET}"}}\n\n'.encode()
+    at = event.index(SECRET.encode()) + cut
+    path = tmp_path / "cut.jsonl"
+    recorder = Recorder(
+        path,
+        user_id="u",
+        access_token="",
+        has_refresh_token=False,
+        edge_url="https://edge.test",
+        supabase_url="https://sb.test",
+        secrets=[SECRET],
+    )
+    body = recorder.stream(1, 200, [], Chunks(event[:at], event[at:]), lambda: 0.0)
+
+    async def read_all() -> bytes:
+        parts = []
+        while data := await body.read(None):
+            parts.append(data)
+        return b"".join(parts)
+
+    assert anyio.run(read_all) == event  # the client still gets the real bytes
+    recorder.close()
+    text = path.read_text(encoding="utf-8")
+    assert SECRET not in text
+    chunks = [json.loads(line) for line in text.splitlines()[1:] if '"chunk"' in line]
+    recorded = b"".join(stored_bytes(record["data"]) for record in chunks)
+    assert recorded == event.replace(SECRET.encode(), b"[REDACTED]")

@@ -287,6 +287,12 @@ class FakeFlowith:
         self._refresh_tokens[token] = RefreshToken(session_id, user)
         return token
 
+    @property
+    def issued_refresh_tokens(self) -> list[str]:
+        """Every refresh token the fake has handed out, used or not (what a
+        cassette must never hold)."""
+        return list(self._refresh_tokens)
+
     def expire_token(self, token: str) -> None:
         """Make ``token`` answer as expired everywhere from now on (401 on the
         edge, PGRST303 on PostgREST, ``bad_jwt`` on GoTrue)."""
