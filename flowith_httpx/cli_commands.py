@@ -342,8 +342,8 @@ class Settings:
     transport: str
     backend: str
     json: bool
-    token: str
-    refresh_token: str
+    token: str = attrs.field(repr=False)  # never in a traceback or a debug print
+    refresh_token: str = attrs.field(repr=False)
     user_id: str
     edge_url: str
     supabase_url: str

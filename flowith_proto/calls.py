@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
+
 from flowith_proto.effects import Jitter, Now, Operation, RefreshToken, Send, Sleep, WallClock
 from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import (
@@ -79,9 +81,12 @@ def call(
                     attempt += 1
                     continue
             raise
+        # The request's own credentials and the current ones (a refresh may
+        # have come in between): both are still valid, so both are hidden.
+        secrets = (*credentials.secrets, *state.credentials.secrets, state.config.supabase_key)
         status = response.status
         if status < 400:
-            return response
+            return attrs.evolve(response, secrets=secrets)
         if attempt and status == 409 and request.conflict_means_done and _duplicate(response):
             return response  # an earlier attempt created the row after all
         if (
@@ -101,7 +106,7 @@ def call(
             response.headers,
             response.body,
             now=now,
-            secrets=(*state.credentials.secrets, state.config.supabase_key),
+            secrets=secrets,
         )
         assert error is not None
         if attempt < policy.max_retries and policy.may_repeat(request, status):

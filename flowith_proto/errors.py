@@ -210,12 +210,27 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(when.timestamp() - now, 0.0)
 
 
-def _decode_body(body: bytes) -> Any:
-    text = body.decode("utf-8", errors="replace")
+def _decode_body(body: bytes, secrets: list[str]) -> Any:
+    """The body as JSON (else text), every secret in it redacted: the error keeps
+    it as ``.body``, and its message quotes it."""
+    text = redact(body.decode("utf-8", errors="replace"), secrets)
     try:
-        return json.loads(text)
+        decoded = json.loads(text)
     except ValueError:
         return text
+    return _redact_values(decoded, secrets)
+
+
+def _redact_values(value: Any, secrets: list[str]) -> Any:
+    """``value`` with secrets redacted inside its strings (a secret JSON-escaped
+    in the text, which the text's redaction missed, is whole here)."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [_redact_values(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {key: _redact_values(item, secrets) for key, item in value.items()}
+    return value
 
 
 def _server_message(decoded: Any) -> str:
@@ -249,7 +264,7 @@ def is_token_expired(status: int, body: bytes) -> bool:
     """
     if status < 400:
         return False
-    decoded = _decode_body(body)
+    decoded = _decode_body(body, [])
     if isinstance(decoded, Mapping):
         if decoded.get("code") in ("PGRST301", "PGRST303", "bad_jwt") or decoded.get(
             "error_code"
@@ -280,8 +295,8 @@ def error_from_response(
         return None
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     retry_after_raw = next((v for k, v in pairs if k.lower() == "retry-after"), None)
-    decoded = _decode_body(body)
-    reason = redact(_server_message(decoded), list(secrets))
+    decoded = _decode_body(body, list(secrets))
+    reason = _server_message(decoded)
     message = f"HTTP {status}: {reason}" if reason else f"HTTP {status}"
     if status == 402 or (status in (400, 403) and _mentions_insufficient_credits(decoded)):
         return InsufficientCreditsError(message, status_code=status, body=decoded)

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import attrs
 
-from flowith_proto.errors import ResponseDecodeError, ValidationError
+from flowith_proto.errors import ResponseDecodeError, ValidationError, redact
 
 __all__ = [
     "FilePart",
@@ -215,6 +215,8 @@ class Response:
     status: int
     headers: Headers = ()
     body: bytes = b""
+    #: The credentials of the request: redacted from what :meth:`json` quotes.
+    secrets: tuple[str, ...] = attrs.field(default=(), eq=False)
 
     def header(self, name: str) -> str | None:
         return first_header(self.headers, name)
@@ -227,7 +229,9 @@ class Response:
         try:
             return json.loads(self.body)
         except ValueError as exc:
-            excerpt = self.body[:200].decode("utf-8", errors="replace")
+            # Redacted whole, then cut: a secret cut by the excerpt would escape.
+            text = redact(self.body.decode("utf-8", errors="replace"), self.secrets)
+            excerpt = text[:200]
             raise ResponseDecodeError(
                 f"expected JSON from the server, got {excerpt!r}",
                 status_code=self.status,

@@ -667,3 +667,23 @@ def test_replaying_a_different_command_is_a_clear_error(cli: CLI, tmp_path: Path
     assert replayed.code == 4
     assert replayed.error_lines
     assert "recording" in replayed.error_lines[0]
+
+
+def test_settings_never_show_the_tokens() -> None:
+    from flowith_httpx.cli_commands import Settings
+
+    settings = Settings(
+        transport="httpx",
+        backend="asyncio",
+        json=False,
+        token="eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl",
+        refresh_token="refresh-secret-value",
+        user_id="u",
+        edge_url="https://edge.test",
+        supabase_url="https://sb.test",
+        edge_auth="bare",
+        timeout=30.0,
+        save_tokens=None,
+    )
+    assert "c2lnbmF0dXJl" not in repr(settings)
+    assert "refresh-secret-value" not in repr(settings)

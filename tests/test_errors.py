@@ -18,6 +18,7 @@ from flowith_proto.errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    ResponseDecodeError,
     TimeoutError,
     ValidationError,
     error_from_response,
@@ -25,6 +26,7 @@ from flowith_proto.errors import (
     parse_retry_after,
     redact,
 )
+from flowith_proto.request import Response
 
 
 def test_success_is_no_error() -> None:
@@ -169,3 +171,25 @@ def test_redact_ignores_short_and_empty_secrets() -> None:
 )
 def test_is_token_expired(status: int, body: bytes, expired: bool) -> None:
     assert is_token_expired(status, body) is expired
+
+
+def test_the_body_an_error_keeps_carries_no_secret_either() -> None:
+    secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl"
+    echoed = json.dumps({"message": "bad", "echo": {"headers": [f"Bearer {secret}"]}})
+    error = error_from_response(500, {}, echoed.encode(), secrets=[secret])
+    assert error is not None
+    assert secret not in repr(error.body)
+    assert error.body == {"message": "bad", "echo": {"headers": ["Bearer [REDACTED]"]}}
+    as_text = error_from_response(502, {}, f"<html>{secret}</html>".encode(), secrets=[secret])
+    assert as_text is not None
+    assert secret not in str(as_text)
+    assert secret not in as_text.body
+
+
+def test_a_body_that_is_not_json_is_quoted_without_a_secret_even_cut_short() -> None:
+    secret = "refresh-" + "x" * 40
+    body = ("<html>" + " " * 170 + secret + "</html>").encode()  # the secret straddles 200
+    with pytest.raises(ResponseDecodeError) as caught:
+        Response(200, (), body, secrets=(secret,)).json()
+    assert "xxxxxxxx" not in str(caught.value)
+    assert "x" * 8 not in str(caught.value.body)
