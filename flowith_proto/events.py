@@ -35,7 +35,11 @@ __all__ = [
 
 _TERMINAL_TYPES = frozenset({"complete", "result"})
 _SUCCESS_STATUSES = frozenset({"completed", "done", "success"})
-_FAILURE_STATUSES = frozenset({"failed", "error"})
+#: Statuses that end a node without a result (``failed`` is seen in the wild; the
+#: others are the usual words for a job that ends badly, never a result).
+_FAILURE_STATUSES = frozenset(
+    {"failed", "failure", "error", "cancelled", "canceled", "timeout", "timed_out", "rejected"}
+)
 
 
 @attrs.frozen

@@ -98,6 +98,16 @@ def _url_from_event(raw: Mapping[str, Any], kind: str) -> str:
     return ""
 
 
+def _checked_url(result: str, node_id: str) -> str:
+    """A media result is a URL, or nothing: any other text is the reason the
+    job failed (defect D4 returned "Request blocked by content policy" as the
+    image's URL), so it is raised as such."""
+    if not result or result.startswith(("http://", "https://")):
+        return result
+    kind = "provider_error" if "provider_error" in result else ""
+    raise failure(node_id, "failed", result, kind)
+
+
 def _await_media(
     state: ClientState, *, listen_id: str, node_id: str, model: str, kind: str, deadline: float
 ) -> Operation[_MediaResult]:
@@ -113,7 +123,8 @@ def _await_media(
                 raise failure(node_id, item.status, item.error, item.error_type)
             if isinstance(item, (Complete, WorkflowComplete)):
                 chosen = (item.model if isinstance(item, Complete) else "") or model
-                return _MediaResult(_url_from_event(item.raw, kind), chosen, dict(item.raw))
+                url = _checked_url(_url_from_event(item.raw, kind), node_id)
+                return _MediaResult(url, chosen, dict(item.raw))
             if isinstance(item, StreamEnded):
                 log.info(
                     "streams ended before node %s finished (%s); polling", node_id, item.reason
@@ -136,7 +147,7 @@ def _await_media(
                 "nodeData": dict(outcome.data),
             }
             chosen = row_model if isinstance(row_model, str) and row_model else model
-            return _MediaResult(outcome.value, chosen, metadata)
+            return _MediaResult(_checked_url(outcome.value, node_id), chosen, metadata)
         if not streaming:
             now = yield Now()
             yield Sleep(min(now + state.poll_interval, deadline))

@@ -468,6 +468,13 @@ def test_turn_layout() -> None:
             NodeDone("https://cdn/x.png", {"status": "init", "value": "https://cdn/x.png"}),
         ),
         ([{"data": {"status": "failed", "value": ""}}], NodeFailedState("failed", "", "")),
+        *(
+            (
+                [{"data": {"status": word, "value": "the job's last words"}}],
+                NodeFailedState(word.lower(), "", ""),
+            )
+            for word in ("cancelled", "Canceled", "timeout", "rejected", "failure")
+        ),
         ([{"data": {"status": "done", "error": "boom"}}], NodeFailedState("done", "boom", "")),
         (
             [{"data": '{"status": "done", "value": "from a string"}'}],

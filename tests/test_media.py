@@ -113,6 +113,24 @@ def test_failed_image_raises_with_the_servers_reason() -> None:
     assert (info.value.error, info.value.error_type) == ("unsafe prompt", "content_policy")
 
 
+@pytest.mark.parametrize(
+    ("value", "error_type"),
+    [
+        ("Request blocked by content policy", ""),
+        ("provider_error: upstream refused", "provider_error"),
+    ],
+)
+def test_a_result_that_is_not_a_url_is_the_failure_it_reports(value: str, error_type: str) -> None:
+    """Defect D4 for media: the row's text would have become the image's URL."""
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    rows = [{"data": {"status": "completed", "value": value}, "type": "2"}]
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
+    with pytest.raises(GenerationError) as info:
+        script.run(generate_image(state(stall_interval=5.0), Conversation(), "x", timeout=60))
+    assert (info.value.error, info.value.error_type) == (value, error_type)
+
+
 def test_quiet_streams_make_the_image_wait_read_the_row() -> None:
     script = rows_script()
     script.on("POST", "/image_gen/async", json_response(200, b"{}"))
