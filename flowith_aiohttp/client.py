@@ -216,6 +216,7 @@ class FlowithClient(FlowithClientBase):
             skip_auto_headers=_NO_AUTO_HEADERS if body is None else None,
             proxy=self._proxy_for(url),
             timeout=timeout,
+            allow_redirects=request.follow_redirects,
         )
 
     async def _open_stream(

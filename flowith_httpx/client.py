@@ -262,6 +262,7 @@ class FlowithClient(FlowithClientBase):
                         headers=list(headers),
                         content=body,
                         timeout=limit,
+                        follow_redirects=request.follow_redirects,
                     )
         except builtins.TimeoutError as exc:
             if not sent:  # say so: the server was never asked, and the cure is on this side
@@ -300,7 +301,9 @@ class FlowithClient(FlowithClientBase):
         )
         try:
             with anyio.fail_after(limit):
-                answer = await self._http.send(outgoing, stream=True)
+                answer = await self._http.send(
+                    outgoing, stream=True, follow_redirects=request.follow_redirects
+                )
         except builtins.TimeoutError as exc:
             raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
         except httpx.HTTPError as exc:

@@ -287,7 +287,7 @@ class FlowithClientBase(WebAppMethods):
             raise
         if recorder is not None:
             body = recorder.stream(number, status, headers, body, self._now)
-        if status < 400:
+        if status < 300:
             return body
         chunks: list[bytes] = []
         size = 0

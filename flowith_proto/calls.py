@@ -85,7 +85,7 @@ def call(
         # have come in between): both are still valid, so both are hidden.
         secrets = (*credentials.secrets, *state.credentials.secrets, state.config.supabase_key)
         status = response.status
-        if status < 400:
+        if status < 300:
             return attrs.evolve(response, secrets=secrets)
         if attempt and status == 409 and request.conflict_means_done and _duplicate(response):
             return response  # an earlier attempt created the row after all

@@ -291,9 +291,16 @@ def error_from_response(
     ``headers`` may be a mapping or pairs; names are compared case-insensitively.
     ``now`` (unix seconds) lets an HTTP-date ``Retry-After`` be turned into a wait.
     """
-    if status < 400:
+    if status < 300:
         return None
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
+    if status < 400:  # not followed: the request carries credentials, the target is unknown
+        location = next((v for k, v in pairs if k.lower() == "location"), "")
+        return APIError(
+            f"HTTP {status}: the server redirected to {redact(location, list(secrets))!r}, "
+            "which the client does not follow with your credentials",
+            status_code=status,
+        )
     retry_after_raw = next((v for k, v in pairs if k.lower() == "retry-after"), None)
     decoded = _decode_body(body, list(secrets))
     reason = _server_message(decoded)

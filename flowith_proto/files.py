@@ -80,4 +80,4 @@ def download_request(config: FlowithConfig, url: str) -> Request:
         ("Origin", config.origin),
         ("Referer", config.referer),
     )
-    return Request("GET", url, headers, idempotent=True, stream=True)
+    return Request("GET", url, headers, idempotent=True, stream=True, follow_redirects=True)

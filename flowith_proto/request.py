@@ -171,6 +171,8 @@ class Request:
     the first attempt landed (an insert with a client-chosen id); the retry
     policy reads both. ``stream`` marks a server-sent-events request whose
     body the transport hands over chunk by chunk instead of buffering it.
+    ``follow_redirects`` is for requests that carry no credentials (a file on
+    the CDN): an API request carries tokens, so a redirect is an error for it.
     """
 
     method: str
@@ -180,6 +182,7 @@ class Request:
     idempotent: bool = False
     stream: bool = False
     conflict_means_done: bool = False
+    follow_redirects: bool = False
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or ``None``."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 import pytest
 
 from flowith_proto.errors import (
+    APIError,
     AuthenticationError,
     FlowithError,
     GenerationError,
@@ -80,6 +83,30 @@ async def test_a_refused_stream_fails_the_generation_before_it_starts(
         with pytest.raises(PermissionDeniedError):
             await client.generate("hi", timeout=10)
     assert not fake.requests_to("POST", "/completion/async")
+
+
+async def test_an_api_redirect_is_an_error_and_never_followed_with_credentials(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    elsewhere = "http://127.0.0.1:9/steal"  # never reached: nothing may follow it
+    fake.fail_next(1, 302, path="/rest/v1/conversation", headers=[("Location", elsewhere)])
+    async with make_client(max_retries=0) as client:
+        with pytest.raises(APIError, match=re.escape(f"redirected to '{elsewhere}'")) as caught:
+            await client.list_conversations()
+    assert caught.value.status_code == 302
+    assert len(fake.requests_to("GET", "/rest/v1/conversation")) == 1
+
+
+async def test_a_download_follows_the_cdns_redirect_on_every_transport(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    moved = fake.add_file("/f/new/photo.png", b"the real bytes", "image/png")
+    old = fake.file_url("/f/old/photo.png")
+    fake.fail_next(1, 302, path="/f/old/photo.png", headers=[("Location", moved)])
+    async with make_client() as client:
+        saved = await client.download(old, tmp_path)
+    assert saved.read_bytes() == b"the real bytes"
+    assert fake.requests_to("GET", "/f/new/photo.png")
 
 
 async def test_retry_after_is_honoured_on_a_rate_limited_write(
