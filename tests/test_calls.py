@@ -90,6 +90,15 @@ def test_retry_after_is_honoured() -> None:
     assert sleeps(script) == [2.0]
 
 
+def test_retry_after_as_an_http_date_is_honoured() -> None:
+    """D21: the date form needs the wall clock, which the core asks for."""
+    script = Script()  # its wall clock: 1779127457.25
+    limited = Response(429, (("Retry-After", "Mon, 18 May 2026 18:04:20 GMT"),), b"{}")
+    script.on("GET", "/rest/v1/flow_node", limited, json_response(200, b"[]"))
+    poll(state(), script)
+    assert sleeps(script) == [2.75]  # 18:04:20 is 1779127460
+
+
 def test_a_very_long_retry_after_goes_to_the_caller() -> None:
     script = Script()
     script.on("GET", "/rest/v1/flow_node", Response(429, (("Retry-After", "3600"),), b"{}"))
