@@ -72,12 +72,14 @@ REST_RPC = [
     ("x-client-info", "supabase-js-web/2.91.0"),
 ]
 AUTH_WITH_TOKEN = [
+    ("Accept", ACCEPT),
     ("apikey", KEY),
     ("authorization", f"Bearer {TOKEN}"),
     ("x-supabase-api-version", "2024-01-01"),
     *BROWSER,
 ]
 AUTH_REFRESH = [
+    ("Accept", ACCEPT),
     ("apikey", KEY),
     ("Content-Type", "application/json"),
     ("x-supabase-api-version", "2024-01-01"),

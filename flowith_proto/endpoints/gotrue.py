@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from flowith_proto.endpoints._core import JSON, EndpointsCore, require_text
+from flowith_proto.endpoints._core import ACCEPT_JSON, JSON, EndpointsCore, require_text
 from flowith_proto.errors import AuthenticationError, ValidationError
 from flowith_proto.request import Request, dump_json
 
@@ -36,12 +36,13 @@ class AuthEndpoints(EndpointsCore):
     __slots__ = ()
 
     def _auth_headers(self, *, with_token: bool, content_type: bool) -> tuple[tuple[str, str], ...]:
-        """GoTrue's headers in this order: ``apikey``, ``authorization``
+        """GoTrue's headers in this order: the default ``Accept`` (the old client's
+        session sent it on every request), ``apikey``, ``authorization``
         (``Bearer``, when ``with_token``), ``Content-Type`` (JSON, when the
         request has a body), ``x-supabase-api-version``, then the browser's
         ``User-Agent``, ``Origin`` and ``Referer``. No ``accept-profile`` or
         ``x-client-info``: those are PostgREST's (protocol.md 1.4)."""
-        headers = [("apikey", self.config.supabase_key)]
+        headers = [("Accept", ACCEPT_JSON), ("apikey", self.config.supabase_key)]
         if with_token:
             headers.append(("authorization", f"Bearer {self._token()}"))
         if content_type:
