@@ -24,6 +24,7 @@ from flowith_proto.config import (
     EdgeAuth,
 )
 from flowith_proto.errors import ConnectionFailedError, TimeoutError
+from flowith_proto.proxies import EnvironmentProxies
 from flowith_proto.request import Request, Response
 
 __all__ = ["FlowithClient"]
@@ -53,22 +54,6 @@ class _Signal:
         except asyncio.TimeoutError:
             return self._event.is_set()
         return True
-
-
-def _bypassed(host: str, no_proxy: str) -> bool:
-    """Whether ``NO_PROXY`` names ``host``: ``*``, the host itself, or a domain it
-    is in (``example.com`` and ``.example.com`` both cover ``api.example.com``)."""
-    host = host.lower().rstrip(".")
-    for entry in no_proxy.split(","):
-        name = entry.strip().lower()
-        if name.startswith("[") and "]" in name:  # [::1]:8080
-            name = name[1 : name.index("]")]
-        elif name.count(":") == 1:  # host:port (a bare IPv6 address has more colons)
-            name = name.split(":")[0]
-        name = name.lstrip(".").rstrip(".")
-        if name == "*" or (name and (host == name or host.endswith("." + name))):
-            return True
-    return False
 
 
 def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError:
@@ -157,8 +142,11 @@ class FlowithClient(FlowithClientBase):
         # as httpx applies them, read once here as httpx reads them when a client is
         # made (aiohttp's trust_env would read the environment, and ~/.netrc, on
         # every request). A session you bring keeps its own settings.
-        self._environment = urllib.request.getproxies() if self._owns_http and proxy is None else {}
-        self._routes: dict[tuple[str, str], str | None] = {}
+        self._environment = (
+            EnvironmentProxies(urllib.request.getproxies())
+            if self._owns_http and proxy is None
+            else None
+        )
 
     def _session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be born inside a running loop.
@@ -167,19 +155,11 @@ class FlowithClient(FlowithClientBase):
         return self._http
 
     def _proxy_for(self, url: URL) -> str | None:
-        """``proxy=``, else the environment's proxy for the URL's scheme unless
-        ``NO_PROXY`` names its host (decided once per scheme and host)."""
-        if self._proxy is not None or not self._environment:
+        """``proxy=``, else the environment's proxy for the URL (see
+        :mod:`flowith_proto.proxies`)."""
+        if self._environment is None:
             return self._proxy
-        key = (url.scheme, url.host or "")
-        if key not in self._routes:
-            proxy = self._environment.get(url.scheme) or self._environment.get("all")
-            if proxy and not proxy.startswith(("http://", "https://")):
-                proxy = None  # aiohttp speaks to HTTP proxies only (socks5:// and the like)
-            if proxy and _bypassed(key[1], self._environment.get("no", "")):
-                proxy = None
-            self._routes[key] = proxy
-        return self._routes[key]
+        return self._environment.for_url(url.scheme, url.host or "")
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_proto import proxies
 from flowith_proto.errors import AuthenticationError, ConnectionFailedError, TimeoutError
 from flowith_proto.fake import FakeFlowith, chunk, complete, hang, pause
 from tests.conftest import MakeClient, Transport
@@ -123,10 +124,17 @@ async def test_the_environments_proxy_is_used_by_every_transport(
         ("127.0.0.2", "127.0.0.1", False),
     ],
 )
-def test_no_proxy_matching_of_the_aiohttp_client(host: str, no_proxy: str, bypassed: bool) -> None:
-    from flowith_aiohttp.client import _bypassed
+def test_no_proxy_matching(host: str, no_proxy: str, bypassed: bool) -> None:
+    assert proxies.bypassed(host, no_proxy) is bypassed
 
-    assert _bypassed(host, no_proxy) is bypassed
+
+def test_environment_proxies_by_scheme_and_host() -> None:
+    environment = proxies.EnvironmentProxies(
+        {"http": "http://p:3128", "all": "socks5://s:1080", "no": "internal.test"}
+    )
+    assert environment.for_url("http", "edge.flowith.io") == "http://p:3128"
+    assert environment.for_url("http", "api.internal.test") is None  # NO_PROXY
+    assert environment.for_url("https", "edge.flowith.io") is None  # only a SOCKS proxy: ignored
 
 
 async def test_the_stream_flows_through_the_proxy_unbuffered(
