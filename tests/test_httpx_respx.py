@@ -10,10 +10,18 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import httpx
+import jwt
 import pytest
 import respx
 
-from flowith_httpx import ConnectionFailedError, FlowithClient, NotFoundError, TimeoutError
+from flowith_httpx import (
+    ConnectionFailedError,
+    FlowithClient,
+    NotFoundError,
+    ResponseDecodeError,
+    TimeoutError,
+    ValidationError,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -263,3 +271,33 @@ async def test_a_client_brought_along_keeps_its_own_limits() -> None:
 def test_proxy_and_own_client_are_exclusive() -> None:
     with pytest.raises(ValueError, match="proxy"):
         FlowithClient(TOKEN, proxy="http://127.0.0.1:1", http_client=httpx.AsyncClient())
+
+
+# -- old-client defect fixes (protocol.md section 7) nothing else would notice undone ------
+
+
+async def test_d13_a_user_id_from_the_token_is_validated_before_any_filter() -> None:
+    token = jwt.encode({"sub": "x,user_id.neq.0", "exp": 4102444800}, "k" * 32, algorithm="HS256")
+    with respx.mock() as router:  # any request at all would fail as unmatched
+        async with FlowithClient(token, edge_url=EDGE, supabase_url=SB) as flowith:
+            with pytest.raises(ValidationError, match="user_id"):
+                await flowith.list_conversations()
+    assert router.calls.call_count == 0
+
+
+async def test_d21_a_reward_claim_answered_with_no_body_is_an_empty_object() -> None:
+    with respx.mock() as router:
+        router.post(url__startswith=f"{EDGE}/").respond(204)
+        async with client(max_retries=0) as flowith:
+            assert await flowith.claim_daily_reward() == {}
+
+
+@pytest.mark.parametrize("body", ['"pro"', "[]", '{"credit_type": 3}', "<html>oops</html>"])
+async def test_d22_a_credit_type_answer_of_the_wrong_shape_is_an_error(body: str) -> None:
+    with respx.mock() as router:
+        router.get(url__startswith=f"{EDGE}/").respond(200, text=body)
+        async with client(max_retries=0) as flowith:
+            with pytest.raises(ResponseDecodeError):
+                await flowith.get_credit_type()
+            with pytest.raises(ResponseDecodeError):
+                await flowith.get_discord_invite()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
+import textwrap
 import typing
 from collections.abc import Iterator
 
@@ -111,3 +114,25 @@ def test_clients_are_the_shared_base() -> None:
     assert issubclass(flowith_aiohttp.FlowithClient, FlowithClientBase)
     assert flowith_httpx.ConversationSession is ConversationSession
     assert public_methods(ConversationSession).keys() >= {"send", "send_stream", "delete"}
+
+
+def test_d25_importing_configures_no_logging_and_no_other_transport() -> None:
+    program = textwrap.dedent(
+        """
+        import logging, sys
+        import flowith_proto
+        assert "httpx" not in sys.modules and "aiohttp" not in sys.modules, "core imports I/O"
+        import flowith_httpx
+        assert "aiohttp" not in sys.modules, "the httpx transport imports aiohttp"
+        import flowith_aiohttp
+        ours = logging.getLogger("flowith")
+        assert ours.level == logging.NOTSET, ours.level
+        assert all(isinstance(h, logging.NullHandler) for h in ours.handlers), ours.handlers
+        assert logging.getLogger().handlers == [], logging.getLogger().handlers
+        assert logging.getLogger().level == logging.WARNING
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
