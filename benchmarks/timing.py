@@ -1,7 +1,11 @@
 """Timing: medians of repeated runs, contenders interleaved.
 
-Contenders are run in turns (A, B, C, A, B, C, ...) rather than one after
-the other, so a slow patch of a shared machine hits them all alike; each
+Contenders are run in turns rather than one after the other, so a slow
+patch of a shared machine hits them all alike, and each round starts one
+contender later (A B C, B C A, C A B, ...): a run inherits the heap the
+previous one left (freed arenas, malloc's trimmed or untrimmed top, its
+dynamic mmap threshold), which moved one decoder's time by up to 40 % on
+the 5 MiB event, so no contender may always follow the same one. Each
 figure is the median of its runs.
 """
 
@@ -45,8 +49,11 @@ def interleaved(
             seconds = time_once(function)
             if budget is not None and seconds > budget:
                 samples[name].append(seconds)
-    for _ in range(repeat):
-        for name, function in contenders.items():
+    names = list(contenders)
+    for round_ in range(repeat):
+        shift = round_ % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            function = contenders[name]
             if budget is not None and samples[name] and sum(samples[name]) > budget:
                 continue
             samples[name].append(time_once(function))

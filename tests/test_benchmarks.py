@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import oldclient
+from benchmarks.timing import interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,3 +89,20 @@ def test_only_and_bad_arguments() -> None:
     )
     assert finished.returncode == 2
     assert "--only" in finished.stderr
+
+
+def test_interleaved_rounds_start_one_contender_later() -> None:
+    # A run inherits the heap its predecessor left: no contender may always follow the same one.
+    calls: list[str] = []
+    contenders = {name: (lambda name=name: calls.append(name)) for name in "ABC"}
+    samples = interleaved(contenders, 4)
+    assert "".join(calls) == "ABC" + "ABC" + "BCA" + "CAB" + "ABC"
+    assert {name: len(runs) for name, runs in samples.items()} == {"A": 4, "B": 4, "C": 4}
+
+
+def test_interleaved_budget_stops_a_slow_contender_in_any_position() -> None:
+    calls: list[str] = []
+    contenders = {name: (lambda name=name: calls.append(name)) for name in "AB"}
+    samples = interleaved(contenders, 3, budget=-1.0, warmup=False)
+    assert calls == ["A", "B"]  # one run each: past the budget at once
+    assert {name: len(runs) for name, runs in samples.items()} == {"A": 1, "B": 1}
