@@ -80,7 +80,7 @@ FULL = Sizes(
     linear_frames=65_536,
     linear_event_sizes=tuple(16 * KiB * 2**i for i in range(10)),  # 16 KiB .. 8 MiB
     linear_total=16 * MiB,
-    linear_repeat=7,
+    linear_repeat=11,
 )
 QUICK = Sizes(
     frames=3_000,

@@ -47,10 +47,11 @@ _BIG_EVENT = 64 * 1024
 #: The bytes of an event still arriving are kept as ``bytes`` up to this size, then
 #: in a ``bytearray`` (see :meth:`SSEDecoder._pending_grew`).
 _GROW_IN_PLACE = 4 * 1024
-#: A long non-ASCII value is decoded in about this many steps (see
-#: :meth:`SSEDecoder._big_event`): each step briefly holds two drafts of its text, so
-#: eight steps add about a quarter of the value's size to the peak.
-_DECODE_STEPS = 8
+#: A long non-ASCII value is decoded this many bytes at a time (see
+#: :meth:`SSEDecoder._big_event`): a step briefly holds two drafts of its own text, a
+#: sliver of the value, and its bytes and text stay in the CPU's cache. Steps of an
+#: eighth of a 5 MiB value (640 KiB) took 40 % longer in all than steps of 256 KiB or less.
+_DECODE_STEP = 64 * 1024
 
 _new_event = object.__new__
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
@@ -345,7 +346,13 @@ class SSEDecoder:
         self, events_bytes: bytes | bytearray, events: list[ServerSentEvent]
     ) -> None:
         """Decode whole events known to be within ``max_event_size``."""
-        text = events_bytes.decode("utf-8", "replace")
+        try:
+            # Strict first: with no error handler to look up, a valid run (nearly every
+            # one) decodes about 2 % faster per chunk of 512 B; an invalid one is decoded
+            # again, replacing the bad bytes.
+            text = events_bytes.decode()
+        except UnicodeDecodeError:
+            text = events_bytes.decode("utf-8", "replace")
         values = _data_only_values(text)
         if values is None:
             self._decode_blocks(text, events)
@@ -381,7 +388,7 @@ class SSEDecoder:
 
         Its text is decoded from the buffer without copies, and the buffer is freed
         before the lines are joined, so the peak is about twice the event's size.
-        A long non-ASCII value is decoded in steps (:data:`_DECODE_STEPS`): decoding it
+        A long non-ASCII value is decoded in steps (:data:`_DECODE_STEP`): decoding it
         in one go would hold the bytes, an ASCII draft of the text and its widened copy
         at once; a step holds two drafts of its own text only.
         """
@@ -402,10 +409,9 @@ class SSEDecoder:
                         data_pieces.append([str(view[value_start:line_end], "utf-8")])
                     else:
                         decoder = _utf8_decoder("replace")
-                        step = max(_BIG_EVENT, (line_end - value_start) // _DECODE_STEPS)
                         pieces = [
-                            decoder.decode(view[position : min(position + step, line_end)])
-                            for position in range(value_start, line_end, step)
+                            decoder.decode(view[position : min(position + _DECODE_STEP, line_end)])
+                            for position in range(value_start, line_end, _DECODE_STEP)
                         ]
                         pieces.append(decoder.decode(b"", True))
                         data_pieces.append(pieces)
