@@ -25,11 +25,15 @@ requests sent by then (a replay releases it no earlier). A ``<body>`` is
 and a multipart upload is described by its fields and file names, never its
 bytes.
 
-Secrets never reach a cassette: ``authorization``, ``apikey`` and cookie
-headers are replaced by ``[REDACTED]``, every credential the client held is
-replaced wherever it appears, and JWTs and ``*token*`` fields in JSON bodies
-are masked. A replay applies the same scrubbing to the live request before
-comparing, so a cassette matches whoever replays it.
+Secrets never reach a cassette: headers named like a credential
+(``authorization``, ``apikey``, cookies, ``*token*``, ``*secret*``,
+``*api-key*``, ...) are replaced by ``[REDACTED]``, every credential the client
+held is replaced wherever it appears, JWTs anywhere are cut down to their
+``sub`` and ``exp`` claims, unsigned, and fields named like a credential
+(``*token*``, ``*secret*``, ``password``, ``cookie``, ``authorization``, ...)
+are masked in JSON bodies and in any other text, JSON escaped inside a string
+included, as is the word after ``Bearer``. A replay applies the same scrubbing
+to the live request before comparing, so a cassette matches whoever replays it.
 """
 
 from __future__ import annotations
@@ -61,22 +65,35 @@ __all__ = [
 CASSETTE_VERSION = 1
 REDACTED = "[REDACTED]"
 
-_SECRET_HEADERS = frozenset(
-    {"authorization", "apikey", "cookie", "set-cookie", "proxy-authorization"}
+#: What names a credential, in a header name or a JSON key. Not plain ``auth``
+#: in keys: an ``author`` is no secret.
+_CREDENTIAL_NAME = (
+    r"token|secret|passw(?:or)?d|api[_-]?key|cookie|authori[sz]ation|credential|signature"
 )
+_SECRET_HEADER = re.compile(rf"{_CREDENTIAL_NAME}|auth", re.IGNORECASE)
 _JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
+#: A JWT already cut down by :func:`redact_jwt` (no signature): re-derived, not masked,
+#: where a credential-named field holds it, so a replay still reads its ``exp``.
+_UNSIGNED_JWT = re.compile(r"eyJ[\w-]*\.[\w-]*\.")
 _JWT_BYTES = re.compile(rb"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
 #: A JWT still arriving at the end of a chunk: held back for the next one (up to
 #: this many bytes: longer tokens are the client's own, which it knows anyway).
 _JWT_START = re.compile(rb"eyJ[\w.-]*\Z")
 _JWT_HOLD = 4096
-#: A token-named JSON string field in text that is not JSON as a whole (a body cut
-#: short, a stream chunk): ``"refresh_token":"..."`` keeps its name, loses its value.
+#: A credential-named JSON string field in text that is not JSON as a whole (a body
+#: cut short, a stream chunk): ``"refresh_token":"..."`` keeps its name, loses its value.
 _TOKEN_FIELD = re.compile(
-    r'("[^"\\]*(?:token|secret|password|api_?key)[^"\\]*"\s*:\s*)"(?:[^"\\]|\\.)*"',
+    rf'("[^"\\]*(?:{_CREDENTIAL_NAME})[^"\\]*"\s*:\s*")((?:[^"\\]|\\.)*)"',
     re.IGNORECASE,
 )
-_TOKEN_KEY = re.compile(r"token|secret|password|api_?key", re.IGNORECASE)
+#: The same field in JSON escaped inside a JSON string: ``\"access_token\":\"...\"``.
+_ESCAPED_TOKEN_FIELD = re.compile(
+    rf'(\\"[^"\\]*(?:{_CREDENTIAL_NAME})[^"\\]*\\"\s*:\s*\\")((?:[^"\\]|\\[^"])*?)\\"',
+    re.IGNORECASE,
+)
+#: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line).
+_BEARER = re.compile(r"(\bBearer\s+)[\w.~+/=-]{8,}", re.IGNORECASE)
+_TOKEN_KEY = re.compile(_CREDENTIAL_NAME, re.IGNORECASE)
 
 
 class CassetteError(FlowithError):
@@ -99,7 +116,9 @@ class Scrubber:
 
     def text(self, value: str) -> str:
         value = _JWT.sub(lambda match: redact_jwt(match.group()), value)
-        value = _TOKEN_FIELD.sub(rf'\1"{REDACTED}"', value)
+        value = _TOKEN_FIELD.sub(_masked_field, value)
+        value = _ESCAPED_TOKEN_FIELD.sub(_masked_escaped_field, value)
+        value = _BEARER.sub(rf"\1{REDACTED}", value)
         for secret in sorted(self.secrets, key=len, reverse=True):
             if secret in value:
                 value = value.replace(secret, REDACTED)
@@ -130,7 +149,7 @@ class Scrubber:
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
         return [
-            [name, REDACTED if name.lower() in _SECRET_HEADERS else self.text(value)]
+            [name, REDACTED if _SECRET_HEADER.search(name) else self.text(value)]
             for name, value in headers
         ]
 
@@ -176,6 +195,19 @@ def redact_jwt(token: str) -> str:
         .decode()
     )
     return f"{header}.{payload}."
+
+
+def _masked(value: str) -> str:
+    """What a credential-named field keeps: a cut-down JWT's claims, else nothing."""
+    return redact_jwt(value) if _UNSIGNED_JWT.fullmatch(value) else REDACTED
+
+
+def _masked_field(match: re.Match[str]) -> str:
+    return f'{match.group(1)}{_masked(match.group(2))}"'
+
+
+def _masked_escaped_field(match: re.Match[str]) -> str:
+    return f'{match.group(1)}{_masked(match.group(2))}\\"'
 
 
 def _mask_tokens(value: Any) -> bool:

@@ -16,7 +16,8 @@ from flowith_httpx import FlowithClient
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_httpx.testing import CassetteMismatch, ReplayClient, replay_operation
 from flowith_proto.abc import ConversationSession, FlowithClientBase
-from flowith_proto.cassette import Scrubber, decode_body
+from flowith_proto.auth import read_claims
+from flowith_proto.cassette import Scrubber, decode_body, redact_jwt
 from flowith_proto.fake import FakeFlowith, chunk, complete
 from flowith_proto.generation import generate
 from flowith_proto.models import AuthSession
@@ -183,6 +184,43 @@ def test_text_that_is_not_json_loses_its_token_fields() -> None:
     kept = scrubber().text(cut_short)
     assert "never-learned" not in kept
     assert '"refresh_token":"[REDACTED]"' in kept
+
+
+def test_a_refreshed_access_token_keeps_its_claims_unsigned() -> None:
+    # Masked whole, the replay's token would have no expiry: the replayed client
+    # would stop reading the clock before requests and every later time would shift.
+    token = FakeFlowith().token
+    body = json.dumps({"access_token": token, "refresh_token": SECRET}).encode()
+    for stored in (scrubber().body(body), {"text": scrubber().text(body.decode()[:-1])}):
+        kept = json.loads(stored["text"] + ("" if stored["text"].endswith("}") else "}"))
+        assert kept["refresh_token"] == "[REDACTED]"
+        assert kept["access_token"] == redact_jwt(token)
+        assert read_claims(kept["access_token"]) == read_claims(token)
+        assert not kept["access_token"].rsplit(".", 1)[1]  # no signature
+
+
+def test_credentials_the_client_never_held_are_masked_too() -> None:
+    headers = scrubber().headers(
+        [("X-Api-Key", "sk-live-0001"), ("x-auth-token", "opaque-0002"), ("X-Request-Id", "r1")]
+    )
+    assert headers == [
+        ["X-Api-Key", "[REDACTED]"],
+        ["x-auth-token", "[REDACTED]"],
+        ["X-Request-Id", "r1"],
+    ]
+    frame = (
+        'data: {"cookie":"sid=raw-cookie-0003","Authorization":"Bearer raw-bearer-0004",'
+        '"note":"{\\"access_token\\":\\"never-learned-0005\\",\\"n\\":1}",'
+        '"author":"Ann","password":"hunter2-0006"}\n\n'
+    )
+    kept = scrubber().text(frame)
+    for secret in ("0003", "0004", "0005", "0006"):
+        assert secret not in kept
+    assert '"author":"Ann"' in kept
+    assert '\\"access_token\\":\\"[REDACTED]\\",\\"n\\":1' in kept
+    assert scrubber().text("Authorization: Bearer abc.def-0007") == (
+        "Authorization: Bearer [REDACTED]"
+    )
 
 
 class Chunks:
