@@ -171,7 +171,7 @@ class FlowithClient(FlowithClientBase):
         return _Signal()
 
     async def _send(
-        self, request: Request, timeout: float | None, deadline: float | None
+        self, request: Request, timeout: float | None, deadline: float | None, operation: str
     ) -> Response:
         limit = self._request_limit(timeout, deadline)
         try:

@@ -30,6 +30,7 @@ import anyio.to_thread
 from flowith_httpx.client import race
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
 from flowith_proto.cassette import CassetteMismatch, decode_body
+from flowith_proto.effects import Operation
 from flowith_proto.errors import ConnectionFailedError
 from flowith_proto.replay import ORDER, Tape, replay_operation
 from flowith_proto.request import Request, Response
@@ -106,8 +107,12 @@ class _ReplayStream:
         """Why the next record may not be taken yet, or ``None``."""
         record = self._items[0]
         after = int(record.get("after", 0))
-        if self._client._tape.sent < after:
-            return f"holds data recorded after request #{after}, which the replay never sent"
+        played = self._client._tape.played_through
+        if played < after:
+            return (
+                f"holds data recorded after request #{after}, but request "
+                f"#{played + 1} was never sent again"
+            )
         mine = int(record[ORDER])
         for other in self._client._reads:
             if other is not self and other._items and int(other._items[0][ORDER]) < mine:
@@ -183,20 +188,26 @@ class ReplayClient(FlowithClientBase):
         """Recorded requests this replay has not sent (``METHOD url``)."""
         return self._tape.unplayed
 
-    # -- what operations draw comes from the recording ---------------------------------
+    # -- what operations draw comes from the recording, each operation its own -------
 
-    def _operation_clock(self) -> float:
-        self._clock = float(self._tape.draw("clock"))
-        return self._clock
+    def _operation_name(self, operation: Operation[Any]) -> str:
+        return self._tape.name(operation)
 
-    def _wall_clock(self) -> float:
-        return float(self._tape.draw("wallclock"))
+    def _operation_clock(self, operation: str) -> float:
+        value = float(self._tape.draw("clock", operation))
+        # Operations running at once read the clock in another order than recorded:
+        # the transport's clock only moves forward.
+        self._clock = max(self._clock, value)
+        return value
 
-    def _new_id(self) -> str:
-        return str(self._tape.draw("id"))
+    def _wall_clock(self, operation: str) -> float:
+        return float(self._tape.draw("wallclock", operation))
 
-    def _jitter(self) -> float:
-        return float(self._tape.draw("jitter"))
+    def _new_id(self, operation: str) -> str:
+        return str(self._tape.draw("id", operation))
+
+    def _jitter(self, operation: str) -> float:
+        return float(self._tape.draw("jitter", operation))
 
     # -- transport hooks ------------------------------------------------------------------
 
@@ -211,9 +222,9 @@ class ReplayClient(FlowithClientBase):
         return _Signal(self)
 
     async def _send(
-        self, request: Request, timeout: float | None, deadline: float | None
+        self, request: Request, timeout: float | None, deadline: float | None, operation: str
     ) -> Response:
-        number = self._tape.match(request, stream=False)
+        number = self._tape.match(request, stream=False, operation=operation)
         self._progress.fire()
         await anyio.lowlevel.checkpoint()
         return self._tape.answer(number)

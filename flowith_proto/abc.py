@@ -239,14 +239,16 @@ class FlowithClientBase(WebAppMethods):
 
     @abc.abstractmethod
     async def _send(
-        self, request: Request, timeout: float | None, deadline: float | None
+        self, request: Request, timeout: float | None, deadline: float | None, operation: str
     ) -> Response:
         """Send ``request`` as it is and return the whole answer.
 
         The exchange is bounded by ``timeout`` (else :attr:`timeout`) and by
         ``deadline``;
         transport failures become :class:`ConnectionFailedError` or
-        :class:`TimeoutError`."""
+        :class:`TimeoutError`. ``operation`` names the operation sending it
+        (see :meth:`_operation_name`): a replay answers from what that
+        operation was answered; a network transport ignores it."""
 
     @abc.abstractmethod
     async def _open_stream(
@@ -278,7 +280,8 @@ class FlowithClientBase(WebAppMethods):
     async def _open_event_stream(self, request: Request, deadline: float | None) -> ByteStream:
         """Open a stream and judge its status like any other answer."""
         recorder = self._recorder
-        number = 0 if recorder is None else recorder.request(request)
+        # A shared stream is no one operation's: recorded under no name.
+        number = 0 if recorder is None else recorder.request(request, "")
         try:
             status, headers, body = await self._open_stream(request, deadline)
         except (ConnectionFailedError, TimeoutError) as exc:
@@ -347,27 +350,29 @@ class FlowithClientBase(WebAppMethods):
     def _secrets(self) -> tuple[str, ...]:
         return (*self._state.credentials.secrets, self._state.config.supabase_key)
 
-    async def _perform(self, effect: Effect, subscribed: list[str]) -> Any:
+    async def _perform(self, effect: Effect, run: OperationRun[Any]) -> Any:
         # Checked at every step, not only the first: an operation still running
         # when the client closes stops at its next step instead of going on alone.
         self._check_open()
         if isinstance(effect, NextEvent):
             return await self._hub.next_event(effect.node_id, effect.deadline)
         if isinstance(effect, Send):
-            return await self._exchange(effect.request, effect.timeout, effect.deadline)
+            return await self._exchange(
+                effect.request, effect.timeout, effect.deadline, run._name
+            )
         if isinstance(effect, Now):
-            return self._drawn("clock", self._operation_clock())
+            return self._drawn("clock", self._operation_clock(run._name), run._name)
         if isinstance(effect, WallClock):
-            return self._drawn("wallclock", self._wall_clock())
+            return self._drawn("wallclock", self._wall_clock(run._name), run._name)
         if isinstance(effect, NewId):
-            return self._drawn("id", self._new_id())
+            return self._drawn("id", self._new_id(run._name), run._name)
         if isinstance(effect, Jitter):
-            return self._drawn("jitter", self._jitter())
+            return self._drawn("jitter", self._jitter(run._name), run._name)
         if isinstance(effect, RefreshToken):
             await self._refresh_once(effect.seen_token)
             return None
         if isinstance(effect, Subscribe):
-            subscribed.append(effect.node_id)
+            run._subscribed.append(effect.node_id)
             await self._hub.subscribe(effect.node_id, effect.channels, effect.deadline)
             return None
         if isinstance(effect, Alias):
@@ -383,34 +388,39 @@ class FlowithClientBase(WebAppMethods):
             raise FlowithError("the client is closed")
 
     # -- what operations draw: overridable so a replay can hand back a recording --
+    # ``operation`` is the drawing operation's name (see _operation_name).
 
-    def _operation_clock(self) -> float:
+    def _operation_name(self, operation: Operation[Any]) -> str:
+        """The name a recording keeps ``operation``'s draws under ("" unrecorded)."""
+        return "" if self._recorder is None else self._recorder.name(operation)
+
+    def _operation_clock(self, operation: str) -> float:
         return self._now()
 
-    def _wall_clock(self) -> float:
+    def _wall_clock(self, operation: str) -> float:
         return time.time()
 
-    def _new_id(self) -> str:
+    def _new_id(self, operation: str) -> str:
         return str(uuid.uuid4())
 
-    def _jitter(self) -> float:
+    def _jitter(self, operation: str) -> float:
         return random.random()
 
-    def _drawn(self, kind: str, value: T) -> T:
+    def _drawn(self, kind: str, value: T, operation: str) -> T:
         if self._recorder is not None:
-            self._recorder.value(kind, value)
+            self._recorder.value(kind, value, operation)
         return value
 
     async def _exchange(
-        self, request: Request, timeout: float | None, deadline: float | None
+        self, request: Request, timeout: float | None, deadline: float | None, operation: str
     ) -> Response:
         """:meth:`_send`, recorded when the client records."""
         recorder = self._recorder
         if recorder is None:
-            return await self._send(request, timeout, deadline)
-        number = recorder.request(request)
+            return await self._send(request, timeout, deadline, operation)
+        number = recorder.request(request, operation)
         try:
-            response = await self._send(request, timeout, deadline)
+            response = await self._send(request, timeout, deadline, operation)
         except (ConnectionFailedError, TimeoutError) as exc:
             recorder.error(number, exc)
             raise
@@ -832,6 +842,9 @@ class OperationRun(Generic[T]):
     def __init__(self, client: FlowithClientBase, operation: Operation[T]) -> None:
         self._client = client
         self._operation = operation
+        # What the operation's draws are recorded (and replayed) under.
+        self._name = client._operation_name(operation)
+        # The nodes it subscribed to, unsubscribed when it ends.
         self._subscribed: list[str] = []
         self._done = False
         self._started = False
@@ -861,7 +874,7 @@ class OperationRun(Generic[T]):
                 if isinstance(effect, Emit):
                     return effect.value  # type: ignore[no-any-return]
                 try:
-                    result = await self._client._perform(effect, self._subscribed)
+                    result = await self._client._perform(effect, self)
                 except FlowithError as exc:
                     error = exc
         except BaseException:

@@ -4,11 +4,11 @@ A cassette is a UTF-8 text file of JSON lines (``.jsonl``). The first line is
 a header; every other line is one record, in the order the client saw it::
 
     {"cassette": "flowith", "version": 1}
-    {"kind": "clock", "value": 1234.5}            the monotonic clock, read by an operation
-    {"kind": "wallclock", "value": 1779127457.2}  the time of day, read by an operation
-    {"kind": "id", "value": "<uuid4>"}            a fresh id an operation drew
-    {"kind": "jitter", "value": 0.41}             a random retry spread an operation drew
-    {"kind": "request", "n": 3, "method": "POST", "url": "...",
+    {"kind": "clock", "op": <op>, "value": 1234.5}    the monotonic clock, read by an operation
+    {"kind": "wallclock", "op": <op>, "value": 1779127457.2}  the time of day, read by one
+    {"kind": "id", "op": <op>, "value": "<uuid4>"}    a fresh id an operation drew
+    {"kind": "jitter", "op": <op>, "value": 0.41}     a random retry spread an operation drew
+    {"kind": "request", "n": 3, "op": <op>, "method": "POST", "url": "...",
      "headers": [["Accept", "..."], ...], "body": <body>}
     {"kind": "response", "n": 3, "status": 201, "headers": [...], "body": <body>}
     {"kind": "error", "n": 3, "type": "ConnectionFailedError" | "TimeoutError",
@@ -18,9 +18,14 @@ a header; every other line is one record, in the order the client saw it::
     {"kind": "read_timeout", "n": 4, "after": 5}  a read of stream 4 ran out of time
     {"kind": "end", "n": 4, "reason": "eof" | "broken" | "closed"}
 
+``<op>`` names the operation that drew the value or sent the request
+(``"generate:1f0c9a2e#1"``, see :mod:`flowith_proto.operation_names`; ``""`` for
+the shared streams), so that operations running at once replay in any order; a
+cassette without ``op`` fields replays its values in the recorded order.
 ``n`` numbers requests in the order they were sent; a chunk's ``t`` is its
 arrival in seconds after the stream opened and ``after`` the number of
-requests sent by then (a replay releases it no earlier). A ``<body>`` is
+requests sent by then (a replay releases it once all of those were sent
+again). A ``<body>`` is
 ``null``, ``{"text": "..."}`` for UTF-8 or ``{"base64": "..."}`` otherwise,
 and a multipart upload is described by its fields and file names, never its
 bytes.

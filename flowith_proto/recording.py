@@ -7,8 +7,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from flowith_proto.cassette import CassetteWriter, Scrubber, redact_jwt, request_record
+from flowith_proto.effects import Operation
 from flowith_proto.errors import ConnectionFailedError
 from flowith_proto.hub import ByteStream
+from flowith_proto.operation_names import OperationNames
 from flowith_proto.request import Request, Response
 
 __all__ = ["Recorder"]
@@ -30,6 +32,7 @@ class Recorder:
     ) -> None:
         self.scrubber = Scrubber()
         self.scrubber.learn(secrets)
+        self._names = OperationNames(self.scrubber)
         self._writer = CassetteWriter(
             open(path, "w", encoding="utf-8"),  # noqa: SIM115 (closed by close())
             user_id=user_id,
@@ -43,13 +46,20 @@ class Recorder:
     def learn(self, secrets: Iterable[str]) -> None:
         self.scrubber.learn(secrets)
 
-    def value(self, kind: str, value: Any) -> None:
-        """A clock reading, wall time, id or jitter an operation drew."""
-        self._writer.record(kind, value=value)
+    def name(self, operation: Operation[Any]) -> str:
+        """The name the values ``operation`` draws are recorded under."""
+        return self._names.name(operation)
 
-    def request(self, request: Request) -> int:
+    def value(self, kind: str, value: Any, operation: str) -> None:
+        """A clock reading, wall time, id or jitter the named operation drew."""
+        self._writer.record(kind, op=operation, value=value)
+
+    def request(self, request: Request, operation: str) -> int:
+        """Record a request the named operation sends ("" for a shared stream)."""
         self._sent += 1
-        self._writer.record("request", n=self._sent, **request_record(request, self.scrubber))
+        self._writer.record(
+            "request", n=self._sent, op=operation, **request_record(request, self.scrubber)
+        )
         return self._sent
 
     def response(self, n: int, response: Response) -> None:

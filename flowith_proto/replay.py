@@ -47,6 +47,7 @@ from flowith_proto.effects import (
     WallClock,
 )
 from flowith_proto.errors import ConnectionFailedError, FlowithError, TimeoutError
+from flowith_proto.operation_names import OperationNames
 from flowith_proto.request import Request, Response, headers_of
 from flowith_proto.state import ClientState
 from flowith_proto.stream import StreamRouter
@@ -74,14 +75,17 @@ class Tape:
                 self.header, records = read_cassette(handle)
         else:
             self.header, records = read_cassette(source)
-        self._values: dict[str, deque[Any]] = {kind: deque() for kind in _VALUE_KINDS}
+        # What each operation drew, by its name and the kind of value (a cassette
+        # recorded before operations were named keeps them all under "").
+        self._values: dict[tuple[str, str], deque[Any]] = {}
         self._requests: list[dict[str, Any]] = []
         self._answers: dict[int, dict[str, Any]] = {}
         self.streams: dict[int, deque[dict[str, Any]]] = {}
         for position, record in enumerate(records):
             kind = record["kind"]
-            if kind in self._values:
-                self._values[kind].append(record.get("value"))
+            if kind in _VALUE_KINDS:
+                key = (str(record.get("op", "")), kind)
+                self._values.setdefault(key, deque()).append(record["value"])
             elif kind == "request":
                 self._requests.append(record)
             elif kind in ("response", "error", "stream"):
@@ -95,10 +99,17 @@ class Tape:
                 self.streams.setdefault(int(record["n"]), deque()).append(record)
             else:
                 raise CassetteError(f"unknown record kind {kind!r}")
+        named = [r for r in records if "op" in r and r["kind"] in (*_VALUE_KINDS, "request")]
+        self._named = bool(named)
+        # Recorded operation names not yet taken by a replayed operation, in the
+        # order they first drew a value or sent a request.
+        self._unclaimed = list(dict.fromkeys(str(r["op"]) for r in named if r["op"]))
         self._played: set[int] = set()
-        #: Requests matched so far (chunks recorded after request k wait for it).
-        self.sent = 0
+        #: Every recorded request up to this number has been sent again: a stream
+        #: record made after request k waits until this reaches k.
+        self.played_through = 0
         self.scrubber = Scrubber()
+        self._names = OperationNames(self.scrubber)
 
     # -- what the recording knew ----------------------------------------------------
 
@@ -121,33 +132,71 @@ class Tape:
 
     # -- playing -------------------------------------------------------------------
 
-    def draw(self, kind: str) -> Any:
-        """The next recorded clock, wall time, id or jitter value."""
-        values = self._values[kind]
-        if not values:
-            raise CassetteMismatch(
-                f"the replayed code drew more '{kind}' values than the recording holds"
-            )
-        return values.popleft()
+    def name(self, operation: Operation[Any]) -> str:
+        """The name ``operation``'s draws were recorded under (see
+        :mod:`flowith_proto.operation_names`).
 
-    def match(self, request: Request, *, stream: bool) -> int:
-        """The number of the recorded request ``request`` replays."""
+        An operation whose arguments differ from every recorded one (the test
+        changed a prompt) takes the first unclaimed recording of the same
+        function instead, so that its first request fails with a diff of what
+        changed rather than with a missing name.
+        """
+        name = self._names.name(operation)
+        if name in self._unclaimed:
+            self._unclaimed.remove(name)
+            return name
+        function = name.split(":", 1)[0]
+        for candidate in self._unclaimed:
+            if candidate.split(":", 1)[0] == function:
+                self._unclaimed.remove(candidate)
+                return candidate
+        return name
+
+    def draw(self, kind: str, operation: str) -> Any:
+        """The next clock, wall time, id or jitter value the named operation drew."""
+        values = self._values.get((operation if self._named else "", kind))
+        if values:
+            return values.popleft()
+        function = operation.split(":", 1)[0] or "the session"
+        if self._named and not any(name == operation for name, _ in self._values):
+            recorded = sorted({name.split(":", 1)[0] for name, _ in self._values if name})
+            raise CassetteMismatch(
+                f"{function} ({operation}) was not recorded with these arguments, or not "
+                f"this many times; the recording ran: {', '.join(recorded)}"
+            )
+        raise CassetteMismatch(
+            f"{function} ({operation}) asked for a '{kind}' value the recording does not "
+            "hold: it did more than the recorded run (a call the recording lacks, or a "
+            "stream read further than it was recorded)"
+        )
+
+    def match(self, request: Request, *, stream: bool, operation: str = "") -> int:
+        """The number of the recorded request ``request`` replays: the first
+        unplayed one equal to it that the named operation sent ("" for a shared
+        stream), so operations running at once each get their own answers."""
         live = request_record(request, self.scrubber)
-        waiting = [r for r in self._requests if int(r["n"]) not in self._played]
+        waiting = [
+            r
+            for r in self._requests
+            if int(r["n"]) not in self._played
+            and (not self._named or str(r.get("op", "")) == operation)
+        ]
         for record in waiting:
             if all(record.get(key) == live[key] for key in ("method", "url", "body", "headers")):
                 number = int(record["n"])
                 self._played.add(number)
-                self.sent += 1
+                while self.played_through + 1 in self._played:
+                    self.played_through += 1
                 kind = self._answers.get(number, {}).get("kind")
                 if stream != (kind == "stream"):
                     what = "a stream" if stream else "a plain request"
                     raise CassetteMismatch(f"request #{number} was not recorded as {what}")
                 return number
         if not waiting:
+            sender = f"{operation.split(':', 1)[0]} ({operation})" if operation else "the replay"
             raise CassetteMismatch(
-                f"{request.method} {live['url']} was not recorded: the recording has no "
-                "requests left"
+                f"{request.method} {live['url']} was not recorded: {sender} sent every "
+                "request the recording holds for it and asks for one more"
             )
         same_path = [
             r
@@ -218,7 +267,7 @@ def replay_operation(
     tape = cassette if isinstance(cassette, Tape) else Tape(cassette)
     state = tape.state()
     operation = make_operation(state)
-    player = _SyncPlayer(tape, state)
+    player = _SyncPlayer(tape, state, tape.name(operation))
     emitted: list[Any] = []
     result: Any = None
     error: BaseException | None = None
@@ -240,24 +289,25 @@ def replay_operation(
 class _SyncPlayer:
     """Performs effects from a tape, one operation at a time."""
 
-    def __init__(self, tape: Tape, state: ClientState) -> None:
+    def __init__(self, tape: Tape, state: ClientState, operation: str) -> None:
         self.tape = tape
         self.state = state
+        self.operation = operation
         self.router = StreamRouter()
         self.open: dict[str, int] = {}
 
     def perform(self, effect: Effect) -> Any:
         tape = self.tape
         if isinstance(effect, Now):
-            return tape.draw("clock")
+            return tape.draw("clock", self.operation)
         if isinstance(effect, WallClock):
-            return tape.draw("wallclock")
+            return tape.draw("wallclock", self.operation)
         if isinstance(effect, NewId):
-            return tape.draw("id")
+            return tape.draw("id", self.operation)
         if isinstance(effect, Jitter):
-            return tape.draw("jitter")
+            return tape.draw("jitter", self.operation)
         if isinstance(effect, Send):
-            return tape.answer(tape.match(effect.request, stream=False))
+            return tape.answer(tape.match(effect.request, stream=False, operation=self.operation))
         if isinstance(effect, Sleep):
             return None
         if isinstance(effect, Subscribe):

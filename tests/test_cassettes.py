@@ -18,7 +18,7 @@ from flowith_httpx.testing import CassetteMismatch, ReplayClient, replay_operati
 from flowith_proto.abc import ConversationSession, FlowithClientBase
 from flowith_proto.auth import read_claims
 from flowith_proto.cassette import Scrubber, decode_body, redact_jwt
-from flowith_proto.fake import FakeFlowith, chunk, complete
+from flowith_proto.fake import FakeFlowith, chunk, complete, pause
 from flowith_proto.generation import generate
 from flowith_proto.models import AuthSession
 from flowith_proto.recording import Recorder
@@ -84,6 +84,59 @@ def test_the_cassette_holds_no_secret(tmp_path: Path) -> None:
 
 async def one_generation(client: FlowithClientBase) -> list[Any]:
     return [[step async for step in client.generate_stream("Say hello", model="deepseek-r1")]]
+
+
+async def generations_at_once(client: FlowithClientBase) -> list[Any]:
+    """Two streamed generations at once, then a plain and a streamed one at once."""
+    results: dict[str, Any] = {}
+
+    async def streamed(key: str, prompt: str) -> None:
+        results[key] = [step async for step in client.generate_stream(prompt, model="deepseek-r1")]
+
+    async def plain(key: str, prompt: str) -> None:
+        results[key] = await client.generate(prompt)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(streamed, "A", "Alpha")
+        group.start_soon(streamed, "B", "Beta")
+    async with anyio.create_task_group() as group:
+        group.start_soon(plain, "C", "Gamma")
+        group.start_soon(streamed, "D", "Delta")
+    return [results[key] for key in "ABCD"]
+
+
+@pytest.mark.parametrize("recorded_on", ["asyncio", "trio"])
+def test_operations_running_at_once_replay_on_either_loop_in_any_order(
+    tmp_path: Path, recorded_on: str
+) -> None:
+    # Each operation gets back the ids, times and answers it was recorded with,
+    # whatever order the loop runs them in (trio shuffles it on purpose).
+    fake = FakeFlowith()
+    fake.script(chunk("<think>a</think>"), pause(0.05), chunk("A-1 "), chunk("A-2"), complete())
+    fake.script(chunk("B-1 "), pause(0.02), chunk("<think>b</think>B-2"), complete())
+    fake.script(chunk("C-1"), pause(0.03), complete())
+    fake.script(chunk("D-1"), pause(0.01), chunk("D-2"), complete())
+    cassette = tmp_path / "at_once.jsonl"
+    recorded = anyio.run(record, cassette, generations_at_once, fake, backend=recorded_on)
+    assert {step.text for step in (recorded[0][-1], recorded[1][-1])} == {"A-1 A-2", "B-1 B-2"}
+    for backend in ("asyncio", "trio"):
+        for _ in range(8):
+            replayed, unplayed = anyio.run(replay, cassette, generations_at_once, backend=backend)
+            assert comparable(replayed) == comparable(recorded)
+            assert unplayed == []
+
+
+def test_a_replay_that_does_more_than_the_recording_names_the_operation(
+    tmp_path: Path,
+) -> None:
+    cassette = tmp_path / "one.jsonl"
+    anyio.run(record, cassette, one_generation, FakeFlowith(), backend="asyncio")
+
+    async def twice(client: FlowithClientBase) -> list[Any]:
+        return [*await one_generation(client), *await one_generation(client)]
+
+    with pytest.raises(CassetteMismatch, match=r"generate \(generate:\w+#2\) was not recorded"):
+        anyio.run(replay, cassette, twice, backend="asyncio")
 
 
 def test_the_same_cassette_replays_synchronously_in_the_core(tmp_path: Path) -> None:
