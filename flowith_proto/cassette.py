@@ -249,7 +249,7 @@ def decode_body(stored: Any) -> bytes | None:
         if "text" in stored:
             return str(stored["text"]).encode("utf-8")
         if "base64" in stored:
-            return base64.b64decode(str(stored["base64"]))
+            return base64.b64decode(str(stored["base64"]), validate=True)
     raise CassetteError(
         f"a body must be null, {{'text': ...}} or {{'base64': ...}}, got {stored!r}"
     )
@@ -322,8 +322,62 @@ def read_cassette(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, 
             raise CassetteError(f"line {number} of the cassette is not JSON: {exc}") from exc
         if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
             raise CassetteError(f"line {number} of the cassette is not a record")
+        problem = _record_problem(record)
+        if problem is not None:
+            raise CassetteError(f"line {number} of the cassette: {problem}")
         records.append(record)
     return header, records
+
+
+_NUMBER = (int, float)
+#: The fields each kind of record must have, and their JSON types.
+_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "clock": {"value": _NUMBER},
+    "wallclock": {"value": _NUMBER},
+    "jitter": {"value": _NUMBER},
+    "id": {"value": (str,)},
+    "request": {"n": (int,), "method": (str,), "url": (str,), "headers": (list,)},
+    "response": {"n": (int,), "status": (int,), "headers": (list,)},
+    "error": {"n": (int,), "type": (str,), "message": (str,)},
+    "stream": {"n": (int,), "status": (int,), "headers": (list,)},
+    "chunk": {"n": (int,), "t": _NUMBER, "after": (int,)},
+    "read_timeout": {"n": (int,), "after": (int,)},
+    "end": {"n": (int,), "reason": (str,)},
+}
+#: Where a record keeps a stored body.
+_BODIES = {"response": "body", "chunk": "data"}
+
+
+def _record_problem(record: Mapping[str, Any]) -> str | None:
+    """What is wrong with a record read from a cassette (a hand edit, a cut), or ``None``."""
+    kind = record["kind"]
+    fields = _FIELDS.get(kind)
+    if fields is None:
+        return f"unknown record kind {kind!r}"
+    for name, types in {**fields, "op": (str,)}.items():
+        if name not in record:
+            if name == "op":
+                continue
+            return f"a {kind!r} record needs {name!r}"
+        value = record[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join(t.__name__ for t in types)
+            return f"{name!r} of a {kind!r} record must be {wanted}, not {value!r}"
+    headers = record.get("headers", [])
+    if not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        for pair in headers
+    ):
+        return f"the headers of a {kind!r} record must be [name, value] pairs of strings"
+    if kind == "end" and record["reason"] not in ("eof", "broken", "closed"):
+        return f"an 'end' record's reason must be eof, broken or closed, not {record['reason']!r}"
+    field = _BODIES.get(kind)
+    if field is not None:
+        try:
+            decode_body(record.get(field))
+        except (CassetteError, ValueError) as exc:  # binascii.Error is a ValueError
+            return f"{field!r} of a {kind!r} record: {exc}"
+    return None
 
 
 def describe_difference(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> str:

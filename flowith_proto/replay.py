@@ -20,7 +20,6 @@ import attrs
 
 from flowith_proto.auth import Credentials
 from flowith_proto.cassette import (
-    CassetteError,
     CassetteMismatch,
     Scrubber,
     decode_body,
@@ -92,13 +91,11 @@ class Tape:
                 self._answers[int(record["n"])] = record
                 if kind == "stream":
                     self.streams[int(record["n"])] = deque()
-            elif kind in ("chunk", "read_timeout", "end"):
+            else:  # chunk, read_timeout or end (read_cassette() checked the kinds)
                 # Where it was recorded among the other streams' records: reads
                 # of two streams at once are released in this order.
                 record[ORDER] = position
                 self.streams.setdefault(int(record["n"]), deque()).append(record)
-            else:
-                raise CassetteError(f"unknown record kind {kind!r}")
         named = [r for r in records if "op" in r and r["kind"] in (*_VALUE_KINDS, "request")]
         self._named = bool(named)
         # Recorded operation names not yet taken by a replayed operation, in the

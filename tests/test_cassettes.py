@@ -17,11 +17,12 @@ from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_httpx.testing import CassetteMismatch, ReplayClient, replay_operation
 from flowith_proto.abc import ConversationSession, FlowithClientBase
 from flowith_proto.auth import read_claims
-from flowith_proto.cassette import Scrubber, decode_body, redact_jwt
+from flowith_proto.cassette import CassetteError, Scrubber, decode_body, redact_jwt
 from flowith_proto.fake import FakeFlowith, chunk, complete, pause
 from flowith_proto.generation import generate
 from flowith_proto.models import AuthSession
 from flowith_proto.recording import Recorder
+from flowith_proto.replay import Tape
 from tests.sessions import CASSETTES, broad_session
 
 Session = Callable[[FlowithClientBase], Awaitable[list[Any]]]
@@ -274,6 +275,31 @@ def test_credentials_the_client_never_held_are_masked_too() -> None:
     assert scrubber().text("Authorization: Bearer abc.def-0007") == (
         "Authorization: Bearer [REDACTED]"
     )
+
+
+HEADER = '{"cassette":"flowith","version":1}'
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        ('{"kind":"response","status":200,"headers":[],"body":null}', "needs 'n'"),
+        ('{"kind":"response","n":1,"status":"abc","headers":[]}', "'status' of a 'response'"),
+        ('{"kind":"stream","n":1,"status":null,"headers":[]}', "must be int, not None"),
+        ('{"kind":"chunk","n":1,"t":0.1,"after":"five","data":null}', "'after' of a 'chunk'"),
+        ('{"kind":"clock","value":true}', "'value' of a 'clock' record must be int or float"),
+        ('{"kind":"id","op":7,"value":"x"}', "'op' of a 'id' record must be str"),
+        ('{"kind":"request","n":1,"method":"GET","url":"u","headers":[["a"]]}', "pairs"),
+        ('{"kind":"end","n":1,"reason":"gone"}', "eof, broken or closed"),
+        ('{"kind":"chunk","n":1,"t":0,"after":0,"data":{"base64":"%%%"}}', "'data' of a"),
+        ('{"kind":"rewind"}', "unknown record kind 'rewind'"),
+    ],
+)
+def test_a_hand_edited_record_is_refused_with_its_line(record: str, problem: str) -> None:
+    lines = [HEADER, '{"kind":"clock","value":1.5}', record]
+    with pytest.raises(CassetteError, match="line 3 of the cassette") as info:
+        Tape(lines)
+    assert problem in str(info.value)
 
 
 class Chunks:
