@@ -63,7 +63,7 @@ class WebAppMethods(abc.ABC):
         *,
         timeout: float | None = None,
     ) -> list[ConversationRecord]:
-        """The user's conversations, newest first (outside any project unless
+        """The user's conversations, most recently updated first (outside any project unless
         ``project_id`` is given)."""
         return await self._run(
             queries.rows(
@@ -79,7 +79,7 @@ class WebAppMethods(abc.ABC):
         self, *, page_size: int = 50, project_id: str | None = None, timeout: float | None = None
     ) -> AsyncIterator[ConversationRecord]:
         """Every conversation :meth:`list_conversations` lists (those outside any
-        project, or those of ``project_id``), newest first, fetched ``page_size``
+        project, or those of ``project_id``), most recently updated first, fetched ``page_size``
         at a time."""
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ValidationError(f"page_size must be a positive int, not {page_size!r}")

@@ -17,16 +17,20 @@ from flowith_proto.effects import Jitter, Now, Operation, RefreshToken, Send, Sl
 from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import (
     ConnectionFailedError,
-    RateLimitError,
     ResponseDecodeError,
     TimeoutError,
     error_from_response,
     is_token_expired,
+    parse_retry_after,
 )
 from flowith_proto.request import Request, Response
 from flowith_proto.state import ClientState
 
 __all__ = ["call"]
+
+#: Answers whose ``Retry-After`` says when to try again (RFC 9110 §10.2.3): a 429
+#: turned the request away, a 503 is down for that long.
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 def _wait(state: ClientState, seconds: float, deadline: float | None) -> Operation[bool]:
@@ -99,7 +103,8 @@ def call(
             yield RefreshToken(credentials.access_token)
             continue
         now: float | None = None
-        if status == 429 and response.header("retry-after") is not None:
+        retry_after = response.header("retry-after")
+        if status in _RETRY_AFTER_STATUSES and retry_after is not None:
             now = yield WallClock()
         error = error_from_response(
             status,
@@ -111,9 +116,16 @@ def call(
         assert error is not None
         if attempt < policy.max_retries and policy.may_repeat(request, status):
             wait: float | None = None
-            if isinstance(error, RateLimitError) and error.retry_after_s is not None:
-                if error.retry_after_s <= policy.max_retry_after:
-                    wait = error.retry_after_s
+            asked = (
+                parse_retry_after(retry_after, now=now)
+                if status in _RETRY_AFTER_STATUSES
+                else None
+            )
+            if asked is not None:
+                # The server said when; a wait longer than the policy allows is the
+                # caller's to decide (the error carries it on a 429).
+                if asked <= policy.max_retry_after:
+                    wait = asked
             else:
                 jitter = yield Jitter()
                 wait = policy.backoff(attempt, jitter)

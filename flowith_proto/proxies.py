@@ -10,6 +10,9 @@ and hands the mapping in: this module reads nothing itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from flowith_proto.errors import FlowithError
 
 __all__ = ["EnvironmentProxies", "bypassed"]
 
@@ -33,21 +36,31 @@ def bypassed(host: str, no_proxy: str) -> bool:
 class EnvironmentProxies:
     """The proxies of an environment (``{"http": url, "https": url, "all": url,
     "no": "host,..."}``, as ``urllib.request.getproxies()`` gives them), decided
-    once per scheme and host. HTTP(S) proxy URLs only: ``socks5://`` and the
-    like are ignored, as a transport that speaks HTTP proxies only must."""
+    once per scheme and host, for a transport that speaks HTTP proxies only."""
 
     def __init__(self, proxies: Mapping[str, str]) -> None:
         self._proxies = dict(proxies)
         self._routes: dict[tuple[str, str], str | None] = {}
 
     def for_url(self, scheme: str, host: str) -> str | None:
-        """The proxy URL for a request to ``scheme://host``, or ``None``."""
+        """The proxy URL for a request to ``scheme://host``, or ``None``.
+
+        Raises :class:`~flowith_proto.errors.FlowithError` when the environment
+        names a proxy that is not an HTTP one (``socks5://``...): going around a
+        proxy the user set would be worse than failing.
+        """
         key = (scheme, host)
         if key not in self._routes:
             proxy = self._proxies.get(scheme) or self._proxies.get("all")
-            if proxy and not proxy.startswith(("http://", "https://")):
-                proxy = None
             if proxy and bypassed(host, self._proxies.get("no", "")):
                 proxy = None
+            if proxy and not proxy.startswith(("http://", "https://")):
+                where = urlsplit(proxy)  # its user and password stay out of the message
+                raise FlowithError(
+                    f"the environment names the proxy {where.scheme}://{where.hostname} "
+                    f"for {scheme}:// requests; this transport speaks HTTP proxies only: "
+                    "pass proxy=, exempt the host with NO_PROXY, or use the httpx transport "
+                    "(with socksio installed)"
+                )
             self._routes[key] = proxy
         return self._routes[key]

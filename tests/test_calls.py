@@ -90,6 +90,20 @@ def test_retry_after_is_honoured() -> None:
     assert sleeps(script) == [2.0]
 
 
+def test_a_503s_retry_after_is_honoured_too() -> None:
+    # RFC 9110: a 503 may say how long the service will be down; the date form too.
+    script = Script()  # its wall clock: 1779127457.25
+    script.on(
+        "GET",
+        "/rest/v1/flow_node",
+        Response(503, (("Retry-After", "3"),), b"{}"),
+        Response(503, (("Retry-After", "Mon, 18 May 2026 18:04:20 GMT"),), b"{}"),
+        json_response(200, b"[]"),
+    )
+    poll(state(), script)
+    assert sleeps(script) == [3.0, 2.75]
+
+
 def test_retry_after_as_an_http_date_is_honoured() -> None:
     """D21: the date form needs the wall clock, which the core asks for."""
     script = Script()  # its wall clock: 1779127457.25

@@ -24,7 +24,12 @@ import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto import proxies
-from flowith_proto.errors import AuthenticationError, ConnectionFailedError, TimeoutError
+from flowith_proto.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    FlowithError,
+    TimeoutError,
+)
 from flowith_proto.fake import FakeFlowith, chunk, complete, hang, pause
 from tests.conftest import MakeClient, Transport
 from tests.forward_proxy import ForwardProxy
@@ -128,13 +133,32 @@ def test_no_proxy_matching(host: str, no_proxy: str, bypassed: bool) -> None:
     assert proxies.bypassed(host, no_proxy) is bypassed
 
 
+@pytest.mark.parametrize("transport", ["aiohttp"], indirect=True)
+async def test_a_proxy_aiohttp_cannot_speak_fails_loudly_rather_than_being_gone_around(
+    fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx follows a SOCKS proxy itself (with socksio installed); aiohttp cannot.
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:pw@127.0.0.1:9")
+    async with make_client() as client:
+        with pytest.raises(FlowithError, match="speaks HTTP proxies only") as info:
+            await client.get_discord_invite()
+    assert "pw" not in str(info.value)
+    assert fake.requests == []
+
+
 def test_environment_proxies_by_scheme_and_host() -> None:
     environment = proxies.EnvironmentProxies(
-        {"http": "http://p:3128", "all": "socks5://s:1080", "no": "internal.test"}
+        {"http": "http://p:3128", "all": "socks5://user:pw@s:1080", "no": "internal.test"}
     )
     assert environment.for_url("http", "edge.flowith.io") == "http://p:3128"
     assert environment.for_url("http", "api.internal.test") is None  # NO_PROXY
-    assert environment.for_url("https", "edge.flowith.io") is None  # only a SOCKS proxy: ignored
+    assert environment.for_url("https", "api.internal.test") is None  # NO_PROXY beats SOCKS
+    # Only a SOCKS proxy for https: refused loudly rather than gone around, without its password.
+    with pytest.raises(FlowithError, match=r"socks5://s for https:// requests") as info:
+        environment.for_url("https", "edge.flowith.io")
+    assert "pw" not in str(info.value)
 
 
 async def test_the_stream_flows_through_the_proxy_unbuffered(

@@ -136,7 +136,7 @@ class RestEndpoints(EndpointsCore):
     def list_conversations(
         self, *, limit: int = 20, offset: int = 0, project_id: str | None = None
     ) -> Request:
-        """The user's live conversations, newest first; outside any project
+        """The user's live conversations, most recently updated first; outside any project
         unless ``project_id`` is given."""
         project = "is.null" if project_id is None else _eq(project_id, "project_id")
         query = [
