@@ -24,6 +24,7 @@ from flowith_proto.config import (
     EdgeAuth,
 )
 from flowith_proto.errors import ConnectionFailedError, TimeoutError
+from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import EnvironmentProxies
 from flowith_proto.request import Request, Response
 
@@ -54,6 +55,27 @@ class _Signal:
         except asyncio.TimeoutError:
             return self._event.is_set()
         return True
+
+
+async def _connecting(_session: object, context: Any, _params: object) -> None:
+    if isinstance(context.trace_request_ctx, RequestProgress):
+        context.trace_request_ctx.connecting()
+
+
+async def _connected(_session: object, context: Any, _params: object) -> None:
+    # From here on any byte may go out: the request counts as sent.
+    if isinstance(context.trace_request_ctx, RequestProgress):
+        context.trace_request_ctx.sending()
+
+
+def _progress_tracing() -> aiohttp.TraceConfig:
+    """Tracing that tells a request's :class:`RequestProgress` whether it ever
+    had a connection (for the client's own session only)."""
+    config = aiohttp.TraceConfig()
+    config.on_connection_create_start.append(_connecting)
+    config.on_connection_create_end.append(_connected)
+    config.on_connection_reuseconn.append(_connected)
+    return config
 
 
 def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError:
@@ -151,7 +173,7 @@ class FlowithClient(FlowithClientBase):
     def _session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be born inside a running loop.
         if self._http is None:
-            self._http = aiohttp.ClientSession()
+            self._http = aiohttp.ClientSession(trace_configs=[_progress_tracing()])
         return self._http
 
     def _proxy_for(self, url: URL) -> str | None:
@@ -174,18 +196,32 @@ class FlowithClient(FlowithClientBase):
         self, request: Request, timeout: float | None, deadline: float | None, operation: str
     ) -> Response:
         limit = self._request_limit(timeout, deadline)
+        progress = RequestProgress()
         try:
-            async with self._request(request, aiohttp.ClientTimeout(total=limit)) as answer:
+            async with self._request(
+                request, aiohttp.ClientTimeout(total=limit), progress
+            ) as answer:
                 body = await answer.read()
                 return Response(answer.status, tuple(answer.headers.items()), body)
         except asyncio.TimeoutError as exc:
+            if not progress.sent:
+                raise TimeoutError(
+                    f"request was not sent: connecting took longer than {limit:.3g}s",
+                    request_sent=False,
+                ) from exc
             raise TimeoutError(f"request took longer than {limit:.3g}s") from exc
         except aiohttp.ClientError as exc:
             raise _transport_error(exc) from exc
 
-    def _request(self, request: Request, timeout: aiohttp.ClientTimeout) -> Any:
+    def _request(
+        self,
+        request: Request,
+        timeout: aiohttp.ClientTimeout,
+        progress: RequestProgress | None = None,
+    ) -> Any:
         """The core's request, unchanged, as an aiohttp request (awaitable, or an
-        ``async with`` that releases the connection)."""
+        ``async with`` that releases the connection); ``progress`` learns whether
+        it ever had a connection."""
         body, headers = self._wire_body(request)
         url = URL(request.url, encoded=True)
         return self._session().request(
@@ -197,6 +233,7 @@ class FlowithClient(FlowithClientBase):
             proxy=self._proxy_for(url),
             timeout=timeout,
             allow_redirects=request.follow_redirects,
+            trace_request_ctx=progress,
         )
 
     async def _open_stream(

@@ -32,6 +32,7 @@ from flowith_proto.config import (
     EdgeAuth,
 )
 from flowith_proto.errors import ConnectionFailedError, TimeoutError
+from flowith_proto.progress import RequestProgress
 from flowith_proto.request import Request, Response
 
 __all__ = ["FlowithClient"]
@@ -79,12 +80,28 @@ async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
     return value  # type: ignore[return-value]  # set whenever error is None
 
 
-def _transport_error(exc: httpx.HTTPError) -> ConnectionFailedError | TimeoutError:
+def _transport_error(
+    exc: httpx.HTTPError, progress: RequestProgress | None = None
+) -> ConnectionFailedError | TimeoutError:
+    # Failing to connect (or to get a pooled connection) means no byte of the
+    # request left this machine.
+    unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    sent = not unsent and (progress is None or progress.sent)
     if isinstance(exc, httpx.TimeoutException):
-        return TimeoutError(f"request timed out ({type(exc).__name__})")
-    # A connect error means no byte of the request left this machine.
-    sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+        return TimeoutError(f"request timed out ({type(exc).__name__})", request_sent=sent)
     return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)
+
+
+def _tracer(progress: RequestProgress) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore ``trace`` hook noting how far a request got."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.started":
+            progress.connecting()
+        elif event.endswith("send_request_headers.started"):
+            progress.sending()
+
+    return trace
 
 
 #: Chunks a stream's pump may read ahead of its readers (each at most 64 KiB).
@@ -251,11 +268,12 @@ class FlowithClient(FlowithClientBase):
     ) -> Response:
         limit = self._request_limit(timeout, deadline)
         body, headers = self._wire_body(request)
-        sent = False
+        progress = RequestProgress()
+        had_turn = False
         try:
             with anyio.fail_after(limit):
                 async with self._client_for(body) as http:
-                    sent = True
+                    had_turn = True
                     answer = await http.request(
                         request.method,
                         request.url,
@@ -263,17 +281,24 @@ class FlowithClient(FlowithClientBase):
                         content=body,
                         timeout=limit,
                         follow_redirects=request.follow_redirects,
+                        extensions={"trace": _tracer(progress)},
                     )
         except builtins.TimeoutError as exc:
-            if not sent:  # say so: the server was never asked, and the cure is on this side
+            if not had_turn:  # say so: the server was never asked, and the cure is on this side
                 raise TimeoutError(
                     f"request was not sent: it waited {limit:.3g}s for its turn (the client "
                     f"sends {LANES} requests at once on its own connections; bring an "
-                    "http_client with the limits you want to send more)"
+                    "http_client with the limits you want to send more)",
+                    request_sent=False,
+                ) from exc
+            if not progress.sent:
+                raise TimeoutError(
+                    f"request was not sent: connecting took longer than {limit:.3g}s",
+                    request_sent=False,
                 ) from exc
             raise TimeoutError(f"request took longer than {limit:.3g}s") from exc
         except httpx.HTTPError as exc:
-            raise _transport_error(exc) from exc
+            raise _transport_error(exc, progress) from exc
         return Response(answer.status_code, tuple(answer.headers.multi_items()), answer.content)
 
     def _client_for(self, body: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:

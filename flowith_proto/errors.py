@@ -136,7 +136,14 @@ class TimeoutError(FlowithError, builtins.TimeoutError):
 
     It is also a built-in :class:`TimeoutError`, so ``except TimeoutError``
     written against the standard library (or anyio) still catches it.
+    ``request_sent`` is ``False`` when the request provably never left (it
+    timed out connecting, or waiting for a connection), as on
+    :class:`ConnectionFailedError`: then even a write may be retried.
     """
+
+    def __init__(self, message: str = "", *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class GenerationError(FlowithError):

@@ -42,10 +42,8 @@ class RetryPolicy:
 
     def may_resend(self, request: Request, error: Exception) -> bool:
         """Whether a request that failed in transit may go out again."""
-        if isinstance(error, ConnectionFailedError):
+        if isinstance(error, (ConnectionFailedError, TimeoutError)):
             return request.idempotent or request.conflict_means_done or not error.request_sent
-        if isinstance(error, TimeoutError):
-            return request.idempotent or request.conflict_means_done
         return False
 
     def may_repeat(self, request: Request, status: int) -> bool:

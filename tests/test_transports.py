@@ -3,8 +3,12 @@ fake Flowith on loopback: real sockets, real HTTP, real SSE bytes."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -129,6 +133,51 @@ async def test_a_silent_server_times_out_on_time(
             await client.generate("hi", timeout=0.6)
         elapsed = time.monotonic() - started
     assert 0.5 <= elapsed < 3.0
+
+
+@pytest.fixture
+def unconnectable() -> Iterator[str]:
+    """A loopback URL whose connections never complete: a listener with a full
+    accept queue, so the kernel drops further connection attempts."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for each in (*fillers, listener):
+            each.close()
+
+
+async def test_a_write_stuck_connecting_is_retried_as_never_sent(
+    fake: FakeFlowith, transport: Transport, unconnectable: str, tmp_path: Path
+) -> None:
+    # It never left: repeating it cannot apply it twice, as after a refused connection.
+    cassette = tmp_path / "attempts.jsonl"
+    client = transport.client_class()(
+        fake.token,
+        edge_url=unconnectable,
+        supabase_url=unconnectable,
+        timeout=0.3,
+        record_to=cassette,
+    )
+    async with client:
+        with pytest.raises(TimeoutError, match="was not sent: connecting took longer") as info:
+            await client.claim_daily_reward()
+    assert info.value.request_sent is False
+    records = [json.loads(line) for line in cassette.read_text().splitlines()[1:]]
+    attempts = [r for r in records if r["kind"] == "request"]
+    assert len(attempts) == 3  # the first try and max_retries=2 retries
+    assert all(r["method"] == "POST" for r in attempts)
 
 
 async def test_a_deadline_reached_while_polling_is_the_librarys_timeout(
