@@ -98,7 +98,11 @@ class _ReplayStream:
                     if blocker is None:
                         return self._take(items.popleft(), deadline)
                     await client._progress.wait(None)
-            raise CassetteMismatch(f"stream #{self._number} {blocker}")
+            raise CassetteMismatch(
+                f"stream #{self._number} {blocker}; after {STALL_SECONDS:g}s the replay gave "
+                "up: the code under test waits for something the recording does not hold "
+                "(a call made differently, or a cassette cut short or edited by hand)"
+            )
         finally:
             client._reads.discard(self)
             client._progress.fire()

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from flowith_httpx import FlowithClient
+from flowith_httpx import FlowithClient, testing
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_httpx.testing import CassetteMismatch, ReplayClient, replay_operation
 from flowith_proto.abc import ConversationSession, FlowithClientBase
@@ -138,6 +138,26 @@ def test_a_replay_that_does_more_than_the_recording_names_the_operation(
 
     with pytest.raises(CassetteMismatch, match=r"generate \(generate:\w+#2\) was not recorded"):
         anyio.run(replay, cassette, twice, backend="asyncio")
+
+
+def test_a_replay_waiting_for_what_the_recording_lacks_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cassette = tmp_path / "one.jsonl"
+    anyio.run(record, cassette, one_generation, FakeFlowith(), backend="asyncio")
+    lines = cassette.read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines[1:]]
+    first_chunk = next(r for r in records if r["kind"] == "chunk")
+    first_chunk["after"] = 99  # as if recorded after a request the replay never sends
+    cassette.write_text(
+        "\n".join([lines[0], *(json.dumps(r) for r in records)]) + "\n", encoding="utf-8"
+    )
+    monkeypatch.setattr(testing, "STALL_SECONDS", 0.2)
+    with pytest.raises(CassetteMismatch) as info:
+        anyio.run(replay, cassette, one_generation, backend="trio")
+    message = str(info.value)
+    assert "holds data recorded after request #99" in message
+    assert "waits for something the recording does not hold" in message
 
 
 def test_the_same_cassette_replays_synchronously_in_the_core(tmp_path: Path) -> None:
