@@ -180,7 +180,8 @@ def is_failure(status: Any, error: Any, error_type: Any) -> bool:
 
 
 def _node_data(event: Mapping[str, Any]) -> Mapping[str, Any]:
-    data = event.get("nodeData", event.get("data"))
+    """``nodeData or data or {}``: an empty or null ``nodeData`` falls back to ``data``."""
+    data = event.get("nodeData") or event.get("data")
     return data if isinstance(data, Mapping) else {}
 
 

@@ -32,7 +32,7 @@ from flowith_proto.effects import (
     Subscribe,
 )
 from flowith_proto.endpoints import Position
-from flowith_proto.errors import TimeoutError
+from flowith_proto.errors import ResponseDecodeError, TimeoutError, ValidationError
 from flowith_proto.events import Complete, NodeFailed, WorkflowComplete
 from flowith_proto.generation import (
     Conversation,
@@ -90,7 +90,8 @@ def _url_from_event(raw: Mapping[str, Any], kind: str) -> str:
         value = raw.get(key)
         if isinstance(value, str) and value:
             return value
-    data = raw.get("nodeData", raw.get("data"))
+    # An empty or null nodeData falls back to data, as the web app reads it.
+    data = raw.get("nodeData") or raw.get("data")
     if isinstance(data, Mapping):
         value = data.get("value")
         if isinstance(value, str):
@@ -268,7 +269,16 @@ def generate_video(
     node_id = video_node_id
     server_id = body.get("nodeId") if isinstance(body, Mapping) else None
     if isinstance(server_id, str) and server_id and server_id != video_node_id:
-        node_id = require_uuid(server_id, "nodeId")
+        try:
+            node_id = require_uuid(server_id, "nodeId")
+        except ValidationError:
+            # The job has started: say where it went rather than poll a node it is not.
+            raise ResponseDecodeError(
+                f"/video/async named its video node {server_id!r}, which is not a UUID; the "
+                f"video may still be generating in conversation {conv_id}",
+                response.status,
+                body=body,
+            ) from None
         yield Alias(node_id, video_node_id)
     result = yield from _await_media(
         state,

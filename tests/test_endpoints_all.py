@@ -493,6 +493,7 @@ def test_model_id_must_be_plain_text(endpoints: Endpoints, model_id: str) -> Non
         ),
         ("a b,(c)", "https://edge.flowith.io/templates?page_size=1000&type=a%20b%2C%28c%29"),
         ("%26", "https://edge.flowith.io/templates?page_size=1000&type=%2526"),
+        ("", "https://edge.flowith.io/templates?page_size=1000"),  # every type
     ],
 )
 def test_template_type_cannot_add_a_parameter(

@@ -126,11 +126,19 @@ def test_failures(payload: dict[str, Any], status: str, error: str, error_type: 
     )
 
 
+def done_with(**fields: Any) -> dict[str, Any]:
+    """A terminal status event of NODE, in its envelope."""
+    return {"data": {"nodeId": NODE, "status": "done", **fields}}
+
+
 @pytest.mark.parametrize(
     ("payload", "result"),
     [
         ({"data": {"type": "result", "nodeId": NODE, "result": "r"}}, "r"),
         ({"data": {"nodeId": NODE, "status": "done", "nodeData": {"value": "v"}}}, "v"),
+        # nodeData or data: an empty or null nodeData falls back to data
+        (done_with(nodeData=None, data={"value": "d"}), "d"),
+        (done_with(nodeData={}, data={"value": "d"}), "d"),
         ({"data": {"nodeId": NODE, "resultUrl": "https://u"}}, "https://u"),
         ({"data": {"type": "complete", "nodeId": NODE, "imageUrl": "https://i"}}, "https://i"),
     ],

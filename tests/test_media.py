@@ -13,6 +13,7 @@ from flowith_proto.errors import (
     AuthenticationError,
     FileUploadError,
     GenerationError,
+    ResponseDecodeError,
     TimeoutError,
 )
 from flowith_proto.events import parse_event
@@ -94,6 +95,19 @@ def test_image_subscribes_both_streams_before_starting() -> None:
         "image_size": "1k",
         "agent": False,
     }
+
+
+@pytest.mark.parametrize("node_data", [None, {}])
+def test_an_empty_node_data_falls_back_to_data_for_the_url(node_data: Any) -> None:
+    # The web app reads nodeData or data: an image was lost as "no images" before.
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    ai = uuid_n(2)
+    url = "https://cdn.test/a.png"
+    done = {"nodeId": ai, "convId": CONV, "status": "done", "nodeData": node_data}
+    script.feed(ai, [parse_event({**done, "data": {"value": url}})])
+    output = script.run(generate_image(state(), Conversation(), "x"))
+    assert [image.url for image in output.images] == [url]
 
 
 def test_failed_image_raises_with_the_servers_reason() -> None:
@@ -186,6 +200,16 @@ def test_video_follows_the_node_id_the_server_picks() -> None:
         "parentNodeId": uuid_n(1),
         "position": {"x": 0, "y": 310},
     }
+
+
+def test_a_video_node_id_that_is_not_a_uuid_says_where_the_video_went() -> None:
+    script = rows_script()
+    script.on(
+        "POST", "/video/async", json_response(200, json.dumps({"nodeId": "vid-42"}).encode())
+    )
+    with pytest.raises(ResponseDecodeError, match=f"'vid-42'.*in conversation {CONV}") as info:
+        script.run(generate_video(state(), Conversation(), "a cat"))
+    assert info.value.body == {"nodeId": "vid-42"}
 
 
 def test_video_waits_five_minutes_by_default() -> None:

@@ -259,9 +259,10 @@ class EdgeEndpoints(EndpointsCore):
         return self._edge_get("/models", [("logo", str(int(logo))), ("desc", str(int(desc)))])
 
     def templates(self, *, template_type: str | None = None, page_size: int = 1000) -> Request:
-        """Prompt templates; ``template_type`` is percent-encoded (D13)."""
+        """Prompt templates; ``template_type`` is percent-encoded (D13), and an
+        empty one means every type, as in the web app (no ``type=`` at all)."""
         query = [("page_size", require_count(page_size, "page_size", minimum=1))]
-        if template_type is not None:
+        if template_type:
             query.append(("type", quote_value(template_type)))
         return self._edge_get("/templates", query)
 
