@@ -58,13 +58,15 @@ def call(
     deadline: float | None = None,
     timeout: float | None = None,
     renew_token: bool = True,
+    extra_secrets: tuple[str, ...] = (),
 ) -> Operation[Response]:
     """Send the request ``build`` makes and return its successful answer, or
     raise the exception its status maps to.
 
     ``timeout`` overrides the client's per-request limit; ``deadline`` bounds
     the call as a whole, retries included. ``renew_token=False`` is for the
-    refresh request itself.
+    refresh request itself. ``extra_secrets`` are credentials the request carries that
+    the client does not hold (a refresh token passed in): errors never quote them.
     """
     policy = state.retry
     attempt = 0
@@ -87,7 +89,12 @@ def call(
             raise
         # The request's own credentials and the current ones (a refresh may
         # have come in between): both are still valid, so both are hidden.
-        secrets = (*credentials.secrets, *state.credentials.secrets, state.config.supabase_key)
+        secrets = (
+            *credentials.secrets,
+            *state.credentials.secrets,
+            state.config.supabase_key,
+            *extra_secrets,
+        )
         status = response.status
         if status < 300:
             return attrs.evolve(response, secrets=secrets)

@@ -52,7 +52,15 @@ from typing import IO, Any
 import attrs
 
 from flowith_proto.auth import read_claims
-from flowith_proto.errors import FlowithError
+from flowith_proto.errors import (
+    BEARER,
+    CREDENTIAL_FIELD,
+    CREDENTIAL_KEY,
+    CREDENTIAL_NAME,
+    ESCAPED_CREDENTIAL_FIELD,
+    JWT,
+    FlowithError,
+)
 from flowith_proto.request import MultipartForm, Request
 
 __all__ = [
@@ -70,13 +78,7 @@ __all__ = [
 CASSETTE_VERSION = 1
 REDACTED = "[REDACTED]"
 
-#: What names a credential, in a header name or a JSON key. Not plain ``auth``
-#: in keys: an ``author`` is no secret.
-_CREDENTIAL_NAME = (
-    r"token|secret|passw(?:or)?d|api[_-]?key|cookie|authori[sz]ation|credential|signature"
-)
-_SECRET_HEADER = re.compile(rf"{_CREDENTIAL_NAME}|auth", re.IGNORECASE)
-_JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
+_SECRET_HEADER = re.compile(rf"{CREDENTIAL_NAME}|auth", re.IGNORECASE)
 #: A JWT already cut down by :func:`redact_jwt` (no signature): re-derived, not masked,
 #: where a credential-named field holds it, so a replay still reads its ``exp``.
 _UNSIGNED_JWT = re.compile(r"eyJ[\w-]*\.[\w-]*\.")
@@ -85,20 +87,6 @@ _JWT_BYTES = re.compile(rb"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
 #: this many bytes: longer tokens are the client's own, which it knows anyway).
 _JWT_START = re.compile(rb"eyJ[\w.-]*\Z")
 _JWT_HOLD = 4096
-#: A credential-named JSON string field in text that is not JSON as a whole (a body
-#: cut short, a stream chunk): ``"refresh_token":"..."`` keeps its name, loses its value.
-_TOKEN_FIELD = re.compile(
-    rf'("[^"\\]*(?:{_CREDENTIAL_NAME})[^"\\]*"\s*:\s*")((?:[^"\\]|\\.)*)"',
-    re.IGNORECASE,
-)
-#: The same field in JSON escaped inside a JSON string: ``\"access_token\":\"...\"``.
-_ESCAPED_TOKEN_FIELD = re.compile(
-    rf'(\\"[^"\\]*(?:{_CREDENTIAL_NAME})[^"\\]*\\"\s*:\s*\\")((?:[^"\\]|\\[^"])*?)\\"',
-    re.IGNORECASE,
-)
-#: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line).
-_BEARER = re.compile(r"(\bBearer\s+)[\w.~+/=-]{8,}", re.IGNORECASE)
-_TOKEN_KEY = re.compile(_CREDENTIAL_NAME, re.IGNORECASE)
 
 
 class CassetteError(FlowithError):
@@ -120,10 +108,10 @@ class Scrubber:
         self.secrets.update(v for v in values if v and len(v) >= 8)
 
     def text(self, value: str) -> str:
-        value = _JWT.sub(lambda match: redact_jwt(match.group()), value)
-        value = _TOKEN_FIELD.sub(_masked_field, value)
-        value = _ESCAPED_TOKEN_FIELD.sub(_masked_escaped_field, value)
-        value = _BEARER.sub(rf"\1{REDACTED}", value)
+        value = JWT.sub(lambda match: redact_jwt(match.group()), value)
+        value = CREDENTIAL_FIELD.sub(_masked_field, value)
+        value = ESCAPED_CREDENTIAL_FIELD.sub(_masked_escaped_field, value)
+        value = BEARER.sub(rf"\1{REDACTED}", value)
         for secret in sorted(self.secrets, key=len, reverse=True):
             if secret in value:
                 value = value.replace(secret, REDACTED)
@@ -208,7 +196,7 @@ def _masked(value: str) -> str:
 
 
 def _masked_field(match: re.Match[str]) -> str:
-    return f'{match.group(1)}{_masked(match.group(2))}"'
+    return f"{match.group(1)}{_masked(match.group(2))}{match.group(3)}"
 
 
 def _masked_escaped_field(match: re.Match[str]) -> str:
@@ -220,8 +208,8 @@ def _mask_tokens(value: Any) -> bool:
     changed = False
     if isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(item, str) and item and _TOKEN_KEY.search(str(key)):
-                value[key] = redact_jwt(item) if _JWT.fullmatch(item) else REDACTED
+            if isinstance(item, str) and item and CREDENTIAL_KEY.search(str(key)):
+                value[key] = redact_jwt(item) if JWT.fullmatch(item) else REDACTED
                 changed = True
             else:
                 changed = _mask_tokens(item) or changed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -179,12 +180,45 @@ class EventTooLargeError(FlowithError):
         self.limit = limit
 
 
+#: What names a credential, in a header name or a JSON key. Not plain ``auth`` in
+#: keys: an ``author`` is no secret.
+CREDENTIAL_NAME = (
+    r"token|secret|passw(?:or)?d|api[_-]?key|cookie|authori[sz]ation|credential|signature"
+)
+CREDENTIAL_KEY = re.compile(CREDENTIAL_NAME, re.IGNORECASE)
+#: A credential-named JSON string field in text that is not JSON as a whole (a body
+#: cut short, a stream chunk): ``"refresh_token":"..."``; group 2 is the value and
+#: group 3 its closing quote, missing where the text ends inside the value.
+CREDENTIAL_FIELD = re.compile(
+    rf'("[^"\\]*(?:{CREDENTIAL_NAME})[^"\\]*"\s*:\s*")((?:[^"\\]|\\.)*)("|\Z)',
+    re.IGNORECASE,
+)
+#: The same field in JSON escaped inside a JSON string: ``\"access_token\":\"...\"``.
+ESCAPED_CREDENTIAL_FIELD = re.compile(
+    rf'(\\"[^"\\]*(?:{CREDENTIAL_NAME})[^"\\]*\\"\s*:\s*\\")((?:[^"\\]|\\[^"])*?)\\"',
+    re.IGNORECASE,
+)
+#: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line).
+BEARER = re.compile(r"(\bBearer\s+)[\w.~+/=-]{8,}", re.IGNORECASE)
+#: A signed JWT.
+JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
+_REDACTED = "[REDACTED]"
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every non-trivial secret inside ``text`` by ``[REDACTED]``."""
+    """``text`` with every non-trivial secret in it replaced by ``[REDACTED]``, and
+    what looks like a credential the client never held too: JWTs, the values of
+    credential-named fields (``"refresh_token":"..."``, escaped or not) and the
+    word after ``Bearer``. For error messages and bodies: a token the server just
+    issued, or one the caller passed in, is masked before anyone learns it."""
     for secret in secrets:
         if secret and len(secret) >= 8 and secret in text:
-            text = text.replace(secret, "[REDACTED]")
-    return text
+            text = text.replace(secret, _REDACTED)
+    if "eyJ" in text:
+        text = JWT.sub(_REDACTED, text)
+    text = CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)
+    text = ESCAPED_CREDENTIAL_FIELD.sub(rf'\1{_REDACTED}\\"', text)
+    return BEARER.sub(rf"\1{_REDACTED}", text)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -236,7 +270,12 @@ def _redact_values(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, list):
         return [_redact_values(item, secrets) for item in value]
     if isinstance(value, dict):
-        return {key: _redact_values(item, secrets) for key, item in value.items()}
+        return {
+            key: _REDACTED
+            if isinstance(item, str) and item and CREDENTIAL_KEY.search(str(key))
+            else _redact_values(item, secrets)
+            for key, item in value.items()
+        }
     return value
 
 

@@ -247,7 +247,11 @@ def refresh(
     """
     try:
         response = yield from call(
-            state, lambda e: e.refresh_session(refresh_token), timeout=timeout, renew_token=False
+            state,
+            lambda e: e.refresh_session(refresh_token),
+            timeout=timeout,
+            renew_token=False,
+            extra_secrets=(refresh_token,),
         )
     except APIError as exc:
         if isinstance(exc, AuthenticationError):
@@ -255,7 +259,16 @@ def refresh(
         raise AuthenticationError(
             f"refreshing the session failed: {exc}", status_code=exc.status_code, body=exc.body
         ) from exc
-    session = structure_row(response.json(), AuthSession, context="refresh_access_token")
+    payload = response.json()
+    if isinstance(payload, Mapping) and not all(
+        isinstance(payload.get(name, ""), str) for name in ("access_token", "refresh_token")
+    ):
+        # Adopted as text, {"x": 1} would become the bearer of every later request.
+        raise ResponseDecodeError(
+            "refresh_access_token: access_token and refresh_token must be strings",
+            status_code=response.status,
+        )
+    session = structure_row(payload, AuthSession, context="refresh_access_token")
     if not session.access_token:
         raise AuthenticationError("refreshing the session returned no access_token")
     state.credentials = state.credentials.with_tokens(session.access_token, session.refresh_token)

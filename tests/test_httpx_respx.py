@@ -15,6 +15,7 @@ import pytest
 import respx
 
 from flowith_httpx import (
+    AuthenticationError,
     ConnectionFailedError,
     FlowithClient,
     NotFoundError,
@@ -301,3 +302,47 @@ async def test_d22_a_credit_type_answer_of_the_wrong_shape_is_an_error(body: str
                 await flowith.get_credit_type()
             with pytest.raises(ResponseDecodeError):
                 await flowith.get_discord_invite()
+
+
+EXPLICIT_REFRESH = "explicit-refresh-0123456789"
+NEW_REFRESH = "new-refresh-9876543210"
+NEW_JWT = "eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, json.dumps({"error_description": f"Invalid Refresh Token: {EXPLICIT_REFRESH}"})),
+        (200, f"echo {EXPLICIT_REFRESH} <html>"),
+        # A truncated answer quoting tokens the client has not adopted yet.
+        (200, f'{{"access_token":"{NEW_JWT}","refresh_token":"{NEW_REFRESH}'),
+    ],
+)
+async def test_a_failed_refresh_quotes_no_token(status: int, body: str) -> None:
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(status, text=body)
+        async with client(max_retries=0) as flowith:
+            with pytest.raises((ResponseDecodeError, AuthenticationError)) as info:
+                await flowith.refresh_access_token(EXPLICIT_REFRESH)
+    shown = f"{info.value} {info.value.__dict__}"
+    for secret in (EXPLICIT_REFRESH, NEW_REFRESH, NEW_JWT):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        {"access_token": {"x": 1}},
+        {"access_token": 12345},
+        {"access_token": "t", "refresh_token": ["a"]},
+    ],
+)
+async def test_a_refresh_answer_with_tokens_that_are_not_text_is_refused(
+    tokens: dict[str, Any],
+) -> None:
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(200, json=tokens)
+        async with client(refresh_token=EXPLICIT_REFRESH, max_retries=0) as flowith:
+            with pytest.raises(ResponseDecodeError, match="must be strings"):
+                await flowith.refresh_access_token()
+            assert flowith._state.credentials.access_token == TOKEN  # nothing adopted
