@@ -164,10 +164,10 @@ class Scrubber:
             return {"base64": base64.b64encode(self.raw(body)).decode("ascii")}
         try:
             parsed = json.loads(text)
-        except ValueError:
-            return {"text": self.text(text)}  # token-named fields are masked there too
-        if _mask_tokens(parsed):
-            text = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
+            if _mask_tokens(parsed):
+                text = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply
+            pass  # credential-named fields are masked in the text too
         return {"text": self.text(text)}
 
 
@@ -306,7 +306,7 @@ def read_cassette(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, 
             continue
         try:
             record = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise CassetteError(f"line {number} of the cassette is not JSON: {exc}") from exc
         if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
             raise CassetteError(f"line {number} of the cassette is not a record")

@@ -257,9 +257,9 @@ def _decode_body(body: bytes, secrets: list[str]) -> Any:
     text = redact(body.decode("utf-8", errors="replace"), secrets)
     try:
         decoded = json.loads(text)
-    except ValueError:
+        return _redact_values(decoded, secrets)
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply
         return text
-    return _redact_values(decoded, secrets)
 
 
 def _redact_values(value: Any, secrets: list[str]) -> Any:

@@ -268,4 +268,6 @@ def decode_event(data: str) -> FlowithEvent:
         payload = json.loads(data)
     except ValueError:
         return MalformedEvent("", "not JSON", data)
+    except RecursionError:  # nested deeper than Python's recursion limit
+        return MalformedEvent("", "JSON nested too deeply", data)
     return parse_event(payload)

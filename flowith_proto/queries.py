@@ -232,7 +232,7 @@ def online_count(state: ClientState, *, timeout: float | None = None) -> Operati
         raise ResponseDecodeError("get_online_count: expected a number", body=body)
     try:
         return int(float(body))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # not a number, or past a float's range
         raise ResponseDecodeError("get_online_count: expected a number", body=body) from exc
 
 

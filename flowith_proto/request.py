@@ -231,7 +231,7 @@ class Response:
             return None
         try:
             return json.loads(self.body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # not JSON, or nested too deeply
             # Redacted whole, then cut: a secret cut by the excerpt would escape.
             text = redact(self.body.decode("utf-8", errors="replace"), self.secrets)
             excerpt = text[:200]

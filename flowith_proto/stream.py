@@ -73,7 +73,7 @@ def listener_payloads(events: Iterable[ServerSentEvent], *, raw: bool) -> list[d
     for sse in events:
         try:
             payload = json.loads(sse.data)
-        except ValueError:
+        except (ValueError, RecursionError):
             log.debug("skipping a non-JSON frame on a listened stream")
             continue
         if not isinstance(payload, Mapping):

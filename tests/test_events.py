@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from flowith_proto.demux import Demultiplexer, StreamEnded
+from flowith_proto.errors import APIError, ResponseDecodeError, error_from_response
 from flowith_proto.events import (
     Chunks,
     Complete,
@@ -21,6 +22,8 @@ from flowith_proto.events import (
     parse_event,
     unwrap,
 )
+from flowith_proto.request import Response
+from flowith_proto.stream import StreamRouter
 
 NODE = "99999999-8888-4777-8666-555555555555"
 OTHER = "12345678-1234-4234-8234-123456789012"
@@ -244,3 +247,31 @@ def test_events_that_arrive_just_before_an_alias_are_not_lost() -> None:
     assert isinstance(early, Chunks)
     assert early.chunks == ("early",)
     assert demux.pop(NODE) is None
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit when decoded
+
+
+def test_json_nested_too_deeply_is_a_malformed_event_not_a_crash() -> None:
+    event = decode_event(DEEP)
+    assert isinstance(event, MalformedEvent)
+    assert event.reason == "JSON nested too deeply"
+
+
+def test_a_deep_frame_does_not_cost_the_events_after_it() -> None:
+    router = StreamRouter()
+    router.demux.subscribe(NODE)
+    good = json.dumps({"data": {"type": "complete", "nodeId": NODE, "result": "kept"}})
+    woken = router.feed(f"data: {DEEP}\n\ndata: {good}\n\n".encode())
+    assert woken == {NODE}
+    delivered = router.demux.pop(NODE)
+    assert isinstance(delivered, Complete)
+    assert delivered.result == "kept"
+
+
+def test_a_deep_answer_is_a_typed_decode_error() -> None:
+    with pytest.raises(ResponseDecodeError):
+        Response(200, (), DEEP.encode()).json()
+    error = error_from_response(500, (), DEEP.encode())
+    assert isinstance(error, APIError)
+    assert error.body == DEEP

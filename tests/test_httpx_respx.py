@@ -346,3 +346,14 @@ async def test_a_refresh_answer_with_tokens_that_are_not_text_is_refused(
             with pytest.raises(ResponseDecodeError, match="must be strings"):
                 await flowith.refresh_access_token()
             assert flowith._state.credentials.access_token == TOKEN  # nothing adopted
+
+
+@pytest.mark.parametrize("body", ["1e400", "Infinity", '"1e400"', "9" * 400])
+async def test_an_online_count_past_a_floats_range_is_a_decode_error(body: str) -> None:
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/rest/v1/rpc/get_online_count").respond(
+            200, text=body
+        )
+        async with client(max_retries=0) as flowith:
+            with pytest.raises(ResponseDecodeError, match="expected a number"):
+                await flowith.get_online_count()
