@@ -171,11 +171,16 @@ def _node_id(event: Mapping[str, Any]) -> str:
 
 
 def is_failure(status: Any, error: Any, error_type: Any) -> bool:
-    """The one rule for a failed node, shared by events and polled rows."""
+    """The one rule for a failed node, shared by events and polled rows.
+
+    An ``error`` (or ``error_type``) that JSON holds as empty or false
+    (``null``, ``false``, ``0``, ``""``, ``[]``, ``{}``) says there is none:
+    ``"error": false`` beside a result is a success.
+    """
     return (
         (isinstance(status, str) and status.lower() in _FAILURE_STATUSES)
-        or bool(_text(error))
-        or bool(_text(error_type))
+        or bool(error)
+        or bool(error_type)
     )
 
 

@@ -167,9 +167,18 @@ def node_state(rows: Any) -> NodePending | NodeDone | NodeFailedState:
     if not rows:
         return NodePending()
     row = rows[0]
-    data = _as_object(row.get("data")) if isinstance(row, Mapping) else None
+    if not isinstance(row, Mapping):
+        raise ResponseDecodeError(
+            f"expected a flow_node row (an object), got {type(row).__name__}", body=rows
+        )
+    data = _as_object(row.get("data"))
+    if data is None:
+        return NodePending()  # the row exists, its data is not written yet
     if not isinstance(data, Mapping):
-        return NodePending()
+        raise ResponseDecodeError(
+            f"expected a flow_node row's data to be an object, got {type(data).__name__}",
+            body=rows,
+        )
     status = data.get("status")
     status_text = status.lower() if isinstance(status, str) else ""
     value = data.get("value")

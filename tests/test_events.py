@@ -142,6 +142,9 @@ def done_with(**fields: Any) -> dict[str, Any]:
         # nodeData or data: an empty or null nodeData falls back to data
         (done_with(nodeData=None, data={"value": "d"}), "d"),
         (done_with(nodeData={}, data={"value": "d"}), "d"),
+        # an error JSON holds as false or empty is no error
+        (done_with(result="R", error=False, error_type=""), "R"),
+        (done_with(result="R", error=0, error_type=None), "R"),
         ({"data": {"nodeId": NODE, "resultUrl": "https://u"}}, "https://u"),
         ({"data": {"type": "complete", "nodeId": NODE, "imageUrl": "https://i"}}, "https://i"),
     ],

@@ -11,7 +11,7 @@ from flowith_proto.auth import Credentials
 from flowith_proto.demux import StreamEnded
 from flowith_proto.effects import NewId, NextEvent, Now, Send, Sleep, Subscribe, WallClock
 from flowith_proto.endpoints import Position
-from flowith_proto.errors import GenerationError, NotFoundError, TimeoutError
+from flowith_proto.errors import GenerationError, NotFoundError, ResponseDecodeError, TimeoutError
 from flowith_proto.events import Chunks, Complete, NodeFailed, parse_event
 from flowith_proto.generation import (
     Conversation,
@@ -449,6 +449,10 @@ def test_turn_layout() -> None:
     assert (user.y, ai.y) == (970, 1180)
 
 
+#: What JSON holds as "no error" in an ``error`` field.
+NO_ERRORS: tuple[object, ...] = (False, 0, "", [], {}, None)
+
+
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [
@@ -484,12 +488,25 @@ def test_turn_layout() -> None:
             [{"data": {"status": "done", "value": '{"error": "provider said no"}'}}],
             NodeFailedState("done", "provider said no", ""),
         ),
-        ([{"data": None}], NodePending()),
-        (["not a row"], NodePending()),
+        ([{"data": None}], NodePending()),  # the row's data is not written yet
+        # An error that JSON holds as false or empty is no error.
+        *(
+            (
+                [{"data": {"status": "done", "value": "v", "error": none}}],
+                NodeDone("v", {"status": "done", "value": "v", "error": none}),
+            )
+            for none in NO_ERRORS
+        ),
     ],
 )
 def test_node_state(rows: Any, expected: object) -> None:
     assert node_state(rows) == expected
+
+
+@pytest.mark.parametrize("rows", [["not a row"], [42], [{"data": 42}], [{"data": "plain text"}]])
+def test_a_row_of_the_wrong_shape_is_a_decode_error_not_pending_forever(rows: Any) -> None:
+    with pytest.raises(ResponseDecodeError, match="expected a flow_node row"):
+        node_state(rows)
 
 
 def test_effect_types_are_small_values() -> None:
