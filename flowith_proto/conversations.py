@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flowith_proto.calls import call
 from flowith_proto.effects import Operation
-from flowith_proto.errors import NotFoundError
+from flowith_proto.errors import NotFoundError, ResponseDecodeError
 from flowith_proto.request import require_uuid
 from flowith_proto.state import ClientState
 
@@ -19,3 +21,11 @@ def delete(state: ClientState, conv_id: str, *, timeout: float | None = None) ->
     rows = response.json()
     if isinstance(rows, list) and not rows:
         raise NotFoundError(f"conversation {conv} does not exist", status_code=response.status)
+    # return=representation: the deleted row comes back, or deleting nothing could
+    # not be told from deleting it (D21).
+    if not (isinstance(rows, list) and all(isinstance(row, Mapping) for row in rows)):
+        raise ResponseDecodeError(
+            "delete_conversation: expected the deleted row back, a JSON array of objects",
+            status_code=response.status,
+            body=rows,
+        )

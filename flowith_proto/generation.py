@@ -45,7 +45,12 @@ from flowith_proto.effects import (
     WallClock,
 )
 from flowith_proto.endpoints import NODE_TYPE_AI, NODE_TYPE_USER, Position
-from flowith_proto.errors import GenerationError, ResponseDecodeError, TimeoutError
+from flowith_proto.errors import (
+    GenerationError,
+    ResponseDecodeError,
+    TimeoutError,
+    ValidationError,
+)
 from flowith_proto.events import (
     Chunks,
     Complete,
@@ -249,7 +254,13 @@ def created_conversation_id(body: Any) -> str:
     conv_id = row.get("id") if isinstance(row, Mapping) else None
     if not isinstance(conv_id, str) or not conv_id:
         raise ResponseDecodeError("creating the conversation returned no id", body=body)
-    return conv_id
+    try:
+        return require_uuid(conv_id, "conv_id")
+    except ValidationError:  # the server's answer, not the caller's input
+        raise ResponseDecodeError(
+            f"creating the conversation returned an id that is not a UUID: {conv_id!r}",
+            body=body,
+        ) from None
 
 
 @attrs.frozen

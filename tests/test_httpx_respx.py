@@ -357,3 +357,25 @@ async def test_an_online_count_past_a_floats_range_is_a_decode_error(body: str) 
         async with client(max_retries=0) as flowith:
             with pytest.raises(ResponseDecodeError, match="expected a number"):
                 await flowith.get_online_count()
+
+
+@pytest.mark.parametrize("body", ["null", "{}", "42", '"hello"', "", "[{}, 3]"])
+async def test_a_delete_answered_with_anything_but_the_row_is_not_taken_for_success(
+    body: str,
+) -> None:
+    # Without the deleted row back, deleting nothing cannot be told from deleting it (D21).
+    with respx.mock() as router:
+        router.patch(url__startswith=f"{SB}/rest/v1/conversation").respond(200, text=body)
+        async with client(max_retries=0) as flowith:
+            with pytest.raises(ResponseDecodeError, match="expected the deleted row back"):
+                await flowith.delete_conversation(CONV)
+
+
+async def test_a_created_conversation_id_that_is_not_a_uuid_is_a_decode_error() -> None:
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/rest/v1/conversation").respond(
+            201, json=[{"id": "not-a-uuid"}]
+        )
+        async with client(max_retries=0) as flowith:
+            with pytest.raises(ResponseDecodeError, match="not a UUID: 'not-a-uuid'"):
+                await flowith.generate("hi")
