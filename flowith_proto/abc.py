@@ -735,10 +735,10 @@ class FlowithClientBase(WebAppMethods):
         """
         self._check_open()
         # Absolute, so that the caller gets an absolute path back.
+        request = download_request(self._state.config, url)  # checks the URL first
         folder = Path(await self._to_thread(os.path.abspath, path))
         name = safe_filename(url, filename, default_name)
         target = Path(target_inside(folder, name))
-        request = download_request(self._state.config, url)
         deadline = None if timeout is None else self._now() + timeout
         await self._to_thread(functools.partial(folder.mkdir, parents=True, exist_ok=True))
         if not overwrite and await self._to_thread(os.path.lexists, target):

@@ -68,12 +68,28 @@ def target_inside(folder: PurePath, name: str) -> PurePath:
     return folder / name
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is no http(s) URL a client can fetch, or ``None`` if it is one."""
+    if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
+        return "it holds spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return "it is not http(s)"
+    if not parts.hostname:
+        return "it names no host"
+    return None
+
+
 def download_request(config: FlowithConfig, url: str) -> Request:
     """A GET of a generated file. It goes to a CDN, so it carries the browser
     headers but never a token."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValidationError(f"can only download http(s) URLs, got {url!r}", status_code=None)
+    problem = url_problem(url)
+    if problem is not None:
+        raise ValidationError(f"cannot download {url!r}: {problem}", status_code=None)
     headers = (
         ("Accept", "*/*"),
         ("User-Agent", config.user_agent),

@@ -34,6 +34,7 @@ from flowith_proto.effects import (
 from flowith_proto.endpoints import Position
 from flowith_proto.errors import ResponseDecodeError, TimeoutError, ValidationError
 from flowith_proto.events import Complete, NodeFailed, WorkflowComplete
+from flowith_proto.files import url_problem
 from flowith_proto.generation import (
     Conversation,
     NodeDone,
@@ -103,8 +104,13 @@ def _checked_url(result: str, node_id: str) -> str:
     """A media result is a URL, or nothing: any other text is the reason the
     job failed (defect D4 returned "Request blocked by content policy" as the
     image's URL), so it is raised as such."""
-    if not result or result.startswith(("http://", "https://")):
+    if not result:
         return result
+    if result.startswith(("http://", "https://")):
+        problem = url_problem(result)
+        if problem is None:
+            return result
+        raise failure(node_id, "failed", f"the result {result!r} is no usable URL: {problem}", "")
     kind = "provider_error" if "provider_error" in result else ""
     raise failure(node_id, "failed", result, kind)
 

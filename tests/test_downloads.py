@@ -225,6 +225,26 @@ async def test_a_failed_download_leaves_nothing(
     assert not folder.exists() or os.listdir(folder) == []
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://[::1/a.png", "Invalid IPv6 URL"),
+        ("https://cdn.test:abc/a.png", "Port could not be cast"),
+        ("https://cdn.test/a\x00.png", "control characters"),
+        ("https://cdn.test/a b.png", "spaces"),
+        ("https:///a.png", "names no host"),
+        ("mailto:a@b.c", r"not http\(s\)"),
+    ],
+)
+async def test_a_url_no_client_can_fetch_is_a_validation_error(
+    make_client: MakeClient, tmp_path: Path, url: str, reason: str
+) -> None:
+    async with make_client() as client:
+        with pytest.raises(ValidationError, match=reason):
+            await client.download(url, tmp_path)
+    assert entries(tmp_path) == set()
+
+
 # A cancelled download currently leaves closing its ``.part`` handle to the
 # garbage collector (a ResourceWarning); this test checks what is on disk.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")

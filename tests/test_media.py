@@ -145,6 +145,16 @@ def test_a_result_that_is_not_a_url_is_the_failure_it_reports(value: str, error_
     assert (info.value.error, info.value.error_type) == (value, error_type)
 
 
+@pytest.mark.parametrize("value", ["https://[::1/a.png", "https://cdn.test:abc/a.png"])
+def test_a_result_url_no_client_can_fetch_is_a_failure_not_an_image(value: str) -> None:
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    rows = [{"data": {"status": "completed", "value": value}, "type": "2"}]
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
+    with pytest.raises(GenerationError, match="is no usable URL"):
+        script.run(generate_image(state(stall_interval=5.0), Conversation(), "x", timeout=60))
+
+
 def test_quiet_streams_make_the_image_wait_read_the_row() -> None:
     script = rows_script()
     script.on("POST", "/image_gen/async", json_response(200, b"{}"))
