@@ -79,16 +79,24 @@ class WebAppMethods(abc.ABC):
         self, *, page_size: int = 50, project_id: str | None = None, timeout: float | None = None
     ) -> AsyncIterator[ConversationRecord]:
         """Every conversation :meth:`list_conversations` lists (those outside any
-        project, or those of ``project_id``), most recently updated first, fetched ``page_size``
-        at a time."""
+        project, or those of ``project_id``), most recently updated first, fetched
+        ``page_size`` at a time.
+
+        Each is yielded once: one updated meanwhile moves up the order, and may
+        come back on a later page. A full page with nothing new ends the walk (a
+        server ignoring ``offset`` would otherwise repeat one page forever).
+        """
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ValidationError(f"page_size must be a positive int, not {page_size!r}")
         offset = 0
+        seen: set[str] = set()
         while True:
             page = await self.list_conversations(page_size, offset, project_id, timeout=timeout)
-            for record in page:
+            fresh = [r for r in page if not r.conv_id or r.conv_id not in seen]
+            for record in fresh:
+                seen.add(record.conv_id)
                 yield record
-            if len(page) < page_size:
+            if len(page) < page_size or not fresh:
                 return
             offset += len(page)
 

@@ -379,3 +379,13 @@ async def test_a_created_conversation_id_that_is_not_a_uuid_is_a_decode_error() 
         async with client(max_retries=0) as flowith:
             with pytest.raises(ResponseDecodeError, match="not a UUID: 'not-a-uuid'"):
                 await flowith.generate("hi")
+
+
+async def test_iter_conversations_ends_when_a_server_ignores_the_offset() -> None:
+    rows = [{"id": CONV, "title": "a"}, {"id": USER, "title": "b"}]
+    with respx.mock() as router:
+        route = router.get(url__startswith=f"{SB}/rest/v1/conversation").respond(200, json=rows)
+        async with client(max_retries=0) as flowith:
+            seen = [r.conv_id async for r in flowith.iter_conversations(page_size=2)]
+    assert seen == [CONV, USER]  # each once
+    assert route.call_count == 2  # the repeated page ended the walk
