@@ -190,6 +190,18 @@ def _node_data(event: Mapping[str, Any]) -> Mapping[str, Any]:
     return data if isinstance(data, Mapping) else {}
 
 
+def _non_text_result(event: Mapping[str, Any]) -> str | None:
+    """The result field of a terminal event that holds something else than text
+    (a number, an object...), if any: such an event is malformed, not empty."""
+    for key in ("result", "resultUrl", "imageUrl", "videoUrl"):
+        if event.get(key) is not None and not isinstance(event.get(key), str):
+            return key
+    value = _node_data(event).get("value")
+    if value is not None and not isinstance(value, str):
+        return "nodeData.value"
+    return None
+
+
 def _terminal_result(event: Mapping[str, Any]) -> str:
     """The full text or media URL of a terminal event, from the first field
     that has one."""
@@ -255,6 +267,10 @@ def parse_event(payload: Any) -> FlowithEvent:
         or (isinstance(status, str) and status.lower() in _SUCCESS_STATUSES)
         or "resultUrl" in event
     ):
+        wrong = _non_text_result(event)
+        if wrong is not None:
+            reason = f"{wrong!r} of a terminal event is not text"
+            return MalformedEvent(node_id, reason, _text(event))
         model = _node_data(event).get("model")
         return Complete(
             node_id,

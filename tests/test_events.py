@@ -278,3 +278,22 @@ def test_a_deep_answer_is_a_typed_decode_error() -> None:
     error = error_from_response(500, (), DEEP.encode())
     assert isinstance(error, APIError)
     assert error.body == DEEP
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"type": "complete", "result": 42},
+        {"type": "complete", "result": {"text": "x"}},
+        {"type": "complete", "resultUrl": ["https://a"]},
+        {"status": "done", "nodeData": {"value": 7}},
+    ],
+)
+def test_a_terminal_event_whose_result_is_not_text_is_malformed_not_empty(
+    fields: dict[str, Any],
+) -> None:
+    # Read as "", it ended a generation with no text and no error.
+    event = parse_event({"nodeId": NODE, **fields})
+    assert isinstance(event, MalformedEvent)
+    assert event.node_id == NODE
+    assert "is not text" in event.reason
