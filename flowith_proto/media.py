@@ -14,6 +14,7 @@ error text as a URL (D4).
 from __future__ import annotations
 
 import enum
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -309,6 +310,24 @@ def generate_video(
 def generate_title(
     state: ClientState, messages: Sequence[Mapping[str, Any]], *, timeout: float | None = None
 ) -> Operation[str]:
-    """A short title for a conversation, from the edge's title model."""
+    """A short title for a conversation, from the edge's title model: plain
+    text, whatever the answer's content type says. A page of HTML (a proxy's
+    or a gateway's) or JSON that is not a string (``null``, an object) is no
+    title: :class:`ResponseDecodeError`."""
     response = yield from call(state, lambda e: e.conversation_title(messages), timeout=timeout)
-    return response.body.decode("utf-8", errors="replace").strip()
+    kind = (response.header("content-type") or "").split(";")[0].strip().lower()
+    if kind == "text/html":
+        raise ResponseDecodeError(
+            "generate_title: expected the title as plain text, got an HTML page",
+            response.status,
+        )
+    text = response.body.decode("utf-8", errors="replace").strip()
+    try:
+        parsed = json.loads(text) if text else text
+    except (ValueError, RecursionError):
+        return text  # plain text, the usual answer
+    if isinstance(parsed, str):
+        return parsed.strip()
+    raise ResponseDecodeError(
+        "generate_title: expected the title as text", response.status, body=parsed
+    )

@@ -20,7 +20,7 @@ from flowith_proto.events import parse_event
 from flowith_proto.generation import Conversation
 from flowith_proto.media import generate_image, generate_title, generate_video
 from flowith_proto.models import AspectRatio, ImageModel, VideoModel
-from flowith_proto.request import MultipartForm
+from flowith_proto.request import MultipartForm, Response
 from flowith_proto.state import ClientState
 from flowith_proto.uploads import upload
 from tests.scripted import Script, json_response, uuid_n
@@ -238,6 +238,41 @@ def test_title_is_the_plain_text_answer() -> None:
     messages = [{"role": "user", "content": "What is the capital of Poland?"}]
     assert script.run(generate_title(state(), messages)) == "Capital cities"
     assert script.requests[0].json() == {"messages": messages}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "title"),
+    [
+        ("text/plain", b"Capital cities", "Capital cities"),
+        ("application/json", b'"Capital cities"', "Capital cities"),
+        ("text/plain", b"", ""),
+    ],
+)
+def test_a_title_in_plain_text_or_a_json_string(
+    content_type: str, body: bytes, title: str
+) -> None:
+    script = Script()
+    script.on(
+        "POST",
+        "/completion/conversation-title",
+        Response(200, (("content-type", content_type),), body),
+    )
+    assert script.run(generate_title(state(), [])) == title
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [("text/html", b"<html>Bad gateway</html>"), ("application/json", b"null"), ("", b"{}")],
+)
+def test_an_answer_that_is_no_title_is_a_decode_error(content_type: str, body: bytes) -> None:
+    script = Script()
+    script.on(
+        "POST",
+        "/completion/conversation-title",
+        Response(200, (("content-type", content_type),), body),
+    )
+    with pytest.raises(ResponseDecodeError, match="generate_title"):
+        script.run(generate_title(state(), []))
 
 
 def test_upload_sends_a_streamable_form_and_returns_the_record() -> None:
