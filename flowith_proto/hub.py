@@ -157,25 +157,41 @@ class StreamHub:
         for channel in wanted:
             channel.subscribers.add(node_id)
         await self._close_broken()
-        for channel in wanted:
-            await self._connect(channel, node_id, deadline)
+        missing = [
+            reason
+            for channel in wanted
+            if (reason := await self._connect(channel, deadline)) is not None
+        ]
+        if missing and not self._alive_for(node_id):
+            # The generation can still finish through its row: let it poll.
+            self.demux.end(node_id, "; ".join(missing))
+
+    def _alive_for(self, node_id: str, *, but: _Channel | None = None) -> bool:
+        """Whether a channel ``node_id`` reads (other than ``but``) is connected
+        or connecting: its events may still come, so it is not told they won't."""
+        return any(
+            channel is not but
+            and node_id in channel.subscribers
+            and (channel.connection is not None or channel.connecting)
+            for channel in self._channels.values()
+        )
 
     def _failed(self, channel: _Channel) -> None:
         channel.failures += 1
         channel.retry_at = self._now() + self._backoff(channel.failures)
 
-    async def _connect(self, channel: _Channel, node_id: str, deadline: float | None) -> None:
+    async def _connect(self, channel: _Channel, deadline: float | None) -> str | None:
+        """Connect ``channel`` unless it is; why it could not be, or ``None``."""
         while channel.connection is None:
             if not channel.connecting and self._now() < channel.retry_at:
                 # The stream keeps failing: do not hammer it. This generation
                 # recovers its result from the row; a later one reconnects.
-                self.demux.end(node_id, f"{channel.name} unavailable, reconnecting later")
-                return
+                return f"{channel.name} unavailable, reconnecting later"
             if channel.connecting:
                 signal = self._new_signal()
                 self._connect_waiters.append(signal)
                 if not await signal.wait(deadline):
-                    return
+                    return None
                 continue
             channel.connecting = True
             try:
@@ -187,15 +203,14 @@ class StreamHub:
                 if isinstance(exc, APIError) and exc.status_code not in RETRY_STATUSES:
                     raise  # refused for good (401, 403...): the generation cannot go on
                 self._failed(channel)
-                # The generation can still finish through its row: let it poll.
                 log.warning("could not open the %s event stream: %s", channel.name, exc)
-                self.demux.end(node_id, f"could not connect: {exc}")
-                return
+                return f"could not connect: {exc}"
             finally:
                 channel.connecting = False
                 waiters, self._connect_waiters = self._connect_waiters, []
                 for signal in waiters:
                     signal.set()
+        return None
 
     def alias(self, other_id: str, node_id: str) -> None:
         """Deliver ``other_id``'s events to ``node_id``'s subscriber too."""
@@ -222,7 +237,8 @@ class StreamHub:
         if connection is not None:
             self._broken.append(connection)
         for node in channel.subscribers:
-            self.demux.end(node, f"{channel.name} {reason}")
+            if not self._alive_for(node, but=channel):  # its other stream may still tell it
+                self.demux.end(node, f"{channel.name} {reason}")
         self._wake(list(channel.subscribers))
 
     async def _close_broken(self) -> None:

@@ -496,6 +496,24 @@ async def test_a_media_result_reported_only_on_stream_arrives_at_once_too(
     assert not fake.requests_to("GET", "/rest/v1/flow_node")
 
 
+async def test_a_media_job_keeps_reading_one_stream_when_the_other_cannot_open(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # /sse answers 500: the result on /stream is still read, not left to the row.
+    def respond(turn: Turn) -> list[Step]:
+        return [pause(0.2), complete(result=turn.result_url)]
+
+    fake.media_responder = respond
+    fake.fail_next(5, 500, method="GET", path="/user_stream/sse")
+    async with make_client() as client:
+        started = time.monotonic()
+        url = (await client.generate_image("a fox", timeout=30)).images[0].url
+        elapsed = time.monotonic() - started
+    assert url.startswith(fake.file_url("/"))
+    assert elapsed < 5  # not polling until the row says so
+    assert not fake.requests_to("GET", "/rest/v1/flow_node")
+
+
 async def test_a_media_result_routed_by_another_generation_wakes_its_job(
     transport: Transport,
 ) -> None:
