@@ -70,6 +70,7 @@ from flowith_proto.errors import (
     ConnectionFailedError,
     FileUploadError,
     FlowithError,
+    ResponseDecodeError,
     TimeoutError,
     error_from_response,
 )
@@ -89,7 +90,7 @@ from flowith_proto.models import (
     VideoOutput,
 )
 from flowith_proto.recording import Recorder
-from flowith_proto.request import MultipartForm, Request, Response
+from flowith_proto.request import MultipartForm, Request, Response, first_header
 from flowith_proto.retry import RetryPolicy
 from flowith_proto.sse import SSEDecoder
 from flowith_proto.state import ClientState
@@ -277,8 +278,12 @@ class FlowithClientBase(WebAppMethods):
         request = endpoints.user_stream() if channel == "stream" else endpoints.user_sse()
         return await self._open_event_stream(request, deadline)
 
-    async def _open_event_stream(self, request: Request, deadline: float | None) -> ByteStream:
-        """Open a stream and judge its status like any other answer."""
+    async def _open_event_stream(
+        self, request: Request, deadline: float | None, *, media_type: str | None = None
+    ) -> ByteStream:
+        """Open a stream and judge its status like any other answer; with
+        ``media_type``, a successful answer of another declared content type
+        (an HTML page from a proxy, say) is a :class:`ResponseDecodeError`."""
         recorder = self._recorder
         # A shared stream is no one operation's: recorded under no name.
         number = 0 if recorder is None else recorder.request(request, "")
@@ -291,6 +296,14 @@ class FlowithClientBase(WebAppMethods):
         if recorder is not None:
             body = recorder.stream(number, status, headers, body, self._now)
         if status < 300:
+            declared = (first_header(headers, "content-type") or "").split(";")[0].strip().lower()
+            if media_type is not None and declared and declared != media_type:
+                await body.aclose()
+                raise ResponseDecodeError(
+                    f"expected {media_type} from {request.method} {request.url.split('?')[0]}, "
+                    f"got {declared}",
+                    status,
+                )
             return body
         chunks: list[bytes] = []
         size = 0
@@ -805,7 +818,7 @@ class FlowithClientBase(WebAppMethods):
     ) -> AsyncIterator[dict[str, Any]]:
         self._check_open()
         deadline = None if timeout is None else self._now() + timeout
-        stream = await self._open_event_stream(build(), deadline)
+        stream = await self._open_event_stream(build(), deadline, media_type="text/event-stream")
         self._open_bodies.add(stream)
         decoder = SSEDecoder()
         try:
@@ -818,7 +831,11 @@ class FlowithClientBase(WebAppMethods):
                 if not data:  # the window closed (None) or the server ended (b"")
                     self._check_open()  # ended by aclose() rather
                     return
-                for payload in listener_payloads(decoder.feed(data), raw=raw):
+                events = decoder.feed(data)
+                if decoder.dropped:
+                    for error in decoder.take_errors():
+                        log.warning("skipping an oversized event on a listened stream: %s", error)
+                for payload in listener_payloads(events, raw=raw):
                     yield payload
         finally:
             self._open_bodies.discard(stream)

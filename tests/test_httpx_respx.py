@@ -389,3 +389,31 @@ async def test_iter_conversations_ends_when_a_server_ignores_the_offset() -> Non
             seen = [r.conv_id async for r in flowith.iter_conversations(page_size=2)]
     assert seen == [CONV, USER]  # each once
     assert route.call_count == 2  # the repeated page ended the walk
+
+
+@pytest.mark.parametrize("content_type", ["text/html", "application/json"])
+async def test_a_listener_answered_with_no_event_stream_says_so(content_type: str) -> None:
+    with respx.mock() as router:
+        router.get(url__startswith=f"{EDGE}/user_stream/").respond(
+            200, headers={"content-type": content_type}, text="<html>sign in</html>"
+        )
+        async with client(max_retries=0) as flowith:
+            expected = f"expected text/event-stream.*{content_type}"
+            with pytest.raises(ResponseDecodeError, match=expected):
+                async for _ in flowith.stream_user_sse(timeout=2):
+                    pass
+
+
+async def test_a_listener_reports_an_oversized_event_and_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    big = b"data: " + b"x" * (17 * 1024 * 1024) + b"\n\n"
+    body = big + frame({"type": "chunks", "nodeId": CONV, "chunks": ["after"]})
+    with respx.mock() as router:
+        router.get(url__startswith=f"{EDGE}/user_stream/").respond(
+            200, headers={"content-type": "text/event-stream"}, content=body
+        )
+        async with client(max_retries=0) as flowith:
+            events = [event async for event in flowith.stream_user_stream(timeout=5)]
+    assert [event["chunks"] for event in events] == [["after"]]
+    assert "skipping an oversized event on a listened stream" in caplog.text
