@@ -195,6 +195,12 @@ def node_state(rows: Any) -> NodePending | NodeDone | NodeFailedState:
         value = inner.get("value", "")
     if is_failure(status, error, error_type):
         return NodeFailedState(status_text or "failed", str(error or ""), str(error_type or ""))
+    if isinstance(value, (bool, list, Mapping)):
+        # A repr of it ("[1, 2]") would pass for the generated text.
+        raise ResponseDecodeError(
+            f"expected a flow_node row's value to be text, got {type(value).__name__}",
+            body=rows,
+        )
     text = value if isinstance(value, str) else ("" if value is None else str(value))
     if status_text in _DONE_STATUSES:
         return NodeDone(text, data)

@@ -503,7 +503,17 @@ def test_node_state(rows: Any, expected: object) -> None:
     assert node_state(rows) == expected
 
 
-@pytest.mark.parametrize("rows", [["not a row"], [42], [{"data": 42}], [{"data": "plain text"}]])
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ["not a row"],
+        [42],
+        [{"data": 42}],
+        [{"data": "plain text"}],
+        [{"data": {"status": "done", "value": [1, 2]}}],
+        [{"data": {"status": "done", "value": True}}],
+    ],
+)
 def test_a_row_of_the_wrong_shape_is_a_decode_error_not_pending_forever(rows: Any) -> None:
     with pytest.raises(ResponseDecodeError, match="expected a flow_node row"):
         node_state(rows)
