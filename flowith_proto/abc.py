@@ -26,6 +26,7 @@ import random
 import time
 import uuid
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -793,7 +794,7 @@ class FlowithClientBase(WebAppMethods):
 
     async def stream_user_stream(
         self, *, timeout: float | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Every generation event of the user, unwrapped, heartbeats dropped.
 
         ``timeout`` is a listening window: when it has passed the iteration
@@ -806,7 +807,7 @@ class FlowithClientBase(WebAppMethods):
 
     async def stream_user_sse(
         self, *, timeout: float | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The ``/user_stream/sse`` frames as sent, heartbeats included."""
         async for payload in self._listen(
             self._state.endpoints.user_sse, raw=True, timeout=timeout
@@ -815,7 +816,7 @@ class FlowithClientBase(WebAppMethods):
 
     async def _listen(
         self, build: Callable[[], Request], *, raw: bool, timeout: float | None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         self._check_open()
         deadline = None if timeout is None else self._now() + timeout
         stream = await self._open_event_stream(build(), deadline, media_type="text/event-stream")

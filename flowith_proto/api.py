@@ -9,7 +9,7 @@ the per-request limit (the client's ``timeout`` when not given).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -77,7 +77,7 @@ class WebAppMethods(abc.ABC):
 
     async def iter_conversations(
         self, *, page_size: int = 50, project_id: str | None = None, timeout: float | None = None
-    ) -> AsyncIterator[ConversationRecord]:
+    ) -> AsyncGenerator[ConversationRecord, None]:
         """Every conversation :meth:`list_conversations` lists (those outside any
         project, or those of ``project_id``), most recently updated first, fetched
         ``page_size`` at a time.

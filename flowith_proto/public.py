@@ -2,7 +2,8 @@
 enums and result types, so that ``from flowith_httpx import ImageOutput`` works as
 it did with the original client."""
 
-from flowith_proto.abc import ConversationSession, OperationRun
+from flowith_proto.abc import ConversationSession, OperationRun, TokenCallback
+from flowith_proto.config import EdgeAuth
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
@@ -60,6 +61,7 @@ __all__ = [
     "ConversationSession",
     "CooperatorRecord",
     "DiscussRecord",
+    "EdgeAuth",
     "EventTooLargeError",
     "FileRecord",
     "FileUploadError",
@@ -84,6 +86,7 @@ __all__ = [
     "SubscriptionUserOwn",
     "TemplateRecord",
     "TimeoutError",
+    "TokenCallback",
     "UserCredits",
     "UserProfile",
     "UserUploadRecord",

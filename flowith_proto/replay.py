@@ -14,7 +14,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -242,18 +242,18 @@ def _recorded_error(record: Mapping[str, Any]) -> FlowithError:
 
 
 @attrs.frozen
-class ReplayResult:
+class ReplayResult(Generic[T]):
     """What a synchronous replay produced: what the operation emitted, in
-    order, and what it returned."""
+    order, and what it returned (typed as the operation's result)."""
 
-    value: Any
+    value: T
     emitted: tuple[Any, ...]
 
 
 def replay_operation(
     cassette: str | os.PathLike[str] | Iterable[str] | Tape,
     make_operation: Callable[[ClientState], Operation[T]],
-) -> ReplayResult:
+) -> ReplayResult[T]:
     """Run one operation against a recording, synchronously, with no event loop.
 
     ``make_operation`` receives a client state like the recorded one, e.g.

@@ -109,6 +109,19 @@ def test_every_type_a_method_returns_is_exported() -> None:
                     assert found.__name__ in flowith_httpx.__all__, (name, found)
 
 
+def test_every_type_a_constructor_takes_is_exported() -> None:
+    """A typed wrapper can annotate the client's settings from the package itself."""
+    for package in (flowith_httpx, flowith_aiohttp):
+        hints = typing.get_type_hints(package.FlowithClient.__init__)
+        for name in ("edge_auth", "on_token_refresh"):
+            for found in (*_classes_in(hints[name]), *typing.get_args(hints[name])):
+                module = getattr(found, "__module__", "")
+                if module.startswith("flowith_proto"):
+                    assert getattr(found, "__name__", None) in package.__all__, (name, found)
+    assert flowith_httpx.EdgeAuth is flowith_aiohttp.EdgeAuth
+    assert flowith_httpx.TokenCallback is flowith_aiohttp.TokenCallback
+
+
 def test_clients_are_the_shared_base() -> None:
     assert issubclass(flowith_httpx.FlowithClient, FlowithClientBase)
     assert issubclass(flowith_aiohttp.FlowithClient, FlowithClientBase)

@@ -1,0 +1,35 @@
+"""Code a user writes, checked by ``mypy --strict`` with the rest of the suite
+(never run): the types a user leans on stay what the docs say, not ``Any``.
+
+``--strict`` warns on returning ``Any`` from a function declared to return a
+concrete type, so each function below fails the type check if its value's
+type decays to ``Any``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from flowith_httpx import EdgeAuth, FlowithClient, GenerationOutput, TokenCallback
+from flowith_proto.generation import generate
+from flowith_proto.replay import replay_operation
+
+
+def replayed_value_is_the_operations_result() -> GenerationOutput:
+    return replay_operation("one.jsonl", lambda state: generate(state, "hi")).value
+
+
+async def listeners_can_be_closed_explicitly(client: FlowithClient) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    async with contextlib.aclosing(client.stream_user_stream()) as events:
+        async for event in events:
+            frames.append(event)
+    async with contextlib.aclosing(client.iter_conversations()) as conversations:
+        async for _ in conversations:
+            break
+    return frames
+
+
+def settings_can_be_annotated(edge_auth: EdgeAuth, on_refresh: TokenCallback | None) -> None:
+    FlowithClient("token", edge_auth=edge_auth, on_token_refresh=on_refresh)
