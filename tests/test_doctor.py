@@ -88,8 +88,8 @@ def test_everything_holds_against_the_default_fake(cli: CLI, served: Served) -> 
         "/user_stream/stream",
         "/user_stream/sse",
     ]
-    beat = evidence(report, "heartbeat interval")
-    assert beat.startswith("/sse heartbeat every 5.0 s")
+    # The fake beats every 5 s; a loaded machine reads a frame a little late.
+    assert 4.9 <= heartbeat_seconds(evidence(report, "heartbeat interval")) <= 5.5
     assert "chunks" in evidence(report, "event types")
     assert report["summary"] == {"holds": 7, "fails": 0, "unknown": 0}
     transport, backend = cli.variant
@@ -151,13 +151,20 @@ def test_bare_stream_frames_fail_the_envelope(cli: CLI, served: Served) -> None:
     assert verdicts(report)["event types"] == "holds"  # the client still reads them
 
 
+def heartbeat_seconds(evidence: str) -> float:
+    """The interval in doctor's ``/sse heartbeat every 5.0 s (...)``."""
+    prefix = "/sse heartbeat every "
+    assert evidence.startswith(prefix), evidence
+    return float(evidence[len(prefix) :].split(" s", 1)[0])
+
+
 def test_a_fast_heartbeat_fails_the_interval(cli: CLI, served: Served) -> None:
     served.call(lambda: setattr(served.fake, "heartbeat_interval", 0.2))
     done = cli("--json", "doctor", "--seconds", "0.7")
     assert done.code == 4
     report = done.json()
     assert verdicts(report)["heartbeat interval"] == "fails"
-    assert evidence(report, "heartbeat interval").startswith("/sse heartbeat every 0.2 s")
+    assert 0.15 <= heartbeat_seconds(evidence(report, "heartbeat interval")) <= 0.5
 
 
 # -- the report ------------------------------------------------------------------------------
