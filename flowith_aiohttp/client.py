@@ -204,12 +204,7 @@ class FlowithClient(FlowithClientBase):
                 body = await answer.read()
                 return Response(answer.status, tuple(answer.headers.items()), body)
         except asyncio.TimeoutError as exc:
-            if not progress.sent:
-                raise TimeoutError(
-                    f"request was not sent: connecting took longer than {limit:.3g}s",
-                    request_sent=False,
-                ) from exc
-            raise TimeoutError(f"request took longer than {limit:.3g}s") from exc
+            raise progress.timed_out(limit) from exc
         except aiohttp.ClientError as exc:
             raise _transport_error(exc) from exc
 

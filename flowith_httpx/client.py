@@ -291,12 +291,7 @@ class FlowithClient(FlowithClientBase):
                     "http_client with the limits you want to send more)",
                     request_sent=False,
                 ) from exc
-            if not progress.sent:
-                raise TimeoutError(
-                    f"request was not sent: connecting took longer than {limit:.3g}s",
-                    request_sent=False,
-                ) from exc
-            raise TimeoutError(f"request took longer than {limit:.3g}s") from exc
+            raise progress.timed_out(limit) from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc, progress) from exc
         return Response(answer.status_code, tuple(answer.headers.multi_items()), answer.content)

@@ -29,6 +29,7 @@ __all__ = [
     "WorkflowComplete",
     "decode_event",
     "is_failure",
+    "node_data",
     "parse_event",
     "unwrap",
 ]
@@ -184,19 +185,23 @@ def is_failure(status: Any, error: Any, error_type: Any) -> bool:
     )
 
 
-def _node_data(event: Mapping[str, Any]) -> Mapping[str, Any]:
+def node_data(event: Mapping[str, Any]) -> Mapping[str, Any]:
     """``nodeData or data or {}``: an empty or null ``nodeData`` falls back to ``data``."""
     data = event.get("nodeData") or event.get("data")
     return data if isinstance(data, Mapping) else {}
 
 
+#: Where a terminal event may carry its text or media URL, in the order they are read.
+_RESULT_KEYS = ("result", "resultUrl", "imageUrl", "videoUrl")
+
+
 def _non_text_result(event: Mapping[str, Any]) -> str | None:
     """The result field of a terminal event that holds something else than text
     (a number, an object...), if any: such an event is malformed, not empty."""
-    for key in ("result", "resultUrl", "imageUrl", "videoUrl"):
+    for key in _RESULT_KEYS:
         if event.get(key) is not None and not isinstance(event.get(key), str):
             return key
-    value = _node_data(event).get("value")
+    value = node_data(event).get("value")
     if value is not None and not isinstance(value, str):
         return "nodeData.value"
     return None
@@ -205,11 +210,11 @@ def _non_text_result(event: Mapping[str, Any]) -> str | None:
 def _terminal_result(event: Mapping[str, Any]) -> str:
     """The full text or media URL of a terminal event, from the first field
     that has one."""
-    for key in ("result", "resultUrl", "imageUrl", "videoUrl"):
+    for key in _RESULT_KEYS:
         value = event.get(key)
         if isinstance(value, str) and value:
             return value
-    return _text(_node_data(event).get("value"))
+    return _text(node_data(event).get("value"))
 
 
 def parse_event(payload: Any) -> FlowithEvent:
@@ -271,7 +276,7 @@ def parse_event(payload: Any) -> FlowithEvent:
         if wrong is not None:
             reason = f"{wrong!r} of a terminal event is not text"
             return MalformedEvent(node_id, reason, _text(event))
-        model = _node_data(event).get("model")
+        model = node_data(event).get("model")
         return Complete(
             node_id,
             conv_id,

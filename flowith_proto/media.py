@@ -34,7 +34,7 @@ from flowith_proto.effects import (
 )
 from flowith_proto.endpoints import Position
 from flowith_proto.errors import ResponseDecodeError, TimeoutError, ValidationError
-from flowith_proto.events import Complete, NodeFailed, WorkflowComplete
+from flowith_proto.events import Complete, NodeFailed, WorkflowComplete, node_data
 from flowith_proto.files import url_problem
 from flowith_proto.generation import (
     Conversation,
@@ -92,13 +92,8 @@ def _url_from_event(raw: Mapping[str, Any], kind: str) -> str:
         value = raw.get(key)
         if isinstance(value, str) and value:
             return value
-    # An empty or null nodeData falls back to data, as the web app reads it.
-    data = raw.get("nodeData") or raw.get("data")
-    if isinstance(data, Mapping):
-        value = data.get("value")
-        if isinstance(value, str):
-            return value
-    return ""
+    value = node_data(raw).get("value")  # an empty or null nodeData falls back to data
+    return value if isinstance(value, str) else ""
 
 
 def _checked_url(result: str, node_id: str) -> str:

@@ -8,6 +8,8 @@ HTTP library reports while the request runs, and asks here afterwards.
 
 from __future__ import annotations
 
+from flowith_proto.errors import TimeoutError
+
 __all__ = ["RequestProgress"]
 
 
@@ -37,3 +39,13 @@ class RequestProgress:
     def sent(self) -> bool:
         """Whether any byte of the request may have reached the server."""
         return self._sending or not self._connecting
+
+    def timed_out(self, limit: float) -> TimeoutError:
+        """The error for a request that outlived ``limit`` seconds, saying
+        whether it ever left (then even a write may be retried)."""
+        if not self.sent:
+            return TimeoutError(
+                f"request was not sent: connecting took longer than {limit:.3g}s",
+                request_sent=False,
+            )
+        return TimeoutError(f"request took longer than {limit:.3g}s")
