@@ -61,6 +61,7 @@ from flowith_proto.events import (
 )
 from flowith_proto.models import FlowNode, GenerationOutput
 from flowith_proto.request import require_uuid
+from flowith_proto.row_checks import RowChecks
 from flowith_proto.state import ClientState
 from flowith_proto.thinking import ThinkSplitter, split_think_raw
 
@@ -498,27 +499,31 @@ def _await_text(
 ) -> Operation[GenerationOutput]:
     """Follow ``node_id`` on the stream, then its row, until it is final.
 
-    While the stream is up, a node that hears nothing for ``stall_interval``
-    (heartbeats do not count) has its row read once: a terminal event that
-    went missing is then found rather than waited for until the deadline.
+    While the stream is up, a node that hears no text for a while has its row
+    read (:class:`~flowith_proto.row_checks.RowChecks` says when, the last time
+    before the deadline): a terminal event that went missing is then found
+    rather than waited for until the deadline.
     """
     progress = _Progress()
+    now: float = yield Now()
+    checks = RowChecks(state.stall_interval, now, deadline)
     streaming = True
     while streaming:
-        now: float = yield Now()
-        wake = min(deadline, now + state.stall_interval)
-        item = yield NextEvent(node_id, wake)
+        item = yield NextEvent(node_id, checks.wake_at())
         if isinstance(item, DeadlineReached):
-            if wake >= deadline:
+            now = yield Now()
+            if not checks.row_due(now):
                 raise TimeoutError(f"generation of node {node_id} did not finish in time")
-            log.info("no news of node %s for %ss; reading its row", node_id, state.stall_interval)
+            log.info("no news of node %s for %ss; reading its row", node_id, checks.interval)
             row = yield from read_row(state, node_id, deadline)
             if isinstance(row, NodeDone):
                 return _from_row(progress, row, node_id, conv_id, model, stream)
+            checks.heard((yield Now()))
         elif isinstance(item, StreamEnded):
             log.info("stream ended before node %s finished (%s); polling", node_id, item.reason)
             streaming = False
         elif isinstance(item, Chunks):
+            checks.heard((yield Now()))
             text_delta, reasoning_delta = progress.feed(item.chunks)
             if stream and (text_delta or reasoning_delta):
                 yield Emit(

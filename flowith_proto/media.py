@@ -4,8 +4,8 @@ They follow the text turn (rows first, subscribe, then start), with three
 differences. The result may arrive as ``workflow_complete`` on
 ``/user_stream/sse`` as well as on ``/user_stream/stream`` (protocol.md 4.3,
 defect D5), so the node is subscribed on both. A media job runs for minutes,
-so while the streams say nothing about the node its row is read every
-``stall_interval`` seconds: a terminal event that slipped past (or went to a
+so while the streams say nothing about the node its row is read now and
+then (:mod:`flowith_proto.row_checks`): a terminal event that slipped past (or went to a
 node id the server chose itself) is still found. And a failed job raises
 :class:`GenerationError` with the server's reason instead of returning its
 error text as a URL (D4).
@@ -34,7 +34,7 @@ from flowith_proto.effects import (
 )
 from flowith_proto.endpoints import Position
 from flowith_proto.errors import ResponseDecodeError, TimeoutError, ValidationError
-from flowith_proto.events import Complete, NodeFailed, WorkflowComplete, node_data
+from flowith_proto.events import Chunks, Complete, NodeFailed, WorkflowComplete, node_data
 from flowith_proto.files import url_problem
 from flowith_proto.generation import (
     Conversation,
@@ -45,6 +45,7 @@ from flowith_proto.generation import (
 )
 from flowith_proto.models import GeneratedImage, ImageOutput, VideoOutput
 from flowith_proto.request import require_uuid
+from flowith_proto.row_checks import RowChecks
 from flowith_proto.state import ClientState
 
 __all__ = [
@@ -116,12 +117,13 @@ def _await_media(
 ) -> Operation[_MediaResult]:
     """Wait for a media node's result from either stream (on the subscription
     ``listen_id``), reading the row of ``node_id`` whenever the streams stay
-    quiet about it for ``stall_interval``."""
+    quiet about it (:class:`~flowith_proto.row_checks.RowChecks` says when)."""
+    now: float = yield Now()
+    checks = RowChecks(state.stall_interval, now, deadline)
     streaming = True
     while True:
         if streaming:
-            now: float = yield Now()
-            item = yield NextEvent(listen_id, min(deadline, now + state.stall_interval))
+            item = yield NextEvent(listen_id, checks.wake_at())
             if isinstance(item, NodeFailed):
                 raise failure(node_id, item.status, item.error, item.error_type)
             if isinstance(item, (Complete, WorkflowComplete)):
@@ -133,8 +135,13 @@ def _await_media(
                     "streams ended before node %s finished (%s); polling", node_id, item.reason
                 )
                 streaming = False
+            elif isinstance(item, Chunks):
+                checks.heard((yield Now()))
+                continue
             elif not isinstance(item, DeadlineReached):
-                continue  # chunks, progress or unknown events: keep listening
+                continue  # progress or unknown events: keep listening
+            elif not checks.row_due((yield Now())):
+                raise TimeoutError(f"{kind} generation of node {node_id} did not finish in time")
         # A quiet stream, a stream gone, or a poll interval over: read the row,
         # unless no time is left to (the read would fail for want of time anyway).
         now = yield Now()
@@ -151,7 +158,9 @@ def _await_media(
             }
             chosen = row_model if isinstance(row_model, str) and row_model else model
             return _MediaResult(_checked_url(outcome.value, node_id), chosen, metadata)
-        if not streaming:
+        if streaming:
+            checks.heard((yield Now()))
+        else:
             now = yield Now()
             yield Sleep(min(now + state.poll_interval, deadline))
 

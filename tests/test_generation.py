@@ -298,13 +298,54 @@ def test_failed_row_raises_instead_of_returning_the_error_as_text() -> None:
         script.run(generate(state(), "hi"))
 
 
-def test_silent_stream_times_out_at_the_deadline() -> None:
+def test_silent_stream_reads_the_row_and_times_out_at_the_deadline() -> None:
+    """A 7.5 s call checks the row every quarter of its time (not the 15 s
+    stall_interval it would never reach), the last time before the deadline."""
     script = Script()
     script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("loading", "")))
     with pytest.raises(TimeoutError):
         script.run(generate(state(), "hi", timeout=7.5))
-    waits = [e for e in script.effects if isinstance(e, NextEvent)]
-    assert [w.deadline for w in waits] == [1007.5]
+    waits = [e.deadline for e in script.effects if isinstance(e, NextEvent)]
+    assert waits == [1001.875, 1003.75, 1005.625, 1006.5625, 1007.5]
+    reads = [e for e in script.effects if isinstance(e, Send) and e.request.method == "GET"]
+    assert len(reads) == 4
+
+
+def test_a_short_call_finds_the_finished_row_before_its_deadline() -> None:
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("loading", "")))
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("done", "Hello")))
+    result = script.run(generate(state(stall_interval=15.0), "hi", timeout=3.0))
+    assert result.text == "Hello"
+    assert script.clock == 1001.5
+
+
+def test_the_last_check_comes_before_a_deadline_the_interval_would_overshoot() -> None:
+    """With 40 s and a 10 s interval the fourth check would fall on the
+    deadline itself: it is made half an interval earlier."""
+    script = Script()
+    script_turn(script)
+    for _ in range(3):
+        script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("loading", "")))
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("done", "Late")))
+    result = script.run(generate(state(), "hi", timeout=40.0))
+    assert result.text == "Late"
+    assert script.clock == 1035.0
+
+
+def test_events_without_text_do_not_postpone_the_row_check() -> None:
+    """A server repeating a status event must not keep the row unread forever."""
+    status = parse_event({"data": {"type": "status", "nodeId": AI_NODE, "status": "busy"}})
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("done", "Hello")))
+    script.feed(AI_NODE, [status, status, status])
+    result = script.run(generate(state(stall_interval=5.0), "hi", timeout=60))
+    assert result.text == "Hello"
+    waits = [e.deadline for e in script.effects if isinstance(e, NextEvent)]
+    assert waits == [1005.0] * 4
 
 
 def test_polling_stops_at_the_deadline() -> None:
@@ -436,6 +477,7 @@ def test_a_session_on_a_conversation_without_an_answer_hangs_from_its_root() -> 
 def test_a_failed_turn_does_not_advance_the_session() -> None:
     script = Script()
     script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("loading", "")))
     conversation = Conversation()
     with pytest.raises(TimeoutError):
         script.run(send(state(), conversation, "hello", timeout=1.0))
