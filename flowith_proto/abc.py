@@ -747,7 +747,11 @@ class FlowithClientBase(WebAppMethods):
         name inside ``path``. ``timeout`` bounds the whole download; each read
         is also bounded by the client's ``timeout``.
         """
-        self._check_open()
+        if self._closed:
+            raise FlowithError(
+                "the client is closed: a result's save() downloads through the client that "
+                "returned it, so save before closing it (or use an open client's download(url))"
+            )
         # Absolute, so that the caller gets an absolute path back.
         request = download_request(self._state.config, url)  # checks the URL first
         folder = Path(await self._to_thread(os.path.abspath, path))

@@ -26,7 +26,7 @@ import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto.config import FlowithConfig
-from flowith_proto.errors import NotFoundError, ValidationError
+from flowith_proto.errors import FlowithError, NotFoundError, ValidationError
 from flowith_proto.fake import FakeFlowith, RecordedRequest, Step, Turn, complete
 from tests.conftest import MakeClient
 from tests.forward_proxy import ForwardProxy
@@ -183,6 +183,23 @@ async def test_a_second_save_of_a_result_raises_and_keeps_the_first(
     assert named.read_bytes() == image_bytes
     assert first_video.read_bytes() == fake.files[cdn_path(video.video_url)][0]
     assert entries(tmp_path) == {"image.png", "video.mp4", "lighthouse.png"}
+
+
+async def test_saving_after_the_client_closed_says_how_to_save(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    """The old client's save() had a session of its own; ours goes through the
+    client that returned the result, and says so once that client is closed."""
+    stream_media_results(fake)
+    async with make_client() as client:
+        image = (await client.generate_image("a lighthouse")).image
+    assert image is not None
+    with pytest.raises(FlowithError, match="save before closing it"):
+        await image.save(tmp_path)
+    assert entries(tmp_path) == set()
+    async with make_client() as other:
+        saved = await other.download(image.url, tmp_path)
+    assert saved.read_bytes() == fake.files[cdn_path(image.url)][0]
 
 
 async def test_save_takes_the_original_arguments_and_returns_an_absolute_path(
