@@ -163,9 +163,15 @@ def _as_object(value: Any) -> Any:
     return value
 
 
-def node_state(rows: Any) -> NodePending | NodeDone | NodeFailedState:
+def node_state(rows: Any, *, media: bool = False) -> NodePending | NodeDone | NodeFailedState:
     """Judge a polled ``flow_node`` row (protocol.md 3.4, without defect D4:
-    a failed node is a failure, never a result)."""
+    a failed node is a failure, never a result).
+
+    A media row's ``value`` may be a JSON object with its own ``value`` or
+    ``error`` (rows written through ``batch-upsert-nodes``), so with ``media``
+    it is unwrapped. A text row's ``value`` is the answer itself, which may well
+    be JSON: it is never unwrapped (an answer ``{"error": ...}`` is no failure).
+    """
     if not isinstance(rows, list):
         raise ResponseDecodeError(
             f"expected a list of flow_node rows, got {type(rows).__name__}", body=rows
@@ -188,7 +194,7 @@ def node_state(rows: Any) -> NodePending | NodeDone | NodeFailedState:
     status = data.get("status")
     status_text = status.lower() if isinstance(status, str) else ""
     value = data.get("value")
-    inner = _as_object(value)
+    inner = _as_object(value) if media else value
     error = data.get("error")
     error_type = data.get("error_type")
     if isinstance(inner, Mapping):
@@ -478,11 +484,11 @@ def send(
 
 
 def read_row(
-    state: ClientState, node_id: str, deadline: float
+    state: ClientState, node_id: str, deadline: float, *, media: bool = False
 ) -> Operation[NodeDone | NodePending]:
     """Read a node's row once: done, still pending, or (raised) failed."""
     response = yield from call(state, lambda e: e.poll_node(node_id), deadline=deadline)
-    outcome = node_state(response.json())
+    outcome = node_state(response.json(), media=media)
     if isinstance(outcome, NodeFailedState):
         raise failure(node_id, outcome.status, outcome.error, outcome.error_type)
     return outcome

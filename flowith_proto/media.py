@@ -147,7 +147,7 @@ def _await_media(
         now = yield Now()
         if now >= deadline:
             raise TimeoutError(f"{kind} generation of node {node_id} did not finish in time")
-        outcome = yield from read_row(state, node_id, deadline)
+        outcome = yield from read_row(state, node_id, deadline, media=True)
         if isinstance(outcome, NodeDone):
             row_model = outcome.data.get("model")
             metadata = {

@@ -526,10 +526,6 @@ NO_ERRORS: tuple[object, ...] = (False, 0, "", [], {}, None)
             [{"data": '{"status": "done", "value": "from a string"}'}],
             NodeDone("from a string", {"status": "done", "value": "from a string"}),
         ),
-        (
-            [{"data": {"status": "done", "value": '{"error": "provider said no"}'}}],
-            NodeFailedState("done", "provider said no", ""),
-        ),
         ([{"data": None}], NodePending()),  # the row's data is not written yet
         # An error that JSON holds as false or empty is no error.
         *(
@@ -543,6 +539,43 @@ NO_ERRORS: tuple[object, ...] = (False, 0, "", [], {}, None)
 )
 def test_node_state(rows: Any, expected: object) -> None:
     assert node_state(rows) == expected
+    assert node_state(rows, media=True) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ['{"name": "Alice", "age": 3}', '{"value": "x", "other": 1}', '{"error": "E42"}']
+)
+def test_a_text_answer_that_is_json_is_the_answer(value: str) -> None:
+    """Only a media row's value can be a {value, error} wrapper: a text answer
+    that is JSON was cut down to its "value", or raised as a failure."""
+    data = {"status": "done", "value": value}
+    assert node_state([{"data": data}]) == NodeDone(value, data)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('{"error": "provider said no"}', NodeFailedState("done", "provider said no", "")),
+        ('{"value": "https://cdn/x.png"}', NodeDone("https://cdn/x.png", {})),
+    ],
+)
+def test_a_media_rows_json_value_is_unwrapped(value: str, expected: object) -> None:
+    data = {"status": "done", "value": value}
+    outcome = node_state([{"data": data}], media=True)
+    if isinstance(expected, NodeDone):
+        assert isinstance(outcome, NodeDone)
+        assert outcome.value == expected.value
+    else:
+        assert outcome == expected
+
+
+def test_a_json_answer_recovered_from_the_row_is_returned_whole() -> None:
+    answer = '{"name": "Alice", "age": 3}'
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("done", answer)))
+    script.feed(AI_NODE, [chunks(AI_NODE, '{"na'), StreamEnded("dropped")])
+    assert script.run(generate(state(), "give json")).text == answer
 
 
 @pytest.mark.parametrize(
