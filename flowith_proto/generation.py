@@ -46,6 +46,7 @@ from flowith_proto.effects import (
 )
 from flowith_proto.endpoints import NODE_TYPE_AI, NODE_TYPE_USER, Position
 from flowith_proto.errors import (
+    FlowithError,
     GenerationError,
     ResponseDecodeError,
     TimeoutError,
@@ -311,9 +312,7 @@ def begin_turn(
     timestamp = str(int(unix_now))
     user_node_id: str = yield NewId()
     ai_node_id: str = yield NewId()
-    user_position, ai_position = turn_layout(
-        conversation.turns_since_anchor, conversation.anchor
-    )
+    user_position, ai_position = turn_layout(conversation.turns_since_anchor, conversation.anchor)
     yield from call(
         state,
         lambda e: e.create_user_node(
@@ -549,7 +548,14 @@ def _await_text(
         elif isinstance(item, (Complete, WorkflowComplete)):
             separate = item.reasoning if isinstance(item, Complete) else ""
             chosen = (item.model if isinstance(item, Complete) else "") or model
-            raw = item.result or "".join(progress.raw)
+            raw = item.result
+            if not raw:
+                # Finished, but without the text: the chunks heard may be only part of
+                # it (D3), so the row, which holds it all, is asked first.
+                row = yield from _row_if_readable(state, node_id, deadline)
+                if isinstance(row, NodeDone) and row.value:
+                    return _from_row(progress, row, node_id, conv_id, chosen, stream)
+                raw = "".join(progress.raw)
             return _final(progress, raw, separate, node_id, conv_id, chosen, stream, {**item.raw})
         elif isinstance(item, MalformedEvent):
             log.warning("skipping a malformed event for node %s: %s", node_id, item.reason)
@@ -565,6 +571,22 @@ def _await_text(
             now = yield Now()
         if now >= deadline:  # no time is left for another read
             raise TimeoutError(f"node {node_id} was still generating at the deadline")
+
+
+def _row_if_readable(
+    state: ClientState, node_id: str, deadline: float
+) -> Operation[NodeDone | NodePending]:
+    """The node's row, or pending when it cannot be read: what the stream
+    already brought is then the result, rather than lost to the error."""
+    try:
+        return (yield from read_row(state, node_id, deadline))
+    except GenerationError:
+        raise
+    except FlowithError as error:
+        log.warning(
+            "could not read the row of node %s (%s); keeping the streamed text", node_id, error
+        )
+        return NodePending()
 
 
 def _from_row(

@@ -199,6 +199,39 @@ def test_terminal_event_text_wins_and_think_is_split() -> None:
     assert str(result) == "Hello, world!"
 
 
+@pytest.mark.parametrize(
+    "terminal",
+    [
+        {"type": "complete", "nodeId": AI_NODE},
+        {"nodeId": AI_NODE, "status": "completed"},
+    ],
+)
+def test_a_terminal_event_without_text_takes_the_rows_text(terminal: dict[str, Any]) -> None:
+    """Defect D3 again: the chunks heard were only the start of the answer."""
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("done", "Hello world")))
+    script.feed(AI_NODE, [chunks(AI_NODE, "Hel"), parse_event({"data": terminal})])
+    result = script.run(generate(state(), "hi", stream=True))
+    steps = [*script.emitted, result]
+    assert result.text == "Hello world"
+    assert "".join(step.text_delta for step in steps) == "Hello world"
+
+
+@pytest.mark.parametrize(
+    "row", [json_response(200, poll_rows("loading", "")), json_response(503, b"{}")]
+)
+def test_a_terminal_event_without_text_keeps_the_chunks_when_the_row_has_nothing(
+    row: Any,
+) -> None:
+    script = Script()
+    script_turn(script)
+    for _ in range(4):  # the 503 is retried
+        script.on("GET", "/rest/v1/flow_node", row)
+    script.feed(AI_NODE, [chunks(AI_NODE, "Hello"), complete(AI_NODE, "")])
+    assert script.run(generate(state(), "hi")).text == "Hello"
+
+
 def test_streaming_never_repeats_and_ends_with_the_unseen_rest() -> None:
     script = Script()
     script_turn(script)
