@@ -64,7 +64,7 @@ from flowith_proto.models import FlowNode, GenerationOutput
 from flowith_proto.request import require_uuid
 from flowith_proto.row_checks import RowChecks
 from flowith_proto.state import ClientState
-from flowith_proto.thinking import ThinkSplitter, split_think_raw
+from flowith_proto.thinking import ThinkSplitter, split_think, split_think_raw
 
 __all__ = [
     "Conversation",
@@ -345,9 +345,10 @@ def begin_turn(
 def resume(state: ClientState, conversation: Conversation, deadline: float) -> Operation[None]:
     """Read an existing conversation's canvas and carry its thread on.
 
-    The thread is the chain of nodes from the newest text answer up to the
-    root: its user prompts and answers become the messages the next turn
-    sends, the answer is where the next user node hangs (below it on the
+    The thread is the chain of nodes from the newest answer (a failed or
+    empty one is passed over) up to the root: its user prompts and visible
+    answers (``<think>`` left out, as a session sends them) become the
+    messages the next turn sends, the answer is where the next user node hangs (below it on the
     canvas), and its answers count as turns. Media turns are left out of the
     messages, as a session leaves them. A conversation without an answer yet
     carries on from its root, below its lowest node.
@@ -356,7 +357,7 @@ def resume(state: ClientState, conversation: Conversation, deadline: float) -> O
     response = yield from call(state, lambda e: e.flow_nodes(conv_id), deadline=deadline)
     nodes = structure_rows(response.json(), FlowNode, context="the conversation's canvas")
     by_id = {node.node_id: node for node in nodes}
-    answers = [node for node in nodes if node.node_type == NODE_TYPE_AI]
+    answers = [node for node in nodes if node.node_type == NODE_TYPE_AI and _answered(node)]
     thread: list[FlowNode] = []
     seen: set[str] = set()
     node = answers[-1] if answers else None
@@ -372,7 +373,7 @@ def resume(state: ClientState, conversation: Conversation, deadline: float) -> O
         ):
             messages += [
                 {"role": "user", "content": asked.text},
-                {"role": "assistant", "content": answered.text},
+                {"role": "assistant", "content": split_think(answered.text)[0]},
             ]
     conversation.messages = messages
     conversation.turn = sum(1 for node in thread if node.node_type == NODE_TYPE_AI)
@@ -384,6 +385,14 @@ def resume(state: ClientState, conversation: Conversation, deadline: float) -> O
         conversation.anchor = Position(0, _position(lowest).y)
     conversation.turns_since_anchor = 0
     conversation.resume = False
+
+
+def _answered(node: FlowNode) -> bool:
+    """Whether an AI node holds an answer a thread can go on from (not a
+    failed or unfinished turn, which a session would not have counted)."""
+    data = node.data
+    failed = is_failure(data.get("status"), data.get("error"), data.get("error_type"))
+    return bool(node.text) and not failed
 
 
 def _is_media(node: FlowNode) -> bool:

@@ -489,6 +489,31 @@ def test_a_session_on_an_existing_conversation_carries_its_thread_on() -> None:
     assert script.requests[-3].json()[0]["position"] == {"x": 40, "y": 1810}
 
 
+def test_a_resumed_thread_sends_visible_replies_and_passes_over_a_failed_turn() -> None:
+    """As a live session would have: no reasoning in the history, and a failed
+    last turn neither continued from nor counted."""
+    canvas = [
+        canvas_node(11, "1", CONV, "Think first", 130),
+        canvas_node(12, "2", uuid_n(11), "<think>ponder 1</think>\n\nAnswer 1", 340, status="done"),
+        canvas_node(13, "1", uuid_n(12), "Then fail", 550),
+        canvas_node(14, "2", uuid_n(13), "", 760, status="failed", error="boom"),
+    ]
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(canvas).encode()))
+    script_turn(script, create_conv=False)
+    conversation = Conversation(conv_id=CONV, resume=True)
+    script.feed(uuid_n(2), [complete(uuid_n(2), "Answer 2")])
+    script.run(send(state(), conversation, "Again"))
+    _read, user_node, _ai_node, completion = script.requests
+    assert completion.json()["messages"] == [
+        {"role": "user", "content": "Think first"},
+        {"role": "assistant", "content": "Answer 1"},
+        {"role": "user", "content": "Again"},
+    ]
+    assert user_node.json()[0]["p_id"] == uuid_n(12)
+    assert conversation.turn == 2
+
+
 def test_a_session_on_a_conversation_without_an_answer_hangs_from_its_root() -> None:
     script = Script()
     script.on(
