@@ -14,6 +14,7 @@ from flowith_proto.endpoints import Position
 from flowith_proto.errors import GenerationError, NotFoundError, ResponseDecodeError, TimeoutError
 from flowith_proto.events import Chunks, Complete, NodeFailed, parse_event
 from flowith_proto.generation import (
+    MAX_HELD_CHUNKS,
     Conversation,
     NodeDone,
     NodeFailedState,
@@ -47,14 +48,14 @@ def script_turn(script: Script, *, create_conv: bool = True) -> None:
     script.on("POST", "/completion/async", json_response(200, b'{"status":"processing"}'))
 
 
-def chunks(node: str, *parts: str, seq: int = 0) -> Chunks:
+def chunks(node: str, *parts: str, seq: int | None = None) -> Chunks:
     event = parse_event(
         {
             "data": {
                 "type": "chunks",
                 "nodeId": node,
                 "convId": CONV,
-                "seq": seq,
+                **({} if seq is None else {"seq": seq}),
                 "chunks": list(parts),
             }
         }
@@ -253,6 +254,47 @@ def test_streaming_never_repeats_and_ends_with_the_unseen_rest() -> None:
     assert final.text_delta == " there"
     assert final.text == "Hello there"
     assert script.emitted[-1].text == "Hello"
+
+
+def streamed(events: list[Any], final: str) -> tuple[list[str], str]:
+    """The text deltas a streaming caller sees for ``events``, and the final text."""
+    script = Script()
+    script_turn(script)
+    script.feed(AI_NODE, [*events, complete(AI_NODE, final)])
+    result = script.run(generate(state(), "hi", stream=True))
+    return [step.text_delta for step in [*script.emitted, result]], result.text
+
+
+def test_chunks_heard_twice_are_shown_once() -> None:
+    """A replay of chunks already seen (after a reconnection) repeated them."""
+    parts = [(0, "Hel"), (0, "Hel"), (1, "lo"), (0, "Hel"), (1, "lo"), (2, " world")]
+    deltas, text = streamed([chunks(AI_NODE, t, seq=n) for n, t in parts], "Hello world")
+    assert deltas == ["Hel", "lo", " world", ""]
+    assert text == "Hello world"
+
+
+def test_chunks_out_of_order_are_put_back_in_order() -> None:
+    parts = [(1, "lo"), (0, "Hel"), (3, "ld"), (2, " wor")]
+    events = [chunks(AI_NODE, t, seq=n) for n, t in parts]
+    # The first seq heard is taken as the start: a 0 after a 1 comes too late to
+    # be shown (the final text still has it).
+    deltas, text = streamed(events, "Hello world")
+    assert (deltas, text) == (["lo", " world", ""], "Hello world")
+    # Starting at 0, as the fake and the capture do, a late chunk waits its turn.
+    parts = [(0, "Hel"), (2, " wor"), (1, "lo"), (3, "ld")]
+    deltas, _ = streamed([chunks(AI_NODE, t, seq=n) for n, t in parts], "Hello world")
+    assert deltas == ["Hel", "lo wor", "ld", ""]
+
+
+def test_a_gap_that_never_fills_delays_the_text_by_a_bounded_number_of_chunks() -> None:
+    held = MAX_HELD_CHUNKS + 1
+    events = [chunks(AI_NODE, "a", seq=0)]
+    events += [chunks(AI_NODE, f"{n} ", seq=n) for n in range(2, held + 2)]
+    final = "a" + "".join(f"{n} " for n in range(2, held + 2))
+    deltas, text = streamed(events, final)
+    assert deltas[0] == "a"
+    assert deltas[1] == "".join(f"{n} " for n in range(2, held + 2))
+    assert "".join(deltas) == text + " "  # the final text is stripped, the deltas are not
 
 
 def test_separate_reasoning_field_is_used_when_the_text_has_none() -> None:
