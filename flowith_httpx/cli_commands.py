@@ -490,7 +490,9 @@ class Output:
         return max(shutil.get_terminal_size((100, 24)).columns, 40)
 
     def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-        for text in render_table(headers, [list(r) for r in rows], self.width):
+        # Scrubbed before any cell is cut: a cut token no longer looks like one.
+        cells = [[self.scrub(_cell(c)) for c in row] for row in rows]
+        for text in render_table(headers, cells, self.width):
             self.line(text)
 
     def fields(self, values: Mapping[str, Any]) -> None:
@@ -499,6 +501,7 @@ class Output:
         pad = max((len(k) for k in keys), default=0) + 2
         for key, value in zip(keys, values.values(), strict=True):
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            text = self.scrub(text)  # before wrapping cuts a token into lines
             lead = f"{key + ':':<{pad}}"
             wrapped = textwrap.wrap(
                 text, self.width, initial_indent=lead, subsequent_indent=" " * pad
@@ -880,7 +883,7 @@ def _show_conversation(ctx: Context, record: Any, nodes: Sequence[Any]) -> None:
     for number, node in enumerate(nodes, 1):
         kind = _node_kind(node.node_type)
         head = f"{number}. {kind}" + (f" ({node.model})" if node.model else "") + ": "
-        text = _excerpt(node.text) or "(empty)"
+        text = _excerpt(out.scrub(node.text)) or "(empty)"
         wrapped = textwrap.wrap(text, width, initial_indent=head, subsequent_indent="     ")
         out.line("\n".join(wrapped))
 

@@ -74,6 +74,7 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     error_from_response,
+    redact,
 )
 from flowith_proto.files import download_request, safe_filename, target_inside
 from flowith_proto.generation import Conversation
@@ -479,8 +480,14 @@ class FlowithClientBase(WebAppMethods):
                 outcome = self._on_token_refresh(session.access_token, session.refresh_token)
                 if inspect.isawaitable(outcome):
                     await outcome
-            except Exception:
-                log.exception("on_token_refresh failed; the new tokens are in use anyway")
+            except Exception as error:
+                # Not log.exception: the error's message, repeated in its traceback,
+                # may quote the tokens the callback was handed.
+                log.error(
+                    "on_token_refresh failed (%s: %s); the new tokens are in use anyway",
+                    type(error).__name__,
+                    redact(str(error), self._state.credentials.secrets),
+                )
         return session
 
     async def _run(self, operation: Operation[T]) -> T:

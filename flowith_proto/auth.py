@@ -7,10 +7,12 @@ the user id every stream and filter needs; ``exp`` tells when to refresh.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import jwt
 
-__all__ = ["Credentials", "TokenClaims", "read_claims"]
+__all__ = ["Credentials", "TokenClaims", "credential_field", "header_safe", "read_claims"]
 
 #: Refresh this many seconds before ``exp`` (other clients use five minutes).
 REFRESH_MARGIN_S = 300.0
@@ -48,12 +50,42 @@ def _hidden(value: str) -> str:
     return "''" if not value else "'***'"
 
 
+def header_safe(text: str) -> bool:
+    """Whether ``text`` can travel in an HTTP header as a credential: visible
+    ASCII only (a JWT, an opaque refresh token)."""
+    return text.isascii() and text.isprintable() and " " not in text
+
+
+def _token(value: str) -> str:
+    """A token as given, minus the whitespace around it (a token read from a
+    file keeps its newline, which no header can carry)."""
+    return value.strip() if isinstance(value, str) else value
+
+
+def _header_safe(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    # The message never quotes the value: it is a secret, however malformed.
+    if not isinstance(value, str):
+        raise ValueError(f"{attribute.name} must be a string, not {type(value).__name__}")
+    if not header_safe(value):
+        where = next(i for i, c in enumerate(value) if not header_safe(c))
+        raise ValueError(
+            f"{attribute.name} holds a character no HTTP header can carry "
+            f"(at position {where}); is it the whole token, and only the token?"
+        )
+
+
+def credential_field(default: str = "") -> Any:
+    """An attrs field for a credential: stripped, then refused (``ValueError``)
+    unless an HTTP header can carry it."""
+    return attrs.field(default=default, converter=_token, validator=_header_safe)
+
+
 @attrs.frozen(repr=False)
 class Credentials:
     """The secrets of one signed-in user. Its repr never shows a token."""
 
-    access_token: str = ""
-    refresh_token: str = ""
+    access_token: str = credential_field()
+    refresh_token: str = credential_field()
     user_id: str = ""
     #: Unix seconds after which ``access_token`` is no longer accepted, if known.
     expires_at: float | None = None
@@ -64,7 +96,7 @@ class Credentials:
     ) -> Credentials:
         """Credentials whose ``user_id`` and ``expires_at`` come from the JWT
         unless ``user_id`` is given explicitly."""
-        claims = read_claims(access_token)
+        claims = read_claims(_token(access_token))
         return cls(
             access_token=access_token,
             refresh_token=refresh_token,

@@ -37,7 +37,10 @@ held is replaced wherever it appears, JWTs anywhere are cut down to their
 ``sub`` and ``exp`` claims, unsigned, and fields named like a credential
 (``*token*``, ``*secret*``, ``password``, ``cookie``, ``authorization``, ...)
 are masked in JSON bodies and in any other text, JSON escaped inside a string
-included, as is the word after ``Bearer``. A replay applies the same scrubbing
+included, as are credential-named URL parameters (``?access_token=``, an
+OAuth ``code=``), a URL's password and the word after ``Bearer``. A stream's
+unfinished line is recorded with the chunk that ends it, so a credential cut
+between two chunks is still seen whole. A replay applies the same scrubbing
 to the live request before comparing, so a cassette matches whoever replays it.
 """
 
@@ -59,6 +62,8 @@ from flowith_proto.errors import (
     CREDENTIAL_NAME,
     ESCAPED_CREDENTIAL_FIELD,
     JWT,
+    URL_PARAMETER,
+    URL_PASSWORD,
     FlowithError,
 )
 from flowith_proto.request import MultipartForm, Request
@@ -87,6 +92,8 @@ _JWT_BYTES = re.compile(rb"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
 #: this many bytes: longer tokens are the client's own, which it knows anyway).
 _JWT_START = re.compile(rb"eyJ[\w.-]*\Z")
 _JWT_HOLD = 4096
+#: The longest unfinished line held back whole (see :meth:`Scrubber.held_back`).
+_LINE_HOLD = 64 * 1024
 
 
 class CassetteError(FlowithError):
@@ -112,6 +119,9 @@ class Scrubber:
         value = CREDENTIAL_FIELD.sub(_masked_field, value)
         value = ESCAPED_CREDENTIAL_FIELD.sub(_masked_escaped_field, value)
         value = BEARER.sub(rf"\1{REDACTED}", value)
+        if "=" in value or "@" in value:
+            value = URL_PARAMETER.sub(rf"\1{REDACTED}", value)
+            value = URL_PASSWORD.sub(rf"\1{REDACTED}", value)
         for secret in sorted(self.secrets, key=len, reverse=True):
             if secret in value:
                 value = value.replace(secret, REDACTED)
@@ -127,7 +137,15 @@ class Scrubber:
     def held_back(self, data: bytes) -> int:
         """How many bytes at the end of a stream chunk may begin a secret that the
         next chunk completes: they are stored with the next chunk instead, so a
-        secret cut in two is still found. (Never a line break: no event is held.)"""
+        secret cut in two is still found. (Never a line break: no event is held.)
+
+        That is the line still arriving, whole (up to :data:`_LINE_HOLD` bytes): a
+        credential-named field cut anywhere, in its name or its value, is then
+        seen whole; past that, the longest start of a known secret or a JWT.
+        """
+        line_start = data.rfind(b"\n") + 1
+        if 0 < len(data) - line_start <= _LINE_HOLD:
+            return len(data) - line_start
         longest = 0
         for secret in self.secrets:
             encoded = secret.encode()

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from flowith_proto.auth import credential_field
 from flowith_proto.errors import ValidationError
 
 __all__ = [
@@ -78,7 +79,7 @@ class FlowithConfig:
     supabase_url: str = attrs.field(
         default=DEFAULT_SUPABASE_URL, converter=_strip_slash, validator=_base_url("supabase_url")
     )
-    supabase_key: str = DEFAULT_SUPABASE_KEY
+    supabase_key: str = credential_field(DEFAULT_SUPABASE_KEY)
     edge_auth: EdgeAuth = attrs.field(default=EdgeAuth.BARE, converter=EdgeAuth)
     user_agent: str = DEFAULT_USER_AGENT
     origin: str = DEFAULT_ORIGIN

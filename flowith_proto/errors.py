@@ -117,7 +117,14 @@ class FileUploadError(APIError):
 
 
 class ResponseDecodeError(APIError):
-    """A successful status with a body that is not the JSON shape expected."""
+    """A successful status with a body that is not the JSON shape expected.
+
+    Its message and ``.body`` are redacted like an error answer's: the body may
+    hold tokens the server just issued (a refresh answer of the wrong shape).
+    """
+
+    def __init__(self, message: str, status_code: int | None = None, *, body: Any = None) -> None:
+        super().__init__(redact(message, ()), status_code, body=_redact_values(body, []))
 
 
 class ConnectionFailedError(FlowithError):
@@ -128,7 +135,9 @@ class ConnectionFailedError(FlowithError):
     """
 
     def __init__(self, message: str, *, request_sent: bool = True) -> None:
-        super().__init__(message)
+        # Transports quote what they were given: a proxy URL with its password,
+        # a header value they refused.
+        super().__init__(redact(message, ()))
         self.request_sent = request_sent
 
 
@@ -160,9 +169,10 @@ class GenerationError(FlowithError):
         error_type: str = "",
         node_id: str = "",
     ) -> None:
-        super().__init__(message)
+        # The server's reason may quote a credential (a provider's error echoing a key).
+        super().__init__(redact(message, ()))
         self.status = status
-        self.error = error
+        self.error = redact(error, ())
         self.error_type = error_type
         self.node_id = node_id
 
@@ -200,6 +210,14 @@ ESCAPED_CREDENTIAL_FIELD = re.compile(
 )
 #: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line).
 BEARER = re.compile(r"(\bBearer\s+)[\w.~+/=-]{8,}", re.IGNORECASE)
+#: The password of a URL's user info (``http://alice:<password>@proxy``); group 2.
+URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@'\"]*:)([^@/\s'\"]+)(?=@)")
+#: A credential-named parameter in a URL's query or fragment, or a form
+#: (``?access_token=...``, ``#refresh_token=...``, ``X-Amz-Signature=...``), and an
+#: OAuth ``code``; group 2 is the value.
+URL_PARAMETER = re.compile(
+    rf"([?&#;](?:[\w.-]*(?:{CREDENTIAL_NAME})[\w.-]*|code)=)([^&#\s'\"]+)", re.IGNORECASE
+)
 #: A signed JWT.
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
 _REDACTED = "[REDACTED]"
@@ -208,8 +226,9 @@ _REDACTED = "[REDACTED]"
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every non-trivial secret in it replaced by ``[REDACTED]``, and
     what looks like a credential the client never held too: JWTs, the values of
-    credential-named fields (``"refresh_token":"..."``, escaped or not) and the
-    word after ``Bearer``. For error messages and bodies: a token the server just
+    credential-named fields (``"refresh_token":"..."``, escaped or not) and URL
+    parameters (``?access_token=...``, an OAuth ``code``), a URL's password and
+    the word after ``Bearer``. For error messages and bodies: a token the server just
     issued, or one the caller passed in, is masked before anyone learns it."""
     for secret in secrets:
         if secret and len(secret) >= 8 and secret in text:
@@ -218,6 +237,9 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         text = JWT.sub(_REDACTED, text)
     text = CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)
     text = ESCAPED_CREDENTIAL_FIELD.sub(rf'\1{_REDACTED}\\"', text)
+    if "=" in text or "@" in text:
+        text = URL_PARAMETER.sub(rf"\1{_REDACTED}", text)
+        text = URL_PASSWORD.sub(rf"\1{_REDACTED}", text)
     return BEARER.sub(rf"\1{_REDACTED}", text)
 
 

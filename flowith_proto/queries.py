@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, TypeVar
 
+from flowith_proto.auth import header_safe
 from flowith_proto.calls import call
 from flowith_proto.convert import structure_credits, structure_models, structure_row, structure_rows
 from flowith_proto.effects import Operation, WallClock
@@ -261,11 +262,13 @@ def refresh(
         ) from exc
     payload = response.json()
     if isinstance(payload, Mapping) and not all(
-        isinstance(payload.get(name, ""), str) for name in ("access_token", "refresh_token")
+        isinstance(token, str) and header_safe(token.strip())
+        for token in (payload.get(name, "") for name in ("access_token", "refresh_token"))
     ):
         # Adopted as text, {"x": 1} would become the bearer of every later request.
         raise ResponseDecodeError(
-            "refresh_access_token: access_token and refresh_token must be strings",
+            "refresh_access_token: access_token and refresh_token must be strings "
+            "an HTTP header can carry",
             status_code=response.status,
         )
     session = structure_row(payload, AuthSession, context="refresh_access_token")

@@ -335,6 +335,56 @@ class Chunks:
         return None
 
 
+def record_stream(tmp_path: Path, first: bytes, second: bytes) -> str:
+    """The cassette text of a stream that arrived as ``first`` then ``second``."""
+    path = tmp_path / "split.jsonl"
+    recorder = Recorder(
+        path,
+        user_id="u",
+        access_token="",
+        has_refresh_token=False,
+        edge_url="https://edge.test",
+        supabase_url="https://sb.test",
+        secrets=[],
+    )
+    body = recorder.stream(1, 200, [], Chunks(first, second), lambda: 0.0)
+
+    async def read_all() -> bytes:
+        parts = []
+        while data := await body.read(None):
+            parts.append(data)
+        return b"".join(parts)
+
+    assert anyio.run(read_all) == first + second
+    recorder.close()
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("field", ["refresh_token", "password"])
+def test_a_credential_field_the_client_never_held_cut_between_chunks_is_scrubbed(
+    tmp_path: Path, field: str
+) -> None:
+    """Cut in its value or in its name, the field is seen whole."""
+    event = f'data: {{"type":"x","{field}":"OPAQUEnewREFRESHsecret99"}}\n\n'.encode()
+    for at in (event.index(b"OPAQUE") + 9, event.index(field.encode()) + 5):
+        text = record_stream(tmp_path, event[:at], event[at:])
+        assert "secret99" not in text
+        assert "OPAQUE" not in text
+
+
+def test_credentials_in_urls_are_masked() -> None:
+    location = (
+        "https://flowith.io/cb?code=OAUTHCODE0123#access_token=tok-0001&refresh_token=tok-0002"
+        "&provider_token=ya29.tok-0003 and https://alice:pw-0004@proxy.test:3128 "
+        "https://cdn.test/f.png?X-Amz-Signature=sig-0005&id=keep"
+    )
+    kept = scrubber().text(location)
+    for secret in ("OAUTHCODE", "0001", "0002", "0003", "0004", "0005"):
+        assert secret not in kept
+    assert "alice:" in kept
+    assert "id=keep" in kept
+
+
 @pytest.mark.parametrize("cut", [1, 6, len(SECRET) - 1])
 def test_a_secret_cut_between_two_stream_chunks_is_still_scrubbed(
     tmp_path: Path, cut: int

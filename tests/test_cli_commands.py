@@ -687,3 +687,17 @@ def test_settings_never_show_the_tokens() -> None:
     )
     assert "c2lnbmF0dXJl" not in repr(settings)
     assert "refresh-secret-value" not in repr(settings)
+
+
+def test_a_token_is_scrubbed_before_wrapping_or_cutting_could_hide_it() -> None:
+    from flowith_httpx.cli_commands import Output
+
+    token = "eyJhbGciOiJIUzI1NiJ9." + "eyJzdWIiOiJ1In0" * 12 + ".c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    out = io.StringIO()
+    output = Output(out, io.StringIO(), lambda: [token])
+    output.fields({"name": token, "bio": f"see {token} there"})
+    output.table(["id", "title"], [["1", f"title {token}"]])
+    written = out.getvalue()
+    assert "eyJzdWIiOiJ1In0" not in written
+    assert "c2lnbmF0dXJl" not in written
+    assert written.count("[REDACTED]") == 3

@@ -13,7 +13,9 @@ import flowith_proto
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
+    ConnectionFailedError,
     FlowithError,
+    GenerationError,
     InsufficientCreditsError,
     NotFoundError,
     PermissionDeniedError,
@@ -149,6 +151,26 @@ def test_messages_never_carry_a_secret() -> None:
     assert error is not None
     assert token not in str(error)
     assert "[REDACTED]" in str(error)
+
+
+def test_errors_built_from_what_a_server_or_transport_says_carry_no_secret() -> None:
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    proxy = ConnectionFailedError(
+        "ClientHttpProxyError: 407, url='http://alice:pw-secret-1@127.0.0.1:3128'"
+    )
+    assert "pw-secret-1" not in str(proxy)
+    assert "alice:[REDACTED]@127.0.0.1" in str(proxy)
+    failed = GenerationError(f"failed: provider said token {jwt}", error=f"token {jwt}")
+    assert jwt not in str(failed)
+    assert jwt not in failed.error
+    decode = ResponseDecodeError(
+        "refresh: wrong shape", body=[{"access_token": jwt, "refresh_token": "LISTREFRESH42"}]
+    )
+    assert decode.body == [{"access_token": "[REDACTED]", "refresh_token": "[REDACTED]"}]
+    redirect = redact("redirected to '/cb?code=OAUTH0123&state=s#access_token=tok-0001'", ())
+    assert "OAUTH0123" not in redirect
+    assert "tok-0001" not in redirect
+    assert "state=s" in redirect
 
 
 def test_redact_ignores_short_and_empty_secrets() -> None:

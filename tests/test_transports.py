@@ -427,6 +427,18 @@ async def test_a_reader_running_out_of_time_leaves_the_stream_to_the_others(
     assert not any(second_node[0] in target for target in row_reads)
 
 
+async def test_a_token_read_with_its_newline_works_and_a_broken_one_is_refused_unquoted(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """httpx quoted the whole token in its 'Illegal header value' error."""
+    async with make_client(token=fake.token + "\n") as client:
+        assert (await client.get_credits()) is not None
+    broken = fake.token[:20] + "\x00" + fake.token[20:]
+    with pytest.raises(ValueError, match="at position 20") as info:
+        make_client(token=broken)
+    assert fake.token[:20] not in str(info.value)
+
+
 async def test_closing_the_client_ends_what_is_running_on_it(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
