@@ -290,20 +290,34 @@ class StreamHub:
         """
         signal = self._new_signal()
         self._waiters[node_id] = signal
-        jobs = [functools.partial(self._read_once, c, deadline) for c in channels]
+        jobs = [functools.partial(self._read_claimed, c, deadline) for c in channels]
         jobs.append(functools.partial(signal.wait, deadline))
+        # Claimed now, not when the race's tasks first run: in between, another
+        # generation would find them free and read too (aiohttp refuses a second
+        # reader with a RuntimeError; a memory stream would split the chunks).
+        for channel in channels:
+            channel.reading = True
         try:
             return await self._race(jobs)
         finally:
+            for channel in channels:
+                channel.reading = False
             if self._waiters.get(node_id) is signal:
                 del self._waiters[node_id]
 
     async def _read_once(self, channel: _Channel, deadline: float) -> bool:
         """Read one chunk of ``channel`` as its reader and route it; ``False``
         once ``deadline`` passed."""
+        channel.reading = True
+        try:
+            return await self._read_claimed(channel, deadline)
+        finally:
+            channel.reading = False
+
+    async def _read_claimed(self, channel: _Channel, deadline: float) -> bool:
+        """:meth:`_read_once` for a channel whose reader role the caller holds."""
         connection = channel.connection
         assert connection is not None
-        channel.reading = True
         try:
             # Cancelled, the read leaves the connection as it was: the generation
             # leaving hands the reader role over (see next_event).
@@ -312,8 +326,6 @@ class StreamHub:
             if channel.connection is connection:
                 self._lose(channel, f"connection failed: {exc}", failed=True)
             return True
-        finally:
-            channel.reading = False
         if channel.connection is not connection:
             return True  # lost while this read waited (the client closed, say)
         if data is None:

@@ -29,6 +29,7 @@ from flowith_proto.fake import (
     other_node,
     pause,
     row,
+    workflow_complete,
 )
 from flowith_proto.models import GenerationOutput
 from tests.conftest import MakeClient, Transport, eventually
@@ -512,6 +513,36 @@ async def test_a_media_result_reported_only_on_stream_arrives_at_once_too(
     assert url.startswith(fake.file_url("/"))
     assert elapsed < 5  # not the 15 s stall_interval
     assert not fake.requests_to("GET", "/rest/v1/flow_node")
+
+
+async def test_media_jobs_and_texts_at_once_share_the_streams_without_a_second_reader(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A job reading both streams claimed them only once its race's tasks ran;
+    in between another job read the same stream too (aiohttp: RuntimeError
+    'readany() called while another coroutine is already waiting')."""
+
+    def respond(turn: Turn) -> list[Step]:
+        return [pause(0.3), workflow_complete(turn.result_url, task_type=turn.kind)]
+
+    fake.media_responder = respond
+    fake.heartbeat_interval = 0.05
+    results: dict[str, str] = {}
+    async with make_client() as client:
+
+        async def image(i: int) -> None:
+            results[f"image {i}"] = (await client.generate_image(f"cat {i}")).images[0].url
+
+        async def text(i: int) -> None:
+            results[f"text {i}"] = (await client.generate(f"dog {i}")).text
+
+        async with anyio.create_task_group() as group:
+            for i in range(5):
+                group.start_soon(image, i)
+                group.start_soon(text, i)
+        assert (client.stream_connections, fake.sse_connections) == (1, 1)
+    assert len(results) == 10
+    assert all(results[f"image {i}"].startswith(fake.file_url("/")) for i in range(5))
 
 
 async def test_a_media_job_keeps_reading_one_stream_when_the_other_cannot_open(
