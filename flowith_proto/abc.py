@@ -294,6 +294,7 @@ class FlowithClientBase(WebAppMethods):
         except (ConnectionFailedError, TimeoutError) as exc:
             if recorder is not None:
                 recorder.error(number, exc)
+            self._check_open(exc)  # cut short by aclose(), not by the network
             raise
         if recorder is not None:
             body = recorder.stream(number, status, headers, body, self._now)
@@ -398,9 +399,11 @@ class FlowithClientBase(WebAppMethods):
             return None
         raise TypeError(f"effect {effect!r} cannot be performed here")
 
-    def _check_open(self) -> None:
+    def _check_open(self, cause: BaseException | None = None) -> None:
+        """Raise "the client is closed" once :meth:`aclose` ran (from ``cause``:
+        a transport error that the closing itself brought about)."""
         if self._closed:
-            raise FlowithError("the client is closed")
+            raise FlowithError("the client is closed") from cause
 
     # -- what operations draw: overridable so a replay can hand back a recording --
     # ``operation`` is the drawing operation's name (see _operation_name).
@@ -431,15 +434,16 @@ class FlowithClientBase(WebAppMethods):
     ) -> Response:
         """:meth:`_send`, recorded when the client records."""
         recorder = self._recorder
-        if recorder is None:
-            return await self._send(request, timeout, deadline, operation)
-        number = recorder.request(request, operation)
+        number = recorder.request(request, operation) if recorder is not None else 0
         try:
             response = await self._send(request, timeout, deadline, operation)
         except (ConnectionFailedError, TimeoutError) as exc:
-            recorder.error(number, exc)
+            if recorder is not None:
+                recorder.error(number, exc)
+            self._check_open(exc)  # cut short by aclose(), not by the network
             raise
-        recorder.response(number, response)
+        if recorder is not None:
+            recorder.response(number, response)
         return response
 
     async def _refresh_once(self, seen_token: str) -> None:
@@ -811,19 +815,19 @@ class FlowithClientBase(WebAppMethods):
         ``timeout`` is a listening window: when it has passed the iteration
         simply ends. Without it, it ends when the server closes the stream.
         """
-        async for payload in self._listen(
-            self._state.endpoints.user_stream, raw=False, timeout=timeout
-        ):
-            yield payload
+        listening = self._listen(self._state.endpoints.user_stream, raw=False, timeout=timeout)
+        async with contextlib.aclosing(listening):  # so that closing this closes the stream
+            async for payload in listening:
+                yield payload
 
     async def stream_user_sse(
         self, *, timeout: float | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The ``/user_stream/sse`` frames as sent, heartbeats included."""
-        async for payload in self._listen(
-            self._state.endpoints.user_sse, raw=True, timeout=timeout
-        ):
-            yield payload
+        listening = self._listen(self._state.endpoints.user_sse, raw=True, timeout=timeout)
+        async with contextlib.aclosing(listening):
+            async for payload in listening:
+                yield payload
 
     async def _listen(
         self, build: Callable[[], Request], *, raw: bool, timeout: float | None

@@ -477,6 +477,54 @@ async def test_closing_the_client_ends_what_is_running_on_it(
     await eventually(lambda: fake.open_streams() == [])
 
 
+@pytest.fixture
+def mute() -> Iterator[str]:
+    """A loopback URL whose connections complete (the kernel queues them) but
+    whose requests are never read, let alone answered."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+async def test_closing_the_client_under_requests_in_flight_says_it_closed(
+    fake: FakeFlowith, transport: Transport, mute: str
+) -> None:
+    """They failed with the network error the closing caused (ReadError,
+    ServerDisconnectedError), which an app cannot tell from an outage."""
+    client = transport.client_class()(fake.token, edge_url=mute, supabase_url=mute, timeout=30)
+    outcomes: list[str] = []
+
+    async def call(work: Callable[[], Awaitable[object]]) -> None:
+        with anyio.fail_after(5):
+            try:
+                await work()
+            except FlowithError as exc:
+                outcomes.append(str(exc))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(call, client.claim_daily_reward)
+        group.start_soon(call, client.get_credits)
+        group.start_soon(call, lambda: client.generate("hi"))
+        await anyio.sleep(0.3)
+        await client.aclose()
+    assert outcomes == ["the client is closed"] * 3
+
+
+async def test_a_listener_closed_by_aclosing_closes_its_stream_at_once(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    async with make_client() as client:
+        async with contextlib.aclosing(client.stream_user_sse()) as frames:
+            async for _frame in frames:
+                break
+        assert client._open_bodies == set()
+        await eventually(lambda: fake.open_streams("sse") == [])
+
+
 async def test_an_image_reported_only_on_sse_arrives_without_waiting_for_the_row(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
