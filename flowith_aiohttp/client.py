@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -28,9 +29,26 @@ from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import EnvironmentProxies
 from flowith_proto.request import Request, Response
 
+if sys.version_info >= (3, 11):
+    from asyncio import timeout_at
+else:  # aiohttp installs async-timeout on these
+    from async_timeout import timeout_at  # type: ignore[import-not-found,unused-ignore]
+
 __all__ = ["FlowithClient"]
 
 T = TypeVar("T")
+
+
+async def _before(deadline: float, awaitable: Awaitable[T]) -> T:
+    """``awaitable``, or :class:`asyncio.TimeoutError` once the loop's clock
+    reaches ``deadline``.
+
+    Not :func:`asyncio.wait_for`: up to Python 3.11 it can swallow a
+    cancellation that arrives as the awaited thing finishes (CPython
+    gh-86296), and a task cancelled by its caller's timeout then runs on.
+    """
+    async with timeout_at(deadline):
+        return await awaitable
 
 # aiohttp adds a Content-Type to a bodiless POST; the core's request has none.
 _NO_AUTO_HEADERS = ("Content-Type",)
@@ -49,9 +67,8 @@ class _Signal:
         if deadline is None:
             await self._event.wait()
             return True
-        remaining = deadline - asyncio.get_running_loop().time()
         try:
-            await asyncio.wait_for(self._event.wait(), max(remaining, 0.0))
+            await _before(deadline, self._event.wait())
         except asyncio.TimeoutError:
             return self._event.is_set()
         return True
@@ -101,8 +118,7 @@ class _Body:
         try:
             if deadline is None:
                 return await content.readany()
-            remaining = deadline - asyncio.get_running_loop().time()
-            return await asyncio.wait_for(content.readany(), max(remaining, 0.0))
+            return await _before(deadline, content.readany())
         except asyncio.TimeoutError:
             return None
         except aiohttp.ClientError as exc:
@@ -237,9 +253,9 @@ class FlowithClient(FlowithClientBase):
         limit = self._request_limit(None, deadline)
         try:
             # Reaching the headers is bounded; reads wait as long as the caller's deadline.
-            answer = await asyncio.wait_for(
+            answer = await _before(
+                asyncio.get_running_loop().time() + limit,
                 self._request(request, aiohttp.ClientTimeout(total=None, sock_connect=limit)),
-                limit,
             )
         except asyncio.TimeoutError as exc:
             raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc

@@ -3,6 +3,7 @@ fake Flowith on loopback: real sockets, real HTTP, real SSE bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -512,6 +513,31 @@ async def test_closing_the_client_under_requests_in_flight_says_it_closed(
         await anyio.sleep(0.3)
         await client.aclose()
     assert outcomes == ["the client is closed"] * 3
+
+
+async def test_an_asyncio_cancellation_is_never_lost_mid_stream(
+    fake: FakeFlowith, make_client: MakeClient, transport: Transport
+) -> None:
+    """asyncio.wait_for (Python <= 3.11) could swallow a cancel that arrived as
+    a read finished: a few of many generations cancelled at 1 s ran to their end."""
+    if transport.backend != "asyncio":
+        pytest.skip("asyncio's own cancellation")
+    steps = [step for k in range(150) for step in (chunk(f"{k} "), pause(0.02))]
+    fake.responder = lambda turn: [*steps, complete()]
+    loop = asyncio.get_running_loop()
+    async with make_client() as client:
+
+        async def streamed(i: int) -> None:
+            async for _step in client.generate_stream(f"q{i}", timeout=30):
+                pass
+
+        tasks = [asyncio.ensure_future(streamed(i)) for i in range(150)]
+        for task in tasks:
+            loop.call_later(1.0, task.cancel)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    ran_on = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    assert ran_on == []
+    assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
 
 
 async def test_a_listener_closed_by_aclosing_closes_its_stream_at_once(
