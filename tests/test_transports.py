@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -513,6 +515,43 @@ async def test_closing_the_client_under_requests_in_flight_says_it_closed(
         await anyio.sleep(0.3)
         await client.aclose()
     assert outcomes == ["the client is closed"] * 3
+
+
+def open_sockets() -> int:
+    """The sockets this process holds (client and fake server sides alike)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+async def test_closing_the_client_while_requests_connect_leaves_no_socket_open(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """Closing httpx's pools cannot reach a connection still being set up: its
+    request went on after aclose() and its socket was left to the collector."""
+    before = open_sockets()
+    client = make_client()
+    outcomes: list[str] = []
+
+    async def credits() -> None:
+        try:
+            await client.get_credits()
+            outcomes.append("done")
+        except FlowithError as exc:
+            outcomes.append(str(exc))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(20):
+            group.start_soon(credits)
+        await anyio.sleep(0.003)
+        await client.aclose()
+        answered = len(fake.requests_to("GET", "/user/credits"))
+    assert set(outcomes) <= {"done", "the client is closed"}
+    assert outcomes.count("done") <= answered
+    gc.collect()  # an unclosed socket would warn here (an error under this suite)
+    await eventually(lambda: open_sockets() <= before)
 
 
 async def test_an_asyncio_cancellation_is_never_lost_mid_stream(
