@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -214,11 +214,13 @@ class FlowithClient(FlowithClientBase):
         limit = self._request_limit(timeout, deadline)
         progress = RequestProgress()
         try:
-            async with self._request(
-                request, aiohttp.ClientTimeout(total=limit), progress
-            ) as answer:
-                body = await answer.read()
-                return Response(answer.status, tuple(answer.headers.items()), body)
+            async with (
+                self._wired(request) as (body, headers),
+                self._request(
+                    request, body, headers, aiohttp.ClientTimeout(total=limit), progress
+                ) as answer,
+            ):
+                return Response(answer.status, tuple(answer.headers.items()), await answer.read())
         except asyncio.TimeoutError as exc:
             raise progress.timed_out(limit) from exc
         except aiohttp.ClientError as exc:
@@ -227,13 +229,14 @@ class FlowithClient(FlowithClientBase):
     def _request(
         self,
         request: Request,
+        body: bytes | AsyncIterator[bytes] | None,
+        headers: Sequence[tuple[str, str]],
         timeout: aiohttp.ClientTimeout,
         progress: RequestProgress | None = None,
     ) -> Any:
         """The core's request, unchanged, as an aiohttp request (awaitable, or an
-        ``async with`` that releases the connection); ``progress`` learns whether
-        it ever had a connection."""
-        body, headers = self._wire_body(request)
+        ``async with`` that releases the connection), with the body and headers
+        :meth:`_wired` gave; ``progress`` learns whether it ever had a connection."""
         url = URL(request.url, encoded=True)
         return self._session().request(
             request.method,
@@ -253,9 +256,12 @@ class FlowithClient(FlowithClientBase):
         limit = self._request_limit(None, deadline)
         try:
             # Reaching the headers is bounded; reads wait as long as the caller's deadline.
+            body, headers = self._wire_body(request)  # a stream's request has no file to close
             answer = await _before(
                 asyncio.get_running_loop().time() + limit,
-                self._request(request, aiohttp.ClientTimeout(total=None, sock_connect=limit)),
+                self._request(
+                    request, body, headers, aiohttp.ClientTimeout(total=None, sock_connect=limit)
+                ),
             )
         except asyncio.TimeoutError as exc:
             raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc

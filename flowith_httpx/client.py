@@ -267,22 +267,22 @@ class FlowithClient(FlowithClientBase):
         self, request: Request, timeout: float | None, deadline: float | None, operation: str
     ) -> Response:
         limit = self._request_limit(timeout, deadline)
-        body, headers = self._wire_body(request)
         progress = RequestProgress()
         had_turn = False
         try:
-            with anyio.fail_after(limit):
-                async with self._client_for(body) as http:
-                    had_turn = True
-                    answer = await http.request(
-                        request.method,
-                        request.url,
-                        headers=list(headers),
-                        content=body,
-                        timeout=limit,
-                        follow_redirects=request.follow_redirects,
-                        extensions={"trace": _tracer(progress)},
-                    )
+            async with self._wired(request) as (body, headers):
+                with anyio.fail_after(limit):
+                    async with self._client_for(body) as http:
+                        had_turn = True
+                        answer = await http.request(
+                            request.method,
+                            request.url,
+                            headers=list(headers),
+                            content=body,
+                            timeout=limit,
+                            follow_redirects=request.follow_redirects,
+                            extensions={"trace": _tracer(progress)},
+                        )
         except builtins.TimeoutError as exc:
             if not had_turn:  # say so: the server was never asked, and the cure is on this side
                 raise TimeoutError(

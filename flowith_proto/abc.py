@@ -360,7 +360,25 @@ class FlowithClientBase(WebAppMethods):
                     while chunk := await self._to_thread(handle.read, _UPLOAD_CHUNK):
                         yield chunk
                 finally:
-                    await self._to_thread(handle.close)
+                    # Not in a thread: closing must also work in a cancelled scope,
+                    # and closing a file that was only read does not block.
+                    handle.close()
+
+    @contextlib.asynccontextmanager
+    async def _wired(
+        self, request: Request
+    ) -> AsyncIterator[tuple[bytes | AsyncIterator[bytes] | None, tuple[tuple[str, str], ...]]]:
+        """:meth:`_wire_body` for one exchange: a file being uploaded is closed
+        when the exchange ends, however it ends (not when the collector finds
+        the abandoned stream, and without trio's warning about it)."""
+        body, headers = self._wire_body(request)
+        try:
+            yield body, headers
+        finally:
+            # Still running means a task of the transport's own is sending it
+            # (aiohttp's body writer): that task's cancellation closes it.
+            if isinstance(body, AsyncGenerator) and not body.ag_running:
+                await body.aclose()
 
     @property
     def _secrets(self) -> tuple[str, ...]:

@@ -554,6 +554,37 @@ async def test_closing_the_client_while_requests_connect_leaves_no_socket_open(
     await eventually(lambda: open_sockets() <= before)
 
 
+def open_files(path: Path) -> int:
+    """How many of this process's descriptors have ``path`` open."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return count
+
+
+async def test_an_upload_cut_short_or_refused_closes_its_file_at_once(
+    fake: FakeFlowith, make_client: MakeClient, transport: Transport, mute: str, tmp_path: Path
+) -> None:
+    """The file was closed only when the collector found the abandoned stream
+    (and trio warned that it was collected unfinished)."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * (120 * 1024))  # 30 MB: more than socket buffers hold
+    stuck = transport.client_class()(fake.token, edge_url=mute, supabase_url=mute)
+    async with stuck:
+        with anyio.move_on_after(0.3) as cut:  # the server never reads: the upload stalls
+            await stuck.upload_file(big)
+        assert cut.cancelled_caught
+        # At once, or (aiohttp sends in a task of its own) when that task ends.
+        await eventually(lambda: open_files(big) == 0)
+    fake.fail_next(1, 413, path="/file/store")
+    async with make_client() as client:
+        with pytest.raises(FlowithError):
+            await client.upload_file(big)
+        await eventually(lambda: open_files(big) == 0)
+    gc.collect()  # an abandoned stream would warn here (an error under this suite)
+
+
 async def test_an_asyncio_cancellation_is_never_lost_mid_stream(
     fake: FakeFlowith, make_client: MakeClient, transport: Transport
 ) -> None:
