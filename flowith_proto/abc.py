@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import time
+import types
 import uuid
 from collections.abc import (
     AsyncGenerator,
@@ -377,7 +378,7 @@ class FlowithClientBase(WebAppMethods):
         finally:
             # Still running means a task of the transport's own is sending it
             # (aiohttp's body writer): that task's cancellation closes it.
-            if isinstance(body, AsyncGenerator) and not body.ag_running:
+            if isinstance(body, types.AsyncGeneratorType) and not body.ag_running:
                 await body.aclose()
 
     @property
