@@ -168,16 +168,22 @@ class _Body:
                 self._pump_done.set()
 
     async def read(self, deadline: float | None) -> bytes | None:
-        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+        try:
             try:
+                # First without waiting: a deadline already past (a look at what an
+                # idle stream holds) would cancel receive() before it looked.
+                return self._chunks.receive_nowait()
+            except anyio.WouldBlock:
+                pass
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
                 return await self._chunks.receive()
-            except anyio.EndOfStream:
-                if self._failure is not None:
-                    raise self._failure from self._failure.__cause__
-                return b""
-            except anyio.ClosedResourceError:  # read after aclose()
-                return b""
-        return None
+            return None
+        except anyio.EndOfStream:
+            if self._failure is not None:
+                raise self._failure from self._failure.__cause__
+            return b""
+        except anyio.ClosedResourceError:  # read after aclose()
+            return b""
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):

@@ -18,6 +18,10 @@ a header; every other line is one record, in the order the client saw it::
     {"kind": "read_timeout", "n": 4, "after": 5}  a read of stream 4 ran out of time
     {"kind": "end", "n": 4, "reason": "eof" | "broken" | "closed"}
 
+A ``chunk`` or ``end`` may carry ``"look": true``: a read whose deadline had
+already passed took it (the client looks at what an idle stream holds before
+counting on it); such a read that found nothing is not recorded.
+
 ``<op>`` names the operation that drew the value or sent the request
 (``"generate:1f0c9a2e#1"``, see :mod:`flowith_proto.operation_names`; ``""`` for
 the shared streams), so that operations running at once replay in any order; a

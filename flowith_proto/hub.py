@@ -152,8 +152,10 @@ class StreamHub:
     ) -> None:
         """Keep ``node_id``'s events from ``channels``, connecting them first,
         so nothing the server emits afterwards can be missed."""
-        self.demux.subscribe(node_id)
         wanted = [self._channels[name] for name in channels]
+        for channel in wanted:  # before subscribing: a stream found closed ends no news of ours
+            await self._check_idle(channel)
+        self.demux.subscribe(node_id)
         for channel in wanted:
             channel.subscribers.add(node_id)
         await self._close_broken()
@@ -165,6 +167,14 @@ class StreamHub:
         if missing and not self._alive_for(node_id):
             # The generation can still finish through its row: let it poll.
             self.demux.end(node_id, "; ".join(missing))
+
+    async def _check_idle(self, channel: _Channel) -> None:
+        """Read what an unread connection holds, without waiting: a stream the
+        server closed while nobody read it is then found closed (and replaced)
+        before a generation counts on it, rather than after its first events
+        went nowhere."""
+        while channel.readable and await self._read_once(channel, self._now()):
+            pass
 
     def _alive_for(self, node_id: str, *, but: _Channel | None = None) -> bool:
         """Whether a channel ``node_id`` reads (other than ``but``) is connected

@@ -87,18 +87,27 @@ class Recorder:
         self._writer.record("stream", n=n, status=status, headers=self.scrubber.headers(headers))
         return _RecordingStream(self, n, body, now)
 
-    def chunk(self, n: int, data: bytes, elapsed: float) -> None:
+    def chunk(self, n: int, data: bytes, elapsed: float, *, look: bool = False) -> None:
         stored = self.scrubber.chunk(data)
-        self._writer.record("chunk", n=n, t=round(elapsed, 6), after=self._sent, data=stored)
+        self._writer.record(
+            "chunk", n=n, t=round(elapsed, 6), after=self._sent, data=stored, **_looked(look)
+        )
 
     def read_timeout(self, n: int) -> None:
         self._writer.record("read_timeout", n=n, after=self._sent)
 
-    def end(self, n: int, reason: str) -> None:
-        self._writer.record("end", n=n, reason=reason)
+    def end(self, n: int, reason: str, *, look: bool = False) -> None:
+        self._writer.record("end", n=n, reason=reason, **_looked(look))
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _looked(look: bool) -> dict[str, bool]:
+    """The mark of a record a look took (a read whose deadline had passed, which
+    takes only what has already arrived): a replayed look takes such a record,
+    and finds nothing where the recorded one found nothing, unrecorded."""
+    return {"look": True} if look else {}
 
 
 class _RecordingStream:
@@ -114,15 +123,17 @@ class _RecordingStream:
         self._held = b""
 
     async def read(self, deadline: float | None) -> bytes | None:
+        look = deadline is not None and deadline <= self._now()
         try:
             data = await self._body.read(deadline)
         except ConnectionFailedError:
-            self._finish("broken")
+            self._finish("broken", look=look)
             raise
         if data is None:
-            self._recorder.read_timeout(self._n)
+            if not look:  # a look that found nothing changed nothing
+                self._recorder.read_timeout(self._n)
         elif not data:
-            self._finish("eof")
+            self._finish("eof", look=look)
         else:
             # The bytes that may begin a secret the next chunk completes are
             # recorded with that chunk, so the scrubber sees the secret whole.
@@ -131,16 +142,17 @@ class _RecordingStream:
             cut = len(data_and_held) - keep
             self._held = data_and_held[cut:]
             if cut:
-                self._recorder.chunk(self._n, data_and_held[:cut], self._now() - self._opened)
+                elapsed = self._now() - self._opened
+                self._recorder.chunk(self._n, data_and_held[:cut], elapsed, look=look)
         return data
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, reason: str, *, look: bool = False) -> None:
         if not self._ended:
             self._ended = True
             if self._held:
-                self._recorder.chunk(self._n, self._held, self._now() - self._opened)
+                self._recorder.chunk(self._n, self._held, self._now() - self._opened, look=look)
                 self._held = b""
-            self._recorder.end(self._n, reason)
+            self._recorder.end(self._n, reason, look=look)
 
     async def aclose(self) -> None:
         self._finish("closed")

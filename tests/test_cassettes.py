@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,31 @@ def test_a_session_recorded_on_asyncio_replays_identically_on_trio(tmp_path: Pat
     assert unplayed == []
     streamed_recorded, streamed_replayed = recorded[1], replayed[1]
     assert [s.text_delta for s in streamed_replayed] == [s.text_delta for s in streamed_recorded]
+
+
+def test_a_stream_found_closed_by_a_look_replays_its_reconnection(tmp_path: Path) -> None:
+    """The client looks at an idle stream before counting on it; the look that
+    found it closed is recorded, the looks that found nothing are not."""
+    fake = FakeFlowith()
+
+    async def session(client: FlowithClientBase) -> list[Any]:
+        first = await client.generate("a")
+        if not isinstance(client, ReplayClient):
+            fake.close_streams(now=time.time())
+            await anyio.sleep(0.3)
+        second = [step.text_delta async for step in client.generate_stream("b")]
+        return [first.text, second, client.stream_connections]
+
+    fake.script(chunk("first"), complete())
+    fake.script(chunk("He"), pause(0.1), chunk("llo"), complete())
+    cassette = tmp_path / "look.jsonl"
+    recorded = anyio.run(record, cassette, session, fake, backend="asyncio")
+    assert recorded == ["first", ["He", "llo", ""], 2]
+    looks = [r for r in map(json.loads, cassette.read_text().splitlines()[1:]) if r.get("look")]
+    assert [(r["kind"], r.get("reason")) for r in looks] == [("end", "eof")]
+    for backend in ("asyncio", "trio"):
+        replayed, unplayed = anyio.run(replay, cassette, session, backend=backend)
+        assert (replayed, unplayed) == (recorded, [])
 
 
 def test_the_cassette_holds_no_secret(tmp_path: Path) -> None:

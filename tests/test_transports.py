@@ -443,6 +443,26 @@ async def test_a_token_read_with_its_newline_works_and_a_broken_one_is_refused_u
     assert fake.token[:20] not in str(info.value)
 
 
+async def test_a_stream_the_server_closed_while_idle_is_replaced_before_the_next_generation(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The next generation counted on the dead connection: its first read found
+    it closed, so it streamed nothing and waited for the row instead."""
+    fake.script(chunk("first"), complete())
+    async with make_client(poll_interval=2.0) as client:
+        await client.generate("a")
+        fake.close_streams(now=time.time())
+        await eventually(lambda: fake.open_streams("stream") == [])
+        fake.script(chunk("He"), pause(0.1), chunk("llo"), complete())
+        started = time.monotonic()
+        steps = await collect(client.generate_stream("b"))
+        elapsed = time.monotonic() - started
+        assert client.stream_connections == 2
+    assert [step.text_delta for step in steps if step.text_delta] == ["He", "llo"]
+    assert elapsed < 1.5  # not a poll interval's wait for the row
+    assert not fake.requests_to("GET", "/rest/v1/flow_node")
+
+
 async def test_closing_the_client_ends_what_is_running_on_it(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
