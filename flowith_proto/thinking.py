@@ -13,13 +13,15 @@ The rules, shared by the streaming :class:`ThinkSplitter` and the one-shot
 * Only exactly ``<think>`` and ``</think>`` are tags, matched with ASCII
   case-insensitivity (``<THINK>``, ``</Think>``); no attributes, no whitespace,
   so ``<thinking>`` or ``< think>`` are literal text.
-* Outside a block text is visible and ``<think>`` opens a block; inside a block
-  text is reasoning and ``</think>`` closes it. An unclosed block makes the rest
-  of the text reasoning.
-* A stray ``</think>`` outside a block is dropped: it is never visible.
-  DeepSeek emits one when the opening tag was part of the prompt; the text
-  before it cannot be reclassified as reasoning without holding back the whole
-  answer, but at least the tag does not leak into the answer.
+* Reasoning comes before the answer. Until the answer begins, ``<think>`` opens
+  a block, text inside a block is reasoning and ``</think>`` closes it; several
+  blocks may follow one another, and whitespace between them is visible. An
+  unclosed block makes the rest of the text reasoning.
+* The answer begins with the first visible character that is not whitespace
+  (a ``<`` that starts no tag included). From there on everything is answer
+  text, tags too: an answer that explains ``<think>`` tags keeps them, where a
+  split anywhere would cut out the words between two of them.
+* A stray ``</think>`` before the answer begins is dropped.
 * Inside a block ``<think>`` is literal reasoning text: blocks do not nest, and
   the first ``</think>`` closes the block.
 """
@@ -62,15 +64,17 @@ class ThinkSplitter:
 
     Each call returns only text whose classification is certain; a tail that
     could still grow into a tag (at most 7 characters, always starting with
-    ``<``) is held until the next fragment or :meth:`flush`. The work per call
-    is linear in the fragment: accumulated history is never rescanned.
+    ``<``) is held until the next fragment or :meth:`flush`. Once the answer has
+    begun nothing is held. The work per call is linear in the fragment:
+    accumulated history is never rescanned.
     """
 
-    __slots__ = ("_held", "_in_think")
+    __slots__ = ("_answering", "_held", "_in_think")
 
     def __init__(self) -> None:
         self._held = ""
         self._in_think = False
+        self._answering = False
 
     @property
     def in_think(self) -> bool:
@@ -79,9 +83,14 @@ class ThinkSplitter:
 
     def feed(self, fragment: str) -> tuple[str, str]:
         """Take the next fragment; return the visible and reasoning text it made certain."""
+        if self._answering:
+            return fragment, ""
         if not self._held and "<" not in fragment:
             # Fast path: the usual token-sized fragment with no tag in sight.
-            return ("", fragment) if self._in_think else (fragment, "")
+            if self._in_think:
+                return "", fragment
+            self._answering = not _blank(fragment)
+            return fragment, ""
         buf = self._held + fragment
         self._held = ""
         visible: list[str] = []
@@ -89,18 +98,25 @@ class ThinkSplitter:
         pos = 0
         while True:
             lt = buf.find("<", pos)
-            out = reasoning if self._in_think else visible
-            if lt < 0:
-                out.append(buf[pos:])
-                break
-            out.append(buf[pos:lt])
             if self._in_think:
+                if lt < 0:
+                    reasoning.append(buf[pos:])
+                    break
+                reasoning.append(buf[pos:lt])
                 if _is_tag(buf[lt : lt + len(_CLOSE)], _CLOSE):
                     self._in_think = False
                     pos = lt + len(_CLOSE)
                     continue
                 tags = _INSIDE_TAGS
             else:
+                text = buf[pos:] if lt < 0 else buf[pos:lt]
+                if not _blank(text):  # the answer begins: the rest is answer text
+                    self._answering = True
+                    visible.append(buf[pos:])
+                    break
+                visible.append(text)
+                if lt < 0:
+                    break
                 if _is_tag(buf[lt : lt + len(_OPEN)], _OPEN):
                     self._in_think = True
                     pos = lt + len(_OPEN)
@@ -113,8 +129,13 @@ class ThinkSplitter:
             if _could_become_tag(rest, tags):
                 self._held = rest
                 break
-            out.append("<")
-            pos = lt + 1
+            if self._in_think:
+                reasoning.append("<")
+                pos = lt + 1
+            else:  # a "<" that starts no tag is answer text
+                self._answering = True
+                visible.append(rest)
+                break
         return "".join(visible), "".join(reasoning)
 
     def flush(self) -> tuple[str, str]:
@@ -124,7 +145,15 @@ class ThinkSplitter:
         last block was left unclosed.
         """
         held, self._held = self._held, ""
-        return ("", held) if self._in_think else (held, "")
+        if self._in_think:
+            return "", held
+        self._answering = self._answering or not _blank(held)
+        return held, ""
+
+
+def _blank(text: str) -> bool:
+    """Whether ``text`` holds nothing but whitespace (or nothing)."""
+    return not text or text.isspace()
 
 
 def split_think_raw(text: str) -> tuple[str, str]:
@@ -137,10 +166,17 @@ def split_think_raw(text: str) -> tuple[str, str]:
     visible: list[str] = []
     reasoning: list[str] = []
     in_think = False
+    parts = _TAG_RE.split(text)
     # With a capturing group, odd indices are tags and even ones the text between.
-    for index, part in enumerate(_TAG_RE.split(text)):
+    for index, part in enumerate(parts):
         if index % 2 == 0:
-            (reasoning if in_think else visible).append(part)
+            if in_think:
+                reasoning.append(part)
+            elif part.strip():  # the answer begins here: the rest is answer, tags too
+                visible.extend(parts[index:])
+                break
+            else:
+                visible.append(part)
         elif in_think:
             if part.lower() == _CLOSE:
                 in_think = False
@@ -148,7 +184,7 @@ def split_think_raw(text: str) -> tuple[str, str]:
                 reasoning.append(part)  # no nesting: an inner <think> is literal
         elif part.lower() == _OPEN:
             in_think = True
-        # else: a stray </think> outside a block is dropped
+        # else: a stray </think> before the answer is dropped
     return "".join(visible), "".join(reasoning)
 
 

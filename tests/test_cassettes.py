@@ -140,7 +140,7 @@ def test_operations_running_at_once_replay_on_either_loop_in_any_order(
     # whatever order the loop runs them in (trio shuffles it on purpose).
     fake = FakeFlowith()
     fake.script(chunk("<think>a</think>"), pause(0.05), chunk("A-1 "), chunk("A-2"), complete())
-    fake.script(chunk("B-1 "), pause(0.02), chunk("<think>b</think>B-2"), complete())
+    fake.script(chunk("<think>b"), pause(0.02), chunk("</think>B-1 B-2"), complete())
     fake.script(chunk("C-1"), pause(0.03), complete())
     fake.script(chunk("D-1"), pause(0.01), chunk("D-2"), complete())
     cassette = tmp_path / "at_once.jsonl"

@@ -37,26 +37,36 @@ def cut(text: str, positions: Iterable[int]) -> list[str]:
 # independently of the implementation used as the reference below.
 CASES: list[tuple[str, str, str]] = [
     ("plain text", "plain text", ""),
-    ("a<think>r</think>b", "ab", "r"),
-    ("<think>one</think>x<think>two</think>y", "xy", "onetwo"),
-    ("A<THINK>R</THINK>B<Think>S</tHiNk>C", "ABC", "RS"),
-    ("before<think>never closed", "before", "never closed"),
+    ("<think>r</think>b", "b", "r"),
+    ("<think>one</think>\n<think>two</think>y", "\ny", "onetwo"),
+    ("<THINK>R</THINK>B<Think>S</tHiNk>C", "B<Think>S</tHiNk>C", "R"),
+    ("<think>never closed", "", "never closed"),
     ("1 < 2 and x<y", "1 < 2 and x<y", ""),
     ("<thinking>not a tag</thinking>", "<thinking>not a tag</thinking>", ""),
     ("< think>spaced</ think>", "< think>spaced</ think>", ""),
-    ('<think a="b">attrs</think>', '<think a="b">attrs', ""),
-    ("<<think>>r<</think>>", "<>", ">r<"),
+    ('<think a="b">attrs</think>', '<think a="b">attrs</think>', ""),
+    ("<<think>>r<</think>>", "<<think>>r<</think>>", ""),
     ("<think>a</think><think>b</think>", "", "ab"),
-    ("x<think></think>y", "xy", ""),
-    ("answer</think>more", "answermore", ""),
+    ("<think></think>y", "y", ""),
+    # Once the answer has begun, tags are its text (an answer may explain them).
+    ("a<think>r</think>b", "a<think>r</think>b", ""),
+    ("answer</think>more", "answer</think>more", ""),
+    (
+        "<think>plan</think>Models wrap reasoning in <think> tags, closed by </think>. Done.",
+        "Models wrap reasoning in <think> tags, closed by </think>. Done.",
+        "plan",
+    ),
     ("</think>", "", ""),
+    (" \n</think>\n<think>a</think> b</think>", " \n\n b</think>", "a"),
     ("<think>a<think>b</think>c", "c", "a<think>b"),
     ("<think>1 < 2 </thin </think>ok", "ok", "1 < 2 </thin "),
     ("tail <", "tail <", ""),
     ("tail <thin", "tail <thin", ""),
+    (" <thin", " <thin", ""),
     ("<think>tail </thin", "", "tail </thin"),
     ("\n<think>\nreason\n</think>\n\nanswer\n", "\n\n\nanswer\n", "\nreason\n"),
-    ("<thin\u212a>kelvin</think>", "<thin\u212a>kelvin", ""),
+    ("<thin\u212a>kelvin</think>", "<thin\u212a>kelvin</think>", ""),
+    ("\u3000<think>r</think>x", "\u3000x", "r"),  # any Unicode whitespace precedes the answer
     ("", "", ""),
 ]
 
@@ -70,7 +80,7 @@ def test_one_shot_rules(text: str, visible: str, reasoning: str) -> None:
 
 
 def test_old_client_failing_example() -> None:
-    assert stream(["a<thi", "nk>r</th", "ink>b"]) == ("ab", "r")
+    assert stream(["<thi", "nk>r</th", "ink>b"]) == ("b", "r")
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -97,7 +107,7 @@ def test_char_by_char(text: str) -> None:
     assert stream(text) == split_think_raw(text)
 
 
-_ALPHABET = "<>/thinkTHINKab \n\u212a"
+_ALPHABET = "<>/thinkTHINKab \n\u212a\u3000"
 _TOKENS = ["<think>", "</think>", "<THINK>", "</Think>", "<", "</", "<th", "</thin", "<thinking>"]
 _texts = st.lists(
     st.one_of(st.sampled_from(_TOKENS), st.text(alphabet=_ALPHABET, max_size=4)),
@@ -124,7 +134,7 @@ def test_any_chunking_matches_one_shot(case: tuple[str, list[str]]) -> None:
 
 def test_partial_tag_is_held_and_rest_released() -> None:
     splitter = ThinkSplitter()
-    assert splitter.feed("hello <") == ("hello ", "")
+    assert splitter.feed("\n <") == ("\n ", "")
     assert splitter.feed("th") == ("", "")
     assert splitter.feed("ink>why") == ("", "why")
     assert splitter.in_think
@@ -135,14 +145,14 @@ def test_partial_tag_is_held_and_rest_released() -> None:
 
 def test_lone_angle_bracket_released_once_unambiguous() -> None:
     splitter = ThinkSplitter()
-    assert splitter.feed("a <") == ("a ", "")
+    assert splitter.feed(" <") == (" ", "")
     assert splitter.feed(" b") == ("< b", "")
     assert ThinkSplitter().feed("a < b") == ("a < b", "")
 
 
 def test_not_a_tag_released_as_soon_as_it_diverges() -> None:
     splitter = ThinkSplitter()
-    assert splitter.feed("x<think") == ("x", "")
+    assert splitter.feed("<think") == ("", "")
     assert splitter.feed("ing") == ("<thinking", "")
 
 
@@ -154,14 +164,22 @@ def test_only_closing_tag_prefixes_are_held_inside_a_block() -> None:
 
 def test_fragment_without_angle_bracket_is_released_in_full() -> None:
     splitter = ThinkSplitter()
-    assert splitter.feed("just text") == ("just text", "")
+    assert splitter.feed("\n") == ("\n", "")
     assert splitter.feed("<think>") == ("", "")
     assert splitter.feed("deep thought") == ("", "deep thought")
+    assert splitter.feed("</think>just text") == ("just text", "")
+
+
+def test_once_the_answer_began_nothing_is_held_and_tags_are_text() -> None:
+    splitter = ThinkSplitter()
+    assert splitter.feed("Use <thi") == ("Use <thi", "")
+    assert splitter.feed("nk> and </think>") == ("nk> and </think>", "")
+    assert not splitter.in_think
 
 
 def test_flush_releases_held_text_in_current_mode() -> None:
     splitter = ThinkSplitter()
-    assert splitter.feed("x<thi") == ("x", "")
+    assert splitter.feed(" <thi") == (" ", "")
     assert splitter.flush() == ("<thi", "")
     assert splitter.flush() == ("", "")
 
@@ -171,9 +189,9 @@ def test_flush_releases_held_text_in_current_mode() -> None:
     assert splitter.in_think  # the unclosed block stays visible to the caller
 
 
-def test_stray_closing_tag_is_dropped_while_streaming() -> None:
+def test_a_stray_closing_tag_before_the_answer_is_dropped_while_streaming() -> None:
     splitter = ThinkSplitter()
-    assert splitter.feed("answer</th") == ("answer", "")
+    assert splitter.feed("\n</th") == ("\n", "")
     assert splitter.feed("ink> more") == (" more", "")
     assert not splitter.in_think
 
