@@ -222,68 +222,46 @@ def node_state(rows: Any, *, media: bool = False) -> NodePending | NodeDone | No
 # -- the turn itself ------------------------------------------------------------
 
 
-#: How many chunks may wait for a missing ``seq`` before it is given up on.
-MAX_HELD_CHUNKS = 16
-
-
 class _Progress:
     """What a streaming caller has been shown so far.
 
-    Chunks are put in ``seq`` order: one seen before (a replay after a
-    reconnection) is dropped, one that comes early waits for those before it.
-    The first ``seq`` heard is taken as the start (protocol.md leaves the start
-    unverified), and a gap still open after :data:`MAX_HELD_CHUNKS` later
-    chunks is given up on, so a server that skips numbers delays the text by
-    that much at most. Chunks without a ``seq`` pass in the order they come.
+    A chunk whose ``seq`` is not above every one shown already is dropped: a
+    replay of chunks seen before (after a reconnection) would repeat them, and
+    one overtaken by later chunks cannot be put back in its place in deltas
+    already sent (the final text still has it). Gaps pass at once: whether
+    ``seq`` counts per node and without gaps is unverified (protocol.md 4.2), so
+    nothing is held back waiting for a number that may never come. Chunks
+    without a ``seq`` pass in the order they come.
     """
 
-    __slots__ = ("_held", "_next_seq", "raw", "reasoning", "splitter", "visible")
+    __slots__ = ("_last_seq", "raw", "reasoning", "splitter", "visible")
 
     def __init__(self) -> None:
         self.splitter = ThinkSplitter()
         self.raw: list[str] = []
         self.visible = ""
         self.reasoning = ""
-        self._next_seq: int | None = None
-        self._held: dict[int, Sequence[str]] = {}
+        self._last_seq: int | None = None
 
     def feed(self, chunks: Sequence[str], seq: int | None = None) -> tuple[str, str]:
         """Take one event's fragments; return the text and reasoning deltas."""
+        if seq is not None:
+            if self._last_seq is not None and seq <= self._last_seq:
+                log.debug("dropping chunks %d: chunks up to %d were shown", seq, self._last_seq)
+                return "", ""
+            self._last_seq = seq
         visible: list[str] = []
         reasoning: list[str] = []
-        for fragments in self._in_order(chunks, seq):
-            for chunk in fragments:
-                self.raw.append(chunk)
-                seen, thought = self.splitter.feed(chunk)
-                visible.append(seen)
-                reasoning.append(thought)
+        for chunk in chunks:
+            self.raw.append(chunk)
+            seen, thought = self.splitter.feed(chunk)
+            visible.append(seen)
+            reasoning.append(thought)
         text_delta = "".join(visible)
         reasoning_delta = "".join(reasoning)
         self.visible += text_delta
         self.reasoning += reasoning_delta
         return text_delta, reasoning_delta
-
-    def _in_order(self, chunks: Sequence[str], seq: int | None) -> list[Sequence[str]]:
-        if seq is None:
-            return [chunks]
-        if self._next_seq is None:
-            self._next_seq = seq
-        if seq < self._next_seq or seq in self._held:
-            log.debug("dropping chunks %d heard before", seq)
-            return []
-        self._held[seq] = chunks
-        if self._next_seq not in self._held and len(self._held) > MAX_HELD_CHUNKS:
-            log.warning("chunks %d never came; going on without them", self._next_seq)
-            self._next_seq = min(self._held)
-        ready: list[Sequence[str]] = []
-        while self._next_seq in self._held:
-            ready.append(self._held.pop(self._next_seq))
-            self._next_seq += 1
-        return ready
-
-    def text_heard(self) -> str:
-        """All the text heard, held chunks included (in ``seq`` order)."""
-        return "".join([*self.raw, *(c for seq in sorted(self._held) for c in self._held[seq])])
 
     def remainder(self, full: str, shown: str, what: str) -> str:
         """The part of the authoritative ``full`` text the caller has not seen."""
@@ -602,7 +580,7 @@ def _await_text(
                 row = yield from _row_if_readable(state, node_id, deadline)
                 if isinstance(row, NodeDone) and row.value:
                     return _from_row(progress, row, node_id, conv_id, chosen, stream)
-                raw = progress.text_heard()
+                raw = "".join(progress.raw)
             return _final(progress, raw, separate, node_id, conv_id, chosen, stream, {**item.raw})
         elif isinstance(item, MalformedEvent):
             log.warning("skipping a malformed event for node %s: %s", node_id, item.reason)
@@ -639,7 +617,7 @@ def _row_if_readable(
 def _from_row(
     progress: _Progress, row: NodeDone, node_id: str, conv_id: str, model: str, stream: bool
 ) -> GenerationOutput:
-    raw = row.value or progress.text_heard()
+    raw = row.value or "".join(progress.raw)
     node_model = row.data.get("model")
     metadata = {"type": "complete", "nodeId": node_id, "result": raw, "nodeData": row.data}
     chosen = node_model if isinstance(node_model, str) and node_model else model
