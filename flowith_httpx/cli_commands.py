@@ -630,9 +630,11 @@ async def _chat(ctx: Context, args: argparse.Namespace) -> int:
     printer = _Reasoning(ctx.out, show=args.reasoning)
     last: GenerationOutput | None = None
     async with ctx.client() as client:
-        run = client.generate_stream(
-            prompt, conv_id=args.conv, model=args.model, images=args.image or None
-        )
+        if args.conv is None:
+            run = client.generate_stream(prompt, model=args.model, images=args.image or None)
+        else:  # a turn of the conversation: its thread is read and sent along
+            session = client.start_conversation(conv_id=args.conv)
+            run = session.send_stream(prompt, model=args.model, images=args.image or None)
         async with run:
             async for step in run:
                 last = step
@@ -868,6 +870,7 @@ def _show_conversation(ctx: Context, record: Any, nodes: Sequence[Any]) -> None:
                 "nodes": [
                     {
                         "id": n.node_id,
+                        "parent": n.p_id,
                         "type": _node_kind(n.node_type),
                         "model": n.model,
                         "text": n.text,

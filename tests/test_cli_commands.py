@@ -294,8 +294,14 @@ def test_chat_continues_a_conversation_with_images(cli: CLI, served: Served) -> 
     turn = served.call(lambda: served.fake.turns[-1])
     content = turn.messages[-1]["content"]
     assert {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}} in content
+    # The thread went along (it was a new branch with no history before).
+    assert [m["role"] for m in turn.messages] == ["user", "assistant", "user"]
+    assert turn.messages[0]["content"] == "first turn"
     canvas = cli("--json", "conversations", "show", conv).json()
     assert [n["type"] for n in canvas["nodes"]] == ["user", "AI", "user", "AI"]
+    user_nodes = [n for n in canvas["nodes"] if n["type"] == "user"]
+    ai_nodes = [n for n in canvas["nodes"] if n["type"] == "AI"]
+    assert user_nodes[1]["parent"] == ai_nodes[0]["id"]
 
 
 def _script_thinking(served: Served) -> None:
