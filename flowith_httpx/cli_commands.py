@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -271,6 +272,7 @@ def add_commands(commands: argparse._SubParsersAction[CommandParser]) -> None:
     image.add_argument("--aspect-ratio", default="1:1", help="W:H (default 1:1)")
     image.add_argument("--size", default="512", help="512, 1k, 2k or 4k (default 512)")
     image.add_argument("--out", metavar="DIR", help="save the image into DIR")
+    image.add_argument("--overwrite", action="store_true", help="replace a file of that name")
 
     video = _command(commands, "video", "generate a video and print its URL")
     video.add_argument("prompt", nargs="+")
@@ -279,6 +281,7 @@ def add_commands(commands: argparse._SubParsersAction[CommandParser]) -> None:
     video.add_argument("--aspect-ratio", default="16:9", help="W:H (default 16:9)")
     video.add_argument("--resolution", default="480p", help="480p, 720p or 1080p (default 480p)")
     video.add_argument("--out", metavar="DIR", help="save the video into DIR")
+    video.add_argument("--overwrite", action="store_true", help="replace a file of that name")
 
     upload = _command(commands, "upload", "upload a file to Flowith's CDN and print its URL")
     upload.add_argument("file")
@@ -712,8 +715,16 @@ async def _image(ctx: Context, args: argparse.Namespace) -> int:
         image = result.image
         if image is None:
             raise GenerationError("the image generation returned no image")
-        path = await image.save(args.out) if args.out else None
-    _media_result(ctx, image.url, path, result.model, result.node_id, result.conv_id)
+        show = functools.partial(
+            _media_result,
+            ctx,
+            image.url,
+            model=result.model,
+            node_id=result.node_id,
+            conv_id=result.conv_id,
+        )
+        path = await _save_media(ctx, args, image.save, show) if args.out else None
+    show(path)
     return EXIT_OK
 
 
@@ -732,13 +743,39 @@ async def _video(ctx: Context, args: argparse.Namespace) -> int:
         )
         if not result.video_url:
             raise GenerationError("the video generation returned no URL")
-        path = await result.save(args.out) if args.out else None
-    _media_result(ctx, result.video_url, path, result.model, result.node_id, result.conv_id)
+        show = functools.partial(
+            _media_result,
+            ctx,
+            result.video_url,
+            model=result.model,
+            node_id=result.node_id,
+            conv_id=result.conv_id,
+        )
+        path = await _save_media(ctx, args, result.save, show) if args.out else None
+    show(path)
     return EXIT_OK
 
 
+async def _save_media(
+    ctx: Context,
+    args: argparse.Namespace,
+    save: Callable[..., Awaitable[Path]],
+    show: Callable[[Path | None], None],
+) -> Path:
+    """Save into ``--out``; if that fails, still say where the result is (it was
+    made, and paid for) before the error."""
+    try:
+        return await save(args.out, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        show(None)
+        raise FileExistsError(str(exc).replace("overwrite=True", "--overwrite")) from None
+    except BaseException:
+        show(None)
+        raise
+
+
 def _media_result(
-    ctx: Context, url: str, path: Path | None, model: str, node_id: str, conv_id: str
+    ctx: Context, url: str, path: Path | None, *, model: str, node_id: str, conv_id: str
 ) -> None:
     if ctx.settings.json:
         ctx.out.document(

@@ -375,6 +375,21 @@ def test_an_unwritable_folder_is_a_local_error(cli: CLI, tmp_path: Path) -> None
     assert len(done.error_lines) == 1
 
 
+def test_a_file_in_the_way_keeps_the_url_and_names_the_flag(cli: CLI, tmp_path: Path) -> None:
+    """The image was made (and paid for): its URL was lost with the error, which
+    named a Python argument the CLI does not have."""
+    assert cli("image", "a fox", "--out", str(tmp_path)).code == 0
+    again = cli("image", "a fox", "--out", str(tmp_path))
+    assert again.code == 1
+    assert again.out.startswith("http")
+    assert again.error_lines == [
+        f"flowith: {tmp_path / 'image.png'} exists; pass --overwrite to replace it"
+    ]
+    replaced = cli("image", "a fox", "--out", str(tmp_path), "--overwrite")
+    assert replaced.code == 0, replaced.err
+    assert replaced.out.splitlines()[1] == f"saved to {tmp_path / 'image.png'}"
+
+
 def test_video_prints_url_and_saves(cli: CLI, served: Served, tmp_path: Path) -> None:
     done = cli("--json", "video", "waves", "--resolution", "720p", "--out", str(tmp_path))
     assert done.code == 0, done.err
