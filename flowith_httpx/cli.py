@@ -39,11 +39,13 @@ from typing import TextIO
 import anyio
 
 from flowith_httpx.cli_commands import (
+    EXIT_INTERRUPTED,
     UsageError,
     add_commands,
     build_parser,
     check_choices,
     client_class,
+    reader_gone,
     run_command,
 )
 from flowith_proto.fake import FakeFlowith, Step, Turn, chunk, complete, pause
@@ -227,6 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stand in between (this process's own environment, read by both transports).
         for name in ("NO_PROXY", "no_proxy"):
             os.environ[name] = no_proxy_with_loopback(os.environ.get(name))
-        anyio.run(run_demo, args.transport, args.backend, sys.stdout, backend=args.backend)
+        try:
+            anyio.run(run_demo, args.transport, args.backend, sys.stdout, backend=args.backend)
+        except KeyboardInterrupt:
+            print("flowith: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            return reader_gone(sys.stdout)
         return 0
     return run_command(args)

@@ -73,6 +73,8 @@ EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_API = 4
 EXIT_CONNECTION = 5
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_READER_GONE = 141  # 128 + SIGPIPE: the reader of stdout went away
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -85,6 +87,8 @@ exit codes:
   4  server or API error: an error answer, a failed generation, a timeout, an
      answer the client cannot read; for doctor, a protocol assumption fails
   5  connection failed: the server could not be reached or the connection broke
+  130  interrupted (Ctrl-C)
+  141  the reader of stdout went away (flowith models | head -1), quietly
 
 Every failure prints one line, "flowith: <message>", on stderr.
 Environment: FLOWITH_TOKEN, FLOWITH_REFRESH_TOKEN, FLOWITH_USER_ID,
@@ -1075,6 +1079,16 @@ def _message(error: BaseException) -> str:
     return text or type(error).__name__
 
 
+def reader_gone(stream: TextIO) -> int:
+    """stdout's reader went away (``flowith models | head -1``): end quietly, as a
+    process that SIGPIPE ended would, and let nothing write to the pipe again
+    (Python's own flush at exit would complain)."""
+    with contextlib.suppress(OSError, ValueError):  # not a real file: nothing to redirect
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+    return EXIT_READER_GONE
+
+
 def run_command(
     args: argparse.Namespace,
     *,
@@ -1098,9 +1112,11 @@ def run_command(
         return anyio.run(command, ctx, args, backend=settings.backend)
     except KeyboardInterrupt:
         out.note("flowith: interrupted")
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
         error = _leaf(exc)
+        if isinstance(error, BrokenPipeError):
+            return reader_gone(out_stream)
         code = exit_code(error)
         if code is None:
             raise

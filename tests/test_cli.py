@@ -92,3 +92,17 @@ def test_a_choice_whose_extra_is_not_installed_is_a_usage_error(
         assert capsys.readouterr().err == (
             f'flowith: {missing} is not installed: pip install "flowith[{missing}]"\n'
         )
+
+
+def test_a_reader_going_away_ends_the_demo_quietly() -> None:
+    """``flowith demo | head -2`` printed a BrokenPipeError traceback."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "flowith_httpx", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert demo.stdout is not None
+    assert demo.stdout.readline().startswith(b"flowith demo: a fake Flowith is serving")
+    demo.stdout.close()
+    _, err = demo.communicate(timeout=60)
+    assert (demo.returncode, err) == (141, b"")

@@ -722,3 +722,23 @@ def test_a_token_is_scrubbed_before_wrapping_or_cutting_could_hide_it() -> None:
     assert "eyJzdWIiOiJ1In0" not in written
     assert "c2lnbmF0dXJl" not in written
     assert written.count("[REDACTED]") == 3
+
+
+def test_a_reader_going_away_ends_a_command_quietly(served: Served) -> None:
+    """``flowith models | head -1`` said "flowith: [Errno 32] Broken pipe", exit 1."""
+    from flowith_httpx.cli import _parser
+    from flowith_httpx.cli_commands import run_command
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    err = io.StringIO()
+    env = {
+        "FLOWITH_TOKEN": served.fake.token,
+        "FLOWITH_EDGE_URL": served.url,
+        "FLOWITH_SUPABASE_URL": served.url,
+    }
+    args = _parser().parse_args(["models"])
+    assert run_command(args, stdout=ClosedPipe(), stderr=err, env=env) == 141
+    assert err.getvalue() == ""
