@@ -46,8 +46,10 @@ from flowith_proto.effects import (
 )
 from flowith_proto.endpoints import NODE_TYPE_AI, NODE_TYPE_USER, Position
 from flowith_proto.errors import (
+    APIError,
     FlowithError,
     GenerationError,
+    NotFoundError,
     ResponseDecodeError,
     TimeoutError,
     ValidationError,
@@ -329,19 +331,29 @@ def begin_turn(
     user_node_id: str = yield NewId()
     ai_node_id: str = yield NewId()
     user_position, ai_position = turn_layout(conversation.turns_since_anchor, conversation.anchor)
-    yield from call(
-        state,
-        lambda e: e.create_user_node(
-            node_id=user_node_id,
-            conv_id=conv_id,
-            parent_id=parent_id,
-            prompt=prompt,
-            timestamp=timestamp,
-            position=user_position,
-            children=[] if ai_data is None else [ai_node_id],
-        ),
-        deadline=deadline,
-    )
+    try:
+        yield from call(
+            state,
+            lambda e: e.create_user_node(
+                node_id=user_node_id,
+                conv_id=conv_id,
+                parent_id=parent_id,
+                prompt=prompt,
+                timestamp=timestamp,
+                position=user_position,
+                children=[] if ai_data is None else [ai_node_id],
+            ),
+            deadline=deadline,
+        )
+    except APIError as error:
+        if _missing_reference(error):  # PostgREST's foreign key violation
+            raise NotFoundError(
+                f"conversation {conv_id} does not exist (or the node the turn would hang "
+                f"under, {parent_id}, does not)",
+                status_code=error.status_code,
+                body=error.body,
+            ) from error
+        raise
     if ai_data is not None:
         data = ai_data(timestamp)
         yield from call(
@@ -356,6 +368,12 @@ def begin_turn(
             deadline=deadline,
         )
     return TurnRows(conv_id, timestamp, user_node_id, ai_node_id, user_position, ai_position)
+
+
+def _missing_reference(error: APIError) -> bool:
+    """Whether PostgREST refused a row for pointing at one that does not exist."""
+    body = error.body
+    return error.status_code == 409 and isinstance(body, Mapping) and body.get("code") == "23503"
 
 
 def resume(state: ClientState, conversation: Conversation, deadline: float) -> Operation[None]:

@@ -1202,3 +1202,15 @@ async def test_online_sessions(fake: FakeFlowith, make_client: MakeClient) -> No
     assert count.body == b"{}"
     remove = fake.requests_to("POST", "/rest/v1/rpc/remove_online_session")[0]
     assert remove.json() == {"p_session_id": "tab-1"}
+
+
+async def test_a_turn_in_a_conversation_that_does_not_exist_is_not_found(
+    make_client: MakeClient,
+) -> None:
+    """It was the database's raw 409 (a foreign key violation) as a plain APIError."""
+    missing = str(uuid.uuid4())
+    async with make_client() as client:
+        with pytest.raises(NotFoundError, match=f"conversation {missing} does not exist"):
+            await client.generate("hi", conv_id=missing)
+        with pytest.raises(NotFoundError):
+            await client.start_conversation(conv_id=missing).send("hi")
