@@ -214,7 +214,7 @@ class FlowithClient(FlowithClientBase):
         token: str = "",
         *,
         user_id: str = "",
-        refresh_token: str = "",
+        refresh_token: str | None = "",
         edge_url: str = DEFAULT_EDGE_URL,
         supabase_url: str = DEFAULT_SUPABASE_URL,
         supabase_key: str = DEFAULT_SUPABASE_KEY,

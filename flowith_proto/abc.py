@@ -175,7 +175,7 @@ class FlowithClientBase(WebAppMethods):
         token: str = "",
         *,
         user_id: str = "",
-        refresh_token: str = "",
+        refresh_token: str | None = "",
         edge_url: str = DEFAULT_EDGE_URL,
         supabase_url: str = DEFAULT_SUPABASE_URL,
         supabase_key: str = DEFAULT_SUPABASE_KEY,

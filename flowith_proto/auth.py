@@ -56,9 +56,12 @@ def header_safe(text: str) -> bool:
     return text.isascii() and text.isprintable() and " " not in text
 
 
-def _token(value: str) -> str:
+def _token(value: str | None) -> str:
     """A token as given, minus the whitespace around it (a token read from a
-    file keeps its newline, which no header can carry)."""
+    file keeps its newline, which no header can carry); ``None`` (an unset
+    ``os.environ.get(...)``) is no token."""
+    if value is None:
+        return ""
     return value.strip() if isinstance(value, str) else value
 
 
@@ -92,14 +95,14 @@ class Credentials:
 
     @classmethod
     def from_tokens(
-        cls, access_token: str = "", *, refresh_token: str = "", user_id: str = ""
+        cls, access_token: str = "", *, refresh_token: str | None = "", user_id: str = ""
     ) -> Credentials:
         """Credentials whose ``user_id`` and ``expires_at`` come from the JWT
         unless ``user_id`` is given explicitly."""
         claims = read_claims(_token(access_token))
         return cls(
             access_token=access_token,
-            refresh_token=refresh_token,
+            refresh_token=_token(refresh_token),
             user_id=user_id or claims.sub,
             expires_at=None if claims.exp is None else float(claims.exp),
         )

@@ -96,9 +96,10 @@ class RateLimitError(APIError):
         self.retry_after_s = retry_after_s
 
 
-class ValidationError(APIError):
+class ValidationError(APIError, ValueError):
     """HTTP 422, or arguments the client refuses before sending anything.
-    ``details`` lists what was wrong."""
+    ``details`` lists what was wrong. Also a :class:`ValueError`, as an invalid
+    argument is to the standard library."""
 
     def __init__(
         self,

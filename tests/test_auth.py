@@ -87,3 +87,9 @@ def test_config_defaults_and_overrides() -> None:
 def test_config_rejects_a_non_url() -> None:
     with pytest.raises(ValidationError, match="edge_url"):
         FlowithConfig(edge_url="edge.flowith.io")
+
+
+def test_an_unset_refresh_token_is_no_token() -> None:
+    """``refresh_token=os.environ.get("FLOWITH_REFRESH_TOKEN")`` crashed when unset."""
+    assert Credentials.from_tokens("", refresh_token=None).refresh_token == ""
+    assert Credentials(access_token=" tok\n").access_token == "tok"

@@ -215,3 +215,13 @@ def test_a_body_that_is_not_json_is_quoted_without_a_secret_even_cut_short() -> 
         Response(200, (), body, secrets=(secret,)).json()
     assert "xxxxxxxx" not in str(caught.value)
     assert "x" * 8 not in str(caught.value.body)
+
+
+def test_a_refused_argument_is_also_a_value_error() -> None:
+    """As the README says of invalid settings: ``except ValueError`` catches them."""
+    import flowith_httpx
+
+    with pytest.raises(ValueError, match="edge_url must be an http"):
+        flowith_httpx.FlowithClient("t", edge_url="x")
+    assert issubclass(ValidationError, ValueError)
+    assert issubclass(ValidationError, APIError)
