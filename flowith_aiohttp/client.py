@@ -50,6 +50,11 @@ async def _before(deadline: float, awaitable: Awaitable[T]) -> T:
     async with timeout_at(deadline):
         return await awaitable
 
+#: The longest response header line read, as httpcore's h11 reads (aiohttp: 8190).
+_HEADER_LIMIT = 100 * 1024
+#: Redirects a download follows, as httpx follows (aiohttp: 10).
+_MAX_REDIRECTS = 20
+
 # aiohttp adds a Content-Type to a bodiless POST; the core's request has none.
 _NO_AUTO_HEADERS = ("Content-Type",)
 
@@ -99,6 +104,12 @@ def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError:
     # A connector error means no byte of the request left this machine.
     sent = not isinstance(exc, aiohttp.ClientConnectorError)
     return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)
+
+
+def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
+    """The answer's headers, names lower-cased as httpx gives them (a cassette
+    recorded on either transport is then the same)."""
+    return tuple((name.lower(), value) for name, value in answer.headers.items())
 
 
 class _Body:
@@ -173,6 +184,13 @@ class FlowithClient(FlowithClientBase):
         )
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")
+        if proxy is not None and not proxy.startswith(("http://", "https://")):
+            # Refused here, as httpx refuses it: aiohttp would send a SOCKS or
+            # schemeless proxy plain HTTP proxy requests, or fail every call.
+            raise ValueError(
+                "proxy must be an http:// or https:// URL: this transport speaks HTTP "
+                "proxies only (the httpx transport, with socksio installed, speaks SOCKS)"
+            )
         self._owns_http = http_client is None
         self._http = http_client
         self._proxy = proxy
@@ -189,7 +207,18 @@ class FlowithClient(FlowithClientBase):
     def _session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be born inside a running loop.
         if self._http is None:
-            self._http = aiohttp.ClientSession(trace_configs=[_progress_tracing()])
+            session = aiohttp.ClientSession(
+                trace_configs=[_progress_tracing()],
+                # What httpx does, so that swapping transports changes nothing: cookies of
+                # an IP-address host are kept, and headers as long as httpcore reads.
+                cookie_jar=aiohttp.CookieJar(unsafe=True),
+                max_line_size=_HEADER_LIMIT,
+                max_field_size=_HEADER_LIMIT,
+            )
+            # aiohttp resends an idempotent request once when its connection drops,
+            # on top of the client's own retries: max_retries would not mean the same.
+            session._retry_connection = False
+            self._http = session
         return self._http
 
     def _proxy_for(self, url: URL) -> str | None:
@@ -220,7 +249,7 @@ class FlowithClient(FlowithClientBase):
                     request, body, headers, aiohttp.ClientTimeout(total=limit), progress
                 ) as answer,
             ):
-                return Response(answer.status, tuple(answer.headers.items()), await answer.read())
+                return Response(answer.status, _headers(answer), await answer.read())
         except asyncio.TimeoutError as exc:
             raise progress.timed_out(limit) from exc
         except aiohttp.ClientError as exc:
@@ -247,6 +276,7 @@ class FlowithClient(FlowithClientBase):
             proxy=self._proxy_for(url),
             timeout=timeout,
             allow_redirects=request.follow_redirects,
+            max_redirects=_MAX_REDIRECTS,
             trace_request_ctx=progress,
         )
 
@@ -267,7 +297,7 @@ class FlowithClient(FlowithClientBase):
             raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
         except aiohttp.ClientError as exc:
             raise _transport_error(exc) from exc
-        return answer.status, tuple(answer.headers.items()), _Body(answer)
+        return answer.status, _headers(answer), _Body(answer)
 
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         tasks = [asyncio.ensure_future(job()) for job in jobs]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import PurePath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from flowith_proto.config import FlowithConfig
 from flowith_proto.errors import ValidationError
@@ -96,4 +96,20 @@ def download_request(config: FlowithConfig, url: str) -> Request:
         ("Origin", config.origin),
         ("Referer", config.referer),
     )
-    return Request("GET", url, headers, idempotent=True, stream=True, follow_redirects=True)
+    return Request(
+        "GET", _ascii_url(url), headers, idempotent=True, stream=True, follow_redirects=True
+    )
+
+
+#: What stays as it is in a URL sent: the reserved and unreserved characters and
+#: the ``%`` of an escape (quote() keeps letters, digits and ``_.-`` too).
+_URL_SAFE = ":/?#[]@!$&'()*+,;=~%"
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _ascii_url(url: str) -> str:
+    """``url`` as a request target may carry it: non-ASCII text and characters no
+    URL may hold raw (``"<>\\^`{|}``) percent-encoded, escapes kept. A CDN URL
+    comes from the server or the caller as it was written; httpx encodes it this
+    way itself, aiohttp sends what it is given, so both send this."""
+    return quote(_STRAY_PERCENT.sub("%25", url), safe=_URL_SAFE)

@@ -1,8 +1,10 @@
 """The request and response values that pass between the core and a transport.
 
 The core builds a :class:`Request` completely (encoded URL, ordered headers,
-serialized body) so that a transport sends it unchanged and two transports can
-never disagree about the wire format. Credentials live inside headers and
+serialized body) so that a transport sends it unchanged and two transports send
+the same target, headers and body; each adds only the headers of its own
+connection handling (``Host``, ``Accept-Encoding``, ``Connection``,
+``Content-Length``), in an order of its own. Credentials live inside headers and
 bodies; :class:`Request`'s repr hides them.
 """
 

@@ -415,3 +415,17 @@ async def test_a_saved_image_carries_no_token_either(
     # Every API request did carry the token: the CDN request is the exception.
     api = [r for r in fake.requests if r is not request]
     assert all(r.header("authorization") for r in api)
+
+
+async def test_a_url_written_with_raw_characters_goes_out_encoded_on_every_transport(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    """aiohttp sent non-ASCII bytes and characters like {} raw; httpx encoded them."""
+    fake.add_file("/f/raw/café {1}.png", b"\x89PNG fox", "image/png")
+    raw_url = fake.file_url("/").rstrip("/") + "/f/raw/café {1}.png".replace(" ", "%20")
+    async with make_client() as client:
+        saved = await client.download(raw_url, tmp_path)
+    assert saved.read_bytes() == b"\x89PNG fox"
+    assert saved.name == "café {1}.png"
+    (request,) = fake.requests_to("GET", "/f/raw/café {1}.png")
+    assert request.target == "/f/raw/caf%C3%A9%20%7B1%7D.png"

@@ -256,6 +256,21 @@ async def test_proxy_and_own_http_client_are_exclusive(transport: Transport) -> 
             flowith_client("token", proxy="http://127.0.0.1:1", http_client=mine)
 
 
+@pytest.mark.parametrize("proxy", ["socks5://127.0.0.1:1080", "ftp://proxy.test", "127.0.0.1:1"])
+async def test_a_proxy_url_no_transport_can_use_is_refused_by_the_constructor(
+    transport: Transport, proxy: str
+) -> None:
+    """aiohttp took any of these, then sent plain HTTP proxy requests to a SOCKS
+    port or failed every call; httpx refuses them when the client is made."""
+    flowith_client: Any = transport.client_class()
+    try:
+        client = flowith_client("token", proxy=proxy)
+    except (ValueError, ImportError):  # httpx: SOCKS needs socksio installed
+        return
+    await client.aclose()
+    pytest.fail(f"{proxy!r} was accepted")
+
+
 # -- aclose, supabase_key=, result_timeout= --------------------------------------------
 
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
@@ -461,6 +462,51 @@ async def test_a_stream_the_server_closed_while_idle_is_replaced_before_the_next
     assert [step.text_delta for step in steps if step.text_delta] == ["He", "llo"]
     assert elapsed < 1.5  # not a poll interval's wait for the row
     assert not fake.requests_to("GET", "/rest/v1/flow_node")
+
+
+async def test_long_headers_and_cookies_of_an_ip_host_are_kept_on_every_transport(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """aiohttp refused a header line past 8190 bytes and dropped cookies set by
+    an IP-address host (the fake is on 127.0.0.1); httpx did neither."""
+    fake.fail_next(
+        1,
+        200,
+        path="/user/credits",
+        body=[],
+        headers=[("X-Big", "a" * 9000), ("Set-Cookie", "sid=abc; Path=/")],
+    )
+    async with make_client() as client:
+        assert await client.get_credits() is not None
+        await client.get_credits()
+    later = fake.requests_to("GET", "/user/credits")[-1]
+    assert later.header("cookie") == "sid=abc"
+
+
+async def test_a_dropped_read_is_sent_as_often_as_max_retries_says(
+    fake: FakeFlowith, transport: Transport
+) -> None:
+    """aiohttp resent an idempotent request itself once more when its connection
+    dropped: six sends where max_retries=2 means three."""
+    sends = 0
+
+    async def answer_nothing(stream: anyio.abc.SocketStream) -> None:
+        nonlocal sends
+        async with stream:
+            await stream.receive()
+            sends += 1
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    url = f"http://127.0.0.1:{port}"
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, answer_nothing)
+        client = transport.client_class()(fake.token, edge_url=url, supabase_url=url)
+        async with client:
+            with pytest.raises(FlowithError):
+                await client.get_credits()
+        group.cancel_scope.cancel()
+    assert sends == 3
 
 
 async def test_closing_the_client_ends_what_is_running_on_it(
