@@ -9,6 +9,8 @@ and hands the mapping in: this module reads nothing itself.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -17,20 +19,65 @@ from flowith_proto.errors import FlowithError
 __all__ = ["EnvironmentProxies", "bypassed"]
 
 
-def bypassed(host: str, no_proxy: str) -> bool:
-    """Whether ``NO_PROXY`` names ``host``: ``*``, the host itself, or a domain it
-    is in (``example.com`` and ``.example.com`` both cover ``api.example.com``)."""
+def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | None = None) -> bool:
+    """Whether ``NO_PROXY`` exempts ``scheme://host[:port]`` (``port`` only when it is
+    not the scheme's default), by httpx's reading of it, so that both transports
+    take the same route:
+
+    * ``*`` exempts every host;
+    * an IP address, or ``localhost``, exempts that host only;
+    * ``example.com`` exempts it and its subdomains, ``.example.com`` its
+      subdomains only;
+    * an entry with a port (``example.com:8080``) applies to that port only, and
+      one with a scheme (``http://example.com``) to that scheme only.
+    """
     host = host.lower().rstrip(".")
     for entry in no_proxy.split(","):
-        name = entry.strip().lower()
-        if name.startswith("[") and "]" in name:  # [::1]:8080
-            name = name[1 : name.index("]")]
-        elif name.count(":") == 1:  # host:port (a bare IPv6 address has more colons)
-            name = name.split(":")[0]
-        name = name.lstrip(".").rstrip(".")
-        if name == "*" or (name and (host == name or host.endswith("." + name))):
+        name = entry.strip()
+        if name == "*":
+            return True
+        if not name:
+            continue
+        try:
+            pattern = urlsplit(_no_proxy_url(name))
+            pattern_port = pattern.port
+        except ValueError:  # not a host httpx could read either: it exempts nothing
+            continue
+        pattern_scheme = "" if pattern.scheme == "all" else pattern.scheme
+        if pattern_scheme and pattern_scheme != scheme:
+            continue
+        if pattern_port is not None and pattern_port != port:
+            continue
+        if _host_matches((pattern.hostname or "").rstrip("."), host):
             return True
     return False
+
+
+def _no_proxy_url(name: str) -> str:
+    """A ``NO_PROXY`` entry as the URL pattern httpx makes of it."""
+    if "://" in name:
+        return name
+    address = name.split("/")[0]
+    with contextlib.suppress(ValueError):
+        ipaddress.IPv4Address(address)
+        return f"all://{name}"
+    with contextlib.suppress(ValueError):
+        ipaddress.IPv6Address(address)
+        return f"all://[{name}]"
+    if name.lower() == "localhost":
+        return f"all://{name}"
+    return f"all://*{name}"
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    if pattern in ("", "*"):
+        return True
+    if pattern.startswith("*."):  # subdomains only
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    if pattern.startswith("*"):  # the domain and its subdomains
+        domain = pattern[1:]
+        return host == domain or host.endswith("." + domain)
+    return host == pattern
 
 
 class EnvironmentProxies:
@@ -40,19 +87,23 @@ class EnvironmentProxies:
 
     def __init__(self, proxies: Mapping[str, str]) -> None:
         self._proxies = dict(proxies)
-        self._routes: dict[tuple[str, str], str | None] = {}
+        self._routes: dict[tuple[str, str, int | None], str | None] = {}
 
-    def for_url(self, scheme: str, host: str) -> str | None:
-        """The proxy URL for a request to ``scheme://host``, or ``None``.
+    def for_url(self, scheme: str, host: str, port: int | None = None) -> str | None:
+        """The proxy URL for a request to ``scheme://host`` (``port``: see
+        :func:`bypassed`), or ``None``. A proxy named without a scheme is an
+        HTTP one, as httpx reads it.
 
         Raises :class:`~flowith_proto.errors.FlowithError` when the environment
         names a proxy that is not an HTTP one (``socks5://``...): going around a
         proxy the user set would be worse than failing.
         """
-        key = (scheme, host)
+        key = (scheme, host, port)
         if key not in self._routes:
             proxy = self._proxies.get(scheme) or self._proxies.get("all")
-            if proxy and bypassed(host, self._proxies.get("no", "")):
+            if proxy and "://" not in proxy:
+                proxy = "http://" + proxy
+            if proxy and bypassed(host, self._proxies.get("no", ""), scheme=scheme, port=port):
                 proxy = None
             if proxy and not proxy.startswith(("http://", "https://")):
                 where = urlsplit(proxy)  # its user and password stay out of the message

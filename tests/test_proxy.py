@@ -114,23 +114,49 @@ async def test_the_environments_proxy_is_used_by_every_transport(
     assert proxy.failures == []
 
 
-@pytest.mark.parametrize(
-    ("host", "no_proxy", "bypassed"),
-    [
-        ("edge.flowith.io", "", False),
-        ("edge.flowith.io", "*", True),
-        ("edge.flowith.io", "flowith.io", True),
-        ("edge.flowith.io", " .flowith.io , other", True),
-        ("edge.flowith.io", "FLOWITH.IO:443", True),
-        ("notflowith.io", "flowith.io", False),
-        ("127.0.0.1", "localhost,127.0.0.1", True),
-        ("::1", "[::1]:8080", True),
-        ("::1", "::1", True),
-        ("127.0.0.2", "127.0.0.1", False),
-    ],
-)
-def test_no_proxy_matching(host: str, no_proxy: str, bypassed: bool) -> None:
-    assert proxies.bypassed(host, no_proxy) is bypassed
+NO_PROXY_CASES = [
+    ("https://edge.flowith.io", ""),
+    ("https://edge.flowith.io", "*"),
+    ("https://edge.flowith.io", "flowith.io"),
+    ("https://flowith.io", "flowith.io"),
+    ("https://edge.flowith.io", " .flowith.io , other"),
+    ("https://flowith.io", ".flowith.io"),
+    ("https://edge.flowith.io", "FLOWITH.IO"),
+    ("https://edge.flowith.io", "flowith.io:443"),
+    ("http://edge.flowith.io:8080", "flowith.io:8080"),
+    ("http://edge.flowith.io:8080", "flowith.io:9090"),
+    ("https://notflowith.io", "flowith.io"),
+    ("http://127.0.0.1:8000", "localhost,127.0.0.1"),
+    ("http://localhost:8000", ".localhost"),
+    ("http://localhost:8000", "localhost"),
+    ("http://localhost:8000", "http://localhost"),
+    ("https://localhost:8000", "http://localhost"),
+    ("http://[::1]:8000", "::1"),
+    ("http://127.0.0.2", "127.0.0.1"),
+    ("http://10.1.2.3", "10.0.0.0/8"),
+]
+
+
+@pytest.mark.parametrize(("url", "no_proxy"), NO_PROXY_CASES)
+def test_no_proxy_is_read_as_httpx_reads_it(
+    url: str, no_proxy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aiohttp transport's route (this module) against httpx's own (the
+    reference): ".localhost", ports and schemes in NO_PROXY used to differ."""
+    import httpx
+    from httpx._utils import URLPattern, get_environment_proxies
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        for variant in (name, name.lower()):
+            monkeypatch.delenv(variant, raising=False)
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    target = httpx.URL(url)
+    mounts = get_environment_proxies()
+    patterns = sorted((URLPattern(key), value) for key, value in mounts.items())
+    by_httpx = next((value for pattern, value in patterns if pattern.matches(target)), None)
+    ours = proxies.bypassed(target.host, no_proxy, scheme=target.scheme, port=target.port)
+    assert ours is (by_httpx is None)
 
 
 @pytest.mark.parametrize("transport", ["aiohttp"], indirect=True)
