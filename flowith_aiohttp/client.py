@@ -143,9 +143,12 @@ class FlowithClient(FlowithClientBase):
     """Async Flowith client on aiohttp (asyncio).
 
     ``http_client`` lets you bring your own ``aiohttp.ClientSession``; the
-    client then never closes it. Otherwise one is created on first use, with
-    TLS verification on; ``proxy`` applies to every request, and without it the
-    environment's ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` do, as on httpx.
+    client then never closes it, and since it cannot trace that session's
+    connections, a write that timed out is never retried (it may have left).
+    Otherwise one is created on first use, with TLS verification on (the
+    system's trust store, where httpx uses certifi's); ``proxy`` applies to every
+    request, and without it the environment's ``HTTP_PROXY``/``HTTPS_PROXY``/
+    ``NO_PROXY`` do, read as httpx reads them.
     """
 
     def __init__(

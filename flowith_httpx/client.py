@@ -89,7 +89,8 @@ def _transport_error(
     sent = not unsent and (progress is None or progress.sent)
     if isinstance(exc, httpx.TimeoutException):
         return TimeoutError(f"request timed out ({type(exc).__name__})", request_sent=sent)
-    return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)
+    detail = str(exc) or "the connection broke or was closed"  # httpcore often says nothing
+    return ConnectionFailedError(f"{type(exc).__name__}: {detail}", request_sent=sent)
 
 
 def _tracer(progress: RequestProgress) -> Callable[[str, dict[str, Any]], Awaitable[None]]:

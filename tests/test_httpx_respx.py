@@ -417,3 +417,13 @@ async def test_a_listener_reports_an_oversized_event_and_goes_on(
             events = [event async for event in flowith.stream_user_stream(timeout=5)]
     assert [event["chunks"] for event in events] == [["after"]]
     assert "skipping an oversized event on a listened stream" in caplog.text
+
+
+def test_a_transport_error_without_words_still_says_what_happened() -> None:
+    """httpcore raises ReadError('') on asyncio: the message was 'ReadError: '."""
+    import httpx
+
+    from flowith_httpx.client import _transport_error
+
+    error = _transport_error(httpx.ReadError(""))
+    assert str(error) == "ReadError: the connection broke or was closed"
