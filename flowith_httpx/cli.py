@@ -155,6 +155,7 @@ async def run_demo(transport: str, backend: str, out: TextIO) -> None:
                 saved = await video.save(folder)
                 out.write(f"flowith> video ready: {video.video_url}\n")
                 out.write(f"         saved to {saved} ({saved.stat().st_size} bytes)\n")
+            out.write("         (a temporary folder, removed as the demo ends)\n")
             assert session.conv_id is not None
             title = await client.generate_title([{"role": "user", "content": DEMO_PROMPTS[0]}])
             await client.rename_conversation(session.conv_id, title)

@@ -229,7 +229,15 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         type=_positive,
         default=default(30.0),
         metavar="SECONDS",
-        help="limit for each request (default 30)",
+        help="limit for each request (default 30); a generation has --result-timeout",
+    )
+    group.add_argument(
+        "--result-timeout",
+        type=_positive,
+        default=default(120.0),
+        metavar="SECONDS",
+        help="how long a text or image generation may take in all (default 120; a video "
+        "waits up to 300)",
     )
 
 
@@ -291,7 +299,9 @@ def add_commands(commands: argparse._SubParsersAction[CommandParser]) -> None:
     upload.add_argument("file")
 
     models = _command(commands, "models", "the model catalogue")
-    models.add_argument("--media", help="only models of this media (text, image, video)")
+    models.add_argument(
+        "--media", choices=("text", "image", "video"), help="only models of this media"
+    )
 
     _command(commands, "credits", "credit entries and the total left")
 
@@ -357,6 +367,7 @@ class Settings:
     edge_auth: str
     timeout: float
     save_tokens: Path | None
+    result_timeout: float = 120.0
     record: Path | None = None
     replay: Path | None = None
 
@@ -402,6 +413,8 @@ def resolve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settin
     if save is not None and save.exists():
         token, refresh = _read_tokens(save)
     replay = Path(args.replay) if args.replay else None
+    if replay is not None and args.record:
+        raise UsageError("--record and --replay exclude each other: a replay sends nothing")
     if not token and replay is None:
         raise UsageError("no token: pass --token or set FLOWITH_TOKEN")
     edge_auth = args.edge_auth or env.get("FLOWITH_EDGE_AUTH", "") or "bare"
@@ -420,6 +433,7 @@ def resolve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settin
         or DEFAULT_SUPABASE_URL,
         edge_auth=edge_auth,
         timeout=args.timeout,
+        result_timeout=args.result_timeout,
         save_tokens=save,
         record=Path(args.record) if args.record else None,
         replay=replay,
@@ -583,6 +597,7 @@ class Context:
             edge_url=settings.edge_url,
             supabase_url=settings.supabase_url,
             timeout=settings.timeout,
+            result_timeout=settings.result_timeout,
             on_token_refresh=self.tokens.renewed if renew else None,
             edge_auth=edge_auth or settings.edge_auth,
             record_to=settings.record,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from flowith_proto.cassette import CassetteWriter, Scrubber, redact_jwt, request_record
@@ -33,6 +34,8 @@ class Recorder:
         self.scrubber = Scrubber()
         self.scrubber.learn(secrets)
         self._names = OperationNames(self.scrubber)
+        # Its folder is made, as a test's first recording into tests/cassettes/ needs.
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = CassetteWriter(
             open(path, "w", encoding="utf-8"),  # noqa: SIM115 (closed by close())
             user_id=user_id,

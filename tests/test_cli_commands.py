@@ -18,6 +18,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ import flowith_httpx
 from flowith_httpx.cli import main
 from flowith_httpx.cli_commands import render_table, write_tokens
 from flowith_httpx.fake_server import FakeFlowithServer
-from flowith_proto.fake import KYOTO_TRIP, FakeFlowith, chunk, complete, fail
+from flowith_proto.fake import KYOTO_TRIP, FakeFlowith, chunk, complete, fail, pause
 
 T = TypeVar("T")
 
@@ -661,7 +662,7 @@ def test_process_unreachable_host_prints_one_line(served: Served) -> None:
 
 
 def test_record_then_replay_offline(cli: CLI, tmp_path: Path) -> None:
-    cassette = tmp_path / "models.jsonl"
+    cassette = tmp_path / "cassettes" / "models.jsonl"  # its folder is made
     recorded = cli("record", str(cassette), "models", "--json")
     assert recorded.code == 0, recorded.err
     assert cassette.exists()
@@ -688,6 +689,17 @@ def test_replaying_a_different_command_is_a_clear_error(cli: CLI, tmp_path: Path
     assert replayed.code == 4
     assert replayed.error_lines
     assert "recording" in replayed.error_lines[0]
+
+
+def test_recording_a_replay_is_a_usage_error(cli: CLI, tmp_path: Path) -> None:
+    """--record was silently ignored beside --replay: no cassette was written."""
+    cassette = tmp_path / "models.jsonl"
+    assert cli("--record", str(cassette), "models").code == 0
+    both = cli("--replay", str(cassette), "--record", str(tmp_path / "y.jsonl"), "models")
+    assert both.code == 2
+    assert both.error_lines == [
+        "flowith: --record and --replay exclude each other: a replay sends nothing"
+    ]
 
 
 def test_settings_never_show_the_tokens() -> None:
@@ -742,3 +754,13 @@ def test_a_reader_going_away_ends_a_command_quietly(served: Served) -> None:
     args = _parser().parse_args(["models"])
     assert run_command(args, stdout=ClosedPipe(), stderr=err, env=env) == 141
     assert err.getvalue() == ""
+
+
+def test_result_timeout_bounds_a_generation(cli: CLI, served: Served) -> None:
+    """--timeout bounds each request; a generation waited its 120 s whatever it said."""
+    served.call(lambda: served.fake.script(chunk("slow "), pause(30), complete()))
+    started = time.monotonic()
+    done = cli("chat", "--result-timeout", "1", "hello")
+    assert done.code == 4
+    assert time.monotonic() - started < 10
+    assert "did not finish in time" in done.err or "still generating" in done.err
