@@ -4,7 +4,10 @@
 a loopback port and holds a streamed, multi-turn conversation with it through
 the real client and real sockets, printing what a user would see.
 
-The other subcommands (:mod:`flowith_httpx.cli_commands`) use an account:
+``flowith fake`` serves that fake until Ctrl-C and prints the environment that
+points the other commands at it, to try them offline.
+
+The other subcommands (:mod:`flowith_httpx.cli_commands`) use an account (or the fake):
 ``chat``, ``image``, ``video``, ``upload``, ``models``, ``credits``,
 ``conversations list|show|rename|delete``, ``templates``, ``profile``,
 ``rewards status|claim``, ``events`` and ``doctor``
@@ -20,7 +23,8 @@ Exit codes:
 - 4: server or API error (``APIError`` and its other subclasses,
   ``GenerationError``, ``TimeoutError``, ``ResponseDecodeError``); for
   ``doctor``, a protocol assumption fails;
-- 5: connection failed (``ConnectionFailedError``: an unreachable host).
+- 5: connection failed (``ConnectionFailedError``: an unreachable host);
+- 130: interrupted (Ctrl-C); 141: the reader of stdout went away.
 
 Every failure prints one line, ``flowith: <message>``, on stderr; no
 credential is ever printed.
@@ -40,6 +44,7 @@ import anyio
 
 from flowith_httpx.cli_commands import (
     EXIT_INTERRUPTED,
+    EXIT_LOCAL,
     UsageError,
     add_commands,
     build_parser,
@@ -191,8 +196,35 @@ def _parser() -> argparse.ArgumentParser:
     # either spelling (before or after "demo") works.
     demo.add_argument("--transport", choices=("httpx", "aiohttp"), default=argparse.SUPPRESS)
     demo.add_argument("--backend", choices=("asyncio", "trio"), default=argparse.SUPPRESS)
+    fake = commands.add_parser(
+        "fake",
+        help="serve a fake Flowith on loopback until Ctrl-C, for trying the other commands "
+        "offline: it prints the environment to point them at it",
+    )
+    fake.add_argument("--port", type=int, default=0, help="port to listen on (default: any)")
     add_commands(commands)
     return parser
+
+
+async def serve_fake(port: int, out: TextIO, *, started: anyio.Event | None = None) -> None:
+    """Serve a fake Flowith (the demo's) until cancelled, after printing the
+    environment that points the other commands at it."""
+    from flowith_httpx.fake_server import FakeFlowithServer, no_proxy_with_loopback
+
+    fake = FakeFlowith()
+    async with FakeFlowithServer(fake, port=port) as server:
+        out.write(
+            f"flowith fake: a fake Flowith is serving on {server.url} (Ctrl-C stops it)\n"
+            "# in another shell, then run any command (flowith chat hello):\n"
+            f"export FLOWITH_EDGE_URL={server.url}\n"
+            f"export FLOWITH_SUPABASE_URL={server.url}\n"
+            f"export FLOWITH_TOKEN={fake.token}\n"
+            f"export NO_PROXY={no_proxy_with_loopback(os.environ.get('NO_PROXY'))}\n"
+        )
+        out.flush()
+        if started is not None:
+            started.set()
+        await anyio.sleep_forever()
 
 
 def _without_cassette_verb(argv: list[str], verb: str, cassette: str) -> list[str]:
@@ -237,5 +269,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERRUPTED
         except BrokenPipeError:
             return reader_gone(sys.stdout)
+        return 0
+    if args.command == "fake":
+        try:
+            anyio.run(serve_fake, args.port, sys.stdout)
+        except KeyboardInterrupt:
+            print("flowith fake: stopped", file=sys.stderr)
+        except OSError as exc:  # the port is taken, say
+            print(f"flowith: {exc}", file=sys.stderr)
+            return EXIT_LOCAL
         return 0
     return run_command(args)

@@ -106,3 +106,40 @@ def test_a_reader_going_away_ends_the_demo_quietly() -> None:
     demo.stdout.close()
     _, err = demo.communicate(timeout=60)
     assert (demo.returncode, err) == (141, b"")
+
+
+def test_the_fake_command_serves_what_the_other_commands_can_use() -> None:
+    """A newcomer without an account tries ``flowith chat`` against ``flowith fake``."""
+    import signal
+
+    served = subprocess.Popen(
+        [sys.executable, "-m", "flowith_httpx", "fake"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert served.stdout is not None
+        assert served.stdout.readline().startswith("flowith fake: a fake Flowith is serving")
+        env = dict(os.environ)
+        for line in iter(served.stdout.readline, ""):
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").rstrip("\n").partition("=")
+                env[name] = value
+                if name == "NO_PROXY":
+                    break
+        assert {"FLOWITH_EDGE_URL", "FLOWITH_TOKEN"} <= env.keys()
+        chat = subprocess.run(
+            [sys.executable, "-m", "flowith_httpx", "chat", "hello"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert (chat.returncode, chat.stdout) == (0, "You said: hello\n"), chat.stderr
+    finally:
+        served.send_signal(signal.SIGINT)
+        _, err = served.communicate(timeout=30)
+    assert served.returncode == 0
+    assert err == "flowith fake: stopped\n"
