@@ -18,6 +18,7 @@ import argparse
 import builtins
 import contextlib
 import functools
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -258,9 +259,17 @@ def build_parser() -> tuple[CommandParser, argparse._SubParsersAction[CommandPar
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"flowith {_version()}")
     _global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     return parser, commands
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("flowith")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "(not installed)"
 
 
 def add_commands(commands: argparse._SubParsersAction[CommandParser]) -> None:

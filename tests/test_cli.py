@@ -143,3 +143,10 @@ def test_the_fake_command_serves_what_the_other_commands_can_use() -> None:
         _, err = served.communicate(timeout=30)
     assert served.returncode == 0
     assert err == "flowith fake: stopped\n"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"flowith {importlib.metadata.version('flowith')}\n"
