@@ -134,7 +134,9 @@ class _Flight:
     """A refresh in progress, which other callers wait for."""
 
     done: Signal
+    refresh_token: str
     error: FlowithError | None = None
+    session: AuthSession | None = None
 
 
 def _create_binary(path: Path) -> BinaryIO:
@@ -485,10 +487,24 @@ class FlowithClientBase(WebAppMethods):
 
     async def _renew(self, refresh_token: str, timeout: float | None = None) -> AuthSession:
         """Trade ``refresh_token`` for new tokens, adopt them and hand them to
-        ``on_token_refresh``; other callers wait for this one refresh."""
-        flight = self._refreshing = _Flight(self._new_signal())
+        ``on_token_refresh``; other callers wait for this one refresh.
+
+        A refresh already in flight with the same token is joined rather than
+        repeated (the token works once: a second use is refused, and may end
+        the session); one with another token is waited for first.
+        """
+        while (flight := self._refreshing) is not None:
+            await flight.done.wait(None)
+            if flight.refresh_token == refresh_token:
+                if flight.session is None:
+                    reason = f": {flight.error}" if flight.error is not None else ""
+                    raise AuthenticationError(f"refreshing the session failed{reason}")
+                return flight.session
+        flight = self._refreshing = _Flight(self._new_signal(), refresh_token)
         try:
-            session = await self._run(queries.refresh(self._state, refresh_token, timeout=timeout))
+            session = flight.session = await self._run(
+                queries.refresh(self._state, refresh_token, timeout=timeout)
+            )
         except FlowithError as exc:
             flight.error = exc
             raise

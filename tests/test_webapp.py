@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import anyio
 import pytest
 
 import flowith_aiohttp
@@ -831,6 +832,25 @@ async def test_refresh_access_token_rotates_the_tokens(
     assert first.header("content-type") == "application/json"
     assert first.header("x-supabase-api-version") == "2024-01-01"
     assert first.json() == {"refresh_token": initial}
+
+
+async def test_refreshes_at_once_with_one_token_share_one_request(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A refresh token works once: an app's own refresh_access_token() beside
+    another one (or an automatic one) sent it twice, and the second failed."""
+    sessions: list[AuthSession] = []
+    async with make_client(refresh_token=fake.refresh_token) as client:
+
+        async def refresh() -> None:
+            sessions.append(await client.refresh_access_token())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(refresh)
+            group.start_soon(refresh)
+        await client.get_credits()
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+    assert sessions[0].access_token == sessions[1].access_token
 
 
 async def test_refresh_without_a_refresh_token_fails_without_a_request(
