@@ -175,7 +175,8 @@ class _Body:
                 # idle stream holds) would cancel receive() before it looked.
                 return self._chunks.receive_nowait()
             except anyio.WouldBlock:
-                pass
+                if deadline is not None and deadline <= anyio.current_time():
+                    return None  # a look, and nothing has arrived: no need to wait at all
             with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
                 return await self._chunks.receive()
             return None

@@ -279,6 +279,7 @@ class FlowithClientBase(WebAppMethods):
     # -- the driver ----------------------------------------------------------
 
     async def _open_channel(self, channel: str, deadline: float | None) -> ByteStream:
+        self._check_open()  # a generation that waited for another's connect, say
         endpoints = self._state.endpoints
         request = endpoints.user_stream() if channel == "stream" else endpoints.user_sse()
         return await self._open_event_stream(request, deadline)
@@ -298,6 +299,9 @@ class FlowithClientBase(WebAppMethods):
             if recorder is not None:
                 recorder.error(number, exc)
             self._check_open(exc)  # cut short by aclose(), not by the network
+            raise
+        except RuntimeError as exc:  # httpx's and aiohttp's word for a closed client
+            self._check_open(exc)
             raise
         if recorder is not None:
             body = recorder.stream(number, status, headers, body, self._now)
@@ -462,6 +466,9 @@ class FlowithClientBase(WebAppMethods):
             if recorder is not None:
                 recorder.error(number, exc)
             self._check_open(exc)  # cut short by aclose(), not by the network
+            raise
+        except RuntimeError as exc:  # httpx's and aiohttp's word for a closed client
+            self._check_open(exc)
             raise
         if recorder is not None:
             recorder.response(number, response)

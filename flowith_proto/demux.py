@@ -111,9 +111,10 @@ class Demultiplexer:
         return queue.popleft()
 
     def end(self, node_id: str, reason: str) -> None:
-        """Tell one subscriber its events will not come (it could not connect)."""
+        """Tell one subscriber its events will not come (it could not connect),
+        unless the last thing it has to read already says so."""
         queue = self._queues.get(node_id)
-        if queue is not None:
+        if queue is not None and not (queue and isinstance(queue[-1], StreamEnded)):
             queue.append(StreamEnded(reason))
 
     def end_all(self, reason: str) -> None:

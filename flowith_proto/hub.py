@@ -25,7 +25,7 @@ from typing import Protocol
 
 from flowith_proto.demux import Delivery, Demultiplexer, StreamEnded
 from flowith_proto.effects import DEADLINE, DeadlineReached
-from flowith_proto.errors import APIError, ConnectionFailedError, TimeoutError
+from flowith_proto.errors import APIError, ConnectionFailedError, FlowithError, TimeoutError
 from flowith_proto.retry import RETRY_STATUSES
 from flowith_proto.stream import StreamRouter
 
@@ -123,6 +123,7 @@ class StreamHub:
         self._waiters: dict[str, Signal] = {}
         self._connect_waiters: list[Signal] = []
         self._broken: list[ByteStream] = []
+        self._closed = False
 
     def connections_opened(self, channel: str = "stream") -> int:
         """How many times ``channel`` was connected (one, unless it dropped)."""
@@ -173,8 +174,11 @@ class StreamHub:
         server closed while nobody read it is then found closed (and replaced)
         before a generation counts on it, rather than after its first events
         went nowhere."""
-        while channel.readable and await self._read_once(channel, self._now()):
+        while channel.readable and await self._read_once(channel, self._now(), look=True):
             pass
+        # The look held the reader role for a moment: a generation that found the
+        # channel taken meanwhile waits to be handed it.
+        self._hand_over(channel)
 
     def _alive_for(self, node_id: str, *, but: _Channel | None = None) -> bool:
         """Whether a channel ``node_id`` reads (other than ``but``) is connected
@@ -205,7 +209,11 @@ class StreamHub:
                 continue
             channel.connecting = True
             try:
-                channel.connection = await self._open_stream(channel.name, deadline)
+                connection = await self._open_stream(channel.name, deadline)
+                if self._closed:  # opened as the client closed: nobody may read it
+                    await connection.aclose()
+                    raise FlowithError("the client is closed")
+                channel.connection = connection
                 channel.router.reset()
                 channel.opened += 1
                 channel.seen_at_open = channel.router.events_seen
@@ -220,7 +228,19 @@ class StreamHub:
                 waiters, self._connect_waiters = self._connect_waiters, []
                 for signal in waiters:
                     signal.set()
+                self._connected_or_not(channel)
         return None
+
+    def _connected_or_not(self, channel: _Channel) -> None:
+        """A connection attempt ended: the generations waiting for ``channel`` learn
+        it, whether to read it now or that their events will not come by it."""
+        if channel.connection is not None:
+            self._hand_over(channel)
+            return
+        for node in channel.subscribers:
+            if not self._alive_for(node):
+                self.demux.end(node, f"{channel.name} could not be connected")
+        self._wake(list(channel.subscribers))
 
     def alias(self, other_id: str, node_id: str) -> None:
         """Deliver ``other_id``'s events to ``node_id``'s subscriber too."""
@@ -315,17 +335,22 @@ class StreamHub:
             if self._waiters.get(node_id) is signal:
                 del self._waiters[node_id]
 
-    async def _read_once(self, channel: _Channel, deadline: float) -> bool:
+    async def _read_once(self, channel: _Channel, deadline: float, *, look: bool = False) -> bool:
         """Read one chunk of ``channel`` as its reader and route it; ``False``
         once ``deadline`` passed."""
         channel.reading = True
         try:
-            return await self._read_claimed(channel, deadline)
+            return await self._read_claimed(channel, deadline, look=look)
         finally:
             channel.reading = False
 
-    async def _read_claimed(self, channel: _Channel, deadline: float) -> bool:
-        """:meth:`_read_once` for a channel whose reader role the caller holds."""
+    async def _read_claimed(
+        self, channel: _Channel, deadline: float, *, look: bool = False
+    ) -> bool:
+        """:meth:`_read_once` for a channel whose reader role the caller holds.
+
+        A look (at an idle stream) that finds it closed is no failure to back off
+        from: servers close streams nobody reads."""
         connection = channel.connection
         assert connection is not None
         try:
@@ -341,12 +366,13 @@ class StreamHub:
         if data is None:
             return False
         if not data:
-            self._lose(channel, "closed by the server", failed=True)
+            self._lose(channel, "closed by the server", failed=not look)
             return True
         self._wake(channel.router.feed(data))
         return True
 
     async def aclose(self) -> None:
+        self._closed = True
         for channel in self._channels.values():
             if channel.connection is not None:
                 self._lose(channel, "closed by the client")

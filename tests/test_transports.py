@@ -509,6 +509,51 @@ async def test_a_dropped_read_is_sent_as_often_as_max_retries_says(
     assert sends == 3
 
 
+async def test_closing_the_client_while_its_streams_connect_ends_everything_the_same_way(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """Generations waiting for another's connect then opened the stream on the
+    closed HTTP client themselves: RuntimeError ("the client has been closed",
+    "Session is closed"), and on httpx a stream left open after aclose()."""
+    client = make_client()
+    outcomes: list[str] = []
+
+    async def one(i: int) -> None:
+        work = client.generate_image if i % 2 else client.generate
+        try:
+            await work(f"q{i}", timeout=10)
+            outcomes.append("done")
+        except FlowithError as exc:
+            outcomes.append(str(exc))
+
+    async with anyio.create_task_group() as group:
+        for i in range(8):
+            group.start_soon(one, i)
+        await eventually(lambda: any(c.connecting for c in client._hub._channels.values()))
+        await client.aclose()
+    assert outcomes == ["the client is closed"] * 8
+    assert all(c.connection is None for c in client._hub._channels.values())
+    await eventually(lambda: fake.open_streams() == [])
+
+
+async def test_an_idle_stream_that_never_carried_an_event_is_replaced_when_closed(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A server closing a stream nobody read is no failed connection to back off
+    from: the next generation polled its row instead of streaming."""
+    async with make_client(poll_interval=2.0) as client:
+        fake.fail_next(1, 400, method="POST", path="/completion/async")
+        with pytest.raises(FlowithError):
+            await client.generate("refused")  # the stream opened; nothing came on it
+        fake.close_streams(now=time.time())
+        await eventually(lambda: fake.open_streams("stream") == [])
+        fake.script(chunk("He"), pause(0.1), chunk("llo"), complete())
+        steps = await collect(client.generate_stream("b"))
+        assert client.stream_connections == 2
+    assert [step.text_delta for step in steps if step.text_delta] == ["He", "llo"]
+    assert not fake.requests_to("GET", "/rest/v1/flow_node")
+
+
 async def test_closing_the_client_ends_what_is_running_on_it(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:

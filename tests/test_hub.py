@@ -1,0 +1,205 @@
+"""The shared stream hub driven directly, over in-memory streams, on asyncio and trio.
+
+Turn-taking bugs show as a generation that waits until its deadline while its
+event sits on a readable stream; these tests pin the hand-overs that used to be
+missed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import anyio
+import pytest
+
+from flowith_httpx.client import _Signal, race
+from flowith_proto.demux import StreamEnded
+from flowith_proto.errors import ConnectionFailedError
+from flowith_proto.events import Chunks, WorkflowComplete
+from flowith_proto.hub import StreamHub
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class MemoryStream:
+    """A stream body fed by the test, read as the transports' bodies are (a read
+    that times out or is cancelled takes nothing); it refuses a second reader."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](100)
+        self._readers = 0
+
+    def push(self, data: bytes) -> None:
+        self._send.send_nowait(data)
+
+    def end(self) -> None:
+        self._send.close()
+
+    async def read(self, deadline: float | None) -> bytes | None:
+        self._readers += 1
+        try:
+            assert self._readers == 1, "two readers at once"
+            try:
+                return self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                pass
+            with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                return await self._receive.receive()
+            return None
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return b""
+        finally:
+            self._readers -= 1
+
+    async def aclose(self) -> None:
+        self._send.close()
+        self._receive.close()
+
+
+Opener = Callable[[str, "float | None"], Awaitable[MemoryStream]]
+
+
+class Streams:
+    """Opens a new :class:`MemoryStream` per connection, or does what ``opening`` says."""
+
+    def __init__(self) -> None:
+        self.opened: dict[str, list[MemoryStream]] = {"stream": [], "sse": []}
+        self.opening: Opener | None = None
+
+    async def __call__(self, channel: str, deadline: float | None) -> MemoryStream:
+        if self.opening is not None:
+            return await self.opening(channel, deadline)
+        return self.new(channel)
+
+    def new(self, channel: str) -> MemoryStream:
+        stream = MemoryStream()
+        self.opened[channel].append(stream)
+        return stream
+
+    def last(self, channel: str) -> MemoryStream:
+        return self.opened[channel][-1]
+
+
+    async def aclose(self) -> None:
+        for stream in [*self.opened["stream"], *self.opened["sse"]]:
+            await stream.aclose()
+
+
+@pytest.fixture
+async def streams() -> AsyncIterator[Streams]:
+    opened = Streams()
+    yield opened
+    await opened.aclose()
+
+
+def hub_over(streams: Streams) -> StreamHub:
+    return StreamHub(streams, _Signal, anyio.current_time, race)
+
+
+def frame(event: Mapping[str, object], *, envelope: bool = True) -> bytes:
+    payload = {"data": event, "id": "1"} if envelope else event
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def chunk(node: str, text: str, seq: int) -> bytes:
+    return frame({"type": "chunks", "nodeId": node, "chunks": [text], "seq": seq})
+
+
+async def test_a_look_at_the_stream_hands_the_reader_role_back(streams: Streams) -> None:
+    """A newcomer's look took the role from a generation just handed it, and
+    never handed it back: the generation slept past its event to its deadline."""
+    hub = hub_over(streams)
+    await hub.subscribe("reader", ["stream"], None)
+    await hub.subscribe("waiter", ["stream"], None)
+    stream = streams.last("stream")
+    start = anyio.current_time()
+    got: dict[str, tuple[type, float]] = {}
+
+    async def wait_for(node: str) -> None:
+        item = await hub.next_event(node, start + 3)
+        got[node] = (type(item), anyio.current_time() - start)
+
+    async def newcomer() -> None:  # subscribes (and looks), then never reads
+        await hub.subscribe("newcomer", ["stream"], None)
+        await anyio.sleep(1)
+        hub.unsubscribe("newcomer")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait_for, "reader")
+        await anyio.sleep(0.05)
+        group.start_soon(wait_for, "waiter")
+        await anyio.sleep(0.05)
+        stream.push(chunk("reader", "r", 0))  # the reader leaves, handing over...
+        group.start_soon(newcomer)  # ...as the newcomer looks at the stream
+        await anyio.sleep(0.2)
+        stream.push(chunk("waiter", "w", 0))
+    kind, at = got["waiter"]
+    assert kind is Chunks
+    assert at < 1
+
+
+@pytest.mark.parametrize("opens", [True, False])
+async def test_a_connect_that_ends_tells_the_generations_waiting_on_it(
+    streams: Streams, opens: bool
+) -> None:
+    """A media job whose streams were both lost while one reconnected was told
+    neither that the connect failed nor that its result could now be read."""
+    hub = hub_over(streams)
+    await hub.subscribe("media", ["stream", "sse"], None)
+    for channel in ("stream", "sse"):  # both worked (a lost stream that never did backs off)
+        streams.last(channel).push(frame({"heartbeat": 1}, envelope=False))
+    start = anyio.current_time()
+    got: dict[str, tuple[object, float]] = {}
+    gate = anyio.Event()
+
+    answered = anyio.Event()
+
+    async def media() -> None:
+        item = await hub.next_event("media", start + 5)
+        got["media"] = (item, anyio.current_time() - start)
+        answered.set()
+
+    async def slow_open(channel: str, deadline: float | None) -> MemoryStream:
+        await gate.wait()
+        if not opens:
+            raise ConnectionFailedError("refused")
+        return streams.new(channel)
+
+    async def text_generation() -> None:  # reconnects /stream, then reads nothing
+        await hub.subscribe("text", ["stream"], None)
+        await anyio.sleep(10)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(media)
+        await anyio.sleep(0.05)
+        streams.last("stream").end()  # /stream lost: the job still has /sse
+        await anyio.sleep(0.05)
+        streams.opening = slow_open
+        group.start_soon(text_generation)
+        await anyio.sleep(0.05)
+        streams.last("sse").end()  # /sse lost while /stream reconnects
+        await anyio.sleep(0.05)
+        gate.set()
+        await anyio.sleep(0.05)
+        if opens:
+            result = {
+                "type": "workflow_complete",
+                "nodeId": "media",
+                "status": "completed",
+                "taskType": "image",
+                "result": "https://x/y.png",
+            }
+            streams.last("stream").push(frame(result, envelope=False))
+        with anyio.move_on_after(3):
+            await answered.wait()
+        group.cancel_scope.cancel()
+    item, at = got["media"]
+    assert isinstance(item, WorkflowComplete if opens else StreamEnded)
+    assert at < 1
