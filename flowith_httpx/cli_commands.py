@@ -46,7 +46,7 @@ from flowith_proto.errors import (
     ValidationError,
     redact,
 )
-from flowith_proto.models import GenerationOutput
+from flowith_proto.models import GenerationOutput, ImageOutput, VideoOutput
 
 __all__ = [
     "EXIT_API",
@@ -743,16 +743,7 @@ async def _image(ctx: Context, args: argparse.Namespace) -> int:
         image = result.image
         if image is None:
             raise GenerationError("the image generation returned no image")
-        show = functools.partial(
-            _media_result,
-            ctx,
-            image.url,
-            model=result.model,
-            node_id=result.node_id,
-            conv_id=result.conv_id,
-        )
-        path = await _save_media(ctx, args, image.save, show) if args.out else None
-    show(path)
+        await _deliver(ctx, args, image.url, image.save, result)
     return EXIT_OK
 
 
@@ -771,35 +762,35 @@ async def _video(ctx: Context, args: argparse.Namespace) -> int:
         )
         if not result.video_url:
             raise GenerationError("the video generation returned no URL")
-        show = functools.partial(
-            _media_result,
-            ctx,
-            result.video_url,
-            model=result.model,
-            node_id=result.node_id,
-            conv_id=result.conv_id,
-        )
-        path = await _save_media(ctx, args, result.save, show) if args.out else None
-    show(path)
+        await _deliver(ctx, args, result.video_url, result.save, result)
     return EXIT_OK
 
 
-async def _save_media(
+async def _deliver(
     ctx: Context,
     args: argparse.Namespace,
+    url: str,
     save: Callable[..., Awaitable[Path]],
-    show: Callable[[Path | None], None],
-) -> Path:
-    """Save into ``--out``; if that fails, still say where the result is (it was
-    made, and paid for) before the error."""
+    result: ImageOutput | VideoOutput,
+) -> None:
+    """Print where a media result is, after saving it into ``--out`` if asked;
+    if saving fails, still say where it is (it was made, and paid for) before
+    the error."""
+    show = functools.partial(
+        _media_result, ctx, url, model=result.model, node_id=result.node_id, conv_id=result.conv_id
+    )
+    if not args.out:
+        show(None)
+        return
     try:
-        return await save(args.out, overwrite=args.overwrite)
+        path = await save(args.out, overwrite=args.overwrite)
     except FileExistsError as exc:
         show(None)
         raise FileExistsError(str(exc).replace("overwrite=True", "--overwrite")) from None
     except BaseException:
         show(None)
         raise
+    show(path)
 
 
 def _media_result(

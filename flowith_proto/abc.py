@@ -31,6 +31,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Iterator,
     Mapping,
     Sequence,
 )
@@ -293,16 +294,8 @@ class FlowithClientBase(WebAppMethods):
         recorder = self._recorder
         # A shared stream is no one operation's: recorded under no name.
         number = 0 if recorder is None else recorder.request(request, "")
-        try:
+        with self._transport_failures(number):
             status, headers, body = await self._open_stream(request, deadline)
-        except (ConnectionFailedError, TimeoutError) as exc:
-            if recorder is not None:
-                recorder.error(number, exc)
-            self._check_open(exc)  # cut short by aclose(), not by the network
-            raise
-        except RuntimeError as exc:  # httpx's and aiohttp's word for a closed client
-            self._check_open(exc)
-            raise
         if recorder is not None:
             body = recorder.stream(number, status, headers, body, self._now)
         if status < 300:
@@ -460,19 +453,26 @@ class FlowithClientBase(WebAppMethods):
         """:meth:`_send`, recorded when the client records."""
         recorder = self._recorder
         number = recorder.request(request, operation) if recorder is not None else 0
-        try:
+        with self._transport_failures(number):
             response = await self._send(request, timeout, deadline, operation)
+        if recorder is not None:
+            recorder.response(number, response)
+        return response
+
+    @contextlib.contextmanager
+    def _transport_failures(self, number: int) -> Iterator[None]:
+        """Around request ``number``: its transport failure is recorded, and one
+        that :meth:`aclose` brought about says "the client is closed"."""
+        try:
+            yield
         except (ConnectionFailedError, TimeoutError) as exc:
-            if recorder is not None:
-                recorder.error(number, exc)
+            if self._recorder is not None:
+                self._recorder.error(number, exc)
             self._check_open(exc)  # cut short by aclose(), not by the network
             raise
         except RuntimeError as exc:  # httpx's and aiohttp's word for a closed client
             self._check_open(exc)
             raise
-        if recorder is not None:
-            recorder.response(number, response)
-        return response
 
     async def _refresh_once(self, seen_token: str) -> None:
         """Renew the tokens, unless that happened since ``seen_token`` was used.

@@ -6,7 +6,7 @@ import inspect
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -361,8 +361,11 @@ class Chunks:
         return None
 
 
-def record_stream(tmp_path: Path, first: bytes, second: bytes) -> str:
-    """The cassette text of a stream that arrived as ``first`` then ``second``."""
+def record_stream(
+    tmp_path: Path, first: bytes, second: bytes, *, secrets: Sequence[str] = ()
+) -> str:
+    """The cassette text of a stream that arrived as ``first`` then ``second``,
+    recorded by a client that held ``secrets``."""
     path = tmp_path / "split.jsonl"
     recorder = Recorder(
         path,
@@ -371,7 +374,7 @@ def record_stream(tmp_path: Path, first: bytes, second: bytes) -> str:
         has_refresh_token=False,
         edge_url="https://edge.test",
         supabase_url="https://sb.test",
-        secrets=[],
+        secrets=secrets,
     )
     body = recorder.stream(1, 200, [], Chunks(first, second), lambda: 0.0)
 
@@ -381,7 +384,7 @@ def record_stream(tmp_path: Path, first: bytes, second: bytes) -> str:
             parts.append(data)
         return b"".join(parts)
 
-    assert anyio.run(read_all) == first + second
+    assert anyio.run(read_all) == first + second  # the client still gets the real bytes
     recorder.close()
     return path.read_text(encoding="utf-8")
 
@@ -417,27 +420,7 @@ def test_a_secret_cut_between_two_stream_chunks_is_still_scrubbed(
 ) -> None:
     event = f'data: {{"note":"{SECRET}"}}\n\n'.encode()
     at = event.index(SECRET.encode()) + cut
-    path = tmp_path / "cut.jsonl"
-    recorder = Recorder(
-        path,
-        user_id="u",
-        access_token="",
-        has_refresh_token=False,
-        edge_url="https://edge.test",
-        supabase_url="https://sb.test",
-        secrets=[SECRET],
-    )
-    body = recorder.stream(1, 200, [], Chunks(event[:at], event[at:]), lambda: 0.0)
-
-    async def read_all() -> bytes:
-        parts = []
-        while data := await body.read(None):
-            parts.append(data)
-        return b"".join(parts)
-
-    assert anyio.run(read_all) == event  # the client still gets the real bytes
-    recorder.close()
-    text = path.read_text(encoding="utf-8")
+    text = record_stream(tmp_path, event[:at], event[at:], secrets=[SECRET])
     assert SECRET not in text
     chunks = [json.loads(line) for line in text.splitlines()[1:] if '"chunk"' in line]
     recorded = b"".join(stored_bytes(record["data"]) for record in chunks)
