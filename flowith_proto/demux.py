@@ -25,9 +25,15 @@ log = logging.getLogger("flowith.stream")
 @attrs.frozen
 class StreamEnded:
     """Delivered to every subscriber when the shared connection ends or fails
-    before their node finished: the cue to recover the result by polling."""
+    before their node finished: the cue to recover the result by polling.
+
+    ``partial``: only one of the node's streams ended, and another still
+    carries its events (a media job on both): a cue to read the row sooner,
+    not to stop listening.
+    """
 
     reason: str
+    partial: bool = False
 
 
 Delivery = FlowithEvent | StreamEnded
@@ -113,9 +119,19 @@ class Demultiplexer:
     def end(self, node_id: str, reason: str) -> None:
         """Tell one subscriber its events will not come (it could not connect),
         unless the last thing it has to read already says so."""
+        self._end(node_id, StreamEnded(reason))
+
+    def end_partly(self, node_id: str, reason: str) -> None:
+        """Tell one subscriber that one of its streams ended (see :class:`StreamEnded`)."""
+        self._end(node_id, StreamEnded(reason, partial=True))
+
+    def _end(self, node_id: str, marker: StreamEnded) -> None:
         queue = self._queues.get(node_id)
-        if queue is not None and not (queue and isinstance(queue[-1], StreamEnded)):
-            queue.append(StreamEnded(reason))
+        if queue is None:
+            return
+        last = queue[-1] if queue else None
+        if not (isinstance(last, StreamEnded) and not last.partial):  # said already
+            queue.append(marker)
 
     def end_all(self, reason: str) -> None:
         """The connection is gone: tell every subscriber, after what they

@@ -267,7 +267,9 @@ class StreamHub:
         if connection is not None:
             self._broken.append(connection)
         for node in channel.subscribers:
-            if not self._alive_for(node, but=channel):  # its other stream may still tell it
+            if self._alive_for(node, but=channel):  # its other stream may still tell it
+                self.demux.end_partly(node, f"{channel.name} {reason}")
+            else:
                 self.demux.end(node, f"{channel.name} {reason}")
         self._wake(list(channel.subscribers))
 

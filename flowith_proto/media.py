@@ -130,7 +130,13 @@ def _await_media(
                 chosen = (item.model if isinstance(item, Complete) else "") or model
                 url = _checked_url(_url_from_event(item.raw, kind), node_id)
                 return _MediaResult(url, chosen, dict(item.raw))
-            if isinstance(item, StreamEnded):
+            if isinstance(item, StreamEnded) and item.partial:
+                # One stream is gone, the other may still bring the result: listen on,
+                # and read the row now and as often as when polling (the result may have
+                # been on the stream that went).
+                log.info("a stream of node %s ended (%s); reading its row", node_id, item.reason)
+                checks = RowChecks(state.poll_interval, (yield Now()), deadline)
+            elif isinstance(item, StreamEnded):
                 log.info(
                     "streams ended before node %s finished (%s); polling", node_id, item.reason
                 )

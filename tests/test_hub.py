@@ -163,6 +163,8 @@ async def test_a_connect_that_ends_tells_the_generations_waiting_on_it(
 
     async def media() -> None:
         item = await hub.next_event("media", start + 5)
+        while isinstance(item, StreamEnded) and item.partial:  # one stream of two went
+            item = await hub.next_event("media", start + 5)
         got["media"] = (item, anyio.current_time() - start)
         answered.set()
 

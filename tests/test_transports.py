@@ -800,6 +800,33 @@ async def test_media_jobs_and_texts_at_once_share_the_streams_without_a_second_r
     assert all(results[f"image {i}"].startswith(fake.file_url("/")) for i in range(5))
 
 
+async def test_a_media_job_whose_sse_breaks_reads_its_row_as_when_polling(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """Its result comes on /sse; with /sse gone it still listened on /stream and
+    found the result only at the 15 s row check."""
+
+    def respond(turn: Turn) -> list[Step]:
+        return [pause(0.8), workflow_complete(turn.result_url, task_type=turn.kind)]
+
+    fake.media_responder = respond
+    async with make_client(poll_interval=0.5) as client:
+
+        async def break_sse() -> None:
+            await eventually(lambda: fake.turns != [])
+            await anyio.sleep(0.3)
+            fake.drop_streams(now=time.time(), channel="sse")
+
+        started = time.monotonic()
+        async with anyio.create_task_group() as group:
+            group.start_soon(break_sse)
+            image = await client.generate_image("a fox")
+        elapsed = time.monotonic() - started
+    assert image.image is not None
+    assert image.image.url.startswith(fake.file_url("/"))
+    assert elapsed < 4  # the row's poll cadence, not the stall interval
+
+
 async def test_a_media_job_keeps_reading_one_stream_when_the_other_cannot_open(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
