@@ -222,21 +222,22 @@ class StreamHub:
                     raise  # refused for good (401, 403...): the generation cannot go on
                 self._failed(channel)
                 log.warning("could not open the %s event stream: %s", channel.name, exc)
+                channel.connecting = False
+                self._not_connected(channel)
                 return f"could not connect: {exc}"
             finally:
                 channel.connecting = False
                 waiters, self._connect_waiters = self._connect_waiters, []
                 for signal in waiters:
                     signal.set()
-                self._connected_or_not(channel)
+                if channel.connection is not None:  # whoever waits for it may read it now
+                    self._hand_over(channel)
         return None
 
-    def _connected_or_not(self, channel: _Channel) -> None:
-        """A connection attempt ended: the generations waiting for ``channel`` learn
-        it, whether to read it now or that their events will not come by it."""
-        if channel.connection is not None:
-            self._hand_over(channel)
-            return
+    def _not_connected(self, channel: _Channel) -> None:
+        """A connection attempt failed: the generations waiting for ``channel``
+        with no other stream learn that their events will not come by it.
+        (Not when it was cancelled: another waiter connects instead.)"""
         for node in channel.subscribers:
             if not self._alive_for(node):
                 self.demux.end(node, f"{channel.name} could not be connected")

@@ -205,3 +205,37 @@ async def test_a_connect_that_ends_tells_the_generations_waiting_on_it(
     item, at = got["media"]
     assert isinstance(item, WorkflowComplete if opens else StreamEnded)
     assert at < 1
+
+
+async def test_a_cancelled_connect_tells_the_others_nothing(streams: Streams) -> None:
+    """The generation connecting was cancelled; the one waiting for it connected
+    by itself, but had been told its stream could not be connected: it polled."""
+    gate = anyio.Event()
+    calls = 0
+
+    async def first_blocks(channel: str, deadline: float | None) -> MemoryStream:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await gate.wait()
+        return streams.new(channel)
+
+    streams.opening = first_blocks
+    hub = hub_over(streams)
+    connecting = anyio.CancelScope()
+
+    async def first() -> None:
+        with connecting:
+            await hub.subscribe("first", ["stream"], None)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first)
+        await anyio.sleep(0.05)
+        group.start_soon(hub.subscribe, "second", ["stream"], None)
+        await anyio.sleep(0.05)
+        connecting.cancel()
+    assert hub.connections_opened() == 1
+    streams.last("stream").push(chunk("second", "hello", 0))
+    item = await hub.next_event("second", anyio.current_time() + 1)
+    assert isinstance(item, Chunks)
+    await hub.aclose()
