@@ -47,7 +47,8 @@ from flowith_proto.effects import (
 from flowith_proto.endpoints import NODE_TYPE_AI, NODE_TYPE_USER, Position
 from flowith_proto.errors import (
     APIError,
-    FlowithError,
+    AuthenticationError,
+    ConnectionFailedError,
     GenerationError,
     NotFoundError,
     ResponseDecodeError,
@@ -227,35 +228,40 @@ def node_state(rows: Any, *, media: bool = False) -> NodePending | NodeDone | No
 class _Progress:
     """What a streaming caller has been shown so far.
 
-    A chunk whose ``seq`` is not above every one shown already is dropped: a
-    replay of chunks seen before (after a reconnection) would repeat them, and
-    one overtaken by later chunks cannot be put back in its place in deltas
-    already sent (the final text still has it). Gaps pass at once: whether
+    A chunk whose ``seq`` was heard already is dropped (a replay after a
+    reconnection would repeat it), and one overtaken by later chunks is not
+    shown, since deltas already sent cannot take it back in its place; it is
+    kept for :meth:`text_heard`, the text when no final one comes. Gaps pass at once: whether
     ``seq`` counts per node and without gaps is unverified (protocol.md 4.2), so
     nothing is held back waiting for a number that may never come. Chunks
     without a ``seq`` pass in the order they come.
     """
 
-    __slots__ = ("_last_seq", "raw", "reasoning", "splitter", "visible")
+    __slots__ = ("_heard", "_last_seq", "reasoning", "splitter", "visible")
 
     def __init__(self) -> None:
         self.splitter = ThinkSplitter()
-        self.raw: list[str] = []
         self.visible = ""
         self.reasoning = ""
         self._last_seq: int | None = None
+        #: Every event's fragments once, by seq (None: in the order heard).
+        self._heard: dict[int | None, list[str]] = {}
 
     def feed(self, chunks: Sequence[str], seq: int | None = None) -> tuple[str, str]:
         """Take one event's fragments; return the text and reasoning deltas."""
         if seq is not None:
-            if self._last_seq is not None and seq <= self._last_seq:
-                log.debug("dropping chunks %d: chunks up to %d were shown", seq, self._last_seq)
+            if seq in self._heard:
+                return "", ""  # heard already
+            self._heard[seq] = list(chunks)
+            if self._last_seq is not None and seq < self._last_seq:
+                log.debug("chunks %d came after %d: kept, not shown", seq, self._last_seq)
                 return "", ""
             self._last_seq = seq
+        else:
+            self._heard.setdefault(None, []).extend(chunks)
         visible: list[str] = []
         reasoning: list[str] = []
         for chunk in chunks:
-            self.raw.append(chunk)
             seen, thought = self.splitter.feed(chunk)
             visible.append(seen)
             reasoning.append(thought)
@@ -264,6 +270,14 @@ class _Progress:
         self.visible += text_delta
         self.reasoning += reasoning_delta
         return text_delta, reasoning_delta
+
+    def text_heard(self) -> str:
+        """All the text the stream brought, each event once, in ``seq`` order
+        (a late chunk in its place), for when no final text comes."""
+        numbered = sorted(seq for seq in self._heard if seq is not None)
+        return "".join(
+            [*(c for seq in numbered for c in self._heard[seq]), *self._heard.get(None, [])]
+        )
 
     def remainder(self, full: str, shown: str, what: str) -> str:
         """The part of the authoritative ``full`` text the caller has not seen."""
@@ -597,8 +611,8 @@ def _await_text(
                 # it (D3), so the row, which holds it all, is asked first.
                 row = yield from _row_if_readable(state, node_id, deadline)
                 if isinstance(row, NodeDone) and row.value:
-                    return _from_row(progress, row, node_id, conv_id, chosen, stream)
-                raw = "".join(progress.raw)
+                    return _from_row(progress, row, node_id, conv_id, chosen, stream, separate)
+                raw = progress.text_heard()
             return _final(progress, raw, separate, node_id, conv_id, chosen, stream, {**item.raw})
         elif isinstance(item, MalformedEvent):
             log.warning("skipping a malformed event for node %s: %s", node_id, item.reason)
@@ -623,9 +637,11 @@ def _row_if_readable(
     already brought is then the result, rather than lost to the error."""
     try:
         return (yield from read_row(state, node_id, deadline))
-    except GenerationError:
-        raise
-    except FlowithError as error:
+    except (ConnectionFailedError, TimeoutError, APIError) as error:
+        # The network's or the server's trouble only: a failed node, a refused
+        # token, a closed client or a replay that lacks the read still raise.
+        if isinstance(error, (AuthenticationError, ValidationError)):
+            raise
         log.warning(
             "could not read the row of node %s (%s); keeping the streamed text", node_id, error
         )
@@ -633,13 +649,19 @@ def _row_if_readable(
 
 
 def _from_row(
-    progress: _Progress, row: NodeDone, node_id: str, conv_id: str, model: str, stream: bool
+    progress: _Progress,
+    row: NodeDone,
+    node_id: str,
+    conv_id: str,
+    model: str,
+    stream: bool,
+    separate_reasoning: str = "",
 ) -> GenerationOutput:
-    raw = row.value or "".join(progress.raw)
+    raw = row.value or progress.text_heard()
     node_model = row.data.get("model")
     metadata = {"type": "complete", "nodeId": node_id, "result": raw, "nodeData": row.data}
     chosen = node_model if isinstance(node_model, str) and node_model else model
-    return _final(progress, raw, "", node_id, conv_id, chosen, stream, metadata)
+    return _final(progress, raw, separate_reasoning, node_id, conv_id, chosen, stream, metadata)
 
 
 def failure(node_id: str, status: str, error: str, error_type: str) -> GenerationError:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from flowith_proto.auth import Credentials
+from flowith_proto.cassette import CassetteMismatch
 from flowith_proto.demux import StreamEnded
 from flowith_proto.effects import NewId, NextEvent, Now, Send, Sleep, Subscribe, WallClock
 from flowith_proto.endpoints import Position
@@ -24,6 +25,7 @@ from flowith_proto.generation import (
     turn_layout,
 )
 from flowith_proto.models import GenerationOutput
+from flowith_proto.request import Response
 from flowith_proto.state import ClientState
 from tests.scripted import Script, json_response, uuid_n
 
@@ -272,12 +274,47 @@ def test_chunks_heard_twice_are_shown_once() -> None:
     assert text == "Hello world"
 
 
-def test_a_chunk_overtaken_by_later_ones_is_dropped_and_gaps_pass_at_once() -> None:
+def test_a_chunk_overtaken_by_later_ones_is_not_shown_and_gaps_pass_at_once() -> None:
     """Deltas already sent cannot take a late chunk back in; holding chunks for
     a missing number would stall a stream whose seq has gaps by design."""
     parts = [(0, "Hel"), (2, "lo"), (1, "?"), (7, " wor"), (8, "ld")]
-    deltas, text = streamed([chunks(AI_NODE, t, seq=n) for n, t in parts], "Hello world")
-    assert (deltas, text) == (["Hel", "lo", " wor", "ld", ""], "Hello world")
+    deltas, text = streamed([chunks(AI_NODE, t, seq=n) for n, t in parts], "Hel?lo world")
+    assert deltas == ["Hel", "lo", " wor", "ld", ""]  # the final text differs: not reconciled
+    assert text == "Hel?lo world"
+
+
+def test_a_late_chunk_is_kept_in_its_place_when_no_final_text_comes() -> None:
+    script = Script()
+    script_turn(script)
+    for _ in range(3):  # the row cannot be read (a 503, retried)
+        script.on("GET", "/rest/v1/flow_node", json_response(503, b"{}"))
+    parts = [(0, "Hel"), (2, " world"), (1, "lo"), (1, "lo")]
+    script.feed(AI_NODE, [*(chunks(AI_NODE, t, seq=n) for n, t in parts), complete(AI_NODE, "")])
+    assert script.run(generate(state(), "hi")).text == "Hello world"
+
+
+def test_a_terminal_event_without_text_keeps_its_separate_reasoning() -> None:
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("done", "Hello")))
+    script.feed(AI_NODE, [chunks(AI_NODE, "Hel"), complete(AI_NODE, "", reasoning="I reasoned")])
+    result = script.run(generate(state(), "hi"))
+    assert (result.text, result.reasoning) == ("Hello", "I reasoned")
+
+
+def test_a_replay_lacking_the_row_read_is_not_taken_for_an_unreadable_row() -> None:
+    """Every FlowithError counted as 'the row cannot be read': a replay that
+    asked for a request the cassette lacks passed with a warning."""
+
+    def lacking(request: Any) -> Response:
+        raise CassetteMismatch("the recording holds no such request")
+
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", lacking)
+    script.feed(AI_NODE, [chunks(AI_NODE, "Hel"), complete(AI_NODE, "")])
+    with pytest.raises(CassetteMismatch):
+        script.run(generate(state(), "hi"))
 
 
 def test_separate_reasoning_field_is_used_when_the_text_has_none() -> None:
