@@ -21,7 +21,11 @@ The rules, shared by the streaming :class:`ThinkSplitter` and the one-shot
   (a ``<`` that starts no tag included). From there on everything is answer
   text, tags too: an answer that explains ``<think>`` tags keeps them, where a
   split anywhere would cut out the words between two of them.
-* A stray ``</think>`` before the answer begins is dropped.
+* A stray ``</think>`` is dropped before the answer begins, and once after it
+  while no tag came before (not even a literal ``<think>`` in the answer):
+  DeepSeek emits a lone closing tag when the opening one was part of the prompt.
+  The text before it cannot be reclassified as reasoning without holding back
+  the whole answer, but the tag does not leak.
 * Inside a block ``<think>`` is literal reasoning text: blocks do not nest, and
   the first ``</think>`` closes the block.
 """
@@ -65,16 +69,17 @@ class ThinkSplitter:
     Each call returns only text whose classification is certain; a tail that
     could still grow into a tag (at most 7 characters, always starting with
     ``<``) is held until the next fragment or :meth:`flush`. Once the answer has
-    begun nothing is held. The work per call is linear in the fragment:
-    accumulated history is never rescanned.
+    begun and a tag came, nothing is held. The work per call is linear in the
+    fragment: accumulated history is never rescanned.
     """
 
-    __slots__ = ("_answering", "_held", "_in_think")
+    __slots__ = ("_answering", "_held", "_in_think", "_tag_seen")
 
     def __init__(self) -> None:
         self._held = ""
         self._in_think = False
-        self._answering = False
+        self._answering = False  # visible text other than whitespace came
+        self._tag_seen = False  # a block opened, or a stray closing tag was dropped
 
     @property
     def in_think(self) -> bool:
@@ -83,13 +88,13 @@ class ThinkSplitter:
 
     def feed(self, fragment: str) -> tuple[str, str]:
         """Take the next fragment; return the visible and reasoning text it made certain."""
-        if self._answering:
-            return fragment, ""
+        if self._answering and self._tag_seen:
+            return fragment, ""  # the rest is answer, tags and all
         if not self._held and "<" not in fragment:
             # Fast path: the usual token-sized fragment with no tag in sight.
             if self._in_think:
                 return "", fragment
-            self._answering = not _blank(fragment)
+            self._answering = self._answering or not _blank(fragment)
             return fragment, ""
         buf = self._held + fragment
         self._held = ""
@@ -97,6 +102,9 @@ class ThinkSplitter:
         reasoning: list[str] = []
         pos = 0
         while True:
+            if self._answering and self._tag_seen:
+                visible.append(buf[pos:])
+                break
             lt = buf.find("<", pos)
             if self._in_think:
                 if lt < 0:
@@ -110,32 +118,33 @@ class ThinkSplitter:
                 tags = _INSIDE_TAGS
             else:
                 text = buf[pos:] if lt < 0 else buf[pos:lt]
-                if not _blank(text):  # the answer begins: the rest is answer text
-                    self._answering = True
-                    visible.append(buf[pos:])
-                    break
                 visible.append(text)
+                self._answering = self._answering or not _blank(text)
                 if lt < 0:
                     break
+                if self._answering and self._tag_seen:
+                    pos = lt
+                    continue  # the rest is answer text
                 if _is_tag(buf[lt : lt + len(_OPEN)], _OPEN):
-                    self._in_think = True
-                    pos = lt + len(_OPEN)
+                    # Before the answer it opens a block; in it, it is text, and a
+                    # closing tag after it is no lone DeepSeek one: text too.
+                    self._in_think = not self._answering
+                    self._tag_seen = True
+                    pos = lt + len(_OPEN) if self._in_think else lt
                     continue
-                if _is_tag(buf[lt : lt + len(_CLOSE)], _CLOSE):
-                    pos = lt + len(_CLOSE)  # stray closing tag: dropped
+                if _is_tag(buf[lt : lt + len(_CLOSE)], _CLOSE):  # stray: dropped
+                    self._tag_seen = True
+                    pos = lt + len(_CLOSE)
                     continue
-                tags = _OUTSIDE_TAGS
+                tags = _OUTSIDE_TAGS  # in the answer too: a literal <think> tells
             rest = buf[lt:]
             if _could_become_tag(rest, tags):
                 self._held = rest
                 break
-            if self._in_think:
-                reasoning.append("<")
-                pos = lt + 1
-            else:  # a "<" that starts no tag is answer text
-                self._answering = True
-                visible.append(rest)
-                break
+            (reasoning if self._in_think else visible).append("<")
+            if not self._in_think:
+                self._answering = True  # a "<" that starts no tag is answer text
+            pos = lt + 1
         return "".join(visible), "".join(reasoning)
 
     def flush(self) -> tuple[str, str]:
@@ -165,26 +174,28 @@ def split_think_raw(text: str) -> tuple[str, str]:
     """
     visible: list[str] = []
     reasoning: list[str] = []
-    in_think = False
-    parts = _TAG_RE.split(text)
+    in_think = answering = tag_seen = False
     # With a capturing group, odd indices are tags and even ones the text between.
-    for index, part in enumerate(parts):
+    for index, part in enumerate(_TAG_RE.split(text)):
+        is_close = index % 2 == 1 and part.lower() == _CLOSE
         if index % 2 == 0:
             if in_think:
                 reasoning.append(part)
-            elif part.strip():  # the answer begins here: the rest is answer, tags too
-                visible.extend(parts[index:])
-                break
             else:
                 visible.append(part)
+                answering = answering or bool(part.strip())
         elif in_think:
-            if part.lower() == _CLOSE:
+            if is_close:
                 in_think = False
             else:
                 reasoning.append(part)  # no nesting: an inner <think> is literal
-        elif part.lower() == _OPEN:
-            in_think = True
-        # else: a stray </think> before the answer is dropped
+        elif not answering and not is_close:  # an opening tag before the answer
+            in_think = tag_seen = True
+        elif is_close and not (answering and tag_seen):  # a stray closing tag: dropped
+            tag_seen = True
+        else:
+            visible.append(part)  # a tag inside the answer is its text
+            tag_seen = True
     return "".join(visible), "".join(reasoning)
 
 

@@ -44,13 +44,16 @@ CASES: list[tuple[str, str, str]] = [
     ("1 < 2 and x<y", "1 < 2 and x<y", ""),
     ("<thinking>not a tag</thinking>", "<thinking>not a tag</thinking>", ""),
     ("< think>spaced</ think>", "< think>spaced</ think>", ""),
-    ('<think a="b">attrs</think>', '<think a="b">attrs</think>', ""),
+    ('<think a="b">attrs</think>', '<think a="b">attrs', ""),
     ("<<think>>r<</think>>", "<<think>>r<</think>>", ""),
     ("<think>a</think><think>b</think>", "", "ab"),
     ("<think></think>y", "y", ""),
-    # Once the answer has begun, tags are its text (an answer may explain them).
+    # Once the answer has begun, tags are its text (an answer may explain them)...
     ("a<think>r</think>b", "a<think>r</think>b", ""),
-    ("answer</think>more", "answer</think>more", ""),
+    # ...but DeepSeek's lone closing tag (its opening one was in the prompt) is dropped,
+    # once, where no tag came before.
+    ("answer</think>more", "answermore", ""),
+    ("reasons\n</think>\n\nanswer</think>", "reasons\n\n\nanswer</think>", ""),
     (
         "<think>plan</think>Models wrap reasoning in <think> tags, closed by </think>. Done.",
         "Models wrap reasoning in <think> tags, closed by </think>. Done.",
@@ -65,7 +68,7 @@ CASES: list[tuple[str, str, str]] = [
     (" <thin", " <thin", ""),
     ("<think>tail </thin", "", "tail </thin"),
     ("\n<think>\nreason\n</think>\n\nanswer\n", "\n\n\nanswer\n", "\nreason\n"),
-    ("<thin\u212a>kelvin</think>", "<thin\u212a>kelvin</think>", ""),
+    ("<thin\u212a>kelvin</think>", "<thin\u212a>kelvin", ""),
     ("\u3000<think>r</think>x", "\u3000x", "r"),  # any Unicode whitespace precedes the answer
     ("", "", ""),
 ]
@@ -170,11 +173,17 @@ def test_fragment_without_angle_bracket_is_released_in_full() -> None:
     assert splitter.feed("</think>just text") == ("just text", "")
 
 
-def test_once_the_answer_began_nothing_is_held_and_tags_are_text() -> None:
+def test_once_the_answer_began_after_a_tag_nothing_is_held_and_tags_are_text() -> None:
     splitter = ThinkSplitter()
-    assert splitter.feed("Use <thi") == ("Use <thi", "")
+    assert splitter.feed("<think>r</think>Use <thi") == ("Use <thi", "r")
     assert splitter.feed("nk> and </think>") == ("nk> and </think>", "")
     assert not splitter.in_think
+
+
+def test_a_lone_closing_tag_in_the_answer_is_held_until_it_is_sure() -> None:
+    splitter = ThinkSplitter()
+    assert splitter.feed("reasons</thi") == ("reasons", "")
+    assert splitter.feed("nk>answer</think>") == ("answer</think>", "")
 
 
 def test_flush_releases_held_text_in_current_mode() -> None:
