@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import PurePath
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from flowith_proto.config import FlowithConfig
 from flowith_proto.errors import ValidationError
@@ -108,8 +108,23 @@ _STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def _ascii_url(url: str) -> str:
-    """``url`` as a request target may carry it: non-ASCII text and characters no
-    URL may hold raw (``"<>\\^`{|}``) percent-encoded, escapes kept. A CDN URL
-    comes from the server or the caller as it was written; httpx encodes it this
-    way itself, aiohttp sends what it is given, so both send this."""
-    return quote(_STRAY_PERCENT.sub("%25", url), safe=_URL_SAFE)
+    """``url`` as a request target may carry it: a non-ASCII host in IDNA, and
+    non-ASCII text and characters no URL may hold raw (``"<>\\^`{|}``) in its
+    path, query and fragment percent-encoded, escapes kept. A CDN URL comes as
+    it was written (by the server or the caller); aiohttp sends what it is
+    given and httpx encodes a little less, so both are given this."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if not netloc.isascii():
+        userinfo, at, _ = netloc.rpartition("@")
+        try:
+            host = (parts.hostname or "").encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValidationError(
+                f"cannot download {url!r}: its host is no valid domain name ({exc})",
+                status_code=None,
+            ) from None
+        port = "" if parts.port is None else f":{parts.port}"
+        netloc = (quote(userinfo, safe=_URL_SAFE) + at) + host + port
+    rest = urlunsplit(("", "", parts.path, parts.query, parts.fragment))
+    return f"{parts.scheme}://{netloc}" + quote(_STRAY_PERCENT.sub("%25", rest), safe=_URL_SAFE)

@@ -82,3 +82,13 @@ def test_download_request_never_carries_a_token() -> None:
 def test_download_request_refuses_non_http_urls(url: str) -> None:
     with pytest.raises(ValidationError):
         download_request(FlowithConfig(), url)
+
+
+def test_a_download_url_goes_out_in_ascii_with_its_host_in_idna() -> None:
+    """Percent-encoding the whole URL sent httpx to the host 'b%c3%bccher.de'."""
+    config = FlowithConfig()
+    assert download_request(config, "https://Bücher.DE:8443/é%20{1}.png?q=é#f").url == (
+        "https://xn--bcher-kva.de:8443/%C3%A9%20%7B1%7D.png?q=%C3%A9#f"
+    )
+    assert download_request(config, "https://c.test/100%.png").url == "https://c.test/100%25.png"
+    assert download_request(config, "https://c.test/a%20b.png").url == "https://c.test/a%20b.png"
