@@ -37,6 +37,7 @@ import attrs
 
 from flowith_httpx import doctor
 from flowith_proto.abc import FlowithClientBase
+from flowith_proto.auth import header_safe
 from flowith_proto.config import DEFAULT_EDGE_URL, DEFAULT_SUPABASE_URL
 from flowith_proto.errors import (
     AuthenticationError,
@@ -421,6 +422,9 @@ def resolve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settin
     refresh = args.refresh_token or env.get("FLOWITH_REFRESH_TOKEN", "")
     if save is not None and save.exists():
         token, refresh = _read_tokens(save)
+    for name, value in (("token", token), ("refresh token", refresh)):
+        if value and not header_safe(value.strip()):  # never quoted: it is a secret
+            raise UsageError(f"the {name} holds a character no HTTP header can carry")
     replay = Path(args.replay) if args.replay else None
     if replay is not None and args.record:
         raise UsageError("--record and --replay exclude each other: a replay sends nothing")

@@ -764,3 +764,10 @@ def test_result_timeout_bounds_a_generation(cli: CLI, served: Served) -> None:
     assert done.code == 4
     assert time.monotonic() - started < 10
     assert "did not finish in time" in done.err or "still generating" in done.err
+
+
+def test_a_token_no_header_can_carry_is_a_usage_error(cli: CLI) -> None:
+    """It was the constructor's ValueError with a traceback, exit 1."""
+    done = cli("credits", token="abc\x01def")
+    assert done.code == 2
+    assert done.error_lines == ["flowith: the token holds a character no HTTP header can carry"]
