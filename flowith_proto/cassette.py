@@ -66,9 +66,8 @@ from flowith_proto.errors import (
     CREDENTIAL_NAME,
     ESCAPED_CREDENTIAL_FIELD,
     JWT,
-    URL_PARAMETER,
-    URL_PASSWORD,
     FlowithError,
+    mask_url_credentials,
 )
 from flowith_proto.request import MultipartForm, Request
 
@@ -123,9 +122,7 @@ class Scrubber:
         value = CREDENTIAL_FIELD.sub(_masked_field, value)
         value = ESCAPED_CREDENTIAL_FIELD.sub(_masked_escaped_field, value)
         value = BEARER.sub(rf"\1{REDACTED}", value)
-        if "=" in value or "@" in value:
-            value = URL_PARAMETER.sub(rf"\1{REDACTED}", value)
-            value = URL_PASSWORD.sub(rf"\1{REDACTED}", value)
+        value = mask_url_credentials(value, REDACTED)
         for secret in sorted(self.secrets, key=len, reverse=True):
             if secret in value:
                 value = value.replace(secret, REDACTED)

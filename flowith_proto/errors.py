@@ -212,13 +212,32 @@ ESCAPED_CREDENTIAL_FIELD = re.compile(
 #: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line).
 BEARER = re.compile(r"(\bBearer\s+)[\w.~+/=-]{8,}", re.IGNORECASE)
 #: The password of a URL's user info (``http://alice:<password>@proxy``); group 2.
-URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@'\"]*:)([^@/\s'\"]+)(?=@)")
-#: A credential-named parameter in a URL's query or fragment, or a form
-#: (``?access_token=...``, ``#refresh_token=...``, ``X-Amz-Signature=...``), and an
-#: OAuth ``code``; group 2 is the value.
-URL_PARAMETER = re.compile(
-    rf"([?&#;](?:[\w.-]*(?:{CREDENTIAL_NAME})[\w.-]*|code)=)([^&#\s'\"]+)", re.IGNORECASE
+#: The user part holds no ``[``, so an IPv6 host (``http://[::1]:80``) is no user.
+URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/?#\s:@'\"\[\]]*:)([^/?#\s'\"]+)(?=@)")
+#: A URL, up to the first character no URL holds raw.
+_URL = re.compile(r"\b[a-zA-Z][\w+.-]*://[^\s'\"<>]+")
+#: A query or fragment parameter whose exact name is a credential's (OAuth's
+#: ``code`` and tokens, signed-URL signatures, keys); group 1 is ``name=``.
+_URL_CREDENTIAL = re.compile(
+    r"(?<=[?&#;])((?:access_token|refresh_token|id_token|provider_token|provider_refresh_token"
+    r"|token|code|password|passwd|secret|client_secret|api_?key|key|sig|signature|auth"
+    r"|x-amz-(?:signature|security-token|credential)|x-goog-(?:signature|credential))=)"
+    r"(?!(?:eq|neq|gt|gte|lt|lte|like|ilike|in|is|not|cs|cd|ov|fts)\.)"  # a PostgREST filter
+    r"([^&#]+)",
+    re.IGNORECASE,
 )
+
+
+def mask_url_credentials(text: str, mask: str) -> str:
+    """``text`` with the password of every URL in it, and its credential-named
+    query or fragment parameters, replaced by ``mask``. Only inside URLs: a
+    ``token=`` in prose or code is left alone."""
+    if "://" not in text:
+        return text
+    text = URL_PASSWORD.sub(rf"\1{mask}", text)
+    return _URL.sub(lambda url: _URL_CREDENTIAL.sub(rf"\1{mask}", url.group()), text)
+
+
 #: A signed JWT.
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
 _REDACTED = "[REDACTED]"
@@ -238,9 +257,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         text = JWT.sub(_REDACTED, text)
     text = CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)
     text = ESCAPED_CREDENTIAL_FIELD.sub(rf'\1{_REDACTED}\\"', text)
-    if "=" in text or "@" in text:
-        text = URL_PARAMETER.sub(rf"\1{_REDACTED}", text)
-        text = URL_PASSWORD.sub(rf"\1{_REDACTED}", text)
+    text = mask_url_credentials(text, _REDACTED)
     return BEARER.sub(rf"\1{_REDACTED}", text)
 
 

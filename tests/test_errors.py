@@ -167,10 +167,26 @@ def test_errors_built_from_what_a_server_or_transport_says_carry_no_secret() -> 
         "refresh: wrong shape", body=[{"access_token": jwt, "refresh_token": "LISTREFRESH42"}]
     )
     assert decode.body == [{"access_token": "[REDACTED]", "refresh_token": "[REDACTED]"}]
-    redirect = redact("redirected to '/cb?code=OAUTH0123&state=s#access_token=tok-0001'", ())
+    redirect = redact(
+        "redirected to 'https://flowith.io/cb?code=OAUTH0123&state=s#access_token=tok-0001'", ()
+    )
     assert "OAUTH0123" not in redirect
     assert "tok-0001" not in redirect
     assert "state=s" in redirect
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "https://sb.test/rest/v1/flow_node?select=*&code=eq.abc123",  # a PostgREST filter
+        "https://api.test/models?max_tokens=eq.4096&token_count=gte.10&token_type=bearer",
+        "a&code=b;}",  # code, not a URL
+        "x=1;code=compile(s)",
+        "http://[::1]:8080/path",  # an IPv6 host is no user:password
+    ],
+)
+def test_text_that_only_looks_like_a_credential_is_left_alone(text: str) -> None:
+    assert redact(text, ()) == text
 
 
 def test_redact_ignores_short_and_empty_secrets() -> None:
