@@ -148,6 +148,15 @@ class Scrubber:
         if 0 < len(data) - line_start <= _LINE_HOLD:
             return len(data) - line_start
         longest = 0
+        if len(data) - line_start > _LINE_HOLD:
+            # Too long to hold whole: hold from the key of the field still being
+            # written (its value cut short), or from a key still being written.
+            window = data[-_LINE_HOLD:]
+            colon = window.rfind(b'":')
+            key = window.rfind(b'"', 0, colon) if colon > 0 else -1
+            start = key if key >= 0 else window.rfind(b'"')
+            if start >= 0:
+                longest = len(window) - start
         for secret in self.secrets:
             encoded = secret.encode()
             for size in range(min(len(encoded) - 1, len(data)), longest, -1):

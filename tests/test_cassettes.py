@@ -401,6 +401,21 @@ def test_a_credential_field_the_client_never_held_cut_between_chunks_is_scrubbed
         assert "OPAQUE" not in text
 
 
+@pytest.mark.parametrize("where", ["value", "name"])
+def test_a_credential_field_cut_in_a_line_too_long_to_hold_is_scrubbed(
+    tmp_path: Path, where: str
+) -> None:
+    """Past the 64 KiB a line is held whole, a cut credential field leaked."""
+    text = "a" * (70 * 1024)
+    event = (
+        f'data: {{"chunks":["{text}"],"refresh_token":"OPAQUEnewREFRESHsecret99"}}\n\n'.encode()
+    )
+    at = event.index(b"OPAQUE") + 9 if where == "value" else event.index(b"refresh_to") + 5
+    recorded = record_stream(tmp_path, event[:at], event[at:])
+    assert "secret99" not in recorded
+    assert "OPAQUE" not in recorded
+
+
 def test_credentials_in_urls_are_masked() -> None:
     location = (
         "https://flowith.io/cb?code=OAUTHCODE0123#access_token=tok-0001&refresh_token=tok-0002"
