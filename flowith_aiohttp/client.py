@@ -220,7 +220,8 @@ class FlowithClient(FlowithClientBase):
             )
             # aiohttp resends an idempotent request once when its connection drops,
             # on top of the client's own retries: max_retries would not mean the same.
-            session._retry_connection = False
+            if hasattr(session, "_retry_connection"):  # aiohttp 3.11 and later
+                session._retry_connection = False
             self._http = session
         return self._http
 
