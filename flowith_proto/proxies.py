@@ -31,7 +31,7 @@ def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | Non
     * an entry with a port (``example.com:8080``) applies to that port only, and
       one with a scheme (``http://example.com``) to that scheme only.
     """
-    host = host.lower().rstrip(".")
+    host = host.lower()
     for entry in no_proxy.split(","):
         name = entry.strip()
         if name == "*":
@@ -46,11 +46,16 @@ def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | Non
         pattern_scheme = "" if pattern.scheme == "all" else pattern.scheme
         if pattern_scheme and pattern_scheme != scheme:
             continue
+        if pattern_port == _DEFAULT_PORTS.get(pattern_scheme):  # as httpx normalizes it
+            pattern_port = None
         if pattern_port is not None and pattern_port != port:
             continue
-        if _host_matches((pattern.hostname or "").rstrip("."), host):
+        if _host_matches(pattern.hostname or "", host):
             return True
     return False
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _no_proxy_url(name: str) -> str:

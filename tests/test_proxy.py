@@ -134,6 +134,9 @@ NO_PROXY_CASES = [
     ("http://[::1]:8000", "::1"),
     ("http://127.0.0.2", "127.0.0.1"),
     ("http://10.1.2.3", "10.0.0.0/8"),
+    ("https://example.com", "example.com."),
+    ("https://example.com:8443", "https://example.com:443"),
+    ("https://example.com", "https://example.com:443"),
 ]
 
 
