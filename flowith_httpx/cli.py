@@ -201,9 +201,19 @@ def _parser() -> argparse.ArgumentParser:
         help="serve a fake Flowith on loopback until Ctrl-C, for trying the other commands "
         "offline: it prints the environment to point them at it",
     )
-    fake.add_argument("--port", type=int, default=0, help="port to listen on (default: any)")
+    fake.add_argument("--port", type=_port, default=0, help="port to listen on (default: any)")
     add_commands(commands)
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port (0 to 65535): {text!r}")
+    return port
 
 
 async def serve_fake(port: int, out: TextIO, *, started: anyio.Event | None = None) -> None:
@@ -219,7 +229,9 @@ async def serve_fake(port: int, out: TextIO, *, started: anyio.Event | None = No
             f"export FLOWITH_EDGE_URL={server.url}\n"
             f"export FLOWITH_SUPABASE_URL={server.url}\n"
             f"export FLOWITH_TOKEN={fake.token}\n"
+            # Both spellings: urllib prefers the lower-case one where both are set.
             f"export NO_PROXY={no_proxy_with_loopback(os.environ.get('NO_PROXY'))}\n"
+            f"export no_proxy={no_proxy_with_loopback(os.environ.get('no_proxy'))}\n"
         )
         out.flush()
         if started is not None:

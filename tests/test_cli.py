@@ -126,7 +126,7 @@ def test_the_fake_command_serves_what_the_other_commands_can_use() -> None:
             if line.startswith("export "):
                 name, _, value = line.removeprefix("export ").rstrip("\n").partition("=")
                 env[name] = value
-                if name == "NO_PROXY":
+                if name == "no_proxy":
                     break
         assert {"FLOWITH_EDGE_URL", "FLOWITH_TOKEN"} <= env.keys()
         chat = subprocess.run(
@@ -150,3 +150,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"flowith {importlib.metadata.version('flowith')}\n"
+
+
+def test_the_fake_command_refuses_a_port_that_is_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["fake", "--port", "70000"]) == 2
+    assert "not a port (0 to 65535): '70000'" in capsys.readouterr().err
