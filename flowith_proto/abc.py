@@ -502,11 +502,12 @@ class FlowithClientBase(WebAppMethods):
         """
         while (flight := self._refreshing) is not None:
             await flight.done.wait(None)
-            if flight.refresh_token == refresh_token:
-                if flight.session is None:
-                    reason = f": {flight.error}" if flight.error is not None else ""
-                    raise AuthenticationError(f"refreshing the session failed{reason}")
-                return flight.session
+            abandoned = flight.session is None and flight.error is None  # its caller cancelled
+            if flight.refresh_token != refresh_token or abandoned:
+                continue  # then this call refreshes, once nothing else is in flight
+            if flight.session is None:
+                raise AuthenticationError(f"refreshing the session failed: {flight.error}")
+            return flight.session
         flight = self._refreshing = _Flight(self._new_signal(), refresh_token)
         try:
             session = flight.session = await self._run(
