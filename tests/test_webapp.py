@@ -853,6 +853,41 @@ async def test_refreshes_at_once_with_one_token_share_one_request(
     assert sessions[0].access_token == sessions[1].access_token
 
 
+async def test_a_refresh_whose_caller_was_cancelled_is_taken_over(
+    fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller that joined it was told the session could not be refreshed."""
+    async with make_client(refresh_token=fake.refresh_token) as client:
+        run = client._run
+        slow = anyio.Event()
+
+        async def first_waits(operation: Any) -> Any:
+            if not slow.is_set():
+                slow.set()
+                await anyio.sleep(10)  # the first refresh is cancelled here
+            return await run(operation)
+
+        monkeypatch.setattr(client, "_run", first_waits)
+        sessions: list[AuthSession] = []
+        owner = anyio.CancelScope()
+
+        async def owning() -> None:
+            with owner:
+                await client.refresh_access_token()
+
+        async def joining() -> None:
+            sessions.append(await client.refresh_access_token())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(owning)
+            await slow.wait()
+            group.start_soon(joining)
+            await anyio.sleep(0.05)
+            owner.cancel()
+    assert len(sessions) == 1
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+
+
 async def test_refresh_without_a_refresh_token_fails_without_a_request(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
