@@ -230,9 +230,7 @@ class FlowithClient(FlowithClientBase):
         :mod:`flowith_proto.proxies`)."""
         if self._environment is None:
             return self._proxy
-        default = {"http": 80, "https": 443}.get(url.scheme)
-        port = None if url.port == default else url.port
-        return self._environment.for_url(url.scheme, url.host or "", port)
+        return self._environment.for_url(url.scheme, url.host or "", url.port)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

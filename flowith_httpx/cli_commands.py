@@ -790,7 +790,7 @@ async def _deliver(
         path = await save(args.out, overwrite=args.overwrite)
     except FileExistsError as exc:
         show(None)
-        raise FileExistsError(str(exc).replace("overwrite=True", "--overwrite")) from None
+        raise FileExistsError(f"{exc.filename} exists; pass --overwrite to replace it") from None
     except BaseException:
         show(None)
         raise

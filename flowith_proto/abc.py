@@ -144,6 +144,14 @@ def _create_binary(path: Path) -> BinaryIO:
     return open(path, "xb")
 
 
+def _exists(target: Path) -> FileExistsError:
+    """The refusal to replace ``target``; its ``filename`` lets a caller (the CLI)
+    word it in its own terms."""
+    error = FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    error.filename = str(target)
+    return error
+
+
 def _publish(partial: Path, target: Path, overwrite: bool) -> None:
     """Move a finished download into place; without ``overwrite`` a hard link
     makes "create only if absent" atomic, so a racing writer is not clobbered."""
@@ -153,10 +161,10 @@ def _publish(partial: Path, target: Path, overwrite: bool) -> None:
     try:
         os.link(partial, target)
     except FileExistsError:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it") from None
+        raise _exists(target) from None
     except OSError:  # no hard links here (some network or FAT file systems)
         if os.path.lexists(target):
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it") from None
+            raise _exists(target) from None
         os.replace(partial, target)
         return
     os.unlink(partial)
@@ -814,7 +822,7 @@ class FlowithClientBase(WebAppMethods):
         deadline = None if timeout is None else self._now() + timeout
         await self._to_thread(functools.partial(folder.mkdir, parents=True, exist_ok=True))
         if not overwrite and await self._to_thread(os.path.lexists, target):
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+            raise _exists(target)
         body = await self._open_event_stream(request, deadline)
         self._open_bodies.add(body)
         partial = folder / f".{name}.{uuid.uuid4().hex[:12]}.part"

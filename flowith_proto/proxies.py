@@ -20,9 +20,9 @@ __all__ = ["EnvironmentProxies", "bypassed"]
 
 
 def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | None = None) -> bool:
-    """Whether ``NO_PROXY`` exempts ``scheme://host[:port]`` (``port`` only when it is
-    not the scheme's default), by httpx's reading of it, so that both transports
-    take the same route:
+    """Whether ``NO_PROXY`` exempts ``scheme://host[:port]`` by httpx's reading of it,
+    so that both transports take the same route (a scheme's default port, in the
+    URL or an entry, counts as none, as httpx normalizes it):
 
     * ``*`` exempts every host;
     * an IP address, or ``localhost``, exempts that host only;
@@ -32,6 +32,7 @@ def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | Non
       one with a scheme (``http://example.com``) to that scheme only.
     """
     host = host.lower()
+    port = _without_default(scheme, port)
     for entry in no_proxy.split(","):
         name = entry.strip()
         if name == "*":
@@ -46,8 +47,7 @@ def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | Non
         pattern_scheme = "" if pattern.scheme == "all" else pattern.scheme
         if pattern_scheme and pattern_scheme != scheme:
             continue
-        if pattern_port == _DEFAULT_PORTS.get(pattern_scheme):  # as httpx normalizes it
-            pattern_port = None
+        pattern_port = _without_default(pattern_scheme, pattern_port)
         if pattern_port is not None and pattern_port != port:
             continue
         if _host_matches(pattern.hostname or "", host):
@@ -56,6 +56,10 @@ def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | Non
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _without_default(scheme: str, port: int | None) -> int | None:
+    return None if port == _DEFAULT_PORTS.get(scheme) else port
 
 
 def _no_proxy_url(name: str) -> str:
