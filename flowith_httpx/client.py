@@ -227,6 +227,7 @@ class FlowithClient(FlowithClientBase):
         on_token_refresh: TokenCallback | None = None,
         edge_auth: EdgeAuth | str = EdgeAuth.BARE,
         record_to: str | os.PathLike[str] | None = None,
+        stream_idle_timeout: float | None = 60.0,
         proxy: str | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
@@ -244,6 +245,7 @@ class FlowithClient(FlowithClientBase):
             on_token_refresh=on_token_refresh,
             edge_auth=edge_auth,
             record_to=record_to,
+            stream_idle_timeout=stream_idle_timeout,
         )
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")

@@ -184,6 +184,9 @@ class ReplayClient(FlowithClientBase):
             result_timeout=result_timeout,
             poll_interval=poll_interval,
             max_retries=max_retries,
+            # The recording holds every break the watchdog made; a replay's clock
+            # is no measure of silence.
+            stream_idle_timeout=None,
         )
         self._tape.scrubber.learn(self._secrets)
         self._clock = 0.0

@@ -96,6 +96,7 @@ from flowith_proto.models import (
 from flowith_proto.recording import Recorder
 from flowith_proto.request import MultipartForm, Request, Response, first_header
 from flowith_proto.retry import RetryPolicy
+from flowith_proto.silence import SilenceWatchdog
 from flowith_proto.sse import SSEDecoder
 from flowith_proto.state import ClientState
 from flowith_proto.stream import listener_payloads
@@ -197,9 +198,14 @@ class FlowithClientBase(WebAppMethods):
         on_token_refresh: TokenCallback | None = None,
         edge_auth: EdgeAuth | str = EdgeAuth.BARE,
         record_to: str | os.PathLike[str] | None = None,
+        stream_idle_timeout: float | None = 60.0,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
+        if stream_idle_timeout is not None and not stream_idle_timeout > 0:
+            raise ValueError(
+                f"stream_idle_timeout must be positive or None, got {stream_idle_timeout!r}"
+            )
         self._state = ClientState(
             config=FlowithConfig(
                 edge_url=edge_url,
@@ -216,6 +222,9 @@ class FlowithClientBase(WebAppMethods):
         )
         #: Seconds one HTTP request may take (connect, read and total).
         self.timeout = timeout
+        #: Seconds of silence (not even a heartbeat) after which a live stream's
+        #: connection is taken for dead (see :mod:`flowith_proto.silence`).
+        self.stream_idle_timeout = stream_idle_timeout
         self._on_token_refresh = on_token_refresh
         self._refreshing: _Flight | None = None
         self._hub = StreamHub(self._open_channel, self._new_signal, self._now, self._race)
@@ -291,19 +300,28 @@ class FlowithClientBase(WebAppMethods):
         self._check_open()  # a generation that waited for another's connect, say
         endpoints = self._state.endpoints
         request = endpoints.user_stream() if channel == "stream" else endpoints.user_sse()
-        return await self._open_event_stream(request, deadline)
+        return await self._open_event_stream(request, deadline, live=True)
 
     async def _open_event_stream(
-        self, request: Request, deadline: float | None, *, media_type: str | None = None
+        self,
+        request: Request,
+        deadline: float | None,
+        *,
+        media_type: str | None = None,
+        live: bool = False,
     ) -> ByteStream:
         """Open a stream and judge its status like any other answer; with
         ``media_type``, a successful answer of another declared content type
-        (an HTML page from a proxy, say) is a :class:`ResponseDecodeError`."""
+        (an HTML page from a proxy, say) is a :class:`ResponseDecodeError`.
+        A ``live`` stream (one of the user's event streams) is watched for
+        silence, under the recorder so that a cassette holds the break."""
         recorder = self._recorder
         # A shared stream is no one operation's: recorded under no name.
         number = 0 if recorder is None else recorder.request(request, "")
         with self._transport_failures(number):
             status, headers, body = await self._open_stream(request, deadline)
+        if live and self.stream_idle_timeout is not None:
+            body = SilenceWatchdog(body, self._now, self.stream_idle_timeout)
         if recorder is not None:
             body = recorder.stream(number, status, headers, body, self._now)
         if status < 300:
@@ -399,9 +417,7 @@ class FlowithClientBase(WebAppMethods):
         if isinstance(effect, NextEvent):
             return await self._hub.next_event(effect.node_id, effect.deadline)
         if isinstance(effect, Send):
-            return await self._exchange(
-                effect.request, effect.timeout, effect.deadline, run._name
-            )
+            return await self._exchange(effect.request, effect.timeout, effect.deadline, run._name)
         if isinstance(effect, Now):
             return self._drawn("clock", self._operation_clock(run._name), run._name)
         if isinstance(effect, WallClock):
@@ -885,7 +901,9 @@ class FlowithClientBase(WebAppMethods):
     ) -> AsyncGenerator[dict[str, Any], None]:
         self._check_open()
         deadline = None if timeout is None else self._now() + timeout
-        stream = await self._open_event_stream(build(), deadline, media_type="text/event-stream")
+        stream = await self._open_event_stream(
+            build(), deadline, media_type="text/event-stream", live=True
+        )
         self._open_bodies.add(stream)
         decoder = SSEDecoder()
         try:

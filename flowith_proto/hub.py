@@ -352,8 +352,8 @@ class StreamHub:
     ) -> bool:
         """:meth:`_read_once` for a channel whose reader role the caller holds.
 
-        A look (at an idle stream) that finds it closed is no failure to back off
-        from: servers close streams nobody reads."""
+        A look (at an idle stream) that finds it closed, broken or silent is no
+        failure to back off from: servers and NATs end connections nobody reads."""
         connection = channel.connection
         assert connection is not None
         try:
@@ -362,7 +362,7 @@ class StreamHub:
             data = await connection.read(deadline)
         except ConnectionFailedError as exc:
             if channel.connection is connection:
-                self._lose(channel, f"connection failed: {exc}", failed=True)
+                self._lose(channel, f"connection failed: {exc}", failed=not look)
             return True
         if channel.connection is not connection:
             return True  # lost while this read waited (the client closed, say)

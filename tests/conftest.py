@@ -21,6 +21,7 @@ import flowith_httpx
 from flowith_httpx.fake_server import FakeFlowithServer, no_proxy_with_loopback
 from flowith_proto.abc import FlowithClientBase
 from flowith_proto.fake import FakeFlowith
+from tests.memory_streams import Streams
 
 # Access tokens (JWTs), the project key and the fake's refresh tokens.
 _SECRET = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+|sb_publishable_\w+|fkrt\w+")
@@ -113,3 +114,11 @@ async def eventually(condition: Callable[[], bool], *, within: float = 2.0) -> N
             return
         await anyio.sleep(0.01)
     raise AssertionError(f"the condition did not become true within {within:g} s")
+
+
+@pytest.fixture
+async def streams() -> AsyncIterator[Streams]:
+    """In-memory bodies for the hub's connections, closed after the test."""
+    opened = Streams()
+    yield opened
+    await opened.aclose()

@@ -19,7 +19,7 @@ from flowith_httpx.testing import CassetteMismatch, ReplayClient, replay_operati
 from flowith_proto.abc import ConversationSession, FlowithClientBase
 from flowith_proto.auth import read_claims
 from flowith_proto.cassette import CassetteError, Scrubber, decode_body, redact_jwt
-from flowith_proto.fake import FakeFlowith, chunk, complete, pause
+from flowith_proto.fake import FakeFlowith, chunk, complete, hang, pause, row
 from flowith_proto.generation import generate
 from flowith_proto.models import AuthSession
 from flowith_proto.recording import Recorder
@@ -29,7 +29,9 @@ from tests.sessions import CASSETTES, broad_session
 Session = Callable[[FlowithClientBase], Awaitable[list[Any]]]
 
 
-async def record(path: Path, session: Session, fake: FakeFlowith) -> list[Any]:
+async def record(
+    path: Path, session: Session, fake: FakeFlowith, stream_idle_timeout: float = 60.0
+) -> list[Any]:
     async with FakeFlowithServer(fake) as server:
         client = FlowithClient(
             fake.token,
@@ -38,6 +40,7 @@ async def record(path: Path, session: Session, fake: FakeFlowith) -> list[Any]:
             supabase_url=server.url,
             poll_interval=0.05,
             record_to=path,
+            stream_idle_timeout=stream_idle_timeout,
         )
         async with client:
             return await session(client)
@@ -87,6 +90,29 @@ def test_a_stream_found_closed_by_a_look_replays_its_reconnection(tmp_path: Path
     assert recorded == ["first", ["He", "llo", ""], 2]
     looks = [r for r in map(json.loads, cassette.read_text().splitlines()[1:]) if r.get("look")]
     assert [(r["kind"], r.get("reason")) for r in looks] == [("end", "eof")]
+    for backend in ("asyncio", "trio"):
+        replayed, unplayed = anyio.run(replay, cassette, session, backend=backend)
+        assert (replayed, unplayed) == (recorded, [])
+
+
+def test_a_stream_taken_for_dead_replays_its_break_without_a_clock(tmp_path: Path) -> None:
+    """The watchdog's verdict is recorded as the stream's break, so a replay
+    (whose clock measures no silence) repeats it and reconnects where the
+    recording did."""
+    fake = FakeFlowith(heartbeat_interval=0.1)
+
+    async def session(client: FlowithClientBase) -> list[Any]:
+        first = await client.generate("a", timeout=20)
+        second = [step.text_delta async for step in client.generate_stream("b", timeout=20)]
+        return [first.text, second, client.stream_connections]
+
+    fake.script(chunk("Hel"), hang(), row("done", "Hello"))
+    fake.script(chunk("again"), complete())
+    cassette = tmp_path / "silent.jsonl"
+    recorded = anyio.run(record, cassette, session, fake, 0.5, backend="asyncio")
+    assert recorded == ["Hello", ["again", ""], 2]
+    ends = [r for r in map(json.loads, cassette.read_text().splitlines()[1:]) if r["kind"] == "end"]
+    assert ends[0]["reason"] == "broken"
     for backend in ("asyncio", "trio"):
         replayed, unplayed = anyio.run(replay, cassette, session, backend=backend)
         assert (replayed, unplayed) == (recorded, [])

@@ -241,3 +241,13 @@ def test_a_refused_argument_is_also_a_value_error() -> None:
         flowith_httpx.FlowithClient("t", edge_url="x")
     assert issubclass(ValidationError, ValueError)
     assert issubclass(ValidationError, APIError)
+
+
+@pytest.mark.parametrize("limit", [0, -1.0, float("nan")])
+def test_a_silence_limit_must_be_positive(limit: float) -> None:
+    import flowith_aiohttp
+    import flowith_httpx
+
+    for client_class in (flowith_httpx.FlowithClient, flowith_aiohttp.FlowithClient):
+        with pytest.raises(ValueError, match="stream_idle_timeout must be positive or None"):
+            client_class("t", stream_idle_timeout=limit)

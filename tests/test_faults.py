@@ -14,6 +14,7 @@ import pytest
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
+    ConnectionFailedError,
     FlowithError,
     GenerationError,
     InsufficientCreditsError,
@@ -28,11 +29,12 @@ from flowith_proto.fake import (
     complete,
     drop,
     fail,
+    hang,
     pause,
     raw,
     row,
 )
-from tests.conftest import MakeClient
+from tests.conftest import MakeClient, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -198,6 +200,50 @@ async def test_a_stream_that_only_sends_heartbeats_is_noticed(
         result = await client.generate("hi", timeout=20)
     assert result.text == "partial answer, finished"
     assert time.monotonic() - started < 5
+
+
+async def test_a_stream_gone_silent_is_taken_for_dead_and_replaced(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # The connection stays open but nothing comes, not even heartbeats (a NAT
+    # forgot it): the generation reads its row, and the next one reconnects
+    # instead of counting on the dead stream.
+    fake.script(chunk("Hello"), hang(), row("done", "Hello, world"))
+    fake.script(chunk("streamed "), chunk("again"), complete())
+    async with make_client(stream_idle_timeout=0.5) as client:
+        started = time.monotonic()
+        steps = [step async for step in client.generate_stream("hi", timeout=30)]
+        assert steps[-1].text == "Hello, world"
+        assert time.monotonic() - started < 5  # not the 7.5 s row check of a 30 s call
+        second = [step async for step in client.generate_stream("more", timeout=30)]
+        assert [s.text_delta for s in second if s.text_delta] == ["streamed ", "again"]
+        assert client.stream_connections == 2
+    assert fake.stream_connections == 2
+
+
+async def test_a_quiet_stream_with_heartbeats_is_kept(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # Heartbeats are bytes: a generation quiet for longer than the limit keeps its stream.
+    fake.heartbeat_interval = 0.1
+    fake.script(chunk("slow "), pause(1.0), chunk("answer"), complete())
+    async with make_client(stream_idle_timeout=0.5) as client:
+        steps = [step async for step in client.generate_stream("hi", timeout=30)]
+        assert [s.text_delta for s in steps if s.text_delta] == ["slow ", "answer"]
+        assert client.stream_connections == 1
+
+
+async def test_a_listener_on_a_silent_stream_is_told_the_connection_is_gone(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.heartbeat_interval = 60.0  # nothing at all comes
+    async with make_client(stream_idle_timeout=0.3) as client:
+        started = time.monotonic()
+        with pytest.raises(ConnectionFailedError, match=r"sent nothing for 0\.3 s"):
+            async for _ in client.stream_user_sse():
+                pass
+        assert time.monotonic() - started < 3
+    await eventually(lambda: not fake.open_streams())
 
 
 _NOT_OURS = ("<", "anyio._backends", "anyio.streams", "anyio.abc", "flowith_httpx.fake_server")

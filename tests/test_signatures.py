@@ -54,6 +54,7 @@ def test_constructors_differ_only_in_the_type_of_the_users_own_client() -> None:
         "on_token_refresh",
         "edge_auth",
         "record_to",
+        "stream_idle_timeout",
         "proxy",
         "http_client",
     ]
