@@ -127,7 +127,9 @@ class Conversation:
     #: An existing conversation whose thread is read from the canvas before the
     #: first turn (:func:`resume`), so that the turn carries on from it.
     resume: bool = False
-    #: What new turns hang below, and how many turns were made since.
+    #: Where new turns are laid out below, and how many turns placed nodes there
+    #: since (failed ones too: their nodes stay on the canvas, and the next turn's
+    #: must not cover them).
     anchor: Position = _ROOT_ANCHOR
     turns_since_anchor: int = 0
 
@@ -368,6 +370,7 @@ def begin_turn(
                 body=error.body,
             ) from error
         raise
+    conversation.turns_since_anchor += 1  # the user node is on the canvas now
     if ai_data is not None:
         data = ai_data(timestamp)
         yield from call(
@@ -396,10 +399,11 @@ def resume(state: ClientState, conversation: Conversation, deadline: float) -> O
     The thread is the chain of nodes from the newest answer (a failed or
     empty one is passed over) up to the root: its user prompts and visible
     answers (``<think>`` left out, as a session sends them) become the
-    messages the next turn sends, the answer is where the next user node hangs (below it on the
-    canvas), and its answers count as turns. Media turns are left out of the
-    messages, as a session leaves them. A conversation without an answer yet
-    carries on from its root, below its lowest node.
+    messages the next turn sends, the answer is what the next user node hangs from, and its
+    answers count as turns. Media turns are left out of the messages, as a session leaves
+    them. A conversation without an answer yet carries on from its root. Either way the
+    next turn is laid out below the canvas's lowest node (in the answer's column), so that
+    it covers no node, such as a failed turn's below the answer.
     """
     conv_id = require_uuid(conversation.conv_id, "conv_id")
     response = yield from call(state, lambda e: e.flow_nodes(conv_id), deadline=deadline)
@@ -425,12 +429,12 @@ def resume(state: ClientState, conversation: Conversation, deadline: float) -> O
             ]
     conversation.messages = messages
     conversation.turn = sum(1 for node in thread if node.node_type == NODE_TYPE_AI)
+    if nodes:
+        lowest = max(_position(node).y for node in nodes)
+        column = _position(thread[-1]).x if thread else 0
+        conversation.anchor = Position(column, lowest)
     if thread:
         conversation.last_ai_node_id = thread[-1].node_id
-        conversation.anchor = _position(thread[-1])
-    elif nodes:
-        lowest = max(nodes, key=lambda node: _position(node).y)
-        conversation.anchor = Position(0, _position(lowest).y)
     conversation.turns_since_anchor = 0
     conversation.resume = False
 
@@ -533,7 +537,6 @@ def send(
         stream=stream,
     )
     conversation.turn += 1
-    conversation.turns_since_anchor += 1
     conversation.messages = [*messages, {"role": "assistant", "content": result.text}]
     conversation.last_ai_node_id = ai_node_id
     return result

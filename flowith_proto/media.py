@@ -231,7 +231,6 @@ def generate_image(
         deadline=deadline,
     )
     conversation.turn += 1
-    conversation.turns_since_anchor += 1
     conversation.last_ai_node_id = ai_node_id
     images = (GeneratedImage(url=result.url, model=result.model),) if result.url else ()
     return ImageOutput(
@@ -306,7 +305,6 @@ def generate_video(
         deadline=deadline,
     )
     conversation.turn += 1
-    conversation.turns_since_anchor += 1
     conversation.last_ai_node_id = node_id
     return VideoOutput(
         video_url=result.url,

@@ -573,6 +573,7 @@ def test_a_resumed_thread_sends_visible_replies_and_passes_over_a_failed_turn() 
         {"role": "user", "content": "Again"},
     ]
     assert user_node.json()[0]["p_id"] == uuid_n(12)
+    assert user_node.json()[0]["position"] == {"x": 40, "y": 970}  # below the failed turn
     assert conversation.turn == 2
 
 
@@ -592,6 +593,27 @@ def test_a_session_on_a_conversation_without_an_answer_hangs_from_its_root() -> 
     assert user_node.json()[0]["position"] == {"x": 0, "y": 340}  # below the lowest node
     assert completion.json()["messages"] == [{"role": "user", "content": "hello?"}]
     assert conversation.turn == 1
+
+
+def test_the_turn_after_a_failed_one_covers_none_of_its_nodes() -> None:
+    # The failed turn's nodes stay on the canvas; the next turn hangs from the
+    # last good answer but is laid out below them.
+    script = Script()
+    script_turn(script)
+    conversation = Conversation()
+    script.feed(uuid_n(2), [complete(uuid_n(2), "first")])
+    script.run(send(state(), conversation, "one"))
+    failed = parse_event({"data": {"nodeId": uuid_n(4), "status": "failed", "error": "boom"}})
+    script.feed(uuid_n(4), [failed])
+    with pytest.raises(GenerationError):
+        script.run(send(state(), conversation, "two"))
+    script.feed(uuid_n(6), [complete(uuid_n(6), "third")])
+    script.run(send(state(), conversation, "three"))
+    nodes = [r.json()[0] for r in script.requests if "/rest/v1/flow_node" in r.url]
+    positions = [node["position"]["y"] for node in nodes]
+    assert positions == [130, 340, 550, 760, 970, 1180]
+    assert nodes[4]["p_id"] == uuid_n(2)  # the thread skips the failed turn
+    assert conversation.turn == 2
 
 
 def test_a_failed_turn_does_not_advance_the_session() -> None:
