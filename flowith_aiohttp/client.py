@@ -28,6 +28,7 @@ from flowith_proto.errors import ConnectionFailedError, TimeoutError
 from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import EnvironmentProxies
 from flowith_proto.request import Request, Response
+from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout_at
@@ -167,7 +168,7 @@ class FlowithClient(FlowithClientBase):
         on_token_refresh: TokenCallback | None = None,
         edge_auth: EdgeAuth | str = EdgeAuth.BARE,
         record_to: str | os.PathLike[str] | None = None,
-        stream_idle_timeout: float | None = 60.0,
+        stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT,
         proxy: str | None = None,
         http_client: aiohttp.ClientSession | None = None,
     ) -> None:

@@ -34,6 +34,7 @@ from flowith_proto.config import (
 from flowith_proto.errors import ConnectionFailedError, TimeoutError
 from flowith_proto.progress import RequestProgress
 from flowith_proto.request import Request, Response
+from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
 
 __all__ = ["FlowithClient"]
 
@@ -227,7 +228,7 @@ class FlowithClient(FlowithClientBase):
         on_token_refresh: TokenCallback | None = None,
         edge_auth: EdgeAuth | str = EdgeAuth.BARE,
         record_to: str | os.PathLike[str] | None = None,
-        stream_idle_timeout: float | None = 60.0,
+        stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT,
         proxy: str | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:

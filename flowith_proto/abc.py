@@ -96,7 +96,7 @@ from flowith_proto.models import (
 from flowith_proto.recording import Recorder
 from flowith_proto.request import MultipartForm, Request, Response, first_header
 from flowith_proto.retry import RetryPolicy
-from flowith_proto.silence import SilenceWatchdog
+from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT, SilenceWatchdog
 from flowith_proto.sse import SSEDecoder
 from flowith_proto.state import ClientState
 from flowith_proto.stream import listener_payloads
@@ -198,7 +198,7 @@ class FlowithClientBase(WebAppMethods):
         on_token_refresh: TokenCallback | None = None,
         edge_auth: EdgeAuth | str = EdgeAuth.BARE,
         record_to: str | os.PathLike[str] | None = None,
-        stream_idle_timeout: float | None = 60.0,
+        stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")

@@ -20,7 +20,11 @@ from collections.abc import Callable
 from flowith_proto.errors import ConnectionFailedError
 from flowith_proto.hub import ByteStream
 
-__all__ = ["SilenceWatchdog"]
+__all__ = ["DEFAULT_STREAM_IDLE_TIMEOUT", "SilenceWatchdog"]
+
+#: Seconds of silence after which a live stream counts as dead by default: twelve
+#: of ``/sse``'s heartbeats missed (the ``/stream`` interval is unverified).
+DEFAULT_STREAM_IDLE_TIMEOUT = 60.0
 
 
 class SilenceWatchdog:
