@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, TypeVar
 
+import attrs
+
 from flowith_proto.auth import header_safe
 from flowith_proto.calls import call
 from flowith_proto.convert import structure_credits, structure_models, structure_row, structure_rows
@@ -149,16 +151,21 @@ def rename_conversation(
 def get_user_profile(
     state: ClientState, user_id: str | None, *, timeout: float | None = None
 ) -> Operation[UserProfile]:
-    return (
-        yield from first_row(
-            state,
-            lambda e: e.user_profile(user_id),
-            UserProfile,
-            "get_user_profile",
-            f"no profile for user {user_id or state.credentials.user_id}",
-            timeout=timeout,
-        )
+    profile = yield from first_row(
+        state,
+        lambda e: e.user_profile(user_id),
+        UserProfile,
+        "get_user_profile",
+        f"no profile for user {user_id or state.credentials.user_id}",
+        timeout=timeout,
     )
+    return _owned_by(profile, user_id or state.credentials.user_id)
+
+
+def _owned_by(profile: UserProfile, user_id: str) -> UserProfile:
+    """``profile`` with the id it was looked up by when its row has none
+    (protocol.md 2.3: ``user_id=row.id|uid``)."""
+    return profile if profile.user_id else attrs.evolve(profile, user_id=user_id)
 
 
 def update_user_profile(
@@ -172,16 +179,15 @@ def update_user_profile(
     current profile."""
     if not fields:
         return (yield from get_user_profile(state, user_id, timeout=timeout))
-    return (
-        yield from first_row(
-            state,
-            lambda e: e.update_user_profile(fields, user_id),
-            UserProfile,
-            "update_user_profile",
-            f"no profile for user {user_id or state.credentials.user_id}",
-            timeout=timeout,
-        )
+    profile = yield from first_row(
+        state,
+        lambda e: e.update_user_profile(fields, user_id),
+        UserProfile,
+        "update_user_profile",
+        f"no profile for user {user_id or state.credentials.user_id}",
+        timeout=timeout,
     )
+    return _owned_by(profile, user_id or state.credentials.user_id)
 
 
 def _moment(at_time: datetime | float | str) -> datetime:
@@ -237,14 +243,21 @@ def online_count(state: ClientState, *, timeout: float | None = None) -> Operati
         raise ResponseDecodeError("get_online_count: expected a number", body=body) from exc
 
 
+#: What GoTrue answers a refresh token it will not renew (spent, revoked, malformed).
+_REFUSALS = frozenset({400, 401, 403, 422})
+
+
 def refresh(
     state: ClientState, refresh_token: str, *, timeout: float | None = None
 ) -> Operation[AuthSession]:
     """Trade a refresh token for a new session and adopt its tokens.
 
     Needs only the refresh token and the project key (the old client required
-    a live access token and sent it along: D14). Any refusal is an
-    :class:`AuthenticationError`: the tokens cannot be renewed.
+    a live access token and sent it along: D14). A refusal (400, 401, 403, 422:
+    the token is spent or invalid) is an :class:`AuthenticationError`; a rate
+    limit or a server error keeps its own type, since the tokens may still be
+    good (GoTrue rate-limits ``/token``). An answer without a new refresh token
+    leaves the old one in use, and the session returned names the one kept.
     """
     try:
         response = yield from call(
@@ -255,7 +268,7 @@ def refresh(
             extra_secrets=(refresh_token,),
         )
     except APIError as exc:
-        if isinstance(exc, AuthenticationError):
+        if isinstance(exc, AuthenticationError) or exc.status_code not in _REFUSALS:
             raise
         raise AuthenticationError(
             f"refreshing the session failed: {exc}", status_code=exc.status_code, body=exc.body
@@ -263,7 +276,8 @@ def refresh(
     payload = response.json()
     if isinstance(payload, Mapping) and not all(
         isinstance(token, str) and header_safe(token.strip())
-        for token in (payload.get(name, "") for name in ("access_token", "refresh_token"))
+        # JSON null is no token, as an absent field (D24).
+        for token in (payload.get(name) or "" for name in ("access_token", "refresh_token"))
     ):
         # Adopted as text, {"x": 1} would become the bearer of every later request.
         raise ResponseDecodeError(
@@ -275,6 +289,8 @@ def refresh(
     if not session.access_token:
         raise AuthenticationError("refreshing the session returned no access_token")
     state.credentials = state.credentials.with_tokens(session.access_token, session.refresh_token)
+    if not session.refresh_token:  # the old one stays in use: say so, so it is persisted
+        session = attrs.evolve(session, refresh_token=state.credentials.refresh_token)
     return session
 
 

@@ -15,10 +15,12 @@ import pytest
 import respx
 
 from flowith_httpx import (
+    APIError,
     AuthenticationError,
     ConnectionFailedError,
     FlowithClient,
     NotFoundError,
+    RateLimitError,
     ResponseDecodeError,
     TimeoutError,
     ValidationError,
@@ -346,6 +348,79 @@ async def test_a_refresh_answer_with_tokens_that_are_not_text_is_refused(
             with pytest.raises(ResponseDecodeError, match="must be strings"):
                 await flowith.refresh_access_token()
             assert flowith._state.credentials.access_token == TOKEN  # nothing adopted
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 422])
+async def test_a_refused_refresh_is_an_authentication_error(status: int) -> None:
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
+            status, json={"error": "invalid_grant"}
+        )
+        async with client(refresh_token=EXPLICIT_REFRESH, max_retries=0) as flowith:
+            with pytest.raises(AuthenticationError):
+                await flowith.refresh_access_token()
+
+
+async def test_a_rate_limited_refresh_keeps_its_type_and_its_wait() -> None:
+    # The tokens may still be good: "try again in 120 s", not "sign in again".
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
+            429, headers={"retry-after": "120"}, json={"error": "over_request_rate_limit"}
+        )
+        async with client(refresh_token=EXPLICIT_REFRESH, max_retries=0) as flowith:
+            with pytest.raises(RateLimitError) as info:
+                await flowith.refresh_access_token()
+    assert not isinstance(info.value, AuthenticationError)
+    assert info.value.retry_after_s == 120.0
+
+
+async def test_a_refresh_the_auth_server_failed_is_a_server_error() -> None:
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(503, text="upstream down")
+        async with client(refresh_token=EXPLICIT_REFRESH, max_retries=0) as flowith:
+            with pytest.raises(APIError) as info:
+                await flowith.refresh_access_token()
+    assert not isinstance(info.value, AuthenticationError)
+    assert info.value.status_code == 503
+
+
+@pytest.mark.parametrize("answer", [{}, {"refresh_token": None}, {"refresh_token": ""}])
+async def test_a_refresh_without_a_new_refresh_token_names_the_one_kept(
+    answer: dict[str, Any],
+) -> None:
+    persisted: list[tuple[str, str]] = []
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
+            200, json={"access_token": NEW_JWT, "token_type": "bearer", **answer}
+        )
+        async with client(
+            refresh_token=EXPLICIT_REFRESH,
+            max_retries=0,
+            on_token_refresh=lambda access, refresh: persisted.append((access, refresh)),
+        ) as flowith:
+            session = await flowith.refresh_access_token()
+            assert flowith._state.credentials.refresh_token == EXPLICIT_REFRESH
+    assert session.access_token == NEW_JWT
+    assert session.refresh_token == EXPLICIT_REFRESH  # what to persist: still in use
+    assert persisted == [(NEW_JWT, EXPLICIT_REFRESH)]
+
+
+@pytest.mark.parametrize("user", [None, "99999999-8888-4777-8666-555555555555"])
+async def test_a_profile_row_without_its_id_is_the_users_it_was_read_for(
+    user: str | None,
+) -> None:
+    with respx.mock() as router:
+        router.get(url__startswith=f"{SB}/rest/v1/user_profile").respond(
+            200, json=[{"language": "en"}]
+        )
+        router.patch(url__startswith=f"{SB}/rest/v1/user_profile").respond(
+            200, json=[{"language": "pl"}]
+        )
+        async with client(max_retries=0) as flowith:
+            read = await flowith.get_user_profile(user)
+            updated = await flowith.update_user_profile(user, language="pl")
+    assert (read.user_id, read.language) == (user or USER, "en")
+    assert (updated.user_id, updated.language) == (user or USER, "pl")
 
 
 @pytest.mark.parametrize("body", ["1e400", "Infinity", '"1e400"', "9" * 400])
