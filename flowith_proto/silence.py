@@ -9,6 +9,14 @@ turns it into a :class:`ConnectionFailedError`, which the hub and the listeners
 already handle (generations read their row, the next one reconnects; a
 listener's caller sees the error).
 
+Bytes a stream buffered while nobody read it say little: heartbeats that came
+before the connection died wait there as well as fresh ones. So bytes a look
+(a read that takes only what has arrived) finds count as heard when the stream
+was last read, the earliest they can have come; and a look at a stream nobody
+read for longer than the limit gives the verdict at once, whatever it holds:
+the hub looks before a generation counts on an idle stream, and a replaced
+healthy stream costs a reconnection where a dead one would cost the whole turn.
+
 It wraps the transport's body under the cassette recorder, so a recording holds
 the break where it happened and a replay repeats it without a clock.
 """
@@ -31,15 +39,22 @@ class SilenceWatchdog:
     """A stream body whose connection counts as broken once nothing has come
     for ``limit`` seconds (heartbeats count: they are bytes)."""
 
-    __slots__ = ("_body", "_heard_at", "_limit", "_now")
+    __slots__ = ("_body", "_heard_at", "_limit", "_now", "_read_at")
 
     def __init__(self, body: ByteStream, now: Callable[[], float], limit: float) -> None:
         self._body = body
         self._now = now
         self._limit = limit
-        self._heard_at = now()
+        self._heard_at = self._read_at = now()
 
     async def read(self, deadline: float | None) -> bytes | None:
+        now = self._now()
+        look = deadline is not None and deadline <= now
+        if look and now - self._read_at > self._limit:
+            raise ConnectionFailedError(
+                f"the event stream was not read for over {self._limit:g} s: what it holds "
+                "cannot tell whether the connection still lives, so it is taken for dead"
+            )
         silent_at = self._heard_at + self._limit
         if deadline is not None and deadline <= silent_at:
             data = await self._body.read(deadline)
@@ -51,8 +66,10 @@ class SilenceWatchdog:
                     f"the event stream sent nothing for {self._limit:g} s, not even a "
                     "heartbeat: the connection is taken for dead"
                 )
+        read_before, self._read_at = self._read_at, self._now()
         if data:
-            self._heard_at = self._now()
+            # A look's bytes may have waited since the last read; a wait's are fresh.
+            self._heard_at = max(self._heard_at, read_before if look else self._read_at)
         return data
 
     async def aclose(self) -> None:

@@ -221,6 +221,22 @@ async def test_a_stream_gone_silent_is_taken_for_dead_and_replaced(
     assert fake.stream_connections == 2
 
 
+async def test_a_stream_that_died_while_idle_is_replaced_before_the_next_turn(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # Heartbeats came while nobody read, then the connection went silent: what
+    # it buffered must not pass it for alive.
+    fake.heartbeat_interval = 0.05
+    fake.script(chunk("one"), complete(), pause(0.3), hang())
+    fake.script(chunk("two"), complete())
+    async with make_client(stream_idle_timeout=0.5) as client:
+        await client.generate("first", timeout=30)
+        await anyio.sleep(1.0)
+        steps = [step async for step in client.generate_stream("second", timeout=30)]
+        assert [s.text_delta for s in steps if s.text_delta] == ["two"]
+        assert client.stream_connections == 2
+
+
 async def test_a_quiet_stream_with_heartbeats_is_kept(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:

@@ -56,16 +56,56 @@ async def test_a_deadline_before_the_limit_is_a_plain_timeout(streams: Streams) 
     assert await watched.read(anyio.current_time() + 0.05) == b"data: x\n\n"
 
 
-async def test_a_look_past_the_limit_takes_what_came_or_gives_the_verdict(streams: Streams) -> None:
+async def test_a_look_within_the_limit_takes_what_came_or_gives_the_verdict(
+    streams: Streams,
+) -> None:
+    stream = streams.new("stream")
+    watched = SilenceWatchdog(stream, anyio.current_time, 0.2)
+    await anyio.sleep(0.1)
+    stream.push(HEARTBEAT)
+    assert await watched.read(anyio.current_time()) == HEARTBEAT
+    assert await watched.read(anyio.current_time()) is None  # nothing more, within the limit
+    await anyio.sleep(0.3)
+    with pytest.raises(ConnectionFailedError, match="sent nothing"):
+        await watched.read(anyio.current_time() + 5)
+
+
+async def test_what_a_look_finds_counts_as_heard_when_the_stream_was_last_read(
+    streams: Streams,
+) -> None:
+    # Buffered bytes may be heartbeats from before the connection died: they
+    # vouch only for the moment of the last read, not for now.
+    stream = streams.new("stream")
+    watched = SilenceWatchdog(stream, anyio.current_time, 0.3)
+    assert await watched.read(anyio.current_time()) is None
+    await anyio.sleep(0.2)
+    stream.push(HEARTBEAT)
+    assert await watched.read(anyio.current_time()) == HEARTBEAT
+    await anyio.sleep(0.15)  # 0.35 s after the last read that found nothing
+    with pytest.raises(ConnectionFailedError, match="sent nothing"):
+        await watched.read(anyio.current_time())
+
+
+async def test_a_look_at_a_stream_unread_past_the_limit_is_the_verdict(streams: Streams) -> None:
+    # Whatever it buffered: heartbeats that came before a NAT forgot the
+    # connection would otherwise pass it for alive.
+    stream = streams.new("stream")
+    watched = SilenceWatchdog(stream, anyio.current_time, 0.1)
+    await anyio.sleep(0.05)
+    stream.push(HEARTBEAT)
+    await anyio.sleep(0.15)
+    with pytest.raises(ConnectionFailedError, match=r"not read for over 0\.1 s"):
+        await watched.read(anyio.current_time())
+
+
+async def test_a_slow_reader_is_not_a_silent_stream(streams: Streams) -> None:
+    # A listener's caller may take its time between events: a read that waits
+    # (not a look) takes what came meanwhile as fresh.
     stream = streams.new("stream")
     watched = SilenceWatchdog(stream, anyio.current_time, 0.1)
     await anyio.sleep(0.2)
-    stream.push(HEARTBEAT)  # it came late, but it came: the connection lives
-    assert await watched.read(anyio.current_time()) == HEARTBEAT
-    assert await watched.read(anyio.current_time()) is None  # a look within the limit
-    await anyio.sleep(0.2)
-    with pytest.raises(ConnectionFailedError):
-        await watched.read(anyio.current_time())
+    stream.push(HEARTBEAT)
+    assert await watched.read(None) == HEARTBEAT
 
 
 async def test_the_end_of_the_body_is_no_sound(streams: Streams) -> None:
@@ -117,4 +157,21 @@ async def test_an_idle_stream_gone_silent_is_replaced_before_use(streams: Stream
     assert isinstance(item, Chunks)
     assert item.chunks == ("here",)
     assert hub.connections_opened() == 2
+    await hub.aclose()
+
+
+async def test_an_idle_stream_is_replaced_whatever_it_buffered(streams: Streams) -> None:
+    # Heartbeats piled up while nobody read; then the connection may have died.
+    hub = watched_hub(streams, 0.2)
+    await hub.subscribe("first", ["stream"], None)
+    hub.unsubscribe("first")
+    for _ in range(3):
+        await anyio.sleep(0.1)
+        streams.last("stream").push(HEARTBEAT)
+    await hub.subscribe("second", ["stream"], None)
+    assert len(streams.opened["stream"]) == 2
+    streams.last("stream").push(chunk("second", "fresh", 0))
+    item = await hub.next_event("second", anyio.current_time() + 2)
+    assert isinstance(item, Chunks)
+    assert item.chunks == ("fresh",)
     await hub.aclose()
