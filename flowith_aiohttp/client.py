@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -319,6 +319,10 @@ class FlowithClient(FlowithClientBase):
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        # A cancelled caller leaves at once; the work goes on in its own task.
+        return await asyncio.shield(work())
 
     async def _close_transport(self) -> None:
         if self._owns_http and self._http is not None:

@@ -81,6 +81,14 @@ async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
     return value  # type: ignore[return-value]  # set whenever error is None
 
 
+async def shielded(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` to its end whatever befalls the caller: a cancellation of
+    the caller is delivered once it is done."""
+    with anyio.CancelScope(shield=True):
+        return await work()
+    raise AssertionError("unreachable: a shielded scope swallows no exception")
+
+
 def _transport_error(
     exc: httpx.HTTPError, progress: RequestProgress | None = None
 ) -> ConnectionFailedError | TimeoutError:
@@ -343,6 +351,9 @@ class FlowithClient(FlowithClientBase):
 
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         return await race(jobs)
+
+    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return await shielded(work)
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(function, *args)

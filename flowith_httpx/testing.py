@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from flowith_httpx.client import race
+from flowith_httpx.client import race, shielded
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
 from flowith_proto.cassette import CassetteMismatch, decode_body
 from flowith_proto.effects import Operation
@@ -249,6 +249,9 @@ class ReplayClient(FlowithClientBase):
 
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         return await race(jobs)
+
+    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return await shielded(work)
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(function, *args)

@@ -31,6 +31,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterator,
     Mapping,
     Sequence,
@@ -69,6 +70,7 @@ from flowith_proto.effects import (
     WallClock,
 )
 from flowith_proto.errors import (
+    APIError,
     AuthenticationError,
     ConnectionFailedError,
     FileUploadError,
@@ -76,6 +78,7 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     error_from_response,
+    is_expired_token_error,
     redact,
 )
 from flowith_proto.files import download_request, safe_filename, target_inside
@@ -291,6 +294,11 @@ class FlowithClientBase(WebAppMethods):
         """Run a blocking call (file reads and writes) off the event loop."""
 
     @abc.abstractmethod
+    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``work`` to its end even if the caller is cancelled meanwhile (a
+        token refresh: once its request went out, the answer must be adopted)."""
+
+    @abc.abstractmethod
     async def _close_transport(self) -> None:
         """Release the HTTP client if the client owns it."""
 
@@ -298,9 +306,28 @@ class FlowithClientBase(WebAppMethods):
 
     async def _open_channel(self, channel: str, deadline: float | None) -> ByteStream:
         self._check_open()  # a generation that waited for another's connect, say
+        return await self._open_live(functools.partial(self._live_request, channel), deadline)
+
+    def _live_request(self, channel: str) -> Request:
+        """The request for ``channel``, signed with the tokens held now."""
         endpoints = self._state.endpoints
-        request = endpoints.user_stream() if channel == "stream" else endpoints.user_sse()
-        return await self._open_event_stream(request, deadline, live=True)
+        return endpoints.user_stream() if channel == "stream" else endpoints.user_sse()
+
+    async def _open_live(
+        self, build: Callable[[], Request], deadline: float | None, *, media_type: str | None = None
+    ) -> ByteStream:
+        """Open one of the user's event streams; a token found expired there is
+        renewed and the stream opened again, once, as a request would be."""
+        token = self._state.credentials.access_token
+        try:
+            return await self._open_event_stream(
+                build(), deadline, media_type=media_type, live=True
+            )
+        except APIError as exc:
+            if not (self._state.credentials.refresh_token and is_expired_token_error(exc)):
+                raise
+        await self._refresh_once(token)
+        return await self._open_event_stream(build(), deadline, media_type=media_type, live=True)
 
     async def _open_event_stream(
         self,
@@ -507,11 +534,13 @@ class FlowithClientBase(WebAppMethods):
         if self._state.credentials.access_token != seen_token:
             return
         flight = self._refreshing
-        if flight is not None:
+        if flight is not None:  # a refresh under way renews this token too
             await flight.done.wait(None)
             if flight.error is not None:
-                raise AuthenticationError(str(flight.error))
-            return
+                raise flight.error
+            if flight.session is not None or self._state.credentials.access_token != seen_token:
+                return
+            # It ended with neither (its work raised something else): refresh here.
         if not self._state.credentials.refresh_token:
             raise AuthenticationError("the access token expired and there is no refresh token")
         await self._renew(self._state.credentials.refresh_token)
@@ -522,27 +551,40 @@ class FlowithClientBase(WebAppMethods):
 
         A refresh already in flight with the same token is joined rather than
         repeated (the token works once: a second use is refused, and may end
-        the session); one with another token is waited for first.
+        the session); one with another token is waited for first. The refresh
+        runs shielded: the server spends the token when it answers, so a caller
+        cancelled meanwhile must not leave the client holding the spent one.
         """
         while (flight := self._refreshing) is not None:
             await flight.done.wait(None)
-            abandoned = flight.session is None and flight.error is None  # its caller cancelled
-            if flight.refresh_token != refresh_token or abandoned:
+            ended_without_outcome = flight.session is None and flight.error is None
+            if flight.refresh_token != refresh_token or ended_without_outcome:
                 continue  # then this call refreshes, once nothing else is in flight
-            if flight.session is None:
-                raise AuthenticationError(f"refreshing the session failed: {flight.error}")
+            if flight.error is not None:
+                raise flight.error
+            assert flight.session is not None
             return flight.session
         flight = self._refreshing = _Flight(self._new_signal(), refresh_token)
+        await self._shielded(functools.partial(self._fly, flight, timeout))
+        if flight.error is not None:
+            raise flight.error
+        assert flight.session is not None
+        return flight.session
+
+    async def _fly(self, flight: _Flight, timeout: float | None) -> None:
+        """One refresh, from its request to the new tokens adopted and handed
+        to ``on_token_refresh``; the outcome goes in ``flight``."""
         try:
-            session = flight.session = await self._run(
-                queries.refresh(self._state, refresh_token, timeout=timeout)
+            flight.session = await self._run(
+                queries.refresh(self._state, flight.refresh_token, timeout=timeout)
             )
         except FlowithError as exc:
             flight.error = exc
-            raise
+            return
         finally:
             self._refreshing = None
             flight.done.set()
+        session = flight.session
         log.info("access token refreshed")
         if self._recorder is not None:
             self._recorder.learn(self._state.credentials.secrets)
@@ -559,7 +601,6 @@ class FlowithClientBase(WebAppMethods):
                     type(error).__name__,
                     redact(str(error), self._state.credentials.secrets),
                 )
-        return session
 
     async def _run(self, operation: Operation[T]) -> T:
         """Run an operation that emits nothing; return its result."""
@@ -882,7 +923,7 @@ class FlowithClientBase(WebAppMethods):
         ``timeout`` is a listening window: when it has passed the iteration
         simply ends. Without it, it ends when the server closes the stream.
         """
-        listening = self._listen(self._state.endpoints.user_stream, raw=False, timeout=timeout)
+        listening = self._listen("stream", raw=False, timeout=timeout)
         async with contextlib.aclosing(listening):  # so that closing this closes the stream
             async for payload in listening:
                 yield payload
@@ -891,18 +932,18 @@ class FlowithClientBase(WebAppMethods):
         self, *, timeout: float | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The ``/user_stream/sse`` frames as sent, heartbeats included."""
-        listening = self._listen(self._state.endpoints.user_sse, raw=True, timeout=timeout)
+        listening = self._listen("sse", raw=True, timeout=timeout)
         async with contextlib.aclosing(listening):
             async for payload in listening:
                 yield payload
 
     async def _listen(
-        self, build: Callable[[], Request], *, raw: bool, timeout: float | None
+        self, channel: str, *, raw: bool, timeout: float | None
     ) -> AsyncGenerator[dict[str, Any], None]:
         self._check_open()
         deadline = None if timeout is None else self._now() + timeout
-        stream = await self._open_event_stream(
-            build(), deadline, media_type="text/event-stream", live=True
+        stream = await self._open_live(
+            functools.partial(self._live_request, channel), deadline, media_type="text/event-stream"
         )
         self._open_bodies.add(stream)
         decoder = SSEDecoder()

@@ -33,6 +33,7 @@ __all__ = [
     "TimeoutError",
     "ValidationError",
     "error_from_response",
+    "is_expired_token_error",
     "is_token_expired",
     "parse_retry_after",
     "redact",
@@ -348,9 +349,15 @@ def is_token_expired(status: int, body: bytes) -> bool:
     use anyway). A wrongly configured edge auth scheme, say, must not rotate
     the user's tokens on every call.
     """
-    if status < 400:
-        return False
-    decoded = _decode_body(body, [])
+    return status >= 400 and _says_expired(status, _decode_body(body, []))
+
+
+def is_expired_token_error(error: APIError) -> bool:
+    """:func:`is_token_expired` for an error already raised (its decoded body)."""
+    return error.status_code is not None and _says_expired(error.status_code, error.body)
+
+
+def _says_expired(status: int, decoded: Any) -> bool:
     if isinstance(decoded, Mapping):
         if decoded.get("code") in ("PGRST301", "PGRST303", "bad_jwt") or decoded.get(
             "error_code"

@@ -7,10 +7,12 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from flowith_proto.abc import FlowithClientBase
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
@@ -148,6 +150,88 @@ async def test_an_expired_token_is_refreshed_once_for_everyone(
         assert len(persisted) == 1
         assert client.get_refresh_token() == persisted[0][1] != fake.refresh_token
         assert (await client.get_credits())[0].remain_quota >= 0
+
+
+def _slow_token_answers(client: FlowithClientBase, delay: float) -> None:
+    """Hold every token answer ``delay`` seconds after the server gave it (the
+    refresh token is spent by then), as a slow network would."""
+    send = client._send
+
+    async def slowed(request: Any, timeout: Any, deadline: Any, operation: str) -> Any:
+        response = await send(request, timeout, deadline, operation)
+        if "/auth/v1/token" in request.url:
+            await anyio.sleep(delay)
+        return response
+
+    client._send = slowed  # type: ignore[method-assign]
+
+
+async def test_a_call_cancelled_while_it_refreshes_still_adopts_the_new_tokens(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # The server spent the refresh token as it answered: had the client dropped
+    # the answer with the cancelled caller, every later call would be signed out.
+    persisted: list[tuple[str, str]] = []
+    fake.expire_token(fake.token)
+    async with make_client(
+        refresh_token=fake.refresh_token, on_token_refresh=lambda a, r: persisted.append((a, r))
+    ) as client:
+        _slow_token_answers(client, 0.5)
+        with anyio.move_on_after(0.25) as scope:
+            await client.get_credits()
+        assert scope.cancelled_caught
+        await eventually(lambda: bool(persisted))  # on aiohttp the refresh ends on its own
+        assert (await client.get_credits())[0].remain_quota >= 0
+        assert (await client.generate("still signed in?")).text
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+    assert persisted[0][1] == client.get_refresh_token() != fake.refresh_token
+
+
+async def test_callers_waiting_on_a_cancelled_callers_refresh_get_its_tokens(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.expire_token(fake.token)
+    async with make_client(refresh_token=fake.refresh_token) as client:
+        _slow_token_answers(client, 0.5)
+        outcomes: list[float] = []
+
+        async def waiter() -> None:
+            await anyio.sleep(0.1)  # joins the refresh under way
+            outcomes.append((await client.get_credits())[0].remain_quota)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(waiter)
+            with anyio.move_on_after(0.25):
+                await client.get_credits()
+        assert len(outcomes) == 1
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+
+
+@pytest.mark.parametrize("listener", ["stream_user_stream", "stream_user_sse"])
+async def test_a_listener_renews_an_expired_token(
+    fake: FakeFlowith, make_client: MakeClient, listener: str
+) -> None:
+    fake.expire_token(fake.token)
+    async with make_client(refresh_token=fake.refresh_token) as client:
+        frames = [frame async for frame in getattr(client, listener)(timeout=0.5)]
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+    if listener == "stream_user_sse":
+        assert frames[0] == {"status": "connected"}
+
+
+async def test_the_shared_stream_renews_an_expired_token(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # The edge finds the token expired when the stream opens (the REST calls
+    # before it did not): the stream is opened again with a renewed token.
+    fake.fail_next(1, 401, path="/user_stream/stream", body={"message": "jwt expired"})
+    async with make_client(refresh_token=fake.refresh_token) as client:
+        steps = [step async for step in client.generate_stream("hi", timeout=20)]
+        assert [s.text_delta for s in steps if s.text_delta][:1] == ["You "]
+        assert steps[-1].text == "You said: hi"
+        assert client.stream_connections == 1
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+    assert len(fake.requests_to("GET", "/user_stream/stream")) == 2
 
 
 async def test_a_token_near_its_expiry_is_renewed_before_use(
