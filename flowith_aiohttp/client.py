@@ -198,6 +198,7 @@ class FlowithClient(FlowithClientBase):
                 "proxies only (the httpx transport, with socksio installed, speaks SOCKS)"
             )
         self._owns_http = http_client is None
+        self._shielded_tasks: set[asyncio.Future[Any]] = set()
         self._http = http_client
         self._proxy = proxy
         # Without proxy=, the environment's proxies apply to the client's own session,
@@ -321,8 +322,12 @@ class FlowithClient(FlowithClientBase):
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
     async def _shielded(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        # A cancelled caller leaves at once; the work goes on in its own task.
-        return await asyncio.shield(work())
+        # A cancelled caller leaves at once; the work goes on in its own task,
+        # held here (the loop keeps only weak references to tasks).
+        task = asyncio.ensure_future(work())
+        self._shielded_tasks.add(task)
+        task.add_done_callback(self._shielded_tasks.discard)
+        return await asyncio.shield(task)
 
     async def _close_transport(self) -> None:
         if self._owns_http and self._http is not None:

@@ -81,9 +81,31 @@ async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
     return value  # type: ignore[return-value]  # set whenever error is None
 
 
+#: Shielded work running in tasks of its own on asyncio: the loop keeps only weak
+#: references to tasks.
+_SHIELDED: set[asyncio.Future[Any]] = set()
+
+
+def _on_asyncio() -> bool:
+    try:
+        return asyncio.current_task() is not None
+    except RuntimeError:  # no asyncio loop runs here: trio
+        return False
+
+
 async def shielded(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``work`` to its end whatever befalls the caller: a cancellation of
-    the caller is delivered once it is done."""
+    """Run ``work`` to its end whatever befalls the caller.
+
+    On asyncio it runs in a task of its own, which no cancellation of the
+    caller reaches (anyio's scopes and asyncio's own ``cancel()`` alike): a
+    cancelled caller leaves at once. On trio a shielded scope holds the caller
+    until the work is done, then delivers the cancellation.
+    """
+    if _on_asyncio():
+        task = asyncio.ensure_future(work())
+        _SHIELDED.add(task)
+        task.add_done_callback(_SHIELDED.discard)
+        return await asyncio.shield(task)
     with anyio.CancelScope(shield=True):
         return await work()
     raise AssertionError("unreachable: a shielded scope swallows no exception")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import copy
 import functools
 import inspect
 import logging
@@ -134,14 +135,29 @@ _STREAM_ERROR_BODY_LIMIT = 64 * 1024
 TokenCallback = Callable[[str, str], "Awaitable[None] | None"]
 
 
-@attrs.define
+@attrs.define(eq=False)  # one flight is itself, whatever its fields
 class _Flight:
-    """A refresh in progress, which other callers wait for."""
+    """A refresh in progress, which other callers wait for.
+
+    ``done`` is set once its outcome (``session`` or ``error``) is known,
+    ``finished`` once the new tokens were handed to ``on_token_refresh`` too.
+    """
 
     done: Signal
+    finished: Signal
     refresh_token: str
     error: FlowithError | None = None
     session: AuthSession | None = None
+
+
+def _fresh(error: FlowithError) -> FlowithError:
+    """A copy of ``error`` for one more caller to raise: one object raised in
+    several tasks would gather all their tracebacks and keep their frames alive."""
+    try:
+        copied = copy.copy(error)
+    except Exception:  # an error class that cannot be rebuilt from its args
+        return error
+    return copied.with_traceback(None)
 
 
 def _create_binary(path: Path) -> BinaryIO:
@@ -230,6 +246,8 @@ class FlowithClientBase(WebAppMethods):
         self.stream_idle_timeout = stream_idle_timeout
         self._on_token_refresh = on_token_refresh
         self._refreshing: _Flight | None = None
+        #: Refreshes whose tokens are not yet adopted and handed on: aclose() waits.
+        self._flying: set[_Flight] = set()
         self._hub = StreamHub(self._open_channel, self._new_signal, self._now, self._race)
         self._closed = False
         #: The bodies of listeners and downloads in progress, which aclose() ends.
@@ -537,10 +555,8 @@ class FlowithClientBase(WebAppMethods):
         if flight is not None:  # a refresh under way renews this token too
             await flight.done.wait(None)
             if flight.error is not None:
-                raise flight.error
-            if flight.session is not None or self._state.credentials.access_token != seen_token:
-                return
-            # It ended with neither (its work raised something else): refresh here.
+                raise _fresh(flight.error) from flight.error
+            return
         if not self._state.credentials.refresh_token:
             raise AuthenticationError("the access token expired and there is no refresh token")
         await self._renew(self._state.credentials.refresh_token)
@@ -552,55 +568,75 @@ class FlowithClientBase(WebAppMethods):
         A refresh already in flight with the same token is joined rather than
         repeated (the token works once: a second use is refused, and may end
         the session); one with another token is waited for first. The refresh
-        runs shielded: the server spends the token when it answers, so a caller
+        runs shielded and within ``timeout`` (the client's by default), retries
+        included: the server spends the token when it answers, so a caller
         cancelled meanwhile must not leave the client holding the spent one.
         """
         while (flight := self._refreshing) is not None:
             await flight.done.wait(None)
-            ended_without_outcome = flight.session is None and flight.error is None
-            if flight.refresh_token != refresh_token or ended_without_outcome:
-                continue  # then this call refreshes, once nothing else is in flight
-            if flight.error is not None:
-                raise flight.error
-            assert flight.session is not None
-            return flight.session
-        flight = self._refreshing = _Flight(self._new_signal(), refresh_token)
-        await self._shielded(functools.partial(self._fly, flight, timeout))
+            if flight.refresh_token == refresh_token:
+                break
+        else:
+            flight = self._refreshing = _Flight(
+                self._new_signal(), self._new_signal(), refresh_token
+            )
+            deadline = self._now() + (self.timeout if timeout is None else timeout)
+            self._flying.add(flight)
+            await self._shielded(functools.partial(self._fly, flight, deadline))
         if flight.error is not None:
-            raise flight.error
-        assert flight.session is not None
+            raise _fresh(flight.error) from flight.error
+        assert flight.session is not None  # _fly() leaves one or the other
         return flight.session
 
-    async def _fly(self, flight: _Flight, timeout: float | None) -> None:
+    async def _fly(self, flight: _Flight, deadline: float) -> None:
         """One refresh, from its request to the new tokens adopted and handed
         to ``on_token_refresh``; the outcome goes in ``flight``."""
         try:
-            flight.session = await self._run(
-                queries.refresh(self._state, flight.refresh_token, timeout=timeout)
-            )
-        except FlowithError as exc:
-            flight.error = exc
-            return
+            try:
+                flight.session = await self._run(
+                    queries.refresh(self._state, flight.refresh_token, deadline=deadline)
+                )
+            except FlowithError as exc:
+                flight.error = exc
+                return
+            except BaseException as exc:
+                # Interrupted (or a bug): whoever waits learns it, and nobody sends
+                # this refresh token again (the server may have spent it).
+                flight.error = FlowithError(
+                    f"the token refresh was interrupted ({type(exc).__name__}); its refresh "
+                    "token may be spent"
+                )
+                raise
+            finally:
+                self._refreshing = None
+                flight.done.set()
+            self._adopted(flight.session)
+            if self._on_token_refresh is not None:
+                await self._hand_on(flight.session)
         finally:
-            self._refreshing = None
-            flight.done.set()
-        session = flight.session
+            self._flying.discard(flight)
+            flight.finished.set()
+
+    def _adopted(self, session: AuthSession) -> None:
         log.info("access token refreshed")
         if self._recorder is not None:
             self._recorder.learn(self._state.credentials.secrets)
-        if self._on_token_refresh is not None:
-            try:
-                outcome = self._on_token_refresh(session.access_token, session.refresh_token)
-                if inspect.isawaitable(outcome):
-                    await outcome
-            except Exception as error:
-                # Not log.exception: the error's message, repeated in its traceback,
-                # may quote the tokens the callback was handed.
-                log.error(
-                    "on_token_refresh failed (%s: %s); the new tokens are in use anyway",
-                    type(error).__name__,
-                    redact(str(error), self._state.credentials.secrets),
-                )
+
+    async def _hand_on(self, session: AuthSession) -> None:
+        """Give the new tokens to ``on_token_refresh``; its failure is logged."""
+        assert self._on_token_refresh is not None
+        try:
+            outcome = self._on_token_refresh(session.access_token, session.refresh_token)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception as error:
+            # Not log.exception: the error's message, repeated in its traceback,
+            # may quote the tokens the callback was handed.
+            log.error(
+                "on_token_refresh failed (%s: %s); the new tokens are in use anyway",
+                type(error).__name__,
+                redact(str(error), self._state.credentials.secrets),
+            )
 
     async def _run(self, operation: Operation[T]) -> T:
         """Run an operation that emits nothing; return its result."""
@@ -627,6 +663,10 @@ class FlowithClientBase(WebAppMethods):
         """Close the shared stream and, if the client created it, the HTTP client."""
         if self._closed:
             return
+        # A refresh whose caller left (cancelled) still has the server's answer to
+        # adopt and hand on: the server spent the old token.
+        for flight in list(self._flying):
+            await flight.finished.wait(self._now() + self.timeout)
         self._closed = True
         try:
             await self._hub.aclose()
@@ -949,6 +989,8 @@ class FlowithClientBase(WebAppMethods):
         decoder = SSEDecoder()
         try:
             while True:
+                if deadline is not None and self._now() >= deadline:
+                    return  # the listening window is over (a slow consumer outlived it)
                 try:
                     data = await stream.read(deadline)
                 except ConnectionFailedError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -29,7 +30,7 @@ from flowith_proto.errors import APIError, ConnectionFailedError, FlowithError, 
 from flowith_proto.retry import RETRY_STATUSES
 from flowith_proto.stream import StreamRouter
 
-__all__ = ["CHANNELS", "ByteStream", "Signal", "StreamHub"]
+__all__ = ["CHANNELS", "IDLE_LOOK", "ByteStream", "Signal", "StreamHub"]
 
 log = logging.getLogger("flowith.stream")
 
@@ -47,6 +48,12 @@ class Signal(Protocol):
         ...
 
 
+#: The deadline of the hub's look at a stream nobody has been reading: like any
+#: deadline already past, it takes only what has arrived; a wrapper may tell it
+#: from a reader's deadline that merely passed (see :mod:`flowith_proto.silence`).
+IDLE_LOOK = -math.inf
+
+
 class ByteStream(Protocol):
     """The body of a streaming response, chunk by chunk."""
 
@@ -56,7 +63,9 @@ class ByteStream(Protocol):
 
         A read that returns ``None`` or is cancelled consumes nothing: the
         stream stays usable, and the next read (by any task) gets the next
-        chunk. The reader role moves between generations on that promise."""
+        chunk. The reader role moves between generations on that promise.
+        A deadline already past (:data:`IDLE_LOOK` included) takes only what
+        has arrived, without waiting."""
         ...
 
     async def aclose(self) -> None: ...
@@ -174,7 +183,7 @@ class StreamHub:
         server closed while nobody read it is then found closed (and replaced)
         before a generation counts on it, rather than after its first events
         went nowhere."""
-        while channel.readable and await self._read_once(channel, self._now(), look=True):
+        while channel.readable and await self._read_once(channel, IDLE_LOOK, look=True):
             pass
         # The look held the reader role for a moment: a generation that found the
         # channel taken meanwhile waits to be handed it.

@@ -248,7 +248,11 @@ _REFUSALS = frozenset({400, 401, 403, 422})
 
 
 def refresh(
-    state: ClientState, refresh_token: str, *, timeout: float | None = None
+    state: ClientState,
+    refresh_token: str,
+    *,
+    timeout: float | None = None,
+    deadline: float | None = None,
 ) -> Operation[AuthSession]:
     """Trade a refresh token for a new session and adopt its tokens.
 
@@ -263,6 +267,7 @@ def refresh(
         response = yield from call(
             state,
             lambda e: e.refresh_session(refresh_token),
+            deadline=deadline,
             timeout=timeout,
             renew_token=False,
             extra_secrets=(refresh_token,),

@@ -10,12 +10,14 @@ already handle (generations read their row, the next one reconnects; a
 listener's caller sees the error).
 
 Bytes a stream buffered while nobody read it say little: heartbeats that came
-before the connection died wait there as well as fresh ones. So bytes a look
-(a read that takes only what has arrived) finds count as heard when the stream
-was last read, the earliest they can have come; and a look at a stream nobody
-read for longer than the limit gives the verdict at once, whatever it holds:
-the hub looks before a generation counts on an idle stream, and a replaced
-healthy stream costs a reconnection where a dead one would cost the whole turn.
+before the connection died wait there as well as fresh ones. So what the hub's
+look at an idle stream (:data:`~flowith_proto.hub.IDLE_LOOK`) finds counts as
+heard when the stream was last read, the earliest it can have come; and that
+look at a stream nobody read for longer than the limit gives the verdict at
+once, whatever it holds: a replaced healthy stream costs a reconnection before
+the generation starts, a dead one would cost the whole turn. A reader that is
+merely slow (a listener's caller taking its time) is no idle stream: what it
+gets counts as heard when it gets it.
 
 It wraps the transport's body under the cassette recorder, so a recording holds
 the break where it happened and a replay repeats it without a clock.
@@ -26,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flowith_proto.errors import ConnectionFailedError
-from flowith_proto.hub import ByteStream
+from flowith_proto.hub import IDLE_LOOK, ByteStream
 
 __all__ = ["DEFAULT_STREAM_IDLE_TIMEOUT", "SilenceWatchdog"]
 
@@ -49,27 +51,27 @@ class SilenceWatchdog:
 
     async def read(self, deadline: float | None) -> bytes | None:
         now = self._now()
-        look = deadline is not None and deadline <= now
-        if look and now - self._read_at > self._limit:
+        if deadline == IDLE_LOOK and now - self._read_at > self._limit:
             raise ConnectionFailedError(
                 f"the event stream was not read for over {self._limit:g} s: what it holds "
                 "cannot tell whether the connection still lives, so it is taken for dead"
             )
         silent_at = self._heard_at + self._limit
-        if deadline is not None and deadline <= silent_at:
-            data = await self._body.read(deadline)
-        else:
-            # Past silent_at this is a look: what has arrived, else the verdict.
-            data = await self._body.read(silent_at)
-            if data is None:
+        data = await self._body.read(silent_at if deadline is None else min(deadline, silent_at))
+        read_before, self._read_at = self._read_at, self._now()
+        if data is None:
+            # The watchdog's own deadline, or a look after it: the verdict.
+            if deadline is None or silent_at <= deadline or self._read_at >= silent_at:
                 raise ConnectionFailedError(
                     f"the event stream sent nothing for {self._limit:g} s, not even a "
                     "heartbeat: the connection is taken for dead"
                 )
-        read_before, self._read_at = self._read_at, self._now()
-        if data:
-            # A look's bytes may have waited since the last read; a wait's are fresh.
-            self._heard_at = max(self._heard_at, read_before if look else self._read_at)
+        elif data:
+            # What the idle look finds may have waited since the last read; what a
+            # reader gets came while it waited, or while it was busy: fresh enough.
+            self._heard_at = max(
+                self._heard_at, read_before if deadline == IDLE_LOOK else self._read_at
+            )
         return data
 
     async def aclose(self) -> None:

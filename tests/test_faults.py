@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import time
@@ -21,6 +22,7 @@ from flowith_proto.errors import (
     GenerationError,
     InsufficientCreditsError,
     PermissionDeniedError,
+    RateLimitError,
 )
 from flowith_proto.fake import (
     FakeFlowith,
@@ -36,7 +38,7 @@ from flowith_proto.fake import (
     raw,
     row,
 )
-from tests.conftest import MakeClient, eventually
+from tests.conftest import MakeClient, Transport, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -187,6 +189,56 @@ async def test_a_call_cancelled_while_it_refreshes_still_adopts_the_new_tokens(
     assert persisted[0][1] == client.get_refresh_token() != fake.refresh_token
 
 
+async def test_asyncios_own_cancellation_of_a_refreshing_call_keeps_the_new_tokens(
+    fake: FakeFlowith, make_client: MakeClient, transport: Transport
+) -> None:
+    # task.cancel() (here through wait_for) reaches past anyio's shields.
+    if transport.backend != "asyncio":
+        pytest.skip("asyncio's own cancellation")
+    persisted: list[tuple[str, str]] = []
+    fake.expire_token(fake.token)
+    async with make_client(
+        refresh_token=fake.refresh_token, on_token_refresh=lambda a, r: persisted.append((a, r))
+    ) as client:
+        _slow_token_answers(client, 0.5)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(client.get_credits(), 0.25)
+        await eventually(lambda: bool(persisted))
+        assert (await client.get_credits())[0].remain_quota >= 0
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+
+
+async def test_closing_the_client_waits_for_a_refresh_its_caller_left(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # The caller was cancelled at once (asyncio); the answer still comes, and
+    # the tokens it brings must be adopted and handed on before the client goes.
+    persisted: list[tuple[str, str]] = []
+    fake.expire_token(fake.token)
+    async with make_client(
+        refresh_token=fake.refresh_token, on_token_refresh=lambda a, r: persisted.append((a, r))
+    ) as client:
+        _slow_token_answers(client, 0.5)
+        with anyio.move_on_after(0.2):
+            await client.get_credits()
+    assert len(persisted) == 1
+    assert persisted[0][1] == client.get_refresh_token() != fake.refresh_token
+
+
+async def test_a_refresh_holding_a_cancelled_caller_ends_within_the_timeout(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # Retry-After waits that do not fit in the client's timeout are not waited.
+    fake.expire_token(fake.token)
+    fake.fail_next(2, 429, method="POST", path="/auth/v1/token", headers=[("Retry-After", "2")])
+    async with make_client(refresh_token=fake.refresh_token, timeout=1.0) as client:
+        started = time.monotonic()
+        with anyio.move_on_after(0.2), pytest.raises(RateLimitError):
+            await client.get_credits()  # the refresh's own error, unless the cancel came first
+        # Not held the 4 s two waits of Retry-After would take (trio's shield holds a caller).
+        assert time.monotonic() - started < 1.5
+
+
 async def test_callers_waiting_on_a_cancelled_callers_refresh_get_its_tokens(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
@@ -319,6 +371,17 @@ async def test_a_stream_that_died_while_idle_is_replaced_before_the_next_turn(
         steps = [step async for step in client.generate_stream("second", timeout=30)]
         assert [s.text_delta for s in steps if s.text_delta] == ["two"]
         assert client.stream_connections == 2
+
+
+async def test_a_slow_listener_ends_with_its_window_not_an_error(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    async with make_client(stream_idle_timeout=0.3) as client:
+        frames = []
+        async for frame in client.stream_user_sse(timeout=0.5):
+            frames.append(frame)
+            await anyio.sleep(0.6)  # longer than the silence limit, and the window
+    assert frames == [{"status": "connected"}]
 
 
 async def test_a_quiet_stream_with_heartbeats_is_kept(

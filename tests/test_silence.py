@@ -10,7 +10,7 @@ from flowith_httpx.client import _Signal, race
 from flowith_proto.demux import StreamEnded
 from flowith_proto.errors import ConnectionFailedError
 from flowith_proto.events import Chunks
-from flowith_proto.hub import StreamHub
+from flowith_proto.hub import IDLE_LOOK, StreamHub
 from flowith_proto.silence import SilenceWatchdog
 from tests.memory_streams import Streams
 from tests.test_hub import chunk, frame
@@ -70,20 +70,20 @@ async def test_a_look_within_the_limit_takes_what_came_or_gives_the_verdict(
         await watched.read(anyio.current_time() + 5)
 
 
-async def test_what_a_look_finds_counts_as_heard_when_the_stream_was_last_read(
+async def test_what_the_idle_look_finds_counts_as_heard_when_the_stream_was_last_read(
     streams: Streams,
 ) -> None:
     # Buffered bytes may be heartbeats from before the connection died: they
     # vouch only for the moment of the last read, not for now.
     stream = streams.new("stream")
     watched = SilenceWatchdog(stream, anyio.current_time, 0.3)
-    assert await watched.read(anyio.current_time()) is None
+    assert await watched.read(IDLE_LOOK) is None
     await anyio.sleep(0.2)
     stream.push(HEARTBEAT)
-    assert await watched.read(anyio.current_time()) == HEARTBEAT
+    assert await watched.read(IDLE_LOOK) == HEARTBEAT
     await anyio.sleep(0.15)  # 0.35 s after the last read that found nothing
     with pytest.raises(ConnectionFailedError, match="sent nothing"):
-        await watched.read(anyio.current_time())
+        await watched.read(IDLE_LOOK)
 
 
 async def test_a_look_at_a_stream_unread_past_the_limit_is_the_verdict(streams: Streams) -> None:
@@ -95,7 +95,23 @@ async def test_a_look_at_a_stream_unread_past_the_limit_is_the_verdict(streams: 
     stream.push(HEARTBEAT)
     await anyio.sleep(0.15)
     with pytest.raises(ConnectionFailedError, match=r"not read for over 0\.1 s"):
-        await watched.read(anyio.current_time())
+        await watched.read(IDLE_LOOK)
+
+
+async def test_a_reader_whose_deadline_passed_is_no_idle_look(streams: Streams) -> None:
+    # A consumer slow for longer than the limit: its next read's deadline has
+    # passed, yet what came meanwhile is taken, not judged stale.
+    stream = streams.new("stream")
+    watched = SilenceWatchdog(stream, anyio.current_time, 0.2)
+    deadline = anyio.current_time() + 0.1
+    await anyio.sleep(0.15)
+    stream.push(HEARTBEAT)
+    await anyio.sleep(0.15)
+    assert await watched.read(deadline) == HEARTBEAT
+    # ...and counts as heard now: the stream is not judged silent at the next read.
+    stream.push(HEARTBEAT)
+    assert await watched.read(deadline) == HEARTBEAT
+    assert await watched.read(anyio.current_time() + 0.05) is None
 
 
 async def test_a_slow_reader_is_not_a_silent_stream(streams: Streams) -> None:
@@ -108,8 +124,7 @@ async def test_a_slow_reader_is_not_a_silent_stream(streams: Streams) -> None:
     assert await watched.read(None) == HEARTBEAT
 
 
-async def test_the_end_of_the_body_is_no_sound(streams: Streams) -> None:
-    # b"" is the end, not a chunk: it must not restart the silence (it is final anyway).
+async def test_the_end_of_the_body_is_passed_on_not_taken_for_silence(streams: Streams) -> None:
     stream = streams.new("stream")
     stream.end()
     watched = SilenceWatchdog(stream, anyio.current_time, 0.1)
