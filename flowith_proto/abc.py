@@ -568,9 +568,10 @@ class FlowithClientBase(WebAppMethods):
         A refresh already in flight with the same token is joined rather than
         repeated (the token works once: a second use is refused, and may end
         the session); one with another token is waited for first. The refresh
-        runs shielded and within ``timeout`` (the client's by default), retries
-        included: the server spends the token when it answers, so a caller
-        cancelled meanwhile must not leave the client holding the spent one.
+        runs shielded, each attempt within ``timeout`` (the client's by default)
+        and the waits between them too: the server spends the token when it
+        answers, so a caller cancelled meanwhile must not leave the client
+        holding the spent one.
         """
         while (flight := self._refreshing) is not None:
             await flight.done.wait(None)
@@ -580,21 +581,24 @@ class FlowithClientBase(WebAppMethods):
             flight = self._refreshing = _Flight(
                 self._new_signal(), self._new_signal(), refresh_token
             )
-            deadline = self._now() + (self.timeout if timeout is None else timeout)
             self._flying.add(flight)
-            await self._shielded(functools.partial(self._fly, flight, deadline))
+            await self._shielded(functools.partial(self._fly, flight, timeout))
         if flight.error is not None:
             raise _fresh(flight.error) from flight.error
         assert flight.session is not None  # _fly() leaves one or the other
         return flight.session
 
-    async def _fly(self, flight: _Flight, deadline: float) -> None:
+    async def _fly(self, flight: _Flight, timeout: float | None) -> None:
         """One refresh, from its request to the new tokens adopted and handed
-        to ``on_token_refresh``; the outcome goes in ``flight``."""
+        to ``on_token_refresh``; the outcome goes in ``flight``. Its waits
+        between attempts end within ``timeout`` (the client's by default)."""
+        budget = self.timeout if timeout is None else timeout
         try:
             try:
                 flight.session = await self._run(
-                    queries.refresh(self._state, flight.refresh_token, deadline=deadline)
+                    queries.refresh(
+                        self._state, flight.refresh_token, timeout=timeout, budget=budget
+                    )
                 )
             except FlowithError as exc:
                 flight.error = exc
@@ -663,12 +667,14 @@ class FlowithClientBase(WebAppMethods):
         """Close the shared stream and, if the client created it, the HTTP client."""
         if self._closed:
             return
-        # A refresh whose caller left (cancelled) still has the server's answer to
-        # adopt and hand on: the server spent the old token.
-        for flight in list(self._flying):
-            await flight.finished.wait(self._now() + self.timeout)
-        self._closed = True
+        self._closed = True  # from here no new request, and no second close
         try:
+            # A refresh whose caller left (cancelled) still has the server's answer
+            # to adopt and hand on: the server spent the old token. (A closer
+            # cancelled meanwhile closes at once: the finally clause.)
+            until = self._now() + self.timeout
+            for flight in list(self._flying):
+                await flight.finished.wait(until)
             await self._hub.aclose()
             # A transport need not wake a read when its client closes (aiohttp
             # does not): closing each body does, on every transport.

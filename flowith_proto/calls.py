@@ -33,13 +33,19 @@ __all__ = ["call"]
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
-def _wait(state: ClientState, seconds: float, deadline: float | None) -> Operation[bool]:
-    """Sleep ``seconds`` unless that would pass ``deadline``; ``False`` if it would."""
+def _wait(
+    seconds: float, deadline: float | None, budget: float | None
+) -> Operation[tuple[bool, float | None]]:
+    """Sleep ``seconds`` unless that would pass the deadline; whether it slept,
+    and the deadline in force: ``deadline``, else ``budget`` seconds from this
+    first wait (read on the operation's own clock, so that a replay agrees)."""
     now: float = yield Now()
+    if deadline is None and budget is not None:
+        deadline = now + budget
     if deadline is not None and now + seconds >= deadline:
-        return False
+        return False, deadline
     yield Sleep(now + seconds)
-    return True
+    return True, deadline
 
 
 def _duplicate(response: Response) -> bool:
@@ -59,6 +65,7 @@ def call(
     timeout: float | None = None,
     renew_token: bool = True,
     extra_secrets: tuple[str, ...] = (),
+    budget: float | None = None,
 ) -> Operation[Response]:
     """Send the request ``build`` makes and return its successful answer, or
     raise the exception its status maps to.
@@ -67,6 +74,8 @@ def call(
     the call as a whole, retries included. ``renew_token=False`` is for the
     refresh request itself. ``extra_secrets`` are credentials the request carries that
     the client does not hold (a refresh token passed in): errors never quote them.
+    ``budget``, without a ``deadline``, bounds the waits between attempts: they
+    end within that many seconds of the first.
     """
     policy = state.retry
     attempt = 0
@@ -83,7 +92,9 @@ def call(
         except (ConnectionFailedError, TimeoutError) as exc:
             if attempt < policy.max_retries and policy.may_resend(request, exc):
                 jitter: float = yield Jitter()
-                if (yield from _wait(state, policy.backoff(attempt, jitter), deadline)):
+                backoff = policy.backoff(attempt, jitter)
+                slept, deadline = yield from _wait(backoff, deadline, budget)
+                if slept:
                     attempt += 1
                     continue
             raise
@@ -136,7 +147,9 @@ def call(
             else:
                 jitter = yield Jitter()
                 wait = policy.backoff(attempt, jitter)
-            if wait is not None and (yield from _wait(state, wait, deadline)):
-                attempt += 1
-                continue
+            if wait is not None:
+                slept, deadline = yield from _wait(wait, deadline, budget)
+                if slept:
+                    attempt += 1
+                    continue
         raise error

@@ -252,7 +252,7 @@ def refresh(
     refresh_token: str,
     *,
     timeout: float | None = None,
-    deadline: float | None = None,
+    budget: float | None = None,
 ) -> Operation[AuthSession]:
     """Trade a refresh token for a new session and adopt its tokens.
 
@@ -267,8 +267,8 @@ def refresh(
         response = yield from call(
             state,
             lambda e: e.refresh_session(refresh_token),
-            deadline=deadline,
             timeout=timeout,
+            budget=budget,
             renew_token=False,
             extra_secrets=(refresh_token,),
         )

@@ -118,6 +118,25 @@ def test_a_stream_taken_for_dead_replays_its_break_without_a_clock(tmp_path: Pat
         assert (replayed, unplayed) == (recorded, [])
 
 
+def test_a_refresh_retried_after_a_rate_limit_replays(tmp_path: Path) -> None:
+    """The waits between a refresh's attempts are judged on the operation's
+    recorded clock, not the replay's own (which starts at 0)."""
+    fake = FakeFlowith()
+    fake.expire_token(fake.token)
+    fake.fail_next(1, 429, method="POST", path="/auth/v1/token", headers=[("Retry-After", "1")])
+
+    async def session(client: FlowithClientBase) -> list[Any]:
+        return [len(await client.get_credits())]
+
+    cassette = tmp_path / "refresh.jsonl"
+    recorded = anyio.run(record, cassette, session, fake, backend="asyncio")
+    assert recorded[0] >= 1
+    assert fake.faults_served == 1
+    for backend in ("asyncio", "trio"):
+        replayed, unplayed = anyio.run(replay, cassette, session, backend=backend)
+        assert (replayed, unplayed) == (recorded, [])
+
+
 def test_the_cassette_holds_no_secret(tmp_path: Path) -> None:
     cassette = tmp_path / "session.jsonl"
     fake = FakeFlowith()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import time
@@ -237,6 +238,63 @@ async def test_a_refresh_holding_a_cancelled_caller_ends_within_the_timeout(
             await client.get_credits()  # the refresh's own error, unless the cancel came first
         # Not held the 4 s two waits of Retry-After would take (trio's shield holds a caller).
         assert time.monotonic() - started < 1.5
+
+
+async def test_a_closer_cancelled_while_a_refresh_is_in_flight_still_closes(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    fake.expire_token(fake.token)
+    client = make_client(refresh_token=fake.refresh_token, record_to=tmp_path / "c.jsonl")
+    _slow_token_answers(client, 0.5)
+    with anyio.move_on_after(0.2):
+        async with client, anyio.create_task_group() as group:
+            group.start_soon(client.get_credits)
+            await anyio.sleep_forever()
+    assert client._closed
+    with pytest.raises(FlowithError, match="the client is closed"):
+        await client.get_credits()
+
+
+async def test_two_closes_during_a_refresh_close_once(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    persisted: list[tuple[str, str]] = []
+    fake.expire_token(fake.token)
+    client = make_client(
+        refresh_token=fake.refresh_token,
+        record_to=tmp_path / "c.jsonl",
+        on_token_refresh=lambda a, r: persisted.append((a, r)),
+    )
+    _slow_token_answers(client, 0.5)
+
+    async def credits() -> None:
+        with contextlib.suppress(FlowithError):  # "the client is closed", once refreshed
+            await client.get_credits()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(credits)
+        await anyio.sleep(0.1)
+        group.start_soon(client.aclose)
+        group.start_soon(client.aclose)
+    assert client._closed
+    assert len(persisted) == 1  # the refresh in flight was adopted and handed on
+
+
+async def test_an_explicit_refresh_timeout_bounds_each_attempt(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    limits: list[float | None] = []
+    async with make_client(refresh_token=fake.refresh_token, timeout=0.3) as client:
+        send = client._send
+
+        async def noting(request: Any, timeout: Any, deadline: Any, operation: str) -> Any:
+            if "/auth/v1/token" in request.url:
+                limits.append(timeout)
+            return await send(request, timeout, deadline, operation)
+
+        client._send = noting
+        await client.refresh_access_token(timeout=5)
+    assert limits == [5]
 
 
 async def test_callers_waiting_on_a_cancelled_callers_refresh_get_its_tokens(
