@@ -155,18 +155,31 @@ async def test_an_expired_token_is_refreshed_once_for_everyone(
         assert (await client.get_credits())[0].remain_quota >= 0
 
 
-def _slow_token_answers(client: FlowithClientBase, delay: float) -> None:
-    """Hold every token answer ``delay`` seconds after the server gave it (the
-    refresh token is spent by then), as a slow network would."""
+def _refreshing_client(
+    fake: FakeFlowith,
+    make_client: MakeClient,
+    persisted: list[tuple[str, str]],
+    **options: Any,
+) -> FlowithClientBase:
+    """A client whose token the fake finds expired, whose token answers come
+    0.5 s after the server gave them (the refresh token is spent by then, as on
+    a slow network), and which notes in ``persisted`` what it hands on."""
+    fake.expire_token(fake.token)
+    client: FlowithClientBase = make_client(
+        refresh_token=fake.refresh_token,
+        on_token_refresh=lambda access, refresh: persisted.append((access, refresh)),
+        **options,
+    )
     send = client._send
 
     async def slowed(request: Any, timeout: Any, deadline: Any, operation: str) -> Any:
         response = await send(request, timeout, deadline, operation)
         if "/auth/v1/token" in request.url:
-            await anyio.sleep(delay)
+            await anyio.sleep(0.5)
         return response
 
     client._send = slowed  # type: ignore[method-assign]
+    return client
 
 
 async def test_a_call_cancelled_while_it_refreshes_still_adopts_the_new_tokens(
@@ -175,11 +188,7 @@ async def test_a_call_cancelled_while_it_refreshes_still_adopts_the_new_tokens(
     # The server spent the refresh token as it answered: had the client dropped
     # the answer with the cancelled caller, every later call would be signed out.
     persisted: list[tuple[str, str]] = []
-    fake.expire_token(fake.token)
-    async with make_client(
-        refresh_token=fake.refresh_token, on_token_refresh=lambda a, r: persisted.append((a, r))
-    ) as client:
-        _slow_token_answers(client, 0.5)
+    async with _refreshing_client(fake, make_client, persisted) as client:
         with anyio.move_on_after(0.25) as scope:
             await client.get_credits()
         assert scope.cancelled_caught
@@ -197,11 +206,7 @@ async def test_asyncios_own_cancellation_of_a_refreshing_call_keeps_the_new_toke
     if transport.backend != "asyncio":
         pytest.skip("asyncio's own cancellation")
     persisted: list[tuple[str, str]] = []
-    fake.expire_token(fake.token)
-    async with make_client(
-        refresh_token=fake.refresh_token, on_token_refresh=lambda a, r: persisted.append((a, r))
-    ) as client:
-        _slow_token_answers(client, 0.5)
+    async with _refreshing_client(fake, make_client, persisted) as client:
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(client.get_credits(), 0.25)
         await eventually(lambda: bool(persisted))
@@ -215,11 +220,7 @@ async def test_closing_the_client_waits_for_a_refresh_its_caller_left(
     # The caller was cancelled at once (asyncio); the answer still comes, and
     # the tokens it brings must be adopted and handed on before the client goes.
     persisted: list[tuple[str, str]] = []
-    fake.expire_token(fake.token)
-    async with make_client(
-        refresh_token=fake.refresh_token, on_token_refresh=lambda a, r: persisted.append((a, r))
-    ) as client:
-        _slow_token_answers(client, 0.5)
+    async with _refreshing_client(fake, make_client, persisted) as client:
         with anyio.move_on_after(0.2):
             await client.get_credits()
     assert len(persisted) == 1
@@ -243,9 +244,7 @@ async def test_a_refresh_holding_a_cancelled_caller_ends_within_the_timeout(
 async def test_a_closer_cancelled_while_a_refresh_is_in_flight_still_closes(
     fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
 ) -> None:
-    fake.expire_token(fake.token)
-    client = make_client(refresh_token=fake.refresh_token, record_to=tmp_path / "c.jsonl")
-    _slow_token_answers(client, 0.5)
+    client = _refreshing_client(fake, make_client, [], record_to=tmp_path / "c.jsonl")
     with anyio.move_on_after(0.2):
         async with client, anyio.create_task_group() as group:
             group.start_soon(client.get_credits)
@@ -259,13 +258,7 @@ async def test_two_closes_during_a_refresh_close_once(
     fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
 ) -> None:
     persisted: list[tuple[str, str]] = []
-    fake.expire_token(fake.token)
-    client = make_client(
-        refresh_token=fake.refresh_token,
-        record_to=tmp_path / "c.jsonl",
-        on_token_refresh=lambda a, r: persisted.append((a, r)),
-    )
-    _slow_token_answers(client, 0.5)
+    client = _refreshing_client(fake, make_client, persisted, record_to=tmp_path / "c.jsonl")
 
     async def credits() -> None:
         with contextlib.suppress(FlowithError):  # "the client is closed", once refreshed
@@ -300,9 +293,7 @@ async def test_an_explicit_refresh_timeout_bounds_each_attempt(
 async def test_callers_waiting_on_a_cancelled_callers_refresh_get_its_tokens(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
-    fake.expire_token(fake.token)
-    async with make_client(refresh_token=fake.refresh_token) as client:
-        _slow_token_answers(client, 0.5)
+    async with _refreshing_client(fake, make_client, []) as client:
         outcomes: list[float] = []
 
         async def waiter() -> None:
