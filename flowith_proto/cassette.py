@@ -312,13 +312,17 @@ class CassetteWriter:
         self._handle.close()
 
 
-def read_cassette(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The header and the records of a cassette."""
-    iterator: Iterator[str] = iter(lines)
+def read_cassette(
+    lines: Iterable[str] | Iterable[bytes],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The header and the records of a cassette, from its lines as text or bytes."""
+    iterator = _numbered(lines)
     try:
-        header = json.loads(next(iterator))
+        _, first = next(iterator)
     except StopIteration:
         raise CassetteError("the cassette is empty") from None
+    try:
+        header = json.loads(first)
     except ValueError as exc:
         raise CassetteError(f"the cassette header is not JSON: {exc}") from exc
     if not isinstance(header, dict) or header.get("cassette") != "flowith":
@@ -329,7 +333,7 @@ def read_cassette(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, 
             f"(this library reads version {CASSETTE_VERSION}); re-record it"
         )
     records: list[dict[str, Any]] = []
-    for number, line in enumerate(iterator, start=2):
+    for number, line in iterator:
         if not line.strip():
             continue
         try:
@@ -343,6 +347,22 @@ def read_cassette(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, 
             raise CassetteError(f"line {number} of the cassette: {problem}")
         records.append(record)
     return header, records
+
+
+def _numbered(lines: Iterable[str] | Iterable[bytes]) -> Iterator[tuple[int, str]]:
+    """The lines with their numbers, lines of bytes decoded one at a time, so that
+    bytes that are not UTF-8 are a :class:`CassetteError` naming their line (a text
+    file decodes blocks of lines at once: its error names none)."""
+    for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CassetteError(
+                    f"line {number} of the cassette is not UTF-8 text (byte {exc.start + 1}: "
+                    f"{exc.reason}); a cassette is written as UTF-8"
+                ) from exc
+        yield number, line
 
 
 _NUMBER = (int, float)

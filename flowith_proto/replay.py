@@ -70,7 +70,7 @@ class Tape:
 
     def __init__(self, source: str | os.PathLike[str] | Iterable[str]) -> None:
         if isinstance(source, (str, os.PathLike)):
-            with open(source, encoding="utf-8") as handle:
+            with open(source, "rb") as handle:  # decoded line by line: see read_cassette()
                 self.header, records = read_cassette(handle)
         else:
             self.header, records = read_cassette(source)
@@ -155,16 +155,26 @@ class Tape:
         if values:
             return values.popleft()
         function = operation.split(":", 1)[0] or "the session"
-        if self._named and not any(name == operation for name, _ in self._values):
-            recorded = sorted({name.split(":", 1)[0] for name, _ in self._values if name})
-            raise CassetteMismatch(
-                f"{function} ({operation}) was not recorded with these arguments, or not "
-                f"this many times; the recording ran: {', '.join(recorded)}"
-            )
+        if self._named and not self._recorded(operation):
+            raise self._not_recorded(operation)
         raise CassetteMismatch(
             f"{function} ({operation}) asked for a '{kind}' value the recording does not "
             "hold: it did more than the recorded run (a call the recording lacks, or a "
             "stream read further than it was recorded)"
+        )
+
+    def _recorded(self, operation: str) -> bool:
+        """Whether the recording holds anything the named operation drew or sent."""
+        return any(name == operation for name, _ in self._values) or any(
+            str(r.get("op", "")) == operation for r in self._requests
+        )
+
+    def _not_recorded(self, operation: str) -> CassetteMismatch:
+        ran = {name for name, _ in self._values} | {str(r.get("op", "")) for r in self._requests}
+        recorded = sorted({name.split(":", 1)[0] for name in ran if name})
+        return CassetteMismatch(
+            f"{operation.split(':', 1)[0]} ({operation}) was not recorded with these "
+            f"arguments, or not this many times; the recording ran: {', '.join(recorded)}"
         )
 
     def match(self, request: Request, *, stream: bool, operation: str = "") -> int:
@@ -190,6 +200,8 @@ class Tape:
                     raise CassetteMismatch(f"request #{number} was not recorded as {what}")
                 return number
         if not waiting:
+            if self._named and operation and not self._recorded(operation):
+                raise self._not_recorded(operation)
             sender = f"{operation.split(':', 1)[0]} ({operation})" if operation else "the replay"
             raise CassetteMismatch(
                 f"{request.method} {live['url']} was not recorded: {sender} sent every "

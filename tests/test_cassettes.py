@@ -24,6 +24,7 @@ from flowith_proto.generation import generate
 from flowith_proto.models import AuthSession
 from flowith_proto.recording import Recorder
 from flowith_proto.replay import Tape
+from flowith_proto.request import Request
 from tests.sessions import CASSETTES, broad_session
 
 Session = Callable[[FlowithClientBase], Awaitable[list[Any]]]
@@ -391,6 +392,40 @@ def test_a_hand_edited_record_is_refused_with_its_line(record: str, problem: str
     with pytest.raises(CassetteError, match="line 3 of the cassette") as info:
         Tape(lines)
     assert problem in str(info.value)
+
+
+@pytest.mark.parametrize("line", [1, 2, 3, 200])
+def test_bytes_that_are_not_utf8_are_refused_with_their_line(tmp_path: Path, line: int) -> None:
+    # Far into a long file too: a text file decodes blocks of lines at once, and its
+    # error named no line (past the header) or blamed the header (within its block).
+    lines = [HEADER.encode(), *[b'{"kind":"clock","value":1.5}'] * 300]
+    lines[line - 1] = lines[line - 1][:-1] + b"\xff}"
+    cassette = tmp_path / "bad.jsonl"
+    cassette.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(CassetteError, match=rf"^line {line} of the cassette is not UTF-8 text"):
+        Tape(cassette)
+
+
+def test_a_call_the_recording_never_made_is_named_as_such() -> None:
+    # Its first request, not only its first drawn value, says so (it said the call
+    # "asks for one more" request, as if it had been recorded).
+    tape = Tape(
+        [
+            HEADER,
+            '{"kind":"clock","op":"generate:ab12#1","value":1.5}',
+            '{"kind":"request","n":1,"op":"generate:ab12#1","method":"POST",'
+            '"url":"https://edge.test/completion","headers":[]}',
+        ]
+    )
+    request = Request("GET", "https://edge.test/user/credits")
+    with pytest.raises(CassetteMismatch) as info:
+        tape.match(request, stream=False, operation="credits:cd34#1")
+    assert str(info.value) == (
+        "credits (credits:cd34#1) was not recorded with these arguments, or not this many "
+        "times; the recording ran: generate"
+    )
+    with pytest.raises(CassetteMismatch, match=r"^credits \(credits:cd34#1\) was not"):
+        tape.draw("clock", "credits:cd34#1")
 
 
 class Chunks:
