@@ -349,20 +349,22 @@ def read_cassette(
     return header, records
 
 
-def _numbered(lines: Iterable[str] | Iterable[bytes]) -> Iterator[tuple[int, str]]:
+def _numbered(lines: Iterable[str | bytes]) -> Iterator[tuple[int, str]]:
     """The lines with their numbers, lines of bytes decoded one at a time, so that
     bytes that are not UTF-8 are a :class:`CassetteError` naming their line (a text
     file decodes blocks of lines at once: its error names none)."""
     for number, line in enumerate(lines, start=1):
-        if isinstance(line, bytes):
-            try:
-                line = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise CassetteError(
-                    f"line {number} of the cassette is not UTF-8 text (byte {exc.start + 1}: "
-                    f"{exc.reason}); a cassette is written as UTF-8"
-                ) from exc
-        yield number, line
+        if isinstance(line, str):
+            yield number, line
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CassetteError(
+                f"line {number} of the cassette is not UTF-8 text (byte {exc.start + 1}: "
+                f"{exc.reason}); a cassette is written as UTF-8"
+            ) from exc
+        yield number, text
 
 
 _NUMBER = (int, float)
