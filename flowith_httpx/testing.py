@@ -161,16 +161,21 @@ class _Progress:
 
 
 class ReplayClient(FlowithClientBase):
-    """A client that plays a cassette back instead of talking to a server."""
+    """A client that plays a cassette back instead of talking to a server.
+
+    It runs with the recorded client's ``timeout``, ``result_timeout``,
+    ``poll_interval`` and ``max_retries`` (a replay then polls and retries as the
+    recording did); pass one to override it.
+    """
 
     def __init__(
         self,
         cassette: str | os.PathLike[str],
         *,
-        timeout: float = 30.0,
-        result_timeout: float = 120.0,
-        poll_interval: float = 2.0,
-        max_retries: int = 2,
+        timeout: float | None = None,
+        result_timeout: float | None = None,
+        poll_interval: float | None = None,
+        max_retries: int | None = None,
     ) -> None:
         self._tape = Tape(cassette)
         recorded = self._tape.state()
@@ -180,10 +185,12 @@ class ReplayClient(FlowithClientBase):
             refresh_token=recorded.credentials.refresh_token,
             edge_url=recorded.config.edge_url,
             supabase_url=recorded.config.supabase_url,
-            timeout=timeout,
-            result_timeout=result_timeout,
-            poll_interval=poll_interval,
-            max_retries=max_retries,
+            timeout=self._tape.settings.get("timeout", 30.0) if timeout is None else timeout,
+            result_timeout=(
+                recorded.result_timeout if result_timeout is None else result_timeout
+            ),
+            poll_interval=recorded.poll_interval if poll_interval is None else poll_interval,
+            max_retries=recorded.retry.max_retries if max_retries is None else max_retries,
             # The recording holds every break the watchdog made; a replay's clock
             # is no measure of silence.
             stream_idle_timeout=None,

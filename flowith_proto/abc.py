@@ -265,6 +265,12 @@ class FlowithClientBase(WebAppMethods):
                 edge_url=self._state.config.edge_url,
                 supabase_url=self._state.config.supabase_url,
                 secrets=self._secrets,
+                settings={
+                    "timeout": timeout,
+                    "result_timeout": result_timeout,
+                    "poll_interval": poll_interval,
+                    "max_retries": max_retries,
+                },
             )
         )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class Recorder:
         edge_url: str,
         supabase_url: str,
         secrets: Iterable[str],
+        settings: Mapping[str, float] | None = None,
     ) -> None:
         self.scrubber = Scrubber()
         self.scrubber.learn(secrets)
@@ -43,6 +44,8 @@ class Recorder:
             refresh_token=has_refresh_token,
             edge_url=edge_url,
             supabase_url=supabase_url,
+            # A replay runs with them (its polls and retries are the recorded ones).
+            settings=dict(settings or {}),
         )
         self._sent = 0
 

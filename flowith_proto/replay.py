@@ -20,6 +20,7 @@ import attrs
 
 from flowith_proto.auth import Credentials
 from flowith_proto.cassette import (
+    CassetteError,
     CassetteMismatch,
     Scrubber,
     decode_body,
@@ -65,6 +66,28 @@ REPLAY_REFRESH_TOKEN = "replayed-refresh-token"
 _VALUE_KINDS = ("clock", "wallclock", "id", "jitter")
 
 
+#: The settings a cassette's header records, and the values each may take.
+_SETTINGS = {
+    "timeout": lambda value: value > 0,
+    "result_timeout": lambda value: value > 0,
+    "poll_interval": lambda value: value > 0,
+    "max_retries": lambda value: value >= 0 and value == int(value),
+}
+
+
+def _recorded_settings(header: Mapping[str, Any]) -> dict[str, float]:
+    settings = header.get("settings", {})
+    if not isinstance(settings, dict):
+        raise CassetteError("the cassette header's 'settings' must be an object")
+    for name, value in settings.items():
+        usable = _SETTINGS.get(name)
+        if usable is None:
+            continue  # a later version's: this one does not use it
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not usable(value):
+            raise CassetteError(f"the cassette header's {name!r} is not usable: {value!r}")
+    return {name: value for name, value in settings.items() if name in _SETTINGS}
+
+
 class Tape:
     """A cassette loaded for playback."""
 
@@ -107,6 +130,7 @@ class Tape:
         self.played_through = 0
         self.scrubber = Scrubber()
         self._names = OperationNames(self.scrubber)
+        self._settings = _recorded_settings(self.header)
 
     # -- what the recording knew ----------------------------------------------------
 
@@ -125,7 +149,23 @@ class Tape:
             supabase_url=str(header.get("supabase_url", FlowithConfig().supabase_url)),
         )
         self.scrubber.learn(credentials.secrets)
-        return ClientState(config=config, credentials=credentials)
+        settings = self.settings
+        state = ClientState(config=config, credentials=credentials)
+        return attrs.evolve(
+            state,
+            result_timeout=settings.get("result_timeout", state.result_timeout),
+            poll_interval=settings.get("poll_interval", state.poll_interval),
+            retry=attrs.evolve(
+                state.retry,
+                max_retries=int(settings.get("max_retries", state.retry.max_retries)),
+            ),
+        )
+
+    @property
+    def settings(self) -> dict[str, float]:
+        """The recorded client's ``timeout``, ``result_timeout``, ``poll_interval`` and
+        ``max_retries``, those it recorded (none in a cassette older than them)."""
+        return dict(self._settings)
 
     # -- playing -------------------------------------------------------------------
 

@@ -119,6 +119,59 @@ def test_a_stream_taken_for_dead_replays_its_break_without_a_clock(tmp_path: Pat
         assert (replayed, unplayed) == (recorded, [])
 
 
+def test_a_replay_polls_and_retries_as_the_recording_did(tmp_path: Path) -> None:
+    """The recording's settings are in its header and a replay runs with them:
+    one recorded with a short poll interval polled a row several times, which a
+    replay polling every 2 s (the default) asked for fewer times and failed."""
+    fake = FakeFlowith(heartbeat_interval=0.05)
+
+    async def session(client: FlowithClientBase) -> list[Any]:
+        return [(await client.generate(prompt, timeout=5)).text for prompt in ("one", "two")]
+
+    fake.script(chunk("x"), hang(), pause(0.3), row("done", "xy"))
+    fake.script(chunk("q"), complete())
+    cassette = tmp_path / "polled.jsonl"
+    recorded = anyio.run(record, cassette, session, fake, 0.2, backend="asyncio")
+    assert recorded == ["xy", "q"]
+    header = json.loads(cassette.read_text(encoding="utf-8").splitlines()[0])
+    assert header["settings"] == {
+        "timeout": 30.0,
+        "result_timeout": 120.0,
+        "poll_interval": 0.05,
+        "max_retries": 2,
+    }
+    for backend in ("asyncio", "trio"):
+        replayed, unplayed = anyio.run(replay, cassette, session, backend=backend)
+        assert (replayed, unplayed) == (recorded, [])
+    state = Tape(cassette).state()
+    assert (state.poll_interval, state.result_timeout, state.retry.max_retries) == (0.05, 120, 2)
+    overridden = ReplayClient(cassette, poll_interval=1.5, max_retries=0, timeout=4)
+    assert overridden.timeout == 4
+    assert overridden._state.poll_interval == 1.5
+    assert overridden._state.retry.max_retries == 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ('"fast"', "'settings' must be an object"),
+        ('{"poll_interval": 0}', "'poll_interval' is not usable: 0"),
+        ('{"max_retries": 1.5}', "'max_retries' is not usable: 1.5"),
+        ('{"timeout": true}', "'timeout' is not usable: True"),
+    ],
+)
+def test_unusable_recorded_settings_are_refused(settings: str, problem: str) -> None:
+    header = f'{{"cassette":"flowith","version":1,"settings":{settings}}}'
+    with pytest.raises(CassetteError, match=re.escape(problem)):
+        Tape([header])
+
+
+def test_a_cassette_without_settings_replays_with_the_defaults() -> None:
+    state = Tape([HEADER, '{"kind":"clock","value":1.5}']).state()
+    assert (state.poll_interval, state.result_timeout, state.retry.max_retries) == (2, 120, 2)
+    assert Tape([HEADER]).settings == {}
+
+
 def test_a_refresh_retried_after_a_rate_limit_replays(tmp_path: Path) -> None:
     """The waits between a refresh's attempts are judged on the operation's
     recorded clock, not the replay's own (which starts at 0)."""
