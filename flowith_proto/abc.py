@@ -371,6 +371,7 @@ class FlowithClientBase(WebAppMethods):
         number = 0 if recorder is None else recorder.request(request, "")
         with self._transport_failures(number):
             status, headers, body = await self._open_stream(request, deadline)
+        self._learn_cookies(headers)
         if live and self.stream_idle_timeout is not None:
             body = SilenceWatchdog(body, self._now, self.stream_idle_timeout)
         if recorder is not None:
@@ -459,7 +460,14 @@ class FlowithClientBase(WebAppMethods):
 
     @property
     def _secrets(self) -> tuple[str, ...]:
-        return (*self._state.credentials.secrets, self._state.config.supabase_key)
+        return self._state.secrets
+
+    def _learn_cookies(self, headers: Sequence[tuple[str, str]]) -> None:
+        """Hide the values of the cookies an answer sets, from now on and in this
+        answer's own record (the transport keeps them and sends them back)."""
+        new = self._state.learn_cookies(headers)
+        if new and self._recorder is not None:
+            self._recorder.learn(new)
 
     async def _perform(self, effect: Effect, run: OperationRun[Any]) -> Any:
         # Checked at every step, not only the first: an operation still running
@@ -530,6 +538,7 @@ class FlowithClientBase(WebAppMethods):
         number = recorder.request(request, operation) if recorder is not None else 0
         with self._transport_failures(number):
             response = await self._send(request, timeout, deadline, operation)
+        self._learn_cookies(response.headers)
         if recorder is not None:
             recorder.response(number, response)
         return response
@@ -645,7 +654,7 @@ class FlowithClientBase(WebAppMethods):
             log.error(
                 "on_token_refresh failed (%s: %s); the new tokens are in use anyway",
                 type(error).__name__,
-                redact(str(error), self._state.credentials.secrets),
+                redact(str(error), self._state.secrets),
             )
 
     async def _run(self, operation: Operation[T]) -> T:

@@ -100,12 +100,7 @@ def call(
             raise
         # The request's own credentials and the current ones (a refresh may
         # have come in between): both are still valid, so both are hidden.
-        secrets = (
-            *credentials.secrets,
-            *state.credentials.secrets,
-            state.config.supabase_key,
-            *extra_secrets,
-        )
+        secrets = (*credentials.secrets, *state.secrets, *extra_secrets)
         status = response.status
         if status < 300:
             return attrs.evolve(response, secrets=secrets)

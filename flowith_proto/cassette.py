@@ -66,6 +66,7 @@ from flowith_proto.errors import (
     CREDENTIAL_NAME,
     ESCAPED_CREDENTIAL_FIELD,
     JWT,
+    MIN_SECRET_LENGTH,
     FlowithError,
     mask_url_credentials,
 )
@@ -115,7 +116,7 @@ class Scrubber:
 
     def learn(self, values: Iterable[str]) -> None:
         """Remember more credentials (a refresh brings new ones)."""
-        self.secrets.update(v for v in values if v and len(v) >= 8)
+        self.secrets.update(v for v in values if len(v) >= MIN_SECRET_LENGTH)
 
     def text(self, value: str) -> str:
         value = JWT.sub(lambda match: redact_jwt(match.group()), value)

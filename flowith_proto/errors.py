@@ -193,9 +193,10 @@ class EventTooLargeError(FlowithError):
 
 
 #: What names a credential, in a header name or a JSON key. Not plain ``auth`` in
-#: keys: an ``author`` is no secret.
+#: keys: an ``author`` is no secret; nor a ``token_type`` ("bearer") or ``tokenizer``.
 CREDENTIAL_NAME = (
-    r"token|secret|passw(?:or)?d|api[_-]?key|cookie|authori[sz]ation|credential|signature"
+    r"token(?!_?type|izer)|secret|passw(?:or)?d|api[_-]?key|cookie|authori[sz]ation|credential"
+    r"|signature"
 )
 CREDENTIAL_KEY = re.compile(CREDENTIAL_NAME, re.IGNORECASE)
 #: A credential-named JSON string field in text that is not JSON as a whole (a body
@@ -211,7 +212,12 @@ ESCAPED_CREDENTIAL_FIELD = re.compile(
     re.IGNORECASE,
 )
 #: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line).
-BEARER = re.compile(r"(\bBearer\s+)[\w.~+/=-]{8,}", re.IGNORECASE)
+#: The credential holds a digit or a punctuation mark, or is long: a bearer in prose
+#: ("the ring bearer delivered it") is followed by a word.
+BEARER = re.compile(
+    r"(\bBearer[ \t]+)(?:(?=[\w.~+/=-]*[\d._~+/=-])[\w.~+/=-]{8,}|[\w.~+/=-]{20,})",
+    re.IGNORECASE,
+)
 #: The password of a URL's user info (``http://alice:<password>@proxy``); group 2.
 #: The user part holds no ``[``, so an IPv6 host (``http://[::1]:80``) is no user.
 URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/?#\s:@'\"\[\]]*:)([^/?#\s'\"]+)(?=@)")
@@ -242,6 +248,8 @@ def mask_url_credentials(text: str, mask: str) -> str:
 #: A signed JWT.
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
 _REDACTED = "[REDACTED]"
+#: A shorter secret is not hidden: it would hide ordinary words and numbers.
+MIN_SECRET_LENGTH = 8
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -252,7 +260,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     the word after ``Bearer``. For error messages and bodies: a token the server just
     issued, or one the caller passed in, is masked before anyone learns it."""
     for secret in secrets:
-        if secret and len(secret) >= 8 and secret in text:
+        if len(secret) >= MIN_SECRET_LENGTH and secret in text:
             text = text.replace(secret, _REDACTED)
     if "eyJ" in text:
         text = JWT.sub(_REDACTED, text)

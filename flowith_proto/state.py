@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from flowith_proto.auth import Credentials
 from flowith_proto.config import FlowithConfig
 from flowith_proto.endpoints import Endpoints
+from flowith_proto.errors import MIN_SECRET_LENGTH
 from flowith_proto.retry import RetryPolicy
 
 __all__ = ["DEFAULT_TEXT_MODEL", "ClientState"]
 
+#: The most cookies whose values :meth:`ClientState.learn_cookies` keeps.
+MAX_COOKIES = 64
 #: The model the web app uses when none is chosen.
 DEFAULT_TEXT_MODEL = "gpt-4.1-nano"
 
@@ -41,6 +46,44 @@ class ClientState:
     stall_interval: float = attrs.field(default=15.0, validator=_positive)
     default_model: str = DEFAULT_TEXT_MODEL
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    #: The value of each cookie the server set, by name (see :meth:`learn_cookies`).
+    cookies: dict[str, str] = attrs.field(factory=dict, repr=False)
+
+    def learn_cookies(self, headers: Iterable[tuple[str, str]]) -> list[str]:
+        """Remember the values of the cookies ``headers`` set; return the new ones.
+
+        A transport keeps cookies and sends them back, as a browser does, so they
+        are credentials too: they are hidden like the tokens wherever they appear
+        (an error body echoing the request, a cassette). The latest value of each
+        name is kept, for at most :data:`MAX_COOKIES` names.
+        """
+        new: list[str] = []
+        for name, value in headers:
+            if name.lower() != "set-cookie":
+                continue
+            cookie_name, equals, rest = value.partition("=")
+            cookie_value = rest.split(";", 1)[0].strip().strip('"')
+            if not equals or len(cookie_value) < MIN_SECRET_LENGTH:
+                continue  # too short to tell from ordinary text: "1", "true"
+            cookie_name = cookie_name.strip()
+            if self.cookies.get(cookie_name) == cookie_value:
+                continue
+            self.cookies.pop(cookie_name, None)  # re-inserted last: the newest
+            if len(self.cookies) >= MAX_COOKIES:
+                del self.cookies[next(iter(self.cookies))]
+            self.cookies[cookie_name] = cookie_value
+            new.append(cookie_value)
+        return new
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every string no message, log line or cassette may show: the tokens, the
+        public API key and the cookies' values."""
+        return (
+            *self.credentials.secrets,
+            self.config.supabase_key,
+            *self.cookies.values(),
+        )
 
     @property
     def endpoints(self) -> Endpoints:

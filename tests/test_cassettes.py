@@ -422,6 +422,27 @@ def test_credentials_the_client_never_held_are_masked_too() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "The ring bearer delivered it. Bearer bonds pay well.",  # a word after bearer
+        '{"token_type":"bearer","expires_in":3600}',  # names a kind of token, holds none
+        '{"tokenizer":"cl100k_base","prompt_tokens":12}',
+    ],
+)
+def test_text_that_only_looks_like_a_credential_is_kept(kept: str) -> None:
+    # A replay gave the model's answer and AuthSession.token_type back masked.
+    assert scrubber().text(kept) == kept
+    assert scrubber().body(kept.encode()) == {"text": kept}
+
+
+@pytest.mark.parametrize(
+    "token", ["sk_live_abcdefgh", "abc.def-ghij", "a1b2c3d4e5", "onlylettersbutverylongindeed"]
+)
+def test_what_follows_bearer_is_masked_when_it_can_be_a_credential(token: str) -> None:
+    assert scrubber().text(f"auth: bearer {token}") == "auth: bearer [REDACTED]"
+
+
 HEADER = '{"cassette":"flowith","version":1}'
 
 

@@ -251,3 +251,26 @@ def test_a_silence_limit_must_be_positive(limit: float) -> None:
     for client_class in (flowith_httpx.FlowithClient, flowith_aiohttp.FlowithClient):
         with pytest.raises(ValueError, match="stream_idle_timeout must be positive or None"):
             client_class("t", stream_idle_timeout=limit)
+
+
+def test_cookie_values_are_learned_as_secrets_bounded_by_name() -> None:
+    from flowith_proto.state import MAX_COOKIES, ClientState
+
+    state = ClientState()
+    headers = [
+        ("Set-Cookie", "sb-session=abcdefgh12345; Path=/; HttpOnly"),
+        ("set-cookie", 'quoted="q-value-5678"; Secure'),
+        ("Set-Cookie", "short=1"),  # too short to hide: it would hide ordinary text
+        ("Set-Cookie", "no-value-at-all"),
+        ("Content-Type", "text/plain; x=longvalue123"),
+    ]
+    assert state.learn_cookies(headers) == ["abcdefgh12345", "q-value-5678"]
+    assert state.learn_cookies(headers) == []  # nothing new
+    assert state.secrets[-2:] == ("abcdefgh12345", "q-value-5678")
+    assert state.learn_cookies([("Set-Cookie", "sb-session=rotated-9999")]) == ["rotated-9999"]
+    assert "abcdefgh12345" not in state.secrets  # the jar no longer sends it
+    many = [("Set-Cookie", f"name{n}=value-{n:06d}") for n in range(2 * MAX_COOKIES)]
+    state.learn_cookies(many)
+    assert len(state.cookies) == MAX_COOKIES
+    assert state.cookies[f"name{2 * MAX_COOKIES - 1}"] == f"value-{2 * MAX_COOKIES - 1:06d}"
+    assert "cookies" not in repr(state)

@@ -155,6 +155,30 @@ async def test_an_expired_token_is_refreshed_once_for_everyone(
         assert (await client.get_credits())[0].remain_quota >= 0
 
 
+async def test_cookie_values_the_server_set_are_hidden_like_tokens(
+    fake: FakeFlowith, make_client: Any, tmp_path: Path
+) -> None:
+    """The transport keeps a cookie and sends it back, so an answer echoing the
+    request shows it: its value is hidden in the error and the cassette, like a token."""
+    cookie = "COOKIESECRET123456"
+    fake.fail_next(
+        1, 500, body={"message": "first"}, headers=[("Set-Cookie", f"sb-session={cookie}; Path=/")]
+    )
+    fake.fail_next(1, 500, body={"message": f"upstream saw Cookie: sb-session={cookie}"})
+    cassette = tmp_path / "cookie.jsonl"
+    async with make_client(max_retries=0, record_to=cassette) as client:
+        errors = []
+        for _ in range(2):
+            with pytest.raises(APIError) as info:
+                await client.get_credits()
+            errors.append(info.value)
+    assert errors[1].body == {"message": "upstream saw Cookie: sb-session=[REDACTED]"}
+    for error in errors:
+        assert cookie not in f"{error} {error!r} {error.body!r} {error.args!r}"
+    assert cookie not in cassette.read_text(encoding="utf-8")
+    assert "first" in cassette.read_text(encoding="utf-8")
+
+
 def _refreshing_client(
     fake: FakeFlowith,
     make_client: MakeClient,
