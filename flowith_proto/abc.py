@@ -54,6 +54,7 @@ from flowith_proto.config import (
     DEFAULT_SUPABASE_URL,
     EdgeAuth,
     FlowithConfig,
+    check_seconds,
 )
 from flowith_proto.effects import (
     Alias,
@@ -219,12 +220,10 @@ class FlowithClientBase(WebAppMethods):
         record_to: str | os.PathLike[str] | None = None,
         stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT,
     ) -> None:
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive, got {timeout!r}")
-        if stream_idle_timeout is not None and not stream_idle_timeout > 0:
-            raise ValueError(
-                f"stream_idle_timeout must be positive or None, got {stream_idle_timeout!r}"
-            )
+        check_seconds("timeout", timeout)
+        check_seconds("result_timeout", result_timeout)
+        check_seconds("poll_interval", poll_interval)
+        check_seconds("stream_idle_timeout", stream_idle_timeout)  # None: no watchdog
         self._state = ClientState(
             config=FlowithConfig(
                 edge_url=edge_url,
@@ -404,6 +403,7 @@ class FlowithClientBase(WebAppMethods):
     def _request_limit(self, timeout: float | None, deadline: float | None) -> float:
         """Seconds one exchange may take: the per-request ``timeout`` (else the
         client's), cut short by the caller's ``deadline``."""
+        check_seconds("timeout", timeout)
         limit = self.timeout if timeout is None else timeout
         if deadline is not None:
             limit = min(limit, deadline - self._now())
@@ -588,6 +588,7 @@ class FlowithClientBase(WebAppMethods):
         answers, so a caller cancelled meanwhile must not leave the client
         holding the spent one.
         """
+        check_seconds("timeout", timeout)
         while (flight := self._refreshing) is not None:
             await flight.done.wait(None)
             if flight.refresh_token == refresh_token:
@@ -877,7 +878,7 @@ class FlowithClientBase(WebAppMethods):
         self,
         file_path: str | os.PathLike[str] | None = None,
         *,
-        data: bytes | None = None,
+        data: bytes | bytearray | memoryview | None = None,
         filename: str = "file",
         mime_type: str | None = None,
         file_type: str | None = None,
@@ -886,13 +887,14 @@ class FlowithClientBase(WebAppMethods):
         """Upload a file (from ``file_path``, streamed from disk, or from
         ``data``) to Flowith's CDN; ``record.url`` is its public URL."""
         path = None if file_path is None else os.fspath(file_path)
+        payload = bytes(data) if isinstance(data, (bytearray, memoryview)) else data
         if path is not None:
             try:
                 size = await self._to_thread(os.path.getsize, path)
             except OSError as exc:
                 raise FileUploadError(f"cannot read {path!r}: {exc}", status_code=None) from exc
         else:
-            size = len(data) if data is not None else 0
+            size = len(payload) if isinstance(payload, bytes) else 0  # upload() refuses the rest
         if timeout is None:
             timeout = max(self.timeout, _UPLOAD_TIMEOUT)
         return await self._run(
@@ -900,7 +902,7 @@ class FlowithClientBase(WebAppMethods):
                 self._state,
                 size=size,
                 file_path=path,
-                data=data,
+                data=payload,
                 filename=filename,
                 mime_type=mime_type,
                 file_type=file_type,
@@ -934,6 +936,7 @@ class FlowithClientBase(WebAppMethods):
             )
         # Absolute, so that the caller gets an absolute path back.
         request = download_request(self._state.config, url)  # checks the URL first
+        check_seconds("timeout", timeout)
         folder = Path(await self._to_thread(os.path.abspath, path))
         name = safe_filename(url, filename, default_name)
         target = Path(target_inside(folder, name))
@@ -1002,6 +1005,7 @@ class FlowithClientBase(WebAppMethods):
         self, channel: str, *, raw: bool, timeout: float | None
     ) -> AsyncGenerator[dict[str, Any], None]:
         self._check_open()
+        check_seconds("timeout", timeout)
         deadline = None if timeout is None else self._now() + timeout
         stream = await self._open_live(
             functools.partial(self._live_request, channel), deadline, media_type="text/event-stream"

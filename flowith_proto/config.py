@@ -8,6 +8,7 @@ has accepted both a bare and a ``Bearer`` token (protocol.md 1.1, 1.4).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "LEGACY_SUPABASE_ANON_KEY",
     "EdgeAuth",
     "FlowithConfig",
+    "check_seconds",
 ]
 
 DEFAULT_EDGE_URL = "https://edge.flowith.io"
@@ -51,6 +53,23 @@ class EdgeAuth(str, enum.Enum):
     BARE = "bare"
     #: ``Bearer <JWT>``, which other clients use successfully.
     BEARER = "bearer"
+
+
+def check_seconds(name: str, value: float | None) -> None:
+    """Refuse a duration that no clock can wait: not a number, not positive, or
+    not finite. An endless or NaN deadline never passes, and each transport would
+    fail on it in its own way (aiohttp cannot round infinity; anyio refuses NaN)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            f"{name} must be a number of seconds, not {value!r}", status_code=None
+        )
+    if not 0 < value < math.inf:
+        raise ValidationError(
+            f"{name} must be a positive, finite number of seconds, got {value!r}",
+            status_code=None,
+        )
 
 
 def _base_url(name: str) -> Callable[[Any, Any, str], None]:

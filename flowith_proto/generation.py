@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 
 from flowith_proto.calls import call
+from flowith_proto.config import check_seconds
 from flowith_proto.convert import structure_rows
 from flowith_proto.demux import StreamEnded
 from flowith_proto.effects import (
@@ -496,6 +497,7 @@ def send(
     row creation and polling included. With ``stream`` the operation emits a
     :class:`GenerationOutput` per delta before returning the final one.
     """
+    check_seconds("timeout", timeout)
     started: float = yield Now()
     deadline = started + (state.result_timeout if timeout is None else timeout)
     chosen_model = model or conversation.model or state.default_model

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 from flowith_proto.calls import call
+from flowith_proto.config import check_seconds
 from flowith_proto.demux import StreamEnded
 from flowith_proto.effects import (
     Alias,
@@ -183,6 +184,7 @@ def generate_image(
     timeout: float | None = None,
 ) -> Operation[ImageOutput]:
     """Generate an image from ``prompt`` in ``conversation`` (created if needed)."""
+    check_seconds("timeout", timeout)
     started: float = yield Now()
     deadline = started + (state.result_timeout if timeout is None else timeout)
     chosen = _text(model) if model is not None else DEFAULT_IMAGE_MODEL
@@ -257,6 +259,7 @@ def generate_video(
     """Generate a video from ``prompt`` (and optionally a first frame,
     ``image_url``); the server creates the video's node itself and may pick
     its id, which the operation then follows."""
+    check_seconds("timeout", timeout)
     started: float = yield Now()
     deadline = started + (DEFAULT_VIDEO_TIMEOUT if timeout is None else timeout)
     chosen = _text(model) if model is not None else DEFAULT_VIDEO_MODEL

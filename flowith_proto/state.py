@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import attrs
 
 from flowith_proto.auth import Credentials
+from flowith_proto.config import check_seconds
 from flowith_proto.config import FlowithConfig
 from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import MIN_SECRET_LENGTH
@@ -21,8 +22,7 @@ DEFAULT_TEXT_MODEL = "gpt-4.1-nano"
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+    check_seconds(attribute.name, value)
 
 
 @attrs.define

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowith_proto.calls import call
+from flowith_proto.config import check_seconds
 from flowith_proto.effects import NewId, Operation
 from flowith_proto.endpoints import guess_upload_meta, upload_form
 from flowith_proto.errors import (
@@ -42,6 +43,7 @@ def upload(
     """
     if (file_path is None) == (data is None):
         raise FileUploadError("pass exactly one of file_path or data", status_code=None)
+    check_seconds("timeout", timeout)
     # The signature's default name "file" is for in-memory data; a file on
     # disk keeps its own name unless another one is asked for.
     hint = "" if file_path is not None and filename == "file" else filename

@@ -291,6 +291,8 @@ def test_upload_file(endpoints: Endpoints) -> None:
         ({"boundary": 'q"uote'}, "boundary"),
         ({"path": "/tmp/x.txt"}, "exactly one"),
         ({"data": None}, "exactly one"),
+        ({"data": "hello\n"}, r"data must be bytes, not str \(encode the text first\)"),
+        ({"data": bytearray(b"hello\n")}, "data must be bytes, not bytearray"),
         ({"size": 5}, "size"),
         ({"size": -1}, "size"),
         ({"content_type": "text/plain\r\nX-Evil: 1"}, "content_type"),

@@ -243,13 +243,13 @@ def test_a_refused_argument_is_also_a_value_error() -> None:
     assert issubclass(ValidationError, APIError)
 
 
-@pytest.mark.parametrize("limit", [0, -1.0, float("nan")])
+@pytest.mark.parametrize("limit", [0, -1.0, float("nan"), float("inf")])
 def test_a_silence_limit_must_be_positive(limit: float) -> None:
     import flowith_aiohttp
     import flowith_httpx
 
     for client_class in (flowith_httpx.FlowithClient, flowith_aiohttp.FlowithClient):
-        with pytest.raises(ValueError, match="stream_idle_timeout must be positive or None"):
+        with pytest.raises(ValueError, match="stream_idle_timeout must be a positive, finite"):
             client_class("t", stream_idle_timeout=limit)
 
 

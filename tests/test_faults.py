@@ -24,6 +24,7 @@ from flowith_proto.errors import (
     InsufficientCreditsError,
     PermissionDeniedError,
     RateLimitError,
+    ValidationError,
 )
 from flowith_proto.fake import (
     FakeFlowith,
@@ -552,3 +553,45 @@ async def test_soak_200_concurrent_generations_with_faults(
             await anyio.sleep(0.02)
     assert not fake.open_streams(), [(s.channel, s.path) for s in fake.open_streams()]
     assert _our_tasks() == tasks_before
+
+
+_CALLS_WITH_TIMEOUTS: dict[str, Any] = {
+    "get_credits": lambda c, t: c.get_credits(timeout=t),
+    "generate": lambda c, t: c.generate("hi", timeout=t),
+    "generate_image": lambda c, t: c.generate_image("a cat", timeout=t),
+    "generate_video": lambda c, t: c.generate_video("a cat", timeout=t),
+    "upload_file": lambda c, t: c.upload_file(data=b"x", filename="a.txt", timeout=t),
+    "refresh_access_token": lambda c, t: c.refresh_access_token(timeout=t),
+    "download": lambda c, t: c.download("https://cdn.flowith.net/a.png", "out", timeout=t),
+    "stream_user_sse": lambda c, t: c.stream_user_sse(timeout=t).__anext__(),
+}
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), 0, -1.0, "5", True])
+async def test_a_timeout_no_clock_can_wait_is_refused_before_anything_is_sent(
+    fake: FakeFlowith, make_client: Any, tmp_path: Path, seconds: Any
+) -> None:
+    # Infinity hung httpx and overflowed aiohttp; NaN was refused by anyio only, and a
+    # generation given NaN never timed out.
+    async with make_client(refresh_token=fake.refresh_token) as client:
+        for name, start in _CALLS_WITH_TIMEOUTS.items():
+            with pytest.raises(ValidationError, match=r"^timeout must be a") as info:
+                await start(client, seconds)
+            assert isinstance(info.value, ValueError), name
+    assert fake.requests == []
+    for option in ("timeout", "result_timeout", "poll_interval", "stream_idle_timeout"):
+        with pytest.raises(ValueError, match=rf"^{option} must be a"):
+            make_client(**{option: seconds})
+
+
+async def test_text_passed_as_upload_data_is_refused_before_anything_is_sent(
+    fake: FakeFlowith, make_client: Any
+) -> None:
+    # It failed inside each transport in its own way (aiohttp: a ConnectionFailedError
+    # claiming the request was sent).
+    async with make_client() as client:
+        with pytest.raises(ValidationError, match=r"^data must be bytes, not str"):
+            await client.upload_file(data="hello", filename="a.txt")
+        record = await client.upload_file(data=bytearray(b"hello"), filename="a.txt")
+    assert record.url
+    assert [r.path for r in fake.requests] == ["/file/store"]

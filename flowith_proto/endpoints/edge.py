@@ -92,6 +92,13 @@ def upload_form(
             details=[{"field": "path", "reason": "path and data are exclusive"}],
         )
     require_count(size, "size")
+    if data is not None and not isinstance(data, bytes):
+        raise ValidationError(
+            f"data must be bytes, not {type(data).__name__}"
+            + (" (encode the text first)" if isinstance(data, str) else ""),
+            status_code=None,
+            details=[{"field": "data", "reason": "not bytes"}],
+        )
     if data is not None and size != len(data):
         raise ValidationError(
             f"size must be len(data) = {len(data)}, got {size}",
