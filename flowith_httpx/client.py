@@ -13,7 +13,7 @@ import contextlib
 import functools
 import math
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from http.cookiejar import CookieJar
 from typing import Any, TypeVar
@@ -136,6 +136,42 @@ def _tracer(progress: RequestProgress) -> Callable[[str, dict[str, Any]], Awaita
     return trace
 
 
+class _RequestBody(httpx.AsyncByteStream):
+    """A request body httpx sends without an async generator of its own.
+
+    httpx wraps a body in a generator, and httpcore, cancelled while it sends
+    one, leaves it suspended: trio warns as it collects it. A plain iterator
+    leaves nothing to collect (a streamed body's own generator is closed by
+    :meth:`~flowith_proto.abc.FlowithClientBase._wired`).
+    """
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: bytes | AsyncIterator[bytes] | None) -> None:
+        self._body = body
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        body = self._body
+        if body is None:
+            raise StopAsyncIteration
+        if isinstance(body, bytes):
+            self._body = None
+            return body
+        return await body.__anext__()
+
+
+def _with_body(
+    outgoing: httpx.Request, body: bytes | AsyncIterator[bytes] | None
+) -> httpx.Request:
+    """``outgoing`` sending ``body`` through a :class:`_RequestBody` (its headers,
+    a length included, are those httpx derived from the body)."""
+    outgoing.stream = _RequestBody(body if body else None)
+    return outgoing
+
+
 #: Chunks a stream's pump may read ahead of its readers (each at most 64 KiB).
 _READ_AHEAD = 4
 #: The pumps running on asyncio: the loop keeps only weak references to tasks.
@@ -188,9 +224,14 @@ class _Body:
             try:
                 with self._pump_scope:
                     async for chunk in self._response.aiter_bytes():
-                        await send.send(chunk)
-            except anyio.BrokenResourceError:
-                pass  # the body was closed: nobody reads any more
+                        try:
+                            await send.send(chunk)
+                        except anyio.get_cancelled_exc_class():
+                            # Closed while a chunk waited for room. Ending here would
+                            # leave httpx's nested generators suspended, and trio warns
+                            # as it collects each; the body's own next read meets the
+                            # cancellation (it lasts) and ends them all.
+                            self._pump_scope.cancel()
             except Exception as exc:  # httpx's errors, or any other: the reader raises it
                 # (never let it out: an error ending a trio system task ends the whole run)
                 failure = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}")
@@ -315,14 +356,16 @@ class FlowithClient(FlowithClientBase):
                 with anyio.fail_after(limit):
                     async with self._client_for(body) as http:
                         had_turn = True
-                        answer = await http.request(
+                        outgoing = http.build_request(
                             request.method,
                             request.url,
                             headers=list(headers),
                             content=body,
                             timeout=limit,
-                            follow_redirects=request.follow_redirects,
                             extensions={"trace": _tracer(progress)},
+                        )
+                        answer = await http.send(
+                            _with_body(outgoing, body), follow_redirects=request.follow_redirects
                         )
         except builtins.TimeoutError as exc:
             if not had_turn:  # say so: the server was never asked, and the cure is on this side
@@ -363,7 +406,9 @@ class FlowithClient(FlowithClientBase):
         try:
             with anyio.fail_after(limit):
                 answer = await self._http.send(
-                    outgoing, stream=True, follow_redirects=request.follow_redirects
+                    _with_body(outgoing, body),
+                    stream=True,
+                    follow_redirects=request.follow_redirects,
                 )
         except builtins.TimeoutError as exc:
             raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc

@@ -7,8 +7,7 @@ from collections.abc import Iterable
 import attrs
 
 from flowith_proto.auth import Credentials
-from flowith_proto.config import check_seconds
-from flowith_proto.config import FlowithConfig
+from flowith_proto.config import FlowithConfig, check_seconds
 from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import MIN_SECRET_LENGTH
 from flowith_proto.retry import RetryPolicy

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
@@ -883,3 +884,23 @@ async def test_logout_drops_the_refresh_token(fake: FakeFlowith, make_client: Ma
     async with make_client(refresh_token=fake.refresh_token) as client:
         await client.logout()
         assert client.get_refresh_token() == ""
+
+
+async def test_closing_a_stream_whose_read_ahead_is_full_leaves_nothing_to_collect(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """An idle shared stream fills its read-ahead with heartbeats; closing it then
+    left httpx's body generators suspended, and trio warned about each as it
+    collected them (six warnings at every close)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fake.heartbeat_interval = 0.02
+        async with make_client() as client:
+            await client.generate("hi")
+            await anyio.sleep(0.5)  # far more heartbeats than the read-ahead holds
+        gc.collect()
+        await anyio.lowlevel.checkpoint()  # trio finalizes collected generators in a task
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
