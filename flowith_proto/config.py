@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 import math
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from flowith_proto.auth import credential_field
-from flowith_proto.errors import ValidationError
+from flowith_proto.errors import ValidationError, mask_url_credentials
 
 __all__ = [
     "DEFAULT_EDGE_URL",
@@ -74,13 +75,43 @@ def check_seconds(name: str, value: float | None) -> None:
 
 def _base_url(name: str) -> Callable[[Any, Any, str], None]:
     def check(_instance: object, _attribute: object, value: str) -> None:
-        if not value.startswith(("http://", "https://")) or value.rstrip("/") != value:
+        problem = _base_url_problem(value)
+        if problem is not None:
             raise ValidationError(
-                f"{name} must be an http(s) URL without a trailing slash, got {value!r}",
+                f"{name} must be an http(s) URL of a host, without a trailing slash: "
+                f"{problem}, got {mask_url_credentials(str(value), '[REDACTED]')!r}",
                 status_code=None,
             )
 
     return check
+
+
+def _base_url_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a base URL, or ``None``: checked when the client
+    is made, since each HTTP library fails on a bad one in its own way (and only
+    at the first request)."""
+    if not isinstance(value, str):
+        return "not a string"
+    if any(character.isspace() or ord(character) < 32 for character in value):
+        return "it holds whitespace or a control character"
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not value.startswith(parts.scheme + "://"):
+        return "the scheme must be http or https"
+    if value.endswith("/"):
+        return "it ends with a slash"
+    if parts.username is not None or parts.password is not None:
+        return "it holds a user name or password (requests are signed with the tokens)"
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        return "it holds a query or a fragment"
+    if not parts.hostname:
+        return "it names no host"
+    try:
+        port = parts.port  # the property parses the port, and refuses a bad one
+    except ValueError as exc:
+        return f"its port is not usable ({exc})"
+    if port == 0:
+        return "its port is not usable (0)"
+    return None
 
 
 def _strip_slash(value: str) -> str:

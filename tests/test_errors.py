@@ -6,6 +6,7 @@ import ast
 import builtins
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -274,3 +275,43 @@ def test_cookie_values_are_learned_as_secrets_bounded_by_name() -> None:
     assert len(state.cookies) == MAX_COOKIES
     assert state.cookies[f"name{2 * MAX_COOKIES - 1}"] == f"value-{2 * MAX_COOKIES - 1:06d}"
     assert "cookies" not in repr(state)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999", "its port is not usable (Port out of range"),
+        ("http://127.0.0.1:abc", "its port is not usable (Port could not be cast"),
+        ("http://127.0.0.1:0", "its port is not usable (0)"),
+        ("http://user:pw@127.0.0.1:1", "it holds a user name or password"),
+        ("http://:80", "it names no host"),
+        ("ftp://files.example", "the scheme must be http or https"),
+        ("https://edge.example?x=1", "it holds a query or a fragment"),
+        ("https://edge.example/a b", "it holds whitespace"),
+    ],
+)
+def test_a_base_url_no_transport_can_use_is_refused_when_the_client_is_made(
+    url: str, problem: str
+) -> None:
+    # Each transport failed on these at the first request, each in its own way
+    # (httpx on asyncio: a bare ExceptionGroup; aiohttp: a bare ValueError).
+    import flowith_aiohttp
+    import flowith_httpx
+
+    client_classes: list[Any] = [flowith_httpx.FlowithClient, flowith_aiohttp.FlowithClient]
+    for client_class in client_classes:
+        for option in ("edge_url", "supabase_url"):
+            with pytest.raises(ValidationError) as info:
+                client_class("t", **{option: url})
+            assert str(info.value).startswith(f"{option} must be an http(s) URL of a host")
+            assert problem in str(info.value)
+            assert ":pw@" not in str(info.value)  # a password is no part of the message
+
+
+@pytest.mark.parametrize(
+    "url", ["https://edge.flowith.io", "http://127.0.0.1:8080", "http://[::1]:80", "https://h/p"]
+)
+def test_usable_base_urls_are_kept(url: str) -> None:
+    from flowith_proto.config import FlowithConfig
+
+    assert FlowithConfig(edge_url=url + "/").edge_url == url
