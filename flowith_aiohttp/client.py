@@ -8,6 +8,7 @@ aiohttp's failures onto the library's two transport errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import urllib.request
@@ -22,9 +23,10 @@ from flowith_proto.config import (
     DEFAULT_EDGE_URL,
     DEFAULT_SUPABASE_KEY,
     DEFAULT_SUPABASE_URL,
+    REQUESTS_AT_ONCE,
     EdgeAuth,
 )
-from flowith_proto.errors import ConnectionFailedError, TimeoutError
+from flowith_proto.errors import ConnectionFailedError, TimeoutError, waited_for_turn
 from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import EnvironmentProxies
 from flowith_proto.request import Request, Response
@@ -149,7 +151,10 @@ class FlowithClient(FlowithClientBase):
     Otherwise one is created on first use, with TLS verification on (the
     system's trust store, where httpx uses certifi's); ``proxy`` applies to every
     request, and without it the environment's ``HTTP_PROXY``/``HTTPS_PROXY``/
-    ``NO_PROXY`` do, read as httpx reads them.
+    ``NO_PROXY`` do, read as httpx reads them. As on httpx, at most 16 short
+    requests are out at once on it; more wait their turn, within their timeout
+    (one that times out waiting says it was never sent). Event streams,
+    downloads and uploads are not counted.
     """
 
     def __init__(
@@ -198,6 +203,7 @@ class FlowithClient(FlowithClientBase):
                 "proxies only (the httpx transport, with socksio installed, speaks SOCKS)"
             )
         self._owns_http = http_client is None
+        self._turns: asyncio.Semaphore | None = None  # made in the event loop, on first use
         self._shielded_tasks: set[asyncio.Future[Any]] = set()
         self._http = http_client
         self._proxy = proxy
@@ -250,18 +256,40 @@ class FlowithClient(FlowithClientBase):
     ) -> Response:
         limit = self._request_limit(timeout, deadline)
         progress = RequestProgress()
+        async with self._wired(request) as (body, headers), self._turn(body, limit) as left:
+            try:
+                async with self._request(
+                    request, body, headers, aiohttp.ClientTimeout(total=left), progress
+                ) as answer:
+                    return Response(answer.status, _headers(answer), await answer.read())
+            except asyncio.TimeoutError as exc:
+                raise progress.timed_out(limit) from exc
+            except aiohttp.ClientError as exc:
+                raise _transport_error(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def _turn(
+        self, body: bytes | AsyncIterator[bytes] | None, limit: float
+    ) -> AsyncIterator[float]:
+        """Wait for one of :data:`~flowith_proto.config.REQUESTS_AT_ONCE` turns, as
+        the httpx transport's lanes do, for a short request on the client's own
+        session; yield the seconds left of ``limit``. (An upload holds its
+        connection for long, and a session you bring keeps its own limits.)"""
+        if not self._owns_http or not (body is None or isinstance(body, bytes)):
+            yield limit
+            return
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(REQUESTS_AT_ONCE)
+        started = self._now()
         try:
-            async with (
-                self._wired(request) as (body, headers),
-                self._request(
-                    request, body, headers, aiohttp.ClientTimeout(total=limit), progress
-                ) as answer,
-            ):
-                return Response(answer.status, _headers(answer), await answer.read())
+            await _before(started + limit, self._turns.acquire())
         except asyncio.TimeoutError as exc:
-            raise progress.timed_out(limit) from exc
-        except aiohttp.ClientError as exc:
-            raise _transport_error(exc) from exc
+            raise waited_for_turn(limit, REQUESTS_AT_ONCE) from exc
+        try:
+            # Never 0: to aiohttp, a total of 0 means no limit at all.
+            yield max(limit - (self._now() - started), 1e-3)
+        finally:
+            self._turns.release()
 
     def _request(
         self,

@@ -31,7 +31,7 @@ from flowith_proto.config import (
     DEFAULT_SUPABASE_URL,
     EdgeAuth,
 )
-from flowith_proto.errors import ConnectionFailedError, TimeoutError
+from flowith_proto.errors import ConnectionFailedError, TimeoutError, waited_for_turn
 from flowith_proto.progress import RequestProgress
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
@@ -369,12 +369,7 @@ class FlowithClient(FlowithClientBase):
                         )
         except builtins.TimeoutError as exc:
             if not had_turn:  # say so: the server was never asked, and the cure is on this side
-                raise TimeoutError(
-                    f"request was not sent: it waited {limit:.3g}s for its turn (the client "
-                    f"sends {LANES} requests at once on its own connections; bring an "
-                    "http_client with the limits you want to send more)",
-                    request_sent=False,
-                ) from exc
+                raise waited_for_turn(limit, LANES) from exc
             raise progress.timed_out(limit) from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc, progress) from exc

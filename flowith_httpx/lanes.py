@@ -25,12 +25,13 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import httpx
 
+from flowith_proto.config import REQUESTS_AT_ONCE
 from flowith_proto.errors import FlowithError
 
 __all__ = ["IDLE_LIMIT", "LANES", "Lanes"]
 
 #: The most requests out at once, each on a lane of its own.
-LANES = 16
+LANES = REQUESTS_AT_ONCE
 #: Seconds a lane may stay idle before it is closed: httpx's keep-alive expiry.
 IDLE_LIMIT = 5.0
 

@@ -23,10 +23,18 @@ __all__ = [
     "DEFAULT_SUPABASE_KEY",
     "DEFAULT_SUPABASE_URL",
     "LEGACY_SUPABASE_ANON_KEY",
+    "REQUESTS_AT_ONCE",
     "EdgeAuth",
     "FlowithConfig",
     "check_seconds",
 ]
+
+#: The most short requests a client has out at once on connections of its own, on
+#: either transport (more wait their turn, within their timeout): as many as would
+#: cost each request what one does on httpx (see ``flowith_httpx.lanes``), and the
+#: same on aiohttp, so that swapping transports changes nothing. Event streams,
+#: downloads and uploads hold a connection for long and are not counted.
+REQUESTS_AT_ONCE = 16
 
 DEFAULT_EDGE_URL = "https://edge.flowith.io"
 DEFAULT_SUPABASE_URL = "https://aibdxsebwhalbnugsqel.supabase.co"

@@ -158,6 +158,17 @@ class TimeoutError(FlowithError, builtins.TimeoutError):
         self.request_sent = request_sent
 
 
+def waited_for_turn(limit: float, at_once: int) -> TimeoutError:
+    """The error of a request whose ``limit`` passed while it waited for one of the
+    client's ``at_once`` turns: never sent, and cured on this side."""
+    return TimeoutError(
+        f"request was not sent: it waited {limit:.3g}s for its turn (the client sends "
+        f"{at_once} requests at once on its own connections; bring an http_client with "
+        "the limits you want to send more)",
+        request_sent=False,
+    )
+
+
 class GenerationError(FlowithError):
     """The server reported that a generation failed (defect D4 of the old
     client returned the error text as if it were the result)."""

@@ -904,3 +904,71 @@ async def test_closing_a_stream_whose_read_ahead_is_full_leaves_nothing_to_colle
         await anyio.lowlevel.checkpoint()  # trio finalizes collected generators in a task
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+class _SlowCounter:
+    """A bare HTTP server answering every request ``delay`` seconds late with ``[]``,
+    counting the requests it holds at once."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n[]"
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.holding = 0
+        self.most = 0
+
+    async def serve(self, stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            buffered = b""
+            while True:
+                while b"\r\n\r\n" not in buffered:
+                    try:
+                        buffered += await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                        return
+                buffered = buffered.split(b"\r\n\r\n", 1)[1]  # GETs: no body
+                self.holding += 1
+                self.most = max(self.most, self.holding)
+                try:
+                    await anyio.sleep(self.delay)
+                    await stream.send(self.ANSWER)
+                except (anyio.BrokenResourceError, OSError):
+                    return
+                finally:
+                    self.holding -= 1
+
+
+async def test_every_transport_sends_as_many_requests_at_once(transport: Transport) -> None:
+    """Swapping transports changes nothing: at most REQUESTS_AT_ONCE short requests
+    are out at once (httpx's lanes; aiohttp allowed 100), and one that times out
+    waiting for its turn says it was never sent."""
+    from flowith_proto.config import REQUESTS_AT_ONCE
+    from flowith_proto.errors import TimeoutError as FlowithTimeout
+
+    server = _SlowCounter(delay=0.3)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    url = f"http://127.0.0.1:{port}"
+    outcomes: list[object] = []
+    async with listener, anyio.create_task_group() as serving:
+        serving.start_soon(listener.serve, server.serve)
+        client = transport.client_class()("t", user_id="u", edge_url=url, max_retries=0)
+        async with client:
+
+            async def one(timeout: float) -> None:
+                try:
+                    outcomes.append(len(await client.get_credits(timeout=timeout)))
+                except FlowithTimeout as exc:
+                    outcomes.append(exc.request_sent)
+
+            async with anyio.create_task_group() as group:
+                for _ in range(2 * REQUESTS_AT_ONCE + 3):
+                    group.start_soon(one, 5.0)
+            assert outcomes == [0] * (2 * REQUESTS_AT_ONCE + 3)
+            assert server.most == REQUESTS_AT_ONCE
+            outcomes.clear()
+            async with anyio.create_task_group() as group:
+                for _ in range(REQUESTS_AT_ONCE + 4):
+                    group.start_soon(one, 0.2)  # the answers come after 0.3 s
+            assert sorted(map(str, outcomes)) == ["False"] * 4 + ["True"] * REQUESTS_AT_ONCE
+        serving.cancel_scope.cancel()
