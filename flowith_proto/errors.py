@@ -21,6 +21,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "ConnectionFailedError",
+    "ConversationBusyError",
     "EventTooLargeError",
     "FileUploadError",
     "FlowithError",
@@ -188,6 +189,11 @@ class GenerationError(FlowithError):
         self.error = redact(error, ())
         self.error_type = error_type
         self.node_id = node_id
+
+
+class ConversationBusyError(FlowithError):
+    """A turn of the conversation is still in progress: turns hang one under
+    another, so the next one waits for the last one's answer (await it first)."""
 
 
 class EventTooLargeError(FlowithError):

@@ -50,6 +50,7 @@ from flowith_proto.errors import (
     APIError,
     AuthenticationError,
     ConnectionFailedError,
+    ConversationBusyError,
     GenerationError,
     NotFoundError,
     ResponseDecodeError,
@@ -133,6 +134,22 @@ class Conversation:
     #: must not cover them).
     anchor: Position = _ROOT_ANCHOR
     turns_since_anchor: int = 0
+    #: A turn is running (see :func:`claim_turn`).
+    in_turn: bool = False
+
+
+def claim_turn(conversation: Conversation) -> None:
+    """Mark a turn of ``conversation`` as running, which the turn's operation undoes
+    however it ends. A second turn at once is refused: it would read the thread
+    before the first one's answer is in it, and the two would overwrite each
+    other's place in it (two conversations, or a turn hung under a node that
+    the other one's conversation does not hold)."""
+    if conversation.in_turn:
+        raise ConversationBusyError(
+            "a turn of this conversation is still in progress: await it before sending "
+            "the next one (or use another conversation for work at once)"
+        )
+    conversation.in_turn = True
 
 
 # -- reading a node's row ------------------------------------------------------
@@ -498,50 +515,54 @@ def send(
     :class:`GenerationOutput` per delta before returning the final one.
     """
     check_seconds("timeout", timeout)
-    started: float = yield Now()
-    deadline = started + (state.result_timeout if timeout is None else timeout)
-    chosen_model = model or conversation.model or state.default_model
+    claim_turn(conversation)
+    try:
+        started: float = yield Now()
+        deadline = started + (state.result_timeout if timeout is None else timeout)
+        chosen_model = model or conversation.model or state.default_model
 
-    rows = yield from begin_turn(
-        state,
-        conversation,
-        prompt,
-        deadline,
-        lambda timestamp: {
-            "title": "AI",
-            "value": "",
-            "mode": "General",
-            "timestamp": timestamp,
-            "isImage": False,
-            "model": chosen_model,
-            "status": "init",
-        },
-    )
-    conv_id, ai_node_id = rows.conv_id, rows.ai_node_id
-    content = _messages_content(prompt, images)
+        rows = yield from begin_turn(
+            state,
+            conversation,
+            prompt,
+            deadline,
+            lambda timestamp: {
+                "title": "AI",
+                "value": "",
+                "mode": "General",
+                "timestamp": timestamp,
+                "isImage": False,
+                "model": chosen_model,
+                "status": "init",
+            },
+        )
+        conv_id, ai_node_id = rows.conv_id, rows.ai_node_id
+        content = _messages_content(prompt, images)
 
-    messages = [*conversation.messages, {"role": "user", "content": content}]
-    yield Subscribe(ai_node_id, deadline=deadline)
-    yield from call(
-        state,
-        lambda e: e.start_completion(
-            model=chosen_model, messages=messages, node_id=ai_node_id, conv_id=conv_id
-        ),
-        deadline=deadline,
-    )
+        messages = [*conversation.messages, {"role": "user", "content": content}]
+        yield Subscribe(ai_node_id, deadline=deadline)
+        yield from call(
+            state,
+            lambda e: e.start_completion(
+                model=chosen_model, messages=messages, node_id=ai_node_id, conv_id=conv_id
+            ),
+            deadline=deadline,
+        )
 
-    result = yield from _await_text(
-        state,
-        node_id=ai_node_id,
-        conv_id=conv_id,
-        model=chosen_model,
-        deadline=deadline,
-        stream=stream,
-    )
-    conversation.turn += 1
-    conversation.messages = [*messages, {"role": "assistant", "content": result.text}]
-    conversation.last_ai_node_id = ai_node_id
-    return result
+        result = yield from _await_text(
+            state,
+            node_id=ai_node_id,
+            conv_id=conv_id,
+            model=chosen_model,
+            deadline=deadline,
+            stream=stream,
+        )
+        conversation.turn += 1
+        conversation.messages = [*messages, {"role": "assistant", "content": result.text}]
+        conversation.last_ai_node_id = ai_node_id
+        return result
+    finally:
+        conversation.in_turn = False
 
 
 def read_row(

@@ -41,6 +41,7 @@ from flowith_proto.generation import (
     Conversation,
     NodeDone,
     begin_turn,
+    claim_turn,
     failure,
     read_row,
 )
@@ -185,63 +186,67 @@ def generate_image(
 ) -> Operation[ImageOutput]:
     """Generate an image from ``prompt`` in ``conversation`` (created if needed)."""
     check_seconds("timeout", timeout)
-    started: float = yield Now()
-    deadline = started + (state.result_timeout if timeout is None else timeout)
-    chosen = _text(model) if model is not None else DEFAULT_IMAGE_MODEL
-    ratio = _text(aspect_ratio)
-    rows = yield from begin_turn(
-        state,
-        conversation,
-        prompt,
-        deadline,
-        lambda timestamp: {
-            "title": "AI",
-            "value": "",
-            "mode": "image_generation",
-            "timestamp": timestamp,
-            "isImage": True,
-            "model": chosen,
-            "status": "init",
-            "ratio": ratio,
-            "resolution": image_size,
-            "aspect_ratio": ratio,
-            "image_size": image_size,
-            "agent": agent,
-        },
-    )
-    conv_id, ai_node_id = rows.conv_id, rows.ai_node_id
-    yield Subscribe(ai_node_id, _MEDIA_CHANNELS, deadline)
-    yield from call(
-        state,
-        lambda e: e.start_image(
+    claim_turn(conversation)
+    try:
+        started: float = yield Now()
+        deadline = started + (state.result_timeout if timeout is None else timeout)
+        chosen = _text(model) if model is not None else DEFAULT_IMAGE_MODEL
+        ratio = _text(aspect_ratio)
+        rows = yield from begin_turn(
+            state,
+            conversation,
+            prompt,
+            deadline,
+            lambda timestamp: {
+                "title": "AI",
+                "value": "",
+                "mode": "image_generation",
+                "timestamp": timestamp,
+                "isImage": True,
+                "model": chosen,
+                "status": "init",
+                "ratio": ratio,
+                "resolution": image_size,
+                "aspect_ratio": ratio,
+                "image_size": image_size,
+                "agent": agent,
+            },
+        )
+        conv_id, ai_node_id = rows.conv_id, rows.ai_node_id
+        yield Subscribe(ai_node_id, _MEDIA_CHANNELS, deadline)
+        yield from call(
+            state,
+            lambda e: e.start_image(
+                model=chosen,
+                messages=[{"role": "user", "content": prompt}],
+                node_id=ai_node_id,
+                conv_id=conv_id,
+                aspect_ratio=ratio,
+                image_size=image_size,
+                agent=agent,
+            ),
+            deadline=deadline,
+        )
+        result = yield from _await_media(
+            state,
+            listen_id=ai_node_id,
+            node_id=ai_node_id,
             model=chosen,
-            messages=[{"role": "user", "content": prompt}],
+            kind="image",
+            deadline=deadline,
+        )
+        conversation.turn += 1
+        conversation.last_ai_node_id = ai_node_id
+        images = (GeneratedImage(url=result.url, model=result.model),) if result.url else ()
+        return ImageOutput(
+            images=images,
+            model=result.model,
             node_id=ai_node_id,
             conv_id=conv_id,
-            aspect_ratio=ratio,
-            image_size=image_size,
-            agent=agent,
-        ),
-        deadline=deadline,
-    )
-    result = yield from _await_media(
-        state,
-        listen_id=ai_node_id,
-        node_id=ai_node_id,
-        model=chosen,
-        kind="image",
-        deadline=deadline,
-    )
-    conversation.turn += 1
-    conversation.last_ai_node_id = ai_node_id
-    images = (GeneratedImage(url=result.url, model=result.model),) if result.url else ()
-    return ImageOutput(
-        images=images,
-        model=result.model,
-        node_id=ai_node_id,
-        conv_id=conv_id,
-        metadata=result.metadata,
-    )
+            metadata=result.metadata,
+        )
+    finally:
+        conversation.in_turn = False
 
 
 def generate_video(
@@ -260,62 +265,66 @@ def generate_video(
     ``image_url``); the server creates the video's node itself and may pick
     its id, which the operation then follows."""
     check_seconds("timeout", timeout)
-    started: float = yield Now()
-    deadline = started + (DEFAULT_VIDEO_TIMEOUT if timeout is None else timeout)
-    chosen = _text(model) if model is not None else DEFAULT_VIDEO_MODEL
-    # The server creates the video's node itself: no AI row here (ai_data None).
-    rows = yield from begin_turn(state, conversation, prompt, deadline, None)
-    conv_id, video_node_id = rows.conv_id, rows.ai_node_id
-    user_node_id, user_position = rows.user_node_id, rows.user_position
-    yield Subscribe(video_node_id, _MEDIA_CHANNELS, deadline)
-    response = yield from call(
-        state,
-        lambda e: e.start_video(
-            node_id=video_node_id,
+    claim_turn(conversation)
+    try:
+        started: float = yield Now()
+        deadline = started + (DEFAULT_VIDEO_TIMEOUT if timeout is None else timeout)
+        chosen = _text(model) if model is not None else DEFAULT_VIDEO_MODEL
+        # The server creates the video's node itself: no AI row here (ai_data None).
+        rows = yield from begin_turn(state, conversation, prompt, deadline, None)
+        conv_id, video_node_id = rows.conv_id, rows.ai_node_id
+        user_node_id, user_position = rows.user_node_id, rows.user_position
+        yield Subscribe(video_node_id, _MEDIA_CHANNELS, deadline)
+        response = yield from call(
+            state,
+            lambda e: e.start_video(
+                node_id=video_node_id,
+                model=chosen,
+                prompt=prompt,
+                image_url=image_url,
+                aspect_ratio=_text(aspect_ratio),
+                audio=audio,
+                resolution=resolution,
+                conv_id=conv_id,
+                parent_node_id=user_node_id,
+                position=Position(user_position.x, user_position.y + VIDEO_OFFSET),
+            ),
+            deadline=deadline,
+        )
+        body = response.json()
+        node_id = video_node_id
+        server_id = body.get("nodeId") if isinstance(body, Mapping) else None
+        if isinstance(server_id, str) and server_id and server_id != video_node_id:
+            try:
+                node_id = require_uuid(server_id, "nodeId")
+            except ValidationError:
+                # The job has started: say where it went rather than poll a node it is not.
+                raise ResponseDecodeError(
+                    f"/video/async named its video node {server_id!r}, which is not a UUID; the "
+                    f"video may still be generating in conversation {conv_id}",
+                    response.status,
+                    body=body,
+                ) from None
+            yield Alias(node_id, video_node_id)
+        result = yield from _await_media(
+            state,
+            listen_id=video_node_id,
+            node_id=node_id,
             model=chosen,
-            prompt=prompt,
-            image_url=image_url,
-            aspect_ratio=_text(aspect_ratio),
-            audio=audio,
-            resolution=resolution,
+            kind="video",
+            deadline=deadline,
+        )
+        conversation.turn += 1
+        conversation.last_ai_node_id = node_id
+        return VideoOutput(
+            video_url=result.url,
+            model=result.model,
+            node_id=node_id,
             conv_id=conv_id,
-            parent_node_id=user_node_id,
-            position=Position(user_position.x, user_position.y + VIDEO_OFFSET),
-        ),
-        deadline=deadline,
-    )
-    body = response.json()
-    node_id = video_node_id
-    server_id = body.get("nodeId") if isinstance(body, Mapping) else None
-    if isinstance(server_id, str) and server_id and server_id != video_node_id:
-        try:
-            node_id = require_uuid(server_id, "nodeId")
-        except ValidationError:
-            # The job has started: say where it went rather than poll a node it is not.
-            raise ResponseDecodeError(
-                f"/video/async named its video node {server_id!r}, which is not a UUID; the "
-                f"video may still be generating in conversation {conv_id}",
-                response.status,
-                body=body,
-            ) from None
-        yield Alias(node_id, video_node_id)
-    result = yield from _await_media(
-        state,
-        listen_id=video_node_id,
-        node_id=node_id,
-        model=chosen,
-        kind="video",
-        deadline=deadline,
-    )
-    conversation.turn += 1
-    conversation.last_ai_node_id = node_id
-    return VideoOutput(
-        video_url=result.url,
-        model=result.model,
-        node_id=node_id,
-        conv_id=conv_id,
-        metadata=result.metadata,
-    )
+            metadata=result.metadata,
+        )
+    finally:
+        conversation.in_turn = False
 
 
 def generate_title(

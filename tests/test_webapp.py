@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from flowith_proto.config import DEFAULT_SUPABASE_KEY
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
+    ConversationBusyError,
     NotFoundError,
     PermissionDeniedError,
     ValidationError,
@@ -49,6 +51,7 @@ from flowith_proto.fake import (
     Turn,
     chunk,
     complete,
+    pause,
     workflow_complete,
 )
 from flowith_proto.fake.postgrest import parse_timestamp
@@ -76,7 +79,7 @@ from flowith_proto.models import (
     VideoModel,
     VideoOutput,
 )
-from tests.conftest import MakeClient
+from tests.conftest import MakeClient, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -1269,3 +1272,36 @@ async def test_a_turn_in_a_conversation_that_does_not_exist_is_not_found(
             await client.generate("hi", conv_id=missing)
         with pytest.raises(NotFoundError):
             await client.start_conversation(conv_id=missing).send("hi")
+
+
+async def test_a_second_turn_at_once_is_refused_and_the_session_goes_on(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # Two sends at once made two conversations, kept one of the exchanges, and (on
+    # trio) left the session hanging its next turn under the other conversation's node.
+    fake.script(chunk("first answer"), pause(0.2), complete())
+    fake.script(chunk("third answer"), complete())
+    async with make_client() as client:
+        session = client.start_conversation()
+        outcomes: list[Any] = []
+
+        async def turn(start: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                outcomes.append(await start())
+            except ConversationBusyError as exc:
+                outcomes.append(exc)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(turn, lambda: session.send("first"))
+            await eventually(lambda: bool(fake.nodes))
+            group.start_soon(turn, lambda: session.send("second"))
+            group.start_soon(turn, lambda: session.generate_image("a fox"))
+        refused, first = outcomes[:2], outcomes[2]
+        assert [type(o) for o in refused] == [ConversationBusyError] * 2
+        assert "still in progress" in str(refused[0])
+        assert first.text == "first answer"
+        third = await session.send("third")
+    assert third.text == "third answer"
+    assert session.turn == 2
+    assert len(fake.conversations) == 1
+    assert fake.nodes[fake.nodes[third.node_id]["p_id"]]["p_id"] == first.node_id
