@@ -357,6 +357,9 @@ class FlowithClient(FlowithClientBase):
         task.add_done_callback(self._shielded_tasks.discard)
         return await asyncio.shield(task)
 
+    def _event_loop(self) -> object:
+        return asyncio.get_running_loop()
+
     async def _close_transport(self) -> None:
         if self._owns_http and self._http is not None:
             await self._http.close()

@@ -93,6 +93,16 @@ def _on_asyncio() -> bool:
         return False
 
 
+def running_loop() -> object:
+    """What identifies the running event loop: asyncio's loop, or trio's run."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio, the other event loop anyio runs on
+        import trio
+
+        return trio.lowlevel.current_trio_token()
+
+
 async def shielded(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``work`` to its end whatever befalls the caller.
 
@@ -419,6 +429,9 @@ class FlowithClient(FlowithClientBase):
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(function, *args)
+
+    def _event_loop(self) -> object:
+        return running_loop()
 
     async def _close_transport(self) -> None:
         if self._lanes is not None:  # the clients are ours (none was brought along)

@@ -27,7 +27,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from flowith_httpx.client import race, shielded
+from flowith_httpx.client import race, running_loop, shielded
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
 from flowith_proto.cassette import CassetteMismatch, decode_body
 from flowith_proto.effects import Operation
@@ -262,6 +262,9 @@ class ReplayClient(FlowithClientBase):
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(function, *args)
+
+    def _event_loop(self) -> object:
+        return running_loop()
 
     async def _close_transport(self) -> None:
         return None

@@ -249,6 +249,8 @@ class FlowithClientBase(WebAppMethods):
         self._flying: set[_Flight] = set()
         self._hub = StreamHub(self._open_channel, self._new_signal, self._now, self._race)
         self._closed = False
+        #: What identifies the event loop the client first ran in (see _other_loop).
+        self._loop: object | None = None
         #: The bodies of listeners and downloads in progress, which aclose() ends.
         self._open_bodies: set[ByteStream] = set()
         credentials = self._state.credentials
@@ -324,6 +326,11 @@ class FlowithClientBase(WebAppMethods):
     @abc.abstractmethod
     async def _close_transport(self) -> None:
         """Release the HTTP client if the client owns it."""
+
+    @abc.abstractmethod
+    def _event_loop(self) -> object:
+        """What identifies the event loop running the caller (asyncio's loop, trio's
+        run): a client's connections, tasks and timers belong to one."""
 
     # -- the driver ----------------------------------------------------------
 
@@ -502,9 +509,30 @@ class FlowithClientBase(WebAppMethods):
 
     def _check_open(self, cause: BaseException | None = None) -> None:
         """Raise "the client is closed" once :meth:`aclose` ran (from ``cause``:
-        a transport error that the closing itself brought about)."""
+        a transport error that the closing itself brought about), and refuse a
+        call from another event loop than the client's (see :meth:`_other_loop`)."""
         if self._closed:
             raise FlowithError("the client is closed") from cause
+        other = self._other_loop()
+        if other is not None:
+            raise other
+
+    def _other_loop(self) -> FlowithError | None:
+        """The error of a call from another event loop than the one the client
+        first ran in, else ``None``. Its connections, tasks and timers belong to that
+        loop: from another one each library fails in its own way, deep inside
+        (``Event loop is closed``, a lock bound to another loop), or worse, works once
+        and then breaks the client for its own loop."""
+        loop = self._event_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif loop is not self._loop:
+            return FlowithError(
+                "this client belongs to the event loop it first ran in (an asyncio.run() "
+                "or trio.run() that has ended, or another thread's): make a client in each "
+                "event loop, and close it there"
+            )
+        return None
 
     # -- what operations draw: overridable so a replay can hand back a recording --
     # ``operation`` is the drawing operation's name (see _operation_name).
@@ -683,7 +711,12 @@ class FlowithClientBase(WebAppMethods):
         """Close the shared stream and, if the client created it, the HTTP client."""
         if self._closed:
             return
+        other = self._other_loop()
         self._closed = True  # from here no new request, and no second close
+        if other is not None:  # its connections went with its loop: nothing to close here
+            if self._recorder is not None:
+                self._recorder.close()
+            raise other
         try:
             # A refresh whose caller left (cancelled) still has the server's answer
             # to adopt and hand on: the server spent the old token. (A closer

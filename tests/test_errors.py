@@ -315,3 +315,65 @@ def test_usable_base_urls_are_kept(url: str) -> None:
     from flowith_proto.config import FlowithConfig
 
     assert FlowithConfig(edge_url=url + "/").edge_url == url
+
+
+# The misuse leaves the first loop's connections open when that loop ends: their
+# sockets warn as they are collected.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_client_used_from_another_event_loop_says_so() -> None:
+    """A client belongs to the event loop it first ran in. From another one, each
+    transport failed deep inside in its own way (``Event loop is closed``, a lock of
+    the other loop), or, from a second thread's loop, worked once and then broke
+    the client for its own loop."""
+    import gc
+    import threading
+
+    import anyio
+    import anyio.to_thread
+
+    import flowith_aiohttp
+    import flowith_httpx
+    from flowith_httpx.fake_server import FakeFlowithServer
+    from flowith_proto.errors import FlowithError
+    from flowith_proto.fake import FakeFlowith
+
+    fake = FakeFlowith()
+    ready = threading.Event()
+    stop = threading.Event()
+    urls: list[str] = []
+
+    async def serve() -> None:
+        async with FakeFlowithServer(fake) as server:
+            urls.append(server.url)
+            ready.set()
+            await anyio.to_thread.run_sync(stop.wait)
+
+    serving = threading.Thread(target=anyio.run, args=(serve,))
+    serving.start()
+    try:
+        ready.wait(10)
+        cases: list[tuple[Any, list[str]]] = [
+            (flowith_httpx.FlowithClient, ["asyncio", "asyncio", "trio"]),
+            (flowith_httpx.FlowithClient, ["trio", "asyncio"]),
+            (flowith_aiohttp.FlowithClient, ["asyncio", "asyncio"]),
+        ]
+        for client_class, backends in cases:
+            client = client_class(fake.token, edge_url=urls[0], supabase_url=urls[0])
+
+            async def credits(client: Any = client) -> int:
+                return len(await client.get_credits())
+
+            assert anyio.run(credits, backend=backends[0]) >= 1
+            for backend in backends[1:]:
+                with pytest.raises(FlowithError, match="belongs to the event loop it first ran"):
+                    anyio.run(credits, backend=backend)
+            with pytest.raises(FlowithError, match="belongs to the event loop it first ran"):
+                anyio.run(client.aclose, backend=backends[-1])
+            with pytest.raises(FlowithError, match=r"^the client is closed$"):
+                anyio.run(credits, backend=backends[0])
+            del client, credits
+            gc.collect()  # the first loop's sockets warn here, under this test's filters
+    finally:
+        stop.set()
+        serving.join(10)
