@@ -21,11 +21,12 @@ started on an existing conversation first reads its thread (:func:`resume`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -134,22 +135,27 @@ class Conversation:
     #: must not cover them).
     anchor: Position = _ROOT_ANCHOR
     turns_since_anchor: int = 0
-    #: A turn is running (see :func:`claim_turn`).
+    #: A turn is running (see :func:`one_turn`).
     in_turn: bool = False
 
 
-def claim_turn(conversation: Conversation) -> None:
-    """Mark a turn of ``conversation`` as running, which the turn's operation undoes
-    however it ends. A second turn at once is refused: it would read the thread
-    before the first one's answer is in it, and the two would overwrite each
-    other's place in it (two conversations, or a turn hung under a node that
-    the other one's conversation does not hold)."""
+@contextlib.contextmanager
+def one_turn(conversation: Conversation) -> Iterator[None]:
+    """Mark a turn of ``conversation`` as running while the block runs (in a turn's
+    operation: until it ends, however it ends). A second turn at once is refused:
+    it would read the thread before the first one's answer is in it, and the two
+    would overwrite each other's place in it (two conversations, or a turn hung
+    under a node that the other one's conversation does not hold)."""
     if conversation.in_turn:
         raise ConversationBusyError(
             "a turn of this conversation is still in progress: await it before sending "
             "the next one (or use another conversation for work at once)"
         )
     conversation.in_turn = True
+    try:
+        yield
+    finally:
+        conversation.in_turn = False
 
 
 # -- reading a node's row ------------------------------------------------------
@@ -515,8 +521,7 @@ def send(
     :class:`GenerationOutput` per delta before returning the final one.
     """
     check_seconds("timeout", timeout)
-    claim_turn(conversation)
-    try:
+    with one_turn(conversation):
         started: float = yield Now()
         deadline = started + (state.result_timeout if timeout is None else timeout)
         chosen_model = model or conversation.model or state.default_model
@@ -561,8 +566,6 @@ def send(
         conversation.messages = [*messages, {"role": "assistant", "content": result.text}]
         conversation.last_ai_node_id = ai_node_id
         return result
-    finally:
-        conversation.in_turn = False
 
 
 def read_row(

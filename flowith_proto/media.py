@@ -41,8 +41,8 @@ from flowith_proto.generation import (
     Conversation,
     NodeDone,
     begin_turn,
-    claim_turn,
     failure,
+    one_turn,
     read_row,
 )
 from flowith_proto.models import GeneratedImage, ImageOutput, VideoOutput
@@ -186,8 +186,7 @@ def generate_image(
 ) -> Operation[ImageOutput]:
     """Generate an image from ``prompt`` in ``conversation`` (created if needed)."""
     check_seconds("timeout", timeout)
-    claim_turn(conversation)
-    try:
+    with one_turn(conversation):
         started: float = yield Now()
         deadline = started + (state.result_timeout if timeout is None else timeout)
         chosen = _text(model) if model is not None else DEFAULT_IMAGE_MODEL
@@ -245,8 +244,6 @@ def generate_image(
             conv_id=conv_id,
             metadata=result.metadata,
         )
-    finally:
-        conversation.in_turn = False
 
 
 def generate_video(
@@ -265,8 +262,7 @@ def generate_video(
     ``image_url``); the server creates the video's node itself and may pick
     its id, which the operation then follows."""
     check_seconds("timeout", timeout)
-    claim_turn(conversation)
-    try:
+    with one_turn(conversation):
         started: float = yield Now()
         deadline = started + (DEFAULT_VIDEO_TIMEOUT if timeout is None else timeout)
         chosen = _text(model) if model is not None else DEFAULT_VIDEO_MODEL
@@ -323,8 +319,6 @@ def generate_video(
             conv_id=conv_id,
             metadata=result.metadata,
         )
-    finally:
-        conversation.in_turn = False
 
 
 def generate_title(
