@@ -150,27 +150,45 @@ class _RequestBody(httpx.AsyncByteStream):
     """A request body httpx sends without an async generator of its own.
 
     httpx wraps a body in a generator, and httpcore, cancelled while it sends
-    one, leaves it suspended: trio warns as it collects it. A plain iterator
-    leaves nothing to collect (a streamed body's own generator is closed by
-    :meth:`~flowith_proto.abc.FlowithClientBase._wired`).
+    one, leaves it suspended: trio warns as it collects it. Plain iterators
+    leave nothing to collect (a streamed body's own generator is closed by
+    :meth:`~flowith_proto.abc.FlowithClientBase._wired`). Bytes can be sent
+    again (an auth flow of an ``http_client`` you bring may resend a request);
+    a streamed body, as in httpx, only once.
     """
 
-    __slots__ = ("_body",)
+    __slots__ = ("_body", "_sent")
 
     def __init__(self, body: bytes | AsyncIterator[bytes] | None) -> None:
         self._body = body
+        self._sent = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
+        body = self._body
+        if body is None or isinstance(body, bytes):
+            return _Once(body)
+        if self._sent:
+            raise httpx.StreamConsumed()
+        self._sent = True
+        return body
+
+
+class _Once:
+    """An async iterator over one piece of bytes (none for ``None``)."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: bytes | None) -> None:
+        self._body = body
+
+    def __aiter__(self) -> _Once:
         return self
 
     async def __anext__(self) -> bytes:
-        body = self._body
+        body, self._body = self._body, None
         if body is None:
             raise StopAsyncIteration
-        if isinstance(body, bytes):
-            self._body = None
-            return body
-        return await body.__anext__()
+        return body
 
 
 def _with_body(

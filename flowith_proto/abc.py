@@ -22,6 +22,7 @@ import copy
 import functools
 import inspect
 import logging
+import math
 import os
 import random
 import time
@@ -221,9 +222,10 @@ class FlowithClientBase(WebAppMethods):
         stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT,
     ) -> None:
         check_seconds("timeout", timeout)
-        check_seconds("result_timeout", result_timeout)
+        check_seconds("result_timeout", result_timeout, endless=True)
         check_seconds("poll_interval", poll_interval)
-        check_seconds("stream_idle_timeout", stream_idle_timeout)  # None: no watchdog
+        # None (or infinity): no watchdog.
+        check_seconds("stream_idle_timeout", stream_idle_timeout, endless=True)
         self._state = ClientState(
             config=FlowithConfig(
                 edge_url=edge_url,
@@ -242,7 +244,7 @@ class FlowithClientBase(WebAppMethods):
         self.timeout = timeout
         #: Seconds of silence (not even a heartbeat) after which a live stream's
         #: connection is taken for dead (see :mod:`flowith_proto.silence`).
-        self.stream_idle_timeout = stream_idle_timeout
+        self.stream_idle_timeout = None if stream_idle_timeout == math.inf else stream_idle_timeout
         self._on_token_refresh = on_token_refresh
         self._refreshing: _Flight | None = None
         #: Refreshes whose tokens are not yet adopted and handed on: aclose() waits.
@@ -372,6 +374,7 @@ class FlowithClientBase(WebAppMethods):
         (an HTML page from a proxy, say) is a :class:`ResponseDecodeError`.
         A ``live`` stream (one of the user's event streams) is watched for
         silence, under the recorder so that a cassette holds the break."""
+        self._check_open()
         recorder = self._recorder
         # A shared stream is no one operation's: recorded under no name.
         number = 0 if recorder is None else recorder.request(request, "")
@@ -967,9 +970,10 @@ class FlowithClientBase(WebAppMethods):
                 "the client is closed: a result's save() downloads through the client that "
                 "returned it, so save before closing it (or use an open client's download(url))"
             )
+        self._check_open()  # from another event loop, say
         # Absolute, so that the caller gets an absolute path back.
         request = download_request(self._state.config, url)  # checks the URL first
-        check_seconds("timeout", timeout)
+        check_seconds("timeout", timeout, endless=True)
         folder = Path(await self._to_thread(os.path.abspath, path))
         name = safe_filename(url, filename, default_name)
         target = Path(target_inside(folder, name))
@@ -1038,7 +1042,7 @@ class FlowithClientBase(WebAppMethods):
         self, channel: str, *, raw: bool, timeout: float | None
     ) -> AsyncGenerator[dict[str, Any], None]:
         self._check_open()
-        check_seconds("timeout", timeout)
+        check_seconds("timeout", timeout, endless=True)
         deadline = None if timeout is None else self._now() + timeout
         stream = await self._open_live(
             functools.partial(self._live_request, channel), deadline, media_type="text/event-stream"

@@ -64,20 +64,22 @@ class EdgeAuth(str, enum.Enum):
     BEARER = "bearer"
 
 
-def check_seconds(name: str, value: float | None) -> None:
-    """Refuse a duration that no clock can wait: not a number, not positive, or
-    not finite. An endless or NaN deadline never passes, and each transport would
-    fail on it in its own way (aiohttp cannot round infinity; anyio refuses NaN)."""
+def check_seconds(name: str, value: float | None, *, endless: bool = False) -> None:
+    """Refuse a duration that no clock can wait: not a number, not positive, NaN
+    (a deadline that never passes, and never says so), or infinite unless
+    ``endless`` (a whole call's or a listening window's limit, where infinity means
+    none; never for one request's, which each transport cannot wait without a
+    limit: httpx hung, aiohttp could not round it)."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(
             f"{name} must be a number of seconds, not {value!r}", status_code=None
         )
-    if not 0 < value < math.inf:
+    if math.isnan(value) or value <= 0 or (math.isinf(value) and not endless):
+        what = "positive number" if endless else "positive, finite number"
         raise ValidationError(
-            f"{name} must be a positive, finite number of seconds, got {value!r}",
-            status_code=None,
+            f"{name} must be a {what} of seconds, got {value!r}", status_code=None
         )
 
 

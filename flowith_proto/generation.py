@@ -520,7 +520,7 @@ def send(
     row creation and polling included. With ``stream`` the operation emits a
     :class:`GenerationOutput` per delta before returning the final one.
     """
-    check_seconds("timeout", timeout)
+    check_seconds("timeout", timeout, endless=True)
     with one_turn(conversation):
         started: float = yield Now()
         deadline = started + (state.result_timeout if timeout is None else timeout)

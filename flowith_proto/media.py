@@ -185,7 +185,7 @@ def generate_image(
     timeout: float | None = None,
 ) -> Operation[ImageOutput]:
     """Generate an image from ``prompt`` in ``conversation`` (created if needed)."""
-    check_seconds("timeout", timeout)
+    check_seconds("timeout", timeout, endless=True)
     with one_turn(conversation):
         started: float = yield Now()
         deadline = started + (state.result_timeout if timeout is None else timeout)
@@ -261,7 +261,7 @@ def generate_video(
     """Generate a video from ``prompt`` (and optionally a first frame,
     ``image_url``); the server creates the video's node itself and may pick
     its id, which the operation then follows."""
-    check_seconds("timeout", timeout)
+    check_seconds("timeout", timeout, endless=True)
     with one_turn(conversation):
         started: float = yield Now()
         deadline = started + (DEFAULT_VIDEO_TIMEOUT if timeout is None else timeout)

@@ -24,6 +24,12 @@ def _positive(_instance: object, attribute: attrs.Attribute[float], value: float
     check_seconds(attribute.name, value)
 
 
+def _positive_or_endless(
+    _instance: object, attribute: attrs.Attribute[float], value: float
+) -> None:
+    check_seconds(attribute.name, value, endless=True)
+
+
 @attrs.define
 class ClientState:
     """The mutable state every operation of one client shares.
@@ -36,7 +42,7 @@ class ClientState:
     config: FlowithConfig = attrs.field(factory=FlowithConfig)
     credentials: Credentials = attrs.field(factory=Credentials)
     #: Seconds a generation may take, end to end, unless the call says otherwise.
-    result_timeout: float = attrs.field(default=120.0, validator=_positive)
+    result_timeout: float = attrs.field(default=120.0, validator=_positive_or_endless)
     #: Seconds between two reads of a node's row while falling back to polling.
     poll_interval: float = attrs.field(default=2.0, validator=_positive)
     #: Seconds a generation waits on a stream that says nothing about its node

@@ -555,13 +555,17 @@ async def test_soak_200_concurrent_generations_with_faults(
     assert _our_tasks() == tasks_before
 
 
-_CALLS_WITH_TIMEOUTS: dict[str, Any] = {
+#: Calls whose timeout bounds requests, and calls whose timeout bounds the whole call
+#: or a listening window (where infinity means no limit).
+_REQUEST_TIMEOUTS: dict[str, Any] = {
     "get_credits": lambda c, t: c.get_credits(timeout=t),
+    "upload_file": lambda c, t: c.upload_file(data=b"x", filename="a.txt", timeout=t),
+    "refresh_access_token": lambda c, t: c.refresh_access_token(timeout=t),
+}
+_WHOLE_CALL_TIMEOUTS: dict[str, Any] = {
     "generate": lambda c, t: c.generate("hi", timeout=t),
     "generate_image": lambda c, t: c.generate_image("a cat", timeout=t),
     "generate_video": lambda c, t: c.generate_video("a cat", timeout=t),
-    "upload_file": lambda c, t: c.upload_file(data=b"x", filename="a.txt", timeout=t),
-    "refresh_access_token": lambda c, t: c.refresh_access_token(timeout=t),
     "download": lambda c, t: c.download("https://cdn.flowith.net/a.png", "out", timeout=t),
     "stream_user_sse": lambda c, t: c.stream_user_sse(timeout=t).__anext__(),
 }
@@ -569,19 +573,39 @@ _CALLS_WITH_TIMEOUTS: dict[str, Any] = {
 
 @pytest.mark.parametrize("seconds", [float("inf"), float("nan"), 0, -1.0, "5", True])
 async def test_a_timeout_no_clock_can_wait_is_refused_before_anything_is_sent(
-    fake: FakeFlowith, make_client: Any, tmp_path: Path, seconds: Any
+    fake: FakeFlowith, make_client: Any, seconds: Any
 ) -> None:
     # Infinity hung httpx and overflowed aiohttp; NaN was refused by anyio only, and a
-    # generation given NaN never timed out.
+    # generation given NaN never timed out. Infinity means no limit for a whole call.
+    refused = dict(_REQUEST_TIMEOUTS)
+    if seconds != float("inf"):
+        refused.update(_WHOLE_CALL_TIMEOUTS)
     async with make_client(refresh_token=fake.refresh_token) as client:
-        for name, start in _CALLS_WITH_TIMEOUTS.items():
+        for name, start in refused.items():
             with pytest.raises(ValidationError, match=r"^timeout must be a") as info:
                 await start(client, seconds)
             assert isinstance(info.value, ValueError), name
     assert fake.requests == []
-    for option in ("timeout", "result_timeout", "poll_interval", "stream_idle_timeout"):
+    options = ["timeout", "poll_interval"]
+    if seconds != float("inf"):
+        options += ["result_timeout", "stream_idle_timeout"]
+    for option in options:
         with pytest.raises(ValueError, match=rf"^{option} must be a"):
             make_client(**{option: seconds})
+
+
+async def test_an_endless_whole_call_timeout_means_no_limit(
+    fake: FakeFlowith, make_client: Any
+) -> None:
+    # It worked before the checks came, and it still does.
+    fake.script(chunk("no hurry"), complete())
+    endless = float("inf")
+    async with make_client(result_timeout=endless, stream_idle_timeout=endless) as client:
+        assert client.stream_idle_timeout is None
+        assert (await client.generate("hi", timeout=endless)).text == "no hurry"
+        async with contextlib.aclosing(client.stream_user_sse(timeout=endless)) as frames:
+            async for _ in frames:
+                break
 
 
 async def test_text_passed_as_upload_data_is_refused_before_anything_is_sent(

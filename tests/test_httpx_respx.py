@@ -502,3 +502,34 @@ def test_a_transport_error_without_words_still_says_what_happened() -> None:
 
     error = _transport_error(httpx.ReadError(""))
     assert str(error) == "ReadError: the connection broke or was closed"
+
+
+async def test_a_request_body_can_be_sent_again_by_your_clients_auth_flow() -> None:
+    """An auth flow may resend a request (a challenge answered): the body goes again,
+    whole (it went once only, and h11 refused the short second one)."""
+
+    class Challenged(httpx.Auth):
+        def auth_flow(self, request: httpx.Request) -> Any:
+            response = yield request
+            if response.status_code == 401:
+                request.headers["x-answer"] = "1"
+                yield request
+
+    bodies: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        if "x-answer" not in request.headers:
+            return httpx.Response(401, json={"message": "challenge"})
+        return httpx.Response(200, json=[{"id": CONV}])
+
+    with respx.mock() as router:
+        router.patch(url__startswith=f"{SB}/rest/v1/conversation").mock(side_effect=answer)
+        async with (
+            httpx.AsyncClient(auth=Challenged()) as mine,
+            client(http_client=mine) as flowith,
+        ):
+            await flowith.rename_conversation(CONV, "renamed")
+    assert len(bodies) == 2
+    assert bodies[0] == bodies[1]
+    assert json.loads(bodies[1])["title"] == "renamed"
