@@ -111,8 +111,15 @@ def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError:
 
 def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
     """The answer's headers, names lower-cased as httpx gives them (a cassette
-    recorded on either transport is then the same)."""
-    return tuple((name.lower(), value) for name, value in answer.headers.items())
+    recorded on either transport is then the same), after the cookies its
+    redirects set: the session keeps those too, so the client must know them to
+    hide their values."""
+    hops = tuple(
+        ("set-cookie", value)
+        for hop in answer.history
+        for value in hop.headers.getall("Set-Cookie", ())
+    )
+    return hops + tuple((name.lower(), value) for name, value in answer.headers.items())
 
 
 class _Body:

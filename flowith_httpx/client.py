@@ -200,6 +200,17 @@ def _with_body(
     return outgoing
 
 
+def _headers(answer: httpx.Response) -> tuple[tuple[str, str], ...]:
+    """The answer's headers, after the cookies its redirects set: the client keeps
+    those too, so it must know them to hide their values."""
+    hops = tuple(
+        ("set-cookie", value)
+        for hop in answer.history
+        for value in hop.headers.get_list("set-cookie")
+    )
+    return hops + tuple(answer.headers.multi_items())
+
+
 #: Chunks a stream's pump may read ahead of its readers (each at most 64 KiB).
 _READ_AHEAD = 4
 #: The pumps running on asyncio: the loop keeps only weak references to tasks.
@@ -401,7 +412,7 @@ class FlowithClient(FlowithClientBase):
             raise progress.timed_out(limit) from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc, progress) from exc
-        return Response(answer.status_code, tuple(answer.headers.multi_items()), answer.content)
+        return Response(answer.status_code, _headers(answer), answer.content)
 
     def _client_for(self, body: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:
         """The client to send on: a lane for a short request on our own connections.
@@ -437,7 +448,7 @@ class FlowithClient(FlowithClientBase):
             raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc) from exc
-        return answer.status_code, tuple(answer.headers.multi_items()), _Body(answer)
+        return answer.status_code, _headers(answer), _Body(answer)
 
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         return await race(jobs)

@@ -117,6 +117,39 @@ async def test_a_download_follows_the_cdns_redirect_on_every_transport(
     assert fake.requests_to("GET", "/f/new/photo.png")
 
 
+async def test_a_cookie_set_on_a_redirect_is_hidden_too(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    # The transport keeps it as it follows the redirect; only the last answer's
+    # cookies were learned, so an error echoing the request showed it.
+    cookie = "RedirectCookie123456"
+    moved = fake.add_file("/f/new/photo.png", b"the real bytes", "image/png")
+    old = fake.file_url("/f/old/photo.png")
+    fake.fail_next(
+        1,
+        302,
+        path="/f/old/photo.png",
+        headers=[("Location", moved), ("Set-Cookie", f"cdn={cookie}; Path=/")],
+    )
+    fake.fail_next(1, 400, path="/user/credits", body={"message": f"you sent cdn={cookie}"})
+    async with make_client(max_retries=0) as client:
+        await client.download(old, tmp_path)
+        with pytest.raises(APIError) as caught:
+            await client.get_credits()
+    assert cookie not in f"{caught.value} {caught.value.body!r}"
+    assert fake.requests_to("GET", "/user/credits")[0].header("cookie") == f"cdn={cookie}"
+
+
+async def test_an_echoed_cookie_header_is_hidden_however_short_its_values(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.fail_next(1, 400, body={"message": "you sent\nCookie: sid=A7x; theme=dark\nHost: x"})
+    async with make_client(max_retries=0) as client:
+        with pytest.raises(APIError) as caught:
+            await client.get_credits()
+    assert caught.value.body == {"message": "you sent\nCookie: [REDACTED]\nHost: x"}
+
+
 async def test_retry_after_is_honoured_on_a_rate_limited_write(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
@@ -165,7 +198,7 @@ async def test_cookie_values_the_server_set_are_hidden_like_tokens(
     fake.fail_next(
         1, 500, body={"message": "first"}, headers=[("Set-Cookie", f"sb-session={cookie}; Path=/")]
     )
-    fake.fail_next(1, 500, body={"message": f"upstream saw Cookie: sb-session={cookie}"})
+    fake.fail_next(1, 500, body={"message": f"upstream saw sb-session={cookie}"})
     cassette = tmp_path / "cookie.jsonl"
     async with make_client(max_retries=0, record_to=cassette) as client:
         errors = []
@@ -173,7 +206,7 @@ async def test_cookie_values_the_server_set_are_hidden_like_tokens(
             with pytest.raises(APIError) as info:
                 await client.get_credits()
             errors.append(info.value)
-    assert errors[1].body == {"message": "upstream saw Cookie: sb-session=[REDACTED]"}
+    assert errors[1].body == {"message": "upstream saw sb-session=[REDACTED]"}
     for error in errors:
         assert cookie not in f"{error} {error!r} {error.body!r} {error.args!r}"
     assert cookie not in cassette.read_text(encoding="utf-8")
