@@ -412,6 +412,12 @@ class FlowithClient(FlowithClientBase):
             raise progress.timed_out(limit) from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc, progress) from exc
+        except httpx.StreamConsumed as exc:  # a RuntimeError, not an httpx.HTTPError
+            raise ConnectionFailedError(
+                "the upload's body was sent once and cannot be sent again (an auth flow of "
+                "the http_client you brought asked for it)",
+                request_sent=True,
+            ) from exc
         return Response(answer.status_code, _headers(answer), answer.content)
 
     def _client_for(self, body: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:

@@ -270,7 +270,8 @@ class FlowithClientBase(WebAppMethods):
                 secrets=self._secrets,
                 settings={
                     "timeout": timeout,
-                    "result_timeout": result_timeout,
+                    # JSON has no infinity: null is no limit.
+                    "result_timeout": None if result_timeout == math.inf else result_timeout,
                     "poll_interval": poll_interval,
                     "max_retries": max_retries,
                 },
@@ -715,11 +716,9 @@ class FlowithClientBase(WebAppMethods):
         if self._closed:
             return
         other = self._other_loop()
-        self._closed = True  # from here no new request, and no second close
-        if other is not None:  # its connections went with its loop: nothing to close here
-            if self._recorder is not None:
-                self._recorder.close()
+        if other is not None:  # its connections are its loop's: close it there
             raise other
+        self._closed = True  # from here no new request, and no second close
         try:
             # A refresh whose caller left (cancelled) still has the server's answer
             # to adopt and hand on: the server spent the old token. (A closer

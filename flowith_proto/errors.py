@@ -235,9 +235,6 @@ BEARER = re.compile(
     r"(\bBearer[ \t]+)(?:(?=[\w.~+/=-]*[\d._~+/=-])[\w.~+/=-]{8,}|[\w.~+/=-]{20,})",
     re.IGNORECASE,
 )
-#: A ``Cookie:`` or ``Set-Cookie:`` header echoed in a message (group 2 its value):
-#: masked whole in error messages, whatever the length of the values in it.
-_COOKIE_HEADER = re.compile(r"""(\b(?:set-)?cookie:[ \t]*)([^\r\n"'\\]+)""", re.IGNORECASE)
 #: The password of a URL's user info (``http://alice:<password>@proxy``); group 2.
 #: The user part holds no ``[``, so an IPv6 host (``http://[::1]:80``) is no user.
 URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/?#\s:@'\"\[\]]*:)([^/?#\s'\"]+)(?=@)")
@@ -276,10 +273,10 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every non-trivial secret in it replaced by ``[REDACTED]``, and
     what looks like a credential the client never held too: JWTs, the values of
     credential-named fields (``"refresh_token":"..."``, escaped or not) and URL
-    parameters (``?access_token=...``, an OAuth ``code``), a URL's password, what
-    an echoed ``Cookie:`` header holds, and the credential after ``Bearer``. For
-    error messages and bodies: a token the server just issued, or one the caller
-    passed in, is masked before anyone learns it."""
+    parameters (``?access_token=...``, an OAuth ``code``), a URL's password and
+    the credential after ``Bearer``. For error messages and bodies: a token the
+    server just issued, or one the caller passed in, is masked before anyone
+    learns it."""
     for secret in secrets:
         if len(secret) >= MIN_SECRET_LENGTH and secret in text:
             text = text.replace(secret, _REDACTED)
@@ -288,7 +285,6 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     text = CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)
     text = ESCAPED_CREDENTIAL_FIELD.sub(rf'\1{_REDACTED}\\"', text)
     text = mask_url_credentials(text, _REDACTED)
-    text = _COOKIE_HEADER.sub(rf"\1{_REDACTED}", text)
     return BEARER.sub(rf"\1{_REDACTED}", text)
 
 

@@ -30,7 +30,7 @@ class Recorder:
         edge_url: str,
         supabase_url: str,
         secrets: Iterable[str],
-        settings: Mapping[str, float] | None = None,
+        settings: Mapping[str, float | None] | None = None,
     ) -> None:
         self.scrubber = Scrubber()
         self.scrubber.learn(secrets)

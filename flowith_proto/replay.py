@@ -10,6 +10,7 @@ what it sends. The async replay client (``flowith_httpx.testing``) and
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -68,10 +69,10 @@ _VALUE_KINDS = ("clock", "wallclock", "id", "jitter")
 
 #: The settings a cassette's header records, and the values each may take.
 _SETTINGS = {
-    "timeout": lambda value: value > 0,
-    "result_timeout": lambda value: value > 0,
-    "poll_interval": lambda value: value > 0,
-    "max_retries": lambda value: value >= 0 and value == int(value),
+    "timeout": lambda value: 0 < value < math.inf,
+    "result_timeout": lambda value: value > 0,  # null, read as infinity: no limit
+    "poll_interval": lambda value: 0 < value < math.inf,
+    "max_retries": lambda value: 0 <= value < math.inf and value == int(value),
 }
 
 
@@ -79,13 +80,17 @@ def _recorded_settings(header: Mapping[str, Any]) -> dict[str, float]:
     settings = header.get("settings", {})
     if not isinstance(settings, dict):
         raise CassetteError("the cassette header's 'settings' must be an object")
+    recorded: dict[str, float] = {}
     for name, value in settings.items():
         usable = _SETTINGS.get(name)
         if usable is None:
             continue  # a later version's: this one does not use it
+        if value is None and name == "result_timeout":
+            value = math.inf
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not usable(value):
             raise CassetteError(f"the cassette header's {name!r} is not usable: {value!r}")
-    return {name: value for name, value in settings.items() if name in _SETTINGS}
+        recorded[name] = value
+    return recorded
 
 
 class Tape:

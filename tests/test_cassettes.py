@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -149,6 +150,25 @@ def test_a_replay_polls_and_retries_as_the_recording_did(tmp_path: Path) -> None
     assert overridden.timeout == 4
     assert overridden._state.poll_interval == 1.5
     assert overridden._state.retry.max_retries == 0
+
+
+def test_an_endless_result_timeout_is_recorded_as_json_null(tmp_path: Path) -> None:
+    # JSON has no infinity: json.dumps wrote Infinity, which strict readers refuse.
+    cassette = tmp_path / "endless.jsonl"
+
+    async def record_nothing() -> None:
+        async with FlowithClient("t", user_id="u", result_timeout=math.inf, record_to=cassette):
+            pass
+
+    anyio.run(record_nothing)
+    header = json.loads(cassette.read_text().splitlines()[0], parse_constant=_refuse)
+    assert header["settings"]["result_timeout"] is None
+    assert Tape(cassette).state().result_timeout == math.inf
+    assert ReplayClient(cassette)._state.result_timeout == math.inf
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"not JSON: {constant}")
 
 
 @pytest.mark.parametrize(

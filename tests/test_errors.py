@@ -373,10 +373,9 @@ def test_a_client_used_from_another_event_loop_says_so(tmp_path: Path) -> None:
                 for call in (credits, download):
                     with pytest.raises(FlowithError, match="belongs to the event loop it first"):
                         anyio.run(call, backend=backend)
-            with pytest.raises(FlowithError, match="belongs to the event loop it first ran"):
-                anyio.run(client.aclose, backend=backends[-1])
-            with pytest.raises(FlowithError, match=r"^the client is closed$"):
-                anyio.run(credits, backend=backends[0])
+            for _ in range(2):  # refused, so the client stays open for its own loop to close
+                with pytest.raises(FlowithError, match="belongs to the event loop it first ran"):
+                    anyio.run(client.aclose, backend=backends[-1])
             assert list(tmp_path.iterdir()) == []  # nothing was downloaded
             assert not [r for r in fake.requests if r.path == "/f/a/b.bin"]
             del client, credits, download, call

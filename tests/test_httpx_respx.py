@@ -533,3 +533,22 @@ async def test_a_request_body_can_be_sent_again_by_your_clients_auth_flow() -> N
     assert len(bodies) == 2
     assert bodies[0] == bodies[1]
     assert json.loads(bodies[1])["title"] == "renamed"
+
+
+async def test_an_upload_an_auth_flow_sends_again_fails_with_a_typed_error() -> None:
+    """A streamed body goes once (as in httpx): a second send is a FlowithError, not
+    httpx's bare StreamConsumed."""
+
+    class Twice(httpx.Auth):
+        def auth_flow(self, request: httpx.Request) -> Any:
+            yield request
+            yield request
+
+    with respx.mock() as router:
+        router.post(url__regex=r".*/file/store.*").respond(200, json={"url": "https://cdn/x"})
+        async with (
+            httpx.AsyncClient(auth=Twice()) as mine,
+            client(http_client=mine) as flowith,
+        ):
+            with pytest.raises(ConnectionFailedError, match="cannot be sent again"):
+                await flowith.upload_file(data=b"hello", filename="a.txt")
