@@ -287,14 +287,19 @@ class FlowithClient(FlowithClientBase):
             return
         if self._turns is None:
             self._turns = asyncio.Semaphore(REQUESTS_AT_ONCE)
-        started = self._now()
-        try:
-            await _before(started + limit, self._turns.acquire())
-        except asyncio.TimeoutError as exc:
-            raise waited_for_turn(limit, REQUESTS_AT_ONCE) from exc
-        try:
+        if not self._turns.locked():  # a turn is free: taken at once, no timer to set
+            await self._turns.acquire()
+            left = limit
+        else:
+            started = self._now()
+            try:
+                await _before(started + limit, self._turns.acquire())
+            except asyncio.TimeoutError as exc:
+                raise waited_for_turn(limit, REQUESTS_AT_ONCE) from exc
             # Never 0: to aiohttp, a total of 0 means no limit at all.
-            yield max(limit - (self._now() - started), 1e-3)
+            left = max(limit - (self._now() - started), 1e-3)
+        try:
+            yield left
         finally:
             self._turns.release()
 
