@@ -127,7 +127,11 @@ class ResponseDecodeError(APIError):
     """
 
     def __init__(self, message: str, status_code: int | None = None, *, body: Any = None) -> None:
-        super().__init__(redact(message, ()), status_code, body=_redact_values(body, []))
+        try:
+            kept = _redact_values(body, [])
+        except RecursionError:  # legal JSON, nested deeper than Python recurses
+            kept = _TOO_DEEP
+        super().__init__(redact(message, ()), status_code, body=kept)
 
 
 class ConnectionFailedError(FlowithError):
@@ -327,6 +331,10 @@ def _decode_body(body: bytes, secrets: list[str]) -> Any:
         return _redact_values(decoded, secrets)
     except (ValueError, RecursionError):  # not JSON, or nested too deeply
         return text
+
+
+#: What an error keeps of a body nested too deeply to walk.
+_TOO_DEEP = "[a JSON value nested too deeply to keep]"
 
 
 def _redact_values(value: Any, secrets: list[str]) -> Any:

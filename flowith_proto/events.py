@@ -166,9 +166,10 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _node_id(event: Mapping[str, Any]) -> str:
-    value = event.get("nodeId", event.get("node_id"))
-    return value if isinstance(value, str) else ""
+def _node_id(event: Mapping[str, Any]) -> Any:
+    """The event's node id as sent (``nodeId``, else ``node_id``; a null one is none)."""
+    value = event.get("nodeId")
+    return event.get("node_id") if value is None else value
 
 
 def is_failure(status: Any, error: Any, error_type: Any) -> bool:
@@ -231,10 +232,14 @@ def parse_event(payload: Any) -> FlowithEvent:
     node_id = _node_id(event)
     kind = event.get("type")
     status = event.get("status")
+    if node_id is not None and not isinstance(node_id, str):
+        return MalformedEvent("", f"'nodeId' is not a string: {_text(node_id)}", _text(event))
     if not node_id:
         if status == "connected" and kind is None:
             return Connected(event)
         return UnknownEvent("", event)
+    if kind is not None and not isinstance(kind, str):
+        return MalformedEvent(node_id, f"'type' is not a string: {_text(kind)}", _text(event))
     conv_id = _text(event.get("convId", event.get("conv_id")))
     if kind == "chunks":
         chunks = event.get("chunks")
@@ -296,4 +301,7 @@ def decode_event(data: str) -> FlowithEvent:
         return MalformedEvent("", "not JSON", data)
     except RecursionError:  # nested deeper than Python's recursion limit
         return MalformedEvent("", "JSON nested too deeply", data)
-    return parse_event(payload)
+    try:
+        return parse_event(payload)
+    except RecursionError:  # a value quoted in the event's description, nested as deep
+        return MalformedEvent("", "JSON nested too deeply", data)

@@ -297,3 +297,56 @@ def test_a_terminal_event_whose_result_is_not_text_is_malformed_not_empty(
     assert isinstance(event, MalformedEvent)
     assert event.node_id == NODE
     assert "is not text" in event.reason
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"nodeId": NODE, "type": ["x"]}, "'type' is not a string"),
+        ({"nodeId": NODE, "type": {"kind": "chunks"}}, "'type' is not a string"),
+        ({"nodeId": 123, "type": "chunks", "chunks": ["a"]}, "'nodeId' is not a string"),
+        ({"nodeId": ["n"], "type": "complete"}, "'nodeId' is not a string"),
+    ],
+)
+def test_fields_of_the_wrong_type_make_a_malformed_event(
+    fields: dict[str, Any], reason: str
+) -> None:
+    # A list as 'type' raised TypeError (unhashable) out of the decoder, and a number as
+    # 'nodeId' passed for an event of no node, dropped without a word.
+    event = decode_event(json.dumps(fields))
+    assert isinstance(event, MalformedEvent)
+    assert event.reason.startswith(reason)
+
+
+def test_a_null_node_id_defers_to_node_id() -> None:
+    event = decode_event(json.dumps({"nodeId": None, "node_id": NODE, "type": "chunks",
+                                     "chunks": ["a"]}))
+    assert isinstance(event, Chunks)
+    assert event.node_id == NODE
+
+
+def test_a_frame_of_the_wrong_shape_costs_no_event_after_it() -> None:
+    router = StreamRouter()
+    router.demux.subscribe(NODE)
+    frames = [
+        {"nodeId": NODE, "type": "chunks", "chunks": ["a"]},
+        {"nodeId": "someone-else", "type": ["x"]},
+        {"nodeId": NODE, "type": "chunks", "chunks": ["b"]},
+    ]
+    router.feed(b"".join(b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames))
+    first, second = router.demux.pop(NODE), router.demux.pop(NODE)
+    assert isinstance(first, Chunks)
+    assert isinstance(second, Chunks)
+    assert [first.chunks, second.chunks] == [("a",), ("b",)]
+
+
+def test_an_answer_nested_deeper_than_python_recurses_is_still_a_decode_error() -> None:
+    # Legal JSON (json.loads takes it) that the error's redaction could not walk: it
+    # raised RecursionError instead of ResponseDecodeError.
+    from flowith_proto.convert import structure_row
+    from flowith_proto.models import ConversationRecord
+
+    deep = json.loads('{"id": ' + "[" * 900 + "]" * 900 + "}")
+    with pytest.raises(ResponseDecodeError) as caught:
+        structure_row(deep, ConversationRecord)
+    assert caught.value.body == "[a JSON value nested too deeply to keep]"
