@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import enum
+import importlib
 import inspect
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +159,79 @@ def render() -> tuple[str, list[str]]:
         _doc(replay),
         "",
     ]
+    lines += _core_sections(missing)
     text = "\n".join(lines).rstrip() + "\n"
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
     return text, missing
+
+
+#: The core's modules a user of the core drives directly: decoding and routing a
+#: stream, operations and their effects, typed rows, requests, and replays.
+CORE_MODULES = (
+    "flowith_proto.sse",
+    "flowith_proto.events",
+    "flowith_proto.demux",
+    "flowith_proto.stream",
+    "flowith_proto.thinking",
+    "flowith_proto.effects",
+    "flowith_proto.state",
+    "flowith_proto.request",
+    "flowith_proto.convert",
+    "flowith_proto.generation",
+    "flowith_proto.media",
+    "flowith_proto.queries",
+    "flowith_proto.uploads",
+    "flowith_proto.calls",
+    "flowith_proto.replay",
+    "flowith_proto.cassette",
+)
+
+
+def _core_sections(missing: list[str]) -> list[str]:
+    """Each core module's docstring and its public names (``__all__``)."""
+    lines = [
+        "# The sans-I/O core (`flowith_proto`)",
+        "",
+        "No event loop, socket or clock: the transports above are drivers of these.",
+        "",
+    ]
+    for module_name in CORE_MODULES:
+        module = importlib.import_module(module_name)
+        lines += [f"## `{module_name}`", "", _doc(module), ""]
+        if not _doc(module):
+            missing.append(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            title = f"{module_name}.{name}"
+            if inspect.isclass(obj):
+                lines += [f"### `{_signature(name, obj)}`", "", _doc(obj), ""]
+                if attrs.has(obj):
+                    fields = ", ".join(
+                        f.alias or f.name for f in attrs.fields(obj) if not f.name.startswith("_")
+                    )
+                    lines += [f"Fields: {fields}.", ""] if fields else []
+                for method, member in _methods(obj):
+                    if method not in vars(obj):
+                        continue
+                    target = member.fget if isinstance(member, property) else member
+                    if not _doc(target):
+                        continue  # attrs-made and dunder-like helpers say nothing new
+                    heading = (
+                        f"{name}.{method}"
+                        if isinstance(member, property)
+                        else _signature(f"{name}.{method}", target)
+                    )
+                    lines += [f"#### `{heading}`", "", _doc(target), ""]
+            elif callable(obj) and typing.get_origin(obj) is None:
+                lines += [f"### `{_signature(name, obj)}`", "", _doc(obj), ""]
+            else:  # a constant, or a type alias
+                shown = _annotation(obj) if typing.get_origin(obj) is not None else repr(obj)
+                lines += [f"### `{name}` = `{shown}`", ""]
+                continue
+            if not _doc(obj):
+                missing.append(title)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -322,6 +322,8 @@ def _messages_content(prompt: str, images: Sequence[str] | None) -> str | list[d
 
 
 def created_conversation_id(body: Any) -> str:
+    """The id of the conversation row an insert returned (PostgREST's list of one row,
+    or the row); a body without one is a :class:`ResponseDecodeError`."""
     row = body[0] if isinstance(body, list) and body else body
     conv_id = row.get("id") if isinstance(row, Mapping) else None
     if not isinstance(conv_id, str) or not conv_id:
@@ -694,6 +696,7 @@ def _from_row(
 
 
 def failure(node_id: str, status: str, error: str, error_type: str) -> GenerationError:
+    """The error a node's failure raises, from what its event or row says of it."""
     reason = error or status or "unknown error"
     suffix = f" ({error_type})" if error_type else ""
     return GenerationError(

@@ -107,6 +107,8 @@ def credits(state: ClientState, *, timeout: float | None = None) -> Operation[li
 def list_models(
     state: ClientState, *, logo: bool, desc: bool, timeout: float | None = None
 ) -> Operation[list[ModelInfo]]:
+    """The models the web app offers (``logo`` and ``desc`` add their logos and
+    descriptions)."""
     body = yield from json_body(state, lambda e: e.models(logo=logo, desc=desc), timeout=timeout)
     return structure_models(body)
 
@@ -118,6 +120,7 @@ def list_templates(
     page_size: int,
     timeout: float | None = None,
 ) -> Operation[list[TemplateRecord]]:
+    """One page of the web app's templates, of one type or all."""
     body = yield from json_body(
         state,
         lambda e: e.templates(template_type=template_type, page_size=page_size),
