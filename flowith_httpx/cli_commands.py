@@ -112,7 +112,11 @@ class CommandParser(argparse.ArgumentParser):
     failure prints (instead of a usage block)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"flowith: {message} (see '{self.prog} --help')\n")
+        # argparse quotes the arguments it refused, and a token put in the wrong place
+        # is one of them: masked as everywhere else, with the environment's tokens.
+        tokens = [os.environ.get(name, "") for name in ("FLOWITH_TOKEN", "FLOWITH_REFRESH_TOKEN")]
+        shown = _JWT.sub("[REDACTED]", redact(message, tokens))
+        self.exit(EXIT_USAGE, f"flowith: {shown} (see '{self.prog} --help')\n")
 
 
 def check_choices(transport: str, backend: str) -> None:

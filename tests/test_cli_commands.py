@@ -771,3 +771,19 @@ def test_a_token_no_header_can_carry_is_a_usage_error(cli: CLI) -> None:
     done = cli("credits", token="abc\x01def")
     assert done.code == 2
     assert done.error_lines == ["flowith: the token holds a character no HTTP header can carry"]
+
+
+def test_a_token_put_where_an_argument_goes_is_not_echoed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # argparse quotes what it refuses: the whole JWT went to stderr.
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJlLXZhbHVl"
+    refresh = "opaque-refresh-0001"
+    monkeypatch.setenv("FLOWITH_REFRESH_TOKEN", refresh)
+    for argv in (["models", token], [token], ["--edge-auth", token, "models"], ["models", refresh]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("flowith: ")
+        assert token not in err
+        assert refresh not in err
+        assert "[REDACTED]" in err
