@@ -101,6 +101,15 @@ FLOWITH_EDGE_URL, FLOWITH_SUPABASE_URL, FLOWITH_EDGE_AUTH.
 #: Access tokens (JWTs) are masked in all output even when not known as secrets.
 _JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]+")
 _CONTROL = re.compile(r"\s+")
+#: Control characters left once whitespace is collapsed (an escape sequence in a
+#: title the server holds would drive the terminal): shown as U+FFFD instead.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line, its whitespace collapsed and control characters shown as
+    U+FFFD, so text from the server cannot move the cursor or recolour the terminal."""
+    return _UNPRINTABLE.sub("\ufffd", _CONTROL.sub(" ", text).strip())
 
 
 class UsageError(Exception):
@@ -526,6 +535,10 @@ class Output:
 
     @property
     def width(self) -> int:
+        """The terminal's width; no limit when stdout is not a terminal (a file, a
+        pipe: cut text would be lost there for good)."""
+        if not self.out.isatty():
+            return sys.maxsize
         return max(shutil.get_terminal_size((100, 24)).columns, 40)
 
     def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
@@ -540,7 +553,7 @@ class Output:
         pad = max((len(k) for k in keys), default=0) + 2
         for key, value in zip(keys, values.values(), strict=True):
             text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            text = self.scrub(text)  # before wrapping cuts a token into lines
+            text = _printable(self.scrub(text))  # scrubbed before wrapping cuts a token
             lead = f"{key + ':':<{pad}}"
             wrapped = textwrap.wrap(
                 text, self.width, initial_indent=lead, subsequent_indent=" " * pad
@@ -551,20 +564,22 @@ class Output:
 def _cell(value: Any) -> str:
     if value is None:
         return ""
-    return _CONTROL.sub(" ", str(value)).strip()
+    return _printable(str(value))
 
 
 def render_table(headers: Sequence[str], rows: list[list[str]], width: int) -> list[str]:
-    """Columns padded to line up; the widest column is cut (with "…") until
-    the table fits ``width``."""
+    """Columns padded to line up; the widest column is cut (with "…") until the
+    table fits ``width``, but never the ``ID`` column: ids are what one pastes into
+    the next command (``--conv``, ``rename``, ``--model``)."""
     cells = [[_cell(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
         for index, cell in enumerate(row):
             widths[index] = max(widths[index], len(cell))
     gap = 2
-    while sum(widths) + gap * (len(widths) - 1) > width:
-        widest = max(range(len(widths)), key=lambda i: widths[i])
+    cuttable = [i for i, header in enumerate(headers) if header != "ID"]
+    while cuttable and sum(widths) + gap * (len(widths) - 1) > width:
+        widest = max(cuttable, key=lambda i: widths[i])
         if widths[widest] <= 8:
             break
         widths[widest] -= 1
@@ -585,7 +600,7 @@ def _number(value: float) -> str:
 
 
 def _excerpt(text: str, size: int = 240) -> str:
-    flat = _CONTROL.sub(" ", text).strip()
+    flat = _printable(text)
     return flat if len(flat) <= size else flat[: size - 1] + "…"
 
 
@@ -911,7 +926,7 @@ async def _conversations(ctx: Context, args: argparse.Namespace) -> int:
             if ctx.settings.json:
                 out.document(_conversation_json(record))
             else:
-                out.line(f"renamed {record.conv_id}: {record.title}")
+                out.line(f"renamed {record.conv_id}: {_cell(record.title)}")
         else:
             await client.get_conversation(args.conv_id)  # a missing one is an error, not a no-op
             await client.delete_conversation(args.conv_id)
@@ -1097,7 +1112,7 @@ def exit_code(error: BaseException) -> int | None:
 
 
 def _message(error: BaseException) -> str:
-    text = _CONTROL.sub(" ", str(error)).strip()
+    text = _printable(str(error))
     if isinstance(error, builtins.TimeoutError) and not text:
         text = "timed out"
     return text or type(error).__name__

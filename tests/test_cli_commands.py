@@ -617,6 +617,15 @@ def test_tables_fit_the_width() -> None:
     assert lines[2].index("short") == lines[0].index("TEXT")
 
 
+def test_a_table_never_cuts_its_ids() -> None:
+    # Ids are pasted into the next command: a cut one is useless.
+    conv = "3405095c-8a50-46c1-ac18-8efbd08c1e21"
+    lines = render_table(("ID", "TITLE"), [[conv, "word " * 40]], 50)
+    assert conv in lines[1]
+    assert lines[1].endswith("…")
+    assert render_table(("ID",), [[conv * 3]], 40)[1] == conv * 3
+
+
 # -- the real process ----------------------------------------------------------------------------
 
 
@@ -787,3 +796,19 @@ def test_a_token_put_where_an_argument_goes_is_not_echoed(
         assert token not in err
         assert refresh not in err
         assert "[REDACTED]" in err
+
+
+def test_text_from_the_server_cannot_drive_the_terminal() -> None:
+    # A title holding an escape sequence reached the terminal as is.
+    lines = render_table(("ID", "TITLE"), [["a", "x\x1b[31mred\x07"]], 80)
+    assert "\x1b" not in lines[1]
+    assert "\x07" not in lines[1]
+    assert lines[1].endswith("x\ufffd[31mred\ufffd")
+
+
+def test_a_table_written_to_a_pipe_is_never_cut() -> None:
+    from flowith_httpx.cli_commands import Output
+
+    out = io.StringIO()
+    Output(out, io.StringIO(), lambda: ()).table(("ID", "TITLE"), [["a", "word " * 100]])
+    assert out.getvalue().splitlines()[1].rstrip().endswith("word")
