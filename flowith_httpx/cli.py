@@ -33,6 +33,7 @@ credential is ever printed.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import sys
@@ -253,6 +254,14 @@ def _without_cassette_verb(argv: list[str], verb: str, cassette: str) -> list[st
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowith`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if sys.stdout is None:  # started with stdout closed (flowith ... >&-)
+        print("flowith: standard output is closed", file=sys.stderr or sys.__stderr__)
+        return EXIT_LOCAL
+    for stream in (sys.stdout, sys.stderr):
+        # A character the terminal's encoding lacks (PYTHONIOENCODING=ascii, a legacy
+        # console) is written escaped, not a UnicodeEncodeError ending the run.
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
     try:
         args = _parser().parse_args(argv)
         if args.command in ("record", "replay"):

@@ -977,7 +977,12 @@ class FlowithClientBase(WebAppMethods):
         name = safe_filename(url, filename, default_name)
         target = Path(target_inside(folder, name))
         deadline = None if timeout is None else self._now() + timeout
-        await self._to_thread(functools.partial(folder.mkdir, parents=True, exist_ok=True))
+        try:
+            await self._to_thread(functools.partial(folder.mkdir, parents=True, exist_ok=True))
+        except FileExistsError:  # a file, not a folder: overwrite= is no cure for that
+            raise NotADirectoryError(
+                f"cannot save into {os.fspath(folder)!r}: it is a file, not a folder"
+            ) from None
         if not overwrite and await self._to_thread(os.path.lexists, target):
             raise _exists(target)
         body = await self._open_event_stream(request, deadline)

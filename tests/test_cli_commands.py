@@ -812,3 +812,34 @@ def test_a_table_written_to_a_pipe_is_never_cut() -> None:
     out = io.StringIO()
     Output(out, io.StringIO(), lambda: ()).table(("ID", "TITLE"), [["a", "word " * 100]])
     assert out.getvalue().splitlines()[1].rstrip().endswith("word")
+
+
+def test_process_writes_what_the_terminal_cannot_encode_escaped(served: Served) -> None:
+    # PYTHONIOENCODING=ascii (a legacy console): a UnicodeEncodeError traceback ended
+    # the run after the conversation was made, its id never shown.
+    served.fake.script(chunk("日本 🎉 answered"), complete())
+    env = {
+        "FLOWITH_TOKEN": served.fake.token,
+        "FLOWITH_EDGE_URL": served.url,
+        "FLOWITH_SUPABASE_URL": served.url,
+        "PYTHONIOENCODING": "ascii",
+    }
+    done = _run(["chat", "日本 🎉"], env)
+    assert done.returncode == 0, done.stderr
+    assert "\\u65e5\\u672c \\U0001f389 answered" in done.stdout
+
+
+def test_process_with_stdout_closed_says_so(served: Served) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flowith_httpx", "models"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+        # Python sets sys.stdout to None when file descriptor 1 is closed.
+        preexec_fn=lambda: os.close(1),
+        env={**os.environ, "FLOWITH_TOKEN": served.fake.token},
+    )
+    assert done.returncode == 1
+    assert done.stderr == "flowith: standard output is closed\n"

@@ -642,3 +642,17 @@ async def test_text_passed_as_upload_data_is_refused_before_anything_is_sent(
         record = await client.upload_file(data=bytearray(b"hello"), filename="a.txt")
     assert record.url
     assert [r.path for r in fake.requests] == ["/file/store"]
+
+
+async def test_saving_into_a_file_says_it_is_not_a_folder(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    # mkdir's FileExistsError read as "pass overwrite" (the CLI said so): no cure.
+    url = fake.add_file("/f/a/photo.png", b"bytes", "image/png")
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    async with make_client() as client:
+        with pytest.raises(NotADirectoryError, match="it is a file, not a folder"):
+            await client.download(fake.file_url("/f/a/photo.png"), afile, overwrite=True)
+    assert afile.read_text() == "mine"
+    assert url
