@@ -39,6 +39,7 @@ import attrs
 from flowith_httpx import doctor
 from flowith_proto.abc import FlowithClientBase
 from flowith_proto.auth import header_safe
+from flowith_proto.cassette import CassetteError, CassetteMismatch
 from flowith_proto.config import DEFAULT_EDGE_URL, DEFAULT_SUPABASE_URL
 from flowith_proto.errors import (
     AuthenticationError,
@@ -418,12 +419,12 @@ def write_tokens(path: Path, access_token: str, refresh_token: str) -> None:
 def _read_tokens(path: Path) -> tuple[str, str]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read the tokens in {path}: {type(exc).__name__}") from None
+    except (OSError, ValueError) as exc:  # a local file that cannot be read: exit 1
+        raise OSError(f"cannot read the tokens in {path}: {type(exc).__name__}") from None
     access = data.get("access_token") if isinstance(data, dict) else None
     refresh = data.get("refresh_token", "") if isinstance(data, dict) else None
     if not isinstance(access, str) or not access or not isinstance(refresh, str):
-        raise UsageError(f"{path} does not hold {{'access_token', 'refresh_token'}} strings")
+        raise OSError(f"{path} does not hold {{'access_token', 'refresh_token'}} strings")
     return access, refresh
 
 
@@ -837,8 +838,11 @@ def _media_result(
 
 
 async def _upload(ctx: Context, args: argparse.Namespace) -> int:
-    if not await anyio.Path(args.file).is_file():
-        raise UsageError(f"no such file: {args.file}")
+    file = anyio.Path(args.file)
+    if await file.is_dir():
+        raise IsADirectoryError(f"{args.file} is a folder, not a file")
+    if not await file.is_file():
+        raise FileNotFoundError(f"no such file: {args.file}")
     async with ctx.client() as client:
         record = await client.upload_file(args.file)
     if ctx.settings.json:
@@ -1104,6 +1108,8 @@ def exit_code(error: BaseException) -> int | None:
         return EXIT_AUTH
     if isinstance(error, ConnectionFailedError):
         return EXIT_CONNECTION
+    if isinstance(error, CassetteError) and not isinstance(error, CassetteMismatch):
+        return EXIT_LOCAL  # a cassette that cannot be read is a local file
     if isinstance(error, (FlowithError, builtins.TimeoutError)):
         return EXIT_API
     if isinstance(error, OSError):
@@ -1143,6 +1149,9 @@ def run_command(
     except UsageError as exc:
         err_stream.write(f"flowith: {exc}\n")
         return EXIT_USAGE
+    except OSError as exc:  # the token file cannot be read
+        err_stream.write(f"flowith: {_message(exc)}\n")
+        return EXIT_LOCAL
     tokens = Tokens(settings.token, settings.refresh_token, settings.save_tokens, err_stream)
     out = Output(out_stream, err_stream, lambda: tokens.secrets)
     ctx = Context(settings, tokens, out)

@@ -411,9 +411,13 @@ def test_upload_prints_the_cdn_url(cli: CLI, served: Served, tmp_path: Path) -> 
     assert url.endswith("/notes.txt")
     files = served.call(lambda: served.fake.files)
     assert files[url[len(served.url) :]][0] == b"hello CDN"
+    # A local file that cannot be read is exit 1, as the help says (it was 2).
     missing = cli("upload", str(tmp_path / "absent.txt"))
-    assert missing.code == 2
+    assert missing.code == 1
     assert missing.error_lines == [f"flowith: no such file: {tmp_path / 'absent.txt'}"]
+    folder = cli("upload", str(tmp_path))
+    assert folder.code == 1
+    assert folder.error_lines == [f"flowith: {tmp_path} is a folder, not a file"]
 
 
 # -- conversations ---------------------------------------------------------------------------------
@@ -590,11 +594,11 @@ def test_renewal_without_save_tokens_warns(cli: CLI, served: Served) -> None:
     assert "pass --save-tokens FILE" in done.err
 
 
-def test_a_broken_token_file_is_a_usage_error(cli: CLI, tmp_path: Path) -> None:
+def test_a_broken_token_file_is_a_local_file_error(cli: CLI, tmp_path: Path) -> None:
     store = tmp_path / "tokens.json"
     store.write_text("{not json")
     done = cli("credits", "--save-tokens", str(store))
-    assert done.code == 2
+    assert done.code == 1
     assert done.error_lines == [f"flowith: cannot read the tokens in {store}: JSONDecodeError"]
 
 
@@ -843,3 +847,14 @@ def test_process_with_stdout_closed_says_so(served: Served) -> None:
     )
     assert done.returncode == 1
     assert done.stderr == "flowith: standard output is closed\n"
+
+
+def test_a_cassette_that_cannot_be_read_is_a_local_file_error(
+    cli: CLI, tmp_path: Path
+) -> None:
+    # It was exit 4, the code of a server's error.
+    cassette = tmp_path / "notes.txt"
+    cassette.write_text("not a cassette\n")
+    done = cli("replay", str(cassette), "chat", "hi")
+    assert done.code == 1
+    assert done.error_lines[0].startswith("flowith: the cassette header is not JSON")
