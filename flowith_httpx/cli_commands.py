@@ -536,16 +536,16 @@ class Output:
 
     @property
     def width(self) -> int:
-        """The terminal's width; no limit when stdout is not a terminal (a file, a
-        pipe: cut text would be lost there for good)."""
-        if not self.out.isatty():
-            return sys.maxsize
+        """Where text wraps: the terminal's width, else 100 columns."""
         return max(shutil.get_terminal_size((100, 24)).columns, 40)
 
     def table(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
         # Scrubbed before any cell is cut: a cut token no longer looks like one.
         cells = [[self.scrub(_cell(c)) for c in row] for row in rows]
-        for text in render_table(headers, cells, self.width):
+        # Cut to the terminal's width; in a file or a pipe, where a cut is lost for
+        # good, not at all.
+        width = self.width if self.out.isatty() else sys.maxsize
+        for text in render_table(headers, cells, width):
             self.line(text)
 
     def fields(self, values: Mapping[str, Any]) -> None:

@@ -523,6 +523,12 @@ def send(
     :class:`GenerationOutput` per delta before returning the final one.
     """
     check_seconds("timeout", timeout, endless=True)
+    if not isinstance(prompt, str) or not (prompt.strip() or images):
+        # Refused before any row is made: it left an empty conversation behind.
+        raise ValidationError(
+            f"prompt must be text with something in it (or images), not {prompt!r}",
+            status_code=None,
+        )
     with one_turn(conversation):
         started: float = yield Now()
         deadline = started + (state.result_timeout if timeout is None else timeout)

@@ -656,3 +656,18 @@ async def test_saving_into_a_file_says_it_is_not_a_folder(
             await client.download(fake.file_url("/f/a/photo.png"), afile, overwrite=True)
     assert afile.read_text() == "mine"
     assert url
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n"])
+async def test_an_empty_prompt_is_refused_before_anything_is_sent(
+    fake: FakeFlowith, make_client: MakeClient, prompt: str
+) -> None:
+    # It made a conversation, sent an empty message and printed the empty answer.
+    async with make_client() as client:
+        with pytest.raises(ValidationError, match="prompt must be text with something in it"):
+            await client.generate(prompt)
+        session = client.start_conversation()
+        with pytest.raises(ValidationError):
+            await session.send(prompt)
+        assert session.turn == 0
+    assert fake.requests == []
