@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import textwrap
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, TypeVar
@@ -568,15 +569,40 @@ def _cell(value: Any) -> str:
     return _printable(str(value))
 
 
+def _columns(text: str) -> int:
+    """The columns ``text`` takes on a terminal: two for a wide (CJK) character,
+    none for a combining mark, one for the rest."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def _fit(text: str, size: int) -> str:
+    """``text`` cut (with "…") to ``size`` columns, then padded to them."""
+    if _columns(text) > size:
+        kept = []
+        used = 1  # the "…"
+        for character in text:
+            width = _columns(character)
+            if used + width > size:
+                break
+            kept.append(character)
+            used += width
+        text = "".join(kept) + "…"
+    return text + " " * (size - _columns(text))
+
+
 def render_table(headers: Sequence[str], rows: list[list[str]], width: int) -> list[str]:
-    """Columns padded to line up; the widest column is cut (with "…") until the
-    table fits ``width``, but never the ``ID`` column: ids are what one pastes into
-    the next command (``--conv``, ``rename``, ``--model``)."""
+    """Columns padded to line up (in terminal columns: a CJK character takes two);
+    the widest column is cut (with "…") until the table fits ``width``, but never the
+    ``ID`` column: ids are what one pastes into the next command (``--conv``,
+    ``rename``, ``--model``)."""
     cells = [[_cell(c) for c in row] for row in rows]
-    widths = [len(h) for h in headers]
+    widths = [_columns(h) for h in headers]
     for row in cells:
         for index, cell in enumerate(row):
-            widths[index] = max(widths[index], len(cell))
+            widths[index] = max(widths[index], _columns(cell))
     gap = 2
     cuttable = [i for i, header in enumerate(headers) if header != "ID"]
     while cuttable and sum(widths) + gap * (len(widths) - 1) > width:
@@ -584,13 +610,9 @@ def render_table(headers: Sequence[str], rows: list[list[str]], width: int) -> l
         if widths[widest] <= 8:
             break
         widths[widest] -= 1
-
-    def fit(text: str, size: int) -> str:
-        return text if len(text) <= size else text[: size - 1] + "…"
-
     lines = []
     for row in [list(headers), *cells]:
-        parts = [fit(cell, widths[i]).ljust(widths[i]) for i, cell in enumerate(row)]
+        parts = [_fit(cell, widths[i]) for i, cell in enumerate(row)]
         lines.append((" " * gap).join(parts).rstrip())
     return lines
 

@@ -858,3 +858,20 @@ def test_a_cassette_that_cannot_be_read_is_a_local_file_error(
     done = cli("replay", str(cassette), "chat", "hi")
     assert done.code == 1
     assert done.error_lines[0].startswith("flowith: the cassette header is not JSON")
+
+
+def test_wide_characters_keep_the_columns_aligned() -> None:
+    # Widths were counted in characters: a Japanese title pushed the next column right.
+    from flowith_httpx.cli_commands import _columns
+
+    rows = [["a", "京都旅行", "today"], ["b", "Kyoto", "now"]]
+    lines = render_table(("ID", "TITLE", "UPDATED"), rows, 80)
+
+    def column_of(line: str, word: str) -> int:
+        return _columns(line[: line.index(word)])
+
+    assert column_of(lines[1], "today") == column_of(lines[2], "now")
+    assert column_of(lines[1], "today") == column_of(lines[0], "UPDATED")
+    cut = render_table(("ID", "TITLE"), [["a", "日本語のとても長いタイトルです"]], 20)[1]
+    assert cut.endswith("…")
+    assert _columns(cut) <= 20
