@@ -407,8 +407,13 @@ class FlowithClient(FlowithClientBase):
                             _with_body(outgoing, body), follow_redirects=request.follow_redirects
                         )
         except builtins.TimeoutError as exc:
-            if not had_turn:  # say so: the server was never asked, and the cure is on this side
-                raise waited_for_turn(limit, LANES) from exc
+            if not had_turn:  # say so: the server was never asked
+                if self._lanes is not None and self._lanes.crowded:  # the cure is on this side
+                    raise waited_for_turn(limit, LANES) from exc
+                raise TimeoutError(
+                    f"request was not sent: its {limit:.3g}s ran out before it could start",
+                    request_sent=False,
+                ) from exc
             raise progress.timed_out(limit) from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc, progress) from exc

@@ -52,6 +52,11 @@ class Lanes:
         # request to the end on a socket nobody closes.
         self._out: set[anyio.CancelScope] = set()
 
+    @property
+    def crowded(self) -> bool:
+        """Every turn is taken: a request now waits for one."""
+        return self._turns is not None and self._turns.value == 0
+
     @contextlib.asynccontextmanager
     async def lane(self) -> AsyncIterator[httpx.AsyncClient]:
         """Wait for a turn, then lend a lane for one request."""

@@ -552,3 +552,15 @@ async def test_an_upload_an_auth_flow_sends_again_fails_with_a_typed_error() -> 
         ):
             with pytest.raises(ConnectionFailedError, match="cannot be sent again"):
                 await flowith.upload_file(data=b"hello", filename="a.txt")
+
+
+async def test_a_request_out_of_time_before_it_starts_does_not_blame_the_turns() -> None:
+    # With no crowd, a deadline too short to start the request said it "waited for its
+    # turn (the client sends 16 requests at once...)": advice that fixed nothing.
+    with respx.mock(assert_all_called=False) as router:
+        router.get(url__startswith=f"{SB}/rest/v1/conversation").respond(200, json=[])
+        async with client() as flowith:
+            with pytest.raises(TimeoutError, match=r"^request was not sent: its 1e-09s ran") as e:
+                await flowith.list_conversations(timeout=1e-9)
+    assert e.value.request_sent is False
+    assert "turn" not in str(e.value)
