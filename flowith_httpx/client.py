@@ -29,6 +29,7 @@ from flowith_proto.config import (
     DEFAULT_EDGE_URL,
     DEFAULT_SUPABASE_KEY,
     DEFAULT_SUPABASE_URL,
+    DEFAULT_TIMEOUT,
     EdgeAuth,
 )
 from flowith_proto.errors import ConnectionFailedError, TimeoutError, waited_for_turn
@@ -331,7 +332,7 @@ class FlowithClient(FlowithClientBase):
         edge_url: str = DEFAULT_EDGE_URL,
         supabase_url: str = DEFAULT_SUPABASE_URL,
         supabase_key: str = DEFAULT_SUPABASE_KEY,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         result_timeout: float = 120.0,
         poll_interval: float = 2.0,
         max_retries: int = 2,

@@ -30,6 +30,7 @@ import anyio.to_thread
 from flowith_httpx.client import race, running_loop, shielded
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
 from flowith_proto.cassette import CassetteMismatch, decode_body
+from flowith_proto.config import DEFAULT_TIMEOUT
 from flowith_proto.effects import Operation
 from flowith_proto.errors import ConnectionFailedError
 from flowith_proto.replay import ORDER, Tape, replay_operation
@@ -185,7 +186,9 @@ class ReplayClient(FlowithClientBase):
             refresh_token=recorded.credentials.refresh_token,
             edge_url=recorded.config.edge_url,
             supabase_url=recorded.config.supabase_url,
-            timeout=self._tape.settings.get("timeout", 30.0) if timeout is None else timeout,
+            timeout=(
+                self._tape.settings.get("timeout", DEFAULT_TIMEOUT) if timeout is None else timeout
+            ),
             result_timeout=(
                 recorded.result_timeout if result_timeout is None else result_timeout
             ),

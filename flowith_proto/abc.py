@@ -53,6 +53,7 @@ from flowith_proto.config import (
     DEFAULT_EDGE_URL,
     DEFAULT_SUPABASE_KEY,
     DEFAULT_SUPABASE_URL,
+    DEFAULT_TIMEOUT,
     EdgeAuth,
     FlowithConfig,
     check_seconds,
@@ -212,7 +213,7 @@ class FlowithClientBase(WebAppMethods):
         edge_url: str = DEFAULT_EDGE_URL,
         supabase_url: str = DEFAULT_SUPABASE_URL,
         supabase_key: str = DEFAULT_SUPABASE_KEY,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         result_timeout: float = 120.0,
         poll_interval: float = 2.0,
         max_retries: int = 2,
@@ -270,8 +271,7 @@ class FlowithClientBase(WebAppMethods):
                 secrets=self._secrets,
                 settings={
                     "timeout": timeout,
-                    # JSON has no infinity: null is no limit.
-                    "result_timeout": None if result_timeout == math.inf else result_timeout,
+                    "result_timeout": result_timeout,
                     "poll_interval": poll_interval,
                     "max_retries": max_retries,
                 },
@@ -338,7 +338,8 @@ class FlowithClientBase(WebAppMethods):
     # -- the driver ----------------------------------------------------------
 
     async def _open_channel(self, channel: str, deadline: float | None) -> ByteStream:
-        self._check_open()  # a generation that waited for another's connect, say
+        # _open_event_stream() checks the client is open (a generation that waited for
+        # another's connect, say) and in its own event loop.
         return await self._open_live(functools.partial(self._live_request, channel), deadline)
 
     def _live_request(self, channel: str) -> Request:

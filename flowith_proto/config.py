@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_EDGE_URL",
     "DEFAULT_SUPABASE_KEY",
     "DEFAULT_SUPABASE_URL",
+    "DEFAULT_TIMEOUT",
     "LEGACY_SUPABASE_ANON_KEY",
     "REQUESTS_AT_ONCE",
     "EdgeAuth",
@@ -35,6 +36,9 @@ __all__ = [
 #: same on aiohttp, so that swapping transports changes nothing. Event streams,
 #: downloads and uploads hold a connection for long and are not counted.
 REQUESTS_AT_ONCE = 16
+
+#: Seconds one HTTP request may take unless the client or the call says otherwise.
+DEFAULT_TIMEOUT = 30.0
 
 DEFAULT_EDGE_URL = "https://edge.flowith.io"
 DEFAULT_SUPABASE_URL = "https://aibdxsebwhalbnugsqel.supabase.co"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ class Recorder:
         edge_url: str,
         supabase_url: str,
         secrets: Iterable[str],
-        settings: Mapping[str, float | None] | None = None,
+        settings: Mapping[str, float] | None = None,
     ) -> None:
         self.scrubber = Scrubber()
         self.scrubber.learn(secrets)
@@ -44,8 +45,12 @@ class Recorder:
             refresh_token=has_refresh_token,
             edge_url=edge_url,
             supabase_url=supabase_url,
-            # A replay runs with them (its polls and retries are the recorded ones).
-            settings=dict(settings or {}),
+            # A replay runs with them (its polls and retries are the recorded ones);
+            # JSON has no infinity: an endless one is null.
+            settings={
+                name: None if value == math.inf else value
+                for name, value in (settings or {}).items()
+            },
         )
         self._sent = 0
 

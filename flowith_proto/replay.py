@@ -29,7 +29,7 @@ from flowith_proto.cassette import (
     read_cassette,
     request_record,
 )
-from flowith_proto.config import FlowithConfig
+from flowith_proto.config import FlowithConfig, check_seconds
 from flowith_proto.demux import StreamEnded
 from flowith_proto.effects import (
     DEADLINE,
@@ -67,13 +67,10 @@ REPLAY_REFRESH_TOKEN = "replayed-refresh-token"
 _VALUE_KINDS = ("clock", "wallclock", "id", "jitter")
 
 
-#: The settings a cassette's header records, and the values each may take.
-_SETTINGS = {
-    "timeout": lambda value: 0 < value < math.inf,
-    "result_timeout": lambda value: value > 0,  # null, read as infinity: no limit
-    "poll_interval": lambda value: 0 < value < math.inf,
-    "max_retries": lambda value: 0 <= value < math.inf and value == int(value),
-}
+#: The settings a cassette's header records; those that may be endless (recorded as
+#: ``null``: JSON has no infinity).
+_SETTINGS = ("timeout", "result_timeout", "poll_interval", "max_retries")
+_ENDLESS = frozenset({"result_timeout"})
 
 
 def _recorded_settings(header: Mapping[str, Any]) -> dict[str, float]:
@@ -82,13 +79,20 @@ def _recorded_settings(header: Mapping[str, Any]) -> dict[str, float]:
         raise CassetteError("the cassette header's 'settings' must be an object")
     recorded: dict[str, float] = {}
     for name, value in settings.items():
-        usable = _SETTINGS.get(name)
-        if usable is None:
+        if name not in _SETTINGS:
             continue  # a later version's: this one does not use it
-        if value is None and name == "result_timeout":
+        if value is None and name in _ENDLESS:
             value = math.inf
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not usable(value):
-            raise CassetteError(f"the cassette header's {name!r} is not usable: {value!r}")
+        try:
+            if name == "max_retries":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError
+            else:  # the client's own rule for durations
+                check_seconds(name, value, endless=name in _ENDLESS)
+        except ValueError:  # ValidationError is one
+            raise CassetteError(
+                f"the cassette header's {name!r} is not usable: {value!r}"
+            ) from None
         recorded[name] = value
     return recorded
 
