@@ -27,6 +27,7 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     ValidationError,
 )
+from flowith_proto.isodates import parse_iso8601
 from flowith_proto.models import (
     AuthSession,
     ConversationRecord,
@@ -204,7 +205,7 @@ def _moment(at_time: datetime | float | str) -> datetime:
             try:
                 moment = parsedate_to_datetime(at_time)
             except (TypeError, ValueError):
-                moment = datetime.fromisoformat(at_time.strip())
+                moment = parse_iso8601(at_time)
             return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
         if isinstance(at_time, (int, float)) and not isinstance(at_time, bool):
             return datetime.fromtimestamp(at_time, tz=timezone.utc)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import attrs
 
 from flowith_proto.fake.wire import Reject, header, pg_error
+from flowith_proto.isodates import parse_iso8601
 
 __all__ = [
     "RESERVED",
@@ -98,9 +99,8 @@ def parse_timestamp(text: str) -> datetime | None:
     A value without a zone is UTC (the server's zone)."""
     value = text.strip()
     parsed: datetime | None = None
-    iso = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
     try:
-        parsed = datetime.fromisoformat(iso)
+        parsed = parse_iso8601(value)
     except ValueError:
         parsed = _http_date(value)
         if parsed is None:
