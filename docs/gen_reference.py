@@ -39,6 +39,12 @@ def _doc(obj: Any) -> str:
     return inspect.cleandoc(obj.__doc__ or "")
 
 
+def _is_class(obj: Any) -> bool:
+    """A class, not a parametrized alias such as ``Callable[[str], None]`` (which
+    Python 3.10's ``inspect.isclass`` also calls a class)."""
+    return inspect.isclass(obj) and typing.get_origin(obj) is None
+
+
 def _signature(name: str, obj: Any) -> str:
     """``name(params) -> result`` with annotations written as in the source."""
     try:
@@ -132,7 +138,7 @@ def render() -> tuple[str, list[str]]:
         obj = getattr(flowith_httpx, name)
         if name in ("FlowithClient", "ConversationSession", "OperationRun"):
             continue
-        if not inspect.isclass(obj):
+        if not _is_class(obj):
             continue
         if issubclass(obj, enum.Enum):
             members = ", ".join(f"`{m.name}` = `{m.value!r}`" for m in obj)
@@ -204,7 +210,7 @@ def _core_sections(missing: list[str]) -> list[str]:
         for name in module.__all__:
             obj = getattr(module, name)
             title = f"{module_name}.{name}"
-            if inspect.isclass(obj):
+            if _is_class(obj):
                 lines += [f"### `{_signature(name, obj)}`", "", _doc(obj), ""]
                 if attrs.has(obj):
                     fields = ", ".join(
