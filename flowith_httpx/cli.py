@@ -53,6 +53,7 @@ from flowith_httpx.cli_commands import (
     client_class,
     reader_gone,
     run_command,
+    run_until_interrupted,
 )
 from flowith_proto.fake import FakeFlowith, Step, Turn, chunk, complete, pause
 
@@ -284,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("NO_PROXY", "no_proxy"):
             os.environ[name] = no_proxy_with_loopback(os.environ.get(name))
         try:
-            anyio.run(run_demo, args.transport, args.backend, sys.stdout, backend=args.backend)
+            run_until_interrupted(
+                run_demo, args.transport, args.backend, sys.stdout, backend=args.backend
+            )
         except KeyboardInterrupt:
             print("flowith: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -293,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "fake":
         try:
-            anyio.run(serve_fake, args.port, sys.stdout)
+            run_until_interrupted(serve_fake, args.port, sys.stdout, backend="asyncio")
         except KeyboardInterrupt:
             print("flowith fake: stopped", file=sys.stderr)
         except OSError as exc:  # the port is taken, say

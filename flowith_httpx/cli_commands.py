@@ -15,6 +15,7 @@ error (and ``doctor``: an assumption fails), 5 the server could not be reached.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import builtins
 import contextlib
 import functools
@@ -1146,6 +1147,20 @@ def _message(error: BaseException) -> str:
     return text or type(error).__name__
 
 
+def run_until_interrupted(function: Callable[..., Awaitable[T]], *args: object, backend: str) -> T:
+    """``anyio.run``, where Ctrl-C is a ``KeyboardInterrupt`` on every Python.
+
+    On 3.10, anyio's backport of ``asyncio.Runner`` cannot uncancel the main task
+    that SIGINT cancelled, and lets its ``CancelledError`` out instead. A
+    cancellation of the whole run can only have come from outside: it is an
+    interruption whatever its source.
+    """
+    try:
+        return anyio.run(function, *args, backend=backend)
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+
+
 def reader_gone(stream: TextIO) -> int:
     """stdout's reader went away (``flowith models | head -1``): end quietly, as a
     process that SIGPIPE ended would, and let nothing write to the pipe again
@@ -1179,7 +1194,7 @@ def run_command(
     ctx = Context(settings, tokens, out)
     command = COMMANDS[args.command]
     try:
-        return anyio.run(command, ctx, args, backend=settings.backend)
+        return run_until_interrupted(command, ctx, args, backend=settings.backend)
     except KeyboardInterrupt:
         out.note("flowith: interrupted")
         return EXIT_INTERRUPTED

@@ -108,6 +108,50 @@ def test_a_reader_going_away_ends_the_demo_quietly() -> None:
     assert (demo.returncode, err) == (141, b"")
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_interrupts_the_demo_with_its_exit_code(backend: str) -> None:
+    """On Python 3.10 Ctrl-C ended the demo with a CancelledError traceback."""
+    import signal
+
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "flowith_httpx", "demo", "--backend", backend],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert demo.stdout is not None
+    assert demo.stdout.readline().startswith("flowith demo: a fake Flowith is serving")
+    demo.send_signal(signal.SIGINT)
+    _, err = demo.communicate(timeout=60)
+    assert (demo.returncode, err) == (130, "flowith: interrupted\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "said"),
+    [
+        (["demo"], 130, "flowith: interrupted\n"),
+        (["fake"], 0, "flowith fake: stopped\n"),
+        (["--token", "t" * 40, "models"], 130, "flowith: interrupted\n"),
+    ],
+)
+def test_a_cancelled_run_is_an_interruption(
+    argv: list[str],
+    code: int,
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What Python 3.10's asyncio runner raises for Ctrl-C: the main task's CancelledError."""
+    import asyncio
+
+    def cancelled(*args: object, **kwargs: object) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(anyio, "run", cancelled)
+    assert main(argv) == code
+    assert capsys.readouterr().err == said
+
+
 def test_the_fake_command_serves_what_the_other_commands_can_use() -> None:
     """A newcomer without an account tries ``flowith chat`` against ``flowith fake``."""
     import signal
