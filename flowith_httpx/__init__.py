@@ -6,11 +6,37 @@
         reply = await client.generate("Hello!")
 
 ``flowith_aiohttp`` offers the same API on aiohttp: only the import changes.
+
+``FlowithClient`` is imported when first used: the package also holds the pytest
+fixtures, which pytest loads in every project that has flowith installed, with or
+without the ``httpx`` extra this client needs.
 """
 
-from flowith_httpx.client import FlowithClient
-from flowith_proto import public
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flowith_proto import extras, public
 from flowith_proto.public import *  # noqa: F403  (the shared public names)
+
+if TYPE_CHECKING:
+    from flowith_httpx.client import FlowithClient
 
 __all__ = ["FlowithClient"]
 __all__ += public.__all__
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "FlowithClient"})
+
+
+def __getattr__(name: str) -> object:
+    if name != "FlowithClient":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        from flowith_httpx.client import FlowithClient
+    except ModuleNotFoundError as exc:
+        extras.explain(exc, "flowith_httpx", "httpx")
+        raise
+    globals()["FlowithClient"] = FlowithClient  # later lookups skip this function
+    return FlowithClient

@@ -20,7 +20,6 @@ import builtins
 import contextlib
 import functools
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -39,6 +38,7 @@ import anyio.to_thread
 import attrs
 
 from flowith_httpx import doctor
+from flowith_proto import extras
 from flowith_proto.abc import FlowithClientBase
 from flowith_proto.auth import header_safe
 from flowith_proto.cassette import CassetteError, CassetteMismatch
@@ -136,9 +136,11 @@ def check_choices(transport: str, backend: str) -> None:
     installed, naming the extra to install."""
     if transport == "aiohttp" and backend == "trio":
         raise UsageError("aiohttp runs on asyncio only; use --transport httpx")
-    for chosen, package in ((transport, "aiohttp"), (backend, "trio")):
-        if chosen == package and importlib.util.find_spec(package) is None:
-            raise UsageError(f'{package} is not installed: pip install "flowith[{package}]"')
+    choices = (("--transport", transport, "aiohttp"), ("--backend", backend, "trio"))
+    for option, chosen, extra in choices:
+        absent = extras.missing(extra) if chosen == extra else []
+        if absent:
+            raise UsageError(extras.needs(f"{option} {extra}", extra, absent))
 
 
 def client_class(transport: str) -> type[FlowithClientBase]:

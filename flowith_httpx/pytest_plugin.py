@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from flowith_proto import extras
+
 if TYPE_CHECKING:
     from flowith_httpx.fake_server import FakeFlowithServer
     from flowith_httpx.testing import ReplayClient
@@ -56,6 +58,7 @@ def flowith_fake() -> FakeFlowith:
 @pytest.fixture
 async def flowith_server(flowith_fake: FakeFlowith) -> AsyncIterator[FakeFlowithServer]:
     """The fake served on 127.0.0.1 for the length of the test."""
+    _require("httpx", "the flowith_server fixture")
     from flowith_httpx.fake_server import FakeFlowithServer
 
     async with FakeFlowithServer(flowith_fake) as server:
@@ -83,6 +86,7 @@ async def flowith_client(
         monkeypatch.setenv(name, no_proxy_with_loopback(os.environ.get(name)))
     client_class: type[FlowithClientBase]
     if flowith_transport == "aiohttp":
+        _require("aiohttp", 'flowith_transport "aiohttp"')
         if not _on_asyncio():  # a test run on every anyio backend: trio x aiohttp cannot be
             pytest.skip("the aiohttp transport runs on asyncio only")
         from flowith_aiohttp import FlowithClient as AiohttpClient
@@ -105,6 +109,13 @@ async def flowith_client(
         yield client
 
 
+def _require(extra: str, what: str) -> None:
+    """Name the extra a fixture needs (this module loads without any)."""
+    absent = extras.missing(extra)
+    if absent:
+        raise ModuleNotFoundError(extras.needs(what, extra, absent), name=absent[0])
+
+
 def _on_asyncio() -> bool:
     try:
         asyncio.get_running_loop()
@@ -116,6 +127,7 @@ def _on_asyncio() -> bool:
 @pytest.fixture
 def flowith_replay() -> Callable[[str | os.PathLike[str]], ReplayClient]:
     """A factory of replay clients for recorded cassettes."""
+    _require("httpx", "the flowith_replay fixture")
     from flowith_httpx.testing import ReplayClient
 
     return ReplayClient

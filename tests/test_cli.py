@@ -90,7 +90,8 @@ def test_a_choice_whose_extra_is_not_installed_is_a_usage_error(
     for argv in (["demo", *options], [*options, "credits", "--token", "t"]):
         assert main(argv) == 2
         assert capsys.readouterr().err == (
-            f'flowith: {missing} is not installed: pip install "flowith[{missing}]"\n'
+            f"flowith: {options[0]} {missing} needs the {missing} extra ({missing} not installed):"
+            f' pip install "flowith[{missing}]"\n'
         )
 
 
