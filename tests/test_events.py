@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -346,7 +347,12 @@ def test_an_answer_nested_deeper_than_python_recurses_is_still_a_decode_error() 
     from flowith_proto.convert import structure_row
     from flowith_proto.models import ConversationRecord
 
-    deep = json.loads('{"id": ' + "[" * 900 + "]" * 900 + "}")
+    # Deeper than Python recurses, built by hand: how deep json.loads itself goes
+    # differs between versions (3.12 moved its limit to the C stack).
+    value: list[object] = []
+    for _ in range(sys.getrecursionlimit() + 100):
+        value = [value]
+    deep = {"id": value}
     with pytest.raises(ResponseDecodeError) as caught:
         structure_row(deep, ConversationRecord)
     assert caught.value.body == "[a JSON value nested too deeply to keep]"
