@@ -17,7 +17,7 @@ __all__ = ["run"]
 def run() -> int:
     absent = extras.missing("httpx")
     if absent:
-        print(f"flowith: {extras.needs('the command', 'httpx', absent)}", file=sys.stderr)
+        print(f"flowith: {extras.needs('the flowith command', 'httpx', absent)}", file=sys.stderr)
         return 2
     from flowith_httpx.cli import main
 

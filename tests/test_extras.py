@@ -50,7 +50,7 @@ def test_the_command_without_the_httpx_extra_says_what_to_install(argv: list[str
     )
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        "flowith: the command needs the httpx extra (httpx, anyio, h11 not installed):"
+        "flowith: the flowith command needs the httpx extra (httpx, anyio, h11 not installed):"
         ' pip install "flowith[httpx]"\n'
     )
 
