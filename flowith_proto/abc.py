@@ -905,7 +905,7 @@ class FlowithClientBase(WebAppMethods):
     ) -> str:
         """A short title for a conversation given as ``[{"role", "content"}, ...]``."""
         return await self._run(
-            media_ops.generate_title(self._state, list(messages), timeout=timeout)
+            media_ops.generate_title(self._state, messages, timeout=timeout)
         )
 
     # -- files -------------------------------------------------------------------------

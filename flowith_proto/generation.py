@@ -31,6 +31,7 @@ from typing import Any
 
 import attrs
 
+from flowith_proto.arguments import require_option, require_urls
 from flowith_proto.calls import call
 from flowith_proto.config import check_seconds
 from flowith_proto.convert import structure_rows
@@ -523,7 +524,10 @@ def send(
     :class:`GenerationOutput` per delta before returning the final one.
     """
     check_seconds("timeout", timeout, endless=True)
-    if not isinstance(prompt, str) or not (prompt.strip() or images):
+    image_urls = require_urls(images, "images")
+    if model is not None:
+        model = require_option(model, "model")
+    if not isinstance(prompt, str) or not (prompt.strip() or image_urls):
         # Refused before any row is made: it left an empty conversation behind.
         raise ValidationError(
             f"prompt must be text with something in it (or images), not {prompt!r}",
@@ -550,7 +554,7 @@ def send(
             },
         )
         conv_id, ai_node_id = rows.conv_id, rows.ai_node_id
-        content = _messages_content(prompt, images)
+        content = _messages_content(prompt, image_urls)
 
         messages = [*conversation.messages, {"role": "user", "content": content}]
         yield Subscribe(ai_node_id, deadline=deadline)

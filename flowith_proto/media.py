@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from flowith_proto.arguments import require_flag, require_messages, require_option
 from flowith_proto.calls import call
 from flowith_proto.config import check_seconds
 from flowith_proto.demux import StreamEnded
@@ -69,12 +70,6 @@ DEFAULT_VIDEO_TIMEOUT = 300.0
 VIDEO_OFFSET = 180
 
 _MEDIA_CHANNELS = ("stream", "sse")
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    return str(value)
 
 
 @attrs.frozen
@@ -186,11 +181,13 @@ def generate_image(
 ) -> Operation[ImageOutput]:
     """Generate an image from ``prompt`` in ``conversation`` (created if needed)."""
     check_seconds("timeout", timeout, endless=True)
+    chosen = require_option(model, "model") if model is not None else DEFAULT_IMAGE_MODEL
+    ratio = require_option(aspect_ratio, "aspect_ratio")
+    image_size = require_option(image_size, "image_size")
+    agent = require_flag(agent, "agent")
     with one_turn(conversation):
         started: float = yield Now()
         deadline = started + (state.result_timeout if timeout is None else timeout)
-        chosen = _text(model) if model is not None else DEFAULT_IMAGE_MODEL
-        ratio = _text(aspect_ratio)
         rows = yield from begin_turn(
             state,
             conversation,
@@ -262,10 +259,14 @@ def generate_video(
     ``image_url``); the server creates the video's node itself and may pick
     its id, which the operation then follows."""
     check_seconds("timeout", timeout, endless=True)
+    chosen = require_option(model, "model") if model is not None else DEFAULT_VIDEO_MODEL
+    image_url = require_option(image_url, "image_url")
+    ratio = require_option(aspect_ratio, "aspect_ratio")
+    resolution = require_option(resolution, "resolution")
+    audio = require_flag(audio, "audio")
     with one_turn(conversation):
         started: float = yield Now()
         deadline = started + (DEFAULT_VIDEO_TIMEOUT if timeout is None else timeout)
-        chosen = _text(model) if model is not None else DEFAULT_VIDEO_MODEL
         # The server creates the video's node itself: no AI row here (ai_data None).
         rows = yield from begin_turn(state, conversation, prompt, deadline, None)
         conv_id, video_node_id = rows.conv_id, rows.ai_node_id
@@ -278,7 +279,7 @@ def generate_video(
                 model=chosen,
                 prompt=prompt,
                 image_url=image_url,
-                aspect_ratio=_text(aspect_ratio),
+                aspect_ratio=ratio,
                 audio=audio,
                 resolution=resolution,
                 conv_id=conv_id,
@@ -328,7 +329,8 @@ def generate_title(
     text, whatever the answer's content type says. A page of HTML (a proxy's
     or a gateway's) or JSON that is not a string (``null``, an object) is no
     title: :class:`ResponseDecodeError`."""
-    response = yield from call(state, lambda e: e.conversation_title(messages), timeout=timeout)
+    checked = require_messages(messages, "messages")
+    response = yield from call(state, lambda e: e.conversation_title(checked), timeout=timeout)
     kind = (response.header("content-type") or "").split(";")[0].strip().lower()
     if kind == "text/html":
         raise ResponseDecodeError(

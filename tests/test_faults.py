@@ -671,3 +671,33 @@ async def test_an_empty_prompt_is_refused_before_anything_is_sent(
             await session.send(prompt)
         assert session.turn == 0
     assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("call", "refused"),
+    [
+        # A str is a sequence: each character went out as an image URL.
+        (lambda c: c.generate("look", images="https://example.com/a.png"), "images must be"),
+        (lambda c: c.generate("look", images=[b"https://example.com/a.png"]), r"images\[0\]"),
+        (lambda c: c.generate("hi", model=4), "model must be a str, not int"),
+        (lambda c: c.start_conversation().send("hi", images="a.png"), "images must be"),
+        # Sent as JSON numbers after the conversation and its nodes were made (HTTP 400).
+        (lambda c: c.generate_image("cat", image_size=512), "image_size must be a str"),
+        (lambda c: c.generate_image("cat", aspect_ratio=5), "aspect_ratio must be a str"),
+        (lambda c: c.generate_image("cat", agent="yes"), "agent must be a bool"),
+        (lambda c: c.generate_video("sea", resolution=720), "resolution must be a str"),
+        (lambda c: c.generate_video("sea", image_url=None), "image_url must be a str"),
+        (lambda c: c.generate_video("sea", audio=1), "audio must be a bool"),
+        # A raw "dictionary update sequence element" ValueError.
+        (lambda c: c.generate_title("hi"), "messages must be a list"),
+        (lambda c: c.generate_title([{"content": "hi"}]), r"messages\[0\] must be a mapping"),
+    ],
+)
+async def test_arguments_the_api_cannot_take_are_refused_before_anything_is_sent(
+    fake: FakeFlowith, make_client: MakeClient, call: Any, refused: str
+) -> None:
+    async with make_client() as client:
+        with pytest.raises(ValidationError, match=refused) as caught:
+            await call(client)
+    assert caught.value.status_code is None
+    assert fake.requests == []
