@@ -39,11 +39,21 @@ def read_claims(token: str) -> TokenClaims:
     except jwt.PyJWTError:
         return TokenClaims()
     sub = claims.get("sub")
-    exp = claims.get("exp")
-    return TokenClaims(
-        sub=sub if isinstance(sub, str) else "",
-        exp=int(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None,
-    )
+    return TokenClaims(sub=sub if isinstance(sub, str) else "", exp=_seconds(claims.get("exp")))
+
+
+#: Beyond this, an ``exp`` is no moment (``1e400`` reads as infinity, a 400-digit
+#: integer overflows a float): the token's lifetime is then unknown, as without one.
+_LATEST_EXP = 2**53
+
+
+def _seconds(exp: Any) -> int | None:
+    """An ``exp`` claim as whole unix seconds, or ``None`` if it is not a usable one."""
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        return None
+    if not -_LATEST_EXP <= exp <= _LATEST_EXP:  # also false for NaN
+        return None
+    return int(exp)
 
 
 def _hidden(value: str) -> str:

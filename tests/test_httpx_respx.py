@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -348,6 +349,30 @@ async def test_a_refresh_answer_with_tokens_that_are_not_text_is_refused(
             with pytest.raises(ResponseDecodeError, match="must be strings"):
                 await flowith.refresh_access_token()
             assert flowith._state.credentials.access_token == TOKEN  # nothing adopted
+
+
+@pytest.mark.parametrize("exp", ["1e400", "-1e400", "NaN", "9" * 400])
+async def test_refreshed_tokens_whose_exp_is_no_moment_are_still_adopted(exp: str) -> None:
+    # int(inf) raised OverflowError after the server had rotated the tokens: the
+    # client kept the spent refresh token and on_token_refresh never ran.
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header, claims = b'{"alg":"HS256"}', f'{{"sub":"{USER}","exp":{exp}}}'.encode()
+    token = f"{part(header)}.{part(claims)}.{part(b'signature')}"
+    handed: list[tuple[str, str]] = []
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
+            200, json={"access_token": token, "refresh_token": NEW_REFRESH}
+        )
+        async with client(
+            refresh_token=EXPLICIT_REFRESH,
+            on_token_refresh=lambda access, refresh: handed.append((access, refresh)),
+        ) as flowith:
+            session = await flowith.refresh_access_token()
+            assert flowith.get_refresh_token() == NEW_REFRESH
+    assert session.access_token == token
+    assert handed == [(token, NEW_REFRESH)]
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 422])
