@@ -83,8 +83,9 @@ class WebAppMethods(abc.ABC):
         ``page_size`` at a time.
 
         Each is yielded once: one updated meanwhile moves up the order, and may
-        come back on a later page. A full page with nothing new ends the walk (a
-        server ignoring ``offset`` would otherwise repeat one page forever).
+        come back on a later page. A full page without a conversation not seen yet
+        ends the walk (a server ignoring ``offset`` would otherwise repeat one page
+        forever); a row without an id is yielded but is never new.
         """
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ValidationError(f"page_size must be a positive int, not {page_size!r}")
@@ -92,9 +93,13 @@ class WebAppMethods(abc.ABC):
         seen: set[str] = set()
         while True:
             page = await self.list_conversations(page_size, offset, project_id, timeout=timeout)
-            fresh = [r for r in page if not r.conv_id or r.conv_id not in seen]
-            for record in fresh:
-                seen.add(record.conv_id)
+            fresh = False
+            for record in page:
+                if record.conv_id:
+                    if record.conv_id in seen:
+                        continue
+                    seen.add(record.conv_id)
+                    fresh = True
                 yield record
             if len(page) < page_size or not fresh:
                 return

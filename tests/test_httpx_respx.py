@@ -491,6 +491,18 @@ async def test_iter_conversations_ends_when_a_server_ignores_the_offset() -> Non
     assert route.call_count == 2  # the repeated page ended the walk
 
 
+async def test_iter_conversations_ends_on_pages_of_rows_without_ids() -> None:
+    # Each id-less row counted as new: the walk never ended.
+    rows = [{"title": "no id"}, {"title": "no id either"}]
+    with respx.mock() as router:
+        route = router.get(url__startswith=f"{SB}/rest/v1/conversation").respond(200, json=rows)
+        async with client(max_retries=0) as flowith:
+            with anyio.fail_after(5):
+                titles = [r.title async for r in flowith.iter_conversations(page_size=2)]
+    assert titles == ["no id", "no id either"]
+    assert route.call_count == 1
+
+
 @pytest.mark.parametrize("content_type", ["text/html", "application/json"])
 async def test_a_listener_answered_with_no_event_stream_says_so(content_type: str) -> None:
     with respx.mock() as router:
