@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import reprlib
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
@@ -148,9 +149,16 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+#: The repr of an unusable value in a log line: a few levels and items of it, so that
+#: a value nested deeper than Python recurses, or megabytes long, costs a short line.
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel = 3
+_EXCERPT.maxdict = _EXCERPT.maxlist = 4
+
+
 def _excerpt(value: Any) -> str:
     try:
-        text = repr(value)
+        text = _EXCERPT.repr(value)
     except ValueError:  # an int past sys.get_int_max_str_digits()
         return f"<{_json_kind(value)}>"
     return text if len(text) <= 80 else text[:77] + "..."

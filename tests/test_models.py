@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -436,6 +437,19 @@ def test_unparsable_float_gives_the_default_and_a_warning(
     assert credits.sub_type == "pro"
     assert [r.name for r in caplog.records] == ["flowith.convert"]
     assert "UserCredits.remain_quota" in caplog.records[0].getMessage()
+
+
+def test_a_value_nested_deeper_than_python_recurses_gives_the_default(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The warning's repr of the value raised RecursionError out of get_credits.
+    deep: list[Any] = [1]
+    for _ in range(sys.getrecursionlimit() + 100):
+        deep = [deep]
+    with caplog.at_level(logging.WARNING, logger="flowith.convert"):
+        (credits,) = structure_credits([{"sub_type": deep, "remain_quota": 5}])
+    assert (credits.sub_type, credits.remain_quota) == ("", 5.0)
+    assert "UserCredits.sub_type: expected text, got [[[[...]]]]" in caplog.text
 
 
 @pytest.mark.parametrize(
