@@ -93,6 +93,16 @@ def test_workflow_complete_success_on_the_bare_sse_stream() -> None:
     assert event == WorkflowComplete(NODE, CONV, "image", "https://cdn/x.png", {})
 
 
+@pytest.mark.parametrize("result", [{"url": "https://cdn/x.png"}, ["https://cdn/x.png"], 5, True])
+def test_a_completed_job_whose_result_is_not_text_is_malformed(result: object) -> None:
+    # It passed for a success with no URL: generate_image returned no image, no error.
+    event = parse_event(
+        {"type": "workflow_complete", "nodeId": NODE, "status": "completed", "result": result}
+    )
+    assert isinstance(event, MalformedEvent)
+    assert (event.node_id, event.reason) == (NODE, "'result' of a terminal event is not text")
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "error", "error_type"),
     [
