@@ -246,6 +246,10 @@ def test_title_is_the_plain_text_answer() -> None:
         ("text/plain", b"Capital cities", "Capital cities"),
         ("application/json", b'"Capital cities"', "Capital cities"),
         ("text/plain", b"", ""),
+        # Titles that read as JSON numbers or booleans were refused as not text.
+        ("text/plain; charset=utf-8", b"2024", "2024"),
+        ("text/plain", b"3.14\n", "3.14"),
+        ("text/plain", b"true", "true"),
     ],
 )
 def test_a_title_in_plain_text_or_a_json_string(
@@ -262,7 +266,12 @@ def test_a_title_in_plain_text_or_a_json_string(
 
 @pytest.mark.parametrize(
     ("content_type", "body"),
-    [("text/html", b"<html>Bad gateway</html>"), ("application/json", b"null"), ("", b"{}")],
+    [
+        ("text/html", b"<html>Bad gateway</html>"),
+        ("application/json", b"null"),
+        ("", b"{}"),
+        ("text/plain", b"[1, 2]"),
+    ],
 )
 def test_an_answer_that_is_no_title_is_a_decode_error(content_type: str, body: bytes) -> None:
     script = Script()
