@@ -84,6 +84,7 @@ from flowith_proto.errors import (
     error_from_response,
     is_expired_token_error,
     redact,
+    scrub,
 )
 from flowith_proto.files import download_request, safe_filename, target_inside
 from flowith_proto.generation import Conversation
@@ -1129,8 +1130,10 @@ class OperationRun(Generic[T]):
                     result = await self._client._perform(effect, self)
                 except FlowithError as exc:
                     error = exc
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, FlowithError):
+                scrub(exc, self._client._state.secrets)
             raise
 
     async def result(self) -> T:

@@ -9,7 +9,7 @@ the per-request limit (the client's ``timeout`` when not given).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -168,7 +168,7 @@ class WebAppMethods(abc.ABC):
                 timeout=timeout,
             )
         )
-        return _object_list(body, "list_cooperate_rows")
+        return _object_list(body, "list_cooperate_rows", self._state.secrets)
 
     async def get_conv_novel_editor(
         self, conv_id: str, *, timeout: float | None = None
@@ -229,7 +229,7 @@ class WebAppMethods(abc.ABC):
         body = await self._run(
             queries.json_body(self._state, lambda e: e.auth_user(), timeout=timeout)
         )
-        return _object(body, "get_auth_user")
+        return _object(body, "get_auth_user", self._state.secrets)
 
     def get_oauth_url(
         self,
@@ -437,13 +437,15 @@ class WebAppMethods(abc.ABC):
         return await self._run(queries.json_body(self._state, build, timeout=timeout))
 
 
-def _object(body: Any, context: str) -> dict[str, Any]:
+def _object(body: Any, context: str, secrets: Sequence[str]) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise ResponseDecodeError(f"{context}: expected a JSON object", body=body)
+        message = f"{context}: expected a JSON object"
+        raise ResponseDecodeError(message, body=body, secrets=secrets)
     return body
 
 
-def _object_list(body: Any, context: str) -> list[dict[str, Any]]:
+def _object_list(body: Any, context: str, secrets: Sequence[str]) -> list[dict[str, Any]]:
     if not isinstance(body, list) or not all(isinstance(row, dict) for row in body):
-        raise ResponseDecodeError(f"{context}: expected a JSON array of objects", body=body)
+        message = f"{context}: expected a JSON array of objects"
+        raise ResponseDecodeError(message, body=body, secrets=secrets)
     return body

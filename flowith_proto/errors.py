@@ -38,6 +38,7 @@ __all__ = [
     "is_token_expired",
     "parse_retry_after",
     "redact",
+    "scrub",
 ]
 
 _BODY_EXCERPT = 400
@@ -123,15 +124,24 @@ class ResponseDecodeError(APIError):
     """A successful status with a body that is not the JSON shape expected.
 
     Its message and ``.body`` are redacted like an error answer's: the body may
-    hold tokens the server just issued (a refresh answer of the wrong shape).
+    hold tokens the server just issued (a refresh answer of the wrong shape), or
+    echo ``secrets`` the client holds.
     """
 
-    def __init__(self, message: str, status_code: int | None = None, *, body: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        body: Any = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        held = list(secrets)
         try:
-            kept = _redact_values(body, [])
+            kept = _redact_values(body, held)
         except RecursionError:  # legal JSON, nested deeper than Python recurses
             kept = _TOO_DEEP
-        super().__init__(redact(message, ()), status_code, body=kept)
+        super().__init__(redact(message, held), status_code, body=kept)
 
 
 class ConnectionFailedError(FlowithError):
@@ -352,6 +362,22 @@ def _redact_values(value: Any, secrets: list[str]) -> Any:
             for key, item in value.items()
         }
     return value
+
+
+def scrub(error: FlowithError, secrets: Iterable[str]) -> None:
+    """Mask ``secrets`` in ``error``'s message and ``.body``, in place.
+
+    Errors raised inside the core (a row of the wrong shape, quoted in the message
+    and kept as the body) are made where the client's tokens are not known; the
+    client scrubs each one with them on its way out, as error answers already are.
+    """
+    held = [secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH]
+    error.args = tuple(redact(arg, held) if isinstance(arg, str) else arg for arg in error.args)
+    if isinstance(error, APIError) and error.body is not None:
+        try:
+            error.body = _redact_values(error.body, held)
+        except RecursionError:
+            error.body = _TOO_DEEP
 
 
 def _server_message(decoded: Any) -> str:

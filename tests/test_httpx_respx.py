@@ -375,6 +375,31 @@ async def test_refreshed_tokens_whose_exp_is_no_moment_are_still_adopted(exp: st
     assert handed == [(token, NEW_REFRESH)]
 
 
+OPAQUE_REFRESH = "opaque-refresh-token-xyz"
+
+
+@pytest.mark.parametrize(
+    ("path", "call"),
+    [
+        ("/auth/v1/user", lambda c: c.get_auth_user()),
+        ("/rest/v1/conversation", lambda c: c.list_conversations()),
+        ("/rest/v1/cooperate", lambda c: c.list_cooperate_rows()),
+    ],
+)
+async def test_an_answer_of_the_wrong_shape_keeps_no_token_the_client_holds(
+    path: str, call: Any
+) -> None:
+    # Error answers were masked with the client's tokens, but a 200 of the wrong
+    # shape kept an echoed opaque refresh token in .body.
+    with respx.mock() as router:
+        router.get(url__startswith=f"{SB}{path}").respond(200, json=[[{"echo": OPAQUE_REFRESH}]])
+        async with client(refresh_token=OPAQUE_REFRESH, max_retries=0) as flowith:
+            with pytest.raises(ResponseDecodeError) as info:
+                await call(flowith)
+    assert OPAQUE_REFRESH not in f"{info.value} {info.value.body}"
+    assert "[REDACTED]" in str(info.value.body)
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 422])
 async def test_a_refused_refresh_is_an_authentication_error(status: int) -> None:
     with respx.mock() as router:
