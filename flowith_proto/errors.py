@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
@@ -313,14 +314,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     value = value.strip()
     if not value:
         return None
-    if value.isascii() and value.isdigit():
-        return float(value)
     try:
         seconds = float(value)
     except ValueError:
         pass
     else:
-        return max(seconds, 0.0) if seconds == seconds else None  # NaN is not a wait
+        # NaN is no wait, nor is infinity ("1e309", 400 digits): nobody can sleep it.
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     if now is None:
         return None
     try:

@@ -107,6 +107,10 @@ def test_retry_after_http_date_needs_now() -> None:
         ("-3", 0.0),
         ("soon", None),
         ("nan", None),
+        # Infinite waits (a caller sleeping retry_after_s slept forever).
+        ("1e309", None),
+        ("9" * 400, None),
+        ("inf", None),
         ("Mon, 18 May 2026 18:04:20 GMT", 0.0),  # in the past
     ],
 )
