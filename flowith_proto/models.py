@@ -11,6 +11,7 @@ never changes under the caller.
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
 import os
@@ -55,6 +56,17 @@ def _frozen_dict(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return dict(value) if value is not None else {}
 
 
+def _metadata_field() -> Any:
+    """The raw row or event, copied so a caller's later edits cannot reach it."""
+    return _mapping_field(repr=False)
+
+
+def _mapping_field(*, repr: bool = True) -> Any:
+    """A mapping compared by equality but left out of the hash (a dict has none), so
+    records can go in sets and be dict keys; equal records still hash alike."""
+    return attrs.field(factory=dict, converter=_frozen_dict, repr=repr, hash=False)
+
+
 @attrs.frozen
 class GenerationOutput:
     """One step of a text generation, or its final result.
@@ -71,7 +83,7 @@ class GenerationOutput:
     node_id: str = ""
     conv_id: str = ""
     model: str = ""
-    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_dict, repr=False)
+    metadata: Mapping[str, Any] = _metadata_field()
     reasoning: str = ""
     reasoning_delta: str = ""
 
@@ -85,15 +97,6 @@ def _str_tuple(value: Iterable[str] | None) -> tuple[str, ...]:
 
 def _image_tuple(value: Iterable[GeneratedImage] | None) -> tuple[GeneratedImage, ...]:
     return tuple(value) if value is not None else ()
-
-
-def _metadata_field() -> Any:
-    """The raw row or event, copied so a caller's later edits cannot reach it."""
-    return attrs.field(factory=dict, converter=_frozen_dict, repr=False)
-
-
-def _mapping_field() -> Any:
-    return attrs.field(factory=dict, converter=_frozen_dict)
 
 
 def _as_text(value: Any) -> str:
@@ -159,6 +162,28 @@ async def _save(
     return saved
 
 
+def _value_fields(result: Any) -> dict[str, Any]:
+    """A media result's fields but the client that made it (its ``_downloader``: not
+    part of its value, never compared, shown or matched)."""
+    return attrs.asdict(result, recurse=False, filter=lambda field, _: field.name != "_downloader")
+
+
+def _reduce_without_client(self: Any) -> tuple[Any, ...]:
+    """Pickled without the client that made it: a live client cannot travel to
+    another process, and an unpickled result's ``save()`` says so."""
+    return (_rebuilt, (type(self), _value_fields(self)))
+
+
+def _rebuilt(cls: type[Any], fields: dict[str, Any]) -> Any:
+    return cls(**fields)
+
+
+def _deepcopy_keeping_client(self: Any, memo: dict[int, Any]) -> Any:
+    """A deep copy of the value that still downloads through the same client."""
+    fields = copy.deepcopy(_value_fields(self), memo)
+    return type(self)(**fields, downloader=self._downloader)
+
+
 @attrs.frozen
 class GeneratedImage:
     """One generated image; ``await image.save(folder)`` downloads it."""
@@ -168,8 +193,11 @@ class GeneratedImage:
     #: The client that produced it: downloads go through its transport,
     #: proxy and timeouts (the old client used a bare session: D16).
     _downloader: Downloader | None = attrs.field(
-        default=None, eq=False, repr=False, alias="downloader"
+        default=None, eq=False, repr=False, alias="downloader", kw_only=True
     )
+
+    __reduce__ = _reduce_without_client
+    __deepcopy__ = _deepcopy_keeping_client
 
     async def save(
         self,
@@ -219,8 +247,11 @@ class VideoOutput:
     conv_id: str = ""
     metadata: Mapping[str, Any] = _metadata_field()
     _downloader: Downloader | None = attrs.field(
-        default=None, eq=False, repr=False, alias="downloader"
+        default=None, eq=False, repr=False, alias="downloader", kw_only=True
     )
+
+    __reduce__ = _reduce_without_client
+    __deepcopy__ = _deepcopy_keeping_client
 
     async def save(
         self,

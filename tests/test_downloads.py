@@ -11,9 +11,11 @@ the client's own transport (its proxy) without a token.
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import os
+import pickle
 import posixpath
 import tracemalloc
 from functools import cache
@@ -28,6 +30,7 @@ from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto.config import FlowithConfig
 from flowith_proto.errors import FlowithError, NotFoundError, ValidationError
 from flowith_proto.fake import FakeFlowith, RecordedRequest, Step, Turn, complete
+from flowith_proto.models import GeneratedImage
 from tests.conftest import MakeClient
 from tests.forward_proxy import ForwardProxy
 
@@ -183,6 +186,30 @@ async def test_a_second_save_of_a_result_raises_and_keeps_the_first(
     assert named.read_bytes() == image_bytes
     assert first_video.read_bytes() == fake.files[cdn_path(video.video_url)][0]
     assert entries(tmp_path) == {"image.png", "video.mp4", "lighthouse.png"}
+
+
+async def test_media_results_pickle_without_their_client_and_deep_copy_with_it(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    # The private downloader held the whole client: pickle and deepcopy failed on
+    # its tasks and sockets, and it was the third of GeneratedImage's match args.
+    stream_media_results(fake)
+    async with make_client() as client:
+        result = await client.generate_image("a lighthouse")
+        video = await client.generate_video("a lighthouse at night", timeout=30)
+        for made in (result, video):
+            assert pickle.loads(pickle.dumps(made)) == made
+            assert copy.deepcopy(made) == made
+        image = pickle.loads(pickle.dumps(result)).image
+        assert image is not None
+        with pytest.raises(FlowithError, match="not returned by a client"):
+            await image.save(tmp_path)
+        copied = copy.deepcopy(video)
+        assert copied.metadata is not video.metadata
+        saved = await copied.save(tmp_path)
+    assert saved.read_bytes() == fake.files[cdn_path(video.video_url)][0]
+    assert GeneratedImage.__match_args__ == ("url", "model")
+    assert len({result, copy.deepcopy(result)}) == 1  # hashable, equal ones alike
 
 
 async def test_saving_after_the_client_closed_says_how_to_save(

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import pytest
 
-from flowith_proto import convert
+from flowith_proto import convert, models
 from flowith_proto.convert import (
     ROW_TYPES,
     structure_credits,
@@ -847,3 +847,16 @@ class _NotSlotted:
 def test_row_types_the_generator_cannot_honour_are_refused(cls: type, complaint: str) -> None:
     with pytest.raises(TypeError, match=complaint):
         convert._make_structure_fn(cls)
+
+
+@pytest.mark.parametrize(
+    "cls", [getattr(models, name) for name in models.__all__ if attrs.has(getattr(models, name))]
+)
+def test_every_record_is_hashable_and_equal_ones_hash_alike(cls: type) -> None:
+    # A frozen record hashed its metadata dict: hash() and set() raised TypeError.
+    fields = {f.name for f in attrs.fields(cls)}
+    extra = {"metadata": {"raw": [1, {"a": 2}]}} if "metadata" in fields else {}
+    one, two = cls(**extra), cls(**extra)
+    assert one == two
+    assert hash(one) == hash(two)
+    assert len({one, two}) == 1
