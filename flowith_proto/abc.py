@@ -73,6 +73,7 @@ from flowith_proto.effects import (
     Subscribe,
     WallClock,
 )
+from flowith_proto.endpoints._core import require_count
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
@@ -224,6 +225,7 @@ class FlowithClientBase(WebAppMethods):
         stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT,
     ) -> None:
         check_seconds("timeout", timeout)
+        require_count(max_retries, "max_retries")
         check_seconds("result_timeout", result_timeout, endless=True)
         check_seconds("poll_interval", poll_interval)
         # None (or infinity): no watchdog.

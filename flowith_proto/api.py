@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 from flowith_proto import queries
 from flowith_proto.effects import Operation
-from flowith_proto.errors import AuthenticationError, ResponseDecodeError, ValidationError
+from flowith_proto.endpoints._core import require_count
+from flowith_proto.errors import AuthenticationError, ResponseDecodeError
 from flowith_proto.models import (
     AuthSession,
     ConversationRecord,
@@ -87,8 +88,7 @@ class WebAppMethods(abc.ABC):
         ends the walk (a server ignoring ``offset`` would otherwise repeat one page
         forever); a row without an id is yielded but is never new.
         """
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ValidationError(f"page_size must be a positive int, not {page_size!r}")
+        require_count(page_size, "page_size", minimum=1)
         offset = 0
         seen: set[str] = set()
         while True:

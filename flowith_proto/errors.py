@@ -101,16 +101,16 @@ class RateLimitError(APIError):
 
 
 class ValidationError(APIError, ValueError):
-    """HTTP 422, or arguments the client refuses before sending anything.
-    ``details`` lists what was wrong. Also a :class:`ValueError`, as an invalid
-    argument is to the standard library."""
+    """HTTP 422 (``status_code`` 422), or arguments the client refuses before
+    sending anything (``status_code`` ``None``). ``details`` lists what was wrong.
+    Also a :class:`ValueError`, as an invalid argument is to the standard library."""
 
     def __init__(
         self,
         message: str,
         details: list[Any] | None = None,
         *,
-        status_code: int | None = 422,
+        status_code: int | None = None,
         body: Any = None,
     ) -> None:
         super().__init__(message, status_code=status_code, body=body)

@@ -617,6 +617,16 @@ async def test_a_timeout_no_clock_can_wait_is_refused_before_anything_is_sent(
             make_client(**{option: seconds})
 
 
+@pytest.mark.parametrize("retries", ["2", None, 2.5, True, -1])
+async def test_a_retry_count_that_is_no_count_is_refused_by_the_constructor(
+    make_client: Any, retries: Any
+) -> None:
+    # "2" and None raised a bare TypeError; 2.5 and True were taken.
+    with pytest.raises(ValidationError, match=r"^max_retries must be an int >= 0") as info:
+        make_client(max_retries=retries)
+    assert info.value.status_code is None
+
+
 async def test_an_endless_whole_call_timeout_means_no_limit(
     fake: FakeFlowith, make_client: Any
 ) -> None:

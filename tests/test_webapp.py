@@ -1068,8 +1068,9 @@ async def test_subscriptions_at_an_unusable_moment(
     fake: FakeFlowith, make_client: MakeClient, at_time: Any
 ) -> None:
     async with make_client() as client:
-        with pytest.raises(ValidationError, match="at_time"):
+        with pytest.raises(ValidationError, match="at_time") as info:
             await client.list_subscription_user_own(at_time=at_time)
+    assert info.value.status_code is None  # the client's refusal, no HTTP 422
     assert not fake.requests_to("GET", "/rest/v1/subscription_user_own")
 
 
