@@ -26,7 +26,7 @@ import anyio
 import httpx
 
 from flowith_proto.config import REQUESTS_AT_ONCE
-from flowith_proto.errors import FlowithError
+from flowith_proto.errors import ClientStateError
 
 __all__ = ["IDLE_LIMIT", "LANES", "Lanes"]
 
@@ -64,7 +64,7 @@ class Lanes:
             self._turns = anyio.Semaphore(LANES)
         async with self._turns:
             if self._closed:  # a request that waited its turn while the client closed
-                raise FlowithError("the client is closed")
+                raise ClientStateError("the client is closed")
             if self._idle:
                 await self._close_stale()
             if self._idle:
@@ -80,7 +80,7 @@ class Lanes:
                     self._out.discard(out)
                     await self._give_back(lane)
             if out.cancelled_caught:  # by aclose(), while the request was out
-                raise FlowithError("the client is closed")
+                raise ClientStateError("the client is closed")
 
     async def _give_back(self, lane: httpx.AsyncClient) -> None:
         if self._closed:  # closed while the request was out: no lane may outlive it

@@ -8,6 +8,7 @@ clock: the transports (``flowith_httpx``, ``flowith_aiohttp``) do that.
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
+    ClientStateError,
     ConnectionFailedError,
     ConversationBusyError,
     EventTooLargeError,
@@ -26,6 +27,7 @@ from flowith_proto.errors import (
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "ClientStateError",
     "ConnectionFailedError",
     "ConversationBusyError",
     "EventTooLargeError",

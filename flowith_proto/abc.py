@@ -77,6 +77,7 @@ from flowith_proto.endpoints._core import require_count
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
+    ClientStateError,
     ConnectionFailedError,
     FileUploadError,
     FlowithError,
@@ -255,6 +256,7 @@ class FlowithClientBase(WebAppMethods):
         self._flying: set[_Flight] = set()
         self._hub = StreamHub(self._open_channel, self._new_signal, self._now, self._race)
         self._closed = False
+        self._entered = False  # by an ``async with`` block (see __aenter__)
         #: What identifies the event loop the client first ran in (see _other_loop).
         self._loop: object | None = None
         #: The bodies of listeners and downloads in progress, which aclose() ends.
@@ -520,12 +522,12 @@ class FlowithClientBase(WebAppMethods):
         a transport error that the closing itself brought about), and refuse a
         call from another event loop than the client's (see :meth:`_other_loop`)."""
         if self._closed:
-            raise FlowithError("the client is closed") from cause
+            raise ClientStateError("the client is closed") from cause
         other = self._other_loop()
         if other is not None:
             raise other
 
-    def _other_loop(self) -> FlowithError | None:
+    def _other_loop(self) -> ClientStateError | None:
         """The error of a call from another event loop than the one the client
         first ran in, else ``None``. Its connections, tasks and timers belong to that
         loop: from another one each library fails in its own way, deep inside
@@ -535,7 +537,7 @@ class FlowithClientBase(WebAppMethods):
         if self._loop is None:
             self._loop = loop
         elif loop is not self._loop:
-            return FlowithError(
+            return ClientStateError(
                 "this client belongs to the event loop it first ran in (an asyncio.run() "
                 "or trio.run() that has ended, or another thread's): make a client in each "
                 "event loop, and close it there"
@@ -705,6 +707,13 @@ class FlowithClientBase(WebAppMethods):
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self: _Self) -> _Self:
+        # As httpx: leaving the block closes the client, so a second block (or one
+        # nested in the first, which would close it under the outer one) is a mistake.
+        if self._closed:
+            raise ClientStateError("the client is closed, and a closed client is not reopened")
+        if self._entered:
+            raise ClientStateError("the client is already open in an 'async with' block")
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -969,7 +978,7 @@ class FlowithClientBase(WebAppMethods):
         is also bounded by the client's ``timeout``.
         """
         if self._closed:
-            raise FlowithError(
+            raise ClientStateError(
                 "the client is closed: a result's save() downloads through the client that "
                 "returned it, so save before closing it (or use an open client's download(url))"
             )
@@ -1103,6 +1112,9 @@ class OperationRun(Generic[T]):
         self._subscribed: list[str] = []
         self._done = False
         self._started = False
+        # The operation's result, kept for result() once the run has reached its end.
+        self._finished = False
+        self._outcome: Any = None
 
     def __aiter__(self) -> OperationRun[T]:
         return self
@@ -1123,6 +1135,7 @@ class OperationRun(Generic[T]):
                     else:
                         effect = self._operation.send(result)
                 except StopIteration as stop:
+                    self._finished, self._outcome = True, stop.value
                     self.close()
                     return stop.value  # type: ignore[no-any-return]
                 result, error = None, None
@@ -1140,11 +1153,14 @@ class OperationRun(Generic[T]):
 
     async def result(self) -> T:
         """Run to the end and return the operation's result (what it emits is
-        dropped)."""
-        last: Any = None
-        async for value in self:
-            last = value
-        return last  # type: ignore[no-any-return]
+        dropped). After the run reached its end (iterated, or a first call), it
+        returns that result again; a run closed or failed before it raises
+        :class:`ClientStateError`."""
+        async for _ in self:
+            pass
+        if not self._finished:
+            raise ClientStateError("this run ended without a result: it was closed or failed")
+        return self._outcome  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Stop the run and release what it holds (idempotent)."""

@@ -11,6 +11,7 @@ formatted.
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import math
 import re
@@ -21,6 +22,7 @@ from typing import Any
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "ClientStateError",
     "ConnectionFailedError",
     "ConversationBusyError",
     "EventTooLargeError",
@@ -47,6 +49,13 @@ _BODY_EXCERPT = 400
 
 class FlowithError(Exception):
     """Base class of every error raised by this library."""
+
+
+class ClientStateError(FlowithError, RuntimeError):
+    """The client cannot do this now: it is closed (a closed client is not
+    reopened), already open in an ``async with`` block, or belongs to another event
+    loop. A mistake in the calling code rather than a failure of the service; also a
+    :class:`RuntimeError`, as httpx's for a closed client."""
 
 
 class APIError(FlowithError):
@@ -222,6 +231,12 @@ class EventTooLargeError(FlowithError):
         super().__init__(message)
         self.size = size
         self.limit = limit
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling (and copying) rebuilds an exception from its args alone: these
+        # keyword-only arguments go with the class.
+        rebuild = functools.partial(type(self), size=self.size, limit=self.limit)
+        return (rebuild, self.args, self.__dict__)
 
 
 #: What names a credential, in a header name or a JSON key. Not plain ``auth`` in

@@ -26,7 +26,12 @@ from typing import Protocol
 
 from flowith_proto.demux import Delivery, Demultiplexer, StreamEnded
 from flowith_proto.effects import DEADLINE, DeadlineReached
-from flowith_proto.errors import APIError, ConnectionFailedError, FlowithError, TimeoutError
+from flowith_proto.errors import (
+    APIError,
+    ClientStateError,
+    ConnectionFailedError,
+    TimeoutError,
+)
 from flowith_proto.retry import RETRY_STATUSES
 from flowith_proto.stream import StreamRouter
 
@@ -221,7 +226,7 @@ class StreamHub:
                 connection = await self._open_stream(channel.name, deadline)
                 if self._closed:  # opened as the client closed: nobody may read it
                     await connection.aclose()
-                    raise FlowithError("the client is closed")
+                    raise ClientStateError("the client is closed")
                 channel.connection = connection
                 channel.router.reset()
                 channel.opened += 1

@@ -7,6 +7,7 @@ from flowith_proto.config import EdgeAuth
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
+    ClientStateError,
     ConnectionFailedError,
     ConversationBusyError,
     EventTooLargeError,
@@ -56,6 +57,7 @@ __all__ = [
     "AuthSession",
     "AuthenticationError",
     "ChatMode",
+    "ClientStateError",
     "ConnectionFailedError",
     "ConvNovelEditor",
     "ConversationBusyError",

@@ -6,6 +6,8 @@ decoder keeps separate paths for whole chunks, split lines and long events.
 
 from __future__ import annotations
 
+import copy
+import pickle
 import time
 import tracemalloc
 from collections.abc import Iterable, Sequence
@@ -361,6 +363,14 @@ def test_oversized_event_is_reported_and_its_neighbours_kept() -> None:
     assert "20" in str(error)
     assert decoder.take_errors() == []
     assert decoder.dropped == []
+    # Its keyword-only arguments made pickle and copy raise TypeError.
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error), copy.deepcopy(error)):
+        assert (type(again), str(again), again.size, again.limit) == (
+            EventTooLargeError,
+            str(error),
+            error.size,
+            20,
+        )
 
 
 def test_oversized_event_across_chunks() -> None:

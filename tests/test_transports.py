@@ -19,7 +19,7 @@ import anyio.lowlevel
 import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
-from flowith_proto.errors import FlowithError, GenerationError, TimeoutError
+from flowith_proto.errors import ClientStateError, FlowithError, GenerationError, TimeoutError
 from flowith_proto.fake import (
     FakeFlowith,
     Step,
@@ -73,6 +73,39 @@ async def test_think_tags_split_across_chunks_while_streaming(
     assert "".join(s.text_delta for s in steps) == "Answer: 42"
     assert "".join(s.reasoning_delta for s in steps) == "Let me think hard."
     assert all("<" not in s.text_delta for s in steps)
+
+
+async def test_a_run_gives_its_result_again_after_its_end(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # result() after iterating (as openai's get_final_completion()) returned None.
+    fake.script(chunk("Answer: "), chunk("42"), complete())
+    async with make_client() as client:
+        run = client.generate_stream("Meaning of life?")
+        steps = [step async for step in run]
+        assert await run.result() == steps[-1]
+        assert (await run.result()).text == "Answer: 42"
+        left = client.generate_stream("unfinished")
+        await left.aclose()
+        with pytest.raises(ClientStateError, match="ended without a result"):
+            await left.result()
+
+
+async def test_a_client_is_entered_once_and_never_reopened(make_client: MakeClient) -> None:
+    # A second block entered a closed client (its calls failed later), and a
+    # nested one closed the client under the outer block.
+    client = make_client()
+    async with client:
+        with pytest.raises(ClientStateError, match="already open"):
+            async with client:
+                pass
+        assert await client.get_credits() is not None  # the outer block still works
+    with pytest.raises(ClientStateError, match="not reopened") as info:
+        async with client:
+            pass
+    assert isinstance(info.value, RuntimeError)
+    with pytest.raises(ClientStateError, match="the client is closed"):
+        await client.get_credits()
 
 
 @pytest.mark.parametrize("line_ending", ["\n", "\r\n", "\r"])
