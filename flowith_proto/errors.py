@@ -464,6 +464,8 @@ def error_from_response(
     pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
     if status < 400:  # not followed: the request carries credentials, the target is unknown
         location = next((v for k, v in pairs if k.lower() == "location"), "")
+        if not location:  # a 304 to a request that asked for none, a 3xx without a target
+            return APIError(f"HTTP {status} without a Location to follow", status_code=status)
         return APIError(
             f"HTTP {status}: the server redirected to {redact(location, list(secrets))!r}, "
             "which the client does not follow with your credentials",

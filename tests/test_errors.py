@@ -387,3 +387,12 @@ def test_a_client_used_from_another_event_loop_says_so(tmp_path: Path) -> None:
     finally:
         stop.set()
         serving.join(10)
+
+
+@pytest.mark.parametrize("status", [301, 302, 304])
+def test_a_redirect_without_a_location_says_so(status: int) -> None:
+    # It said "the server redirected to ''".
+    error = error_from_response(status, {}, b"")
+    assert isinstance(error, APIError)
+    assert str(error) == f"HTTP {status} without a Location to follow"
+    assert error.status_code == status
