@@ -288,7 +288,16 @@ def generate_video(
             ),
             deadline=deadline,
         )
-        body = response.json()
+        try:
+            body = response.json()
+        except ResponseDecodeError as exc:
+            # As below: the job may have started, so say where before giving up on it.
+            raise ResponseDecodeError(
+                f"/video/async answered {exc.body!r}, which is not JSON; the video may "
+                f"still be generating in conversation {conv_id}",
+                response.status,
+                body=exc.body,
+            ) from None
         node_id = video_node_id
         server_id = body.get("nodeId") if isinstance(body, Mapping) else None
         if isinstance(server_id, str) and server_id and server_id != video_node_id:

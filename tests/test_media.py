@@ -222,6 +222,15 @@ def test_a_video_node_id_that_is_not_a_uuid_says_where_the_video_went() -> None:
     assert info.value.body == {"nodeId": "vid-42"}
 
 
+def test_a_video_start_answered_with_no_json_says_where_the_video_may_be() -> None:
+    # A bare "expected JSON" error, although the job may have started.
+    script = rows_script()
+    script.on("POST", "/video/async", Response(200, (("content-type", "text/html"),), b"<html>"))
+    with pytest.raises(ResponseDecodeError, match=f"'<html>'.*in conversation {CONV}") as info:
+        script.run(generate_video(state(), Conversation(), "a cat"))
+    assert (info.value.status_code, info.value.body) == (200, "<html>")
+
+
 def test_video_waits_five_minutes_by_default() -> None:
     script = rows_script()
     script.on("POST", "/video/async", json_response(200, b""))
