@@ -413,7 +413,9 @@ class FlowithClientBase(WebAppMethods):
                 size += len(chunk)
         finally:
             await body.aclose()
-        error = error_from_response(status, headers, b"".join(chunks), secrets=self._secrets)
+        error = error_from_response(
+            status, headers, b"".join(chunks), secrets=self._secrets, endpoint=request.endpoint
+        )
         assert error is not None
         raise error
 

@@ -125,6 +125,7 @@ def call(
             response.body,
             now=now,
             secrets=secrets,
+            endpoint=request.endpoint,
         )
         assert error is not None
         if attempt < policy.max_retries and policy.may_repeat(request, status):

@@ -69,6 +69,10 @@ class APIError(FlowithError):
     in tests say, carries over.
     """
 
+    #: The request the server answered, as ``"POST /rest/v1/flow_node"`` (also in the
+    #: message): a call such as ``generate()`` sends several. ``None`` without one.
+    endpoint: str | None = None
+
     def __init__(self, message: str, status_code: int | None = None, *, body: Any = None) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -453,28 +457,46 @@ def error_from_response(
     *,
     now: float | None = None,
     secrets: Iterable[str] = (),
+    endpoint: str = "",
 ) -> APIError | None:
     """The exception for an HTTP answer, or ``None`` when it is a success.
 
     ``headers`` may be a mapping or pairs; names are compared case-insensitively.
     ``now`` (unix seconds) lets an HTTP-date ``Retry-After`` be turned into a wait.
+    ``endpoint`` (``"GET /rest/v1/conversation"``) names the request answered, in
+    the message and as ``.endpoint``.
     """
     if status < 300:
         return None
+    error = _status_error(status, headers, body, now, list(secrets), endpoint)
+    if endpoint:
+        error.endpoint = endpoint
+    return error
+
+
+def _status_error(
+    status: int,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    body: bytes,
+    now: float | None,
+    secrets: list[str],
+    endpoint: str,
+) -> APIError:
     pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
+    answered = f"HTTP {status} from {endpoint}" if endpoint else f"HTTP {status}"
     if status < 400:  # not followed: the request carries credentials, the target is unknown
         location = next((v for k, v in pairs if k.lower() == "location"), "")
         if not location:  # a 304 to a request that asked for none, a 3xx without a target
-            return APIError(f"HTTP {status} without a Location to follow", status_code=status)
+            return APIError(f"{answered} without a Location to follow", status_code=status)
         return APIError(
-            f"HTTP {status}: the server redirected to {redact(location, list(secrets))!r}, "
+            f"{answered}: the server redirected to {redact(location, secrets)!r}, "
             "which the client does not follow with your credentials",
             status_code=status,
         )
     retry_after_raw = next((v for k, v in pairs if k.lower() == "retry-after"), None)
-    decoded = _decode_body(body, list(secrets))
+    decoded = _decode_body(body, secrets)
     reason = _server_message(decoded)
-    message = f"HTTP {status}: {reason}" if reason else f"HTTP {status}"
+    message = f"{answered}: {reason}" if reason else answered
     if status == 402 or (status in (400, 403) and _mentions_insufficient_credits(decoded)):
         return InsufficientCreditsError(message, status_code=status, body=decoded)
     if status == 401:

@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import attrs
 
@@ -189,6 +189,12 @@ class Request:
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or ``None``."""
         return first_header(self.headers, name)
+
+    @property
+    def endpoint(self) -> str:
+        """The method and path, as ``"POST /rest/v1/flow_node"``: what an error names
+        (no host, and no query, which holds ids and filters)."""
+        return f"{self.method} {urlsplit(self.url).path}"
 
     @property
     def content(self) -> bytes:

@@ -260,7 +260,9 @@ def test_rewards_status_and_claim(cli: CLI, served: Served) -> None:
     assert first.json()["claimed"] is True
     second = cli("rewards", "claim", token=token)
     assert second.code == 4
-    assert second.error_lines == ["flowith: HTTP 409: Daily reward already claimed today"]
+    assert second.error_lines == [
+        "flowith: HTTP 409 from POST /mkt/daily-rewards/claim: Daily reward already claimed today"
+    ]
 
 
 # -- generation ------------------------------------------------------------------------------------
@@ -507,7 +509,7 @@ def test_expired_token_without_refresh_token_is_an_auth_failure(cli: CLI, served
     done = cli("credits", token=expired)
     assert done.code == 3
     assert done.err.count("\n") == 1
-    assert done.error_lines == ["flowith: HTTP 401: jwt expired"]
+    assert done.error_lines == ["flowith: HTTP 401 from GET /user/credits: jwt expired"]
 
 
 def test_a_refused_token_never_appears_in_the_error(cli: CLI) -> None:

@@ -88,9 +88,22 @@ async def test_a_refused_stream_fails_the_generation_before_it_starts(
 ) -> None:
     fake.fail_next(1, 403, method="GET", path="/user_stream/stream")
     async with make_client() as client:
-        with pytest.raises(PermissionDeniedError):
+        with pytest.raises(PermissionDeniedError) as info:
             await client.generate("hi", timeout=10)
     assert not fake.requests_to("POST", "/completion/async")
+    assert info.value.endpoint == "GET /user_stream/stream"
+
+
+async def test_an_error_answer_names_the_request_it_answered(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # generate() sends several requests: "HTTP 502" alone did not say which failed.
+    fake.fail_next(1, 502, method="POST", path="/rest/v1/flow_node", body={"message": "down"})
+    async with make_client(max_retries=0) as client:
+        with pytest.raises(APIError) as info:
+            await client.generate("hi", timeout=10)
+    assert str(info.value) == "HTTP 502 from POST /rest/v1/flow_node: down"
+    assert (info.value.endpoint, info.value.status_code) == ("POST /rest/v1/flow_node", 502)
 
 
 async def test_an_api_redirect_is_an_error_and_never_followed_with_credentials(
