@@ -48,6 +48,7 @@ from flowith_proto import media as media_ops
 from flowith_proto import queries
 from flowith_proto import uploads as upload_ops
 from flowith_proto.api import WebAppMethods
+from flowith_proto.arguments import require_count, require_option
 from flowith_proto.auth import Credentials
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
@@ -73,7 +74,6 @@ from flowith_proto.effects import (
     Subscribe,
     WallClock,
 )
-from flowith_proto.endpoints._core import require_count
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
@@ -835,6 +835,8 @@ class FlowithClientBase(WebAppMethods):
         Continuing one, the first turn reads its canvas: the thread that ends
         at its newest answer gives the messages sent with the next prompt, the
         node it hangs under and the turn count (``session.turn``)."""
+        if model is not None:
+            model = require_option(model, "model")  # before its first turn makes rows
         return ConversationSession(
             self, Conversation(conv_id=conv_id, model=model, resume=conv_id is not None)
         )

@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from flowith_proto import queries
+from flowith_proto.arguments import require_count
 from flowith_proto.effects import Operation
-from flowith_proto.endpoints._core import require_count
 from flowith_proto.errors import AuthenticationError, ResponseDecodeError
 from flowith_proto.models import (
     AuthSession,

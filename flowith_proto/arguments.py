@@ -1,26 +1,41 @@
-"""Checks of a generation's arguments, made before its first request.
+"""Checks of a caller's arguments, made before anything is sent.
 
-A generation creates rows before it starts the model; an argument the server
-then refuses leaves a conversation and nodes behind. Shapes the API cannot take
-are refused here instead, with a :class:`~flowith_proto.errors.ValidationError`
-that names the argument. The values themselves (which sizes or ratios a model
-takes) are the server's to judge: they are not known to this client.
+Each refuses a shape the API cannot take with a
+:class:`~flowith_proto.errors.ValidationError` (``status_code`` ``None``) that
+names the argument. A generation makes them before its first request: it creates
+rows before it starts the model, and an argument the server then refused left a
+conversation and nodes behind. The values themselves (which sizes or ratios a
+model takes) are the server's to judge: they are not known to this client. Counts,
+identifiers and header text are checked as requests are built, where ids and
+filters go into a path or a query.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flowith_proto.errors import ValidationError
+from flowith_proto.errors import ValidationError, excerpt
 
-__all__ = ["require_flag", "require_messages", "require_option", "require_urls"]
+__all__ = [
+    "require_count",
+    "require_flag",
+    "require_identifier",
+    "require_messages",
+    "require_option",
+    "require_prompt",
+    "require_text",
+    "require_urls",
+]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _refuse(name: str, wanted: str, value: object) -> ValidationError:
     return ValidationError(
-        f"{name} must be {wanted}, not {type(value).__name__} {value!r}",
+        f"{name} must be {wanted}, not {type(value).__name__} {excerpt(value)}",
         status_code=None,
         details=[{"field": name, "reason": f"not {wanted}"}],
     )
@@ -42,26 +57,45 @@ def require_flag(value: object, name: str) -> bool:
     return value
 
 
+def require_prompt(value: object, alternative: str = "", *, given: bool = False) -> str:
+    """A prompt: text with something in it, or any text when the ``alternative``
+    that can carry the request without text (images, a first frame) is ``given``."""
+    if isinstance(value, str) and (value.strip() or given):
+        return value
+    wanted = "text with something in it" + (f" (or {alternative})" if alternative else "")
+    raise _refuse("prompt", wanted, value)
+
+
+def _items(value: object) -> list[Any] | None:
+    """The items of a list, tuple, generator or other iterable; ``None`` for text (as
+    a sequence it would give one item per character) and for mappings (their keys)."""
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        return None
+    return list(value)
+
+
 def require_urls(value: object, name: str) -> tuple[str, ...]:
-    """A list of URLs. One ``str`` is refused: as a sequence it would send each of its
+    """URLs, from any iterable. One ``str`` is refused: it would send each of its
     characters as a URL."""
     if value is None:
         return ()
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    urls = _items(value)
+    if urls is None:
         raise _refuse(name, "a list of URL strings", value)
-    for index, url in enumerate(value):
+    for index, url in enumerate(urls):
         if not isinstance(url, str) or not url:
             raise _refuse(f"{name}[{index}]", "a non-empty URL string", url)
-    return tuple(value)
+    return tuple(urls)
 
 
 def require_messages(value: object, name: str) -> list[dict[str, Any]]:
-    """Chat messages: ``[{"role": ..., "content": ...}, ...]``, each a mapping with a
-    ``str`` role and a content."""
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+    """Chat messages, from any iterable: ``[{"role": ..., "content": ...}, ...]``, each
+    a mapping with a ``str`` role and a content."""
+    items = _items(value)
+    if items is None:
         raise _refuse(name, 'a list of {"role", "content"} mappings', value)
     messages: list[dict[str, Any]] = []
-    for index, message in enumerate(value):
+    for index, message in enumerate(items):
         if (
             not isinstance(message, Mapping)
             or not isinstance(message.get("role"), str)
@@ -71,3 +105,48 @@ def require_messages(value: object, name: str) -> list[dict[str, Any]]:
             raise _refuse(f"{name}[{index}]", wanted, message)
         messages.append(dict(message))
     return messages
+
+
+def require_count(value: object, name: str, *, minimum: int = 0) -> str:
+    """A limit, offset or page size as its decimal text, or a ValidationError.
+
+    Booleans are refused although Python counts them as ints: ``limit=True``
+    is a mistake, not ``limit=1``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValidationError(
+            f"{name} must be an int >= {minimum}, got {value!r}",
+            status_code=None,
+            details=[{"field": name, "reason": "not a count"}],
+        )
+    return str(value)
+
+
+def require_identifier(value: object, name: str) -> str:
+    """A SQL-style name (``[A-Za-z_][A-Za-z0-9_]*``), or a ValidationError.
+
+    Used for names that go into a path or become JSON keys of a PATCH, so no
+    caller string can reach another function, column or operator.
+    """
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ValidationError(
+            f"{name} must be a simple identifier like 'get_online_count', got {value!r}",
+            status_code=None,
+            details=[{"field": name, "reason": "not an identifier"}],
+        )
+    return value
+
+
+def require_text(value: object, name: str) -> str:
+    """A non-empty string without control characters (they could end a header)."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    ):
+        raise ValidationError(
+            f"{name} must be a non-empty string without control characters, got {value!r}",
+            status_code=None,
+            details=[{"field": name, "reason": "not a plain string"}],
+        )
+    return value

@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import reprlib
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
@@ -49,7 +48,7 @@ from typing import Any, TypeVar, cast
 import attrs
 import cattrs
 
-from flowith_proto.errors import ResponseDecodeError
+from flowith_proto.errors import ResponseDecodeError, excerpt
 from flowith_proto.models import (
     AuthSession,
     ConversationRecord,
@@ -149,19 +148,6 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-#: The repr of an unusable value in a log line: a few levels and items of it, so that
-#: a value nested deeper than Python recurses, or megabytes long, costs a short line.
-_EXCERPT = reprlib.Repr()
-_EXCERPT.maxlevel = 3
-_EXCERPT.maxdict = _EXCERPT.maxlist = 4
-
-
-def _excerpt(value: Any) -> str:
-    try:
-        text = _EXCERPT.repr(value)
-    except ValueError:  # an int past sys.get_int_max_str_digits()
-        return f"<{_json_kind(value)}>"
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _unusable(owner: str, expected: str, value: Any, default: Any) -> Any:
@@ -170,7 +156,7 @@ def _unusable(owner: str, expected: str, value: Any, default: Any) -> Any:
         "%s: expected %s, got %s (a JSON %s); using %r",
         owner,
         expected,
-        _excerpt(value),
+        excerpt(value),
         _json_kind(value),
         default,
     )
@@ -182,7 +168,7 @@ def _dropped(owner: str, expected: str, item: Any) -> None:
         "%s: expected %s, got %s (a JSON %s); the item is dropped",
         owner,
         expected,
-        _excerpt(item),
+        excerpt(item),
         _json_kind(item),
     )
 

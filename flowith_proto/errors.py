@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import re
+import reprlib
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "TimeoutError",
     "ValidationError",
     "error_from_response",
+    "excerpt",
     "is_expired_token_error",
     "is_token_expired",
     "parse_retry_after",
@@ -114,16 +116,17 @@ class RateLimitError(APIError):
 
 
 class ValidationError(APIError, ValueError):
-    """HTTP 422 (``status_code`` 422), or arguments the client refuses before
-    sending anything (``status_code`` ``None``). ``details`` lists what was wrong.
-    Also a :class:`ValueError`, as an invalid argument is to the standard library."""
+    """HTTP 422 (``status_code`` 422, the default, as the original client's), or
+    arguments the client refuses before sending anything (``status_code`` ``None``).
+    ``details`` lists what was wrong. Also a :class:`ValueError`, as an invalid
+    argument is to the standard library."""
 
     def __init__(
         self,
         message: str,
         details: list[Any] | None = None,
         *,
-        status_code: int | None = None,
+        status_code: int | None = 422,
         body: Any = None,
     ) -> None:
         super().__init__(message, status_code=status_code, body=body)
@@ -381,6 +384,23 @@ def _redact_values(value: Any, secrets: list[str]) -> Any:
             for key, item in value.items()
         }
     return value
+
+
+#: A few levels and items of a value, for :func:`excerpt`.
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel = 3
+_SHORT_REPR.maxdict = _SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+
+
+def excerpt(value: Any, limit: int = 80) -> str:
+    """A short repr of ``value`` for a message or a log line: a value nested deeper
+    than Python recurses, or megabytes long (a data URL), costs a short line."""
+    try:
+        text = _SHORT_REPR.repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def scrub(error: FlowithError, secrets: Iterable[str]) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from flowith_proto.arguments import require_option, require_urls
+from flowith_proto.arguments import require_option, require_prompt, require_urls
 from flowith_proto.calls import call
 from flowith_proto.config import check_seconds
 from flowith_proto.convert import structure_rows
@@ -527,12 +527,8 @@ def send(
     image_urls = require_urls(images, "images")
     if model is not None:
         model = require_option(model, "model")
-    if not isinstance(prompt, str) or not (prompt.strip() or image_urls):
-        # Refused before any row is made: it left an empty conversation behind.
-        raise ValidationError(
-            f"prompt must be text with something in it (or images), not {prompt!r}",
-            status_code=None,
-        )
+    # Refused before any row is made: an empty prompt left an empty conversation behind.
+    require_prompt(prompt, "images", given=bool(image_urls))
     with one_turn(conversation):
         started: float = yield Now()
         deadline = started + (state.result_timeout if timeout is None else timeout)

@@ -21,7 +21,12 @@ from typing import Any
 
 import attrs
 
-from flowith_proto.arguments import require_flag, require_messages, require_option
+from flowith_proto.arguments import (
+    require_flag,
+    require_messages,
+    require_option,
+    require_prompt,
+)
 from flowith_proto.calls import call
 from flowith_proto.config import check_seconds
 from flowith_proto.demux import StreamEnded
@@ -181,6 +186,7 @@ def generate_image(
 ) -> Operation[ImageOutput]:
     """Generate an image from ``prompt`` in ``conversation`` (created if needed)."""
     check_seconds("timeout", timeout, endless=True)
+    require_prompt(prompt)
     chosen = require_option(model, "model") if model is not None else DEFAULT_IMAGE_MODEL
     ratio = require_option(aspect_ratio, "aspect_ratio")
     image_size = require_option(image_size, "image_size")
@@ -261,6 +267,7 @@ def generate_video(
     check_seconds("timeout", timeout, endless=True)
     chosen = require_option(model, "model") if model is not None else DEFAULT_VIDEO_MODEL
     image_url = require_option(image_url, "image_url")
+    require_prompt(prompt, "an image_url", given=bool(image_url))
     ratio = require_option(aspect_ratio, "aspect_ratio")
     resolution = require_option(resolution, "resolution")
     audio = require_flag(audio, "audio")

@@ -210,9 +210,12 @@ def _moment(at_time: datetime | float | str) -> datetime:
         if isinstance(at_time, (int, float)) and not isinstance(at_time, bool):
             return datetime.fromtimestamp(at_time, tz=timezone.utc)
     except (ValueError, OverflowError, OSError) as exc:
-        raise ValidationError(f"at_time: not a usable moment: {at_time!r} ({exc})") from exc
+        raise ValidationError(
+            f"at_time: not a usable moment: {at_time!r} ({exc})", status_code=None
+        ) from exc
     raise ValidationError(
-        f"at_time must be a datetime, unix seconds or a date string, not {type(at_time).__name__}"
+        f"at_time must be a datetime, unix seconds or a date string, not {type(at_time).__name__}",
+        status_code=None,
     )
 
 

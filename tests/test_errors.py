@@ -129,7 +129,7 @@ def test_constructors_take_the_original_clients_positional_arguments() -> None:
     limited = RateLimitError("slow down", 30)
     assert (limited.retry_after_s, limited.status_code) == (30, 429)
     invalid = ValidationError("bad", [{"loc": ["prompt"]}])
-    assert (invalid.details, invalid.status_code) == ([{"loc": ["prompt"]}], None)
+    assert (invalid.details, invalid.status_code) == ([{"loc": ["prompt"]}], 422)
     assert AuthenticationError("expired", 401).status_code == 401
 
 

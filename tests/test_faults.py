@@ -714,6 +714,15 @@ async def test_an_empty_prompt_is_refused_before_anything_is_sent(
         # A raw "dictionary update sequence element" ValueError.
         (lambda c: c.generate_title("hi"), "messages must be a list"),
         (lambda c: c.generate_title([{"content": "hi"}]), r"messages\[0\] must be a mapping"),
+        # Media prompts made the conversation and its nodes, then got HTTP 400 (or
+        # went through blank).
+        (lambda c: c.generate_image(""), "prompt must be text with something in it, not"),
+        (lambda c: c.generate_image(None), "prompt must be text with something in it, not"),
+        (lambda c: c.generate_video("   "), r"prompt must be .* \(or an image_url\)"),
+        (lambda c: c.generate_video(5), r"prompt must be .* \(or an image_url\)"),
+        (lambda c: c.start_conversation(model=4).send("hi"), "model must be a str, not int"),
+        # A data URL of megabytes was quoted whole.
+        (lambda c: c.generate("x", images="data:image/png;base64," + "A" * 10**6), "'data:"),
     ],
 )
 async def test_arguments_the_api_cannot_take_are_refused_before_anything_is_sent(
@@ -723,4 +732,21 @@ async def test_arguments_the_api_cannot_take_are_refused_before_anything_is_sent
         with pytest.raises(ValidationError, match=refused) as caught:
             await call(client)
     assert caught.value.status_code is None
+    assert len(str(caught.value)) < 200
     assert fake.requests == []
+
+
+async def test_messages_and_image_urls_may_come_from_any_iterable(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # generate_title took a generator before its checks came, and still does.
+    async with make_client() as client:
+        title = await client.generate_title(m for m in [{"role": "user", "content": "Hi there"}])
+        session = client.start_conversation()
+        await session.send("what is this?", images=(u for u in ["https://example.com/a.png"]))
+    assert title == "Hi there"
+    (sent,) = fake.requests_to("POST", "/completion/async")
+    assert sent.json()["messages"][-1]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "https://example.com/a.png"},
+    }

@@ -1,4 +1,4 @@
-"""What every host's builders share: the headers, the URL helpers, the checks.
+"""What every host's builders share: the headers and the URL helpers.
 
 protocol.md 1.4 gives the header sets; where the old client differs (section
 7) these helpers follow ``docs/protocol-decisions.md``: no JSON content type on
@@ -7,14 +7,13 @@ bodiless requests and ``Content-Profile`` on PostgREST writes (D26).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import attrs
 
 from flowith_proto.auth import Credentials
 from flowith_proto.config import SUPABASE_CLIENT_INFO, EdgeAuth, FlowithConfig
-from flowith_proto.errors import AuthenticationError, ValidationError
+from flowith_proto.errors import AuthenticationError
 from flowith_proto.request import encode_query, require_uuid
 
 __all__ = ["NODE_TYPE_AI", "NODE_TYPE_USER", "Position"]
@@ -25,9 +24,6 @@ NODE_TYPE_AI = "2"
 ACCEPT_JSON = "application/json, text/plain, */*"
 JSON = "application/json"
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
 @attrs.frozen
 class Position:
     """A node's place on the flow canvas, in the web app's pixels."""
@@ -37,51 +33,6 @@ class Position:
 
     def as_json(self) -> dict[str, int]:
         return {"x": self.x, "y": self.y}
-
-
-def require_count(value: object, name: str, *, minimum: int = 0) -> str:
-    """A limit, offset or page size as its decimal text, or a ValidationError.
-
-    Booleans are refused although Python counts them as ints: ``limit=True``
-    is a mistake, not ``limit=1``.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValidationError(
-            f"{name} must be an int >= {minimum}, got {value!r}",
-            status_code=None,
-            details=[{"field": name, "reason": "not a count"}],
-        )
-    return str(value)
-
-
-def require_identifier(value: object, name: str) -> str:
-    """A SQL-style name (``[A-Za-z_][A-Za-z0-9_]*``), or a ValidationError.
-
-    Used for names that go into a path or become JSON keys of a PATCH, so no
-    caller string can reach another function, column or operator.
-    """
-    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
-        raise ValidationError(
-            f"{name} must be a simple identifier like 'get_online_count', got {value!r}",
-            status_code=None,
-            details=[{"field": name, "reason": "not an identifier"}],
-        )
-    return value
-
-
-def require_text(value: object, name: str) -> str:
-    """A non-empty string without control characters (they could end a header)."""
-    if (
-        not isinstance(value, str)
-        or not value
-        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
-    ):
-        raise ValidationError(
-            f"{name} must be a non-empty string without control characters, got {value!r}",
-            status_code=None,
-            details=[{"field": name, "reason": "not a plain string"}],
-        )
-    return value
 
 
 class EndpointsCore:

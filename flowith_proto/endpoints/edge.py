@@ -14,13 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flowith_proto.endpoints._core import (
-    JSON,
-    EndpointsCore,
-    Position,
-    require_count,
-    require_text,
-)
+from flowith_proto.arguments import require_count, require_text
+from flowith_proto.endpoints._core import JSON, EndpointsCore, Position
 from flowith_proto.errors import ValidationError
 from flowith_proto.request import (
     FilePart,

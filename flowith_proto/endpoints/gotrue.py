@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from flowith_proto.endpoints._core import ACCEPT_JSON, JSON, EndpointsCore, require_text
+from flowith_proto.arguments import require_text
+from flowith_proto.endpoints._core import ACCEPT_JSON, JSON, EndpointsCore
 from flowith_proto.errors import AuthenticationError, ValidationError
 from flowith_proto.request import Request, dump_json
 

@@ -13,14 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flowith_proto.endpoints._core import (
-    NODE_TYPE_AI,
-    NODE_TYPE_USER,
-    EndpointsCore,
-    Position,
-    require_count,
-    require_identifier,
-)
+from flowith_proto.arguments import require_count, require_identifier
+from flowith_proto.endpoints._core import NODE_TYPE_AI, NODE_TYPE_USER, EndpointsCore, Position
 from flowith_proto.errors import ValidationError
 from flowith_proto.request import Request, dump_json, literal, quote_value, require_uuid
 
