@@ -411,12 +411,18 @@ def scrub(error: FlowithError, secrets: Iterable[str]) -> None:
     client scrubs each one with them on its way out, as error answers already are.
     """
     held = [secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH]
-    error.args = tuple(redact(arg, held) if isinstance(arg, str) else arg for arg in error.args)
-    if isinstance(error, APIError) and error.body is not None:
-        try:
-            error.body = _redact_values(error.body, held)
-        except RecursionError:
-            error.body = _TOO_DEEP
+    seen: set[int] = set()
+    current: BaseException | None = error
+    # The errors it was raised from too: a traceback shows them.
+    while isinstance(current, FlowithError) and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(redact(a, held) if isinstance(a, str) else a for a in current.args)
+        if isinstance(current, APIError) and current.body is not None:
+            try:
+                current.body = _redact_values(current.body, held)
+            except RecursionError:
+                current.body = _TOO_DEEP
+        current = current.__cause__ or current.__context__
 
 
 def _server_message(decoded: Any) -> str:

@@ -23,9 +23,11 @@ from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
+    FlowithError,
     NotFoundError,
     ResponseDecodeError,
     ValidationError,
+    scrub,
 )
 from flowith_proto.isodates import parse_iso8601
 from flowith_proto.models import (
@@ -39,7 +41,7 @@ from flowith_proto.models import (
     UserCredits,
     UserProfile,
 )
-from flowith_proto.request import Request, require_uuid
+from flowith_proto.request import Request, Response, require_uuid
 from flowith_proto.state import ClientState
 
 __all__ = [
@@ -285,6 +287,21 @@ def refresh(
         raise AuthenticationError(
             f"refreshing the session failed: {exc}", status_code=exc.status_code, body=exc.body
         ) from exc
+    try:
+        session = _refreshed_session(response)
+    except FlowithError as exc:  # the refresh token passed in is no token the state holds
+        scrub(exc, response.secrets)
+        raise
+    if not session.access_token:
+        raise AuthenticationError("refreshing the session returned no access_token")
+    state.credentials = state.credentials.with_tokens(session.access_token, session.refresh_token)
+    if not session.refresh_token:  # the old one stays in use: say so, so it is persisted
+        session = attrs.evolve(session, refresh_token=state.credentials.refresh_token)
+    return session
+
+
+def _refreshed_session(response: Response) -> AuthSession:
+    """The session a refresh answered, or :class:`ResponseDecodeError`."""
     payload = response.json()
     if isinstance(payload, Mapping) and not all(
         isinstance(token, str) and header_safe(token.strip())
@@ -297,13 +314,7 @@ def refresh(
             "an HTTP header can carry",
             status_code=response.status,
         )
-    session = structure_row(payload, AuthSession, context="refresh_access_token")
-    if not session.access_token:
-        raise AuthenticationError("refreshing the session returned no access_token")
-    state.credentials = state.credentials.with_tokens(session.access_token, session.refresh_token)
-    if not session.refresh_token:  # the old one stays in use: say so, so it is persisted
-        session = attrs.evolve(session, refresh_token=state.credentials.refresh_token)
-    return session
+    return structure_row(payload, AuthSession, context="refresh_access_token")
 
 
 def get_conversation(

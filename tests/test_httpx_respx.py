@@ -400,6 +400,20 @@ async def test_an_answer_of_the_wrong_shape_keeps_no_token_the_client_holds(
     assert "[REDACTED]" in str(info.value.body)
 
 
+@pytest.mark.parametrize("answer", [[OPAQUE_REFRESH], [{"access_token": [OPAQUE_REFRESH]}]])
+async def test_a_refresh_answer_of_the_wrong_shape_keeps_no_token_passed_in(answer: Any) -> None:
+    # A refresh token passed to refresh_access_token() is not one the client holds:
+    # the wrong-shape error kept it in its message and .body (and in its cause).
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(200, json=answer)
+        async with client(max_retries=0) as flowith:
+            with pytest.raises(ResponseDecodeError) as info:
+                await flowith.refresh_access_token(OPAQUE_REFRESH)
+    chain = [info.value, info.value.__cause__, info.value.__context__]
+    shown = " ".join(f"{e!r} {getattr(e, 'body', '')}" for e in chain if e is not None)
+    assert OPAQUE_REFRESH not in shown
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 422])
 async def test_a_refused_refresh_is_an_authentication_error(status: int) -> None:
     with respx.mock() as router:
