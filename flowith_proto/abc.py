@@ -21,7 +21,6 @@ import contextlib
 import copy
 import functools
 import inspect
-import logging
 import math
 import os
 import random
@@ -44,8 +43,8 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 import attrs
 
+from flowith_proto import logs, queries
 from flowith_proto import media as media_ops
-from flowith_proto import queries
 from flowith_proto import uploads as upload_ops
 from flowith_proto.api import WebAppMethods
 from flowith_proto.arguments import require_count, require_option
@@ -123,7 +122,7 @@ __all__ = [
 # ByteStream and Signal are what a transport's hooks return; they live with the
 # stream hub that consumes them.
 
-log = logging.getLogger("flowith.client")
+log = logs.logger("flowith.client")
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -39,7 +39,6 @@ no reflection per row.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import types
 from collections.abc import Callable, Mapping
@@ -48,6 +47,7 @@ from typing import Any, TypeVar, cast
 import attrs
 import cattrs
 
+from flowith_proto import logs
 from flowith_proto.errors import ResponseDecodeError, excerpt
 from flowith_proto.models import (
     AuthSession,
@@ -78,7 +78,7 @@ __all__ = ["ROW_TYPES", "structure_credits", "structure_models", "structure_row"
 T = TypeVar("T")
 _Hook = Callable[[Any], Any]
 
-_log = logging.getLogger("flowith.convert")
+_log = logs.logger("flowith.convert")
 
 #: Where a field's value comes from when the row key differs from the field
 #: name (protocol.md section 2); every other field reads the key of its name.

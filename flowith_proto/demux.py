@@ -10,16 +10,16 @@ dropped, which bounds memory by the number of live subscriptions.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 
 import attrs
 
+from flowith_proto import logs
 from flowith_proto.events import FlowithEvent, Heartbeat
 
 __all__ = ["Demultiplexer", "StreamEnded"]
 
-log = logging.getLogger("flowith.stream")
+log = logs.logger("flowith.stream")
 
 
 @attrs.frozen

@@ -24,13 +24,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from flowith_proto import logs
 from flowith_proto.arguments import require_option, require_prompt, require_urls
 from flowith_proto.calls import call
 from flowith_proto.config import check_seconds
@@ -90,7 +90,7 @@ __all__ = [
     "turn_layout",
 ]
 
-log = logging.getLogger("flowith.generation")
+log = logs.logger("flowith.generation")
 
 #: Vertical distance between a node and its child on the canvas, as the web app
 #: lays out a fresh conversation (user node at y=130, its answer at y=340).

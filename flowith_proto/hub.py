@@ -19,11 +19,11 @@ This module performs I/O only through the callables the client passes in
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
+from flowith_proto import logs
 from flowith_proto.demux import Delivery, Demultiplexer, StreamEnded
 from flowith_proto.effects import DEADLINE, DeadlineReached
 from flowith_proto.errors import (
@@ -37,7 +37,7 @@ from flowith_proto.stream import StreamRouter
 
 __all__ = ["CHANNELS", "IDLE_LOOK", "ByteStream", "Signal", "StreamHub"]
 
-log = logging.getLogger("flowith.stream")
+log = logs.logger("flowith.stream")
 
 #: The user's two event streams, by the name operations use for them.
 CHANNELS = ("stream", "sse")

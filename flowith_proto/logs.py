@@ -1,11 +1,40 @@
 """Logging: the library logs under ``"flowith"`` and never configures it at import
-(the old client forced DEBUG on everyone: D25)."""
+(the old client forced DEBUG on everyone: D25).
+
+Its records may quote what a server sent (a row field it could not use, a malformed
+event), which can echo a token: every library logger masks what looks like a
+credential in its records (:func:`logger`), whatever handlers the application adds.
+"""
 
 from __future__ import annotations
 
 import logging
 
-__all__ = ["set_log_level"]
+from flowith_proto.errors import redact
+
+__all__ = ["logger", "set_log_level"]
+
+
+class _Masked(logging.Filter):
+    """Masks JWTs, credential-named fields and ``Bearer`` values in a record's text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = redact(text, ())
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+_MASKED = _Masked()
+
+
+def logger(name: str) -> logging.Logger:
+    """The library logger ``name`` (under ``"flowith"``), masking credentials."""
+    found = logging.getLogger(name)
+    if _MASKED not in found.filters:
+        found.addFilter(_MASKED)
+    return found
 
 _HANDLER_NAME = "flowith-console"
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import enum
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from flowith_proto import logs
 from flowith_proto.arguments import (
     require_flag,
     require_messages,
@@ -65,7 +65,7 @@ __all__ = [
     "generate_video",
 ]
 
-log = logging.getLogger("flowith.generation")
+log = logs.logger("flowith.generation")
 
 DEFAULT_IMAGE_MODEL = "gemini-3.1-flash-image"
 DEFAULT_VIDEO_MODEL = "seedance-2.0-fast"

@@ -10,17 +10,17 @@ stream keeps serving every other generation.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from flowith_proto import logs
 from flowith_proto.demux import Demultiplexer
 from flowith_proto.events import MalformedEvent, decode_event, unwrap
 from flowith_proto.sse import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecoder
 
 __all__ = ["StreamRouter", "listener_payloads"]
 
-log = logging.getLogger("flowith.stream")
+log = logs.logger("flowith.stream")
 
 
 class StreamRouter:

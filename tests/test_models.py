@@ -860,3 +860,16 @@ def test_every_record_is_hashable_and_equal_ones_hash_alike(cls: type) -> None:
     assert one == two
     assert hash(one) == hash(two)
     assert len({one, two}) == 1
+
+
+def test_a_token_in_a_value_the_row_cannot_use_is_masked_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The warning quoted the value as it came: a JWT echoed in a row field was logged.
+    jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    with caplog.at_level(logging.WARNING, logger="flowith.convert"):
+        (credits,) = structure_credits([{"remain_quota": {"echo": jwt}}])
+    assert credits.remain_quota == 0.0
+    assert "UserCredits.remain_quota" in caplog.text
+    assert jwt not in caplog.text
+    assert "[REDACTED]" in caplog.text
