@@ -26,17 +26,18 @@ __all__ = ["FlowithClient"]
 __all__ += public.__all__
 
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), "FlowithClient"})
+if not TYPE_CHECKING:  # a module __getattr__ would let a type checker take any name
 
+    def __dir__() -> list[str]:
+        return sorted({*globals(), "FlowithClient"})
 
-def __getattr__(name: str) -> object:
-    if name != "FlowithClient":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    try:
-        from flowith_httpx.client import FlowithClient
-    except ModuleNotFoundError as exc:
-        extras.explain(exc, "flowith_httpx", "httpx")
-        raise
-    globals()["FlowithClient"] = FlowithClient  # later lookups skip this function
-    return FlowithClient
+    def __getattr__(name: str) -> object:
+        if name != "FlowithClient":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        try:
+            from flowith_httpx.client import FlowithClient
+        except ModuleNotFoundError as exc:
+            extras.explain(exc, "flowith_httpx", "httpx")
+            raise
+        globals()["FlowithClient"] = FlowithClient  # later lookups skip this function
+        return FlowithClient

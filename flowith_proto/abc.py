@@ -1115,9 +1115,11 @@ class OperationRun(Generic[T]):
         self._subscribed: list[str] = []
         self._done = False
         self._started = False
-        # The operation's result, kept for result() once the run has reached its end.
+        # The operation's result, kept for result() once the run has reached its end,
+        # or the error it ended with.
         self._finished = False
         self._outcome: Any = None
+        self._failure: FlowithError | None = None
 
     def __aiter__(self) -> OperationRun[T]:
         return self
@@ -1152,17 +1154,20 @@ class OperationRun(Generic[T]):
             self.close()
             if isinstance(exc, FlowithError):
                 scrub(exc, self._client._state.secrets)
+                self._failure = exc
             raise
 
     async def result(self) -> T:
         """Run to the end and return the operation's result (what it emits is
         dropped). After the run reached its end (iterated, or a first call), it
-        returns that result again; a run closed or failed before it raises
-        :class:`ClientStateError`."""
+        returns that result again, or raises (a copy of) the error it failed with;
+        a run closed before its end raises :class:`ClientStateError`."""
         async for _ in self:
             pass
+        if self._failure is not None:
+            raise copy.copy(self._failure) from self._failure
         if not self._finished:
-            raise ClientStateError("this run ended without a result: it was closed or failed")
+            raise ClientStateError("this run was closed before its end: it has no result")
         return self._outcome  # type: ignore[no-any-return]
 
     def close(self) -> None:

@@ -56,8 +56,9 @@ class FlowithError(Exception):
 class ClientStateError(FlowithError, RuntimeError):
     """The client cannot do this now: it is closed (a closed client is not
     reopened), already open in an ``async with`` block, or belongs to another event
-    loop. A mistake in the calling code rather than a failure of the service; also a
-    :class:`RuntimeError`, as httpx's for a closed client."""
+    loop; or a run closed before its end was asked for its result. A mistake in the
+    calling code rather than a failure of the service; also a :class:`RuntimeError`,
+    as httpx's for a closed client."""
 
 
 class APIError(FlowithError):

@@ -265,13 +265,12 @@ def parse_event(payload: Any) -> FlowithEvent:
             event,
         )
     if kind == "workflow_complete":
-        wrong = _non_text_result(event)
-        if wrong is not None and status == "completed":
-            # The same check as other terminal events': a job that says it completed
-            # with an object for a URL is malformed, not an empty success.
-            reason = f"{wrong!r} of a terminal event is not text"
-            return MalformedEvent(node_id, reason, _text(event))
-        result = _text(event.get("result"))
+        raw_result = event.get("result")
+        if status == "completed" and raw_result is not None and not isinstance(raw_result, str):
+            # A job that says it completed with an object for a URL is malformed, not
+            # an empty success (the result is the field this event's URL comes from).
+            return MalformedEvent(node_id, "'result' of a terminal event is not text", _text(event))
+        result = _text(raw_result)
         if status != "completed" or not result:
             # protocol.md 4.3: anything but a completed job with a result is a failure.
             return NodeFailed(

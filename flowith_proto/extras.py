@@ -22,6 +22,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 
 
 def install_hint(extra: str) -> str:
+    """The command that installs ``extra``."""
     return f'pip install "flowith[{extra}]"'
 
 

@@ -1,10 +1,12 @@
-"""ISO 8601 date-times read alike on every supported Python.
+"""ISO 8601 date-times read alike on Python 3.10 and later.
 
 ``datetime.fromisoformat`` reads ``Z``, fractions of any length and offsets
 without a colon only from Python 3.11 on; 3.10 refuses them, although servers
 and users write them (PostgreSQL trims a fraction's trailing zeros:
-``12:30:45.12+00``). The extended forms are rewritten into the one 3.10 reads
-before parsing, so a moment means the same thing on every version.
+``12:30:45.12+00``). These extended date-times (a date, then hours and minutes
+at least) are rewritten into the form 3.10 reads before parsing, so they mean
+the same on every version. The rarer forms 3.11 also reads (basic
+``20260515T123045Z``, week dates, an hour alone) still depend on the version.
 """
 
 from __future__ import annotations

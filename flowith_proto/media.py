@@ -341,11 +341,11 @@ def generate_video(
 def generate_title(
     state: ClientState, messages: Sequence[Mapping[str, Any]], *, timeout: float | None = None
 ) -> Operation[str]:
-    """A short title for a conversation, from the edge's title model: plain
-    text, whatever the answer's content type says (a JSON string is unquoted; a
-    number or a boolean is the title as written). A page of HTML (a proxy's or a
-    gateway's), ``null``, an object or an array is no title:
-    :class:`ResponseDecodeError`."""
+    """A short title for a conversation, from the edge's title model: plain text,
+    a JSON string unquoted whatever the content type says. Declared ``text/plain``,
+    any other text is the title as written (``null``, ``[1, 2]``); otherwise a number
+    or a boolean is too, but ``null``, an object or an array is no title. A page of
+    HTML (a proxy's or a gateway's) is none either: :class:`ResponseDecodeError`."""
     checked = require_messages(messages, "messages")
     response = yield from call(state, lambda e: e.conversation_title(checked), timeout=timeout)
     kind = (response.header("content-type") or "").split(";")[0].strip().lower()
@@ -361,7 +361,7 @@ def generate_title(
         return text  # plain text, the usual answer
     if isinstance(parsed, str):
         return parsed.strip()
-    if isinstance(parsed, (int, float)):  # a title of the user's words: "2024", "true"
+    if kind == "text/plain" or isinstance(parsed, (int, float)):  # the user's words: "2024"
         return text
     raise ResponseDecodeError(
         "generate_title: expected the title as text", response.status, body=parsed

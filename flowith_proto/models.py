@@ -178,6 +178,11 @@ def _rebuilt(cls: type[Any], fields: dict[str, Any]) -> Any:
     return cls(**fields)
 
 
+def _copy_keeping_client(self: Any) -> Any:
+    """A frozen result is its own copy (a copy by pickling would drop its client)."""
+    return self
+
+
 def _deepcopy_keeping_client(self: Any, memo: dict[int, Any]) -> Any:
     """A deep copy of the value that still downloads through the same client."""
     fields = copy.deepcopy(_value_fields(self), memo)
@@ -197,6 +202,7 @@ class GeneratedImage:
     )
 
     __reduce__ = _reduce_without_client
+    __copy__ = _copy_keeping_client
     __deepcopy__ = _deepcopy_keeping_client
 
     async def save(
@@ -251,6 +257,7 @@ class VideoOutput:
     )
 
     __reduce__ = _reduce_without_client
+    __copy__ = _copy_keeping_client
     __deepcopy__ = _deepcopy_keeping_client
 
     async def save(

@@ -20,6 +20,7 @@ import posixpath
 import tracemalloc
 from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -188,6 +189,12 @@ async def test_a_second_save_of_a_result_raises_and_keeps_the_first(
     assert entries(tmp_path) == {"image.png", "video.mp4", "lighthouse.png"}
 
 
+def image_of(result: Any) -> GeneratedImage:
+    image = result.image
+    assert isinstance(image, GeneratedImage)
+    return image
+
+
 async def test_media_results_pickle_without_their_client_and_deep_copy_with_it(
     fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
 ) -> None:
@@ -207,6 +214,8 @@ async def test_media_results_pickle_without_their_client_and_deep_copy_with_it(
         copied = copy.deepcopy(video)
         assert copied.metadata is not video.metadata
         saved = await copied.save(tmp_path)
+        # A shallow copy went through pickling's reduce, which leaves the client out.
+        assert await copy.copy(image_of(result)).save(tmp_path, "shallow.png")
     assert saved.read_bytes() == fake.files[cdn_path(video.video_url)][0]
     assert GeneratedImage.__match_args__ == ("url", "model")
     assert len({result, copy.deepcopy(result)}) == 1  # hashable, equal ones alike

@@ -103,6 +103,22 @@ def test_a_completed_job_whose_result_is_not_text_is_malformed(result: object) -
     assert (event.node_id, event.reason) == (NODE, "'result' of a terminal event is not text")
 
 
+def test_a_completed_job_is_judged_by_its_result_alone() -> None:
+    # An object in a field the job's URL does not come from made it malformed.
+    event = parse_event(
+        {
+            "type": "workflow_complete",
+            "nodeId": NODE,
+            "status": "completed",
+            "result": "https://cdn/x.png",
+            "imageUrl": ["a"],
+            "nodeData": {"value": {"x": 1}},
+        }
+    )
+    assert isinstance(event, WorkflowComplete)
+    assert event.result == "https://cdn/x.png"
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "error", "error_type"),
     [

@@ -259,6 +259,9 @@ def test_title_is_the_plain_text_answer() -> None:
         ("text/plain; charset=utf-8", b"2024", "2024"),
         ("text/plain", b"3.14\n", "3.14"),
         ("text/plain", b"true", "true"),
+        # Declared plain text, a title is what it says, JSON-looking or not.
+        ("text/plain", b"null", "null"),
+        ("text/plain", b"[1, 2]", "[1, 2]"),
     ],
 )
 def test_a_title_in_plain_text_or_a_json_string(
@@ -279,7 +282,7 @@ def test_a_title_in_plain_text_or_a_json_string(
         ("text/html", b"<html>Bad gateway</html>"),
         ("application/json", b"null"),
         ("", b"{}"),
-        ("text/plain", b"[1, 2]"),
+        ("application/json", b"[1, 2]"),
     ],
 )
 def test_an_answer_that_is_no_title_is_a_decode_error(content_type: str, body: bytes) -> None:

@@ -87,8 +87,13 @@ async def test_a_run_gives_its_result_again_after_its_end(
         assert (await run.result()).text == "Answer: 42"
         left = client.generate_stream("unfinished")
         await left.aclose()
-        with pytest.raises(ClientStateError, match="ended without a result"):
+        with pytest.raises(ClientStateError, match="closed before its end"):
             await left.result()
+        fake.script(chunk("half"), fail("quota"))
+        failed = client.generate_stream("fails")
+        for _ in range(2):  # the second call raised ClientStateError, hiding the cause
+            with pytest.raises(GenerationError, match="quota"):
+                await failed.result()
 
 
 async def test_a_client_is_entered_once_and_never_reopened(make_client: MakeClient) -> None:

@@ -33,3 +33,11 @@ async def listeners_can_be_closed_explicitly(client: FlowithClient) -> list[dict
 
 def settings_can_be_annotated(edge_auth: EdgeAuth, on_refresh: TokenCallback | None) -> None:
     FlowithClient("token", edge_auth=edge_auth, on_token_refresh=on_refresh)
+
+
+def a_misspelt_name_is_a_type_error() -> object:
+    # FlowithClient is imported lazily; a module __getattr__ visible to mypy made every
+    # name of the package type-check (the ignore below would then go unused: an error).
+    import flowith_httpx
+
+    return flowith_httpx.FlowithClinet  # type: ignore[attr-defined]
