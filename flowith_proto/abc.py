@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import copy
+import errno
 import functools
 import inspect
 import math
@@ -172,9 +173,10 @@ def _create_binary(path: Path) -> BinaryIO:
 def _exists(target: Path) -> FileExistsError:
     """The refusal to replace ``target``; its ``filename`` lets a caller (the CLI)
     word it in its own terms."""
-    error = FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    error.filename = str(target)
-    return error
+    # Built as the OS builds its own (errno, text, filename): a filename set afterwards
+    # turned str(error) into "[Errno None] None: '...'".
+    reason = "the file exists; pass overwrite=True to replace it"
+    return FileExistsError(errno.EEXIST, reason, str(target))
 
 
 def _publish(partial: Path, target: Path, overwrite: bool) -> None:

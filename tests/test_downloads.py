@@ -170,8 +170,13 @@ async def test_a_second_save_of_a_result_raises_and_keeps_the_first(
         first_video = await video.save(tmp_path)
         image_bytes = first.read_bytes()
         first.write_bytes(b"edited by the user")
-        with pytest.raises(FileExistsError):
+        with pytest.raises(FileExistsError) as refused:
             await image.save(tmp_path)
+        # A filename set after the fact made it "[Errno None] None: '...'".
+        assert str(refused.value) == (
+            f"[Errno 17] the file exists; pass overwrite=True to replace it: '{first}'"
+        )
+        assert refused.value.filename == str(first)
         with pytest.raises(FileExistsError):
             await video.save(tmp_path)
         assert first.read_bytes() == b"edited by the user"
