@@ -32,8 +32,8 @@ def read_claims(token: str) -> TokenClaims:
     Anything that is not a readable JWT gives empty claims rather than an
     error: the server is the judge of a token, and an opaque one may still work.
     """
-    if not token or token.count(".") != 2:
-        return TokenClaims()
+    if not isinstance(token, str) or token.count(".") != 2:
+        return TokenClaims()  # not text: refused by Credentials, which say so
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:

@@ -157,7 +157,8 @@ def test_an_endless_result_timeout_is_recorded_as_json_null(tmp_path: Path) -> N
     cassette = tmp_path / "endless.jsonl"
 
     async def record_nothing() -> None:
-        async with FlowithClient("t", user_id="u", result_timeout=math.inf, record_to=cassette):
+        user = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+        async with FlowithClient("t", user_id=user, result_timeout=math.inf, record_to=cassette):
             pass
 
     anyio.run(record_nothing)

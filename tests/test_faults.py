@@ -640,6 +640,26 @@ async def test_a_retry_count_that_is_no_count_is_refused_by_the_constructor(
     assert info.value.status_code is None
 
 
+@pytest.mark.parametrize(
+    ("options", "refused"),
+    [
+        # AttributeError from the token parser; a TypeError from os.fspath; the other
+        # two were taken, and failed at every call or at the first refresh.
+        ({"token": 123}, "access_token must be a string, not int"),
+        ({"record_to": 123}, "record_to must be a path, not int"),
+        ({"user_id": "bad"}, "user_id must be a UUID"),
+        ({"on_token_refresh": "save"}, "on_token_refresh must be callable, not str"),
+    ],
+)
+async def test_settings_of_the_wrong_shape_are_refused_by_the_constructor(
+    transport: Transport, options: dict[str, Any], refused: str
+) -> None:
+    settings = dict(options)  # shared by the transports' runs
+    token = settings.pop("token", "t" * 20)
+    with pytest.raises(ValueError, match=refused):
+        transport.client_class()(token, **settings)
+
+
 async def test_an_endless_whole_call_timeout_means_no_limit(
     fake: FakeFlowith, make_client: Any
 ) -> None:

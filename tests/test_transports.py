@@ -990,7 +990,8 @@ async def test_every_transport_sends_as_many_requests_at_once(transport: Transpo
     outcomes: list[object] = []
     async with listener, anyio.create_task_group() as serving:
         serving.start_soon(listener.serve, server.serve)
-        client = transport.client_class()("t", user_id="u", edge_url=url, max_retries=0)
+        user = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+        client = transport.client_class()("t", user_id=user, edge_url=url, max_retries=0)
         async with client:
 
             async def one(timeout: float) -> None:
