@@ -14,6 +14,7 @@ from flowith_proto.errors import (
     FileUploadError,
     InsufficientCreditsError,
     RateLimitError,
+    ValidationError,
 )
 from flowith_proto.models import FileRecord
 from flowith_proto.state import ClientState
@@ -42,7 +43,7 @@ def upload(
     transport streams the file, so it is never held in memory whole.
     """
     if (file_path is None) == (data is None):
-        raise FileUploadError("pass exactly one of file_path or data", status_code=None)
+        raise ValidationError("pass exactly one of file_path or data", status_code=None)
     check_seconds("timeout", timeout)
     # The signature's default name "file" is for in-memory data; a file on
     # disk keeps its own name unless another one is asked for.

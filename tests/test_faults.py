@@ -682,6 +682,9 @@ async def test_text_passed_as_upload_data_is_refused_before_anything_is_sent(
     async with make_client() as client:
         with pytest.raises(ValidationError, match=r"^data must be bytes, not str"):
             await client.upload_file(data="hello", filename="a.txt")
+        # Neither a path nor data: an argument error, not a refused upload.
+        with pytest.raises(ValidationError, match="pass exactly one of file_path or data"):
+            await client.upload_file()
         record = await client.upload_file(data=bytearray(b"hello"), filename="a.txt")
     assert record.url
     assert [r.path for r in fake.requests] == ["/file/store"]
