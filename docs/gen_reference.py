@@ -71,13 +71,27 @@ def _signature(name: str, obj: Any) -> str:
             text += f": {_annotation(parameter.annotation)}"
         if parameter.default is not parameter.empty:
             default = parameter.default
-            shown = repr(default.value) if isinstance(default, enum.Enum) else repr(default)
+            if default is attrs.NOTHING:  # an attrs field with a factory
+                shown = _made_default(obj, parameter.name)
+            elif isinstance(default, enum.Enum):
+                shown = repr(default.value)
+            else:
+                shown = repr(default)
             text += f" = {shown}"
         parts.append(text)
     result = ""
     if signature.return_annotation is not signature.empty:
         result = f" -> {_annotation(signature.return_annotation)}"
     return f"{name}({', '.join(parts)}){result}"
+
+
+def _made_default(cls: Any, name: str) -> str:
+    """How an attrs field's factory default reads: ``dict()``, ``RetryPolicy()``."""
+    if attrs.has(cls):
+        for field in attrs.fields(cls):
+            if (field.alias or field.name) == name and isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+                return f"{getattr(field.default.factory, '__name__', 'factory')}()"
+    return "<factory>"
 
 
 def _annotation(annotation: Any) -> str:

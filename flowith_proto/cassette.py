@@ -38,10 +38,11 @@ Secrets never reach a cassette: headers named like a credential
 (``authorization``, ``apikey``, cookies, ``*token*``, ``*secret*``,
 ``*api-key*``, ...) are replaced by ``[REDACTED]``, every credential the client
 held is replaced wherever it appears, JWTs anywhere are cut down to their
-``sub`` and ``exp`` claims, unsigned, and fields named like a credential
-(``*token*``, ``*secret*``, ``password``, ``cookie``, ``authorization``, ...)
-are masked in JSON bodies and in any other text, JSON escaped inside a string
-included, as are credential-named URL parameters (``?access_token=``, an
+``sub`` and ``exp`` claims, unsigned, and JSON string fields named like a
+credential (``"password": "..."``, ``*token*``, ``*secret*``, ``cookie``,
+``authorization``, ...) are masked wherever such a field appears in a body or
+other text, JSON escaped inside a string included (``password=...`` outside
+JSON is not), as are credential-named URL parameters (``?access_token=``, an
 OAuth ``code=``), a URL's password and the word after ``Bearer``. A stream's
 unfinished line is recorded with the chunk that ends it, so a credential cut
 between two chunks is still seen whole. A replay applies the same scrubbing
