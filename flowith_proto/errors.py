@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import functools
 import json
-import math
 import re
 import reprlib
 from collections.abc import Iterable, Mapping
@@ -330,7 +329,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     """``Retry-After`` as seconds from ``now`` (unix time), or ``None``.
 
     Accepts delta-seconds (``"120"``) and an HTTP-date; a date needs ``now``
-    because the core has no clock. Negative waits become ``0.0``.
+    because the core has no clock. Negative waits become ``0.0``; a wait longer
+    than :data:`LONGEST_RETRY_AFTER` (a week), infinite or NaN is none.
     """
     if value is None:
         return None
@@ -342,8 +342,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except ValueError:
         pass
     else:
-        # NaN is no wait, nor is infinity ("1e309", 400 digits): nobody can sleep it.
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
+        return _wait(seconds)
     if now is None:
         return None
     try:
@@ -352,7 +351,19 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     if when.tzinfo is None:
         return None
-    return max(when.timestamp() - now, 0.0)
+    return _wait(when.timestamp() - now)
+
+
+#: A server asking to wait longer than this gives no usable advice (a client that
+#: slept ``1e300`` seconds would overflow its clock): ``retry_after_s`` is ``None``.
+LONGEST_RETRY_AFTER = 7 * 24 * 3600.0
+
+
+def _wait(seconds: float) -> float | None:
+    # NaN is no wait, nor is infinity ("1e309", 400 digits), nor a week or more.
+    if not seconds <= LONGEST_RETRY_AFTER:
+        return None
+    return max(seconds, 0.0)
 
 
 def _decode_body(body: bytes, secrets: list[str]) -> Any:

@@ -111,6 +111,11 @@ def test_retry_after_http_date_needs_now() -> None:
         ("1e309", None),
         ("9" * 400, None),
         ("inf", None),
+        # No clock sleeps 1e300 seconds: a week or more is no advice.
+        ("1e300", None),
+        ("604801", None),
+        ("604800", 604800.0),
+        ("Fri, 01 Jan 2100 00:00:00 GMT", None),
         ("Mon, 18 May 2026 18:04:20 GMT", 0.0),  # in the past
     ],
 )

@@ -873,3 +873,14 @@ def test_a_token_in_a_value_the_row_cannot_use_is_masked_in_the_log(
     assert "UserCredits.remain_quota" in caplog.text
     assert jwt not in caplog.text
     assert "[REDACTED]" in caplog.text
+
+
+@pytest.mark.parametrize("sent", [10**400, 2**53 + 1, -(2**60), "9" * 40, 1e300])
+def test_a_whole_number_no_float_can_hold_gives_the_default(
+    sent: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # expires_in=10**400 was kept: time.time() + session.expires_in overflowed.
+    with caplog.at_level(logging.WARNING, logger="flowith.convert"):
+        session = structure_row({"access_token": "t", "expires_in": sent}, AuthSession)
+    assert session.expires_in == AuthSession().expires_in
+    assert "AuthSession.expires_in" in caplog.text
