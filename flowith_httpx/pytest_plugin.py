@@ -56,9 +56,18 @@ def flowith_fake() -> FakeFlowith:
 
 
 @pytest.fixture
-async def flowith_server(flowith_fake: FakeFlowith) -> AsyncIterator[FakeFlowithServer]:
+def _flowith_httpx_extra() -> None:
+    """Names the extra the served fixtures need. A sync fixture they depend on: set
+    up before them, it speaks before pytest refuses an async fixture for want of
+    anyio (which the extra brings)."""
+    _require("httpx", "the flowith_server and flowith_client fixtures")
+
+
+@pytest.fixture
+async def flowith_server(
+    flowith_fake: FakeFlowith, _flowith_httpx_extra: None
+) -> AsyncIterator[FakeFlowithServer]:
     """The fake served on 127.0.0.1 for the length of the test."""
-    _require("httpx", "the flowith_server fixture")
     from flowith_httpx.fake_server import FakeFlowithServer
 
     async with FakeFlowithServer(flowith_fake) as server:
@@ -73,6 +82,7 @@ def flowith_transport(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def flowith_client(
+    _flowith_httpx_extra: None,
     flowith_fake: FakeFlowith,
     flowith_server: FakeFlowithServer,
     flowith_transport: str,

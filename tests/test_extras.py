@@ -96,7 +96,9 @@ def test_the_pytest_plugin_loads_without_extras(tmp_path: Path) -> None:
     (tmp_path / "test_user.py").write_text(
         "def test_unrelated():\n    assert True\n\n"
         "def test_with_the_fake(flowith_fake):\n    assert flowith_fake.token\n\n"
-        "def test_with_a_replay(flowith_replay):\n    pass\n"
+        "def test_with_a_replay(flowith_replay):\n    pass\n\n"
+        "async def test_with_the_server(flowith_server):\n    pass\n\n"
+        "async def test_with_a_client(flowith_client):\n    pass\n"
     )
     done = _without(
         _EVERY_EXTRA,
@@ -105,8 +107,10 @@ def test_the_pytest_plugin_loads_without_extras(tmp_path: Path) -> None:
         sys.exit(pytest.main([*{_NO_OTHER_PLUGINS!r}, "-q", "-rE", {str(tmp_path)!r}]))
         """,
     )
-    assert "2 passed, 1 error" in done.stdout, done.stdout + done.stderr
-    assert (
-        'the flowith_replay fixture needs the httpx extra (httpx, anyio, h11 not installed):'
-        ' pip install "flowith[httpx]"'
-    ) in done.stdout
+    assert "2 passed, 3 errors" in done.stdout, done.stdout + done.stderr
+    served = "the flowith_server and flowith_client fixtures"
+    for fixtures in ("the flowith_replay fixture", served):
+        needs = f"{fixtures} needs the httpx extra (httpx, anyio, h11 not installed)"
+        assert f'{needs}: pip install "flowith[httpx]"' in done.stdout
+    # The async fixtures said so before pytest refused them for want of anyio.
+    assert done.stdout.count("flowith_client fixtures needs the httpx extra") == 2
