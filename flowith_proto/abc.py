@@ -610,7 +610,13 @@ class FlowithClientBase(WebAppMethods):
             raise
         except RuntimeError as exc:  # httpx's and aiohttp's word for a closed client
             self._check_open(exc)
-            raise
+            if isinstance(exc, FlowithError):
+                raise
+            # This client is open: the HTTP client it was given was closed under it.
+            raise ClientStateError(
+                f"the HTTP client cannot send ({exc}): an http_client passed in must stay "
+                "open while this client uses it"
+            ) from exc
 
     async def _refresh_once(self, seen_token: str) -> None:
         """Renew the tokens, unless that happened since ``seen_token`` was used.

@@ -26,6 +26,7 @@ from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto import proxies
 from flowith_proto.errors import (
     AuthenticationError,
+    ClientStateError,
     ConnectionFailedError,
     FlowithError,
     TimeoutError,
@@ -275,6 +276,18 @@ async def test_own_http_client_is_used_and_left_open(
     assert result.text == "mine"
     assert fake.requests_to("GET", "/user_stream/stream")
     assert all(request.header("x-mine") == "1" for request in fake.requests)
+
+
+async def test_an_own_http_client_closed_under_the_client_is_a_client_state_error(
+    transport: Transport, make_client: MakeClient
+) -> None:
+    # httpx's and aiohttp's bare RuntimeError reached the caller: no FlowithError.
+    async with own_http_client(transport.library, {}) as mine:
+        client = make_client(http_client=mine)
+    async with client:
+        with pytest.raises(ClientStateError, match="must stay open") as info:
+            await client.get_credits()
+    assert isinstance(info.value, RuntimeError)
 
 
 async def test_proxy_and_own_http_client_are_exclusive(transport: Transport) -> None:
