@@ -482,6 +482,8 @@ class Tokens:
         self._save = save
         self._err = err
         self._seen = {access, refresh}
+        #: Renewed tokens could not be written to ``--save-tokens``: the run exits 1.
+        self.unsaved = False
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -501,7 +503,9 @@ class Tokens:
         try:
             await anyio.to_thread.run_sync(write_tokens, self._save, access, refresh)
         except OSError as exc:
-            self._err.write(f"warning: could not save the new tokens to {self._save}: {exc}\n")
+            # The old refresh token is spent: a script must see this, not a success.
+            self.unsaved = True
+            self._err.write(f"flowith: could not save the new tokens to {self._save}: {exc}\n")
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -1196,7 +1200,8 @@ def run_command(
     ctx = Context(settings, tokens, out)
     command = COMMANDS[args.command]
     try:
-        return run_until_interrupted(command, ctx, args, backend=settings.backend)
+        finished = run_until_interrupted(command, ctx, args, backend=settings.backend)
+        return EXIT_LOCAL if finished == 0 and tokens.unsaved else finished
     except KeyboardInterrupt:
         out.note("flowith: interrupted")
         return EXIT_INTERRUPTED

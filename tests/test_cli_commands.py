@@ -596,6 +596,23 @@ def test_renewal_without_save_tokens_warns(cli: CLI, served: Served) -> None:
     assert "pass --save-tokens FILE" in done.err
 
 
+def test_renewed_tokens_that_cannot_be_saved_fail_the_run(
+    cli: CLI, served: Served, tmp_path: Path
+) -> None:
+    # It printed a warning and exited 0: a script never learned that the refresh
+    # token it holds is spent.
+    refresh = served.call(served.fake.issue_refresh_token)
+    expired = served.call(lambda: served.fake.issue_token(expires_at=1_000_000_000))
+    store = tmp_path / "missing-folder" / "tokens.json"
+    done = cli(
+        "credits", "--save-tokens", str(store), token=expired, FLOWITH_REFRESH_TOKEN=refresh
+    )
+    assert done.code == 1
+    assert done.out  # the command itself ran
+    [line] = done.error_lines
+    assert line.startswith(f"flowith: could not save the new tokens to {store}: ")
+
+
 def test_a_broken_token_file_is_a_local_file_error(cli: CLI, tmp_path: Path) -> None:
     store = tmp_path / "tokens.json"
     store.write_text("{not json")
