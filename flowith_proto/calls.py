@@ -21,7 +21,7 @@ from flowith_proto.errors import (
     TimeoutError,
     error_from_response,
     is_token_expired,
-    parse_retry_after,
+    retry_after_seconds,
 )
 from flowith_proto.request import Request, Response
 from flowith_proto.state import ClientState
@@ -131,7 +131,7 @@ def call(
         if attempt < policy.max_retries and policy.may_repeat(request, status):
             wait: float | None = None
             asked = (
-                parse_retry_after(retry_after, now=now)
+                retry_after_seconds(retry_after, now=now)
                 if status in _RETRY_AFTER_STATUSES
                 else None
             )

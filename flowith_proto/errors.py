@@ -20,6 +20,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 __all__ = [
+    "LONGEST_RETRY_AFTER",
     "APIError",
     "AuthenticationError",
     "ClientStateError",
@@ -42,6 +43,7 @@ __all__ = [
     "is_token_expired",
     "parse_retry_after",
     "redact",
+    "retry_after_seconds",
     "scrub",
 ]
 
@@ -332,6 +334,21 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     because the core has no clock. Negative waits become ``0.0``; a wait longer
     than :data:`LONGEST_RETRY_AFTER` (a week), infinite or NaN is none.
     """
+    seconds = retry_after_seconds(value, now=now)
+    return seconds if seconds is None or seconds <= LONGEST_RETRY_AFTER else None
+
+
+#: A server asking to wait longer than this gives the caller no usable advice (a
+#: client that slept ``1e300`` seconds would overflow its clock): ``retry_after_s``
+#: is ``None``. The request is not retried either: the server asked for a long wait.
+LONGEST_RETRY_AFTER = 7 * 24 * 3600.0
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """The wait ``Retry-After`` asks for, however long (``inf`` for ``1e309``), or
+    ``None`` when it asks for none that can be read (absent, not a number or a date,
+    NaN). The retry decision needs the long ones too: a server asking for a week is
+    not retried at once."""
     if value is None:
         return None
     value = value.strip()
@@ -342,7 +359,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except ValueError:
         pass
     else:
-        return _wait(seconds)
+        return None if seconds != seconds else max(seconds, 0.0)  # NaN is no wait
     if now is None:
         return None
     try:
@@ -351,19 +368,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     if when.tzinfo is None:
         return None
-    return _wait(when.timestamp() - now)
-
-
-#: A server asking to wait longer than this gives no usable advice (a client that
-#: slept ``1e300`` seconds would overflow its clock): ``retry_after_s`` is ``None``.
-LONGEST_RETRY_AFTER = 7 * 24 * 3600.0
-
-
-def _wait(seconds: float) -> float | None:
-    # NaN is no wait, nor is infinity ("1e309", 400 digits), nor a week or more.
-    if not seconds <= LONGEST_RETRY_AFTER:
-        return None
-    return max(seconds, 0.0)
+    return max(when.timestamp() - now, 0.0)
 
 
 def _decode_body(body: bytes, secrets: list[str]) -> Any:

@@ -113,12 +113,23 @@ def test_retry_after_as_an_http_date_is_honoured() -> None:
     assert sleeps(script) == [2.75]  # 18:04:20 is 1779127460
 
 
-def test_a_very_long_retry_after_goes_to_the_caller() -> None:
+@pytest.mark.parametrize(
+    ("asked", "kept"),
+    [
+        ("3600", 3600.0),
+        # Past a week, or endless: no advice for the caller, and still no retry (they
+        # were retried at once, as if the server had named no wait).
+        ("604801", None),
+        ("1e309", None),
+        ("Fri, 01 Jan 2100 00:00:00 GMT", None),
+    ],
+)
+def test_a_very_long_retry_after_goes_to_the_caller(asked: str, kept: float | None) -> None:
     script = Script()
-    script.on("GET", "/rest/v1/flow_node", Response(429, (("Retry-After", "3600"),), b"{}"))
+    script.on("GET", "/rest/v1/flow_node", Response(429, (("Retry-After", asked),), b"{}"))
     with pytest.raises(RateLimitError) as info:
         poll(state(), script)
-    assert info.value.retry_after_s == 3600.0
+    assert info.value.retry_after_s == kept
     assert len(script.requests) == 1
 
 
