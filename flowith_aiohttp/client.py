@@ -373,6 +373,9 @@ class FlowithClient(FlowithClientBase):
     def _event_loop(self) -> object:
         return asyncio.get_running_loop()
 
+    def _http_client_closed(self) -> bool:
+        return self._http is not None and self._http.closed
+
     async def _close_transport(self) -> None:
         if self._owns_http and self._http is not None:
             await self._http.close()

@@ -474,6 +474,9 @@ class FlowithClient(FlowithClientBase):
     def _event_loop(self) -> object:
         return running_loop()
 
+    def _http_client_closed(self) -> bool:
+        return self._http.is_closed
+
     async def _close_transport(self) -> None:
         if self._lanes is not None:  # the clients are ours (none was brought along)
             await self._lanes.aclose()

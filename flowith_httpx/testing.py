@@ -269,5 +269,8 @@ class ReplayClient(FlowithClientBase):
     def _event_loop(self) -> object:
         return running_loop()
 
+    def _http_client_closed(self) -> bool:
+        return False  # a replay sends nothing
+
     async def _close_transport(self) -> None:
         return None

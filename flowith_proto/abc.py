@@ -354,6 +354,11 @@ class FlowithClientBase(WebAppMethods):
         """What identifies the event loop running the caller (asyncio's loop, trio's
         run): a client's connections, tasks and timers belong to one."""
 
+    @abc.abstractmethod
+    def _http_client_closed(self) -> bool:
+        """Whether the HTTP client the transport sends with has been closed (one
+        passed in, closed by its owner while this client still uses it)."""
+
     # -- the driver ----------------------------------------------------------
 
     async def _open_channel(self, channel: str, deadline: float | None) -> ByteStream:
@@ -610,7 +615,7 @@ class FlowithClientBase(WebAppMethods):
             raise
         except RuntimeError as exc:  # httpx's and aiohttp's word for a closed client
             self._check_open(exc)
-            if isinstance(exc, FlowithError):
+            if isinstance(exc, FlowithError) or not self._http_client_closed():
                 raise
             # This client is open: the HTTP client it was given was closed under it.
             raise ClientStateError(

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
+from unittest.mock import patch
 
 import aiohttp
 import anyio
@@ -288,6 +289,19 @@ async def test_an_own_http_client_closed_under_the_client_is_a_client_state_erro
         with pytest.raises(ClientStateError, match="must stay open") as info:
             await client.get_credits()
     assert isinstance(info.value, RuntimeError)
+
+
+async def test_another_runtime_error_of_an_own_http_client_is_not_blamed_on_closing(
+    transport: Transport, make_client: MakeClient
+) -> None:
+    # Every RuntimeError from sending (a mock transport's NotImplementedError, a hook's
+    # error) was reported as "an http_client passed in must stay open".
+    async with own_http_client(transport.library, {}) as mine:
+        client = make_client(http_client=mine)
+        failing = patch.object(type(client), "_send", side_effect=NotImplementedError("no mock"))
+        async with client:
+            with failing, pytest.raises(NotImplementedError, match="no mock"):
+                await client.get_credits()
 
 
 async def test_proxy_and_own_http_client_are_exclusive(transport: Transport) -> None:
