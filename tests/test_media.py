@@ -15,6 +15,7 @@ from flowith_proto.errors import (
     GenerationError,
     ResponseDecodeError,
     TimeoutError,
+    ValidationError,
 )
 from flowith_proto.events import parse_event
 from flowith_proto.generation import Conversation
@@ -326,5 +327,6 @@ def test_upload_failures(status: int, body: bytes, error: type[Exception]) -> No
 
 
 def test_upload_needs_exactly_one_source() -> None:
-    with pytest.raises(FileUploadError):
+    with pytest.raises(ValidationError, match="exactly one of file_path or data") as info:
         Script().run(upload(state(), size=0))
+    assert info.value.status_code is None
