@@ -13,7 +13,6 @@ in slices of the model's one copy. Errors stay inside their connection.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 
@@ -22,6 +21,7 @@ import anyio.abc
 import h11
 
 from flowith_httpx.loopback import NETWORK_ERRORS, LoopbackServer, reason_phrase
+from flowith_proto import logs
 from flowith_proto.fake import (
     CloseStream,
     DropStream,
@@ -263,7 +263,7 @@ class FakeFlowithServer(LoopbackServer):
     event streams included, at once.
     """
 
-    log = logging.getLogger("flowith.fake_server")
+    log = logs.logger("flowith.fake_server")
 
     def __init__(self, fake: FakeFlowith, *, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host=host, port=port)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import abc
 import http
-import logging
 from types import TracebackType
 from typing import TypeVar
 
 import anyio
 import anyio.abc
 import h11
+
+from flowith_proto import logs
 
 __all__ = ["NETWORK_ERRORS", "LoopbackServer", "is_network_failure", "reason_phrase"]
 
@@ -54,7 +55,7 @@ class LoopbackServer(abc.ABC):
     """Listen on ``http://host:port`` for as long as the ``async with`` lasts."""
 
     #: The logger a subclass reports its connections on.
-    log = logging.getLogger("flowith.loopback")
+    log = logs.logger("flowith.loopback")
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host

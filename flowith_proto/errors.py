@@ -267,6 +267,12 @@ ESCAPED_CREDENTIAL_FIELD = re.compile(
     rf'(\\"[^"\\]*(?:{CREDENTIAL_NAME})[^"\\]*\\"\s*:\s*\\")((?:[^"\\]|\\[^"])*?)\\"',
     re.IGNORECASE,
 )
+#: The same field in a Python repr (``{'refresh_token': '...'}``): how the library's
+#: own messages and log lines quote a value it could not use.
+REPR_CREDENTIAL_FIELD = re.compile(
+    rf"('[^'\\]*(?:{CREDENTIAL_NAME})[^'\\]*'\s*:\s*')((?:[^'\\]|\\.)*)('|\Z)",
+    re.IGNORECASE,
+)
 #: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line).
 #: The credential holds a digit or a punctuation mark, or is long: a bearer in prose
 #: ("the ring bearer delivered it") is followed by a word.
@@ -322,6 +328,8 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     if "eyJ" in text:
         text = JWT.sub(_REDACTED, text)
     text = CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)
+    if "'" in text:
+        text = REPR_CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)
     text = ESCAPED_CREDENTIAL_FIELD.sub(rf'\1{_REDACTED}\\"', text)
     text = mask_url_credentials(text, _REDACTED)
     return BEARER.sub(rf"\1{_REDACTED}", text)

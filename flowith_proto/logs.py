@@ -16,10 +16,15 @@ __all__ = ["logger", "set_log_level"]
 
 
 class _Masked(logging.Filter):
-    """Masks JWTs, credential-named fields and ``Bearer`` values in a record's text."""
+    """Masks JWTs, credential-named fields (JSON or a Python repr) and ``Bearer``
+    values in a record's text. It cannot know a client's opaque tokens: those are
+    masked where the client makes its messages."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format: logging's own handler reports it, as without us
+            return True
         masked = redact(text, ())
         if masked != text:
             record.msg, record.args = masked, None

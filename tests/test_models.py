@@ -867,12 +867,27 @@ def test_a_token_in_a_value_the_row_cannot_use_is_masked_in_the_log(
 ) -> None:
     # The warning quoted the value as it came: a JWT echoed in a row field was logged.
     jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    opaque = "v1Zq8xYkS2pLmN3rT"
     with caplog.at_level(logging.WARNING, logger="flowith.convert"):
         (credits,) = structure_credits([{"remain_quota": {"echo": jwt}}])
+        structure_row({"access_token": "t", "expires_in": {"refresh_token": opaque}}, AuthSession)
     assert credits.remain_quota == 0.0
     assert "UserCredits.remain_quota" in caplog.text
     assert jwt not in caplog.text
-    assert "[REDACTED]" in caplog.text
+    assert opaque not in caplog.text  # under a credential key, in the repr's quotes
+    assert caplog.text.count("[REDACTED]") == 2
+
+
+def test_a_badly_formatted_record_passes_the_mask_untouched() -> None:
+    # The masking filter formats the record: a bad format raised into library code,
+    # instead of reaching the handler, which reports it (logging's handleError).
+    from flowith_proto import logs
+
+    (mask,) = logs.logger("flowith.test").filters
+    assert isinstance(mask, logging.Filter)
+    record = logging.LogRecord("flowith.test", logging.WARNING, __file__, 1, "bad %d", ("x",), None)
+    assert mask.filter(record) is True
+    assert (record.msg, record.args) == ("bad %d", ("x",))
 
 
 @pytest.mark.parametrize("sent", [10**400, 2**53 + 1, -(2**60), "9" * 40, 1e300])
