@@ -105,7 +105,7 @@ from flowith_proto.models import (
     VideoOutput,
 )
 from flowith_proto.recording import Recorder
-from flowith_proto.request import MultipartForm, Request, Response, first_header, require_uuid
+from flowith_proto.request import MultipartForm, Request, Response, first_header
 from flowith_proto.retry import RetryPolicy
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT, SilenceWatchdog
 from flowith_proto.sse import SSEDecoder
@@ -231,8 +231,6 @@ class FlowithClientBase(WebAppMethods):
         require_count(max_retries, "max_retries")
         check_seconds("result_timeout", result_timeout, endless=True)
         check_seconds("poll_interval", poll_interval)
-        if user_id:  # else read from the token: every filter needs it as a UUID
-            require_uuid(user_id, "user_id")
         if on_token_refresh is not None and not callable(on_token_refresh):
             # Found out only at the first refresh, whose tokens it then failed to keep.
             raise ValidationError(

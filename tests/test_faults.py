@@ -643,11 +643,10 @@ async def test_a_retry_count_that_is_no_count_is_refused_by_the_constructor(
 @pytest.mark.parametrize(
     ("options", "refused"),
     [
-        # AttributeError from the token parser; a TypeError from os.fspath; the other
-        # two were taken, and failed at every call or at the first refresh.
+        # AttributeError from the token parser; a TypeError from os.fspath; a callback
+        # that is none was taken, and failed at the first refresh.
         ({"token": 123}, "access_token must be a string, not int"),
         ({"record_to": 123}, "record_to must be a path, not int"),
-        ({"user_id": "bad"}, "user_id must be a UUID"),
         ({"on_token_refresh": "save"}, "on_token_refresh must be callable, not str"),
     ],
 )
