@@ -1144,6 +1144,7 @@ class OperationRun(Generic[T]):
         self._finished = False
         self._outcome: Any = None
         self._failure: FlowithError | None = None
+        self._busy = False  # a step is under way (see __anext__)
 
     def __aiter__(self) -> OperationRun[T]:
         return self
@@ -1151,11 +1152,14 @@ class OperationRun(Generic[T]):
     async def __anext__(self) -> T:
         if self._done:
             raise StopAsyncIteration
+        if self._busy:  # a second task would send its None into the first one's step
+            raise ClientStateError("this run is already being iterated by another task")
         if not self._started:
             self._started = True
             self._client._check_open()
         result: Any = None
         error: BaseException | None = None
+        self._busy = True
         try:
             while True:
                 try:
@@ -1180,6 +1184,8 @@ class OperationRun(Generic[T]):
                 scrub(exc, self._client._state.secrets)
                 self._failure = exc
             raise
+        finally:
+            self._busy = False
 
     async def result(self) -> T:
         """Run to the end and return the operation's result (what it emits is
@@ -1189,7 +1195,7 @@ class OperationRun(Generic[T]):
         async for _ in self:
             pass
         if self._failure is not None:
-            raise copy.copy(self._failure) from self._failure
+            raise _fresh(self._failure) from self._failure
         if not self._finished:
             raise ClientStateError("this run was closed before its end: it has no result")
         return self._outcome  # type: ignore[no-any-return]

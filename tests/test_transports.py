@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -94,6 +95,29 @@ async def test_a_run_gives_its_result_again_after_its_end(
         for _ in range(2):  # the second call raised ClientStateError, hiding the cause
             with pytest.raises(GenerationError, match="quota"):
                 await failed.result()
+
+
+async def test_a_run_is_iterated_by_one_task_at_a_time(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # A second task's result() sent None into the first one's pending step: an
+    # AttributeError in one task and None in the other.
+    fake.script(chunk("slow"), pause(0.3), complete())
+    outcomes: list[object] = []
+
+    async def wait_for(run: Any) -> None:
+        try:
+            outcomes.append((await run.result()).text)
+        except ClientStateError as exc:
+            outcomes.append(str(exc))
+
+    async with make_client() as client:
+        run = client.generate_stream("hi")
+        async with anyio.create_task_group() as both:
+            both.start_soon(wait_for, run)
+            await anyio.sleep(0.1)
+            both.start_soon(wait_for, run)
+    assert outcomes == ["this run is already being iterated by another task", "slow"]
 
 
 async def test_a_client_is_entered_once_and_never_reopened(make_client: MakeClient) -> None:
