@@ -208,6 +208,11 @@ def _non_text_result(event: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _has_text_result(event: Mapping[str, Any]) -> bool:
+    """Whether a result field of a terminal event holds text to read the result from."""
+    return any(isinstance(event.get(key), str) and event.get(key) for key in _RESULT_KEYS)
+
+
 def _terminal_result(event: Mapping[str, Any]) -> str:
     """The full text or media URL of a terminal event, from the first field
     that has one."""
@@ -283,7 +288,9 @@ def parse_event(payload: Any) -> FlowithEvent:
         or "resultUrl" in event
     ):
         wrong = _non_text_result(event)
-        if wrong is not None:
+        if wrong is not None and not _has_text_result(event):
+            # Malformed only when no field gives the result: an object beside the text
+            # the result is read from changes nothing.
             reason = f"{wrong!r} of a terminal event is not text"
             return MalformedEvent(node_id, reason, _text(event))
         model = node_data(event).get("model")

@@ -103,6 +103,16 @@ def test_a_completed_job_whose_result_is_not_text_is_malformed(result: object) -
     assert (event.node_id, event.reason) == (NODE, "'result' of a terminal event is not text")
 
 
+@pytest.mark.parametrize("kind", ["complete", "workflow_complete"])
+def test_an_object_beside_the_result_text_changes_nothing(kind: str) -> None:
+    # The generic path still called the whole event malformed for an object in a
+    # field the result is not read from.
+    event = parse_event(
+        {"type": kind, "nodeId": NODE, "status": "completed", "result": "x", "imageUrl": ["a"]}
+    )
+    assert not isinstance(event, MalformedEvent)
+
+
 def test_a_completed_job_is_judged_by_its_result_alone() -> None:
     # An object in a field the job's URL does not come from made it malformed.
     event = parse_event(
