@@ -275,10 +275,15 @@ class FlowithClientBase(WebAppMethods):
         self._open_bodies: set[ByteStream] = set()
         credentials = self._state.credentials
         #: Writes a cassette of the session when ``record_to`` is given.
-        self._recorder = (
+        # The cassette is opened at first use (see _recorder): a transport's own checks
+        # come after this constructor, and one refusing its arguments must not have
+        # emptied an existing cassette already.
+        self._recording: Recorder | None = None
+        self._start_recording: Callable[[], Recorder] | None = (
             None
             if record_to is None
-            else Recorder(
+            else functools.partial(
+                Recorder,
                 record_to,
                 user_id=credentials.user_id,
                 access_token=credentials.access_token,
@@ -294,6 +299,13 @@ class FlowithClientBase(WebAppMethods):
                 },
             )
         )
+
+    @property
+    def _recorder(self) -> Recorder | None:
+        """The cassette being written with ``record_to``, opened at first use."""
+        if self._start_recording is not None:
+            self._recording, self._start_recording = self._start_recording(), None
+        return self._recording
 
     # -- hooks a transport implements --------------------------------------
 

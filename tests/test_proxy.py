@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
@@ -310,6 +311,19 @@ async def test_proxy_and_own_http_client_are_exclusive(transport: Transport) -> 
     async with own_http_client(transport.library, {}) as mine:
         with pytest.raises(ValueError, match="proxy"):
             flowith_client("token", proxy="http://127.0.0.1:1", http_client=mine)
+
+
+async def test_a_refused_constructor_leaves_an_existing_cassette_alone(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # The base constructor opened record_to (mode "w") before the transport refused
+    # its proxy: the cassette was emptied, and its file left open.
+    cassette = tmp_path / "kept.jsonl"
+    cassette.write_text("recorded before\n")
+    flowith_client: Any = transport.client_class()
+    with pytest.raises(ValueError, match="proxy"):
+        flowith_client("t" * 20, proxy="ftp://proxy.test", record_to=cassette)
+    assert cassette.read_text() == "recorded before\n"
 
 
 @pytest.mark.parametrize("proxy", ["socks5://127.0.0.1:1080", "ftp://proxy.test", "127.0.0.1:1"])
