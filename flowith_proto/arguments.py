@@ -115,7 +115,7 @@ def require_count(value: object, name: str, *, minimum: int = 0) -> str:
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValidationError(
-            f"{name} must be an int >= {minimum}, got {value!r}",
+            f"{name} must be an int >= {minimum}, got {excerpt(value)}",
             status_code=None,
             details=[{"field": name, "reason": "not a count"}],
         )
@@ -130,7 +130,7 @@ def require_identifier(value: object, name: str) -> str:
     """
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise ValidationError(
-            f"{name} must be a simple identifier like 'get_online_count', got {value!r}",
+            f"{name} must be a simple identifier like 'get_online_count', got {excerpt(value)}",
             status_code=None,
             details=[{"field": name, "reason": "not an identifier"}],
         )
@@ -145,7 +145,8 @@ def require_text(value: object, name: str) -> str:
         or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
     ):
         raise ValidationError(
-            f"{name} must be a non-empty string without control characters, got {value!r}",
+            f"{name} must be a non-empty string without control characters, "
+            f"got {excerpt(value)}",
             status_code=None,
             details=[{"field": name, "reason": "not a plain string"}],
         )

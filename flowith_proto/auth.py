@@ -12,6 +12,8 @@ from typing import Any
 import attrs
 import jwt
 
+from flowith_proto.convert import LARGEST_WHOLE
+
 __all__ = ["Credentials", "TokenClaims", "credential_field", "header_safe", "read_claims"]
 
 #: Refresh this many seconds before ``exp`` (other clients use five minutes).
@@ -42,16 +44,15 @@ def read_claims(token: str) -> TokenClaims:
     return TokenClaims(sub=sub if isinstance(sub, str) else "", exp=_seconds(claims.get("exp")))
 
 
-#: Beyond this, an ``exp`` is no moment (``1e400`` reads as infinity, a 400-digit
-#: integer overflows a float): the token's lifetime is then unknown, as without one.
-_LATEST_EXP = 2**53
 
 
 def _seconds(exp: Any) -> int | None:
     """An ``exp`` claim as whole unix seconds, or ``None`` if it is not a usable one."""
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         return None
-    if not -_LATEST_EXP <= exp <= _LATEST_EXP:  # also false for NaN
+    # Beyond LARGEST_WHOLE an exp is no moment (1e400 reads as infinity, a 400-digit
+    # integer overflows a float): the token's lifetime is then unknown, as without one.
+    if not -LARGEST_WHOLE <= exp <= LARGEST_WHOLE:  # also false for NaN
         return None
     return int(exp)
 

@@ -266,17 +266,17 @@ def _identity_hook(owner: str, key: str) -> _Hook:
 
 #: A whole number past this is no count or duration (a float cannot hold it exactly,
 #: and ``time.time() + expires_in`` would overflow): as unusable as text.
-_LARGEST_WHOLE = 2**53
+LARGEST_WHOLE = 2**53
 
 
 def _int_hook(owner: str, default: int | None) -> _Hook:
     def hook(value: Any) -> Any:
-        if type(value) is int and -_LARGEST_WHOLE <= value <= _LARGEST_WHOLE:
+        if type(value) is int and -LARGEST_WHOLE <= value <= LARGEST_WHOLE:
             return value
         if value is None:
             return default
         number = _number(value)
-        if number is None or not -_LARGEST_WHOLE <= number <= _LARGEST_WHOLE:
+        if number is None or not -LARGEST_WHOLE <= number <= LARGEST_WHOLE:
             return _unusable(owner, "a whole number", value, default)
         if isinstance(number, float):
             if not number.is_integer():
@@ -404,7 +404,7 @@ _SCALAR_HOOKS: dict[Any, Callable[[str, Any], _Hook]] = {
 
 
 #: Field types whose hook returns a value of exactly this type unchanged (its first test).
-#: Not ``int``: a whole number is also checked for size (see _LARGEST_WHOLE).
+#: Not ``int``: a whole number is also checked for size (see LARGEST_WHOLE).
 _EXACT_TYPES: dict[Any, type] = {str: str, str | None: str, bool: bool}
 
 

@@ -447,6 +447,8 @@ def scrub(error: FlowithError, secrets: Iterable[str]) -> None:
                 current.body = _redact_values(current.body, held)
             except RecursionError:
                 current.body = _TOO_DEEP
+        if isinstance(current, APIError) and current.endpoint:
+            current.endpoint = redact(current.endpoint, held)
         current = current.__cause__ or current.__context__
 
 
@@ -519,7 +521,9 @@ def error_from_response(
     """
     if status < 300:
         return None
-    error = _status_error(status, headers, body, now, list(secrets), endpoint)
+    held = list(secrets)
+    endpoint = redact(endpoint, held)  # a path may carry a token (a signed download URL)
+    error = _status_error(status, headers, body, now, held, endpoint)
     if endpoint:
         error.endpoint = endpoint
     return error

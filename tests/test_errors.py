@@ -401,3 +401,34 @@ def test_a_redirect_without_a_location_says_so(status: int) -> None:
     assert isinstance(error, APIError)
     assert str(error) == f"HTTP {status} without a Location to follow"
     assert error.status_code == status
+
+
+def test_the_endpoint_named_by_an_error_is_redacted() -> None:
+    # The path went into the message and .endpoint as it was.
+    token = "opaque-path-token-0123456789"
+    error = error_from_response(
+        404, {}, b"{}", secrets=[token], endpoint=f"GET /f/{token}/a.png"
+    )
+    assert error is not None
+    assert token not in f"{error} {error.endpoint}"
+    assert error.endpoint == "GET /f/[REDACTED]/a.png"
+
+
+def test_every_validation_error_the_library_raises_says_its_status() -> None:
+    # ValidationError defaults to the server's 422 (the original client's): an argument
+    # refused before sending must say None, or it claims an HTTP answer.
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).parent.parent
+    missing = []
+    for package in ("flowith_proto", "flowith_httpx", "flowith_aiohttp"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Call)
+                    and getattr(node.func, "id", None) == "ValidationError"
+                    and not any(keyword.arg == "status_code" for keyword in node.keywords)
+                ):
+                    missing.append(f"{path}:{node.lineno}")
+    assert missing == []
