@@ -113,4 +113,4 @@ def test_the_pytest_plugin_loads_without_extras(tmp_path: Path) -> None:
         needs = f"{fixtures} needs the httpx extra (httpx, anyio, h11 not installed)"
         assert f'{needs}: pip install "flowith[httpx]"' in done.stdout
     # The async fixtures said so before pytest refused them for want of anyio.
-    assert done.stdout.count("flowith_client fixtures needs the httpx extra") == 2
+    assert "no plugin or hook that handled it" not in done.stdout
