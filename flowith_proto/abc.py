@@ -48,7 +48,12 @@ from flowith_proto import logs, queries
 from flowith_proto import media as media_ops
 from flowith_proto import uploads as upload_ops
 from flowith_proto.api import WebAppMethods
-from flowith_proto.arguments import require_count, require_option
+from flowith_proto.arguments import (
+    require_callable,
+    require_count,
+    require_option,
+    require_path,
+)
 from flowith_proto.auth import Credentials
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
@@ -83,7 +88,6 @@ from flowith_proto.errors import (
     FlowithError,
     ResponseDecodeError,
     TimeoutError,
-    ValidationError,
     error_from_response,
     is_expired_token_error,
     redact,
@@ -231,16 +235,10 @@ class FlowithClientBase(WebAppMethods):
         require_count(max_retries, "max_retries")
         check_seconds("result_timeout", result_timeout, endless=True)
         check_seconds("poll_interval", poll_interval)
-        if on_token_refresh is not None and not callable(on_token_refresh):
-            # Found out only at the first refresh, whose tokens it then failed to keep.
-            raise ValidationError(
-                f"on_token_refresh must be callable, not {type(on_token_refresh).__name__}",
-                status_code=None,
-            )
-        if record_to is not None and not isinstance(record_to, (str, os.PathLike)):
-            raise ValidationError(
-                f"record_to must be a path, not {type(record_to).__name__}", status_code=None
-            )
+        if on_token_refresh is not None:  # else found out at the first refresh, too late
+            require_callable(on_token_refresh, "on_token_refresh")
+        if record_to is not None:
+            require_path(record_to, "record_to")
         # None (or infinity): no watchdog.
         check_seconds("stream_idle_timeout", stream_idle_timeout, endless=True)
         self._state = ClientState(

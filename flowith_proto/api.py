@@ -11,12 +11,12 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from flowith_proto import queries
 from flowith_proto.arguments import require_count
 from flowith_proto.effects import Operation
-from flowith_proto.errors import AuthenticationError, ResponseDecodeError
+from flowith_proto.errors import AuthenticationError, ResponseDecodeError, scrub
 from flowith_proto.models import (
     AuthSession,
     ConversationRecord,
@@ -439,13 +439,18 @@ class WebAppMethods(abc.ABC):
 
 def _object(body: Any, context: str, secrets: Sequence[str]) -> dict[str, Any]:
     if not isinstance(body, dict):
-        message = f"{context}: expected a JSON object"
-        raise ResponseDecodeError(message, body=body, secrets=secrets)
+        _refuse_shape(f"{context}: expected a JSON object", body, secrets)
     return body
 
 
 def _object_list(body: Any, context: str, secrets: Sequence[str]) -> list[dict[str, Any]]:
     if not isinstance(body, list) or not all(isinstance(row, dict) for row in body):
-        message = f"{context}: expected a JSON array of objects"
-        raise ResponseDecodeError(message, body=body, secrets=secrets)
+        _refuse_shape(f"{context}: expected a JSON array of objects", body, secrets)
     return body
+
+
+def _refuse_shape(message: str, body: Any, secrets: Sequence[str]) -> NoReturn:
+    """Raised after the run, this error is scrubbed here as OperationRun scrubs its own."""
+    error = ResponseDecodeError(message, body=body)
+    scrub(error, secrets)
+    raise error

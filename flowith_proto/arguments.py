@@ -13,6 +13,7 @@ filters go into a path or a query.
 from __future__ import annotations
 
 import enum
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -20,11 +21,13 @@ from typing import Any
 from flowith_proto.errors import ValidationError, excerpt
 
 __all__ = [
+    "require_callable",
     "require_count",
     "require_flag",
     "require_identifier",
     "require_messages",
     "require_option",
+    "require_path",
     "require_prompt",
     "require_text",
     "require_urls",
@@ -55,6 +58,18 @@ def require_flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise _refuse(name, "a bool", value)
     return value
+
+
+def require_callable(value: object, name: str) -> None:
+    """A function to call back (plain or ``async``)."""
+    if not callable(value):
+        raise _refuse(name, "callable", value)
+
+
+def require_path(value: object, name: str) -> None:
+    """A file path: a ``str`` or an ``os.PathLike``."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise _refuse(name, "a path", value)
 
 
 def require_prompt(value: object, alternative: str = "", *, given: bool = False) -> str:

@@ -143,24 +143,16 @@ class ResponseDecodeError(APIError):
     """A successful status with a body that is not the JSON shape expected.
 
     Its message and ``.body`` are redacted like an error answer's: the body may
-    hold tokens the server just issued (a refresh answer of the wrong shape), or
-    echo ``secrets`` the client holds.
+    hold tokens the server just issued (a refresh answer of the wrong shape). The
+    tokens the client holds are masked by :func:`scrub` on the error's way out.
     """
 
-    def __init__(
-        self,
-        message: str,
-        status_code: int | None = None,
-        *,
-        body: Any = None,
-        secrets: Iterable[str] = (),
-    ) -> None:
-        held = list(secrets)
+    def __init__(self, message: str, status_code: int | None = None, *, body: Any = None) -> None:
         try:
-            kept = _redact_values(body, held)
+            kept = _redact_values(body, [])
         except RecursionError:  # legal JSON, nested deeper than Python recurses
             kept = _TOO_DEEP
-        super().__init__(redact(message, held), status_code, body=kept)
+        super().__init__(redact(message, ()), status_code, body=kept)
 
 
 class ConnectionFailedError(FlowithError):
