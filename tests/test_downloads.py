@@ -448,9 +448,8 @@ async def test_a_saved_image_carries_no_token_either(
     stream_media_results(fake)
     async with make_client() as client:
         result = await client.generate_image("a token-free cat")
-        assert result.image is not None
-        await result.image.save(tmp_path)
-    (request,) = cdn_requests(fake, result.image.url)
+        await image_of(result).save(tmp_path)
+    (request,) = cdn_requests(fake, image_of(result).url)
     assert request.header("authorization") is None
     assert request.header("apikey") is None
     # Every API request did carry the token: the CDN request is the exception.
