@@ -21,7 +21,7 @@ from unittest import mock
 import attrs
 from httpx_sse._decoders import SSEDecoder as HttpxSSEDecoder
 from httpx_sse._decoders import SSELineDecoder as HttpxLineDecoder
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flowith_proto import sse
@@ -226,6 +226,30 @@ def test_long_event_paths_match_the_reference(body: bytes, cuts: list[int], size
         assert decode([body]) == expected
         assert decode(chunked(body, cuts)) == expected
         assert decode(chunked(body, cuts), max_event_size=30) == reference_decode(body, 30)
+
+
+@PROPERTY_SETTINGS
+@given(
+    streams,
+    cut_lists,
+    st.integers(min_value=1, max_value=40),
+    st.integers(min_value=1, max_value=6),
+    st.sampled_from([1, 3, 8, 15, 30, sse.DEFAULT_MAX_EVENT_SIZE]),
+)
+# The event's bytes had all gone to blocks when a chunk starting with LF ended it.
+@example(b"id: 1\n\r", [3, 6], 2, 2, sse.DEFAULT_MAX_EVENT_SIZE)
+# A check threshold raised for one event was left in place for the next one.
+@example(b"\rid: 1\n\ndata: x\x00x", [5, 8], 12, 2, 8)
+def test_long_event_paths_under_any_limit(
+    body: bytes, cuts: list[int], block: int, grow: int, limit: int
+) -> None:
+    expected = reference_decode(body, limit)
+    with (
+        mock.patch.object(sse, "_BIG_EVENT", block),
+        mock.patch.object(sse, "_GROW_IN_PLACE", grow),
+    ):
+        assert decode([body], limit) == expected
+        assert decode(chunked(body, cuts), limit) == expected
 
 
 data_only_runs = st.lists(
