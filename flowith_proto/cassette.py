@@ -3,7 +3,7 @@
 A cassette is a UTF-8 text file of JSON lines (``.jsonl``). The first line is
 a header; every other line is one record, in the order the client saw it::
 
-    {"cassette": "flowith", "version": 1}
+    {"cassette": "flowith", "version": 2}
     {"kind": "clock", "op": <op>, "value": 1234.5}    the monotonic clock, read by an operation
     {"kind": "wallclock", "op": <op>, "value": 1779127457.2}  the time of day, read by one
     {"kind": "id", "op": <op>, "value": "<uuid4>"}    a fresh id an operation drew
@@ -25,7 +25,9 @@ counting on it); such a read that found nothing is not recorded.
 ``<op>`` names the operation that drew the value or sent the request
 (``"generate:1f0c9a2e#1"``, see :mod:`flowith_proto.operation_names`; ``""`` for
 the shared streams), so that operations running at once replay in any order; a
-cassette without ``op`` fields replays its values in the recorded order.
+cassette without ``op`` fields replays its values in the recorded order. Version 1
+named operations differently (by their generator, so that ``get_flow_nodes()`` was
+``rows:...``); it is still read, and replayed with its own names.
 ``n`` numbers requests in the order they were sent; a chunk's ``t`` is its
 arrival in seconds after the stream opened and ``after`` the number of
 requests sent by then (a replay releases it once all of those were sent
@@ -75,6 +77,7 @@ from flowith_proto.request import MultipartForm, Request
 
 __all__ = [
     "CASSETTE_VERSION",
+    "READABLE_VERSIONS",
     "CassetteError",
     "CassetteMismatch",
     "Scrubber",
@@ -85,7 +88,10 @@ __all__ = [
     "request_record",
 ]
 
-CASSETTE_VERSION = 1
+CASSETTE_VERSION = 2
+#: The versions read: version 1 differs only in how operations are named (see
+#: :mod:`flowith_proto.operation_names`).
+READABLE_VERSIONS = (1, 2)
 REDACTED = "[REDACTED]"
 
 _SECRET_HEADER = re.compile(rf"{CREDENTIAL_NAME}|auth", re.IGNORECASE)
@@ -329,10 +335,11 @@ def read_cassette(
         raise CassetteError(f"the cassette header is not JSON: {exc}") from exc
     if not isinstance(header, dict) or header.get("cassette") != "flowith":
         raise CassetteError("not a flowith cassette (the first line must be its header)")
-    if header.get("version") != CASSETTE_VERSION:
+    if header.get("version") not in READABLE_VERSIONS:
         raise CassetteError(
             f"cassette version {header.get('version')!r} is not supported "
-            f"(this library reads version {CASSETTE_VERSION}); re-record it"
+            f"(this library reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+            "re-record it"
         )
     records: list[dict[str, Any]] = []
     for number, line in iterator:

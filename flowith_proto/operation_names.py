@@ -6,22 +6,32 @@ purpose, and asyncio and trio differ). So a recording keeps what each
 operation drew under the operation's name, and a replay hands every operation
 its own values back, whatever the order.
 
-A name is the operation's function and a digest of its plain arguments
+A name is the method that made the operation, a digest of its plain arguments
 (strings, numbers, ``None`` and sequences of them: the prompt, model, ids),
 scrubbed of secrets before hashing, then how many operations of that name
-started before it: ``generate:1f0c9a2e#2``. Calls that differ in their
+started before it: ``get_flow_nodes:1f0c9a2e#2``. Calls that differ in their
 arguments are told apart whatever their order; identical calls running at once
 are told apart by the order they started in.
+
+Many methods run one generic operation (a listing, a JSON answer) with a
+function that builds their request; such an operation is named after the
+method that defined the function, and the plain values the function closes
+over (the ids, the paging) count as arguments. A conversation counts by its id
+and turn, so the same prompt sent in two conversations makes two names.
+Cassettes of version 1 named operations by their generator and its plain
+arguments only: :class:`OperationNames` still makes those names to replay them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import types
 from collections import Counter
 from typing import Any
 
-from flowith_proto.cassette import Scrubber
+from flowith_proto.cassette import CASSETTE_VERSION, Scrubber
 from flowith_proto.effects import Operation
+from flowith_proto.generation import Conversation
 
 __all__ = ["OperationNames"]
 
@@ -29,10 +39,15 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 class OperationNames:
-    """Hands out the names of the operations of one session, in start order."""
+    """Hands out the names of the operations of one session, in start order.
 
-    def __init__(self, scrubber: Scrubber) -> None:
+    ``version`` is the cassette version whose names to make (see the module's
+    docstring).
+    """
+
+    def __init__(self, scrubber: Scrubber, *, version: int = CASSETTE_VERSION) -> None:
         self._scrubber = scrubber
+        self._by_method = version >= 2
         self._started: Counter[str] = Counter()
 
     def name(self, operation: Operation[Any]) -> str:
@@ -42,14 +57,22 @@ class OperationNames:
         return f"{base}#{self._started[base]}"
 
     def kind(self, operation: Operation[Any]) -> str:
-        """The function and plain arguments of ``operation``: the name less its count."""
+        """The method and plain arguments of ``operation``: the name less its count."""
         function = getattr(operation, "__qualname__", type(operation).__name__)
         frame = getattr(operation, "gi_frame", None)
-        arguments = {} if frame is None else frame.f_locals
-        plain = sorted(
-            (key, repr(value)) for key, value in arguments.items() if _is_plain(value)
-        )
-        text = self._scrubber.text(repr(plain))
+        arguments: dict[str, Any] = {} if frame is None else frame.f_locals
+        plain = [(key, repr(value)) for key, value in arguments.items() if _is_plain(value)]
+        if self._by_method:
+            methods = []
+            for key, value in arguments.items():
+                if isinstance(value, types.FunctionType):
+                    methods.append(_defining_method(value))
+                    plain += _closed_over(key, value)
+                elif isinstance(value, Conversation):
+                    plain.append((f"{key}.conv_id", repr(value.conv_id)))
+                    plain.append((f"{key}.turn", repr(value.turn)))
+            function = next((method for method in methods if method), function)
+        text = self._scrubber.text(repr(sorted(plain)))
         return f"{function}:{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
@@ -57,3 +80,23 @@ def _is_plain(value: object) -> bool:
     if isinstance(value, (tuple, list, frozenset)):
         return all(isinstance(item, _PLAIN) for item in value)
     return isinstance(value, _PLAIN)
+
+
+def _defining_method(function: types.FunctionType) -> str | None:
+    """The name of the function ``function`` was defined in, if any: for a request
+    builder ``lambda e: e.flow_nodes(conv)`` written in ``get_flow_nodes``, that."""
+    scope, local, _ = function.__qualname__.rpartition(".<locals>.")
+    return scope.rsplit(".", 1)[-1] if local else None
+
+
+def _closed_over(key: str, function: types.FunctionType) -> list[tuple[str, str]]:
+    """The plain values ``function`` closes over, as named arguments."""
+    described = []
+    for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (), strict=True):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # a variable not yet bound
+            continue
+        if _is_plain(value):
+            described.append((f"{key}.{name}", repr(value)))
+    return described

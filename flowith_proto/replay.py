@@ -138,7 +138,7 @@ class Tape:
         #: record made after request k waits until this reaches k.
         self.played_through = 0
         self.scrubber = Scrubber()
-        self._names = OperationNames(self.scrubber)
+        self._names = OperationNames(self.scrubber, version=self.header["version"])
         self._settings = _recorded_settings(self.header)
 
     # -- what the recording knew ----------------------------------------------------

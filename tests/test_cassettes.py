@@ -19,13 +19,32 @@ from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_httpx.testing import CassetteMismatch, ReplayClient, replay_operation
 from flowith_proto.abc import ConversationSession, FlowithClientBase
 from flowith_proto.auth import read_claims
-from flowith_proto.cassette import CassetteError, Scrubber, decode_body, redact_jwt
-from flowith_proto.fake import FakeFlowith, chunk, complete, hang, pause, row
-from flowith_proto.generation import generate
-from flowith_proto.models import AuthSession
+from flowith_proto.cassette import (
+    CASSETTE_VERSION,
+    CassetteError,
+    Scrubber,
+    decode_body,
+    redact_jwt,
+)
+from flowith_proto.fake import (
+    KYOTO_TRIP,
+    PRODUCT_LAUNCH,
+    QUARTERLY_REPORT,
+    FakeFlowith,
+    chunk,
+    complete,
+    hang,
+    pause,
+    row,
+)
+from flowith_proto.generation import Conversation, generate, send
+from flowith_proto.models import AuthSession, FlowNode
+from flowith_proto.operation_names import OperationNames
+from flowith_proto.queries import rows
 from flowith_proto.recording import Recorder
 from flowith_proto.replay import Tape
 from flowith_proto.request import Request
+from flowith_proto.state import ClientState
 from tests.sessions import CASSETTES, broad_session
 
 Session = Callable[[FlowithClientBase], Awaitable[list[Any]]]
@@ -226,7 +245,7 @@ def test_the_cassette_holds_no_secret(tmp_path: Path) -> None:
     assert not re.search(r"eyJ[\w-]+\.[\w-]+\.[\w-]+", text)
     header = json.loads(text.splitlines()[0])
     assert header["cassette"] == "flowith"
-    assert header["version"] == 1
+    assert header["version"] == CASSETTE_VERSION
 
 
 async def one_generation(client: FlowithClientBase) -> list[Any]:
@@ -343,6 +362,95 @@ def test_the_committed_cassette_replays_on_both_event_loops() -> None:
     assert comparable(on_asyncio) == comparable(on_trio)
     assert left_asyncio == left_trio == []
     assert on_trio[0].text  # a real answer came back, from the recording
+
+
+def test_a_version_1_cassette_still_replays_on_both_event_loops() -> None:
+    """tests/cassettes/broad_session_v1.jsonl: recorded before operations were named by
+    method (version 1 named them by generator, e.g. ``rows:4f1cf181#1``)."""
+    cassette = CASSETTES / "broad_session_v1.jsonl"
+    assert cassette.read_text(encoding="utf-8").startswith('{"cassette":"flowith","version":1,')
+    on_asyncio, left_asyncio = anyio.run(replay, cassette, broad_session, backend="asyncio")
+    on_trio, left_trio = anyio.run(replay, cassette, broad_session, backend="trio")
+    assert comparable(on_asyncio) == comparable(on_trio)
+    assert left_asyncio == left_trio == []
+
+
+async def different_calls_at_once(client: FlowithClientBase) -> list[Any]:
+    """Calls of one generic operation (a listing, a JSON answer) running at once, and
+    the same prompt sent in two conversations at once."""
+    first = client.start_conversation()
+    second = client.start_conversation()
+    await first.send("Name a colour")
+    await second.send("Name a fruit")
+    results: dict[str, Any] = {}
+
+    async def keep(key: str, call: Awaitable[Any]) -> None:
+        results[key] = await call
+
+    async with anyio.create_task_group() as group:
+        for conv_id in (KYOTO_TRIP, QUARTERLY_REPORT, PRODUCT_LAUNCH):
+            group.start_soon(keep, f"nodes {conv_id}", client.get_flow_nodes(conv_id))
+        group.start_soon(keep, "user", client.get_auth_user())
+        group.start_soon(keep, "rewards", client.get_daily_rewards_status())
+        group.start_soon(keep, "featurebase", client.get_featurebase_status())
+        group.start_soon(keep, "first", first.send("Who am I?"))
+        group.start_soon(keep, "second", second.send("Who am I?"))
+    return [results[key] for key in sorted(results)]
+
+
+@pytest.mark.parametrize("recorded_on", ["asyncio", "trio"])
+def test_different_calls_of_one_generic_operation_replay_in_any_order(
+    tmp_path: Path, recorded_on: str
+) -> None:
+    # They were all named after the generic operation (rows, json_body) and the
+    # conversation was not in a send's name, so a replay that started them in
+    # another order gave each another's answer.
+    fake = FakeFlowith()
+    for text in ("Red", "Apple", "You are the first", "You are the second"):
+        fake.script(chunk(text), complete())
+    cassette = tmp_path / "at_once.jsonl"
+    recorded = anyio.run(record, cassette, different_calls_at_once, fake, backend=recorded_on)
+    for backend in ("asyncio", "trio"):
+        for _ in range(10):
+            replayed, unplayed = anyio.run(
+                replay, cassette, different_calls_at_once, backend=backend
+            )
+            assert comparable(replayed) == comparable(recorded)
+            assert unplayed == []
+
+
+def test_operations_are_named_after_the_method_and_what_its_request_needs() -> None:
+    names = OperationNames(Scrubber())
+
+    def listing(conv_id: str) -> Any:
+        return rows(ClientState(), lambda e: e.flow_nodes(conv_id), FlowNode, "get_flow_nodes")
+
+    first, second, again = listing(KYOTO_TRIP), listing(QUARTERLY_REPORT), listing(KYOTO_TRIP)
+    assert names.kind(first).startswith("listing:")
+    assert names.kind(first) != names.kind(second)
+    assert names.kind(first) == names.kind(again)
+    talk, other = Conversation(conv_id=KYOTO_TRIP), Conversation(conv_id=QUARTERLY_REPORT)
+    in_one, in_other = send(ClientState(), talk, "hi"), send(ClientState(), other, "hi")
+    assert names.kind(in_one) != names.kind(in_other)
+    # A version 1 cassette's names: the generator and its plain arguments only.
+    legacy = OperationNames(Scrubber(), version=1)
+    assert legacy.kind(first) == legacy.kind(second)
+    assert legacy.kind(first).startswith("rows:")
+    for operation in (first, second, again, in_one, in_other):
+        operation.close()
+
+
+def test_a_missing_call_is_named_after_its_method(tmp_path: Path) -> None:
+    cassette = tmp_path / "one.jsonl"
+    anyio.run(record, cassette, one_generation, FakeFlowith(), backend="asyncio")
+
+    async def more(client: FlowithClientBase) -> list[Any]:
+        return [*await one_generation(client), await client.get_flow_nodes(KYOTO_TRIP)]
+
+    with pytest.raises(CassetteMismatch) as info:
+        anyio.run(replay, cassette, more, backend="trio")
+    assert str(info.value).startswith("get_flow_nodes (get_flow_nodes:")
+    assert str(info.value).endswith("the recording ran: generate")
 
 
 def test_the_committed_cassette_also_drives_a_synchronous_core_replay() -> None:
@@ -582,9 +690,7 @@ def test_a_credential_field_cut_in_a_line_too_long_to_hold_is_scrubbed(
 ) -> None:
     """Past the 64 KiB a line is held whole, a cut credential field leaked."""
     text = "a" * (70 * 1024)
-    event = (
-        f'data: {{"chunks":["{text}"],"refresh_token":"OPAQUEnewREFRESHsecret99"}}\n\n'.encode()
-    )
+    event = f'data: {{"chunks":["{text}"],"refresh_token":"OPAQUEnewREFRESHsecret99"}}\n\n'.encode()
     at = event.index(b"OPAQUE") + 9 if where == "value" else event.index(b"refresh_to") + 5
     recorded = record_stream(tmp_path, event[:at], event[at:])
     assert "secret99" not in recorded
@@ -605,9 +711,7 @@ def test_credentials_in_urls_are_masked() -> None:
 
 
 @pytest.mark.parametrize("cut", [1, 6, len(SECRET) - 1])
-def test_a_secret_cut_between_two_stream_chunks_is_still_scrubbed(
-    tmp_path: Path, cut: int
-) -> None:
+def test_a_secret_cut_between_two_stream_chunks_is_still_scrubbed(tmp_path: Path, cut: int) -> None:
     event = f'data: {{"note":"{SECRET}"}}\n\n'.encode()
     at = event.index(SECRET.encode()) + cut
     text = record_stream(tmp_path, event[:at], event[at:], secrets=[SECRET])
