@@ -774,6 +774,13 @@ class FlowithClientBase(WebAppMethods):
             until = self._now() + self.timeout
             for flight in list(self._flying):
                 await flight.finished.wait(until)
+        finally:
+            # Shielded, so that a closer cancelled while it waited still closes every
+            # stream and connection, and with them ends the calls still reading.
+            await self._shielded(self._close_connections)
+
+    async def _close_connections(self) -> None:
+        try:
             await self._hub.aclose()
             # A transport need not wake a read when its client closes (aiohttp
             # does not): closing each body does, on every transport.

@@ -220,12 +220,15 @@ def _refreshing_client(
     fake: FakeFlowith,
     make_client: MakeClient,
     persisted: list[tuple[str, str]],
+    *,
+    expired: bool = True,
     **options: Any,
 ) -> FlowithClientBase:
-    """A client whose token the fake finds expired, whose token answers come
-    0.5 s after the server gave them (the refresh token is spent by then, as on
-    a slow network), and which notes in ``persisted`` what it hands on."""
-    fake.expire_token(fake.token)
+    """A client whose token the fake finds expired (unless not ``expired``), whose
+    token answers come 0.5 s after the server gave them (the refresh token is spent
+    by then, as on a slow network), and which notes in ``persisted`` what it hands on."""
+    if expired:
+        fake.expire_token(fake.token)
     client: FlowithClientBase = make_client(
         refresh_token=fake.refresh_token,
         on_token_refresh=lambda access, refresh: persisted.append((access, refresh)),
@@ -313,6 +316,43 @@ async def test_a_closer_cancelled_while_a_refresh_is_in_flight_still_closes(
     assert client._closed
     with pytest.raises(FlowithError, match="the client is closed"):
         await client.get_credits()
+
+
+async def test_a_closer_cancelled_while_a_refresh_is_in_flight_still_ends_every_stream(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # It waited for the refresh, was cancelled there, and left the shared stream and
+    # the listener's open: aiohttp, which does not wake a read when its session
+    # closes, left the generation and the listener waiting on them.
+    fake.script(chunk("partial"), hang())
+    client = _refreshing_client(fake, make_client, [], expired=False)
+    ended: dict[str, str] = {}
+
+    async def generation() -> None:
+        try:
+            async for _ in client.generate_stream("hi"):
+                ended.setdefault("generation", "streaming")
+        except FlowithError as error:
+            ended["generation"] = str(error)
+
+    async def listener() -> None:
+        try:
+            async for _ in client.stream_user_sse():
+                pass
+        except FlowithError as error:
+            ended["listener"] = str(error)
+
+    async with client, anyio.create_task_group() as group:
+        group.start_soon(generation)
+        group.start_soon(listener)
+        await eventually(lambda: "generation" in ended)
+        group.start_soon(client.refresh_access_token)
+        await anyio.sleep(0.1)  # the refresh waits for its answer
+        with anyio.fail_after(3):  # not the 10 s of a hung stream
+            with anyio.move_on_after(0.1):
+                await client.aclose()
+            await eventually(lambda: len(ended) == 2 and "streaming" not in ended.values())
+    assert ended == {"generation": "the client is closed", "listener": "the client is closed"}
 
 
 async def test_two_closes_during_a_refresh_close_once(
