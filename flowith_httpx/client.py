@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
-import functools
 import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import httpx
-from anyio.streams.memory import MemoryObjectSendStream
 
 from flowith_httpx.lanes import LANES, Lanes
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
@@ -243,67 +242,98 @@ class _Body:
 
     httpx reads a body through async generators, and a generator interrupted by
     a cancellation (a deadline, a cancelled reader) is finished for good, with
-    its connection. So a pump task of its own reads the body into a small memory
-    stream, and readers receive from that, which a deadline or a cancellation
-    can interrupt without losing a byte: the connection stays usable for the
-    next reader, as :class:`~flowith_proto.hub.ByteStream` requires.
+    its connection. So a pump task of its own reads the body ahead into a small
+    buffer, and readers take from that, which a deadline or a cancellation can
+    interrupt without losing a byte: the connection stays usable for the next
+    reader, as :class:`~flowith_proto.hub.ByteStream` requires.
+
+    A chunk stays in the buffer until a running reader takes it. (Handed straight
+    to a waiting reader, as a memory object stream does, a chunk was lost when
+    asyncio's own ``cancel()`` reached the reader after the hand-over: a
+    generation under ``asyncio.timeout`` cost the others sharing the stream
+    their text.)
     """
 
-    __slots__ = ("_chunks", "_failure", "_pump_done", "_pump_scope", "_response")
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_failure",
+        "_pump_done",
+        "_pump_scope",
+        "_readable",
+        "_response",
+        "_room",
+    )
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        send, self._chunks = anyio.create_memory_object_stream[bytes](_READ_AHEAD)
+        self._buffer: collections.deque[bytes] = collections.deque()
+        self._readable = anyio.Event()  # set when a chunk arrives or the pump ends
+        self._room = anyio.Event()  # set when a reader takes a chunk
         self._failure: ConnectionFailedError | None = None
+        self._closed = False
         self._pump_scope = anyio.CancelScope()
         self._pump_done = anyio.Event()
-        _start_system_task(functools.partial(self._pump, send))
+        _start_system_task(self._pump)
 
-    async def _pump(self, send: MemoryObjectSendStream[bytes]) -> None:
-        with send:  # closing it ends the readers' stream
-            try:
-                with self._pump_scope:
-                    async for chunk in self._response.aiter_bytes():
+    def _arrived(self, chunk: bytes) -> None:
+        self._buffer.append(chunk)
+        self._readable.set()
+
+    async def _pump(self) -> None:
+        try:
+            with self._pump_scope:
+                async for chunk in self._response.aiter_bytes():
+                    self._arrived(chunk)
+                    while len(self._buffer) >= _READ_AHEAD:
+                        if self._room.is_set():
+                            self._room = anyio.Event()
                         try:
-                            await send.send(chunk)
+                            await self._room.wait()
                         except anyio.get_cancelled_exc_class():
-                            # Closed while a chunk waited for room. Ending here would
-                            # leave httpx's nested generators suspended, and trio warns
-                            # as it collects each; the body's own next read meets the
+                            # Closed while the buffer was full. Ending here would leave
+                            # httpx's nested generators suspended, and trio warns as it
+                            # collects each; the body's own next read meets the
                             # cancellation (it lasts) and ends them all.
                             self._pump_scope.cancel()
-            except Exception as exc:  # httpx's errors, or any other: the reader raises it
-                # (never let it out: an error ending a trio system task ends the whole run)
-                failure = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}")
-                failure.__cause__ = exc
-                self._failure = failure
-            finally:
-                self._pump_done.set()
+                            break
+        except Exception as exc:  # httpx's errors, or any other: the reader raises it
+            # (never let it out: an error ending a trio system task ends the whole run)
+            failure = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}")
+            failure.__cause__ = exc
+            self._failure = failure
+        finally:
+            self._pump_done.set()
+            self._readable.set()
 
     async def read(self, deadline: float | None) -> bytes | None:
-        try:
-            try:
-                # First without waiting: a deadline already past (a look at what an
-                # idle stream holds) would cancel receive() before it looked.
-                return self._chunks.receive_nowait()
-            except anyio.WouldBlock:
-                if deadline is not None and deadline <= anyio.current_time():
-                    return None  # a look, and nothing has arrived: no need to wait at all
+        while True:
+            if self._closed:  # read after aclose()
+                return b""
+            if self._buffer:
+                chunk = self._buffer.popleft()
+                self._room.set()
+                return chunk
+            if self._pump_done.is_set():
+                if self._failure is not None:
+                    raise self._failure from self._failure.__cause__
+                return b""
+            # A deadline already past is a look at what an idle stream holds: it
+            # has been looked at, and nothing has arrived.
+            if deadline is not None and deadline <= anyio.current_time():
+                return None
+            if self._readable.is_set():
+                self._readable = anyio.Event()
             with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
-                return await self._chunks.receive()
-            return None
-        except anyio.EndOfStream:
-            if self._failure is not None:
-                raise self._failure from self._failure.__cause__
-            return b""
-        except anyio.ClosedResourceError:  # read after aclose()
-            return b""
+                await self._readable.wait()
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
+            self._closed = True
+            self._buffer.clear()
+            self._readable.set()  # a reader waiting ends (b"")
             self._pump_scope.cancel()
             await self._pump_done.wait()
-            self._chunks.close()
             await self._response.aclose()
 
 

@@ -1,0 +1,79 @@
+"""The httpx transport's stream body (``flowith_httpx.client._Body``): a reader's
+cancellation may end the read, never cost a chunk."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx
+import pytest
+
+from flowith_httpx.client import _Body
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # asyncio's own task.cancel(), which anyio's scopes do not go through
+
+
+async def read_all(body: _Body) -> bytes:
+    parts = []
+    while chunk := await body.read(None):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("turns", range(8))
+async def test_a_chunk_arriving_as_asyncio_cancels_its_reader_is_kept(turns: int) -> None:
+    # Handed straight to the waiting reader (an anyio memory object stream), the chunk
+    # went with the CancelledError when the cancel landed between the hand-over and the
+    # reader's next step: another generation sharing the stream lost that text.
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    reader: asyncio.Task[bytes | None] | None = None
+
+    def cancel_after(turns_left: int) -> None:  # lands that many loop turns later
+        if turns_left:
+            loop.call_soon(cancel_after, turns_left - 1)
+        else:
+            assert reader is not None
+            reader.cancel()
+
+    class Chunks(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            await started.wait()
+            cancel_after(turns)
+            yield b"first "
+            yield b"second"
+
+    body = _Body(httpx.Response(200, stream=Chunks()))
+    reader = asyncio.ensure_future(body.read(None))
+    await asyncio.sleep(0)  # the reader waits
+    started.set()
+    try:
+        first = await reader
+    except asyncio.CancelledError:
+        first = b""
+    assert (first or b"") + await read_all(body) == b"first second"
+    await body.aclose()
+
+
+async def test_a_read_past_its_deadline_returns_none_and_loses_nothing() -> None:
+    release = anyio.Event()
+
+    class Late(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            await release.wait()
+            yield b"late"
+
+    body = _Body(httpx.Response(200, stream=Late()))
+    assert await body.read(anyio.current_time() + 0.05) is None
+    assert await body.read(anyio.current_time() - 1) is None  # a look: nothing yet
+    release.set()
+    assert await read_all(body) == b"late"
+    await body.aclose()
+    assert await body.read(None) == b""  # read after aclose()
