@@ -977,7 +977,12 @@ class FlowithClientBase(WebAppMethods):
         timeout: float | None = None,
     ) -> FileRecord:
         """Upload a file (from ``file_path``, streamed from disk, or from
-        ``data``) to Flowith's CDN; ``record.url`` is its public URL."""
+        ``data``) to Flowith's CDN; ``record.url`` is its public URL.
+
+        Without ``timeout``, an upload may take the client's ``timeout`` or 120 s,
+        whichever is longer: a large file needs longer than a request. Pass
+        ``timeout`` for a shorter bound.
+        """
         path = None if file_path is None else os.fspath(file_path)
         payload = bytes(data) if isinstance(data, (bytearray, memoryview)) else data
         if path is not None:

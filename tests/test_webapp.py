@@ -23,6 +23,7 @@ import pytest
 import flowith_aiohttp
 import flowith_httpx
 from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_proto import uploads as upload_ops
 from flowith_proto.abc import ConversationSession
 from flowith_proto.config import DEFAULT_SUPABASE_KEY
 from flowith_proto.errors import (
@@ -962,6 +963,25 @@ async def test_update_user_profile(fake: FakeFlowith, make_client: MakeClient) -
     assert request.header("prefer") == "return=representation"
     assert request.header("content-profile") == "public"
     assert request.json() == {"language": "pl", "name": "Fake Użytkownik"}
+
+
+async def test_an_upload_may_take_120_s_unless_given_its_own_timeout(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bounds: list[float | None] = []
+    upload = upload_ops.upload
+
+    def noting(*args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        bounds.append(timeout)
+        return upload(*args, timeout=timeout, **kwargs)
+
+    monkeypatch.setattr(upload_ops, "upload", noting)
+    async with make_client(timeout=0.5) as client:
+        await client.upload_file(data=b"a", filename="a.txt")
+        await client.upload_file(data=b"b", filename="b.txt", timeout=1.5)
+    async with make_client(timeout=300) as client:
+        await client.upload_file(data=b"c", filename="c.txt")
+    assert bounds == [120.0, 1.5, 300]
 
 
 async def test_list_user_upload_records(
