@@ -119,14 +119,48 @@ class UsageError(Exception):
     """A mistake on the command line, found before any request (exit 2)."""
 
 
+#: An argument that may be a token: one word of 12 characters or more, letters and
+#: digits (a refresh token, an API key); prompts have spaces, models fewer characters.
+_TOKEN_LIKE = re.compile(r"(?=[^\d]*\d)(?=[^a-zA-Z]*[a-zA-Z])[\w.~+/=-]{12,}")
+#: Options whose value is a credential, and their misspellings.
+_CREDENTIAL_OPTION = re.compile(r"^--?[\w-]*(?:to?k|secret|key|pass)", re.IGNORECASE)
+
+
+def _credentials_in(args: Sequence[str]) -> list[str]:
+    """The arguments a usage error must not quote: the values of credential-like options
+    (``--refresh-tokn rt_...``) and whatever looks like a token (one put where another
+    argument goes)."""
+    found = []
+    previous = ""
+    for arg in args:
+        name, equals, value = arg.partition("=")
+        if arg.startswith("-") and equals and _CREDENTIAL_OPTION.match(name):
+            found.append(value)
+        elif not arg.startswith("-") and (
+            _CREDENTIAL_OPTION.match(previous) or _TOKEN_LIKE.fullmatch(arg)
+        ):
+            found.append(arg)
+        previous = arg
+    return found
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse, with its errors as the one ``flowith: ...`` line every
     failure prints (instead of a usage block)."""
+
+    _parsing: Sequence[str] = ()
+
+    def parse_known_args(  # type: ignore[override]  # typeshed's overloads
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._parsing = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         # argparse quotes the arguments it refused, and a token put in the wrong place
         # is one of them: masked as everywhere else, with the environment's tokens.
         tokens = [os.environ.get(name, "") for name in ("FLOWITH_TOKEN", "FLOWITH_REFRESH_TOKEN")]
+        tokens += _credentials_in(self._parsing)
         shown = _JWT.sub("[REDACTED]", redact(message, tokens))
         self.exit(EXIT_USAGE, f"flowith: {shown} (see '{self.prog} --help')\n")
 

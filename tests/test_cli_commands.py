@@ -821,6 +821,37 @@ def test_a_token_put_where_an_argument_goes_is_not_echoed(
         assert "[REDACTED]" in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["chat", "hello", "--refresh-tokn", "rt_SECRET_abc123XYZ"],  # a misspelt option
+        ["chat", "hello", "--refresh-tokn=rt_SECRET_abc123XYZ"],
+        ["chat", "--timeout", "rt_SECRET_abc123XYZ", "hello"],  # in another option's place
+        ["chat", "--edge-auth", "rt_SECRET_abc123XYZ", "hello"],
+        ["chat", "hello", "--tokn", "short-sec1"],
+    ],
+)
+def test_a_token_typed_on_the_command_line_is_not_echoed_by_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the environment's tokens and JWTs were masked: an opaque refresh token
+    # typed after a misspelt option, or in another option's place, was quoted whole.
+    monkeypatch.delenv("FLOWITH_REFRESH_TOKEN", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowith: ")
+    assert "rt_SECRET_abc123XYZ" not in err
+    assert "short-sec1" not in err
+    assert "[REDACTED]" in err
+
+
+def test_a_usage_error_still_quotes_what_is_not_a_token(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["chat", "--edge-auth", "beare", "hello"]) == 2
+    assert "invalid choice: 'beare'" in capsys.readouterr().err
+
+
 def test_text_from_the_server_cannot_drive_the_terminal() -> None:
     # A title holding an escape sequence reached the terminal as is.
     lines = render_table(("ID", "TITLE"), [["a", "x\x1b[31mred\x07"]], 80)
