@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from typing import Any, TypeVar
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
@@ -27,7 +28,12 @@ from flowith_proto.config import (
     REQUESTS_AT_ONCE,
     EdgeAuth,
 )
-from flowith_proto.errors import ConnectionFailedError, TimeoutError, waited_for_turn
+from flowith_proto.errors import (
+    CREDENTIAL_KEY,
+    ConnectionFailedError,
+    TimeoutError,
+    waited_for_turn,
+)
 from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import EnvironmentProxies
 from flowith_proto.request import Request, Response
@@ -105,9 +111,35 @@ def _progress_tracing() -> aiohttp.TraceConfig:
 
 
 def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError:
+    """The library's error for ``exc``, which is cleared of credentials: it becomes
+    the error's cause, which a traceback or a repr shows."""
+    _clear_credentials(exc)
     # A connector error means no byte of the request left this machine.
     sent = not isinstance(exc, aiohttp.ClientConnectorError)
     return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)
+
+
+def _clear_credentials(exc: aiohttp.ClientError) -> None:
+    """aiohttp's response errors keep the request's headers (its token and API key),
+    the answer's (its cookies) and the redirects it followed, and their repr shows
+    them: mask the credential-named headers, and drop the redirects."""
+    if not isinstance(exc, aiohttp.ClientResponseError):
+        return
+    info = exc.request_info
+    exc.request_info = type(info)(info.url, info.method, _masked(info.headers), info.real_url)
+    exc.history = ()
+    exc.args = (exc.request_info, exc.history)
+    if exc.headers is not None:
+        exc.headers = _masked(exc.headers)
+
+
+def _masked(headers: Any) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(
+        CIMultiDict(
+            (name, "[REDACTED]" if CREDENTIAL_KEY.search(name) else value)
+            for name, value in headers.items()
+        )
+    )
 
 
 def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
@@ -144,6 +176,7 @@ class _Body:
         except asyncio.TimeoutError:
             return None
         except aiohttp.ClientError as exc:
+            _clear_credentials(exc)
             raise ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:

@@ -89,6 +89,7 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     error_from_response,
+    hide_secrets_of,
     is_expired_token_error,
     redact,
     scrub,
@@ -255,6 +256,7 @@ class FlowithClientBase(WebAppMethods):
             poll_interval=poll_interval,
             retry=RetryPolicy(max_retries=max_retries),
         )
+        hide_secrets_of(self._state)
         #: Seconds one HTTP request may take (connect, read and total).
         self.timeout = timeout
         #: Seconds of silence (not even a heartbeat) after which a live stream's
@@ -662,6 +664,12 @@ class FlowithClientBase(WebAppMethods):
         holding the spent one.
         """
         check_seconds("timeout", timeout)
+        if refresh_token not in self._state.credentials.secrets:
+            # One passed to this call: hidden like a held one, in the cassette too
+            # (its request and any error answer quoting it), and afterwards.
+            self._state.retire([refresh_token])
+            if self._recorder is not None:
+                self._recorder.learn([refresh_token])
         while (flight := self._refreshing) is not None:
             await flight.done.wait(None)
             if flight.refresh_token == refresh_token:
@@ -713,7 +721,7 @@ class FlowithClientBase(WebAppMethods):
     def _adopted(self, session: AuthSession) -> None:
         log.info("access token refreshed")
         if self._recorder is not None:
-            self._recorder.learn(self._state.credentials.secrets)
+            self._recorder.learn(self._state.secrets)
 
     async def _hand_on(self, session: AuthSession) -> None:
         """Give the new tokens to ``on_token_refresh``; its failure is logged."""

@@ -131,10 +131,7 @@ class Scrubber:
         value = ESCAPED_CREDENTIAL_FIELD.sub(_masked_escaped_field, value)
         value = BEARER.sub(rf"\1{REDACTED}", value)
         value = mask_url_credentials(value, REDACTED)
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
+        return self._held_masked(value)
 
     def raw(self, data: bytes) -> bytes:
         """:meth:`text` for bytes that are not UTF-8 text (stored as base64)."""
@@ -200,11 +197,43 @@ class Scrubber:
             return {"base64": base64.b64encode(self.raw(body)).decode("ascii")}
         try:
             parsed = json.loads(text)
-            if _mask_tokens(parsed):
+            found: list[str] = []
+            masked = _mask_tokens(parsed, found)
+            # A credential in a field is one wherever it appears: in another field of
+            # the same answer, or its headers (scrubbed after the body, see Recorder).
+            self.learn(found)
+            # Held ones are found decoded too: escaped (\u005f), the text hides them.
+            if self._mask_held(parsed) or masked:
                 text = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
         except (ValueError, RecursionError):  # not JSON, or nested too deeply
             pass  # credential-named fields are masked in the text too
         return {"text": self.text(text)}
+
+    def _mask_held(self, value: Any) -> bool:
+        """Mask the held secrets in the strings of decoded JSON, in place; ``True``
+        if any was found."""
+        if isinstance(value, dict):
+            items: Iterable[tuple[Any, Any]] = list(value.items())
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            return False
+        changed = False
+        for key, item in items:
+            if isinstance(item, str):
+                masked = self._held_masked(item)
+                if masked != item:
+                    value[key] = masked
+                    changed = True
+            else:
+                changed = self._mask_held(item) or changed
+        return changed
+
+    def _held_masked(self, value: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
 
 
 def redact_jwt(token: str) -> str:
@@ -239,19 +268,21 @@ def _masked_escaped_field(match: re.Match[str]) -> str:
     return f'{match.group(1)}{_masked(match.group(2))}\\"'
 
 
-def _mask_tokens(value: Any) -> bool:
-    """Mask ``*token*``-like string fields in place; ``True`` if any was."""
+def _mask_tokens(value: Any, found: list[str]) -> bool:
+    """Mask ``*token*``-like string fields in place, adding their values to ``found``;
+    ``True`` if any was."""
     changed = False
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, str) and item and CREDENTIAL_KEY.search(str(key)):
+                found.append(item)
                 value[key] = redact_jwt(item) if JWT.fullmatch(item) else REDACTED
                 changed = True
             else:
-                changed = _mask_tokens(item) or changed
+                changed = _mask_tokens(item, found) or changed
     elif isinstance(value, list):
         for item in value:
-            changed = _mask_tokens(item) or changed
+            changed = _mask_tokens(item, found) or changed
     return changed
 
 

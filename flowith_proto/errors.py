@@ -15,9 +15,10 @@ import functools
 import json
 import re
 import reprlib
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "LONGEST_RETRY_AFTER",
@@ -39,8 +40,10 @@ __all__ = [
     "ValidationError",
     "error_from_response",
     "excerpt",
+    "hide_secrets_of",
     "is_expired_token_error",
     "is_token_expired",
+    "live_secrets",
     "parse_retry_after",
     "redact",
     "retry_after_seconds",
@@ -212,7 +215,7 @@ class GenerationError(FlowithError):
         super().__init__(redact(message, ()))
         self.status = status
         self.error = redact(error, ())
-        self.error_type = error_type
+        self.error_type = redact(error_type, ())
         self.node_id = node_id
 
 
@@ -403,8 +406,37 @@ def _redact_values(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+class HoldsSecrets(Protocol):
+    @property
+    def secrets(self) -> Sequence[str]: ...
+
+
+#: What live clients hold (their states, which are not hashable: by id), read each
+#: time, so that a refreshed token is hidden as soon as it is held.
+_HOLDERS: weakref.WeakValueDictionary[int, HoldsSecrets] = weakref.WeakValueDictionary()
+
+
+def hide_secrets_of(holder: HoldsSecrets) -> None:
+    """Mask ``holder.secrets`` in the library's log records and excerpts for as long as
+    it lives (a client registers its state)."""
+    _HOLDERS[id(holder)] = holder
+
+
+def live_secrets() -> list[str]:
+    """The secrets of every live holder (see :func:`hide_secrets_of`)."""
+    return [secret for holder in list(_HOLDERS.values()) for secret in holder.secrets]
+
+
+class _MaskedRepr(reprlib.Repr):
+    """A repr whose strings are masked before they are cut: cut first, a credential
+    would keep a part no longer shaped like one (the tail of a JWT's signature)."""
+
+    def repr_str(self, x: str, level: int) -> str:
+        return super().repr_str(redact(x, live_secrets()), level)
+
+
 #: A few levels and items of a value, for :func:`excerpt`.
-_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR = _MaskedRepr()
 _SHORT_REPR.maxlevel = 3
 _SHORT_REPR.maxdict = _SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = 4
 _SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
@@ -412,7 +444,8 @@ _SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
 
 def excerpt(value: Any, limit: int = 80) -> str:
     """A short repr of ``value`` for a message or a log line: a value nested deeper
-    than Python recurses, or megabytes long (a data URL), costs a short line."""
+    than Python recurses, or megabytes long (a data URL), costs a short line. Its
+    strings are masked (see :func:`redact`) before they are shortened."""
     try:
         text = _SHORT_REPR.repr(value)
     except ValueError:  # an int past sys.get_int_max_str_digits()
@@ -441,6 +474,9 @@ def scrub(error: FlowithError, secrets: Iterable[str]) -> None:
                 current.body = _TOO_DEEP
         if isinstance(current, APIError) and current.endpoint:
             current.endpoint = redact(current.endpoint, held)
+        if isinstance(current, GenerationError):
+            current.error = redact(current.error, held)
+            current.error_type = redact(current.error_type, held)
         current = current.__cause__ or current.__context__
 
 

@@ -3,29 +3,29 @@
 
 Its records may quote what a server sent (a row field it could not use, a malformed
 event), which can echo a token: every library logger masks what looks like a
-credential in its records (:func:`logger`), whatever handlers the application adds.
+credential in its records (:func:`logger`), and the credentials of every live client
+(:func:`flowith_proto.errors.hide_secrets_of`), whatever handlers the application adds.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flowith_proto.errors import redact
+from flowith_proto.errors import live_secrets, redact
 
 __all__ = ["logger", "set_log_level"]
 
 
 class _Masked(logging.Filter):
-    """Masks JWTs, credential-named fields (JSON or a Python repr) and ``Bearer``
-    values in a record's text. It cannot know a client's opaque tokens: those are
-    masked where the client makes its messages."""
+    """Masks JWTs, credential-named fields (JSON or a Python repr), ``Bearer`` values
+    and the live clients' credentials in a record's text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             text = record.getMessage()
         except Exception:  # a bad format: logging's own handler reports it, as without us
             return True
-        masked = redact(text, ())
+        masked = redact(text, live_secrets())
         if masked != text:
             record.msg, record.args = masked, None
         return True

@@ -74,12 +74,13 @@ class Recorder:
         return self._sent
 
     def response(self, n: int, response: Response) -> None:
+        body = self.scrubber.body(response.body)  # first: it learns the credentials it holds
         self._writer.record(
             "response",
             n=n,
             status=response.status,
             headers=self.scrubber.headers(response.headers),
-            body=self.scrubber.body(response.body),
+            body=body,
         )
 
     def error(self, n: int, error: Exception) -> None:

@@ -16,12 +16,20 @@ __all__ = ["DEFAULT_TEXT_MODEL", "ClientState"]
 
 #: The most cookies whose values :meth:`ClientState.learn_cookies` keeps.
 MAX_COOKIES = 64
+#: The most credentials let go of that :meth:`ClientState.retire` keeps hiding.
+MAX_FORMER_SECRETS = 32
 #: The model the web app uses when none is chosen.
 DEFAULT_TEXT_MODEL = "gpt-4.1-nano"
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     check_seconds(attribute.name, value)
+
+
+def _retiring(state: ClientState, _attribute: object, new: Credentials) -> Credentials:
+    """Replacing the credentials (a refresh, a logout) retires the old ones."""
+    state.retire(secret for secret in state.credentials.secrets if secret not in new.secrets)
+    return new
 
 
 def _positive_or_endless(
@@ -40,7 +48,7 @@ class ClientState:
     """
 
     config: FlowithConfig = attrs.field(factory=FlowithConfig)
-    credentials: Credentials = attrs.field(factory=Credentials)
+    credentials: Credentials = attrs.field(factory=Credentials, on_setattr=_retiring)
     #: Seconds a generation may take, end to end, unless the call says otherwise.
     result_timeout: float = attrs.field(default=120.0, validator=_positive_or_endless)
     #: Seconds between two reads of a node's row while falling back to polling.
@@ -53,6 +61,19 @@ class ClientState:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     #: The value of each cookie the server set, by name (see :meth:`learn_cookies`).
     cookies: dict[str, str] = attrs.field(factory=dict, repr=False)
+    #: Credentials the client no longer holds, still hidden (see :meth:`retire`).
+    former_secrets: list[str] = attrs.field(factory=list, repr=False)
+
+    def retire(self, values: Iterable[str]) -> None:
+        """Keep hiding ``values`` although the client no longer holds them: a spent or
+        signed-out refresh token, or one passed to a single call. A server may still
+        echo one (an error quoting the token it refused), and it still names the
+        session. The latest :data:`MAX_FORMER_SECRETS` are kept.
+        """
+        for value in values:
+            if len(value) >= MIN_SECRET_LENGTH and value not in self.former_secrets:
+                self.former_secrets.append(value)
+        del self.former_secrets[:-MAX_FORMER_SECRETS]
 
     def learn_cookies(self, headers: Iterable[tuple[str, str]]) -> list[str]:
         """Remember the values of the cookies ``headers`` set; return the new ones.
@@ -83,11 +104,12 @@ class ClientState:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Every string no message, log line or cassette may show: the tokens, the
-        public API key and the cookies' values."""
+        public API key, the cookies' values and the credentials let go of."""
         return (
             *self.credentials.secrets,
             self.config.supabase_key,
             *self.cookies.values(),
+            *self.former_secrets,
         )
 
     @property

@@ -43,7 +43,7 @@ from flowith_proto.operation_names import OperationNames
 from flowith_proto.queries import rows
 from flowith_proto.recording import Recorder
 from flowith_proto.replay import Tape
-from flowith_proto.request import Request
+from flowith_proto.request import Request, Response
 from flowith_proto.state import ClientState
 from tests.sessions import CASSETTES, broad_session
 
@@ -629,6 +629,42 @@ def test_a_call_the_recording_never_made_is_named_as_such() -> None:
     )
     with pytest.raises(CassetteMismatch, match=r"^credits \(credits:cd34#1\) was not"):
         tape.draw("clock", "credits:cd34#1")
+
+
+def recorded_response(tmp_path: Path, response: Response, secrets: Sequence[str] = ()) -> str:
+    """The cassette text of one recorded answer."""
+    path = tmp_path / "answer.jsonl"
+    recorder = Recorder(
+        path,
+        user_id="u",
+        access_token="",
+        has_refresh_token=False,
+        edge_url="https://edge.test",
+        supabase_url="https://sb.test",
+        secrets=secrets,
+    )
+    recorder.response(1, response)
+    recorder.close()
+    return path.read_text(encoding="utf-8")
+
+
+def test_a_token_an_answer_brings_is_hidden_everywhere_in_that_answer(tmp_path: Path) -> None:
+    # The answer was recorded before the client learned the tokens it brought: the
+    # new refresh token was masked in its own field, and kept in a header and a note.
+    new = "rtNEW_rotated_77QQpp"
+    body = json.dumps({"refresh_token": new, "note": f"rotated to {new}"}).encode()
+    text = recorded_response(tmp_path, Response(200, (("x-session-refresh", new),), body))
+    assert new not in text
+    assert text.count("[REDACTED]") == 3
+
+
+def test_a_held_secret_escaped_in_json_is_hidden_too(tmp_path: Path) -> None:
+    # The text was searched as sent: "rt\u005fSECRET..." decodes to the secret.
+    held = "rt_SECRET_abc123XYZ"
+    body = ('{"message":"no session for ' + held.replace("_", "\\u005f") + '"}').encode()
+    text = recorded_response(tmp_path, Response(500, (), body), secrets=[held])
+    record = json.loads(text.splitlines()[1])
+    assert json.loads(record["body"]["text"]) == {"message": "no session for [REDACTED]"}
 
 
 class Chunks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import builtins
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,11 @@ from flowith_proto.errors import (
     TimeoutError,
     ValidationError,
     error_from_response,
+    excerpt,
     is_token_expired,
     parse_retry_after,
     redact,
+    scrub,
 )
 from flowith_proto.request import Response
 
@@ -170,9 +173,12 @@ def test_errors_built_from_what_a_server_or_transport_says_carry_no_secret() -> 
     )
     assert "pw-secret-1" not in str(proxy)
     assert "alice:[REDACTED]@127.0.0.1" in str(proxy)
-    failed = GenerationError(f"failed: provider said token {jwt}", error=f"token {jwt}")
+    failed = GenerationError(
+        f"failed: provider said token {jwt}", error=f"token {jwt}", error_type=f"bad {jwt}"
+    )
     assert jwt not in str(failed)
     assert jwt not in failed.error
+    assert jwt not in failed.error_type
     decode = ResponseDecodeError(
         "refresh: wrong shape", body=[{"access_token": jwt, "refresh_token": "LISTREFRESH42"}]
     )
@@ -432,3 +438,27 @@ def test_every_validation_error_the_library_raises_says_its_status() -> None:
                 ):
                     missing.append(f"{path}:{node.lineno}")
     assert missing == []
+
+
+def test_a_generation_error_is_scrubbed_of_the_held_secrets_in_every_field() -> None:
+    # scrub() masked the message only: .error and .error_type (printed by the README's
+    # own example, and pickled with the error) kept an opaque token the server echoed.
+    held = "rt_SECRET_abc123XYZ"
+    failed = GenerationError(
+        f"failed: provider said {held}", error=f"provider said {held}", error_type=f"bad {held}"
+    )
+    scrub(failed, [held])
+    copy = pickle.loads(pickle.dumps(failed))
+    for error in (failed, copy):
+        assert held not in f"{error} {error.error} {error.error_type}"
+        assert error.error == "provider said [REDACTED]"
+        assert error.error_type == "bad [REDACTED]"
+
+
+def test_an_excerpt_masks_a_credential_before_shortening_it() -> None:
+    # Cut first, a JWT kept the last 28 characters of its signature, no longer
+    # shaped like a JWT for the log mask to find.
+    jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyIn0." + "s" * 20 + "TAILtail" * 3
+    shown = excerpt({"remain_quota": jwt})
+    assert "TAILtail" not in shown
+    assert "[REDACTED]" in shown

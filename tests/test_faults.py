@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import random
 import re
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import anyio
 import pytest
 
 from flowith_proto.abc import FlowithClientBase
+from flowith_proto.config import DEFAULT_SUPABASE_KEY
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
@@ -214,6 +218,75 @@ async def test_cookie_values_the_server_set_are_hidden_like_tokens(
         assert cookie not in f"{error} {error!r} {error.body!r} {error.args!r}"
     assert cookie not in cassette.read_text(encoding="utf-8")
     assert "first" in cassette.read_text(encoding="utf-8")
+
+
+async def test_refresh_tokens_let_go_of_stay_hidden(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    """A spent (rotated) or signed-out refresh token, or one passed to a single call,
+    was no longer hidden: an answer quoting it showed it in the error, and the one
+    passed to refresh_access_token() reached the cassette."""
+    passed = "rt_PASSED_zz99YY88"
+    cassette = tmp_path / "refresh.jsonl"
+    async with make_client(
+        refresh_token=fake.refresh_token, max_retries=0, record_to=cassette
+    ) as client:
+        fake.fail_next(1, 400, path="/auth/v1/token", body={"message": f"invalid: {passed}"})
+        with pytest.raises(AuthenticationError) as refused:
+            await client.refresh_access_token(passed)
+        let_go = []
+        for step in (client.refresh_access_token, client.logout):
+            let_go.append(client.get_refresh_token())
+            await step()
+        errors: list[APIError] = [refused.value]
+        for token in (passed, *let_go):
+            fake.fail_next(1, 500, path="/user/credits", body={"message": f"session {token}"})
+            with pytest.raises(APIError) as info:
+                await client.get_credits()
+            errors.append(info.value)
+    recorded = cassette.read_text(encoding="utf-8")
+    for token in (passed, *let_go):
+        assert token not in recorded
+        for error in errors:
+            assert token not in f"{error} {error!r} {error.body!r}"
+    assert errors[1].body == {"message": "session [REDACTED]"}
+
+
+async def test_the_library_logs_no_credential_a_server_echoed(
+    fake: FakeFlowith, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its own warnings quoted what the server sent: an opaque refresh token echoed in a
+    malformed event was logged whole (the log mask knew shapes only)."""
+
+    def echoing(turn: Turn) -> list[Step]:
+        frame = {"data": {"nodeId": turn.node_id, "type": {"echo": fake.refresh_token}}}
+        return [raw(b"data: " + json.dumps(frame).encode() + b"\n\n"), chunk("ok"), complete()]
+
+    fake.responder = echoing
+    with caplog.at_level(logging.DEBUG, logger="flowith"):
+        async with make_client(refresh_token=fake.refresh_token) as client:
+            assert (await client.generate("hi")).text == "ok"
+    assert "malformed stream event" in caplog.text
+    assert fake.refresh_token not in caplog.text
+    assert "[REDACTED]" in caplog.text
+
+
+async def test_a_transport_error_chained_as_the_cause_shows_no_credential(
+    fake: FakeFlowith, make_client: MakeClient, transport: Transport
+) -> None:
+    """aiohttp's response errors keep the request's headers, and their repr (the cause
+    of the library's error) showed the access token and the API key."""
+    fake.fail_next(1, 500, path="/user/credits", headers=[("X-Big", "a" * 200_000)])
+    async with make_client(max_retries=0) as client:
+        with pytest.raises(FlowithError) as info:
+            await client.get_credits()
+    shown = "".join(traceback.format_exception(info.value))
+    chain: BaseException | None = info.value
+    while chain is not None:
+        shown += repr(chain) + repr(getattr(chain, "args", ""))
+        chain = chain.__cause__ or chain.__context__
+    assert fake.token not in shown
+    assert DEFAULT_SUPABASE_KEY not in shown
 
 
 def _refreshing_client(
