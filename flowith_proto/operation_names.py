@@ -7,11 +7,12 @@ operation drew under the operation's name, and a replay hands every operation
 its own values back, whatever the order.
 
 A name is the method that made the operation, a digest of its plain arguments
-(strings, numbers, ``None`` and sequences of them: the prompt, model, ids),
-scrubbed of secrets before hashing, then how many operations of that name
-started before it: ``get_flow_nodes:1f0c9a2e#2``. Calls that differ in their
-arguments are told apart whatever their order; identical calls running at once
-are told apart by the order they started in.
+(strings, numbers, ``None``, and lists and mappings of them: the prompt, model,
+ids, a profile's fields), scrubbed of secrets before hashing, then how many
+operations of that name started before it: ``get_flow_nodes:1f0c9a2e#2``. Calls
+that differ in their arguments are told apart whatever their order; identical
+calls running at once are told apart by the order they started in. A local file
+counts by its name, not its folder (a test's temporary folder differs per run).
 
 Many methods run one generic operation (a listing, a JSON answer) with a
 function that builds their request; such an operation is named after the
@@ -25,8 +26,11 @@ arguments only: :class:`OperationNames` still makes those names to replay them.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import types
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from flowith_proto.cassette import CASSETTE_VERSION, Scrubber
@@ -61,8 +65,10 @@ class OperationNames:
         function = getattr(operation, "__qualname__", type(operation).__name__)
         frame = getattr(operation, "gi_frame", None)
         arguments: dict[str, Any] = {} if frame is None else frame.f_locals
-        plain = [(key, repr(value)) for key, value in arguments.items() if _is_plain(value)]
-        if self._by_method:
+        if not self._by_method:
+            plain = [(key, repr(value)) for key, value in arguments.items() if _is_plain(value)]
+        else:
+            plain = []
             methods = []
             for key, value in arguments.items():
                 if isinstance(value, types.FunctionType):
@@ -71,15 +77,34 @@ class OperationNames:
                 elif isinstance(value, Conversation):
                     plain.append((f"{key}.conv_id", repr(value.conv_id)))
                     plain.append((f"{key}.turn", repr(value.turn)))
+                elif key == "file_path" and isinstance(value, str):
+                    plain.append((key, repr(os.path.basename(value))))
+                elif (shown := _shown(value)) is not None:
+                    plain.append((key, shown))
             function = next((method for method in methods if method), function)
         text = self._scrubber.text(repr(sorted(plain)))
         return f"{function}:{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def _is_plain(value: object) -> bool:
+    """A plain value, as version 1 names count them."""
     if isinstance(value, (tuple, list, frozenset)):
         return all(isinstance(item, _PLAIN) for item in value)
     return isinstance(value, _PLAIN)
+
+
+def _shown(value: object) -> str | None:
+    """A plain value, or lists and mappings of them (a request's body, a profile's
+    fields, a conversation's messages), as text that is the same in every run; ``None``
+    for anything else (the client's state, a file's bytes)."""
+    if isinstance(value, _PLAIN):
+        return repr(value)
+    if not isinstance(value, (list, tuple, Mapping)):
+        return None
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=True)
+    except (TypeError, ValueError, RecursionError):  # holds something else
+        return None
 
 
 def _defining_method(function: types.FunctionType) -> str | None:
@@ -97,6 +122,7 @@ def _closed_over(key: str, function: types.FunctionType) -> list[tuple[str, str]
             value = cell.cell_contents
         except ValueError:  # a variable not yet bound
             continue
-        if _is_plain(value):
-            described.append((f"{key}.{name}", repr(value)))
+        shown = _shown(value)
+        if shown is not None:
+            described.append((f"{key}.{name}", shown))
     return described

@@ -395,6 +395,10 @@ async def different_calls_at_once(client: FlowithClientBase) -> list[Any]:
         group.start_soon(keep, "featurebase", client.get_featurebase_status())
         group.start_soon(keep, "first", first.send("Who am I?"))
         group.start_soon(keep, "second", second.send("Who am I?"))
+        for session in ("sess-a", "sess-b", "sess-c"):  # a request body, not a plain value
+            group.start_soon(keep, session, client.remove_online_session(session))
+        for language in ("en", "pl"):
+            group.start_soon(keep, language, client.update_user_profile(language=language))
     return [results[key] for key in sorted(results)]
 
 
@@ -417,6 +421,40 @@ def test_different_calls_of_one_generic_operation_replay_in_any_order(
             )
             assert comparable(replayed) == comparable(recorded)
             assert unplayed == []
+
+
+def uploads_at_once(folder: Path) -> Session:
+    """Two files uploaded at once from ``folder``."""
+
+    async def session(client: FlowithClientBase) -> list[Any]:
+        results: dict[str, Any] = {}
+
+        async def upload(name: str) -> None:
+            results[name] = await client.upload_file(folder / name)
+
+        async with anyio.create_task_group() as group:
+            for name in ("a.txt", "b.txt"):
+                (folder / name).write_text(f"the file {name}", encoding="utf-8")
+                group.start_soon(upload, name)
+        return [results["a.txt"], results["b.txt"]]
+
+    return session
+
+
+def test_files_uploaded_at_once_replay_from_another_folder(tmp_path: Path) -> None:
+    # A file counted by its whole path: a test's temporary folder differs per run, so
+    # a replay found no name and took the recordings in their recorded order.
+    cassette = tmp_path / "uploads.jsonl"
+    (tmp_path / "recorded").mkdir()
+    recorded = anyio.run(
+        record, cassette, uploads_at_once(tmp_path / "recorded"), FakeFlowith(), backend="trio"
+    )
+    for run in range(10):
+        folder = tmp_path / f"replay{run}"
+        folder.mkdir()
+        replayed, unplayed = anyio.run(replay, cassette, uploads_at_once(folder), backend="trio")
+        assert replayed == recorded
+        assert unplayed == []
 
 
 def test_operations_are_named_after_the_method_and_what_its_request_needs() -> None:
