@@ -270,13 +270,25 @@ class SSEDecoder:
             self._pending = self._bom_prefix
             if len(self._pending) > self._check_pending_at:
                 self._pending_grew()
-        pending = b"".join((*self._spilled, self._pending)) if self._spilled else self._pending
+        pending = self._pending
+        if self._spilled and self._retry_in_blocks():
+            pending = b"".join((*self._spilled, pending))
         if not self._skipping and b"retry" in pending:
             for line in pending[: pending.rfind(b"\n") + 1].split(b"\n"):
                 if line.startswith(b"retry"):
                     self._field(line.decode("utf-8", "replace"))
         self._start_stream()
         return []
+
+    def _retry_in_blocks(self) -> bool:
+        """Whether the blocks of the event arriving, and its pending bytes, hold
+        ``retry`` (across a block's end too): only then are they joined to read it."""
+        tail = b""  # the last 4 bytes before the part looked at
+        for part in (*self._spilled, self._pending):
+            if b"retry" in part or b"retry" in tail + part[:4]:
+                return True
+            tail = (tail + part[-4:])[-4:]
+        return False
 
     def _prepare(self, data: bytes) -> bytes:
         """Handle the rare cases, so that the rest only ever sees LF line breaks.

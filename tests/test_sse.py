@@ -507,3 +507,26 @@ def test_long_event_in_small_chunks_takes_linear_time() -> None:
     [event] = feed_all(SSEDecoder(), chunks)
     assert time.perf_counter() - started < 5.0
     assert len(event.data) == 4 * 1024 * 1024
+
+
+def test_closing_on_a_long_event_copies_it_only_to_read_a_retry_line() -> None:
+    # close() joined the blocks of the event arriving (up to max_event_size) to look
+    # for a retry: line in it; it now looks in each block, and across their ends.
+    decoder = SSEDecoder()
+    decoder.feed(b"data: ")
+    for _ in range(160):  # 10 MiB in 64 KiB chunks
+        decoder.feed(b"x" * 65536)
+    tracemalloc.start()
+    try:
+        decoder.close()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024
+    decoder.feed(b"retry: 1234\ndata: ")
+    for _ in range(3):
+        decoder.feed(b"x" * 65536)
+    decoder.feed(b"\nret")  # cut across the blocks' ends
+    decoder.feed(b"ry: 2\n")
+    decoder.close()
+    assert decoder.retry == 2
