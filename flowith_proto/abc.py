@@ -789,11 +789,13 @@ class FlowithClientBase(WebAppMethods):
 
     async def _close_connections(self) -> None:
         try:
-            await self._hub.aclose()
-            # A transport need not wake a read when its client closes (aiohttp
-            # does not): closing each body does, on every transport.
-            while self._open_bodies:
-                await self._open_bodies.pop().aclose()
+            try:
+                await self._hub.aclose()
+            finally:
+                # A transport need not wake a read when its client closes (aiohttp
+                # does not): closing each body does, on every transport.
+                while self._open_bodies:
+                    await self._open_bodies.pop().aclose()
         finally:
             try:
                 await self._close_transport()

@@ -428,6 +428,33 @@ async def test_a_closer_cancelled_while_a_refresh_is_in_flight_still_ends_every_
     assert ended == {"generation": "the client is closed", "listener": "the client is closed"}
 
 
+async def test_a_failure_closing_the_shared_stream_still_closes_the_listeners(
+    fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ended: list[str] = []
+    client = make_client()
+
+    async def listener() -> None:
+        try:
+            async for _ in client.stream_user_sse():
+                ended.append("frame")
+        except FlowithError as error:
+            ended.append(str(error))
+
+    async def failing() -> None:
+        raise RuntimeError("closing the shared stream failed")
+
+    async with anyio.create_task_group() as group:
+        await client.__aenter__()
+        group.start_soon(listener)
+        await eventually(lambda: bool(ended))  # a frame came: the listener is open
+        monkeypatch.setattr(client._hub, "aclose", failing)
+        with pytest.raises(RuntimeError, match="closing the shared stream failed"):
+            await client.aclose()
+        with anyio.fail_after(3):
+            await eventually(lambda: ended[-1] == "the client is closed")
+
+
 async def test_two_closes_during_a_refresh_close_once(
     fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
 ) -> None:
