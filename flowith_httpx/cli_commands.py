@@ -119,28 +119,33 @@ class UsageError(Exception):
     """A mistake on the command line, found before any request (exit 2)."""
 
 
-#: An argument that may be a token: one word of 12 characters or more, letters and
-#: digits (a refresh token, an API key); prompts have spaces, models fewer characters.
-_TOKEN_LIKE = re.compile(r"(?=[^\d]*\d)(?=[^a-zA-Z]*[a-zA-Z])[\w.~+/=-]{12,}")
+#: An argument that may be a token: one word of random-looking characters with a digit,
+#: of mixed case or 20 characters or more (a refresh token, an API key). Not a prompt
+#: (spaces), a model or a file (a dot or a slash), nor a conversation id (a UUID).
+_TOKEN_LIKE = re.compile(
+    r"(?!(?i:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$)"
+    r"(?=\D*\d)(?:(?=[^a-z]*[a-z])(?=[^A-Z]*[A-Z])[\w~+=-]{12,}|(?=[^a-zA-Z]*[a-zA-Z])[\w~+=-]{20,})"
+)
 #: Options whose value is a credential, and their misspellings.
-_CREDENTIAL_OPTION = re.compile(r"^--?[\w-]*(?:to?k|secret|key|pass)", re.IGNORECASE)
+_CREDENTIAL_OPTION = re.compile(
+    r"^--?[\w-]*(?:to?k|secret|key|pass|cookie|auth|cred|session)", re.IGNORECASE
+)
 
 
 def _credentials_in(args: Sequence[str]) -> list[str]:
     """The arguments a usage error must not quote: the values of credential-like options
-    (``--refresh-tokn rt_...``) and whatever looks like a token (one put where another
-    argument goes)."""
+    (``--refresh-tokn rt_...``, even one starting with ``-``) and whatever looks like a
+    token (one put where another argument goes)."""
     found = []
     previous = ""
     for arg in args:
         name, equals, value = arg.partition("=")
-        if arg.startswith("-") and equals and _CREDENTIAL_OPTION.match(name):
-            found.append(value)
-        elif not arg.startswith("-") and (
-            _CREDENTIAL_OPTION.match(previous) or _TOKEN_LIKE.fullmatch(arg)
-        ):
+        if arg.startswith("-") and equals:
+            if _CREDENTIAL_OPTION.match(name) or _TOKEN_LIKE.fullmatch(value):
+                found.append(value)
+        elif _CREDENTIAL_OPTION.match(previous) or _TOKEN_LIKE.fullmatch(arg):
             found.append(arg)
-        previous = arg
+        previous = "" if equals else arg
     return found
 
 

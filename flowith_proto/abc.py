@@ -787,6 +787,16 @@ class FlowithClientBase(WebAppMethods):
             # stream and connection, and with them ends the calls still reading.
             await self._shielded(self._close_connections)
 
+    async def _close_bodies(self) -> None:
+        """Close every open body, the others too if closing one fails."""
+        while self._open_bodies:
+            body = self._open_bodies.pop()
+            try:
+                await body.aclose()
+            except BaseException:
+                await self._close_bodies()
+                raise
+
     async def _close_connections(self) -> None:
         try:
             try:
@@ -794,8 +804,7 @@ class FlowithClientBase(WebAppMethods):
             finally:
                 # A transport need not wake a read when its client closes (aiohttp
                 # does not): closing each body does, on every transport.
-                while self._open_bodies:
-                    await self._open_bodies.pop().aclose()
+                await self._close_bodies()
         finally:
             try:
                 await self._close_transport()

@@ -120,10 +120,19 @@ class Scrubber:
     """Removes credentials from anything written to a cassette."""
 
     secrets: set[str] = attrs.field(factory=set)
+    # The secrets, longest first (one inside another is masked whole): see _ordered().
+    _longest_first: tuple[str, ...] = attrs.field(init=False, factory=tuple, repr=False)
 
     def learn(self, values: Iterable[str]) -> None:
         """Remember more credentials (a refresh brings new ones)."""
         self.secrets.update(v for v in values if len(v) >= MIN_SECRET_LENGTH)
+
+    def _ordered(self) -> tuple[str, ...]:
+        """The secrets, longest first; sorted again only when they changed (secrets are
+        only ever added), not for every string of every answer."""
+        if len(self._longest_first) != len(self.secrets):
+            self._longest_first = tuple(sorted(self.secrets, key=len, reverse=True))
+        return self._longest_first
 
     def text(self, value: str) -> str:
         value = JWT.sub(lambda match: redact_jwt(match.group()), value)
@@ -136,7 +145,7 @@ class Scrubber:
     def raw(self, data: bytes) -> bytes:
         """:meth:`text` for bytes that are not UTF-8 text (stored as base64)."""
         data = _JWT_BYTES.sub(lambda match: redact_jwt(match.group().decode()).encode(), data)
-        for secret in sorted(self.secrets, key=len, reverse=True):
+        for secret in self._ordered():
             data = data.replace(secret.encode(), REDACTED.encode())
         return data
 
@@ -199,11 +208,12 @@ class Scrubber:
             parsed = json.loads(text)
             found: list[str] = []
             masked = _mask_tokens(parsed, found)
-            # A credential in a field is one wherever it appears: in another field of
-            # the same answer, or its headers (scrubbed after the body, see Recorder).
+            # The tokens a sign-in or refresh answer brings are the client's from now
+            # on: hidden in the rest of that answer too (another field, its headers,
+            # scrubbed after the body: see Recorder), as the client will learn them.
             self.learn(found)
             # Held ones are found decoded too: escaped (\u005f), the text hides them.
-            if self._mask_held(parsed) or masked:
+            if ("\\" in text and self._mask_held(parsed)) or masked:
                 text = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
         except (ValueError, RecursionError):  # not JSON, or nested too deeply
             pass  # credential-named fields are masked in the text too
@@ -230,7 +240,7 @@ class Scrubber:
         return changed
 
     def _held_masked(self, value: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
+        for secret in self._ordered():
             if secret in value:
                 value = value.replace(secret, REDACTED)
         return value
@@ -268,14 +278,23 @@ def _masked_escaped_field(match: re.Match[str]) -> str:
     return f'{match.group(1)}{_masked(match.group(2))}\\"'
 
 
+#: The fields of GoTrue's token answer (a sign-in, a refresh) that hold the tokens.
+_TOKEN_FIELDS = frozenset(
+    ("access_token", "refresh_token", "provider_token", "provider_refresh_token")
+)
+
+
 def _mask_tokens(value: Any, found: list[str]) -> bool:
-    """Mask ``*token*``-like string fields in place, adding their values to ``found``;
-    ``True`` if any was."""
+    """Mask ``*token*``-like string fields in place, adding the values of the token
+    answer's fields to ``found``; ``True`` if any was masked. (Only those: what other
+    credential-named fields hold, a ``token_label``, may be sent again as it is, and a
+    replay, which learns nothing from the answers it plays, must see it unchanged.)"""
     changed = False
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, str) and item and CREDENTIAL_KEY.search(str(key)):
-                found.append(item)
+                if key in _TOKEN_FIELDS:
+                    found.append(item)
                 value[key] = redact_jwt(item) if JWT.fullmatch(item) else REDACTED
                 changed = True
             else:

@@ -424,15 +424,42 @@ def hide_secrets_of(holder: HoldsSecrets) -> None:
 
 def live_secrets() -> list[str]:
     """The secrets of every live holder (see :func:`hide_secrets_of`)."""
-    return [secret for holder in list(_HOLDERS.values()) for secret in holder.secrets]
+    # valuerefs() copies the references in one step: another thread may register a
+    # client meanwhile (iterating the dictionary itself would then raise).
+    holders = [ref() for ref in _HOLDERS.valuerefs()]
+    return [secret for holder in holders if holder is not None for secret in holder.secrets]
+
+
+#: What of a long text an excerpt masks: its head and its tail, of which it shows the
+#: ends (far longer than any credential, so none shown is cut where it was masked).
+_MASKED_SPAN = 8192
+
+
+def _masked_ends(text: str) -> str:
+    if len(text) > 2 * _MASKED_SPAN:  # megabytes (a data URL) need not be searched
+        text = text[:_MASKED_SPAN] + text[-_MASKED_SPAN:]
+    return redact(text, live_secrets())
 
 
 class _MaskedRepr(reprlib.Repr):
-    """A repr whose strings are masked before they are cut: cut first, a credential
-    would keep a part no longer shaped like one (the tail of a JWT's signature)."""
+    """A repr whose strings, and other reprs, are masked before they are cut: cut
+    first, a credential would keep a part no longer shaped like one (the tail of a
+    JWT's signature)."""
 
     def repr_str(self, x: str, level: int) -> str:
-        return super().repr_str(redact(x, live_secrets()), level)
+        return super().repr_str(_masked_ends(x), level)
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            text = repr(x)
+        except Exception:  # a broken __repr__: reprlib's own placeholder
+            return super().repr_instance(x, level)
+        text = _masked_ends(text)
+        if len(text) > self.maxother:
+            head = max(0, (self.maxother - 3) // 2)
+            tail = max(0, self.maxother - 3 - head)
+            text = text[:head] + "..." + text[len(text) - tail :]
+        return text
 
 
 #: A few levels and items of a value, for :func:`excerpt`.

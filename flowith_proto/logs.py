@@ -25,7 +25,10 @@ class _Masked(logging.Filter):
             text = record.getMessage()
         except Exception:  # a bad format: logging's own handler reports it, as without us
             return True
-        masked = redact(text, live_secrets())
+        try:
+            masked = redact(text, live_secrets())
+        except Exception:  # never from a log call: the shapes of credentials, at least
+            masked = redact(text, ())
         if masked != text:
             record.msg, record.args = masked, None
         return True

@@ -696,6 +696,22 @@ def test_a_token_an_answer_brings_is_hidden_everywhere_in_that_answer(tmp_path: 
     assert text.count("[REDACTED]") == 3
 
 
+def test_only_the_tokens_of_a_token_answer_are_learned(tmp_path: Path) -> None:
+    # Every credential-named field's value was learned and masked wherever it appeared
+    # later: a replay, which learns nothing from the answers it plays, then saw the
+    # program send "work-laptop" where the recording held [REDACTED].
+    scrubber = Scrubber()
+    body = {"token_label": "work-laptop", "theme": "work-laptop", "refresh_token": "rtNEW0001x"}
+    stored = scrubber.body(json.dumps(body).encode())
+    assert json.loads(stored["text"]) == {
+        "token_label": "[REDACTED]",
+        "theme": "work-laptop",
+        "refresh_token": "[REDACTED]",
+    }
+    assert scrubber.secrets == {"rtNEW0001x"}
+    assert scrubber.text('{"title":"work-laptop"}') == '{"title":"work-laptop"}'
+
+
 def test_a_held_secret_escaped_in_json_is_hidden_too(tmp_path: Path) -> None:
     # The text was searched as sent: "rt\u005fSECRET..." decodes to the secret.
     held = "rt_SECRET_abc123XYZ"

@@ -604,9 +604,7 @@ def test_renewed_tokens_that_cannot_be_saved_fail_the_run(
     refresh = served.call(served.fake.issue_refresh_token)
     expired = served.call(lambda: served.fake.issue_token(expires_at=1_000_000_000))
     store = tmp_path / "missing-folder" / "tokens.json"
-    done = cli(
-        "credits", "--save-tokens", str(store), token=expired, FLOWITH_REFRESH_TOKEN=refresh
-    )
+    done = cli("credits", "--save-tokens", str(store), token=expired, FLOWITH_REFRESH_TOKEN=refresh)
     assert done.code == 1
     assert done.out  # the command itself ran
     [line] = done.error_lines
@@ -829,6 +827,9 @@ def test_a_token_put_where_an_argument_goes_is_not_echoed(
         ["chat", "--timeout", "rt_SECRET_abc123XYZ", "hello"],  # in another option's place
         ["chat", "--edge-auth", "rt_SECRET_abc123XYZ", "hello"],
         ["chat", "hello", "--tokn", "short-sec1"],
+        ["chat", "hello", "--cookie=rt_SECRET_abc123XYZ"],  # an option argparse lacks
+        ["chat", "hello", "--set=rt_SECRET_abc123XYZ"],
+        ["chat", "hello", "--refresh-tokn", "-rt_SECRET_abc123XYZ"],  # base64url may start so
     ],
 )
 def test_a_token_typed_on_the_command_line_is_not_echoed_by_a_usage_error(
@@ -845,11 +846,36 @@ def test_a_token_typed_on_the_command_line_is_not_echoed_by_a_usage_error(
     assert "[REDACTED]" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "quoted"),
+    [
+        (["chat", "--edge-auth", "beare", "hello"], "'beare'"),
+        (["chat", "hi", "--modle", "gpt-4.1-nano"], "gpt-4.1-nano"),
+        (["chat", "hi", "--modle", "claude-3-5-sonnet"], "claude-3-5-sonnet"),
+        (
+            [
+                "conversations",
+                "delete",
+                "5eed0000-0000-4000-8000-000000000001",
+                "5EED0000-0000-4000-8000-000000000002",
+            ],
+            "5EED0000-0000-4000-8000-000000000002",
+        ),
+        (
+            ["conversations", "show", "5eed0000-0000-4000-8000-000000000001", "photo_2024.png"],
+            "photo_2024.png",
+        ),
+    ],
+)
 def test_a_usage_error_still_quotes_what_is_not_a_token(
-    capsys: pytest.CaptureFixture[str],
+    argv: list[str], quoted: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["chat", "--edge-auth", "beare", "hello"]) == 2
-    assert "invalid choice: 'beare'" in capsys.readouterr().err
+    # Masking every word of 12 characters with a digit hid model names, conversation
+    # ids and file names: the error then said nothing useful.
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert quoted in err
+    assert "[REDACTED]" not in err
 
 
 def test_text_from_the_server_cannot_drive_the_terminal() -> None:
@@ -899,9 +925,7 @@ def test_process_with_stdout_closed_says_so(served: Served) -> None:
     assert done.stderr == "flowith: standard output is closed\n"
 
 
-def test_a_cassette_that_cannot_be_read_is_a_local_file_error(
-    cli: CLI, tmp_path: Path
-) -> None:
+def test_a_cassette_that_cannot_be_read_is_a_local_file_error(cli: CLI, tmp_path: Path) -> None:
     # It was exit 4, the code of a server's error.
     cassette = tmp_path / "notes.txt"
     cassette.write_text("not a cassette\n")

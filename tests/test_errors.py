@@ -462,3 +462,52 @@ def test_an_excerpt_masks_a_credential_before_shortening_it() -> None:
     shown = excerpt({"remain_quota": jwt})
     assert "TAILtail" not in shown
     assert "[REDACTED]" in shown
+
+
+def test_the_live_secrets_can_be_read_while_another_thread_registers_clients() -> None:
+    # Iterating the registry raised "dictionary changed size during iteration" from a
+    # log call when another thread made a client meanwhile.
+    import threading
+
+    from flowith_proto.errors import hide_secrets_of, live_secrets
+    from flowith_proto.state import ClientState
+
+    kept = [ClientState() for _ in range(200)]
+    for state in kept:
+        hide_secrets_of(state)
+    stop = threading.Event()
+
+    def register() -> None:
+        while not stop.is_set():
+            hide_secrets_of(ClientState())  # and dropped at once: registered, then gone
+
+    thread = threading.Thread(target=register)
+    thread.start()
+    try:
+        for _ in range(3000):
+            live_secrets()
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_an_excerpt_of_megabytes_masks_only_the_ends_it_shows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Masking the whole value before cutting it searched all of a 10 MB data URL.
+    from flowith_proto import errors
+
+    searched: list[int] = []
+    masked = errors.redact
+
+    def noting(text: str, secrets: Any) -> str:
+        searched.append(len(text))
+        return masked(text, secrets)
+
+    monkeypatch.setattr(errors, "redact", noting)
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    shown = excerpt({"url": "data:image/png;base64," + "A" * 10_000_000 + jwt})
+    assert max(searched) <= 2 * errors._MASKED_SPAN
+    assert "c2lnbmF0" not in shown
+    assert "[REDACTED]" in shown
+    assert excerpt(jwt.encode()).count("[REDACTED]") == 1  # bytes: masked before cut too

@@ -455,6 +455,29 @@ async def test_a_failure_closing_the_shared_stream_still_closes_the_listeners(
             await eventually(lambda: ended[-1] == "the client is closed")
 
 
+async def test_a_body_failing_to_close_leaves_no_other_open(make_client: MakeClient) -> None:
+    closed: list[str] = []
+
+    class Body:
+        def __init__(self, name: str, fails: bool) -> None:
+            self.name, self.fails = name, fails
+
+        async def read(self, deadline: float | None) -> bytes | None:
+            return b""
+
+        async def aclose(self) -> None:
+            closed.append(self.name)
+            if self.fails:
+                raise OSError(f"{self.name} failed to close")
+
+    client = make_client()
+    await client.__aenter__()
+    client._open_bodies.update(Body(name, name == "b") for name in "abc")
+    with pytest.raises(OSError, match="b failed to close"):
+        await client.aclose()
+    assert sorted(closed) == ["a", "b", "c"]
+
+
 async def test_two_closes_during_a_refresh_close_once(
     fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
 ) -> None:
