@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from typing import Any, TypeVar
 
 import aiohttp
+from aiohttp.http_exceptions import ContentEncodingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -31,6 +32,7 @@ from flowith_proto.config import (
 from flowith_proto.errors import (
     CREDENTIAL_KEY,
     ConnectionFailedError,
+    ResponseDecodeError,
     TimeoutError,
     waited_for_turn,
 )
@@ -110,13 +112,27 @@ def _progress_tracing() -> aiohttp.TraceConfig:
     return config
 
 
-def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError:
+def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError | ResponseDecodeError:
     """The library's error for ``exc``, which is cleared of credentials: it becomes
     the error's cause, which a traceback or a repr shows."""
     _clear_credentials(exc)
+    undecodable = _encoding_error(exc)
+    if undecodable is not None:  # an answer came (aiohttp says 400): a retry gets it again
+        return ResponseDecodeError(f"the answer's body could not be decoded: {undecodable}")
     # A connector error means no byte of the request left this machine.
     sent = not isinstance(exc, aiohttp.ClientConnectorError)
     return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)
+
+
+def _encoding_error(exc: BaseException) -> str | None:
+    """What aiohttp said if it failed to undo the answer's Content-Encoding (corrupt, or
+    one it cannot decode): its ContentEncodingError is the cause, or the cause's cause."""
+    cause = exc.__cause__
+    for _ in range(2):
+        if isinstance(cause, ContentEncodingError):
+            return cause.message
+        cause = None if cause is None else cause.__cause__
+    return None
 
 
 def _clear_credentials(exc: aiohttp.ClientError) -> None:

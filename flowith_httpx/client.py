@@ -13,10 +13,10 @@ import collections
 import contextlib
 import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from http.cookiejar import CookieJar
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -31,7 +31,12 @@ from flowith_proto.config import (
     DEFAULT_TIMEOUT,
     EdgeAuth,
 )
-from flowith_proto.errors import ConnectionFailedError, TimeoutError, waited_for_turn
+from flowith_proto.errors import (
+    ConnectionFailedError,
+    ResponseDecodeError,
+    TimeoutError,
+    waited_for_turn,
+)
 from flowith_proto.progress import RequestProgress
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
@@ -123,15 +128,40 @@ async def shielded(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def _transport_error(
     exc: httpx.HTTPError, progress: RequestProgress | None = None
-) -> ConnectionFailedError | TimeoutError:
+) -> ConnectionFailedError | TimeoutError | ResponseDecodeError:
+    if isinstance(exc, httpx.DecodingError):  # an answer came: trying again gets it again
+        return ResponseDecodeError(f"the answer's body could not be decoded: {exc}")
     # Failing to connect (or to get a pooled connection) means no byte of the
     # request left this machine.
     unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
     sent = not unsent and (progress is None or progress.sent)
     if isinstance(exc, httpx.TimeoutException):
         return TimeoutError(f"request timed out ({type(exc).__name__})", request_sent=sent)
-    detail = str(exc) or "the connection broke or was closed"  # httpcore often says nothing
-    return ConnectionFailedError(f"{type(exc).__name__}: {detail}", request_sent=sent)
+    return ConnectionFailedError(f"{type(exc).__name__}: {_detail(exc)}", request_sent=sent)
+
+
+def _detail(exc: Exception) -> str:
+    return str(exc) or "the connection broke or was closed"  # httpcore often says nothing
+
+
+async def _raw_body(answer: httpx.Response) -> bytes:
+    """The answer's body as it came (still encoded), its generators run to their end.
+
+    httpx decodes a body in a generator above the one reading it: an encoding it
+    cannot undo (corrupt gzip) raised there, leaving httpx's and httpcore's readers
+    suspended, and trio warns as it collects each.
+    """
+    reading = cast("AsyncGenerator[bytes, None]", answer.aiter_raw())  # typed as an iterator
+    async with contextlib.aclosing(reading) as chunks:
+        return b"".join([chunk async for chunk in chunks])
+
+
+def _decoded(answer: httpx.Response, raw: bytes) -> bytes:
+    """``raw`` with the answer's Content-Encoding undone, by httpx's own decoders (run
+    over bytes in memory: no generator is left suspended if they fail)."""
+    if "content-encoding" not in answer.headers:
+        return raw
+    return httpx.Response(answer.status_code, headers=answer.headers, content=raw).read()
 
 
 def _tracer(progress: RequestProgress) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
@@ -299,7 +329,7 @@ class _Body:
                             break
         except Exception as exc:  # httpx's errors, or any other: the reader raises it
             # (never let it out: an error ending a trio system task ends the whole run)
-            failure = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}")
+            failure = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {_detail(exc)}")
             failure.__cause__ = exc
             self._failure = failure
         finally:
@@ -435,8 +465,14 @@ class FlowithClient(FlowithClientBase):
                             extensions={"trace": _tracer(progress)},
                         )
                         answer = await http.send(
-                            _with_body(outgoing, body), follow_redirects=request.follow_redirects
+                            _with_body(outgoing, body),
+                            follow_redirects=request.follow_redirects,
+                            stream=True,
                         )
+                        try:
+                            content = _decoded(answer, await _raw_body(answer))
+                        finally:
+                            await answer.aclose()
         except builtins.TimeoutError as exc:
             if not had_turn:  # say so: the server was never asked
                 if self._lanes is not None and self._lanes.crowded:  # the cure is on this side
@@ -454,7 +490,7 @@ class FlowithClient(FlowithClientBase):
                 "the http_client you brought asked for it)",
                 request_sent=True,
             ) from exc
-        return Response(answer.status_code, _headers(answer), answer.content)
+        return Response(answer.status_code, _headers(answer), content)
 
     def _client_for(self, body: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:
         """The client to send on: a lane for a short request on our own connections.

@@ -28,6 +28,7 @@ from flowith_proto.errors import (
     InsufficientCreditsError,
     PermissionDeniedError,
     RateLimitError,
+    ResponseDecodeError,
     ValidationError,
 )
 from flowith_proto.fake import (
@@ -218,6 +219,21 @@ async def test_cookie_values_the_server_set_are_hidden_like_tokens(
         assert cookie not in f"{error} {error!r} {error.body!r} {error.args!r}"
     assert cookie not in cassette.read_text(encoding="utf-8")
     assert "first" in cassette.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_cannot_be_decoded_is_a_decode_error_not_retried(
+    fake: FakeFlowith, make_client: MakeClient, encoding: str
+) -> None:
+    """An answer whose Content-Encoding cannot be undone (corrupt, or not understood)
+    was a ConnectionFailedError, retried three times for a GET, on aiohttp even for a
+    200 it called a 400; the transports now agree."""
+    fake.fail_next(1, 200, path="/user/credits", headers=[("Content-Encoding", encoding)])
+    async with make_client() as client:
+        with pytest.raises(ResponseDecodeError):
+            await client.get_credits()  # retried, it would have got the next, good, answer
+        assert (await client.get_credits())[0].remain_quota >= 0
+    assert len(fake.requests_to("GET", "/user/credits")) == 2
 
 
 async def test_refresh_tokens_let_go_of_stay_hidden(

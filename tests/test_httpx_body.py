@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from flowith_httpx.client import _Body
+from flowith_proto.errors import ConnectionFailedError
 
 pytestmark = pytest.mark.anyio
 
@@ -77,3 +78,18 @@ async def test_a_read_past_its_deadline_returns_none_and_loses_nothing() -> None
     assert await read_all(body) == b"late"
     await body.aclose()
     assert await body.read(None) == b""  # read after aclose()
+
+
+async def test_a_stream_reset_without_a_word_still_says_what_broke() -> None:
+    # httpcore's ReadError for a reset on asyncio has no message: "stream broke: ReadError: "
+    class Reset(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b"partial"
+            raise httpx.ReadError("")
+
+    body = _Body(httpx.Response(200, stream=Reset()))
+    assert await body.read(None) == b"partial"
+    with pytest.raises(ConnectionFailedError) as broke:
+        await body.read(None)
+    assert str(broke.value) == "stream broke: ReadError: the connection broke or was closed"
+    await body.aclose()
