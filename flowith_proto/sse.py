@@ -390,37 +390,28 @@ class SSEDecoder:
             if len(text) != 8 * len(values) + sum(map(len, values)):
                 self._decode_blocks(text, events)
                 return
+            checked = True
         elif text.startswith("data: "):
             value = text[6:-2]
-            if "\n" in value:
-                values = value.split("\n\ndata: ")
-                made = len(events)
-                for value in values:
-                    if "\n" in value:  # not a run of one-line events after all
-                        del events[made:]
-                        self._decode_blocks(text, events)
-                        return
-                    # ServerSentEvent(value, ...) inlined: __init__ would double the cost.
-                    event = _new_event(ServerSentEvent)
-                    event.data = value
-                    event.event = "message"
-                    event.id = id_buffer
-                    event.retry = retry
-                    append(event)
-                self._last_event_id = id_buffer
-                return
-            values = [value]
+            checked = "\n" not in value
+            values = [value] if checked else value.split("\n\ndata: ")
         else:
             self._decode_blocks(text, events)
             return
-        self._last_event_id = id_buffer
+        made = len(events)
         for value in values:
+            if not checked and "\n" in value:  # not a run of one-line events after all
+                del events[made:]
+                self._decode_blocks(text, events)
+                return
+            # ServerSentEvent(value, ...) inlined: __init__ would double the cost.
             event = _new_event(ServerSentEvent)
             event.data = value
             event.event = "message"
             event.id = id_buffer
             event.retry = retry
             append(event)
+        self._last_event_id = id_buffer
 
     def _decode_blocks(self, text: str, events: list[ServerSentEvent]) -> None:
         """Decode whole events, of any shape; ``text`` ends with a blank line."""

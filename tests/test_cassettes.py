@@ -669,10 +669,9 @@ def test_a_call_the_recording_never_made_is_named_as_such() -> None:
         tape.draw("clock", "credits:cd34#1")
 
 
-def recorded_response(tmp_path: Path, response: Response, secrets: Sequence[str] = ()) -> str:
-    """The cassette text of one recorded answer."""
-    path = tmp_path / "answer.jsonl"
-    recorder = Recorder(
+def new_recorder(path: Path, secrets: Sequence[str]) -> Recorder:
+    """A recorder into ``path`` for a client that held ``secrets``."""
+    return Recorder(
         path,
         user_id="u",
         access_token="",
@@ -681,6 +680,12 @@ def recorded_response(tmp_path: Path, response: Response, secrets: Sequence[str]
         supabase_url="https://sb.test",
         secrets=secrets,
     )
+
+
+def recorded_response(tmp_path: Path, response: Response, secrets: Sequence[str] = ()) -> str:
+    """The cassette text of one recorded answer."""
+    path = tmp_path / "answer.jsonl"
+    recorder = new_recorder(path, secrets)
     recorder.response(1, response)
     recorder.close()
     return path.read_text(encoding="utf-8")
@@ -740,15 +745,7 @@ def record_stream(
     """The cassette text of a stream that arrived as ``first`` then ``second``,
     recorded by a client that held ``secrets``."""
     path = tmp_path / "split.jsonl"
-    recorder = Recorder(
-        path,
-        user_id="u",
-        access_token="",
-        has_refresh_token=False,
-        edge_url="https://edge.test",
-        supabase_url="https://sb.test",
-        secrets=secrets,
-    )
+    recorder = new_recorder(path, secrets)
     body = recorder.stream(1, 200, [], Chunks(first, second), lambda: 0.0)
 
     async def read_all() -> bytes:
