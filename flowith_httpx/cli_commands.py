@@ -119,12 +119,14 @@ class UsageError(Exception):
     """A mistake on the command line, found before any request (exit 2)."""
 
 
-#: An argument that may be a token: one word of random-looking characters with a digit,
-#: of mixed case or 20 characters or more (a refresh token, an API key). Not a prompt
-#: (spaces), a model or a file (a dot or a slash), nor a conversation id (a UUID).
+#: An argument that may be a token: one word of 12 characters or more with a digit and a
+#: letter, of mixed case (an API key, base64) or without a hyphen (GoTrue's refresh
+#: tokens: 12 lowercase letters and digits). Not a prompt (spaces), a model (lowercase
+#: and hyphenated, or with a dot), a file (a dot), nor a conversation id (a UUID).
 _TOKEN_LIKE = re.compile(
     r"(?!(?i:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$)"
-    r"(?=\D*\d)(?:(?=[^a-z]*[a-z])(?=[^A-Z]*[A-Z])[\w~+=-]{12,}|(?=[^a-zA-Z]*[a-zA-Z])[\w~+=-]{20,})"
+    r"(?=\D*\d)(?=[^a-zA-Z]*[a-zA-Z])"
+    r"(?:(?=[^a-z]*[a-z])(?=[^A-Z]*[A-Z])[\w~+/=-]{12,}|[a-z0-9_~+/=]{12,})"
 )
 #: Options whose value is a credential, and their misspellings.
 _CREDENTIAL_OPTION = re.compile(
@@ -140,12 +142,15 @@ def _credentials_in(args: Sequence[str]) -> list[str]:
     previous = ""
     for arg in args:
         name, equals, value = arg.partition("=")
-        if arg.startswith("-") and equals:
-            if _CREDENTIAL_OPTION.match(name) or _TOKEN_LIKE.fullmatch(value):
-                found.append(value)
-        elif _CREDENTIAL_OPTION.match(previous) or _TOKEN_LIKE.fullmatch(arg):
-            found.append(arg)
-        previous = "" if equals else arg
+        if _CREDENTIAL_OPTION.match(previous) or _TOKEN_LIKE.fullmatch(arg):
+            found.append(arg)  # a credential option's value, even "-AbC...==", or a token
+        elif (
+            arg.startswith("-")
+            and equals
+            and (_CREDENTIAL_OPTION.match(name) or _TOKEN_LIKE.fullmatch(value))
+        ):
+            found.append(value)
+        previous = "" if arg.startswith("-") and equals else arg
     return found
 
 

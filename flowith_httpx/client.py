@@ -470,7 +470,10 @@ class FlowithClient(FlowithClientBase):
                             stream=True,
                         )
                         try:
-                            content = _decoded(answer, await _raw_body(answer))
+                            if answer.is_stream_consumed:  # an event hook or auth of yours read it
+                                content = answer.content
+                            else:
+                                content = _decoded(answer, await _raw_body(answer))
                         finally:
                             await answer.aclose()
         except builtins.TimeoutError as exc:

@@ -618,7 +618,8 @@ class FlowithClientBase(WebAppMethods):
         that :meth:`aclose` brought about says "the client is closed"."""
         try:
             yield
-        except (ConnectionFailedError, TimeoutError) as exc:
+        except (ConnectionFailedError, TimeoutError, ResponseDecodeError) as exc:
+            # (A transport's ResponseDecodeError: an answer whose body it could not decode.)
             if self._recorder is not None:
                 self._recorder.error(number, exc)
             self._check_open(exc)  # cut short by aclose(), not by the network

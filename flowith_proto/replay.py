@@ -47,7 +47,12 @@ from flowith_proto.effects import (
     Subscribe,
     WallClock,
 )
-from flowith_proto.errors import ConnectionFailedError, FlowithError, TimeoutError
+from flowith_proto.errors import (
+    ConnectionFailedError,
+    FlowithError,
+    ResponseDecodeError,
+    TimeoutError,
+)
 from flowith_proto.operation_names import OperationNames
 from flowith_proto.request import Request, Response, headers_of
 from flowith_proto.state import ClientState
@@ -299,6 +304,8 @@ def _recorded_error(record: Mapping[str, Any]) -> FlowithError:
     message = str(record.get("message", "recorded failure"))
     if record.get("type") == "TimeoutError":
         return TimeoutError(message)
+    if record.get("type") == "ResponseDecodeError":  # an answer the transport could not decode
+        return ResponseDecodeError(message)
     return ConnectionFailedError(message, request_sent=bool(record.get("request_sent", True)))
 
 

@@ -26,6 +26,7 @@ from flowith_proto.cassette import (
     decode_body,
     redact_jwt,
 )
+from flowith_proto.errors import ResponseDecodeError
 from flowith_proto.fake import (
     KYOTO_TRIP,
     PRODUCT_LAUNCH,
@@ -362,6 +363,28 @@ def test_the_committed_cassette_replays_on_both_event_loops() -> None:
     assert comparable(on_asyncio) == comparable(on_trio)
     assert left_asyncio == left_trio == []
     assert on_trio[0].text  # a real answer came back, from the recording
+
+
+async def undecodable_then_fine(client: FlowithClientBase) -> list[Any]:
+    """An answer the transport cannot decode, then a good one."""
+    try:
+        await client.get_credits()
+    except ResponseDecodeError as error:
+        first: Any = type(error).__name__
+    return [first, await client.get_credits()]
+
+
+def test_an_answer_the_transport_could_not_decode_replays_as_such(tmp_path: Path) -> None:
+    # Only connection failures and timeouts were recorded: the replay found request 1
+    # without an answer.
+    fake = FakeFlowith()
+    fake.fail_next(1, 200, path="/user/credits", headers=[("Content-Encoding", "gzip")])
+    cassette = tmp_path / "undecodable.jsonl"
+    recorded = anyio.run(record, cassette, undecodable_then_fine, fake, backend="asyncio")
+    assert recorded[0] == "ResponseDecodeError"
+    replayed, unplayed = anyio.run(replay, cassette, undecodable_then_fine, backend="trio")
+    assert replayed == recorded
+    assert unplayed == []
 
 
 def test_a_version_1_cassette_still_replays_on_both_event_loops() -> None:

@@ -830,6 +830,9 @@ def test_a_token_put_where_an_argument_goes_is_not_echoed(
         ["chat", "hello", "--cookie=rt_SECRET_abc123XYZ"],  # an option argparse lacks
         ["chat", "hello", "--set=rt_SECRET_abc123XYZ"],
         ["chat", "hello", "--refresh-tokn", "-rt_SECRET_abc123XYZ"],  # base64url may start so
+        ["chat", "hello", "--refresh-tokn", "-rt_SECRET_abc123XYZ=="],
+        ["chat", "--timeout", "rt_SECRET_abc123xyz0", "hello"],
+        ["chat", "--timeout", "k3xqz9wmh2pa", "hello"],  # GoTrue's: 12 lowercase and digits
     ],
 )
 def test_a_token_typed_on_the_command_line_is_not_echoed_by_a_usage_error(
@@ -842,7 +845,9 @@ def test_a_token_typed_on_the_command_line_is_not_echoed_by_a_usage_error(
     err = capsys.readouterr().err
     assert err.startswith("flowith: ")
     assert "rt_SECRET_abc123XYZ" not in err
+    assert "rt_SECRET_abc123xyz0" not in err
     assert "short-sec1" not in err
+    assert "k3xqz9wmh2pa" not in err
     assert "[REDACTED]" in err
 
 
@@ -852,6 +857,7 @@ def test_a_token_typed_on_the_command_line_is_not_echoed_by_a_usage_error(
         (["chat", "--edge-auth", "beare", "hello"], "'beare'"),
         (["chat", "hi", "--modle", "gpt-4.1-nano"], "gpt-4.1-nano"),
         (["chat", "hi", "--modle", "claude-3-5-sonnet"], "claude-3-5-sonnet"),
+        (["chat", "hi", "--modle", "gpt-4o-mini-2024-07-18"], "gpt-4o-mini-2024-07-18"),
         (
             [
                 "conversations",

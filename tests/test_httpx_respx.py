@@ -168,6 +168,25 @@ async def test_own_http_client_is_used_and_left_open() -> None:
         assert route.calls.last.request.headers["x-mine"] == "1"
 
 
+async def test_own_http_client_whose_hook_reads_the_answer_still_works() -> None:
+    # httpx's docs have a response hook read the body (await response.aread()): with
+    # the answers streamed to undo their encoding safely, every request then failed
+    # with StreamConsumed, blamed on an upload.
+    seen: list[bytes] = []
+
+    async def reading(response: httpx.Response) -> None:
+        seen.append(await response.aread())
+
+    with respx.mock() as router:
+        router.patch(url__startswith=f"{SB}/rest/v1/conversation").respond(
+            200, json=[{"id": CONV}]
+        )
+        mine = httpx.AsyncClient(event_hooks={"response": [reading]})
+        async with mine, client(http_client=mine) as flowith:
+            await flowith.delete_conversation(CONV)
+    assert [json.loads(body) for body in seen] == [[{"id": CONV}]]
+
+
 async def _peak_in_flight(calls: int, **options: Any) -> int:
     """The most listing requests the transport had out at once, with ``calls`` made
     concurrently and each answer held back long enough for the others to start."""
