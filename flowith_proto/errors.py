@@ -143,7 +143,9 @@ class FileUploadError(APIError):
 
 
 class ResponseDecodeError(APIError):
-    """A successful status with a body that is not the JSON shape expected.
+    """A successful status with a body that is not the JSON shape expected, or an
+    answer whose body could not be decoded at all (a corrupt gzip body): the server
+    would send it again, so it is not retried.
 
     Its message and ``.body`` are redacted like an error answer's: the body may
     hold tokens the server just issued (a refresh answer of the wrong shape). The
