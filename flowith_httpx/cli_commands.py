@@ -128,7 +128,8 @@ _TOKEN_LIKE = re.compile(
     r"(?=\D*\d)(?=[^a-zA-Z]*[a-zA-Z])"
     r"(?:(?=[^a-z]*[a-z])(?=[^A-Z]*[A-Z])[\w~+/=-]{12,}|[a-z0-9_~+/=]{12,})"
 )
-#: Options whose value is a credential, and their misspellings.
+#: Options whose value is a credential, and misspellings that keep one of these stems
+#: (a value under 8 characters is too short to tell from ordinary text, and kept).
 _CREDENTIAL_OPTION = re.compile(
     r"^--?[\w-]*(?:to?k|secret|key|pass|cookie|auth|cred|session)", re.IGNORECASE
 )

@@ -6,7 +6,8 @@ purpose, and asyncio and trio differ). So a recording keeps what each
 operation drew under the operation's name, and a replay hands every operation
 its own values back, whatever the order.
 
-A name is the method that made the operation, a digest of its plain arguments
+A name is the operation's function (or the method that built its request, see
+below), a digest of its plain arguments
 (strings, numbers, ``None``, and lists and mappings of them: the prompt, model,
 ids, a profile's fields), scrubbed of secrets before hashing, then how many
 operations of that name started before it: ``get_flow_nodes:1f0c9a2e#2``. Calls

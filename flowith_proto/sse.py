@@ -44,9 +44,9 @@ _CR = 0x0D
 #: of about this size, joined once when it ends, and decoded by
 #: :meth:`SSEDecoder._big_event` without the copies a ``str`` split would make, so a
 #: huge event costs about twice its size in memory, not four times. Blocks, because
-#: growing one buffer to megabytes costs a copy of it at many of its reallocations:
-#: gathering a 5 MiB event from 4 KiB chunks took 2.8 ms in one ``bytearray`` and
-#: 0.4 ms in blocks joined at the end.
+#: growing one buffer to megabytes can cost a copy of it at many of its reallocations:
+#: on the benchmark suite's warm heap, gathering a 5 MiB event from 4 KiB chunks took
+#: 2.8 ms in one ``bytearray`` and 0.4 ms in blocks joined at the end.
 _BIG_EVENT = 64 * 1024
 #: The bytes of an event still arriving are kept as ``bytes`` up to this size, then
 #: in a ``bytearray`` (see :meth:`SSEDecoder._pending_grew`).

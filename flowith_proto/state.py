@@ -9,7 +9,7 @@ import attrs
 from flowith_proto.auth import Credentials
 from flowith_proto.config import FlowithConfig, check_seconds
 from flowith_proto.endpoints import Endpoints
-from flowith_proto.errors import MIN_SECRET_LENGTH
+from flowith_proto.errors import JWT, MIN_SECRET_LENGTH
 from flowith_proto.retry import RetryPolicy
 
 __all__ = ["DEFAULT_TEXT_MODEL", "ClientState"]
@@ -27,8 +27,10 @@ def _positive(_instance: object, attribute: attrs.Attribute[float], value: float
 
 
 def _retiring(state: ClientState, _attribute: object, new: Credentials) -> Credentials:
-    """Replacing the credentials (a refresh, a logout) retires the old ones."""
-    state.retire(secret for secret in state.credentials.secrets if secret not in new.secrets)
+    """Replacing the credentials (a refresh, a logout) retires the old ones; not an
+    access token, which is masked by its shape (a JWT) wherever it appears."""
+    kept = new.secrets
+    state.retire(s for s in state.credentials.secrets if s not in kept and not JWT.fullmatch(s))
     return new
 
 
@@ -66,9 +68,9 @@ class ClientState:
 
     def retire(self, values: Iterable[str]) -> None:
         """Keep hiding ``values`` although the client no longer holds them: a spent or
-        signed-out refresh token, or one passed to a single call. A server may still
-        echo one (an error quoting the token it refused), and it still names the
-        session. The latest :data:`MAX_FORMER_SECRETS` are kept.
+        signed-out refresh token, one passed to a single call, a cookie's replaced
+        value. A server may still echo one (an error quoting the token it refused),
+        and it still names the session. The latest :data:`MAX_FORMER_SECRETS` are kept.
         """
         for value in values:
             if len(value) >= MIN_SECRET_LENGTH and value not in self.former_secrets:
@@ -94,9 +96,11 @@ class ClientState:
             cookie_name = cookie_name.strip()
             if self.cookies.get(cookie_name) == cookie_value:
                 continue
-            self.cookies.pop(cookie_name, None)  # re-inserted last: the newest
+            replaced = self.cookies.pop(cookie_name, None)  # re-inserted last: the newest
             if len(self.cookies) >= MAX_COOKIES:
-                del self.cookies[next(iter(self.cookies))]
+                replaced = self.cookies.pop(next(iter(self.cookies)))
+            if replaced is not None:
+                self.retire([replaced])
             self.cookies[cookie_name] = cookie_value
             new.append(cookie_value)
         return new

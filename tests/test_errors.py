@@ -270,7 +270,7 @@ def test_a_silence_limit_must_be_positive(limit: float) -> None:
 
 
 def test_cookie_values_are_learned_as_secrets_bounded_by_name() -> None:
-    from flowith_proto.state import MAX_COOKIES, ClientState
+    from flowith_proto.state import MAX_COOKIES, MAX_FORMER_SECRETS, ClientState
 
     state = ClientState()
     headers = [
@@ -284,12 +284,30 @@ def test_cookie_values_are_learned_as_secrets_bounded_by_name() -> None:
     assert state.learn_cookies(headers) == []  # nothing new
     assert state.secrets[-2:] == ("abcdefgh12345", "q-value-5678")
     assert state.learn_cookies([("Set-Cookie", "sb-session=rotated-9999")]) == ["rotated-9999"]
-    assert "abcdefgh12345" not in state.secrets  # the jar no longer sends it
+    # The jar no longer sends it, but an answer may still quote it: it stays hidden.
+    assert "abcdefgh12345" not in state.cookies.values()
+    assert "abcdefgh12345" in state.secrets
     many = [("Set-Cookie", f"name{n}=value-{n:06d}") for n in range(2 * MAX_COOKIES)]
     state.learn_cookies(many)
     assert len(state.cookies) == MAX_COOKIES
     assert state.cookies[f"name{2 * MAX_COOKIES - 1}"] == f"value-{2 * MAX_COOKIES - 1:06d}"
+    assert len(state.former_secrets) == MAX_FORMER_SECRETS  # the evicted ones, bounded
     assert "cookies" not in repr(state)
+
+
+def test_the_former_secrets_kept_are_refresh_tokens_not_access_tokens() -> None:
+    # Each refresh let go of two credentials, so only the last 16 refresh tokens stayed
+    # hidden; an access token is a JWT, masked by its shape anyway.
+    from flowith_proto.auth import Credentials
+    from flowith_proto.state import MAX_FORMER_SECRETS, ClientState
+
+    def jwt(n: int) -> str:
+        return f"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ{n:04d}In0.c2lnbmF0dXJl{n:04d}"
+
+    state = ClientState(credentials=Credentials.from_tokens(jwt(0), refresh_token="rt-0000-abcd"))
+    for n in range(1, MAX_FORMER_SECRETS + 1):
+        state.credentials = state.credentials.with_tokens(jwt(n), f"rt-{n:04d}-abcd")
+    assert state.former_secrets == [f"rt-{n:04d}-abcd" for n in range(MAX_FORMER_SECRETS)]
 
 
 @pytest.mark.parametrize(
