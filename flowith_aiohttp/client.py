@@ -30,10 +30,11 @@ from flowith_proto.config import (
     EdgeAuth,
 )
 from flowith_proto.errors import (
-    CREDENTIAL_KEY,
     ConnectionFailedError,
     ResponseDecodeError,
     TimeoutError,
+    masked_headers,
+    undecodable_body,
     waited_for_turn,
 )
 from flowith_proto.progress import RequestProgress
@@ -118,7 +119,7 @@ def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError | Respon
     _clear_credentials(exc)
     undecodable = _encoding_error(exc)
     if undecodable is not None:  # an answer came (aiohttp says 400): a retry gets it again
-        return ResponseDecodeError(f"the answer's body could not be decoded: {undecodable}")
+        return undecodable_body(undecodable)
     # A connector error means no byte of the request left this machine.
     sent = not isinstance(exc, aiohttp.ClientConnectorError)
     return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)
@@ -150,12 +151,7 @@ def _clear_credentials(exc: aiohttp.ClientError) -> None:
 
 
 def _masked(headers: Any) -> CIMultiDictProxy[str]:
-    return CIMultiDictProxy(
-        CIMultiDict(
-            (name, "[REDACTED]" if CREDENTIAL_KEY.search(name) else value)
-            for name, value in headers.items()
-        )
-    )
+    return CIMultiDictProxy(CIMultiDict(masked_headers(headers.items())))
 
 
 def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:

@@ -35,6 +35,7 @@ from flowith_proto.errors import (
     ConnectionFailedError,
     ResponseDecodeError,
     TimeoutError,
+    undecodable_body,
     waited_for_turn,
 )
 from flowith_proto.progress import RequestProgress
@@ -130,7 +131,7 @@ def _transport_error(
     exc: httpx.HTTPError, progress: RequestProgress | None = None
 ) -> ConnectionFailedError | TimeoutError | ResponseDecodeError:
     if isinstance(exc, httpx.DecodingError):  # an answer came: trying again gets it again
-        return ResponseDecodeError(f"the answer's body could not be decoded: {exc}")
+        return undecodable_body(exc)
     # Failing to connect (or to get a pooled connection) means no byte of the
     # request left this machine.
     unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))

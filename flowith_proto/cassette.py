@@ -65,8 +65,8 @@ from flowith_proto.auth import read_claims
 from flowith_proto.errors import (
     BEARER,
     CREDENTIAL_FIELD,
+    CREDENTIAL_HEADER,
     CREDENTIAL_KEY,
-    CREDENTIAL_NAME,
     ESCAPED_CREDENTIAL_FIELD,
     JWT,
     MIN_SECRET_LENGTH,
@@ -94,7 +94,6 @@ CASSETTE_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 REDACTED = "[REDACTED]"
 
-_SECRET_HEADER = re.compile(rf"{CREDENTIAL_NAME}|auth", re.IGNORECASE)
 #: A JWT already cut down by :func:`redact_jwt` (no signature): re-derived, not masked,
 #: where a credential-named field holds it, so a replay still reads its ``exp``.
 _UNSIGNED_JWT = re.compile(r"eyJ[\w-]*\.[\w-]*\.")
@@ -184,7 +183,7 @@ class Scrubber:
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
         return [
-            [name, REDACTED if _SECRET_HEADER.search(name) else self.text(value)]
+            [name, REDACTED if CREDENTIAL_HEADER.search(name) else self.text(value)]
             for name, value in headers
         ]
 

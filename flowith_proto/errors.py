@@ -44,10 +44,12 @@ __all__ = [
     "is_expired_token_error",
     "is_token_expired",
     "live_secrets",
+    "masked_headers",
     "parse_retry_after",
     "redact",
     "retry_after_seconds",
     "scrub",
+    "undecodable_body",
 ]
 
 _BODY_EXCERPT = 400
@@ -200,6 +202,19 @@ def waited_for_turn(limit: float, at_once: int) -> TimeoutError:
     )
 
 
+def undecodable_body(detail: object) -> ResponseDecodeError:
+    """The error for an answer whose body a transport could not decode (a corrupt gzip
+    body, an encoding it lacks), as each transport's own exception describes it."""
+    return ResponseDecodeError(f"the answer's body could not be decoded: {detail}")
+
+
+def masked_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` with every credential header's value replaced by ``[REDACTED]``."""
+    return [
+        (name, _REDACTED if CREDENTIAL_HEADER.search(name) else value) for name, value in headers
+    ]
+
+
 class GenerationError(FlowithError):
     """The server reported that a generation failed (defect D4 of the old
     client returned the error text as if it were the result)."""
@@ -252,6 +267,8 @@ CREDENTIAL_NAME = (
     r"|signature"
 )
 CREDENTIAL_KEY = re.compile(CREDENTIAL_NAME, re.IGNORECASE)
+#: A header whose value is a credential: named like one, or any ``*auth*`` header.
+CREDENTIAL_HEADER = re.compile(rf"{CREDENTIAL_NAME}|auth", re.IGNORECASE)
 #: A credential-named JSON string field in text that is not JSON as a whole (a body
 #: cut short, a stream chunk): ``"refresh_token":"..."``; group 2 is the value and
 #: group 3 its closing quote, missing where the text ends inside the value.

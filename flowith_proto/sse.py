@@ -165,7 +165,6 @@ class SSEDecoder:
         # The earlier bytes of an event arriving that grew past _BIG_EVENT, in blocks
         # (see _BIG_EVENT); _pending then holds the bytes after them.
         self._spilled: list[bytes | bytearray] = []
-        self._spilled_size = 0
         # Up to this many bytes (pending and chunk together), no event can be too large
         # and none is long enough for _big_event(): feed() skips those checks. It is -1
         # while an event has spilled, so that whatever ends it goes to _feed_large().
@@ -193,7 +192,7 @@ class SSEDecoder:
     def buffered_bytes(self) -> int:
         """Bytes held for the event still arriving: at most ``max_event_size``, plus one
         for a LF that may precede it."""
-        return self._spilled_size + len(self._pending)
+        return sum(map(len, self._spilled)) + len(self._pending)
 
     def take_errors(self) -> list[EventTooLargeError]:
         """Return the oversized events reported since the last call, and forget them."""
@@ -510,14 +509,13 @@ class SSEDecoder:
         pending = self._pending
         spilled = self._spilled
         # A leading LF (a blank line where an event starts) is no part of the event.
-        room = self.max_event_size - self._spilled_size
+        room = self.max_event_size - sum(map(len, spilled))  # one block per 64 KiB: cheap
         room += (spilled[0] if spilled else pending).startswith(b"\n")
         if len(pending) > room:
             self._drop_pending()
             return
         if len(pending) > _BIG_EVENT:
             spilled.append(pending)
-            self._spilled_size += len(pending)
             room -= len(pending)
             self._pending = bytearray()
             self._small_input = -1
@@ -533,7 +531,7 @@ class SSEDecoder:
     def _drop_pending(self) -> None:
         """The event still arriving is too large: forget it and skip to its end."""
         first = self._spilled[0] if self._spilled else self._pending
-        size = self._spilled_size + len(self._pending) - first.startswith(b"\n")
+        size = self.buffered_bytes - first.startswith(b"\n")
         self._report(size)
         ends_with_lf = self._last_pending_byte() == b"\n"
         self._forget_pending()
