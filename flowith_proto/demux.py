@@ -44,7 +44,8 @@ class Demultiplexer:
 
     __slots__ = ("_aliases", "_queues", "_recent")
 
-    #: Unrouted events remembered, in case their node is aliased a moment later.
+    #: Unrouted events remembered while a generation is under way, in case their node
+    #: is aliased a moment later (the server may pick a video job's node id).
     RECENT = 256
 
     def __init__(self) -> None:
@@ -61,6 +62,10 @@ class Demultiplexer:
         self._queues.pop(node_id, None)
         for alias in [a for a, target in self._aliases.items() if target == node_id]:
             del self._aliases[alias]
+        if not self._queues:
+            # No generation is left to alias them: a late answer of one that timed
+            # out (its text whole, perhaps) is no longer kept while the client idles.
+            self._recent.clear()
 
     def alias(self, other_id: str, node_id: str) -> None:
         """Route ``other_id``'s events to ``node_id``'s subscriber too (the
@@ -98,7 +103,8 @@ class Demultiplexer:
         if queue is None:
             target = self._aliases.get(node_id)
             if target is None or (queue := self._queues.get(target)) is None:
-                self._recent.append(event)
+                if self._queues:  # only a generation under way can alias it
+                    self._recent.append(event)
                 return None
             node_id = target
         queue.append(event)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
+import weakref
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from flowith_proto.stream import StreamRouter
 
 NODE = "99999999-8888-4777-8666-555555555555"
 OTHER = "12345678-1234-4234-8234-123456789012"
+THIRD = "abcdefab-cdef-4abc-8def-abcdefabcdef"
 CONV = "11111111-2222-4333-8444-555555555555"
 
 
@@ -287,6 +290,26 @@ def test_events_that_arrive_just_before_an_alias_are_not_lost() -> None:
     assert isinstance(early, Chunks)
     assert early.chunks == ("early",)
     assert demux.pop(NODE) is None
+
+
+def test_unrouted_events_are_kept_only_while_a_generation_is_under_way() -> None:
+    # They were kept (256 of them, whatever their size) until newer ones pushed
+    # them out: the late answers of generations that timed out stayed in memory
+    # while the client idled, and a later generation could be handed them.
+    demux = Demultiplexer()
+    late = chunk(OTHER, "x" * 100_000)
+    still_there = weakref.ref(late)
+    demux.subscribe(NODE)
+    assert not demux.route(late)  # perhaps the server's id for NODE's job: kept
+    del late
+    assert still_there() is not None
+    demux.unsubscribe(NODE)  # nobody is left to alias it
+    gc.collect()
+    assert still_there() is None
+    assert not demux.route(chunk(OTHER, "later"))  # nobody waits: not kept either
+    demux.subscribe(THIRD)
+    demux.alias(OTHER, THIRD)
+    assert demux.pop(THIRD) is None
 
 
 DEEP = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit when decoded
