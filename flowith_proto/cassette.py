@@ -104,6 +104,27 @@ _JWT_START = re.compile(rb"eyJ[\w.-]*\Z")
 _JWT_HOLD = 4096
 #: The longest unfinished line held back whole (see :meth:`Scrubber.held_back`).
 _LINE_HOLD = 64 * 1024
+#: The most secrets a :class:`Scrubber` holds: a client holds about 100 at most (its
+#: tokens, key and cookies, and the last 32 it let go of: see ``ClientState``).
+MAX_SECRETS = 256
+
+
+def _cut_start(secret: bytes, data: bytes, longer_than: int) -> int:
+    """The length of the longest proper start of ``secret`` that ends ``data``
+    and is longer than ``longer_than``, else 0.
+
+    Only the places in the tail where ``secret``'s first byte occurs can start
+    one, and the first that does is the longest: a few comparisons, rather than
+    one per possible length (a stream chunk is checked against every secret).
+    """
+    tail = data[-(len(secret) - 1) :] if len(secret) > 1 else b""
+    first = secret[:1]
+    position = tail.find(first)
+    while 0 <= position < len(tail) - longer_than:
+        if secret.startswith(tail[position:]):
+            return len(tail) - position
+        position = tail.find(first, position + 1)
+    return 0
 
 
 class CassetteError(FlowithError):
@@ -121,14 +142,35 @@ class Scrubber:
     secrets: set[str] = attrs.field(factory=set)
     # The secrets, longest first (one inside another is masked whole): see _ordered().
     _longest_first: tuple[str, ...] = attrs.field(init=False, factory=tuple, repr=False)
+    # The secrets, least recently learned first: see learn().
+    _recency: dict[str, None] = attrs.field(init=False, factory=dict, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._recency = dict.fromkeys(self.secrets)
 
     def learn(self, values: Iterable[str]) -> None:
-        """Remember more credentials (a refresh brings new ones)."""
-        self.secrets.update(v for v in values if len(v) >= MIN_SECRET_LENGTH)
+        """Remember more credentials (a refresh brings new ones).
+
+        The :data:`MAX_SECRETS` learned last are kept: a client learns its current
+        ones again at each refresh, and every stream chunk is checked against each
+        secret held, so a long recording would otherwise slow down with every
+        token it spent.
+        """
+        recency = self._recency
+        for value in values:
+            if len(value) >= MIN_SECRET_LENGTH:
+                recency.pop(value, None)
+                recency[value] = None
+                self.secrets.add(value)
+        while len(recency) > MAX_SECRETS:
+            oldest = next(iter(recency))
+            del recency[oldest]
+            self.secrets.discard(oldest)
+            self._longest_first = ()  # sorted again: the count alone may not have changed
 
     def _ordered(self) -> tuple[str, ...]:
-        """The secrets, longest first; sorted again only when they changed (secrets are
-        only ever added), not for every string of every answer."""
+        """The secrets, longest first; sorted again only when they changed, not for
+        every string of every answer."""
         if len(self._longest_first) != len(self.secrets):
             self._longest_first = tuple(sorted(self.secrets, key=len, reverse=True))
         return self._longest_first
@@ -171,11 +213,7 @@ class Scrubber:
             if start >= 0:
                 longest = len(window) - start
         for secret in self.secrets:
-            encoded = secret.encode()
-            for size in range(min(len(encoded) - 1, len(data)), longest, -1):
-                if data.endswith(encoded[:size]):
-                    longest = size
-                    break
+            longest = max(longest, _cut_start(secret.encode(), data, longest))
         jwt = _JWT_START.search(data[-_JWT_HOLD:])  # an unknown JWT cut short
         if jwt is not None:
             longest = max(longest, min(len(data), _JWT_HOLD) - jwt.start())

@@ -13,6 +13,8 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowith_httpx import FlowithClient, testing
 from flowith_httpx.fake_server import FakeFlowithServer
@@ -21,6 +23,7 @@ from flowith_proto.abc import ConversationSession, FlowithClientBase
 from flowith_proto.auth import read_claims
 from flowith_proto.cassette import (
     CASSETTE_VERSION,
+    MAX_SECRETS,
     CassetteError,
     Scrubber,
     decode_body,
@@ -741,6 +744,36 @@ def test_only_the_tokens_of_a_token_answer_are_learned(tmp_path: Path) -> None:
     }
     assert scrubber.secrets == {"rtNEW0001x"}
     assert scrubber.text('{"title":"work-laptop"}') == '{"title":"work-laptop"}'
+
+
+def test_a_recording_client_holds_a_bounded_number_of_secrets() -> None:
+    # Each refresh added its tokens for good: a soak that refreshed 2,000 times held
+    # 2,000 secrets, and each stream chunk took 16 ms to check against them.
+    scrubber = Scrubber()
+    current = ["sb_publishable_key_0123", "cookie-value-0123"]
+    for refresh in range(1_000):
+        scrubber.learn([*current, f"rt_refresh_{refresh:06}"])  # as the client does
+    assert len(scrubber.secrets) == MAX_SECRETS
+    assert scrubber.text(" ".join(current)) == "[REDACTED] [REDACTED]"
+    assert scrubber.text("rt_refresh_000999") == "[REDACTED]"  # the latest are kept
+    assert scrubber.text("rt_refresh_000000") == "rt_refresh_000000"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text("abc", min_size=8, max_size=24), min_size=1, max_size=4),
+    st.text("abc", max_size=40),
+)
+def test_the_bytes_held_back_are_the_longest_start_of_a_secret(
+    secrets: list[str], end: str
+) -> None:
+    # Checked one possible length at a time, which cost 16 ms per chunk with 2,000
+    # secrets; now only where a secret's first byte occurs.
+    scrubber = Scrubber()
+    scrubber.learn(secrets)
+    data = b"x" * 70_000 + end.encode()  # a line too long to hold whole
+    starts = [k for s in secrets for k in range(1, len(s)) if data.endswith(s[:k].encode())]
+    assert scrubber.held_back(data) == max(starts, default=0)
 
 
 def test_a_held_secret_escaped_in_json_is_hidden_too(tmp_path: Path) -> None:
