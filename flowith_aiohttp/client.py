@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 import urllib.request
@@ -37,6 +38,7 @@ from flowith_proto.errors import (
     undecodable_body,
     waited_for_turn,
 )
+from flowith_proto.logs import report_left_failure
 from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import EnvironmentProxies
 from flowith_proto.request import Request, Response
@@ -413,7 +415,11 @@ class FlowithClient(FlowithClientBase):
         task = asyncio.ensure_future(work())
         self._shielded_tasks.add(task)
         task.add_done_callback(self._shielded_tasks.discard)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(functools.partial(report_left_failure, work))
+            raise
 
     def _event_loop(self) -> object:
         return asyncio.get_running_loop()

@@ -11,6 +11,7 @@ import asyncio
 import builtins
 import collections
 import contextlib
+import functools
 import math
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -38,6 +39,7 @@ from flowith_proto.errors import (
     undecodable_body,
     waited_for_turn,
 )
+from flowith_proto.logs import report_left_failure
 from flowith_proto.progress import RequestProgress
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
@@ -121,7 +123,11 @@ async def shielded(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         task = asyncio.ensure_future(work())
         _SHIELDED.add(task)
         task.add_done_callback(_SHIELDED.discard)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(functools.partial(report_left_failure, work))
+            raise
     with anyio.CancelScope(shield=True):
         return await work()
     raise AssertionError("unreachable: a shielded scope swallows no exception")

@@ -10,10 +10,12 @@ credential in its records (:func:`logger`), and the credentials of every live cl
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Protocol
 
 from flowith_proto.errors import live_secrets, redact
 
-__all__ = ["logger", "set_log_level"]
+__all__ = ["logger", "report_left_failure", "set_log_level"]
 
 
 class _Masked(logging.Filter):
@@ -43,6 +45,29 @@ def logger(name: str) -> logging.Logger:
     if _MASKED not in found.filters:
         found.addFilter(_MASKED)
     return found
+
+class Finished(Protocol):
+    """A finished unit of work, as asyncio's tasks are."""
+
+    def cancelled(self) -> bool: ...
+
+    def exception(self) -> BaseException | None: ...
+
+
+def report_left_failure(work: Callable[..., object], finished: Finished) -> None:
+    """Log how ``work`` failed, if it did, after a cancelled caller left it to
+    finish on its own (on asyncio, shielded work runs in a task of its own):
+    nobody else sees that failure, which asyncio marks as retrieved."""
+    if finished.cancelled():
+        return
+    error = finished.exception()
+    if error is not None:
+        function = getattr(work, "func", work)  # a functools.partial's function
+        name = getattr(function, "__qualname__", repr(function))
+        logger("flowith.client").warning(
+            "%s failed after its caller was cancelled: %s: %s", name, type(error).__name__, error
+        )
+
 
 _HANDLER_NAME = "flowith-console"
 

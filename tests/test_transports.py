@@ -775,6 +775,38 @@ async def test_an_upload_cut_short_or_refused_closes_its_file_at_once(
     gc.collect()  # an abandoned stream would warn here (an error under this suite)
 
 
+async def test_a_close_left_to_finish_on_its_own_reports_how_it_failed(
+    fake: FakeFlowith,
+    make_client: MakeClient,
+    transport: Transport,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On asyncio a cancelled close returns at once and the closing goes on in a
+    task of its own, whose failure (a recording that could not be written, say)
+    nobody saw: asyncio marks it retrieved."""
+    if transport.backend != "asyncio":
+        pytest.skip("on trio a cancelled close waits for the closing, and raises its failure")
+    client = make_client()
+    await client.get_credits()
+    close_transport = client._close_transport
+
+    async def failing() -> None:
+        await close_transport()
+        raise OSError("no space left on the device")
+
+    client._close_transport = failing
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await client.aclose()
+    await eventually(lambda: "no space left" in caplog.text)
+    (record,) = [r for r in caplog.records if "no space left" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        "FlowithClientBase._close_connections failed after its caller was cancelled: "
+        "OSError: no space left on the device"
+    )
+
+
 async def test_an_asyncio_cancellation_is_never_lost_mid_stream(
     fake: FakeFlowith, make_client: MakeClient, transport: Transport
 ) -> None:
