@@ -10,7 +10,7 @@ import random
 import re
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from flowith_proto.errors import (
     ValidationError,
 )
 from flowith_proto.fake import (
+    Channel,
     FakeFlowith,
     Step,
     Turn,
@@ -311,11 +312,15 @@ def _refreshing_client(
     persisted: list[tuple[str, str]],
     *,
     expired: bool = True,
+    answered: anyio.Event | None = None,
     **options: Any,
 ) -> FlowithClientBase:
     """A client whose token the fake finds expired (unless not ``expired``), whose
     token answers come 0.5 s after the server gave them (the refresh token is spent
-    by then, as on a slow network), and which notes in ``persisted`` what it hands on."""
+    by then, as on a slow network), and which notes in ``persisted`` what it hands on.
+    ``answered`` is set as a token answer comes: a test cancelling a refresh's caller
+    waits for it, since on a loaded machine the refresh may not have started after
+    any fixed time (the expired token is only found out by a first answer)."""
     if expired:
         fake.expire_token(fake.token)
     client: FlowithClientBase = make_client(
@@ -328,11 +333,24 @@ def _refreshing_client(
     async def slowed(request: Any, timeout: Any, deadline: Any, operation: str) -> Any:
         response = await send(request, timeout, deadline, operation)
         if "/auth/v1/token" in request.url:
+            if answered is not None:
+                answered.set()
             await anyio.sleep(0.5)
         return response
 
     client._send = slowed  # type: ignore[method-assign]
     return client
+
+
+async def _cancelled_once_answered(
+    call: Callable[[], Coroutine[Any, Any, object]], answered: anyio.Event
+) -> None:
+    """Run ``call`` and cancel it once the token answer came, mid-refresh."""
+    async with anyio.create_task_group() as group:
+        group.start_soon(call)
+        with anyio.fail_after(10):
+            await answered.wait()
+        group.cancel_scope.cancel()
 
 
 async def test_a_call_cancelled_while_it_refreshes_still_adopts_the_new_tokens(
@@ -341,10 +359,9 @@ async def test_a_call_cancelled_while_it_refreshes_still_adopts_the_new_tokens(
     # The server spent the refresh token as it answered: had the client dropped
     # the answer with the cancelled caller, every later call would be signed out.
     persisted: list[tuple[str, str]] = []
-    async with _refreshing_client(fake, make_client, persisted) as client:
-        with anyio.move_on_after(0.25) as scope:
-            await client.get_credits()
-        assert scope.cancelled_caught
+    answered = anyio.Event()
+    async with _refreshing_client(fake, make_client, persisted, answered=answered) as client:
+        await _cancelled_once_answered(client.get_credits, answered)
         await eventually(lambda: bool(persisted))  # on aiohttp the refresh ends on its own
         assert (await client.get_credits())[0].remain_quota >= 0
         assert (await client.generate("still signed in?")).text
@@ -355,13 +372,18 @@ async def test_a_call_cancelled_while_it_refreshes_still_adopts_the_new_tokens(
 async def test_asyncios_own_cancellation_of_a_refreshing_call_keeps_the_new_tokens(
     fake: FakeFlowith, make_client: MakeClient, transport: Transport
 ) -> None:
-    # task.cancel() (here through wait_for) reaches past anyio's shields.
+    # task.cancel() (as asyncio.wait_for and asyncio.timeout do) reaches past anyio's shields.
     if transport.backend != "asyncio":
         pytest.skip("asyncio's own cancellation")
     persisted: list[tuple[str, str]] = []
-    async with _refreshing_client(fake, make_client, persisted) as client:
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(client.get_credits(), 0.25)
+    answered = anyio.Event()
+    async with _refreshing_client(fake, make_client, persisted, answered=answered) as client:
+        task = asyncio.ensure_future(client.get_credits())
+        with anyio.fail_after(10):
+            await answered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         await eventually(lambda: bool(persisted))
         assert (await client.get_credits())[0].remain_quota >= 0
     assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
@@ -373,9 +395,9 @@ async def test_closing_the_client_waits_for_a_refresh_its_caller_left(
     # The caller was cancelled at once (asyncio); the answer still comes, and
     # the tokens it brings must be adopted and handed on before the client goes.
     persisted: list[tuple[str, str]] = []
-    async with _refreshing_client(fake, make_client, persisted) as client:
-        with anyio.move_on_after(0.2):
-            await client.get_credits()
+    answered = anyio.Event()
+    async with _refreshing_client(fake, make_client, persisted, answered=answered) as client:
+        await _cancelled_once_answered(client.get_credits, answered)
     assert len(persisted) == 1
     assert persisted[0][1] == client.get_refresh_token() != fake.refresh_token
 
@@ -498,15 +520,19 @@ async def test_two_closes_during_a_refresh_close_once(
     fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
 ) -> None:
     persisted: list[tuple[str, str]] = []
-    client = _refreshing_client(fake, make_client, persisted, record_to=tmp_path / "c.jsonl")
+    answered = anyio.Event()
+    client = _refreshing_client(
+        fake, make_client, persisted, answered=answered, record_to=tmp_path / "c.jsonl"
+    )
 
     async def credits() -> None:
         with contextlib.suppress(FlowithError):  # "the client is closed", once refreshed
             await client.get_credits()
 
-    async with anyio.create_task_group() as group:
+    async with client, anyio.create_task_group() as group:  # closed even if the test fails
         group.start_soon(credits)
-        await anyio.sleep(0.1)
+        with anyio.fail_after(10):
+            await answered.wait()
         group.start_soon(client.aclose)
         group.start_soon(client.aclose)
     assert client._closed
@@ -533,17 +559,18 @@ async def test_an_explicit_refresh_timeout_bounds_each_attempt(
 async def test_callers_waiting_on_a_cancelled_callers_refresh_get_its_tokens(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
-    async with _refreshing_client(fake, make_client, []) as client:
+    answered = anyio.Event()
+    async with _refreshing_client(fake, make_client, [], answered=answered) as client:
         outcomes: list[float] = []
 
         async def waiter() -> None:
-            await anyio.sleep(0.1)  # joins the refresh under way
-            outcomes.append((await client.get_credits())[0].remain_quota)
+            with anyio.fail_after(10):
+                await answered.wait()
+            outcomes.append((await client.get_credits())[0].remain_quota)  # joins the refresh
 
         async with anyio.create_task_group() as group:
             group.start_soon(waiter)
-            with anyio.move_on_after(0.25):
-                await client.get_credits()
+            await _cancelled_once_answered(client.get_credits, answered)
         assert len(outcomes) == 1
     assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
 
@@ -553,8 +580,22 @@ async def test_a_listener_renews_an_expired_token(
     fake: FakeFlowith, make_client: MakeClient, listener: str
 ) -> None:
     fake.expire_token(fake.token)
+    frames: list[Any] = []
     async with make_client(refresh_token=fake.refresh_token) as client:
-        frames = [frame async for frame in getattr(client, listener)(timeout=0.5)]
+
+        async def listen() -> None:
+            async for frame in getattr(client, listener)(timeout=30):
+                frames.append(frame)
+
+        # Until it is connected, not for a fixed time: a loaded machine took longer
+        # than the 0.5 s window it had to refresh and connect.
+        async with anyio.create_task_group() as group:
+            group.start_soon(listen)
+            channel: Channel = "sse" if listener == "stream_user_sse" else "stream"
+            await eventually(lambda: fake.open_streams(channel) != [], within=10)
+            if listener == "stream_user_sse":
+                await eventually(lambda: frames != [], within=10)
+            group.cancel_scope.cancel()
     assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
     if listener == "stream_user_sse":
         assert frames[0] == {"status": "connected"}
