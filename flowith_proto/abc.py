@@ -456,7 +456,9 @@ class FlowithClientBase(WebAppMethods):
         if deadline is not None:
             limit = min(limit, deadline - self._now())
         if limit <= 0:
-            raise TimeoutError("the deadline passed before the request could be sent")
+            raise TimeoutError(
+                "the deadline passed before the request could be sent", deadline_passed=True
+            )
         return limit
 
     def _wire_body(
@@ -605,8 +607,14 @@ class FlowithClientBase(WebAppMethods):
         """:meth:`_send`, recorded when the client records."""
         recorder = self._recorder
         number = recorder.request(request, operation) if recorder is not None else 0
-        with self._transport_failures(number):
-            response = await self._send(request, timeout, deadline, operation)
+        limit = self.timeout if timeout is None else timeout
+        cut = deadline is not None and deadline - self._now() < limit
+        try:
+            with self._transport_failures(number):
+                response = await self._send(request, timeout, deadline, operation)
+        except TimeoutError as exc:
+            exc.deadline_passed = exc.deadline_passed or cut  # the deadline set its limit
+            raise
         self._learn_cookies(response.headers)
         if recorder is not None:
             recorder.response(number, response)

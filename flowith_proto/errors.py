@@ -184,11 +184,16 @@ class TimeoutError(FlowithError, builtins.TimeoutError):
     ``request_sent`` is ``False`` when the request provably never left (it
     timed out connecting, or waiting for a connection), as on
     :class:`ConnectionFailedError`: then even a write may be retried.
+    ``deadline_passed`` is ``True`` when the caller's deadline (a generation's
+    ``timeout``, say), not the request's own limit, cut the request short.
     """
 
-    def __init__(self, message: str = "", *, request_sent: bool = True) -> None:
+    def __init__(
+        self, message: str = "", *, request_sent: bool = True, deadline_passed: bool = False
+    ) -> None:
         super().__init__(message)
         self.request_sent = request_sent
+        self.deadline_passed = deadline_passed
 
 
 def waited_for_turn(limit: float, at_once: int) -> TimeoutError:

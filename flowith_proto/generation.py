@@ -579,8 +579,22 @@ def send(
 def read_row(
     state: ClientState, node_id: str, deadline: float, *, media: bool = False
 ) -> Operation[NodeDone | NodePending]:
-    """Read a node's row once: done, still pending, or (raised) failed."""
-    response = yield from call(state, lambda e: e.poll_node(node_id), deadline=deadline)
+    """Read a node's row once: done, still pending, or (raised) failed.
+
+    A read that the deadline cuts short is the generation's timeout, said as
+    such: its own limit was only what was left of the deadline (a few ms, say).
+    """
+    try:
+        response = yield from call(state, lambda e: e.poll_node(node_id), deadline=deadline)
+    except TimeoutError as error:
+        if not error.deadline_passed:
+            raise
+        raise TimeoutError(
+            f"generation of node {node_id} did not finish in time (the deadline passed "
+            "while its row was being read)",
+            request_sent=error.request_sent,
+            deadline_passed=True,
+        ) from error
     outcome = node_state(response.json(), media=media)
     if isinstance(outcome, NodeFailedState):
         raise failure(node_id, outcome.status, outcome.error, outcome.error_type)

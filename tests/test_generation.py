@@ -25,7 +25,7 @@ from flowith_proto.generation import (
     turn_layout,
 )
 from flowith_proto.models import GenerationOutput
-from flowith_proto.request import Response
+from flowith_proto.request import Request, Response
 from flowith_proto.state import ClientState
 from tests.scripted import Script, json_response, uuid_n
 
@@ -455,6 +455,23 @@ def test_polling_stops_at_the_deadline() -> None:
     assert all(
         isinstance(e, Send) and e.deadline == 1005.0 for e in script.effects if isinstance(e, Send)
     )
+
+
+def test_a_row_read_the_deadline_cut_short_is_the_generations_timeout() -> None:
+    # The last read before the deadline had only what was left of it (a few ms):
+    # a caller who gave the generation 1 s was told "request took longer than 0.00143s".
+    script = Script()
+    script_turn(script)
+
+    def cut_short(request: Request) -> Response:
+        raise TimeoutError("request took longer than 0.00143s", deadline_passed=True)
+
+    script.on("GET", "/rest/v1/flow_node", cut_short)
+    script.feed(AI_NODE, [StreamEnded("closed")])
+    with pytest.raises(TimeoutError, match=f"node {AI_NODE} did not finish in time") as caught:
+        script.run(generate(state(), "hi", timeout=5.0))
+    assert caught.value.deadline_passed
+    assert "0.00143s" in str(caught.value.__cause__)
 
 
 def test_http_errors_while_creating_rows_propagate_typed() -> None:

@@ -254,11 +254,36 @@ async def test_a_deadline_reached_while_polling_is_the_librarys_timeout(
     fake.script(chunk("partial"), close_stream())  # the row never becomes final
     async with make_client(poll_interval=0.3) as client:
         started = time.monotonic()
-        with pytest.raises(TimeoutError, match="still generating at the deadline") as caught:
+        # (The last read may be under way at the deadline: the deadline cuts it short.)
+        deadline = "still generating at the deadline|did not finish in time"
+        with pytest.raises(TimeoutError, match=deadline) as caught:
             await client.generate("hi", timeout=1.0)
         elapsed = time.monotonic() - started
     assert isinstance(caught.value, FlowithError)
+    assert caught.value.deadline_passed or "still generating" in str(caught.value)
     assert 0.9 <= elapsed < 3.0
+
+
+async def test_a_request_the_callers_deadline_cut_short_says_so(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A row read within the last milliseconds of a generation's timeout failed
+    with "request took longer than 0.00143s", as if that were the limit asked for."""
+    fake.script(chunk("partial"), close_stream())  # the row never becomes final
+    async with make_client(poll_interval=30.0) as client:  # the client's timeout: 30 s
+        send = client._send
+
+        async def row_reads_time_out(
+            request: Any, timeout: Any, deadline: Any, operation: str
+        ) -> Any:
+            if request.method == "GET" and "/rest/v1/flow_node" in request.url:
+                raise TimeoutError("request took longer than 0.00143s")
+            return await send(request, timeout, deadline, operation)
+
+        client._send = row_reads_time_out
+        with pytest.raises(TimeoutError, match="did not finish in time") as caught:
+            await client.generate("hi", timeout=1.0)
+    assert caught.value.deadline_passed
 
 
 async def test_a_conversation_turn_obeys_the_clients_result_timeout(
