@@ -46,6 +46,7 @@ def logger(name: str) -> logging.Logger:
         found.addFilter(_MASKED)
     return found
 
+
 class Finished(Protocol):
     """A finished unit of work, as asyncio's tasks are."""
 
