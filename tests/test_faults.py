@@ -484,13 +484,17 @@ async def test_a_failure_closing_the_shared_stream_still_closes_the_listeners(
 
     async with anyio.create_task_group() as group:
         await client.__aenter__()
-        group.start_soon(listener)
-        await eventually(lambda: bool(ended))  # a frame came: the listener is open
-        monkeypatch.setattr(client._hub, "aclose", failing)
-        with pytest.raises(RuntimeError, match="closing the shared stream failed"):
-            await client.aclose()
-        with anyio.fail_after(3):
-            await eventually(lambda: ended[-1] == "the client is closed")
+        try:
+            group.start_soon(listener)
+            await eventually(lambda: bool(ended))  # a frame came: the listener is open
+            monkeypatch.setattr(client._hub, "aclose", failing)
+            with pytest.raises(RuntimeError, match="closing the shared stream failed"):
+                await client.aclose()
+            with anyio.fail_after(3):
+                await eventually(lambda: ended[-1] == "the client is closed")
+        finally:
+            if not client._closed:  # the test failed first: leave nothing open for the next
+                await client.aclose()
 
 
 async def test_a_body_failing_to_close_leaves_no_other_open(make_client: MakeClient) -> None:

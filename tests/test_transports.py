@@ -680,7 +680,7 @@ async def test_closing_the_client_ends_what_is_running_on_it(
         async for _event in client.stream_user_sse():
             pass
 
-    async with anyio.create_task_group() as group:
+    async with client, anyio.create_task_group() as group:  # closed even if the test fails
         group.start_soon(run, "reader", lambda: client.generate("first"))
         await eventually(lambda: fake.requests_to("POST", "/completion/async") != [])
         group.start_soon(run, "poller", lambda: client.generate("second"))
