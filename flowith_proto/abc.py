@@ -448,11 +448,16 @@ class FlowithClientBase(WebAppMethods):
         assert error is not None
         raise error
 
+    def _own_limit(self, timeout: float | None) -> float:
+        """Seconds one exchange may take before any deadline: ``timeout``, else the
+        client's."""
+        return self.timeout if timeout is None else timeout
+
     def _request_limit(self, timeout: float | None, deadline: float | None) -> float:
         """Seconds one exchange may take: the per-request ``timeout`` (else the
         client's), cut short by the caller's ``deadline``."""
         check_seconds("timeout", timeout)
-        limit = self.timeout if timeout is None else timeout
+        limit = self._own_limit(timeout)
         if deadline is not None:
             limit = min(limit, deadline - self._now())
         if limit <= 0:
@@ -607,8 +612,7 @@ class FlowithClientBase(WebAppMethods):
         """:meth:`_send`, recorded when the client records."""
         recorder = self._recorder
         number = recorder.request(request, operation) if recorder is not None else 0
-        limit = self.timeout if timeout is None else timeout
-        cut = deadline is not None and deadline - self._now() < limit
+        cut = deadline is not None and deadline - self._now() < self._own_limit(timeout)
         try:
             with self._transport_failures(number):
                 response = await self._send(request, timeout, deadline, operation)

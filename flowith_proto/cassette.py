@@ -139,14 +139,15 @@ class CassetteMismatch(CassetteError):
 class Scrubber:
     """Removes credentials from anything written to a cassette."""
 
-    secrets: set[str] = attrs.field(factory=set)
-    # The secrets, longest first (one inside another is masked whole): see _ordered().
+    # The secrets held, least recently learned first (see learn()).
+    _held: dict[str, None] = attrs.field(init=False, factory=dict, repr=False)
+    # The same, longest first (one inside another is masked whole); () once stale.
     _longest_first: tuple[str, ...] = attrs.field(init=False, factory=tuple, repr=False)
-    # The secrets, least recently learned first: see learn().
-    _recency: dict[str, None] = attrs.field(init=False, factory=dict, repr=False)
 
-    def __attrs_post_init__(self) -> None:
-        self._recency = dict.fromkeys(self.secrets)
+    @property
+    def secrets(self) -> frozenset[str]:
+        """The credentials this scrubber masks wherever they appear."""
+        return frozenset(self._held)
 
     def learn(self, values: Iterable[str]) -> None:
         """Remember more credentials (a refresh brings new ones).
@@ -156,23 +157,21 @@ class Scrubber:
         secret held, so a long recording would otherwise slow down with every
         token it spent.
         """
-        recency = self._recency
+        held = self._held
         for value in values:
             if len(value) >= MIN_SECRET_LENGTH:
-                recency.pop(value, None)
-                recency[value] = None
-                self.secrets.add(value)
-        while len(recency) > MAX_SECRETS:
-            oldest = next(iter(recency))
-            del recency[oldest]
-            self.secrets.discard(oldest)
-            self._longest_first = ()  # sorted again: the count alone may not have changed
+                if value not in held:
+                    self._longest_first = ()
+                held.pop(value, None)  # learned again: the newest
+                held[value] = None
+        while len(held) > MAX_SECRETS:
+            del held[next(iter(held))]
 
     def _ordered(self) -> tuple[str, ...]:
         """The secrets, longest first; sorted again only when they changed, not for
         every string of every answer."""
-        if len(self._longest_first) != len(self.secrets):
-            self._longest_first = tuple(sorted(self.secrets, key=len, reverse=True))
+        if not self._longest_first and self._held:
+            self._longest_first = tuple(sorted(self._held, key=len, reverse=True))
         return self._longest_first
 
     def text(self, value: str) -> str:
@@ -212,7 +211,7 @@ class Scrubber:
             start = key if key >= 0 else window.rfind(b'"')
             if start >= 0:
                 longest = len(window) - start
-        for secret in self.secrets:
+        for secret in self._held:
             longest = max(longest, _cut_start(secret.encode(), data, longest))
         jwt = _JWT_START.search(data[-_JWT_HOLD:])  # an unknown JWT cut short
         if jwt is not None:
