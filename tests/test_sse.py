@@ -473,10 +473,8 @@ def test_long_event_with_invalid_utf8_across_decoding_steps() -> None:
     assert feed_all(SSEDecoder(), chunks) == expected
 
 
-def test_long_event_peak_memory_is_about_twice_its_size() -> None:
-    value = ("ünïcödé " * 300_000).encode()  # about 3 MiB
-    body = b"data: " + value + b"\n\n"
-    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+def peak_while_decoding(chunks: Sequence[bytes]) -> tuple[list[ServerSentEvent], int]:
+    """The events of ``chunks`` and the peak of memory allocated to decode them."""
     decoder = SSEDecoder()
     tracemalloc.start()
     try:
@@ -484,9 +482,43 @@ def test_long_event_peak_memory_is_about_twice_its_size() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(events) == 1
-    assert len(events[0].data) == 8 * 300_000
-    assert peak < 2.5 * len(value)
+    return events, peak
+
+
+def test_a_long_event_in_chunks_is_held_as_text_not_bytes() -> None:
+    # Its blocks are decoded as they fill: the peak is its text (one byte per
+    # character here, 8 characters in 12 bytes) and the join of its pieces, not
+    # its bytes joined, then decoded (2.1 times the bytes when they were).
+    value = ("ünïcödé " * 300_000).encode()  # about 3.4 MiB
+    body = b"data: " + value + b"\n\n"
+    events, peak = peak_while_decoding([body[i : i + 4096] for i in range(0, len(body), 4096)])
+    assert events == [msg(value.decode())]
+    assert peak < 1.5 * len(value)
+
+
+@pytest.mark.parametrize(
+    ("unit", "bound"),
+    [("ünïcödé ", 1.5), ("漢字😀 ", 3.2)],  # about 1.34 and 2.9: the text, and its join
+)
+def test_a_long_event_fed_whole_is_decoded_in_steps(unit: str, bound: float) -> None:
+    # Decoded in one go, four-byte text held its bytes, drafts and copies: six times
+    # the bytes for CJK and emoji, twice for Latin-1.
+    value = (unit * (3_000_000 // len(unit.encode()))).encode()
+    events, peak = peak_while_decoding([b"data: " + value + b"\n\ndata: next\n\n"])
+    assert events == [msg(value.decode()), msg("next")]
+    assert peak < bound * len(value)
+
+
+@pytest.mark.parametrize("split", range(8))
+def test_a_long_event_whose_data_line_starts_across_a_block(split: int) -> None:
+    # A block is read when the bytes held pass 64 KiB: here its last bytes are the
+    # first ``split`` of "data: ", so the line is only known for one in the next block.
+    comment = b":" + b"c" * (65 * 1024) + b"\n"
+    value = "é" * 100_000
+    body = comment + f"data: {value}\nid: 9\n\ndata: after\n\n".encode()
+    first = len(comment) + split
+    chunks = [body[:first], *(body[i : i + 4096] for i in range(first, len(body), 4096))]
+    assert feed_all(SSEDecoder(), chunks) == [msg(value, id="9"), msg("after", id="9")]
 
 
 def test_many_data_prefixes_on_one_line_take_linear_time() -> None:

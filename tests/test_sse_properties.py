@@ -157,7 +157,11 @@ def decode(chunks: Sequence[bytes], max_event_size: int = sse.DEFAULT_MAX_EVENT_
 @contextmanager
 def long_event_paths(size: int) -> Iterator[None]:
     """Make every event "long", so that small inputs take the paths of huge ones."""
-    with mock.patch.object(sse, "_BIG_EVENT", size), mock.patch.object(sse, "_GROW_IN_PLACE", 2):
+    with (
+        mock.patch.object(sse, "_BIG_EVENT", size),
+        mock.patch.object(sse, "_GROW_IN_PLACE", 2),
+        mock.patch.object(sse, "_DECODE_STEP", 3),  # characters split between steps
+    ):
         yield
 
 
@@ -235,18 +239,20 @@ def test_long_event_paths_match_the_reference(body: bytes, cuts: list[int], size
     st.integers(min_value=1, max_value=40),
     st.integers(min_value=1, max_value=6),
     st.sampled_from([1, 3, 8, 15, 30, sse.DEFAULT_MAX_EVENT_SIZE]),
+    st.integers(min_value=1, max_value=5),
 )
 # The event's bytes had all gone to blocks when a chunk starting with LF ended it.
-@example(b"id: 1\n\r", [3, 6], 2, 2, sse.DEFAULT_MAX_EVENT_SIZE)
+@example(b"id: 1\n\r", [3, 6], 2, 2, sse.DEFAULT_MAX_EVENT_SIZE, 5)
 # A check threshold raised for one event was left in place for the next one.
-@example(b"\rid: 1\n\ndata: x\x00x", [5, 8], 12, 2, 8)
+@example(b"\rid: 1\n\ndata: x\x00x", [5, 8], 12, 2, 8, 5)
 def test_long_event_paths_under_any_limit(
-    body: bytes, cuts: list[int], block: int, grow: int, limit: int
+    body: bytes, cuts: list[int], block: int, grow: int, limit: int, step: int
 ) -> None:
     expected = reference_decode(body, limit)
     with (
         mock.patch.object(sse, "_BIG_EVENT", block),
         mock.patch.object(sse, "_GROW_IN_PLACE", grow),
+        mock.patch.object(sse, "_DECODE_STEP", step),
     ):
         assert decode([body], limit) == expected
         assert decode(chunked(body, cuts), limit) == expected
