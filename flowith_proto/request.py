@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import attrs
 
-from flowith_proto.errors import ResponseDecodeError, ValidationError, redact
+from flowith_proto.errors import ResponseDecodeError, ValidationError, masked_headers, redact
 
 __all__ = [
     "FilePart",
@@ -34,7 +34,6 @@ __all__ = [
 
 Headers = tuple[tuple[str, str], ...]
 
-_SECRET_HEADERS = frozenset({"authorization", "apikey", "cookie", "proxy-authorization"})
 
 # Structural query parts written by this library (keys, operators, column
 # lists). They keep PostgREST's punctuation readable; '"' and '>' are encoded
@@ -91,11 +90,7 @@ def dump_json(payload: Any) -> bytes:
 
 
 def _redacted_headers(headers: Headers) -> str:
-    shown = ", ".join(
-        f"{name}: {'[REDACTED]' if name.lower() in _SECRET_HEADERS else value}"
-        for name, value in headers
-    )
-    return "{" + shown + "}"
+    return "{" + ", ".join(f"{name}: {value}" for name, value in masked_headers(headers)) + "}"
 
 
 @attrs.frozen

@@ -14,6 +14,7 @@ from flowith_proto.auth import Credentials
 from flowith_proto.config import EdgeAuth, FlowithConfig
 from flowith_proto.endpoints import Endpoints, Position
 from flowith_proto.errors import AuthenticationError, ValidationError
+from flowith_proto.request import Request
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 USER = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
@@ -232,6 +233,16 @@ def test_request_repr_hides_credentials(endpoints: Endpoints) -> None:
         assert TOKEN not in text
         assert KEY not in text
         assert "[REDACTED]" in text
+
+
+def test_request_repr_hides_every_credential_header_as_errors_do() -> None:
+    # The repr had its own list of four names: an x-api-key or refresh-token header
+    # was shown, though an error quoting the same request masked it.
+    headers = (("x-api-key", "key-1"), ("X-Refresh-Token", "tok-2"), ("accept", "*/*"))
+    text = repr(Request("GET", "https://example.test/", headers=headers))
+    assert "key-1" not in text
+    assert "tok-2" not in text
+    assert "accept: */*" in text
 
 
 def test_prompt_with_unicode_is_sent_as_utf8(endpoints: Endpoints) -> None:
