@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import resource
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -252,11 +253,25 @@ def _peak_memory(consumer: Consumer, chunks: list[bytes]) -> int:
         tracemalloc.stop()
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far: pages the kernel had to map afresh."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _big_event(sizes: Sizes, *, quick: bool) -> tuple[Table, list[Target]]:
     table = Table(
         f"One {fmt_bytes(sizes.big_event)} event in 4 KiB chunks (median of "
         f"{_runs(sizes.big_repeat)})",
-        ["text", "decoder", "time", "MB/s", "× httpx-sse speed", "peak memory", "÷ event size"],
+        [
+            "text",
+            "decoder",
+            "time",
+            "MB/s",
+            "× httpx-sse speed",
+            "page faults",
+            "peak memory",
+            "÷ event size",
+        ],
     )
     checks: list[Target] = []
     for text_label, words in (("Latin-1", None), ("CJK + emoji", WORDS)):
@@ -264,16 +279,21 @@ def _big_event(sizes: Sizes, *, quick: bool) -> tuple[Table, list[Target]]:
             big_event(sizes.big_event) if words is None else big_event(sizes.big_event, words=words)
         )
         chunks = by_size(event, 4 * KiB)
+        faults: dict[str, list[int]] = {name: [] for name in CONSUMERS}
 
-        def bind(consumer: Consumer, chunks: list[bytes] = chunks) -> Callable[[], None]:
+        def bind(
+            consumer: Consumer, faulted: list[int], chunks: list[bytes] = chunks
+        ) -> Callable[[], None]:
             def run() -> None:
+                before = _minor_faults()
                 if consumer(chunks, False) != 1:
                     raise DecoderMismatch("the big event was not decoded as one event")
+                faulted.append(_minor_faults() - before)
 
             return run
 
         samples = interleaved(
-            {name: bind(consumer) for name, consumer in CONSUMERS.items()},
+            {name: bind(consumer, faults[name]) for name, consumer in CONSUMERS.items()},
             sizes.big_repeat,
             budget=sizes.budget,
         )
@@ -288,6 +308,7 @@ def _big_event(sizes: Sizes, *, quick: bool) -> tuple[Table, list[Target]]:
                 fmt_seconds(seconds) + ("" if runs == sizes.big_repeat else f" ({_runs(runs)})"),
                 f"{len(event) / seconds / 1e6:.1f}",
                 fmt_ratio(httpx_time / seconds),
+                f"{median(faults[name]):,.0f}",
                 fmt_bytes(peaks[name]),
                 fmt_ratio(peaks[name] / len(event)),
             )
@@ -310,6 +331,14 @@ def _big_event(sizes: Sizes, *, quick: bool) -> tuple[Table, list[Target]]:
                     f"{fmt_ratio(memory)} ({fmt_bytes(peaks['flowith'])})",
                 )
             )
+    table.notes.append(
+        "page faults: the median of minor page faults per run (getrusage): pages of fresh "
+        "memory the kernel had to map while a decoder ran, each a few microseconds on a "
+        "virtual machine. How many a run takes depends on the heap its predecessor left "
+        "(malloc trims a heap's free top, and moves its mmap threshold as large blocks "
+        "are freed), and the rounds alternate flowith and httpx-sse here (the str buffer "
+        "runs once)"
+    )
     table.notes.append(
         "peak memory: tracemalloc's peak while decoding (the input chunks excluded); "
         "Latin-1 text decodes to a one-byte-per-character str, CJK + emoji text to a "

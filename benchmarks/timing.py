@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["interleaved", "median", "time_once"]
 
@@ -60,5 +60,5 @@ def interleaved(
     return samples
 
 
-def median(samples: list[float]) -> float:
+def median(samples: Sequence[float]) -> float:
     return statistics.median(samples)
