@@ -509,6 +509,22 @@ def test_a_long_event_fed_whole_is_decoded_in_steps(unit: str, bound: float) -> 
     assert peak < bound * len(value)
 
 
+@pytest.mark.parametrize("line", [b"x\n", b"event: a\n", b"id: 12\n", b"retry: 1\n"])
+@pytest.mark.parametrize("chunk_size", [64 * 1024, None])
+def test_a_long_run_of_other_fields_is_not_held(line: bytes, chunk_size: int | None) -> None:
+    # Every field of a long event was kept until it ended: these took 13 to 32 times
+    # its size. Only the last value that takes effect of each name counts.
+    body = line * (512 * 1024 // len(line)) + b"data: d\n\n"
+    chunks = (
+        [body]
+        if chunk_size is None
+        else [body[i : i + chunk_size] for i in range(0, len(body), chunk_size)]
+    )
+    events, peak = peak_while_decoding(chunks)
+    assert [event.data for event in events] == ["d"]
+    assert peak < 4 * 64 * 1024  # a few blocks of 64 KiB, whatever the event's size
+
+
 @pytest.mark.parametrize("split", range(8))
 def test_a_long_event_whose_data_line_starts_across_a_block(split: int) -> None:
     # A block is read when the bytes held pass 64 KiB: here its last bytes are the
