@@ -174,42 +174,47 @@ class _LongEvent:
         self.size += end - start
         self.ends_with_lf = block[end - 1] == _LF
         with memoryview(block) as view:
+            pieces: list[str]
             while start < end:
                 line_end = block.find(b"\n", start, end)
                 stop = end if line_end < 0 else line_end
+                ends_line = line_end >= 0
                 if self._pieces is not None:
-                    self._read_value(view, start, stop, line_end >= 0)
-                elif self._head or (line_end < 0 and stop - start < 6):
+                    self._read_value(self._pieces, view, start, stop, ends_line)
+                elif self._head or (not ends_line and stop - start < 6):
                     self._head += view[start:stop]
                     head = self._head
                     if len(head) >= 6 and head.startswith(b"data:"):
                         self._head = bytearray()
-                        self._pieces = []
-                        self._read_value(head, 5 + (head[5] == 0x20), len(head), line_end >= 0)
-                    elif line_end >= 0:
+                        self._pieces = pieces = []
+                        self._read_value(pieces, head, 5 + (head[5] == 0x20), len(head), ends_line)
+                    elif ends_line:
                         self._line(head.decode("utf-8", "replace"))
                         self._head = bytearray()
                 elif stop - start >= 6 and block.startswith(b"data:", start):
-                    self._pieces = []
+                    self._pieces = pieces = []
                     value_start = start + 5 + (block[start + 5] == 0x20)
-                    self._read_value(view, value_start, stop, line_end >= 0)
-                elif line_end >= 0:
+                    self._read_value(pieces, view, value_start, stop, ends_line)
+                elif ends_line:
                     self._line(str(view[start:stop], "utf-8", "replace"))
                 else:  # the start of a line of another field
                     self._head += view[start:stop]
                 start = stop + 1
 
     def _read_value(
-        self, view: memoryview | bytearray, start: int, stop: int, ends_line: bool
+        self,
+        pieces: list[str],
+        view: memoryview | bytearray,
+        start: int,
+        stop: int,
+        ends_line: bool,
     ) -> None:
-        """Decode ``view[start:stop]``, more of the data line being read.
+        """Decode ``view[start:stop]``, more of the data line being read, into ``pieces``.
 
         In steps of :data:`_DECODE_STEP`: decoding a long non-ASCII span in one go
         would hold its bytes, an ASCII draft of its text and a widened copy at once.
         """
         decode = self._decoder.decode
-        pieces = self._pieces
-        assert pieces is not None
         for position in range(start, stop, _DECODE_STEP):
             pieces.append(decode(view[position : min(position + _DECODE_STEP, stop)]))
         if ends_line:
