@@ -409,9 +409,12 @@ class FlowithClient(FlowithClientBase):
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
-    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        # A cancelled caller leaves at once; the work goes on in its own task,
-        # held here (the loop keeps only weak references to tasks).
+    async def _shielded(
+        self, work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True
+    ) -> T:
+        # A cancelled caller leaves at once, ``hold`` or not (asyncio cannot hold
+        # one cancelled by task.cancel()); the work goes on in its own task, held
+        # here (the loop keeps only weak references to tasks).
         task = asyncio.ensure_future(work())
         self._shielded_tasks.add(task)
         task.add_done_callback(self._shielded_tasks.discard)

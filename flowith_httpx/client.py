@@ -11,6 +11,7 @@ import asyncio
 import builtins
 import collections
 import contextlib
+import contextvars
 import functools
 import math
 import os
@@ -111,13 +112,16 @@ def running_loop() -> object:
         return trio.lowlevel.current_trio_token()
 
 
-async def shielded(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+async def shielded(work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True) -> T:
     """Run ``work`` to its end whatever befalls the caller.
 
     On asyncio it runs in a task of its own, which no cancellation of the
     caller reaches (anyio's scopes and asyncio's own ``cancel()`` alike): a
-    cancelled caller leaves at once. On trio a shielded scope holds the caller
-    until the work is done, then delivers the cancellation.
+    cancelled caller leaves at once. On trio, with ``hold``, a shielded scope
+    holds the caller until the work is done, then delivers the cancellation (a
+    close: the caller goes on once the connections are closed); without, the
+    work runs in a system task of its own and a cancelled caller leaves at once,
+    as on asyncio (a token refresh: the caller's deadline must fire).
     """
     if _on_asyncio():
         task = asyncio.ensure_future(work())
@@ -128,9 +132,62 @@ async def shielded(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         except asyncio.CancelledError:
             task.add_done_callback(functools.partial(report_left_failure, work))
             raise
+    if not hold:
+        return await _on_its_own(work)
     with anyio.CancelScope(shield=True):
         return await work()
     raise AssertionError("unreachable: a shielded scope swallows no exception")
+
+
+class _Outcome:
+    """How shielded work ended on trio, told as asyncio tells a finished task."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def cancelled(self) -> bool:
+        import trio
+
+        return isinstance(self.error, trio.Cancelled)
+
+    def exception(self) -> BaseException | None:
+        return self.error
+
+
+async def _on_its_own(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run ``work`` in a trio system task (it sees the caller's context
+    variables); the caller waits for its outcome, and may leave when cancelled."""
+    import trio
+
+    outcome = _Outcome()
+    finished = trio.Event()
+    caller_left = False
+
+    async def run() -> None:
+        try:
+            outcome.value = await work()
+        except BaseException as error:  # a system task that raises crashes the run
+            outcome.error = error
+        finished.set()
+        if caller_left:  # nobody else sees how it ended
+            report_left_failure(work, outcome)
+
+    trio.lowlevel.spawn_system_task(
+        run, name="flowith shielded work", context=contextvars.copy_context()
+    )
+    try:
+        await finished.wait()
+    except trio.Cancelled:
+        caller_left = True
+        if finished.is_set():  # it ended as the caller was cancelled
+            report_left_failure(work, outcome)
+        raise
+    if outcome.error is not None:
+        raise outcome.error
+    return cast(T, outcome.value)
 
 
 def _transport_error(
@@ -541,8 +598,10 @@ class FlowithClient(FlowithClientBase):
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         return await race(jobs)
 
-    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        return await shielded(work)
+    async def _shielded(
+        self, work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True
+    ) -> T:
+        return await shielded(work, hold=hold)
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(function, *args)

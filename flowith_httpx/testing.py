@@ -260,8 +260,10 @@ class ReplayClient(FlowithClientBase):
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         return await race(jobs)
 
-    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        return await shielded(work)
+    async def _shielded(
+        self, work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True
+    ) -> T:
+        return await shielded(work, hold=hold)
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(function, *args)

@@ -351,9 +351,16 @@ class FlowithClientBase(WebAppMethods):
         """Run a blocking call (file reads and writes) off the event loop."""
 
     @abc.abstractmethod
-    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    async def _shielded(
+        self, work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True
+    ) -> T:
         """Run ``work`` to its end even if the caller is cancelled meanwhile (a
-        token refresh: once its request went out, the answer must be adopted)."""
+        token refresh: once its request went out, the answer must be adopted).
+
+        Without ``hold`` a cancelled caller must leave at once, the work going on
+        in a task of its own (a refresh takes up to ``timeout`` per attempt, and
+        the caller's deadline must fire). With it, a transport that can may keep
+        the caller until the work is done (trio's shielded scope: a close)."""
 
     @abc.abstractmethod
     async def _close_transport(self) -> None:
@@ -692,7 +699,7 @@ class FlowithClientBase(WebAppMethods):
                 self._new_signal(), self._new_signal(), refresh_token
             )
             self._flying.add(flight)
-            await self._shielded(functools.partial(self._fly, flight, timeout))
+            await self._shielded(functools.partial(self._fly, flight, timeout), hold=False)
         if flight.error is not None:
             raise _fresh(flight.error) from flight.error
         assert flight.session is not None  # _fly() leaves one or the other

@@ -313,11 +313,13 @@ def _refreshing_client(
     *,
     expired: bool = True,
     answered: anyio.Event | None = None,
+    answer_delay: float = 0.5,
     **options: Any,
 ) -> FlowithClientBase:
     """A client whose token the fake finds expired (unless not ``expired``), whose
-    token answers come 0.5 s after the server gave them (the refresh token is spent
-    by then, as on a slow network), and which notes in ``persisted`` what it hands on.
+    token answers come ``answer_delay`` s after the server gave them (the refresh token
+    is spent by then, as on a slow network), and which notes in ``persisted`` what it
+    hands on.
     ``answered`` is set as a token answer comes: a test cancelling a refresh's caller
     waits for it, since on a loaded machine the refresh may not have started after
     any fixed time (the expired token is only found out by a first answer)."""
@@ -335,7 +337,7 @@ def _refreshing_client(
         if "/auth/v1/token" in request.url:
             if answered is not None:
                 answered.set()
-            await anyio.sleep(0.5)
+            await anyio.sleep(answer_delay)
         return response
 
     client._send = slowed  # type: ignore[method-assign]
@@ -365,6 +367,37 @@ async def test_a_call_cancelled_while_it_refreshes_still_adopts_the_new_tokens(
         await eventually(lambda: bool(persisted))  # on aiohttp the refresh ends on its own
         assert (await client.get_credits())[0].remain_quota >= 0
         assert (await client.generate("still signed in?")).text
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+    assert persisted[0][1] == client.get_refresh_token() != fake.refresh_token
+
+
+async def test_a_call_cancelled_mid_refresh_leaves_at_once_on_every_event_loop(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # Its deadline must fire: on trio a shielded scope held the caller until the
+    # refresh ended (up to the client's timeout per attempt), here 3 s.
+    persisted: list[tuple[str, str]] = []
+    answered = anyio.Event()
+    client = _refreshing_client(fake, make_client, persisted, answered=answered, answer_delay=3)
+    async with client:
+        left_after: list[float] = []
+
+        async def call() -> None:
+            try:
+                await client.get_credits()
+            finally:
+                left_after.append(time.monotonic())
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            with anyio.fail_after(10):
+                await answered.wait()
+            cancelled_at = time.monotonic()
+            group.cancel_scope.cancel()
+        assert left_after[0] - cancelled_at < 1.5  # not the 3 s the refresh takes
+        assert not persisted  # the refresh goes on without it...
+        await eventually(lambda: bool(persisted), within=10)  # ...and its tokens are kept
+        assert (await client.get_credits())[0].remain_quota >= 0
     assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
     assert persisted[0][1] == client.get_refresh_token() != fake.refresh_token
 
@@ -412,7 +445,7 @@ async def test_a_refresh_holding_a_cancelled_caller_ends_within_the_timeout(
         started = time.monotonic()
         with anyio.move_on_after(0.2), pytest.raises(RateLimitError):
             await client.get_credits()  # the refresh's own error, unless the cancel came first
-        # Not held the 4 s two waits of Retry-After would take (trio's shield holds a caller).
+        # Not held the 4 s two waits of Retry-After would take.
         assert time.monotonic() - started < 1.5
 
 
