@@ -412,9 +412,9 @@ class FlowithClient(FlowithClientBase):
     async def _shielded(
         self, work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True
     ) -> T:
-        # A cancelled caller leaves at once, ``hold`` or not (asyncio cannot hold
-        # one cancelled by task.cancel()); the work goes on in its own task, held
-        # here (the loop keeps only weak references to tasks).
+        # A cancelled caller leaves at once, ``hold`` or not, as on httpx's asyncio
+        # path; the work goes on in its own task, held here (the loop keeps only
+        # weak references to tasks).
         task = asyncio.ensure_future(work())
         self._shielded_tasks.add(task)
         task.add_done_callback(self._shielded_tasks.discard)
