@@ -169,11 +169,11 @@ async def _on_its_own(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     async def run() -> None:
         try:
             outcome.value = await work()
-        except BaseException as error:  # a system task that raises crashes the run
+        except BaseException as error:  # a failure that ends a system task ends the run
             outcome.error = error
         finished.set()
         if caller_left:  # nobody else sees how it ended
-            report_left_failure(work, outcome)
+            _left_behind(work, outcome)
 
     trio.lowlevel.spawn_system_task(
         run, name="flowith shielded work", context=contextvars.copy_context()
@@ -183,11 +183,23 @@ async def _on_its_own(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except trio.Cancelled:
         caller_left = True
         if finished.is_set():  # it ended as the caller was cancelled
-            report_left_failure(work, outcome)
+            _left_behind(work, outcome)
         raise
     if outcome.error is not None:
         raise outcome.error
     return cast(T, outcome.value)
+
+
+def _left_behind(work: Callable[..., object], outcome: _Outcome) -> None:
+    """Deal with how work its caller left ended: a failure is logged, and an exit
+    (``SystemExit``, ``KeyboardInterrupt``) raised, to end the run as it ends
+    asyncio's (trio reports it as an internal error, caused by the exit)."""
+    import trio
+
+    if isinstance(outcome.error, (Exception, trio.Cancelled)) or outcome.error is None:
+        report_left_failure(work, outcome)
+    else:
+        raise outcome.error
 
 
 def _transport_error(

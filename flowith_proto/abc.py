@@ -699,11 +699,26 @@ class FlowithClientBase(WebAppMethods):
                 self._new_signal(), self._new_signal(), refresh_token
             )
             self._flying.add(flight)
-            await self._shielded(functools.partial(self._fly, flight, timeout), hold=False)
+            try:
+                await self._shielded(
+                    functools.partial(self._refresh_tokens, flight, timeout), hold=False
+                )
+            except FlowithError as error:
+                if error is not flight.error:
+                    raise
+                # Raised below, as a copy, as to every caller of this refresh.
         if flight.error is not None:
             raise _fresh(flight.error) from flight.error
         assert flight.session is not None  # _fly() leaves one or the other
         return flight.session
+
+    async def _refresh_tokens(self, flight: _Flight, timeout: float | None) -> None:
+        """:meth:`_fly`, raising the refresh's failure: to the caller who started it,
+        or, if it was cancelled meanwhile, to the transport, which logs it (the
+        server may have spent the refresh token: that must not pass unsaid)."""
+        await self._fly(flight, timeout)
+        if flight.error is not None:
+            raise flight.error
 
     async def _fly(self, flight: _Flight, timeout: float | None) -> None:
         """One refresh, from its request to the new tokens adopted and handed
@@ -801,7 +816,14 @@ class FlowithClientBase(WebAppMethods):
             # cancelled meanwhile closes at once: the finally clause.)
             until = self._now() + self.timeout
             for flight in list(self._flying):
-                await flight.finished.wait(until)
+                if not await flight.finished.wait(until):
+                    log.warning(
+                        "closing the client with a token refresh still in progress after "
+                        "%g s: the server may have spent the refresh token, and the new "
+                        "tokens may never reach on_token_refresh",
+                        self.timeout,
+                    )
+                    break
         finally:
             # Shielded, so that a closer cancelled while it waited still closes every
             # stream and connection, and with them ends the calls still reading.

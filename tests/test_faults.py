@@ -435,6 +435,53 @@ async def test_closing_the_client_waits_for_a_refresh_its_caller_left(
     assert persisted[0][1] == client.get_refresh_token() != fake.refresh_token
 
 
+async def test_a_refresh_failing_after_its_caller_left_is_logged(
+    fake: FakeFlowith, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server may have spent the refresh token: with nobody left to raise the
+    # failure to, it was silent, and the next call found the client signed out.
+    fake.fail_next(1, 400, method="POST", path="/auth/v1/token", body={"error": "boom"})
+    answered = anyio.Event()
+    caplog.set_level(logging.WARNING, logger="flowith")
+    async with _refreshing_client(fake, make_client, [], answered=answered) as client:
+        await _cancelled_once_answered(client.get_credits, answered)
+        await eventually(lambda: "after its caller was cancelled" in caplog.text)
+    (record,) = [r for r in caplog.records if "after its caller was cancelled" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith(
+        "FlowithClientBase._refresh_tokens failed after its caller was cancelled: "
+        "AuthenticationError: "
+    )
+    assert fake.refresh_token not in caplog.text
+
+
+async def test_closing_before_a_refresh_handed_its_tokens_on_says_so(
+    fake: FakeFlowith, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A close waits for a refresh at most ``timeout``: past that, tokens the server
+    # issued may never reach on_token_refresh, which must not pass unsaid.
+    fake.expire_token(fake.token)
+    handing_on = anyio.Event()
+
+    async def slow_save(access: str, refresh: str) -> None:
+        handing_on.set()
+        await anyio.sleep(5)
+
+    caplog.set_level(logging.WARNING, logger="flowith")
+    client = make_client(refresh_token=fake.refresh_token, timeout=0.5, on_token_refresh=slow_save)
+    async with client:
+        await _cancelled_once_answered(client.get_credits, handing_on)
+        started = time.monotonic()
+    assert time.monotonic() - started < 3  # not the 5 s the callback takes
+    (record,) = [r for r in caplog.records if "refresh" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        "closing the client with a token refresh still in progress after 0.5 s: the "
+        "server may have spent the refresh token, and the new tokens may never reach "
+        "on_token_refresh"
+    )
+
+
 async def test_a_refresh_holding_a_cancelled_caller_ends_within_the_timeout(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
 import pytest
+import trio
 
 from flowith_httpx.client import shielded
 from tests.conftest import eventually
@@ -138,3 +140,29 @@ async def test_work_that_ends_as_its_caller_is_cancelled_is_reported_once(
         "test_work_that_ends_as_its_caller_is_cancelled_is_reported_once.<locals>.renew "
         "failed after its caller was cancelled: OSError: refused"
     ]
+
+
+def test_an_exit_from_work_its_caller_left_ends_the_trio_run() -> None:
+    # asyncio ends its loop with a SystemExit raised in a task; on trio the system
+    # task running the work must not swallow it as a failure to log.
+    async def main() -> None:
+        started = trio.Event()
+
+        async def save_tokens() -> None:
+            started.set()
+            await trio.sleep(0.1)
+            raise SystemExit(3)
+
+        with trio.move_on_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(functools.partial(shielded, save_tokens, hold=False))
+                await started.wait()
+                nursery.cancel_scope.cancel()
+            await trio.sleep(1)  # the run ends here, with the exit
+        raise AssertionError("the run went on")
+
+    with pytest.raises(trio.TrioInternalError) as info:
+        trio.run(main)
+    chain = [info.value.__cause__, *getattr(info.value.__cause__, "exceptions", ())]
+    flat = [e for group in chain for e in getattr(group, "exceptions", (group,))]
+    assert any(isinstance(error, SystemExit) and error.code == 3 for error in flat)
