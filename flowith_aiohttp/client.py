@@ -67,8 +67,9 @@ async def _before(deadline: float, awaitable: Awaitable[T]) -> T:
 
 #: The longest response header line read, as httpcore's h11 reads (aiohttp: 8190).
 _HEADER_LIMIT = 100 * 1024
-#: Redirects a download follows, as httpx follows (aiohttp: 10).
-_MAX_REDIRECTS = 20
+#: Redirects a download follows: 20, as httpx follows. aiohttp gives up at its
+#: ``max_redirects``-th redirect rather than after following that many, hence 21.
+_MAX_REDIRECTS = 21
 
 # aiohttp adds a Content-Type to a bodiless POST; the core's request has none.
 _NO_AUTO_HEADERS = ("Content-Type",)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import re
 import time
@@ -134,6 +135,27 @@ async def test_a_download_follows_the_cdns_redirect_on_every_transport(
         saved = await client.download(old, tmp_path)
     assert saved.read_bytes() == b"the real bytes"
     assert fake.requests_to("GET", "/f/new/photo.png")
+
+
+@pytest.mark.parametrize("hops", [20, 21])
+async def test_a_download_follows_as_many_redirects_on_every_transport(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path, hops: int
+) -> None:
+    # httpx follows 20; aiohttp, given max_redirects=20, gave up at the 20th.
+    target = fake.add_file("/f/final/photo.png", b"the real bytes", "image/png")
+    for hop in range(hops):
+        following = target if hop == hops - 1 else fake.file_url(f"/f/hop{hop + 1}/photo.png")
+        fake.fail_next(1, 302, path=f"/f/hop{hop}/photo.png", headers=[("Location", following)])
+    async with make_client(max_retries=0) as client:
+        if hops == 20:
+            saved = await client.download(fake.file_url("/f/hop0/photo.png"), tmp_path)
+            assert saved.read_bytes() == b"the real bytes"
+        else:
+            with pytest.raises(ConnectionFailedError, match="TooManyRedirects"):
+                await client.download(fake.file_url("/f/hop0/photo.png"), tmp_path)
+    followed = hops <= 20
+    assert len(fake.requests_to("GET", "/f/final/photo.png")) == followed
+    assert len(os.listdir(tmp_path)) == followed  # nothing left of a failed one
 
 
 async def test_a_cookie_set_on_a_redirect_is_hidden_too(
