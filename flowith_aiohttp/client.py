@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from typing import Any, TypeVar
 
 import aiohttp
-from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -123,6 +123,13 @@ def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError | Respon
     undecodable = _encoding_error(exc)
     if undecodable is not None:  # an answer came (aiohttp says 400): a retry gets it again
         return undecodable_body(undecodable)
+    if isinstance(exc, aiohttp.ClientResponseError) and isinstance(
+        exc.__cause__, HttpProcessingError
+    ):
+        # aiohttp's parser refused the answer, which it reports as a 400 no server
+        # sent, with a caret drawing of the bad line: its first line says it all.
+        said = exc.message.split("\n", 1)[0].rstrip(": ")
+        return ConnectionFailedError(f"malformed answer: {said}")
     # A connector error means no byte of the request left this machine.
     sent = not isinstance(exc, aiohttp.ClientConnectorError)
     return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,7 +21,13 @@ import anyio.lowlevel
 import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
-from flowith_proto.errors import ClientStateError, FlowithError, GenerationError, TimeoutError
+from flowith_proto.errors import (
+    ClientStateError,
+    ConnectionFailedError,
+    FlowithError,
+    GenerationError,
+    TimeoutError,
+)
 from flowith_proto.fake import (
     FakeFlowith,
     Step,
@@ -595,6 +602,38 @@ async def test_a_dropped_read_is_sent_as_often_as_max_retries_says(
                 await client.get_credits()
         group.cancel_scope.cancel()
     assert sends == 3
+
+
+async def test_an_answer_too_malformed_to_read_is_not_called_a_400(
+    fake: FakeFlowith, transport: Transport
+) -> None:
+    """aiohttp reports an answer its parser refuses as a ClientResponseError with a
+    400 status of its own making, and a caret drawing of the bad line: the error
+    said "400" although the server sent 200."""
+    body = b'[{"remain_quota": 5}]'
+
+    async def conflicting_lengths(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nContent-Length: 5\r\n\r\n%s" % (len(body), body)
+            )
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    url = f"http://127.0.0.1:{port}"
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, conflicting_lengths)
+        client = transport.client_class()(fake.token, edge_url=url, supabase_url=url, max_retries=0)
+        async with client:
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.get_credits()
+        group.cancel_scope.cancel()
+    message = str(caught.value)
+    assert not re.search(r"\b400\b", message), message
+    assert "\n" not in message
+    assert re.search("(conflicting|duplicate) content-length", message, re.IGNORECASE), message
 
 
 async def test_closing_the_client_while_its_streams_connect_ends_everything_the_same_way(
