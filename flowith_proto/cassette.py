@@ -71,6 +71,7 @@ from flowith_proto.errors import (
     JWT,
     MIN_SECRET_LENGTH,
     FlowithError,
+    mask_secrets,
     mask_url_credentials,
 )
 from flowith_proto.request import MultipartForm, Request
@@ -276,10 +277,7 @@ class Scrubber:
         return changed
 
     def _held_masked(self, value: str) -> str:
-        for secret in self._ordered():
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
+        return mask_secrets(value, self._ordered(), REDACTED)
 
 
 def redact_jwt(token: str) -> str:

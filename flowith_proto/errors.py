@@ -44,6 +44,7 @@ __all__ = [
     "is_expired_token_error",
     "is_token_expired",
     "live_secrets",
+    "mask_secrets",
     "masked_headers",
     "parse_retry_after",
     "redact",
@@ -56,7 +57,15 @@ _BODY_EXCERPT = 400
 
 
 class FlowithError(Exception):
-    """Base class of every error raised by this library."""
+    """Base class of every error raised by this library.
+
+    Its message is cleared of whatever looks like a credential (see
+    :func:`redact`): messages quote what callers and servers gave, a download's
+    URL with its password or signed token, say.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg, ()) if isinstance(arg, str) else arg for arg in args))
 
 
 class ClientStateError(FlowithError, RuntimeError):
@@ -292,11 +301,12 @@ REPR_CREDENTIAL_FIELD = re.compile(
     rf"('[^'\\]*(?:{CREDENTIAL_NAME})[^'\\]*'\s*:\s*')((?:[^'\\]|\\.)*)('|\Z)",
     re.IGNORECASE,
 )
-#: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line).
-#: The credential holds a digit or a punctuation mark, or is long: a bearer in prose
-#: ("the ring bearer delivered it") is followed by a word.
+#: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line),
+#: and ``Basic <credential>`` (a URL's user and password, as sent). The credential
+#: holds a digit or a punctuation mark, or is long: a bearer in prose ("the ring
+#: bearer delivered it") is followed by a word.
 BEARER = re.compile(
-    r"(\bBearer[ \t]+)(?:(?=[\w.~+/=-]*[\d._~+/=-])[\w.~+/=-]{8,}|[\w.~+/=-]{20,})",
+    r"(\b(?:Bearer|Basic)[ \t]+)(?:(?=[\w.~+/=-]*[\d._~+/=-])[\w.~+/=-]{8,}|[\w.~+/=-]{20,})",
     re.IGNORECASE,
 )
 #: The password of a URL's user info (``http://alice:<password>@proxy``); group 2.
@@ -333,6 +343,58 @@ _REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 8
 
 
+#: How a character of a secret may be written in a body or a URL: JSON's ``\u005f``
+#: and ``\/``, or a percent-escape (``%2F``).
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\(/)|%([0-9a-fA-F]{2})")
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    code, slash, byte = match.groups()
+    return slash or chr(int(code or byte, 16))
+
+
+def _written_any_way(secret: str) -> re.Pattern[str]:
+    """``secret`` with any of its characters escaped (see :data:`_ESCAPE`)."""
+
+    def hex_digits(code: int, width: int) -> str:
+        return "".join(
+            f"[{digit}{digit.upper()}]" if digit.isalpha() else digit
+            for digit in f"{code:0{width}x}"
+        )
+
+    parts = []
+    for char in secret:
+        code = ord(char)
+        ways = [re.escape(char)]
+        if code <= 0xFFFF:
+            ways.append(r"\\u" + hex_digits(code, 4))
+        if char == "/":
+            ways.append(r"\\/")
+        if code < 0x80:
+            ways.append("%" + hex_digits(code, 2))
+        parts.append(f"(?:{'|'.join(ways)})")
+    return re.compile("".join(parts))
+
+
+def mask_secrets(text: str, secrets: Iterable[str], mask: str) -> str:
+    """``text`` with each of ``secrets`` replaced by ``mask``, found as written or
+    escaped (JSON's ``\\u005f`` or ``\\/``, a URL's ``%2F``): a server quoting a
+    cookie inside JSON text, or in a URL it built, escapes it. ``secrets`` is
+    taken as given: the caller drops the trivial ones and orders them (longest
+    first, so that one inside another is masked whole)."""
+    secrets = [secret for secret in secrets if secret]  # an empty one is everywhere
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, mask)
+    if "\\u" in text or "\\/" in text or "%" in text:
+        decoded = _ESCAPE.sub(_unescaped, text)
+        if decoded != text:
+            for secret in secrets:
+                if secret in decoded:
+                    text = _written_any_way(secret).sub(mask, text)
+    return text
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every non-trivial secret in it replaced by ``[REDACTED]``, and
     what looks like a credential the client never held too: JWTs, the values of
@@ -341,9 +403,9 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     the credential after ``Bearer``. For error messages and bodies: a token the
     server just issued, or one the caller passed in, is masked before anyone
     learns it."""
-    for secret in secrets:
-        if len(secret) >= MIN_SECRET_LENGTH and secret in text:
-            text = text.replace(secret, _REDACTED)
+    text = mask_secrets(
+        text, [secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH], _REDACTED
+    )
     if "eyJ" in text:
         text = JWT.sub(_REDACTED, text)
     text = CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)

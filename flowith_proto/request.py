@@ -209,7 +209,8 @@ class Request:
         else:
             body = "None" if self.body is None else f"<{len(self.body)} bytes>"
         return (
-            f"Request({self.method!r}, {self.url!r}, headers={_redacted_headers(self.headers)}, "
+            f"Request({self.method!r}, {redact(self.url, ())!r}, "
+            f"headers={_redacted_headers(self.headers)}, "
             f"body={body})"
         )
 

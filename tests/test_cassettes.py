@@ -785,6 +785,19 @@ def test_a_held_secret_escaped_in_json_is_hidden_too(tmp_path: Path) -> None:
     assert json.loads(record["body"]["text"]) == {"message": "no session for [REDACTED]"}
 
 
+def test_a_held_secret_escaped_in_a_stream_chunk_or_plain_text_is_hidden_too() -> None:
+    # Only a body that is JSON as a whole was decoded: a frame quoting a cookie
+    # JSON-escaped, or a text/plain answer quoting it percent-encoded, kept it.
+    held = "Zm9v/YmFy+YmF6cXV4==xyzw"
+    recorder = Scrubber()
+    recorder.learn([held])
+    frame = b'data: {"info":"session Zm9v\\/YmFy+YmF6cXV4==xyzw"}\n\n'
+    stored = recorder.chunk(frame)
+    assert stored == {"text": 'data: {"info":"session [REDACTED]"}\n\n'}
+    plain = b"expired; resume at /login?s=Zm9v%2FYmFy%2BYmF6cXV4%3D%3Dxyzw"
+    assert recorder.body(plain) == {"text": "expired; resume at /login?s=[REDACTED]"}
+
+
 class Chunks:
     """A stream body handing out fixed chunks."""
 

@@ -245,6 +245,16 @@ def test_request_repr_hides_every_credential_header_as_errors_do() -> None:
     assert "accept: */*" in text
 
 
+def test_request_repr_hides_the_credentials_of_its_url() -> None:
+    # A download's URL as the caller gave it: its password and signed token.
+    url = "https://alice:s3cret-pass-word@cdn.test/f.bin?token=signed-token-123&w=2"
+    text = repr(Request("GET", url))
+    assert "s3cret" not in text
+    assert "signed-token" not in text
+    assert "cdn.test/f.bin" in text
+    assert "w=2" in text
+
+
 def test_prompt_with_unicode_is_sent_as_utf8(endpoints: Endpoints) -> None:
     request = endpoints.create_user_node(
         node_id=USER_NODE,

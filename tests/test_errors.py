@@ -205,6 +205,54 @@ def test_text_that_only_looks_like_a_credential_is_left_alone(text: str) -> None
     assert redact(text, ()) == text
 
 
+HELD = "Zm9v/YmFy+YmF6_cXV4=="
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        HELD.replace("/", "\\/"),  # JSON may escape a slash
+        HELD.replace("_", "\\u005f"),  # or any character
+        HELD.replace("_", "\\u005F").replace("Z", "\\u005a"),
+        "Zm9v%2FYmFy%2BYmF6_cXV4%3D%3D",  # a query string, percent-encoded
+        "Zm9v%2fYmFy+YmF6_cXV4%3d=",  # in part, lower case
+    ],
+)
+def test_a_held_secret_is_masked_however_it_is_escaped(written: str) -> None:
+    # Found only as sent: a server quoting a cookie inside JSON text, or in a URL
+    # it wrote back, showed it in the error and in the cassette.
+    text = f"sign in again at https://x.test/login?resume={written} (id 42)"
+    assert redact(text, [HELD]) == "sign in again at https://x.test/login?resume=[REDACTED] (id 42)"
+
+
+def test_escapes_of_other_text_are_left_alone() -> None:
+    text = 'caf\\u00e9 50%25 off, a\\/b, 100% sure, "\\u005f"'
+    assert redact(text, [HELD]) == text
+
+
+def test_what_follows_basic_is_masked_like_a_bearer() -> None:
+    # A URL's user:password goes out as "Authorization: Basic ...", which a server
+    # may echo.
+    assert redact("you sent auth=Basic YWxpY2U6czNjcmV0", ()) == "you sent auth=Basic [REDACTED]"
+    assert redact("Basic usage of the API", ()) == "Basic usage of the API"
+
+
+def test_every_error_of_the_library_hides_credentials_in_its_message() -> None:
+    # A URL the caller gave, quoted as it was (a download that timed out, a URL
+    # refused), showed its password and its signed token.
+    url = "http://alice:s3cret-pass-word@cdn.test/f.bin?token=signed-token-123"
+    for error in (
+        TimeoutError(f"downloading {url} stalled"),
+        ValidationError(f"cannot download {url!r}: no"),
+        FlowithError(f"about {url}"),
+        GenerationError(f"failed at {url}"),
+    ):
+        for shown in (str(error), repr(error), str(pickle.loads(pickle.dumps(error)))):
+            assert "s3cret" not in shown, shown
+            assert "signed-token" not in shown, shown
+            assert "cdn.test/f.bin" in shown
+
+
 def test_redact_ignores_short_and_empty_secrets() -> None:
     assert redact("abc def", ["", "abc"]) == "abc def"
     assert redact("token=abcdefghij!", ["abcdefghij"]) == "token=[REDACTED]!"
