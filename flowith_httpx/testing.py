@@ -105,7 +105,9 @@ class _ReplayStream:
             raise CassetteMismatch(
                 f"stream #{self._number} {blocker}; after {STALL_SECONDS:g}s the replay gave "
                 "up: the code under test waits for something the recording does not hold "
-                "(a call made differently, or a cassette cut short or edited by hand)"
+                "(a call made differently, or left out, or made in another order than "
+                "recorded while its events share a stream with the others', or a "
+                "cassette cut short or edited by hand)"
             )
         finally:
             client._reads.discard(self)
@@ -118,8 +120,8 @@ class _ReplayStream:
         played = self._client._tape.played_through
         if played < after:
             return (
-                f"holds data recorded after request #{after}, but request "
-                f"#{played + 1} was never sent again"
+                f"holds data recorded after request #{after}, but "
+                f"{self._client._tape.described(played + 1)} was never sent again"
             )
         mine = int(record[ORDER])
         for other in self._client._reads:

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -256,7 +257,7 @@ class Tape:
         if not waiting:
             if self._named and operation and not self._recorded(operation):
                 raise self._not_recorded(operation)
-            sender = f"{operation.split(':', 1)[0]} ({operation})" if operation else "the replay"
+            sender = _operation_shown(operation) if operation else "the replay"
             raise CassetteMismatch(
                 f"{request.method} {live['url']} was not recorded: {sender} sent every "
                 "request the recording holds for it and asks for one more"
@@ -288,12 +289,28 @@ class Tape:
             raise _recorded_error(record)
         return int(record["status"]), headers_of(record.get("headers", ()))
 
+    def described(self, number: int) -> str:
+        """Request ``number`` as a message names it: its method, its path and the
+        operation that sent it."""
+        for record in self._requests:
+            if int(record["n"]) == number:
+                operation = str(record.get("op", ""))
+                sender = f", sent by {_operation_shown(operation)}" if operation else ""
+                path = urlsplit(str(record.get("url", ""))).path
+                return f"request #{number} ({record.get('method')} {path}{sender})"
+        return f"request #{number}"
+
     @property
     def unplayed(self) -> list[str]:
         """The recorded requests the replay never sent (``METHOD url``)."""
         return [
             f"{r['method']} {r['url']}" for r in self._requests if int(r["n"]) not in self._played
         ]
+
+
+def _operation_shown(operation: str) -> str:
+    """An operation's name as a message shows it: its method, then the full name."""
+    return f"{operation.split(':', 1)[0]} ({operation})"
 
 
 def _body(record: Mapping[str, Any]) -> bytes:

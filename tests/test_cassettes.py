@@ -329,6 +329,25 @@ def test_a_replay_waiting_for_what_the_recording_lacks_says_so(
     assert "waits for something the recording does not hold" in message
 
 
+def test_generations_replayed_in_another_order_say_which_request_never_came(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Their events share one recorded stream, in the recorded order: the second
+    # one's data waits for the first one's requests. The error gave only numbers.
+    async def in_order(client: FlowithClientBase, prompts: Sequence[str]) -> list[Any]:
+        return [(await client.generate(prompt)).text for prompt in prompts]
+
+    cassette = tmp_path / "two.jsonl"
+    anyio.run(record, cassette, lambda client: in_order(client, ["Alpha", "Beta"]), FakeFlowith())
+    monkeypatch.setattr(testing, "STALL_SECONDS", 0.2)
+    with pytest.raises(CassetteMismatch) as info:
+        anyio.run(replay, cassette, lambda client: in_order(client, ["Beta", "Alpha"]))
+    message = str(info.value)
+    sender = r"sent by generate \(generate:\w+#1\)"
+    assert re.search(rf"but request #\d+ \(POST /\S+, {sender}\) was never sent again", message)
+    assert "in another order than recorded" in message
+
+
 def test_the_same_cassette_replays_synchronously_in_the_core(tmp_path: Path) -> None:
     cassette = tmp_path / "one.jsonl"
     fake = FakeFlowith()
