@@ -272,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _parser().parse_args(_without_cassette_verb(argv, args.command, args.cassette))
     except SystemExit as exit:  # --help, or a usage error argparse reported
         return exit.code if isinstance(exit.code, int) else 2
+    if args.command in ("demo", "fake") and args.json:  # the global option, before it
+        print(f"flowith: {args.command} has no JSON output: leave out --json", file=sys.stderr)
+        return 2
     if args.command == "demo":
         try:
             check_choices(args.transport, args.backend)

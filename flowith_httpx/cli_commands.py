@@ -482,8 +482,9 @@ def resolve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settin
     that exists wins over both (it holds the newest tokens)."""
     check_choices(args.transport, args.backend)
     save = Path(args.save_tokens) if args.save_tokens else None
-    token = args.token or env.get("FLOWITH_TOKEN", "")
-    refresh = args.refresh_token or env.get("FLOWITH_REFRESH_TOKEN", "")
+    # Trimmed, as the client trims them: blanks alone are no token.
+    token = (args.token or env.get("FLOWITH_TOKEN", "")).strip()
+    refresh = (args.refresh_token or env.get("FLOWITH_REFRESH_TOKEN", "")).strip()
     if save is not None and save.exists():
         token, refresh = _read_tokens(save)
     for name, value in (("token", token), ("refresh token", refresh)):
@@ -915,8 +916,10 @@ async def _upload(ctx: Context, args: argparse.Namespace) -> int:
     file = anyio.Path(args.file)
     if await file.is_dir():
         raise IsADirectoryError(f"{args.file} is a folder, not a file")
-    if not await file.is_file():
+    if not await file.exists():
         raise FileNotFoundError(f"no such file: {args.file}")
+    if not await file.is_file():  # a device or a pipe: no size to announce
+        raise OSError(f"{args.file} is not a regular file (an upload is read from a file on disk)")
     async with ctx.client() as client:
         record = await client.upload_file(args.file)
     if ctx.settings.json:

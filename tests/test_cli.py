@@ -65,6 +65,17 @@ def test_the_demo_reaches_its_fake_where_an_internet_proxy_is_configured() -> No
     assert "flowith> Your name is Alice" in done.stdout
 
 
+@pytest.mark.parametrize("command", ["demo", "fake"])
+def test_json_output_of_a_command_that_has_none_is_a_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # After the command argparse refused it; before, it was taken and ignored.
+    assert main(["--json", command]) == 2
+    assert capsys.readouterr().err == (
+        f"flowith: {command} has no JSON output: leave out --json\n"
+    )
+
+
 def test_aiohttp_on_trio_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--transport", "aiohttp", "--backend", "trio"]) == 2
     assert "asyncio only" in capsys.readouterr().err

@@ -420,6 +420,12 @@ def test_upload_prints_the_cdn_url(cli: CLI, served: Served, tmp_path: Path) -> 
     folder = cli("upload", str(tmp_path))
     assert folder.code == 1
     assert folder.error_lines == [f"flowith: {tmp_path} is a folder, not a file"]
+    # It exists: "no such file" sent the user looking for the wrong thing.
+    device = cli("upload", os.devnull)
+    assert device.code == 1
+    assert device.error_lines == [
+        f"flowith: {os.devnull} is not a regular file (an upload is read from a file on disk)"
+    ]
 
 
 # -- conversations ---------------------------------------------------------------------------------
@@ -494,6 +500,18 @@ def test_missing_token_is_a_usage_error(cli: CLI) -> None:
     assert done.code == 2
     assert done.err == "flowith: no token: pass --token or set FLOWITH_TOKEN\n"
     assert done.out == ""
+
+
+@pytest.mark.parametrize("blank", [" ", "\t  "])
+def test_a_token_of_blanks_is_a_missing_token(
+    blank: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The client trims it to nothing: it exited 3, "authentication failed", with a
+    # hint written for Python code (token=...), though nothing was sent.
+    monkeypatch.setenv("FLOWITH_TOKEN", blank)
+    assert main(["credits"]) == 2
+    assert capsys.readouterr().err == "flowith: no token: pass --token or set FLOWITH_TOKEN\n"
+    assert main(["credits", "--token", blank]) == 2
 
 
 def test_unreachable_host_is_a_connection_failure(cli: CLI) -> None:

@@ -49,7 +49,10 @@ class EndpointsCore:
     def _token(self) -> str:
         token = self.credentials.access_token
         if not token:
-            raise AuthenticationError("No access token set: pass token=... to the client.")
+            raise AuthenticationError(
+                "No access token set: give the client one (token=..., or --token on the "
+                "command line)."
+            )
         return token
 
     def _edge_authorization(self) -> str:
@@ -119,7 +122,8 @@ class EndpointsCore:
     def _user_id(self) -> str:
         if not self.credentials.user_id:
             raise AuthenticationError(
-                "No user id: the token has no 'sub' claim; pass user_id=... to the client."
+                "No user id: the token has no 'sub' claim; give the client one (user_id=..., "
+                "or --user-id on the command line)."
             )
         return require_uuid(self.credentials.user_id, "user_id")
 
