@@ -626,7 +626,9 @@ def _await_text(
         if isinstance(item, DeadlineReached):
             now = yield Now()
             if not checks.row_due(now):
-                raise TimeoutError(f"generation of node {node_id} did not finish in time")
+                raise TimeoutError(
+                    f"generation of node {node_id} did not finish in time", deadline_passed=True
+                )
             log.info("no news of node %s for %ss; reading its row", node_id, checks.interval)
             row = yield from read_row(state, node_id, deadline)
             if isinstance(row, NodeDone):
@@ -678,7 +680,9 @@ def _await_text(
             yield Sleep(min(now + state.poll_interval, deadline))
             now = yield Now()
         if now >= deadline:  # no time is left for another read
-            raise TimeoutError(f"node {node_id} was still generating at the deadline")
+            raise TimeoutError(
+                f"node {node_id} was still generating at the deadline", deadline_passed=True
+            )
 
 
 def _row_if_readable(
@@ -741,8 +745,10 @@ def _final(
     """The result from the authoritative text; when streaming, the deltas
     carry only what the caller has not seen yet."""
     visible, reasoning = split_think_raw(raw)
-    if not reasoning.strip() and separate_reasoning.strip():
-        reasoning = separate_reasoning
+    if not reasoning.strip():
+        # Else what the stream showed: a row holds the answer alone, and reasoning
+        # already received is not lost because the result came from there.
+        reasoning = separate_reasoning if separate_reasoning.strip() else progress.reasoning
     metadata["raw_text"] = raw
     text_delta = reasoning_delta = ""
     if stream:

@@ -149,12 +149,18 @@ def _await_media(
             elif not isinstance(item, DeadlineReached):
                 continue  # progress or unknown events: keep listening
             elif not checks.row_due((yield Now())):
-                raise TimeoutError(f"{kind} generation of node {node_id} did not finish in time")
+                raise TimeoutError(
+                    f"{kind} generation of node {node_id} did not finish in time",
+                    deadline_passed=True,
+                )
         # A quiet stream, a stream gone, or a poll interval over: read the row,
         # unless no time is left to (the read would fail for want of time anyway).
         now = yield Now()
         if now >= deadline:
-            raise TimeoutError(f"{kind} generation of node {node_id} did not finish in time")
+            raise TimeoutError(
+                f"{kind} generation of node {node_id} did not finish in time",
+                deadline_passed=True,
+            )
         outcome = yield from read_row(state, node_id, deadline, media=True)
         if isinstance(outcome, NodeDone):
             row_model = outcome.data.get("model")

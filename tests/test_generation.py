@@ -474,6 +474,43 @@ def test_a_row_read_the_deadline_cut_short_is_the_generations_timeout() -> None:
     assert "0.00143s" in str(caught.value.__cause__)
 
 
+def test_a_generation_ended_by_its_own_timeout_says_its_deadline_passed() -> None:
+    # The README: deadline_passed is True when a whole call's deadline ended it. Only
+    # a row read cut short by the deadline said so; a silent stream or a row that
+    # stayed unfinished until the deadline did not.
+    silent = Script()
+    script_turn(silent)
+    silent.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("loading", "")))
+    with pytest.raises(TimeoutError, match="did not finish in time") as caught:
+        silent.run(generate(state(), "hi", timeout=7.5))
+    assert caught.value.deadline_passed
+    polled = Script()
+    script_turn(polled)
+    polled.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("loading", "")))
+    polled.feed(AI_NODE, [StreamEnded("closed")])
+    with pytest.raises(TimeoutError, match="still generating at the deadline") as caught:
+        polled.run(generate(state(poll_interval=2.0), "hi", timeout=5.0))
+    assert caught.value.deadline_passed
+
+
+def test_reasoning_streamed_before_the_stream_dropped_is_kept() -> None:
+    # The row holds the answer alone: the result recovered from it had no reasoning,
+    # though the caller had been shown it.
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("done", "Answer")))
+    script.feed(
+        AI_NODE, [chunks(AI_NODE, "<think>abc</think>", seq=0), chunks(AI_NODE, "Ans", seq=1)]
+    )
+    script.feed(AI_NODE, [StreamEnded("closed")])
+    final = script.run(generate(state(), "hi", stream=True))
+    steps = [*script.emitted, final]
+    assert "".join(step.reasoning_delta for step in steps) == "abc"
+    assert steps[-1].reasoning == "abc"
+    assert steps[-1].text == "Answer"
+    assert "".join(step.text_delta for step in steps) == "Answer"
+
+
 def test_http_errors_while_creating_rows_propagate_typed() -> None:
     script = Script()
     script.on("POST", "/rest/v1/conversation", json_response(404, b'{"message":"no table"}'))

@@ -173,9 +173,10 @@ def test_image_times_out_when_nothing_ever_finishes() -> None:
     script.on("POST", "/image_gen/async", json_response(200, b"{}"))
     rows = [{"data": {"status": "init", "value": ""}, "type": "2"}]
     script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match="did not finish in time") as caught:
         script.run(generate_image(state(stall_interval=4.0), Conversation(), "x", timeout=10))
     assert script.clock == 1010.0
+    assert caught.value.deadline_passed  # the call's own deadline ended it
 
 
 def test_video_follows_the_node_id_the_server_picks() -> None:

@@ -267,7 +267,7 @@ async def test_a_deadline_reached_while_polling_is_the_librarys_timeout(
             await client.generate("hi", timeout=1.0)
         elapsed = time.monotonic() - started
     assert isinstance(caught.value, FlowithError)
-    assert caught.value.deadline_passed or "still generating" in str(caught.value)
+    assert caught.value.deadline_passed
     assert 0.9 <= elapsed < 3.0
 
 
