@@ -8,7 +8,7 @@ missed.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import anyio
 import pytest
@@ -168,3 +168,22 @@ async def test_a_cancelled_connect_tells_the_others_nothing(streams: Streams) ->
     item = await hub.next_event("second", anyio.current_time() + 1)
     assert isinstance(item, Chunks)
     await hub.aclose()
+
+
+async def test_a_close_before_a_race_of_reads_starts_ends_the_wait_cleanly(
+    streams: Streams,
+) -> None:
+    """A media job reads both streams in a race whose reads start in tasks of their
+    own: a close in between let the connections go, and a read found none (a bare
+    AssertionError out of generate_image, where the caller should learn the end)."""
+    hub: StreamHub
+
+    async def close_first(jobs: Sequence[Callable[[], Awaitable[bool]]]) -> bool:
+        await hub.aclose()
+        return await race(jobs)
+
+    hub = StreamHub(streams, _Signal, anyio.current_time, close_first)
+    await hub.subscribe("job", ["stream", "sse"], None)
+    with anyio.fail_after(3):
+        item = await hub.next_event("job", anyio.current_time() + 2)
+    assert isinstance(item, StreamEnded)
