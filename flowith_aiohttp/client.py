@@ -200,6 +200,12 @@ class _Body:
         except aiohttp.ClientError as exc:
             _clear_credentials(exc)
             raise ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}") from exc
+        except RuntimeError as exc:
+            # What aiohttp raises for a read of a body whose connection its session
+            # closed (the client closing as a download reads): the connection is gone.
+            if not str(exc).startswith("Connection closed"):
+                raise
+            raise ConnectionFailedError("stream broke: the connection was closed") from exc
 
     async def aclose(self) -> None:
         self._response.close()
