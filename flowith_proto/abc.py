@@ -25,6 +25,7 @@ import inspect
 import math
 import os
 import random
+import threading
 import time
 import types
 import uuid
@@ -488,6 +489,42 @@ class FlowithClientBase(WebAppMethods):
         headers = (*request.headers, ("Content-Length", str(body.length)))
         return self._stream_form(body), headers
 
+    async def _open_file(
+        self, opener: Callable[[Any], BinaryIO], path: Any, *, created: bool = False
+    ) -> BinaryIO:
+        """``opener(path)`` off the event loop. A cancellation cannot stop the thread
+        (asyncio's executor leaves it running, anyio's drops what it returns): the
+        file it opens for a caller gone is closed, and one it ``created`` removed,
+        rather than left to the collector and on disk."""
+        lock = threading.Lock()
+        opened: list[BinaryIO] = []
+        abandoned = False
+
+        def let_go(handle: BinaryIO) -> None:
+            handle.close()
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+        def open_it() -> BinaryIO:
+            handle = opener(path)
+            with lock:
+                if not abandoned:
+                    opened.append(handle)
+                    return handle
+            let_go(handle)
+            return handle
+
+        try:
+            return await self._to_thread(open_it)
+        except BaseException:
+            with lock:
+                abandoned = True
+                handles = list(opened)
+            for handle in handles:  # opened, then its caller was cancelled
+                let_go(handle)
+            raise
+
     async def _stream_form(self, form: MultipartForm) -> AsyncIterator[bytes]:
         for segment in form.segments():
             if isinstance(segment, bytes):
@@ -495,7 +532,7 @@ class FlowithClientBase(WebAppMethods):
             elif segment.data is not None:
                 yield segment.data
             elif segment.path is not None:
-                handle = await self._to_thread(_open_binary, segment.path)
+                handle = await self._open_file(_open_binary, segment.path)
                 try:
                     while chunk := await self._to_thread(handle.read, _UPLOAD_CHUNK):
                         yield chunk
@@ -1112,7 +1149,7 @@ class FlowithClientBase(WebAppMethods):
         self._open_bodies.add(body)
         partial = folder / f".{name}.{uuid.uuid4().hex[:12]}.part"
         try:
-            handle = await self._to_thread(_create_binary, partial)
+            handle = await self._open_file(_create_binary, partial, created=True)
             try:
                 while True:
                     step = self._now() + self.timeout

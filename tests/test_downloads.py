@@ -17,6 +17,7 @@ import hashlib
 import os
 import pickle
 import posixpath
+import time
 import tracemalloc
 from functools import cache
 from pathlib import Path
@@ -132,6 +133,50 @@ async def test_a_50_mb_download_is_streamed_with_flat_memory(
     assert file_digest(path) == big_digest()
     assert peak < MEMORY_LIMIT, f"peak {peak / 2**20:.1f} MiB while downloading 50 MiB"
     assert entries(tmp_path) == {"archive.bin"}
+
+
+@pytest.mark.parametrize("what", ["download", "upload"])
+async def test_a_call_cancelled_while_its_file_opens_leaves_no_file_open(
+    fake: FakeFlowith,
+    make_client: MakeClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    what: str,
+) -> None:
+    # The file is opened in a thread, which a cancellation cannot stop: the handle it
+    # returned to nobody was left to the collector (a ResourceWarning, an error under
+    # this suite), and a .part file created after the download's cleanup stayed.
+    import flowith_proto.abc as core
+
+    opened: list[Any] = []
+    for name in ("_create_binary", "_open_binary"):
+        real = getattr(core, name)
+
+        def slow(path: Any, real: Any = real) -> Any:
+            time.sleep(0.3)  # the caller is cancelled meanwhile
+            opened.append(real(path))
+            return opened[-1]
+
+        monkeypatch.setattr(core, name, slow)
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x" * 1000)
+    url = fake.add_file("/f/a/clip.bin", b"the clip")
+    folder = tmp_path / "out"
+    async with make_client() as client:
+        with anyio.move_on_after(0.1):
+            if what == "download":
+                await client.download(url, folder)
+            else:
+                await client.upload_file(source)
+        for _ in range(100):  # the thread ends on its own
+            if opened:
+                break
+            await anyio.sleep(0.01)
+        await anyio.sleep(0.1)
+    assert len(opened) == 1
+    assert opened[0].closed
+    assert not folder.exists() or os.listdir(folder) == []
+    gc.collect()
 
 
 # -- never overwrite, never leave a .part behind ----------------------------------------
