@@ -400,7 +400,8 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     what looks like a credential the client never held too: JWTs, the values of
     credential-named fields (``"refresh_token":"..."``, escaped or not) and URL
     parameters (``?access_token=...``, an OAuth ``code``), a URL's password and
-    the credential after ``Bearer``. For error messages and bodies: a token the
+    the credential after ``Bearer`` or ``Basic``; a secret is found escaped too
+    (see :func:`mask_secrets`). For error messages and bodies: a token the
     server just issued, or one the caller passed in, is masked before anyone
     learns it."""
     text = mask_secrets(
