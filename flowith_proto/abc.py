@@ -25,7 +25,6 @@ import inspect
 import math
 import os
 import random
-import threading
 import time
 import types
 import uuid
@@ -495,10 +494,14 @@ class FlowithClientBase(WebAppMethods):
         """``opener(path)`` off the event loop. A cancellation cannot stop the thread
         (asyncio's executor leaves it running, anyio's drops what it returns): the
         file it opens for a caller gone is closed, and one it ``created`` removed,
-        rather than left to the collector and on disk."""
-        lock = threading.Lock()
+        rather than left to the collector and on disk.
+
+        No lock: the thread notes the file, then looks whether the caller left; the
+        caller notes that it left, then looks for a file. Whichever looks last sees
+        the other's note (list appends are atomic), so one of them, or both (closing
+        twice is harmless), lets the file go."""
         opened: list[BinaryIO] = []
-        abandoned = False
+        left: list[bool] = []
 
         def let_go(handle: BinaryIO) -> None:
             handle.close()
@@ -508,20 +511,16 @@ class FlowithClientBase(WebAppMethods):
 
         def open_it() -> BinaryIO:
             handle = opener(path)
-            with lock:
-                if not abandoned:
-                    opened.append(handle)
-                    return handle
-            let_go(handle)
+            opened.append(handle)
+            if left:
+                let_go(handle)
             return handle
 
         try:
             return await self._to_thread(open_it)
         except BaseException:
-            with lock:
-                abandoned = True
-                handles = list(opened)
-            for handle in handles:  # opened, then its caller was cancelled
+            left.append(True)
+            for handle in list(opened):  # opened, then its caller was cancelled
                 let_go(handle)
             raise
 
