@@ -168,7 +168,7 @@ class ResponseDecodeError(APIError):
             kept = _redact_values(body, [])
         except RecursionError:  # legal JSON, nested deeper than Python recurses
             kept = _TOO_DEEP
-        super().__init__(redact(message, ()), status_code, body=kept)
+        super().__init__(message, status_code, body=kept)  # FlowithError redacts it
 
 
 class ConnectionFailedError(FlowithError):
@@ -179,9 +179,9 @@ class ConnectionFailedError(FlowithError):
     """
 
     def __init__(self, message: str, *, request_sent: bool = True) -> None:
-        # Transports quote what they were given: a proxy URL with its password,
-        # a header value they refused.
-        super().__init__(redact(message, ()))
+        # Transports quote what they were given (a proxy URL with its password, a
+        # header value they refused): FlowithError redacts the message.
+        super().__init__(message)
         self.request_sent = request_sent
 
 
@@ -242,8 +242,9 @@ class GenerationError(FlowithError):
         error_type: str = "",
         node_id: str = "",
     ) -> None:
-        # The server's reason may quote a credential (a provider's error echoing a key).
-        super().__init__(redact(message, ()))
+        # The server's reason may quote a credential (a provider's error echoing a
+        # key): FlowithError redacts the message, and these fields are redacted here.
+        super().__init__(message)
         self.status = status
         self.error = redact(error, ())
         self.error_type = redact(error_type, ())
