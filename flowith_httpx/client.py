@@ -16,7 +16,7 @@ import functools
 import math
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from http.cookiejar import CookieJar
 from typing import Any, TypeVar, cast
 
@@ -24,6 +24,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from flowith_httpx.in_flight import InFlight
 from flowith_httpx.lanes import LANES, Lanes
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
 from flowith_proto.config import (
@@ -508,9 +509,12 @@ class FlowithClient(FlowithClientBase):
 
             self._http = new_client()
             self._lanes: Lanes | None = Lanes(new_client)
+            # Uploads, downloads and event streams out on self._http, which we close.
+            self._in_flight: InFlight | None = InFlight()
         else:
             self._http = http_client
             self._lanes = None
+            self._in_flight = None  # requests on your client are yours to end
 
     def _now(self) -> float:
         return anyio.current_time()
@@ -577,9 +581,20 @@ class FlowithClient(FlowithClientBase):
         An upload (a streamed body) goes on the main client: like a download, it
         may hold its connection for long, and the short requests must not wait.
         """
-        if self._lanes is None or not (body is None or isinstance(body, bytes)):
+        if self._lanes is None:
             return contextlib.nullcontext(self._http)
-        return self._lanes.lane()
+        if body is None or isinstance(body, bytes):
+            return self._lanes.lane()
+        return self._on_main_client()
+
+    @contextlib.asynccontextmanager
+    async def _on_main_client(self) -> AsyncIterator[httpx.AsyncClient]:
+        with self._out_on_main_client():
+            yield self._http
+
+    def _out_on_main_client(self) -> AbstractContextManager[None]:
+        """Carry a request on the main client: cancelled by a close of ours."""
+        return contextlib.nullcontext() if self._in_flight is None else self._in_flight.request()
 
     async def _open_stream(
         self, request: Request, deadline: float | None
@@ -595,7 +610,7 @@ class FlowithClient(FlowithClientBase):
             timeout=httpx.Timeout(limit, read=None),
         )
         try:
-            with anyio.fail_after(limit):
+            with anyio.fail_after(limit), self._out_on_main_client():
                 answer = await self._http.send(
                     _with_body(outgoing, body),
                     stream=True,
@@ -625,6 +640,7 @@ class FlowithClient(FlowithClientBase):
         return self._http.is_closed
 
     async def _close_transport(self) -> None:
-        if self._lanes is not None:  # the clients are ours (none was brought along)
+        if self._lanes is not None and self._in_flight is not None:  # the clients are ours
+            self._in_flight.cancel()
             await self._lanes.aclose()
             await self._http.aclose()

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 import anyio
 import httpx
 
+from flowith_httpx.in_flight import InFlight
 from flowith_proto.config import REQUESTS_AT_ONCE
 from flowith_proto.errors import ClientStateError
 
@@ -47,10 +48,7 @@ class Lanes:
         self._idle: list[tuple[float, httpx.AsyncClient]] = []
         self._turns: anyio.Semaphore | None = None  # made in the event loop, on first use
         self._closed = False
-        # One per request out: aclose() cancels them, because closing a lane's pool
-        # cannot reach a connection still being set up, which would then carry its
-        # request to the end on a socket nobody closes.
-        self._out: set[anyio.CancelScope] = set()
+        self._in_flight = InFlight()  # aclose() cancels them (see flowith_httpx.in_flight)
 
     @property
     def crowded(self) -> bool:
@@ -72,15 +70,11 @@ class Lanes:
             else:
                 lane = self._make()
                 self._all.append(lane)
-            with anyio.CancelScope() as out:
-                self._out.add(out)
+            with self._in_flight.request():
                 try:
                     yield lane
                 finally:
-                    self._out.discard(out)
                     await self._give_back(lane)
-            if out.cancelled_caught:  # by aclose(), while the request was out
-                raise ClientStateError("the client is closed")
 
     async def _give_back(self, lane: httpx.AsyncClient) -> None:
         if self._closed:  # closed while the request was out: no lane may outlive it
@@ -108,8 +102,7 @@ class Lanes:
         """Close every lane (a request still out on one fails, as on a closed client);
         a request waiting for its turn fails too."""
         self._closed = True
-        for out in self._out:
-            out.cancel()
+        self._in_flight.cancel()
         lanes, self._all, self._idle = self._all, [], []
         for lane in lanes:
             await lane.aclose()

@@ -808,6 +808,42 @@ async def test_closing_the_client_while_requests_connect_leaves_no_socket_open(
     await eventually(lambda: open_sockets() <= before)
 
 
+@pytest.mark.parametrize("what", ["upload", "download"])
+@pytest.mark.parametrize("after", [0.0, 0.002, 0.005])
+async def test_closing_the_client_while_long_requests_connect_leaves_no_socket_open(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path, what: str, after: float
+) -> None:
+    """Uploads and downloads go out on the main HTTP client, not on a lane: on
+    httpx, one still setting up its connection when the client closed went on
+    over a socket nobody closed (a ResourceWarning when collected)."""
+    before = open_sockets()
+    client = make_client()
+    source = tmp_path / "sent.txt"
+    source.write_bytes(b"x" * 1000)
+    url = fake.add_file("/f/close/got.bin", b"y" * 1000)
+    outcomes: list[str] = []
+
+    async def one(i: int) -> None:
+        try:
+            if what == "upload":
+                await client.upload_file(source)
+            else:
+                await client.download(url, tmp_path / str(i))
+            outcomes.append("done")
+        except FlowithError as exc:
+            outcomes.append(str(exc))
+
+    async with anyio.create_task_group() as group:
+        for i in range(10):
+            group.start_soon(one, i)
+        await anyio.sleep(after)
+        await client.aclose()
+    assert len(outcomes) == 10
+    assert all(o == "done" or o.startswith("the client is closed") for o in outcomes), outcomes
+    gc.collect()  # an unclosed socket would warn here (an error under this suite)
+    await eventually(lambda: open_sockets() <= before)
+
+
 def open_files(path: Path) -> int:
     """How many of this process's descriptors have ``path`` open."""
     count = 0
