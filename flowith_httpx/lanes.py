@@ -71,13 +71,22 @@ class Lanes:
                 lane = self._make()
                 self._all.append(lane)
             with self._in_flight.request():
+                cut_short = True
                 try:
                     yield lane
+                    cut_short = False
                 finally:
-                    await self._give_back(lane)
+                    await self._give_back(lane, cut_short)
 
-    async def _give_back(self, lane: httpx.AsyncClient) -> None:
-        if self._closed:  # closed while the request was out: no lane may outlive it
+    async def _give_back(self, lane: httpx.AsyncClient, cut_short: bool) -> None:
+        """Keep a lane for the next request, or close it: when the client closed while
+        its request was out (no lane may outlive it), or when the request was cut short
+        (cancelled, timed out, broken), since httpcore may then count its connection
+        busy for good (asyncio's ``task.cancel()`` can leave it so) and keep it open
+        and unused until the client closes. A fresh lane costs one connect."""
+        if self._closed or cut_short:
+            if lane in self._all:
+                self._all.remove(lane)
             with anyio.CancelScope(shield=True):
                 await lane.aclose()
         else:

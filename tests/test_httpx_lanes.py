@@ -99,3 +99,28 @@ async def test_lanes_left_idle_are_closed_with_their_connections(
         assert server.opened == 5
         await client.list_conversations()  # a lane in use is never stale
         assert (server.open, server.opened) == (1, 5)
+
+
+async def test_requests_cut_short_by_asyncio_leave_no_connection_open(
+    anyio_backend: str,
+) -> None:
+    """asyncio's task.cancel() (as asyncio.wait_for sends) could leave the cut
+    request's connection counted busy in httpcore's pool: never reused and never
+    closed until the client closed, one more per cancelled request."""
+    if anyio_backend != "asyncio":
+        pytest.skip("asyncio's own cancellation")
+    import asyncio
+
+    fake = FakeFlowith()
+    async with CountingServer(fake) as server, client_of(fake, server) as client:
+        await client.list_conversations()
+        cut = 0
+        for i in range(30):  # cut at various points of the exchange
+            try:
+                await asyncio.wait_for(client.list_conversations(), 0.0005 * (i % 10 + 1))
+            except asyncio.TimeoutError:
+                cut += 1
+        assert cut >= 5
+        await client.list_conversations()
+        # The lane that answered last keeps its connection; no other stays open.
+        await eventually(lambda: server.open == 1, within=5)
