@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -478,13 +477,23 @@ def _is_media(node: FlowNode) -> bool:
     return bool(node.data.get("isImage")) or "video" in str(node.data.get("mode", "")).lower()
 
 
+#: Past this magnitude a coordinate is no JavaScript number the web app could have
+#: stored exactly (Number.MAX_SAFE_INTEGER + 1): it is read as 0, like a missing one.
+_LARGEST_COORDINATE = 2**53
+
+
 def _position(node: FlowNode) -> Position:
-    """A node's canvas position (the web app may store floats, or nothing)."""
+    """A node's canvas position (the web app may store floats, or nothing, and a
+    server may send anything: NaN, or an integer of hundreds of digits)."""
     coordinates = []
     for axis in ("x", "y"):
         value = node.position.get(axis)
-        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-        coordinates.append(round(number) if math.isfinite(number) else 0)
+        usable = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and -_LARGEST_COORDINATE <= value <= _LARGEST_COORDINATE  # False for NaN
+        )
+        coordinates.append(round(value) if usable else 0)
     return Position(*coordinates)
 
 

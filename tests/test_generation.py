@@ -605,6 +605,24 @@ def test_a_session_on_an_existing_conversation_carries_its_thread_on() -> None:
     assert script.requests[-3].json()[0]["position"] == {"x": 40, "y": 1810}
 
 
+@pytest.mark.parametrize("y", ["1" + "0" * 400, "NaN", "-Infinity", "1e400", "9007199254740993"])
+def test_a_position_no_web_app_could_store_is_read_as_zero(y: str) -> None:
+    """A coordinate of hundreds of digits raised a bare OverflowError (math.isfinite
+    of an int too large for a float); past 2**53 no JavaScript number holds it."""
+    answer = canvas_node(12, "2", uuid_n(11), "Go to Kyoto.", 0)
+    body = json.dumps([canvas_node(11, "1", CONV, "Plan a trip", 130), answer])
+    body = body.replace('"y": 0}', f'"y": {y}}}')
+    assert y in body
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", json_response(200, body.encode()))
+    script_turn(script, create_conv=False)
+    conversation = Conversation(conv_id=CONV, resume=True)
+    script.feed(uuid_n(2), [complete(uuid_n(2), "Gion.")])
+    assert script.run(send(state(), conversation, "Where at night?")).text == "Gion."
+    _read, user_node, _ai_node, _completion = script.requests
+    assert user_node.json()[0]["position"] == {"x": 40, "y": 340}  # the lowest usable: 130
+
+
 def test_a_resumed_thread_sends_visible_replies_and_passes_over_a_failed_turn() -> None:
     """As a live session would have: no reasoning in the history, and a failed
     last turn neither continued from nor counted."""
