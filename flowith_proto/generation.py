@@ -488,12 +488,14 @@ def _position(node: FlowNode) -> Position:
     coordinates = []
     for axis in ("x", "y"):
         value = node.position.get(axis)
-        usable = (
+        if (
             isinstance(value, (int, float))
             and not isinstance(value, bool)
             and -_LARGEST_COORDINATE <= value <= _LARGEST_COORDINATE  # False for NaN
-        )
-        coordinates.append(round(value) if usable else 0)
+        ):
+            coordinates.append(round(value))
+        else:
+            coordinates.append(0)
     return Position(*coordinates)
 
 

@@ -303,17 +303,19 @@ def refresh(
 def _refreshed_session(response: Response) -> AuthSession:
     """The session a refresh answered, or :class:`ResponseDecodeError`."""
     payload = response.json()
-    if isinstance(payload, Mapping) and not all(
-        isinstance(token, str) and header_safe(token.strip())
+    if isinstance(payload, Mapping):
         # JSON null is no token, as an absent field (D24).
-        for token in (payload.get(name) or "" for name in ("access_token", "refresh_token"))
-    ):
-        # Adopted as text, {"x": 1} would become the bearer of every later request.
-        raise ResponseDecodeError(
-            "refresh_access_token: access_token and refresh_token must be strings "
-            "an HTTP header can carry",
-            status_code=response.status,
-        )
+        tokens = {name: payload.get(name) or "" for name in ("access_token", "refresh_token")}
+        if not all(isinstance(t, str) and header_safe(t.strip()) for t in tokens.values()):
+            # Adopted as text, {"x": 1} would become the bearer of every later request.
+            raise ResponseDecodeError(
+                "refresh_access_token: access_token and refresh_token must be strings "
+                "an HTTP header can carry",
+                status_code=response.status,
+            )
+        # Stripped as the client holds them, so that a blank one is no token: adopted,
+        # "   " would sign the client out, and hand on_token_refresh a token to save.
+        payload = {**payload, **{name: token.strip() for name, token in tokens.items()}}
     return structure_row(payload, AuthSession, context="refresh_access_token")
 
 

@@ -305,6 +305,33 @@ def test_refresh_adopts_the_rotated_tokens() -> None:
     assert json.loads(sent.content) == {"refresh_token": "refresh-1"}
 
 
+def test_a_blank_refresh_token_in_the_answer_keeps_the_old_one() -> None:
+    """A refresh token of blanks was kept as the new one (stripped to nothing
+    only when held), while the session returned reported the blanks."""
+    s = state(refresh_token="refresh-1")
+    new = token(exp=4102444900)
+    body = {"access_token": f" {new}\n", "refresh_token": "   "}
+    script = Script()
+    script.on("POST", "/auth/v1/token", json_response(200, json.dumps(body).encode()))
+    session = script.run(refresh(s, "refresh-1"))
+    assert (s.credentials.access_token, s.credentials.refresh_token) == (new, "refresh-1")
+    assert (session.access_token, session.refresh_token) == (new, "refresh-1")
+
+
+@pytest.mark.parametrize("blank", ["", "   ", None])
+def test_a_blank_access_token_in_the_answer_is_adopted_by_nobody(blank: str | None) -> None:
+    """A token of blanks was adopted: the client signed itself out, and
+    on_token_refresh was handed blanks to save."""
+    s = state(refresh_token="refresh-1")
+    held = s.credentials
+    body = {"access_token": blank, "refresh_token": "refresh-2"}
+    script = Script()
+    script.on("POST", "/auth/v1/token", json_response(200, json.dumps(body).encode()))
+    with pytest.raises(AuthenticationError, match="returned no access_token"):
+        script.run(refresh(s, "refresh-1"))
+    assert s.credentials == held
+
+
 def test_a_used_refresh_token_is_an_authentication_error() -> None:
     script = Script()
     used = {"code": 400, "error_code": "refresh_token_already_used", "msg": "Already Used"}
