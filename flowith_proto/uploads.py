@@ -16,6 +16,7 @@ from flowith_proto.errors import (
     RateLimitError,
     ValidationError,
 )
+from flowith_proto.files import url_problem
 from flowith_proto.models import FileRecord
 from flowith_proto.state import ClientState
 
@@ -72,5 +73,14 @@ def upload(
     if not isinstance(url, str) or not url:
         raise FileUploadError(
             "the upload answer carries no 'url'", status_code=response.status, body=body
+        )
+    # The record's URL is what a generation is handed next: text that is none would
+    # only fail there, far from its cause.
+    problem = url_problem(url)
+    if problem is not None:
+        raise FileUploadError(
+            f"the upload answer's 'url' {url!r} is no usable URL: {problem}",
+            status_code=response.status,
+            body=body,
         )
     return FileRecord(url=url, file_type=kind, metadata=body)

@@ -327,6 +327,19 @@ def test_upload_failures(status: int, body: bytes, error: type[Exception]) -> No
         script.run(upload(state(), size=3, data=b"abc", filename="a.txt"))
 
 
+@pytest.mark.parametrize(
+    "url", ["   ", "javascript:alert(1)", "/f/relative.txt", "https://cdn/x\n.txt", "not a url"]
+)
+def test_an_upload_answered_with_no_usable_url_fails_there(url: str) -> None:
+    """Any non-empty text was returned as the record's URL, to fail later in the
+    generation it was handed to."""
+    script = Script()
+    script.on("POST", "/file/store", json_response(200, json.dumps({"url": url}).encode()))
+    with pytest.raises(FileUploadError, match="is no usable URL") as info:
+        script.run(upload(state(), size=3, data=b"abc", filename="a.txt"))
+    assert info.value.status_code == 200
+
+
 def test_upload_needs_exactly_one_source() -> None:
     with pytest.raises(ValidationError, match="exactly one of file_path or data") as info:
         Script().run(upload(state(), size=0))
