@@ -99,12 +99,13 @@ def _url_from_event(raw: Mapping[str, Any], kind: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _checked_url(result: str, node_id: str) -> str:
-    """A media result is a URL, or nothing: any other text is the reason the
-    job failed (defect D4 returned "Request blocked by content policy" as the
-    image's URL), so it is raised as such."""
+def _checked_url(result: str, node_id: str, kind: str) -> str:
+    """A media result is a URL: any other text is the reason the job failed
+    (defect D4 returned "Request blocked by content policy" as the image's URL),
+    so it is raised as such, and a job done without one failed too (it would
+    pass for a success with nothing to show or save)."""
     if not result:
-        return result
+        raise failure(node_id, "completed", f"the job ended without its {kind}'s URL", "")
     if result.startswith(("http://", "https://")):
         problem = url_problem(result)
         if problem is None:
@@ -130,7 +131,7 @@ def _await_media(
                 raise failure(node_id, item.status, item.error, item.error_type)
             if isinstance(item, (Complete, WorkflowComplete)):
                 chosen = (item.model if isinstance(item, Complete) else "") or model
-                url = _checked_url(_url_from_event(item.raw, kind), node_id)
+                url = _checked_url(_url_from_event(item.raw, kind), node_id, kind)
                 return _MediaResult(url, chosen, dict(item.raw))
             if isinstance(item, StreamEnded) and item.partial:
                 # One stream is gone, the other may still bring the result: listen on,
@@ -171,7 +172,7 @@ def _await_media(
                 "nodeData": dict(outcome.data),
             }
             chosen = row_model if isinstance(row_model, str) and row_model else model
-            return _MediaResult(_checked_url(outcome.value, node_id), chosen, metadata)
+            return _MediaResult(_checked_url(outcome.value, node_id, kind), chosen, metadata)
         if streaming:
             checks.heard((yield Now()))
         else:
@@ -245,9 +246,8 @@ def generate_image(
         )
         conversation.turn += 1
         conversation.last_ai_node_id = ai_node_id
-        images = (GeneratedImage(url=result.url, model=result.model),) if result.url else ()
         return ImageOutput(
-            images=images,
+            images=(GeneratedImage(url=result.url, model=result.model),),
             model=result.model,
             node_id=ai_node_id,
             conv_id=conv_id,

@@ -239,7 +239,9 @@ class ImageOutput:
 
     @property
     def image(self) -> GeneratedImage | None:
-        """The first image, or ``None`` when the generation produced none."""
+        """The first image; ``None`` only for an output built without one
+        (``generate_image`` raises :class:`GenerationError` for a job that ended
+        without an image)."""
         return self.images[0] if self.images else None
 
 

@@ -156,6 +156,37 @@ def test_a_result_url_no_client_can_fetch_is_a_failure_not_an_image(value: str) 
         script.run(generate_image(state(stall_interval=5.0), Conversation(), "x", timeout=60))
 
 
+@pytest.mark.parametrize("kind", ["image", "video"])
+@pytest.mark.parametrize(
+    "ending",
+    [
+        {"type": "complete"},
+        {"status": "success"},
+        {"type": "complete", "resultUrl": "", "nodeData": {"value": None}},
+        "row",
+    ],
+)
+def test_a_job_done_without_its_url_is_a_failure_not_an_empty_result(
+    kind: str, ending: Any
+) -> None:
+    """A terminal event or a done row without a URL was a success with nothing to
+    show: VideoOutput(video_url=''), an ImageOutput with no image."""
+    script = rows_script()
+    script.on("POST", f"/{'image_gen' if kind == 'image' else 'video'}/async", json_response(200))
+    ai = uuid_n(2)
+    if ending == "row":
+        rows = [{"data": {"status": "done", "value": ""}, "type": "2"}]
+        script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
+    else:
+        script.feed(ai, [parse_event({"nodeId": ai, "convId": CONV, **ending})])
+    conversation = Conversation()
+    make = generate_image if kind == "image" else generate_video
+    with pytest.raises(GenerationError, match=f"ended without its {kind}'s URL") as info:
+        script.run(make(state(stall_interval=5.0), conversation, "x", timeout=60))
+    assert info.value.node_id == ai
+    assert conversation.turn == 0  # not counted, as any failed turn
+
+
 def test_quiet_streams_make_the_image_wait_read_the_row() -> None:
     script = rows_script()
     script.on("POST", "/image_gen/async", json_response(200, b"{}"))
