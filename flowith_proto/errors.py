@@ -90,6 +90,9 @@ class APIError(FlowithError):
     #: The request the server answered, as ``"POST /rest/v1/flow_node"`` (also in the
     #: message): a call such as ``generate()`` sends several. ``None`` without one.
     endpoint: str | None = None
+    #: For a 429 (:class:`RateLimitError`) or a 503: the wait in seconds the server
+    #: asked for in ``Retry-After``, or ``None`` (see :class:`RateLimitError`).
+    retry_after_s: float | None = None
 
     def __init__(self, message: str, status_code: int | None = None, *, body: Any = None) -> None:
         super().__init__(message)
@@ -712,4 +715,7 @@ def _status_error(
             body=decoded,
             retry_after_s=parse_retry_after(retry_after_raw, now=now),
         )
-    return APIError(message, status_code=status, body=decoded)
+    error = APIError(message, status_code=status, body=decoded)
+    if status == 503:  # unavailable, maybe for a while: as a 429, say how long
+        error.retry_after_s = parse_retry_after(retry_after_raw, now=now)
+    return error

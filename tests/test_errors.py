@@ -88,6 +88,16 @@ def test_retry_after_seconds() -> None:
     assert error.retry_after_s == 17.0
 
 
+@pytest.mark.parametrize(("status", "expected"), [(503, 120.0), (500, None), (502, None)])
+def test_a_503_says_how_long_to_wait_too(status: int, expected: float | None) -> None:
+    """A 503 with a wait too long to retry went to the caller with no way to read
+    it (only a 429's RateLimitError had retry_after_s)."""
+    error = error_from_response(status, [("Retry-After", "120")], b"")
+    assert type(error) is APIError
+    assert error.retry_after_s == expected
+    assert pickle.loads(pickle.dumps(error)).retry_after_s == expected
+
+
 def test_retry_after_http_date_needs_now() -> None:
     headers = {"retry-after": "Mon, 18 May 2026 18:04:25 GMT"}
     now = 1779127455.0  # ten seconds before that date
@@ -114,7 +124,7 @@ def test_retry_after_http_date_needs_now() -> None:
         ("1e309", None),
         ("9" * 400, None),
         ("inf", None),
-        # No clock sleeps 1e300 seconds: a week or more is no advice.
+        # No clock sleeps 1e300 seconds: more than a week is no advice.
         ("1e300", None),
         ("604801", None),
         ("604800", 604800.0),
