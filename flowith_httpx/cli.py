@@ -281,12 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UsageError as exc:
             print(f"flowith: {exc}", file=sys.stderr)
             return 2
-        from flowith_httpx.fake_server import no_proxy_with_loopback
-
-        # The fake is on loopback: a proxy configured for the internet must not
-        # stand in between (this process's own environment, read by both transports).
-        for name in ("NO_PROXY", "no_proxy"):
-            os.environ[name] = no_proxy_with_loopback(os.environ.get(name))
+        # The fake is on loopback: a proxy configured for the internet must not stand
+        # in between, nor be set up at all (a SOCKS one would need socksio just to be
+        # bypassed). This process's own environment, which both transports read.
+        for scheme in ("ALL", "HTTPS", "HTTP"):
+            for name in (f"{scheme}_PROXY", f"{scheme.lower()}_proxy"):
+                os.environ.pop(name, None)
         try:
             run_until_interrupted(
                 run_demo, args.transport, args.backend, sys.stdout, backend=args.backend

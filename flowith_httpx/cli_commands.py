@@ -699,18 +699,21 @@ class Context:
             from flowith_httpx.testing import ReplayClient
 
             return ReplayClient(settings.replay, timeout=settings.timeout)
-        return client_class(settings.transport)(
-            self.tokens.access,
-            user_id=settings.user_id,
-            refresh_token=self.tokens.refresh if renew else "",
-            edge_url=settings.edge_url,
-            supabase_url=settings.supabase_url,
-            timeout=settings.timeout,
-            result_timeout=settings.result_timeout,
-            on_token_refresh=self.tokens.renewed if renew else None,
-            edge_auth=edge_auth or settings.edge_auth,
-            record_to=settings.record,
-        )
+        try:
+            return client_class(settings.transport)(
+                self.tokens.access,
+                user_id=settings.user_id,
+                refresh_token=self.tokens.refresh if renew else "",
+                edge_url=settings.edge_url,
+                supabase_url=settings.supabase_url,
+                timeout=settings.timeout,
+                result_timeout=settings.result_timeout,
+                on_token_refresh=self.tokens.renewed if renew else None,
+                edge_auth=edge_auth or settings.edge_auth,
+                record_to=settings.record,
+            )
+        except ValueError as exc:  # a setting it refuses: a SOCKS proxy without socksio, say
+            raise UsageError(str(exc)) from None
 
 
 Command = Callable[[Context, argparse.Namespace], Awaitable[int]]

@@ -507,7 +507,13 @@ class FlowithClient(FlowithClientBase):
             def new_client() -> httpx.AsyncClient:
                 return httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls, cookies=jar)
 
-            self._http = new_client()
+            try:
+                self._http = new_client()
+            except ImportError:  # httpx's, for a SOCKS proxy: refused as a setting, as aiohttp's
+                raise ValueError(
+                    "a SOCKS proxy (proxy=, or ALL_PROXY, HTTPS_PROXY or HTTP_PROXY in the "
+                    'environment) needs the socksio package: pip install "httpx[socks]"'
+                ) from None
             self._lanes: Lanes | None = Lanes(new_client)
             # Uploads, downloads and event streams out on self._http, which we close.
             self._in_flight: InFlight | None = InFlight()

@@ -50,11 +50,22 @@ def test_console_entry_point_runs_the_demo() -> None:
     assert "flowith> Your name is Alice" in done.stdout
 
 
-def test_the_demo_reaches_its_fake_where_an_internet_proxy_is_configured() -> None:
+@pytest.mark.parametrize(
+    ("transport", "variable", "proxy"),
+    [
+        ("aiohttp", "HTTP_PROXY", "http://proxy.invalid:3128"),  # unreachable
+        # httpx sets up a SOCKS proxy's transport even for hosts NO_PROXY exempts: the
+        # demo failed with a traceback where socksio is not installed.
+        ("httpx", "ALL_PROXY", "socks5://127.0.0.1:1"),
+    ],
+)
+def test_the_demo_reaches_its_fake_where_an_internet_proxy_is_configured(
+    transport: str, variable: str, proxy: str
+) -> None:
     environment = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    environment["HTTP_PROXY"] = "http://proxy.invalid:3128"  # unreachable
+    environment[variable] = proxy
     done = subprocess.run(
-        [sys.executable, "-m", "flowith_httpx", "demo", "--transport", "aiohttp"],
+        [sys.executable, "-m", "flowith_httpx", "demo", "--transport", transport],
         capture_output=True,
         text=True,
         timeout=60,

@@ -821,6 +821,26 @@ def test_a_token_no_header_can_carry_is_a_usage_error(cli: CLI) -> None:
     assert done.error_lines == ["flowith: the token holds a character no HTTP header can carry"]
 
 
+def test_a_socks_proxy_httpx_cannot_speak_is_one_line_not_a_traceback(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if cli.variant[0] != "httpx":
+        pytest.skip("aiohttp refuses it per request (test_proxy.py)")
+    try:
+        import socksio  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("socksio is installed: httpx speaks SOCKS")
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:pw@127.0.0.1:1")
+    done = cli("credits")
+    assert done.code == 2
+    assert done.error_lines == [
+        "flowith: a SOCKS proxy (proxy=, or ALL_PROXY, HTTPS_PROXY or HTTP_PROXY in the "
+        'environment) needs the socksio package: pip install "httpx[socks]"'
+    ]
+
+
 def test_a_token_put_where_an_argument_goes_is_not_echoed(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

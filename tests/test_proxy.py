@@ -335,10 +335,27 @@ async def test_a_proxy_url_no_transport_can_use_is_refused_by_the_constructor(
     flowith_client: Any = transport.client_class()
     try:
         client = flowith_client("token", proxy=proxy)
-    except (ValueError, ImportError):  # httpx: SOCKS needs socksio installed
+    except ValueError:  # httpx: SOCKS needs socksio installed (httpx's own ImportError before)
         return
     await client.aclose()
     pytest.fail(f"{proxy!r} was accepted")
+
+
+@pytest.mark.parametrize("transport", ["httpx-asyncio"], indirect=True)
+async def test_a_socks_proxy_in_the_environment_without_socksio_is_a_setting_refused(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx's ImportError came out of the constructor, and out of the flowith
+    command as a traceback."""
+    try:
+        import socksio  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("socksio is installed: httpx speaks SOCKS")
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:pw@127.0.0.1:1")
+    with pytest.raises(ValueError, match=r'needs the socksio package: pip install "httpx\[socks\]"'):
+        transport.client_class()("token")
 
 
 # -- aclose, supabase_key=, result_timeout= --------------------------------------------
