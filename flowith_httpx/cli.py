@@ -4,8 +4,9 @@
 a loopback port and holds a streamed, multi-turn conversation with it through
 the real client and real sockets, printing what a user would see.
 
-``flowith fake`` serves that fake until Ctrl-C and prints the environment that
-points the other commands at it, to try them offline.
+``flowith fake`` serves a fake Flowith until Ctrl-C (its model answers "You said:
+…", without the demo's reasoning and memory) and prints the environment that points
+the other commands at it, to try them offline.
 
 The other subcommands (:mod:`flowith_httpx.cli_commands`) use an account (or the fake):
 ``chat``, ``image``, ``video``, ``upload``, ``models``, ``credits``,
@@ -219,8 +220,8 @@ def _port(text: str) -> int:
 
 
 async def serve_fake(port: int, out: TextIO, *, started: anyio.Event | None = None) -> None:
-    """Serve a fake Flowith (the demo's) until cancelled, after printing the
-    environment that points the other commands at it."""
+    """Serve a fake Flowith (with its default model, which echoes the prompt) until
+    cancelled, after printing the environment that points the other commands at it."""
     from flowith_httpx.fake_server import FakeFlowithServer, no_proxy_with_loopback
 
     fake = FakeFlowith()
