@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -232,8 +233,10 @@ def node_state(rows: Any, *, media: bool = False) -> NodePending | NodeDone | No
         value = inner.get("value", "")
     if is_failure(status, error, error_type):
         return NodeFailedState(status_text or "failed", str(error or ""), str(error_type or ""))
-    if isinstance(value, (bool, list, Mapping)):
-        # A repr of it ("[1, 2]") would pass for the generated text.
+    if isinstance(value, (bool, list, Mapping)) or (
+        isinstance(value, float) and not -math.inf < value < math.inf
+    ):
+        # A repr of it ("[1, 2]", "nan") would pass for the generated text.
         raise ResponseDecodeError(
             f"expected a flow_node row's value to be text, got {type(value).__name__}",
             body=rows,

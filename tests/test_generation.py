@@ -801,6 +801,10 @@ def test_a_json_answer_recovered_from_the_row_is_returned_whole() -> None:
         [{"data": "plain text"}],
         [{"data": {"status": "done", "value": [1, 2]}}],
         [{"data": {"status": "done", "value": True}}],
+        # Answered "nan" and "inf" (JSON's NaN, and 1e400 overflowing to inf).
+        json.loads('[{"data": {"status": "done", "value": NaN}}]'),
+        json.loads('[{"data": {"status": "done", "value": 1e400}}]'),
+        json.loads('[{"data": {"status": "done", "value": -Infinity}}]'),
     ],
 )
 def test_a_row_of_the_wrong_shape_is_a_decode_error_not_pending_forever(rows: Any) -> None:

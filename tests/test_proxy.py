@@ -354,7 +354,8 @@ async def test_a_socks_proxy_in_the_environment_without_socksio_is_a_setting_ref
     else:
         pytest.skip("socksio is installed: httpx speaks SOCKS")
     monkeypatch.setenv("ALL_PROXY", "socks5://user:pw@127.0.0.1:1")
-    with pytest.raises(ValueError, match=r'needs the socksio package: pip install "httpx\[socks\]"'):
+    needs = r'needs the socksio package: pip install "httpx\[socks\]"'
+    with pytest.raises(ValueError, match=needs):
         transport.client_class()("token")
 
 
