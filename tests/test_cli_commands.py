@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -826,11 +827,7 @@ def test_a_socks_proxy_httpx_cannot_speak_is_one_line_not_a_traceback(
 ) -> None:
     if cli.variant[0] != "httpx":
         pytest.skip("aiohttp refuses it per request (test_proxy.py)")
-    try:
-        import socksio  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("socksio") is not None:
         pytest.skip("socksio is installed: httpx speaks SOCKS")
     monkeypatch.setenv("ALL_PROXY", "socks5://user:pw@127.0.0.1:1")
     done = cli("credits")

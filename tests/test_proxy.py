@@ -9,6 +9,7 @@ checked the same end-to-end way.
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import time
 from collections import Counter
@@ -347,11 +348,7 @@ async def test_a_socks_proxy_in_the_environment_without_socksio_is_a_setting_ref
 ) -> None:
     """httpx's ImportError came out of the constructor, and out of the flowith
     command as a traceback."""
-    try:
-        import socksio  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if importlib.util.find_spec("socksio") is not None:
         pytest.skip("socksio is installed: httpx speaks SOCKS")
     monkeypatch.setenv("ALL_PROXY", "socks5://user:pw@127.0.0.1:1")
     needs = r'needs the socksio package: pip install "httpx\[socks\]"'
