@@ -29,7 +29,9 @@ only about what cannot be understood at all:
 A row that is not a JSON object, or whose id (``id``, or ``conv_id`` for
 :class:`ConvNovelEditor`) is an object or an array, raises
 :class:`~flowith_proto.errors.ResponseDecodeError`: such a row names no record
-the caller could act on, and hiding it would return a listing with holes.
+the caller could act on, and hiding it would return a listing with holes. So
+does a lone object (an answer that is no array) with none of the row's keys: an
+error envelope answered with 200 would otherwise read as a record of defaults.
 
 The per-class structure functions are built once at import and registered on
 one :class:`cattrs.Converter`; decoding a row is then a handful of calls, with
@@ -519,11 +521,22 @@ def _make_structure_fn(cls: type[Any]) -> Callable[..., Any]:
     return structure
 
 
+def _row_keys(cls: type) -> frozenset[str]:
+    """The row keys ``cls`` reads a field from."""
+    renames = _RENAMES.get(cls, {})
+    return frozenset(
+        renames.get(field.name, field.name)
+        for field in attrs.fields(cls)
+        if field.name != "metadata" and not field.name.startswith("_")
+    )
+
+
 _converter = cattrs.Converter(detailed_validation=False)
 for _cls in ROW_TYPES:
     _converter.register_structure_hook(_cls, _make_structure_fn(_cls))
 del _cls
 _ROW_TYPE_SET = frozenset(ROW_TYPES)
+_ROW_KEYS = {cls: _row_keys(cls) for cls in ROW_TYPES}
 
 
 def _hook_for(cls: type[T]) -> Callable[..., T]:
@@ -569,6 +582,14 @@ def structure_rows(rows: Any, cls: type[T], *, context: str = "", owned: bool = 
     """
     hook = _hook_for(cls)
     if isinstance(rows, Mapping):
+        if not _ROW_KEYS[cls].intersection(rows):
+            # An error envelope answered with 200 ({"code": ..., "message": ...}), say:
+            # read as a row, it would be a record of defaults (a balance of 0).
+            message = (
+                f"expected a JSON array of {cls.__name__} objects (or one object), got an "
+                f"object with none of its fields (keys: {excerpt(sorted(map(str, rows)))})"
+            )
+            raise ResponseDecodeError(f"{context}: {message}" if context else message, body=rows)
         rows = [rows]
     elif not isinstance(rows, (list, tuple)):
         message = (

@@ -80,13 +80,29 @@ def first_row(
     missing: str,
     *,
     timeout: float | None = None,
+    identity: tuple[str, str] | None = None,
 ) -> Operation[T]:
     """The one row a lookup by id returns; :class:`NotFoundError` when there
-    is none (the old client returned an empty record: D22)."""
+    is none (the old client returned an empty record: D22).
+
+    With ``identity`` (a field and the id looked up), a row naming another id is a
+    :class:`ResponseDecodeError`, and so is one naming none unless the field is
+    ``user_id`` (a profile row may leave it out: protocol.md 2.3).
+    """
     found = yield from rows(state, build, cls, context, timeout=timeout)
     if not found:
         raise NotFoundError(missing)
-    return found[0]
+    row = found[0]
+    if identity is not None:
+        field, wanted = identity
+        named = getattr(row, field)
+        if named.lower() != wanted.lower() and (named or field != "user_id"):
+            said = f"{field} {named!r}" if named else f"no {field}"
+            raise ResponseDecodeError(
+                f"{context}: asked for {wanted}, the answer's row has {said}",
+                body=getattr(row, "metadata", None),
+            )
+    return row
 
 
 def string_field(
@@ -150,6 +166,7 @@ def rename_conversation(
             "rename_conversation",
             f"conversation {conv} does not exist",
             timeout=timeout,
+            identity=("conv_id", conv),
         )
     )
 
@@ -164,6 +181,7 @@ def get_user_profile(
         "get_user_profile",
         f"no profile for user {user_id or state.credentials.user_id}",
         timeout=timeout,
+        identity=("user_id", user_id or state.credentials.user_id),
     )
     return _owned_by(profile, user_id or state.credentials.user_id)
 
@@ -192,6 +210,7 @@ def update_user_profile(
         "update_user_profile",
         f"no profile for user {user_id or state.credentials.user_id}",
         timeout=timeout,
+        identity=("user_id", user_id or state.credentials.user_id),
     )
     return _owned_by(profile, user_id or state.credentials.user_id)
 
@@ -331,6 +350,7 @@ def get_conversation(
             "get_conversation",
             f"conversation {conv} does not exist",
             timeout=timeout,
+            identity=("conv_id", conv),
         )
     )
 
@@ -347,6 +367,7 @@ def get_conv_novel_editor(
             "get_conv_novel_editor",
             f"conversation {conv} has no novel editor content",
             timeout=timeout,
+            identity=("conv_id", conv),
         )
     )
 

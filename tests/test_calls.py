@@ -16,9 +16,16 @@ from flowith_proto.errors import (
     AuthenticationError,
     ConnectionFailedError,
     RateLimitError,
+    ResponseDecodeError,
     TimeoutError,
 )
-from flowith_proto.queries import refresh
+from flowith_proto.queries import (
+    get_conv_novel_editor,
+    get_conversation,
+    get_user_profile,
+    refresh,
+    rename_conversation,
+)
 from flowith_proto.request import Request, Response
 from flowith_proto.state import ClientState
 from tests.scripted import Script, json_response
@@ -339,3 +346,72 @@ def test_a_used_refresh_token_is_an_authentication_error() -> None:
     with pytest.raises(AuthenticationError, match="Already Used"):
         script.run(refresh(state(refresh_token="refresh-1"), "refresh-1"))
     assert script.refreshes == []
+
+
+# -- lookups by id --------------------------------------------------------------------------
+
+OTHER = "99999999-2222-4333-8444-555555555555"
+
+
+def lookups() -> list[tuple[str, Any, str, str]]:
+    """(name, operation maker, table path, the row's id key) of each lookup by id."""
+    return [
+        ("get_conversation", lambda s: get_conversation(s, CONV), "/rest/v1/conversation", "id"),
+        (
+            "rename_conversation",
+            lambda s: rename_conversation(s, CONV, "t"),
+            "/rest/v1/conversation",
+            "id",
+        ),
+        (
+            "get_conv_novel_editor",
+            lambda s: get_conv_novel_editor(s, CONV),
+            "/rest/v1/conv_novel_editor",
+            "conv_id",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("name", "make", "path", "key"), lookups())
+def test_a_lookup_answered_with_another_rows_id_is_a_decode_error(
+    name: str, make: Any, path: str, key: str
+) -> None:
+    """get_conversation(A) returned conversation B's record as A's."""
+    script = Script()
+    body = json.dumps([{key: OTHER, "title": "someone else's"}]).encode()
+    script.on("GET" if name != "rename_conversation" else "PATCH", path, json_response(200, body))
+    with pytest.raises(ResponseDecodeError) as caught:
+        script.run(make(state()))
+    assert str(caught.value) == (
+        f"{name}: asked for {CONV}, the answer's row has conv_id {OTHER!r}"
+    )
+
+
+@pytest.mark.parametrize(("name", "make", "path", "key"), lookups())
+def test_a_lookup_answered_with_a_row_naming_nothing_is_a_decode_error(
+    name: str, make: Any, path: str, key: str
+) -> None:
+    script = Script()
+    body = json.dumps([{"title": "whose?"}]).encode()
+    script.on("GET" if name != "rename_conversation" else "PATCH", path, json_response(200, body))
+    with pytest.raises(ResponseDecodeError, match=f"{name}: asked for {CONV}, .* has no conv_id"):
+        script.run(make(state()))
+
+
+def test_a_lookup_takes_its_id_in_any_case() -> None:
+    script = Script()
+    body = json.dumps([{"id": CONV.upper(), "title": "mine"}]).encode()
+    script.on("GET", "/rest/v1/conversation", json_response(200, body))
+    assert script.run(get_conversation(state(), CONV)).title == "mine"
+
+
+def test_a_profile_row_without_its_id_is_the_users_but_another_users_is_not() -> None:
+    # protocol.md 2.3: user_id = row.id | uid.
+    script = Script()
+    script.on("GET", "/rest/v1/user_profile", json_response(200, b'[{"language": "en"}]'))
+    assert script.run(get_user_profile(state(), None)).user_id == USER
+    script = Script()
+    body = json.dumps([{"id": OTHER, "language": "en"}]).encode()
+    script.on("GET", "/rest/v1/user_profile", json_response(200, body))
+    with pytest.raises(ResponseDecodeError, match=f"asked for {USER}, .* user_id {OTHER!r}"):
+        script.run(get_user_profile(state(), None))

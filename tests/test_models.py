@@ -695,6 +695,34 @@ def test_a_single_object_counts_as_a_list_of_one() -> None:
     assert structure_rows([], ConversationRecord) == []
 
 
+@pytest.mark.parametrize(
+    ("body", "cls", "keys"),
+    [
+        (
+            {"code": "PGRST116", "details": None, "hint": None, "message": "no rows"},
+            ConversationRecord,
+            "['code', 'details', 'hint', 'message']",
+        ),
+        ({}, ConversationRecord, "[]"),
+        ({"error": "Unauthorized"}, UserCredits, "['error']"),
+    ],
+)
+def test_a_lone_object_with_none_of_the_rows_fields_is_no_row(
+    body: Any, cls: type, keys: str
+) -> None:
+    """An error envelope answered with 200 was a record of defaults: a conversation
+    without an id, a credits entry of 0 (a balance of 0 shown as real)."""
+    with pytest.raises(ResponseDecodeError) as caught:
+        structure_rows(body, cls, context="the call")
+    assert str(caught.value) == (
+        f"the call: expected a JSON array of {cls.__name__} objects (or one object), "
+        f"got an object with none of its fields (keys: {keys})"
+    )
+    assert caught.value.body == body
+    # In an array, a row is judged field by field, as ever.
+    assert structure_rows([body], cls)[0].metadata == body
+
+
 def test_not_a_row_type() -> None:
     with pytest.raises(TypeError):
         structure_row({}, dict)
