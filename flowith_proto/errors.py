@@ -18,7 +18,10 @@ import reprlib
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from flowith_proto.models import GenerationOutput
 
 __all__ = [
     "LONGEST_RETRY_AFTER",
@@ -63,6 +66,11 @@ class FlowithError(Exception):
     :func:`redact`): messages quote what callers and servers gave, a download's
     URL with its password or signed token, say.
     """
+
+    #: What a text generation had received when it failed this way (its stream's text
+    #: and reasoning, with its ``node_id``), so that nothing received is lost; ``None``
+    #: for any other call, or when nothing came.
+    partial_output: GenerationOutput | None = None
 
     def __init__(self, *args: object) -> None:
         super().__init__(*(redact(arg, ()) if isinstance(arg, str) else arg for arg in args))

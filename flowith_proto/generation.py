@@ -53,6 +53,7 @@ from flowith_proto.errors import (
     AuthenticationError,
     ConnectionFailedError,
     ConversationBusyError,
+    FlowithError,
     GenerationError,
     NotFoundError,
     ResponseDecodeError,
@@ -624,6 +625,46 @@ def _await_text(
     deadline: float,
     stream: bool,
 ) -> Operation[GenerationOutput]:
+    """Follow ``node_id`` until it is final (see :func:`_follow_text`); a failure
+    after text came carries that text as its ``partial_output``."""
+    progress = _Progress()
+    try:
+        return (
+            yield from _follow_text(
+                state,
+                progress,
+                node_id=node_id,
+                conv_id=conv_id,
+                model=model,
+                deadline=deadline,
+                stream=stream,
+            )
+        )
+    except FlowithError as error:
+        heard = progress.text_heard()
+        if heard:
+            visible, reasoning = split_think_raw(heard)
+            error.partial_output = GenerationOutput(
+                text=visible.strip(),
+                node_id=node_id,
+                conv_id=conv_id,
+                model=model,
+                metadata={"raw_text": heard},
+                reasoning=reasoning.strip(),
+            )
+        raise
+
+
+def _follow_text(
+    state: ClientState,
+    progress: _Progress,
+    *,
+    node_id: str,
+    conv_id: str,
+    model: str,
+    deadline: float,
+    stream: bool,
+) -> Operation[GenerationOutput]:
     """Follow ``node_id`` on the stream, then its row, until it is final.
 
     While the stream is up, a node that hears no text for a while has its row
@@ -631,7 +672,6 @@ def _await_text(
     before the deadline): a terminal event that went missing is then found
     rather than waited for until the deadline.
     """
-    progress = _Progress()
     now: float = yield Now()
     checks = RowChecks(state.stall_interval, now, deadline)
     streaming = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
 import pytest
@@ -348,6 +349,52 @@ def test_failure_event_raises_with_the_servers_reason() -> None:
         "provider_error",
         AI_NODE,
     )
+    assert info.value.partial_output is not None
+    assert info.value.partial_output.text == "partial"
+
+
+@pytest.mark.parametrize(
+    ("row_read", "error"),
+    [
+        # A gateway's page where the row should be.
+        (Response(200, (("content-type", "text/html"),), b"<html>Bad gateway</html>"), "decode"),
+        # The row never becomes final.
+        (json_response(200, poll_rows("init", "")), "timeout"),
+    ],
+)
+def test_a_generation_failing_after_text_came_keeps_that_text(row_read: Any, error: str) -> None:
+    """The error carried nothing of the text already streamed: a generate() caller
+    lost it (a generate_stream() caller had seen it only as deltas)."""
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", row_read)
+    script.feed(
+        AI_NODE,
+        [
+            chunks(AI_NODE, "<think>Poland's capital", seq=1),
+            chunks(AI_NODE, "</think>The capital of Poland is War", seq=2),
+            StreamEnded("dropped"),
+        ],
+    )
+    expected = ResponseDecodeError if error == "decode" else TimeoutError
+    with pytest.raises(expected) as info:
+        script.run(generate(state(), "Capital?", timeout=10))
+    partial = info.value.partial_output
+    assert partial is not None
+    assert (partial.text, partial.reasoning) == ("The capital of Poland is War", "Poland's capital")
+    assert (partial.node_id, partial.conv_id) == (AI_NODE, CONV)
+    copied = pickle.loads(pickle.dumps(info.value))
+    assert copied.partial_output == partial
+
+
+def test_a_generation_failing_before_any_text_has_no_partial_output() -> None:
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, poll_rows("init", "")))
+    script.feed(AI_NODE, [StreamEnded("dropped")])
+    with pytest.raises(TimeoutError) as info:
+        script.run(generate(state(), "Capital?", timeout=10))
+    assert info.value.partial_output is None
 
 
 def test_stream_end_without_terminal_event_polls_at_once() -> None:
