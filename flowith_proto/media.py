@@ -13,6 +13,7 @@ error text as a URL (D4).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 from collections.abc import Mapping, Sequence
@@ -344,26 +345,55 @@ def generate_video(
         )
 
 
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_HTML_STARTS = ("<!doctype html", "<html")
+
+
+def _text_of(body: bytes, content_type: str) -> str:
+    """``body`` read in the charset ``content_type`` declares, if it is a text encoding
+    Python knows (``base64`` is no text encoding), else as UTF-8."""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            with contextlib.suppress(LookupError):
+                return body.decode(value.strip().strip('"'), errors="replace")
+            break
+    return body.decode("utf-8", errors="replace")
+
+
 def generate_title(
     state: ClientState, messages: Sequence[Mapping[str, Any]], *, timeout: float | None = None
 ) -> Operation[str]:
     """A short title for a conversation, from the edge's title model: plain text,
     a JSON string unquoted whatever the content type says. Declared ``text/plain``,
     any other text is the title as written (``null``, ``[1, 2]``); otherwise a number
-    or a boolean is too, but ``null``, an object or an array is no title. A page of
-    HTML (a proxy's or a gateway's) is none either: :class:`ResponseDecodeError`."""
+    or a boolean is too, but ``null``, an object or an array is no title; nor is
+    an answer declared JSON that starts as an object, an array or a string but does
+    not parse (cut short, say). A page of HTML (a
+    proxy's or a gateway's, declared or not) is none either: :class:`ResponseDecodeError`.
+    The text is read in the charset the answer declares (UTF-8 if none or unknown); an
+    empty answer is an empty title."""
     checked = require_messages(messages, "messages")
     response = yield from call(state, lambda e: e.conversation_title(checked), timeout=timeout)
-    kind = (response.header("content-type") or "").split(";")[0].strip().lower()
-    if kind == "text/html":
+    declared = response.header("content-type") or ""
+    kind = declared.split(";")[0].strip().lower()
+    text = _text_of(response.body, declared).strip()
+    if kind in _HTML_TYPES or (kind != "text/plain" and text[:14].lower().startswith(_HTML_STARTS)):
         raise ResponseDecodeError(
             "generate_title: expected the title as plain text, got an HTML page",
             response.status,
         )
-    text = response.body.decode("utf-8", errors="replace").strip()
     try:
         parsed = json.loads(text) if text else text
     except (ValueError, RecursionError):
+        # Words under a JSON label are still taken as the title (which label the
+        # service puts on plain text is unverified); an object or a string cut short is not.
+        if (kind == "application/json" or kind.endswith("+json")) and text[0] in '{["':
+            raise ResponseDecodeError(
+                "generate_title: the answer is declared JSON but does not parse",
+                response.status,
+                body=text,
+            ) from None
         return text  # plain text, the usual answer
     if isinstance(parsed, str):
         return parsed.strip()

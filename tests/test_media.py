@@ -295,6 +295,14 @@ def test_title_is_the_plain_text_answer() -> None:
         # Declared plain text, a title is what it says, JSON-looking or not.
         ("text/plain", b"null", "null"),
         ("text/plain", b"[1, 2]", "[1, 2]"),
+        # In the charset declared ("Caf\ufffd \ufffd Paris" before); an unknown one,
+        # or one that is no text encoding, reads as UTF-8.
+        ("text/plain; charset=iso-8859-1", "Café à Paris".encode("latin-1"), "Café à Paris"),
+        ('text/plain; charset="windows-1252"', "Café".encode("cp1252"), "Café"),
+        ("text/plain; charset=no-such-thing", "Café".encode(), "Café"),
+        ("text/plain; charset=base64", "Café".encode(), "Café"),
+        # Declared plain text, markup is the title as written.
+        ("text/plain", b"<html> tips", "<html> tips"),
     ],
 )
 def test_a_title_in_plain_text_or_a_json_string(
@@ -313,6 +321,13 @@ def test_a_title_in_plain_text_or_a_json_string(
     ("content_type", "body"),
     [
         ("text/html", b"<html>Bad gateway</html>"),
+        # A gateway's page declared as something else, or not at all, was the title.
+        ("application/xhtml+xml", b"<html><body>Bad gateway</body></html>"),
+        ("", b"<!DOCTYPE html>\n<html>Bad gateway</html>"),
+        ("application/octet-stream", b"  <HTML>Bad gateway</HTML>"),
+        # JSON cut short was the title, braces and all.
+        ("application/json", b'{"title": "Trip to Par'),
+        ("application/problem+json", b'{"title": "Trip'),
         ("application/json", b"null"),
         ("", b"{}"),
         ("application/json", b"[1, 2]"),
