@@ -103,7 +103,7 @@ def call(
         secrets = (*credentials.secrets, *state.secrets, *extra_secrets)
         status = response.status
         if status < 300:
-            return attrs.evolve(response, secrets=secrets)
+            return attrs.evolve(response, secrets=secrets, endpoint=request.endpoint)
         if attempt and status == 409 and request.conflict_means_done and _duplicate(response):
             return response  # an earlier attempt created the row after all
         if (

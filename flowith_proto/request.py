@@ -215,6 +215,15 @@ class Request:
         )
 
 
+def _int_within_limit(digits: str) -> int | float:
+    """A JSON integer as Python reads it, or as a float when it has too many digits
+    for ``int()`` (``sys.get_int_max_str_digits()``)."""
+    try:
+        return int(digits)
+    except ValueError:
+        return float(digits)
+
+
 @attrs.frozen(repr=False)
 class Response:
     """A complete (non-streaming) HTTP answer as the transport received it."""
@@ -224,6 +233,8 @@ class Response:
     body: bytes = b""
     #: The credentials of the request: redacted from what :meth:`json` quotes.
     secrets: tuple[str, ...] = attrs.field(default=(), eq=False)
+    #: The request answered (see :attr:`Request.endpoint`), for :meth:`json` to name.
+    endpoint: str = attrs.field(default="", eq=False)
 
     def header(self, name: str) -> str | None:
         return first_header(self.headers, name)
@@ -234,16 +245,27 @@ class Response:
         if not self.body.strip():
             return None
         try:
-            return json.loads(self.body)
+            try:
+                return json.loads(self.body)
+            except ValueError as exc:
+                if "integer string conversion" not in str(exc):
+                    raise
+                # JSON, with a number past Python's int-from-text limit: read as a float
+                # (inf), which a record's field takes as no number, rather than refuse
+                # the whole answer as "not JSON".
+                return json.loads(self.body, parse_int=_int_within_limit)
         except (ValueError, RecursionError) as exc:  # not JSON, or nested too deeply
             # Redacted whole, then cut: a secret cut by the excerpt would escape.
             text = redact(self.body.decode("utf-8", errors="replace"), self.secrets)
             excerpt = text[:200]
-            raise ResponseDecodeError(
-                f"expected JSON from the server, got {excerpt!r}",
+            error = ResponseDecodeError(
+                f"expected JSON from {self.endpoint or 'the server'}, got {excerpt!r}",
                 status_code=self.status,
                 body=excerpt,
-            ) from exc
+            )
+            if self.endpoint:
+                error.endpoint = self.endpoint
+            raise error from exc
 
     def __repr__(self) -> str:
         return f"Response({self.status}, <{len(self.body)} bytes>)"

@@ -415,3 +415,17 @@ def test_a_profile_row_without_its_id_is_the_users_but_another_users_is_not() ->
     script.on("GET", "/rest/v1/user_profile", json_response(200, body))
     with pytest.raises(ResponseDecodeError, match=f"asked for {USER}, .* user_id {OTHER!r}"):
         script.run(get_user_profile(state(), None))
+
+
+def test_an_answer_that_is_not_json_names_the_request() -> None:
+    """"expected JSON from the server" did not say which of a generation's
+    requests got the gateway's page, and .endpoint was None."""
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", Response(200, (), b"<html>Bad gateway</html>"))
+    response = poll(state(), script)
+    with pytest.raises(ResponseDecodeError) as caught:
+        response.json()
+    assert str(caught.value) == (
+        "expected JSON from GET /rest/v1/flow_node, got '<html>Bad gateway</html>'"
+    )
+    assert caught.value.endpoint == "GET /rest/v1/flow_node"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import builtins
 import json
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,13 @@ def test_a_body_that_is_not_json_is_quoted_without_a_secret_even_cut_short() -> 
         Response(200, (), body, secrets=(secret,)).json()
     assert "xxxxxxxx" not in str(caught.value)
     assert "x" * 8 not in str(caught.value.body)
+
+
+def test_json_with_a_number_past_pythons_digit_limit_is_still_json() -> None:
+    """It was refused whole as "expected JSON from the server", though the rest of
+    the answer was good: the number alone is unusable (a field then takes its default)."""
+    body = b'[{"id": "c1", "title": "ok", "n": ' + b"9" * 5000 + b"}]"
+    assert Response(200, (), body).json() == [{"id": "c1", "title": "ok", "n": math.inf}]
 
 
 def test_a_refused_argument_is_also_a_value_error() -> None:
