@@ -440,9 +440,15 @@ class FlowithClientBase(WebAppMethods):
             return body
         chunks: list[bytes] = []
         size = 0
+        # Read within the client's timeout too: a call without a deadline (a save(), a
+        # listener) would otherwise wait for ever on an error body that stalls. What
+        # came by then is enough to say what went wrong.
+        read_by = self._now() + self.timeout
+        if deadline is not None:
+            read_by = min(read_by, deadline)
         try:
             while size < _STREAM_ERROR_BODY_LIMIT:
-                chunk = await body.read(deadline)
+                chunk = await body.read(read_by)
                 if not chunk:
                     break
                 chunks.append(chunk)

@@ -26,6 +26,7 @@ from flowith_proto.errors import (
     ConnectionFailedError,
     FlowithError,
     GenerationError,
+    NotFoundError,
     TimeoutError,
 )
 from flowith_proto.fake import (
@@ -634,6 +635,48 @@ async def test_an_answer_too_malformed_to_read_is_not_called_a_400(
     assert not re.search(r"\b400\b", message), message
     assert "\n" not in message
     assert re.search("(conflicting|duplicate) content-length", message, re.IGNORECASE), message
+
+
+@pytest.mark.parametrize("call", ["download", "listener"])
+async def test_an_error_answer_whose_body_stalls_ends_within_the_clients_timeout(
+    fake: FakeFlowith, transport: Transport, tmp_path: Path, call: str
+) -> None:
+    """A download or a listener without a deadline of its own waited for ever on
+    the body of a 404 that never came whole: only its read had no bound."""
+    stop = anyio.Event()
+
+    async def stalled_404(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"message": "no such'
+            )
+            await stop.wait()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    url = f"http://127.0.0.1:{port}"
+
+    async def listen(client: Any) -> None:
+        async for _event in client.stream_user_sse():
+            pass
+
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, stalled_404)
+        client = transport.client_class()(
+            fake.token, edge_url=url, supabase_url=url, timeout=0.5, stream_idle_timeout=None
+        )
+        async with client:
+            work = listen(client) if call == "listener" else None
+            started = time.monotonic()
+            with anyio.fail_after(10), pytest.raises(NotFoundError) as caught:
+                await (work or client.download(f"{url}/f/x.bin", tmp_path))
+            elapsed = time.monotonic() - started
+        stop.set()
+        group.cancel_scope.cancel()
+    assert 0.4 <= elapsed < 3.0
+    assert caught.value.status_code == 404
 
 
 async def test_closing_the_client_while_its_streams_connect_ends_everything_the_same_way(
