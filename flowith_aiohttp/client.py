@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import functools
 import os
+import socket
 import sys
 import urllib.request
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -274,6 +276,8 @@ class FlowithClient(FlowithClientBase):
         self._owns_http = http_client is None
         self._turns: asyncio.Semaphore | None = None  # made in the event loop, on first use
         self._shielded_tasks: set[asyncio.Future[Any]] = set()
+        # The sockets of our session's connections (see _close_transport).
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._http = http_client
         self._proxy = proxy
         # Without proxy=, the environment's proxies apply to the client's own session,
@@ -290,6 +294,7 @@ class FlowithClient(FlowithClientBase):
         # Created lazily: an aiohttp session must be born inside a running loop.
         if self._http is None:
             session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(socket_factory=self._new_socket),
                 trace_configs=[_progress_tracing()],
                 # What httpx does, so that swapping transports changes nothing: cookies of
                 # an IP-address host are kept, and headers as long as httpcore reads.
@@ -303,6 +308,13 @@ class FlowithClient(FlowithClientBase):
                 session._retry_connection = False
             self._http = session
         return self._http
+
+    def _new_socket(self, address: aiohttp.AddrInfoType) -> socket.socket:
+        """A socket for the session's connector, as aiohttp makes one, kept track of."""
+        family, kind, protocol, _, _ = address
+        made = socket.socket(family=family, type=kind, proto=protocol)
+        self._sockets.add(made)
+        return made
 
     def _proxy_for(self, url: URL) -> str | None:
         """``proxy=``, else the environment's proxy for the URL (see
@@ -447,3 +459,11 @@ class FlowithClient(FlowithClientBase):
     async def _close_transport(self) -> None:
         if self._owns_http and self._http is not None:
             await self._http.close()
+            # aiohttp closes a connection gracefully, after sending what it still
+            # buffers: a server that stopped reading an upload would keep its socket
+            # open for good. Shut down, the socket fails that write and its
+            # transport closes it.
+            for left in list(self._sockets):
+                if left.fileno() != -1:
+                    with contextlib.suppress(OSError):
+                        left.shutdown(socket.SHUT_RDWR)

@@ -918,6 +918,20 @@ async def test_an_upload_cut_short_or_refused_closes_its_file_at_once(
     gc.collect()  # an abandoned stream would warn here (an error under this suite)
 
 
+async def test_an_upload_a_server_stopped_reading_leaves_no_socket_after_close(
+    fake: FakeFlowith, transport: Transport, mute: str
+) -> None:
+    """aiohttp closes a connection gracefully, waiting to send what it buffered: a
+    server that never read the upload kept the client's socket open after aclose()."""
+    before = open_sockets()
+    client = transport.client_class()(fake.token, edge_url=mute, supabase_url=mute)
+    async with client:
+        with pytest.raises(TimeoutError):
+            await client.upload_file(data=b"x" * (8 << 20), filename="a.bin", timeout=0.5)
+    gc.collect()
+    await eventually(lambda: open_sockets() <= before)
+
+
 async def test_a_close_left_to_finish_on_its_own_reports_how_it_failed(
     fake: FakeFlowith,
     make_client: MakeClient,
