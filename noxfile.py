@@ -19,7 +19,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and formatting check."""
+    """ruff check: the lint rules in pyproject.toml (formatting is not enforced)."""
     session.install("-e", ".[dev]")
     session.run("ruff", "check", ".")
 
