@@ -25,7 +25,8 @@ Exit codes:
   ``GenerationError``, ``TimeoutError``, ``ResponseDecodeError``); for
   ``doctor``, a protocol assumption fails;
 - 5: connection failed (``ConnectionFailedError``: an unreachable host);
-- 130: interrupted (Ctrl-C); 141: the reader of stdout went away.
+- 130: interrupted (Ctrl-C); 141: the reader of stdout went away; 143: terminated
+  (SIGTERM), after closing what was open, as Ctrl-C does.
 
 Every failure prints one line, ``flowith: <message>``, on stderr; no
 credential is ever printed.
@@ -47,6 +48,8 @@ import anyio
 from flowith_httpx.cli_commands import (
     EXIT_INTERRUPTED,
     EXIT_LOCAL,
+    EXIT_TERMINATED,
+    Terminated,
     UsageError,
     add_commands,
     build_parser,
@@ -292,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_until_interrupted(
                 run_demo, args.transport, args.backend, sys.stdout, backend=args.backend
             )
+        except Terminated:
+            print("flowith: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
         except KeyboardInterrupt:
             print("flowith: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -25,6 +25,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
@@ -81,6 +82,7 @@ EXIT_API = 4
 EXIT_CONNECTION = 5
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 EXIT_READER_GONE = 141  # 128 + SIGPIPE: the reader of stdout went away
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process it ended
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -95,6 +97,8 @@ exit codes:
   5  connection failed: the server could not be reached or the connection broke
   130  interrupted (Ctrl-C)
   141  the reader of stdout went away (flowith models | head -1), quietly
+  143  terminated (SIGTERM: kill, timeout, a container stopping), after
+       closing what it had open, as Ctrl-C does
 
 Every failure prints one line, "flowith: <message>", on stderr.
 Environment: FLOWITH_TOKEN, FLOWITH_REFRESH_TOKEN, FLOWITH_USER_ID,
@@ -1204,18 +1208,47 @@ def _message(error: BaseException) -> str:
     return text or type(error).__name__
 
 
+class Terminated(KeyboardInterrupt):
+    """The run was ended by SIGTERM, and wound down as Ctrl-C winds it down."""
+
+
 def run_until_interrupted(function: Callable[..., Awaitable[T]], *args: object, backend: str) -> T:
-    """``anyio.run``, where Ctrl-C is a ``KeyboardInterrupt`` on every Python.
+    """``anyio.run``, where Ctrl-C is a ``KeyboardInterrupt`` on every Python, and
+    SIGTERM a :class:`Terminated`.
 
     On 3.10, anyio's backport of ``asyncio.Runner`` cannot uncancel the main task
     that SIGINT cancelled, and lets its ``CancelledError`` out instead. A
     cancellation of the whole run can only have come from outside: it is an
-    interruption whatever its source.
+    interruption whatever its source. SIGTERM's default is to end the process on
+    the spot, leaving a download's ``.part`` file and a cassette's last records
+    behind: it is handed to the event loop's own Ctrl-C handling instead.
     """
+    terminated = False
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        nonlocal terminated
+        terminated = True
+        on_sigint = signal.getsignal(signal.SIGINT)
+        if not callable(on_sigint):  # ignored, or the system's default: none to borrow
+            raise KeyboardInterrupt
+        on_sigint(signal.SIGINT, frame)
+
     try:
-        return anyio.run(function, *args, backend=backend)
-    except asyncio.CancelledError:
-        raise KeyboardInterrupt from None
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = None
+    try:
+        try:
+            return anyio.run(function, *args, backend=backend)
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+    except KeyboardInterrupt:
+        if terminated:
+            raise Terminated from None
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def reader_gone(stream: TextIO) -> int:
@@ -1253,6 +1286,9 @@ def run_command(
     try:
         finished = run_until_interrupted(command, ctx, args, backend=settings.backend)
         return EXIT_LOCAL if finished == 0 and tokens.unsaved else finished
+    except Terminated:
+        out.note("flowith: terminated")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         out.note("flowith: interrupted")
         return EXIT_INTERRUPTED

@@ -132,8 +132,15 @@ def test_a_reader_going_away_ends_the_demo_quietly() -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_ctrl_c_interrupts_the_demo_with_its_exit_code(backend: str) -> None:
-    """On Python 3.10 Ctrl-C ended the demo with a CancelledError traceback."""
+@pytest.mark.parametrize(
+    ("signal_name", "code", "said"),
+    [("SIGINT", 130, "flowith: interrupted\n"), ("SIGTERM", 143, "flowith: terminated\n")],
+)
+def test_a_signal_ends_the_demo_with_its_exit_code(
+    backend: str, signal_name: str, code: int, said: str
+) -> None:
+    """On Python 3.10 Ctrl-C ended the demo with a CancelledError traceback; SIGTERM
+    ended it on the spot (-15), closing nothing."""
     import signal
 
     demo = subprocess.Popen(
@@ -144,9 +151,9 @@ def test_ctrl_c_interrupts_the_demo_with_its_exit_code(backend: str) -> None:
     )
     assert demo.stdout is not None
     assert demo.stdout.readline().startswith("flowith demo: a fake Flowith is serving")
-    demo.send_signal(signal.SIGINT)
+    demo.send_signal(getattr(signal, signal_name))
     _, err = demo.communicate(timeout=60)
-    assert (demo.returncode, err) == (130, "flowith: interrupted\n")
+    assert (demo.returncode, err) == (code, said)
 
 
 @pytest.mark.parametrize(
@@ -224,3 +231,19 @@ def test_the_fake_command_refuses_a_port_that_is_none(
 ) -> None:
     assert main(["fake", "--port", "70000"]) == 2
     assert "not a port (0 to 65535): '70000'" in capsys.readouterr().err
+
+
+def test_sigterm_stops_the_fake_as_ctrl_c_does() -> None:
+    import signal
+
+    served = subprocess.Popen(
+        [sys.executable, "-m", "flowith_httpx", "fake"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert served.stdout is not None
+    assert served.stdout.readline().startswith("flowith fake: a fake Flowith is serving")
+    served.send_signal(signal.SIGTERM)
+    _, err = served.communicate(timeout=30)
+    assert (served.returncode, err) == (0, "flowith fake: stopped\n")
