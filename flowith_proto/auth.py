@@ -16,7 +16,9 @@ from flowith_proto.convert import LARGEST_WHOLE
 
 __all__ = ["Credentials", "TokenClaims", "credential_field", "header_safe", "read_claims"]
 
-#: Refresh this many seconds before ``exp`` (other clients use five minutes).
+#: Refresh this many seconds before ``exp`` (other clients use five minutes), or a
+#: quarter of the token's lifetime when that is shorter: a token that lives five minutes
+#: or less would otherwise be refreshed before every call.
 REFRESH_MARGIN_S = 300.0
 
 
@@ -26,6 +28,7 @@ class TokenClaims:
 
     sub: str = ""
     exp: int | None = None
+    iat: int | None = None
 
 
 def read_claims(token: str) -> TokenClaims:
@@ -41,13 +44,18 @@ def read_claims(token: str) -> TokenClaims:
     except jwt.PyJWTError:
         return TokenClaims()
     sub = claims.get("sub")
-    return TokenClaims(sub=sub if isinstance(sub, str) else "", exp=_seconds(claims.get("exp")))
+    return TokenClaims(
+        sub=sub if isinstance(sub, str) else "",
+        exp=_seconds(claims.get("exp")),
+        iat=_seconds(claims.get("iat")),
+    )
 
 
 
 
 def _seconds(exp: Any) -> int | None:
-    """An ``exp`` claim as whole unix seconds, or ``None`` if it is not a usable one."""
+    """An ``exp`` (or ``iat``) claim as whole unix seconds, or ``None`` if it is not a
+    usable one."""
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         return None
     # Beyond LARGEST_WHOLE an exp is no moment (1e400 reads as infinity, a 400-digit
@@ -103,6 +111,8 @@ class Credentials:
     user_id: str = ""
     #: Unix seconds after which ``access_token`` is no longer accepted, if known.
     expires_at: float | None = None
+    #: Unix seconds when ``access_token`` was issued (its ``iat``), if known.
+    issued_at: float | None = None
 
     @classmethod
     def from_tokens(
@@ -116,6 +126,7 @@ class Credentials:
             refresh_token=_token(refresh_token),
             user_id=user_id or claims.sub,
             expires_at=None if claims.exp is None else float(claims.exp),
+            issued_at=None if claims.iat is None else float(claims.iat),
         )
 
     def with_tokens(self, access_token: str, refresh_token: str = "") -> Credentials:
@@ -127,6 +138,7 @@ class Credentials:
             refresh_token=refresh_token or self.refresh_token,
             user_id=claims.sub or self.user_id,
             expires_at=None if claims.exp is None else float(claims.exp),
+            issued_at=None if claims.iat is None else float(claims.iat),
         )
 
     def signed_out(self) -> Credentials:
@@ -135,12 +147,13 @@ class Credentials:
 
     def needs_refresh(self, now: float, *, margin: float = REFRESH_MARGIN_S) -> bool:
         """True when the access token expires within ``margin`` seconds of
-        ``now`` (unix seconds) and a refresh token is there to renew it."""
-        return (
-            bool(self.refresh_token)
-            and self.expires_at is not None
-            and now >= self.expires_at - margin
-        )
+        ``now`` (unix seconds), or a quarter of its lifetime if that is shorter, and
+        a refresh token is there to renew it."""
+        if not self.refresh_token or self.expires_at is None:
+            return False
+        if self.issued_at is not None and self.expires_at > self.issued_at:
+            margin = min(margin, (self.expires_at - self.issued_at) / 4)
+        return now >= self.expires_at - margin
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -151,5 +164,5 @@ class Credentials:
         return (
             f"Credentials(access_token={_hidden(self.access_token)}, "
             f"refresh_token={_hidden(self.refresh_token)}, user_id={self.user_id!r}, "
-            f"expires_at={self.expires_at!r})"
+            f"expires_at={self.expires_at!r}, issued_at={self.issued_at!r})"
         )

@@ -52,6 +52,22 @@ def test_needs_refresh_five_minutes_early_and_only_with_a_refresh_token() -> Non
     assert not Credentials.from_tokens(make_token(sub=USER, exp=10_000)).needs_refresh(10_000)
 
 
+def test_a_short_lived_token_is_refreshed_a_quarter_of_its_life_early() -> None:
+    """A 120-second token was refreshed before every call: five minutes early is
+    before it was even issued."""
+    short = make_token(sub=USER, exp=10_000, iat=10_000 - 120)
+    creds = Credentials.from_tokens(short, refresh_token="rt-0123456")
+    assert creds.issued_at == 10_000 - 120
+    assert not creds.needs_refresh(10_000 - 120)  # just issued
+    assert not creds.needs_refresh(10_000 - 31)
+    assert creds.needs_refresh(10_000 - 29)
+    # An hour's token keeps the five minutes; one without iat too.
+    hour = make_token(sub=USER, exp=10_000, iat=10_000 - 3600)
+    assert Credentials.from_tokens(hour, refresh_token="rt-0123456").needs_refresh(10_000 - 299)
+    refreshed = creds.with_tokens(make_token(sub=USER, exp=20_000, iat=20_000 - 120))
+    assert not refreshed.needs_refresh(20_000 - 31)
+
+
 def test_with_tokens_rotates_and_rereads_claims() -> None:
     creds = Credentials.from_tokens(make_token(sub=USER, exp=1), refresh_token="old-refresh")
     renewed = creds.with_tokens(make_token(sub=USER, exp=5000), "new-refresh")
