@@ -32,7 +32,7 @@ class TokenClaims:
 
 
 def read_claims(token: str) -> TokenClaims:
-    """The ``sub`` and ``exp`` of a JWT, without verifying its signature.
+    """The ``sub``, ``exp`` and ``iat`` of a JWT, without verifying its signature.
 
     Anything that is not a readable JWT gives empty claims rather than an
     error: the server is the judge of a token, and an opaque one may still work.

@@ -40,7 +40,7 @@ Secrets never reach a cassette: headers named like a credential
 (``authorization``, ``apikey``, cookies, ``*token*``, ``*secret*``,
 ``*api-key*``, ...) are replaced by ``[REDACTED]``, every credential the client
 held is replaced wherever it appears, JWTs anywhere are cut down to their
-``sub`` and ``exp`` claims, unsigned, and JSON string fields named like a
+``sub``, ``exp`` and ``iat`` claims, unsigned, and JSON string fields named like a
 credential (``"password": "..."``, ``*token*``, ``*secret*``, ``cookie``,
 ``authorization``, ...) are masked wherever such a field appears in a body or
 other text, JSON escaped inside a string included (``password=...`` outside
@@ -281,15 +281,17 @@ class Scrubber:
 
 
 def redact_jwt(token: str) -> str:
-    """A JWT with its signature and every claim but ``sub`` and ``exp``
+    """A JWT with its signature and every claim but ``sub``, ``exp`` and ``iat``
     removed: useless as a credential, yet a replayed client still knows who it
-    is and when its token expires, so it makes the same decisions."""
+    is and when its token was issued and expires, so it makes the same decisions."""
     claims = read_claims(token)
     kept: dict[str, Any] = {}
     if claims.sub:
         kept["sub"] = claims.sub
     if claims.exp is not None:
         kept["exp"] = claims.exp
+    if claims.iat is not None:
+        kept["iat"] = claims.iat
     header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
     payload = (
         base64.urlsafe_b64encode(json.dumps(kept, separators=(",", ":")).encode())
