@@ -158,6 +158,8 @@ class _Flight:
     done: Signal
     finished: Signal
     refresh_token: str
+    #: The flight before this one, whose tokens reach ``on_token_refresh`` first.
+    previous: _Flight | None = None
     error: FlowithError | None = None
     session: AuthSession | None = None
 
@@ -264,6 +266,7 @@ class FlowithClientBase(WebAppMethods):
         self.stream_idle_timeout = None if stream_idle_timeout == math.inf else stream_idle_timeout
         self._on_token_refresh = on_token_refresh
         self._refreshing: _Flight | None = None
+        self._last_flight: _Flight | None = None  # the latest refresh, done or not
         #: Refreshes whose tokens are not yet adopted and handed on: aclose() waits.
         self._flying: set[_Flight] = set()
         self._hub = StreamHub(self._open_channel, self._new_signal, self._now, self._race)
@@ -590,7 +593,7 @@ class FlowithClientBase(WebAppMethods):
         if isinstance(effect, Jitter):
             return self._drawn("jitter", self._jitter(run._name), run._name)
         if isinstance(effect, RefreshToken):
-            await self._refresh_once(effect.seen_token)
+            await self._refresh_once(effect.seen_token, effect.deadline)
             return None
         if isinstance(effect, Subscribe):
             run._subscribed.append(effect.node_id)
@@ -695,8 +698,9 @@ class FlowithClientBase(WebAppMethods):
                 "open while this client uses it"
             ) from exc
 
-    async def _refresh_once(self, seen_token: str) -> None:
-        """Renew the tokens, unless that happened since ``seen_token`` was used.
+    async def _refresh_once(self, seen_token: str, deadline: float | None = None) -> None:
+        """Renew the tokens, unless that happened since ``seen_token`` was used;
+        wait no later than ``deadline`` (the refresh goes on without this caller).
 
         Concurrent callers share one refresh: a refresh token works once, so
         a second refresh with it would fail and sign the user out.
@@ -705,15 +709,31 @@ class FlowithClientBase(WebAppMethods):
             return
         flight = self._refreshing
         if flight is not None:  # a refresh under way renews this token too
-            await flight.done.wait(None)
+            await self._landed(flight, deadline)
             if flight.error is not None:
                 raise _fresh(flight.error) from flight.error
             return
         if not self._state.credentials.refresh_token:
             raise AuthenticationError("the access token expired and there is no refresh token")
-        await self._renew(self._state.credentials.refresh_token)
+        await self._renew(self._state.credentials.refresh_token, deadline=deadline)
 
-    async def _renew(self, refresh_token: str, timeout: float | None = None) -> AuthSession:
+    async def _refreshes_settled(self) -> None:
+        while (flight := self._last_flight) is not None and flight in self._flying:
+            await flight.finished.wait(None)
+
+    async def _landed(self, flight: _Flight, deadline: float | None) -> None:
+        """Wait for ``flight``'s outcome, no later than ``deadline``."""
+        if not await flight.done.wait(deadline):
+            raise TimeoutError(
+                "the call's deadline passed while the token was being refreshed (the "
+                "refresh goes on, and its tokens are adopted when it ends)",
+                request_sent=False,
+                deadline_passed=True,
+            )
+
+    async def _renew(
+        self, refresh_token: str, timeout: float | None = None, *, deadline: float | None = None
+    ) -> AuthSession:
         """Trade ``refresh_token`` for new tokens, adopt them and hand them to
         ``on_token_refresh``; other callers wait for this one refresh.
 
@@ -722,8 +742,8 @@ class FlowithClientBase(WebAppMethods):
         the session); one with another token is waited for first. The refresh
         runs shielded, each attempt within ``timeout`` (the client's by default)
         and the waits between them too: the server spends the token when it
-        answers, so a caller cancelled meanwhile must not leave the client
-        holding the spent one.
+        answers, so a caller cancelled meanwhile, or whose ``deadline`` passes,
+        must not leave the client holding the spent one.
         """
         check_seconds("timeout", timeout)
         if refresh_token not in self._state.credentials.secrets:
@@ -733,18 +753,26 @@ class FlowithClientBase(WebAppMethods):
             if self._recorder is not None:
                 self._recorder.learn([refresh_token])
         while (flight := self._refreshing) is not None:
-            await flight.done.wait(None)
+            await self._landed(flight, deadline)
             if flight.refresh_token == refresh_token:
                 break
         else:
             flight = self._refreshing = _Flight(
-                self._new_signal(), self._new_signal(), refresh_token
+                self._new_signal(), self._new_signal(), refresh_token, self._last_flight
             )
+            self._last_flight = flight
             self._flying.add(flight)
+            work = functools.partial(self._refresh_tokens, flight, timeout)
             try:
-                await self._shielded(
-                    functools.partial(self._refresh_tokens, flight, timeout), hold=False
-                )
+                if deadline is None:
+                    await self._shielded(work, hold=False)
+                else:  # whichever ends first: the refresh, or this caller's wait for it
+                    await self._race(
+                        [
+                            functools.partial(self._shielded, work, hold=False),
+                            functools.partial(self._landed, flight, deadline),
+                        ]
+                    )
             except FlowithError as error:
                 if error is not flight.error:
                     raise
@@ -790,8 +818,11 @@ class FlowithClientBase(WebAppMethods):
                 flight.done.set()
             self._adopted(flight.session)
             if self._on_token_refresh is not None:
+                if flight.previous is not None:  # its tokens go first: these replace them
+                    await flight.previous.finished.wait(None)
                 await self._hand_on(flight.session)
         finally:
+            flight.previous = None  # no chain of every flight
             self._flying.discard(flight)
             flight.finished.set()
 

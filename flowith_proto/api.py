@@ -52,7 +52,13 @@ class WebAppMethods(abc.ABC):
     async def _run(self, operation: Operation[T]) -> T: ...
 
     @abc.abstractmethod
-    async def _renew(self, refresh_token: str, timeout: float | None = None) -> AuthSession: ...
+    async def _renew(
+        self, refresh_token: str, timeout: float | None = None, *, deadline: float | None = None
+    ) -> AuthSession: ...
+
+    @abc.abstractmethod
+    async def _refreshes_settled(self) -> None:
+        """Return once no token refresh is under way (its tokens adopted and handed on)."""
 
     # -- conversations and canvas ----------------------------------------------------
 
@@ -278,9 +284,13 @@ class WebAppMethods(abc.ABC):
     async def logout(self, scope: str = "global", *, timeout: float | None = None) -> None:
         """End the session on the server: ``global`` (every device), ``local``
         or ``others``. The scope goes in the query, where the server reads it
-        (the old client put it in the body: defect D19)."""
+        (the old client put it in the body: defect D19). A token refresh under way
+        ends first, before the logout (which may need its token), and so does one
+        begun meanwhile: its tokens never outlive the logout."""
+        await self._refreshes_settled()
         await self._run(queries.json_body(self._state, lambda e: e.logout(scope), timeout=timeout))
         if scope in ("global", "local"):
+            await self._refreshes_settled()
             self._state.credentials = self._state.credentials.signed_out()
 
     async def get_user_profile(

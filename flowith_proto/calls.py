@@ -13,9 +13,12 @@ from collections.abc import Callable
 
 import attrs
 
+from flowith_proto import logs
 from flowith_proto.effects import Jitter, Now, Operation, RefreshToken, Send, Sleep, WallClock
 from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import (
+    APIError,
+    AuthenticationError,
     ConnectionFailedError,
     ResponseDecodeError,
     TimeoutError,
@@ -27,6 +30,13 @@ from flowith_proto.request import Request, Response
 from flowith_proto.state import ClientState
 
 __all__ = ["call"]
+
+log = logs.logger("flowith.client")
+
+#: Seconds an early refresh rests after it failed with the token still good, unless
+#: the server said how long (``Retry-After``): every call would try it again, and a
+#: rate-limited ``/token`` would be hit harder.
+EARLY_REFRESH_PAUSE = 30.0
 
 #: Answers whose ``Retry-After`` says when to try again (RFC 9110 §10.2.3): a 429
 #: turned the request away, a 503 is down for that long.
@@ -57,6 +67,31 @@ def _duplicate(response: Response) -> bool:
     return isinstance(body, dict) and body.get("code") == "23505"
 
 
+def _refresh_early(
+    state: ClientState, access_token: str, unix_now: float, deadline: float | None
+) -> Operation[None]:
+    """Renew a token about to expire; if that fails while it is still good (the server
+    busy or rate-limiting, the network down), go on with it, and rest a while before
+    trying again. A refused refresh token still raises: the session has ended."""
+    try:
+        yield RefreshToken(access_token, deadline)
+    except (APIError, ConnectionFailedError, TimeoutError) as error:
+        expires_at = state.credentials.expires_at
+        still_good = expires_at is not None and unix_now < expires_at
+        if isinstance(error, (AuthenticationError, ResponseDecodeError)) or not still_good:
+            raise
+        if isinstance(error, TimeoutError) and error.deadline_passed:
+            raise  # the call's own deadline: nothing left to go on with
+        pause = error.retry_after_s if isinstance(error, APIError) else None
+        state.early_refresh_after = unix_now + (EARLY_REFRESH_PAUSE if pause is None else pause)
+        log.warning(
+            "an early token refresh failed (%s); going on with the current token, "
+            "good for %.0fs more",
+            error,
+            (expires_at or unix_now) - unix_now,
+        )
+
+
 def call(
     state: ClientState,
     build: Callable[[Endpoints], Request],
@@ -84,8 +119,9 @@ def call(
         credentials = state.credentials
         if renew_token and credentials.refresh_token and credentials.expires_at is not None:
             unix_now: float = yield WallClock()
-            if credentials.needs_refresh(unix_now):
-                yield RefreshToken(credentials.access_token)
+            if credentials.needs_refresh(unix_now) and unix_now >= state.early_refresh_after:
+                yield from _refresh_early(state, credentials.access_token, unix_now, deadline)
+                credentials = state.credentials  # what the request carries: maybe renewed
         request = build(state.endpoints)
         try:
             response: Response = yield Send(request, deadline, timeout)
@@ -113,7 +149,7 @@ def call(
             and is_token_expired(status, response.body)
         ):
             renewed = True
-            yield RefreshToken(credentials.access_token)
+            yield RefreshToken(credentials.access_token, deadline)
             continue
         now: float | None = None
         retry_after = response.header("retry-after")

@@ -83,9 +83,12 @@ class Jitter:
 class RefreshToken:
     """Renew the access token with the refresh token, unless that already
     happened since ``seen_token`` was used: concurrent callers share one
-    refresh, because a refresh token works only once."""
+    refresh, because a refresh token works only once. A caller with a
+    ``deadline`` (monotonic) stops waiting for the refresh then (it goes on
+    without it: :class:`~flowith_proto.errors.TimeoutError`)."""
 
     seen_token: str = attrs.field(repr=False)
+    deadline: float | None = None
 
 
 @attrs.frozen

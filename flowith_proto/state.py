@@ -65,6 +65,9 @@ class ClientState:
     cookies: dict[str, str] = attrs.field(factory=dict, repr=False)
     #: Credentials the client no longer holds, still hidden (see :meth:`retire`).
     former_secrets: list[str] = attrs.field(factory=list, repr=False)
+    #: Unix seconds before which no early refresh is tried again: the last one failed
+    #: while the access token was still good (see :func:`flowith_proto.calls.call`).
+    early_refresh_after: float = 0.0
 
     def retire(self, values: Iterable[str]) -> None:
         """Keep hiding ``values`` although the client no longer holds them: a spent or

@@ -291,6 +291,69 @@ def test_a_token_about_to_expire_is_renewed_before_use() -> None:
     assert refresh_effect.seen_token not in repr(refresh_effect)
 
 
+@pytest.mark.parametrize(
+    ("failure", "rests"),
+    [
+        (APIError("HTTP 503 from POST /auth/v1/token", 503), 30.0),
+        (RateLimitError("HTTP 429 from POST /auth/v1/token", 120.0), 120.0),
+        (ConnectionFailedError("connection refused", request_sent=False), 30.0),
+    ],
+)
+def test_an_early_refresh_that_fails_goes_on_with_the_still_good_token(
+    failure: Exception, rests: float
+) -> None:
+    """Every call failed with the refresh's error although its token had minutes
+    left, and each tried /token again, rate limit or not."""
+    script = Script()
+    s = state(refresh_token="refresh-1", access=token(exp=int(script.unix) + 200))
+    script.on("GET", "/rest/v1/flow_node", json_response(200, b"[]"))
+
+    def refuse() -> None:
+        raise failure
+
+    script.on_refresh = refuse
+    assert poll(s, script).status == 200
+    assert poll(s, script).status == 200  # resting: no second try
+    assert len(script.refreshes) == 1
+    assert s.early_refresh_after == script.unix + rests
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        AuthenticationError("refreshing the session failed: HTTP 400", status_code=400),
+        TimeoutError("the call's deadline passed", deadline_passed=True),
+    ],
+)
+def test_an_early_refresh_refused_or_out_of_time_still_raises(failure: Exception) -> None:
+    script = Script()
+    s = state(refresh_token="refresh-1", access=token(exp=int(script.unix) + 200))
+    script.on("GET", "/rest/v1/flow_node", json_response(200, b"[]"))
+
+    def refuse() -> None:
+        raise failure
+
+    script.on_refresh = refuse
+    with pytest.raises(type(failure)):
+        poll(s, script)
+    assert script.requests == []
+
+
+def test_a_401_after_an_early_refresh_renews_the_token_it_carried() -> None:
+    """The reactive refresh named the token from before the early one: the client
+    found it already replaced, refreshed nothing, and resent the refused token."""
+    script = Script()
+    s = state(refresh_token="refresh-1", access=token(exp=int(script.unix) + 60))
+    renewed = token(exp=int(script.unix) + 3600)
+    script.on_refresh = lambda: setattr(
+        s, "credentials", s.credentials.with_tokens(renewed, "refresh-2")
+    )
+    expired = json_response(401, b'{"code": "PGRST301", "message": "JWT expired"}')
+    script.on("GET", "/rest/v1/flow_node", expired, json_response(200, b"[]"))
+    assert poll(s, script).status == 200
+    assert script.refreshes[1] == renewed
+
+
 def test_refresh_adopts_the_rotated_tokens() -> None:
     s = state(refresh_token="refresh-1")
     new = token(exp=4102444900)

@@ -30,6 +30,7 @@ from flowith_proto.errors import (
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
+    TimeoutError,
     ValidationError,
 )
 from flowith_proto.fake import (
@@ -422,6 +423,68 @@ async def test_a_call_cancelled_mid_refresh_leaves_at_once_on_every_event_loop(
         assert (await client.get_credits())[0].remain_quota >= 0
     assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
     assert persisted[0][1] == client.get_refresh_token() != fake.refresh_token
+
+
+async def test_a_generations_deadline_fires_while_the_token_is_being_refreshed(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A call waited for the refresh's answer (4 s here, up to the client's timeout
+    per attempt) whatever its own timeout: the refresh effect had no deadline."""
+    persisted: list[tuple[str, str]] = []
+    answered = anyio.Event()
+    client = _refreshing_client(fake, make_client, persisted, answered=answered, answer_delay=4)
+    fake.script(chunk("hi"), complete())
+    async with client:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="deadline passed while the token") as caught:
+            await client.generate("hi", timeout=1)
+        assert time.monotonic() - started < 3
+        assert caught.value.deadline_passed
+        assert not persisted  # the refresh goes on without the call...
+        await eventually(lambda: bool(persisted), within=10)  # ...and its tokens are kept
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+
+
+async def test_a_logout_lets_a_refresh_under_way_finish_first(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The refresh's answer landed after logout() and was adopted: the client held a
+    refresh token again, and on_token_refresh was handed a session the user ended."""
+    persisted: list[tuple[str, str]] = []
+    answered = anyio.Event()
+    client = _refreshing_client(fake, make_client, persisted, answered=answered, answer_delay=1)
+    async with client, anyio.create_task_group() as group:
+        group.start_soon(client.get_credits)
+        with anyio.fail_after(10):
+            await answered.wait()
+        await client.logout()
+        assert len(persisted) == 1  # handed on before the logout, not after
+        assert client.get_refresh_token() == ""
+    assert client.get_refresh_token() == ""
+    assert len(persisted) == 1
+
+
+async def test_on_token_refresh_gets_each_pair_in_order_even_when_slow(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A refresh begun while the previous one's callback still ran handed its tokens
+    on first, so the pair saved last was the spent one."""
+    order: list[tuple[str, str]] = []
+
+    async def on_refresh(access: str, refresh: str) -> None:
+        order.append(("start", refresh))
+        if len(order) == 1:
+            await anyio.sleep(0.5)
+        order.append(("end", refresh))
+
+    client = make_client(refresh_token=fake.refresh_token, on_token_refresh=on_refresh)
+    async with client, anyio.create_task_group() as group:
+        group.start_soon(client.refresh_access_token)
+        await eventually(lambda: bool(order))
+        await client.refresh_access_token()
+    assert [kind for kind, _ in order] == ["start", "end", "start", "end"]
+    assert order[0][1] == order[1][1] != order[2][1] == order[3][1]
+    assert order[-1][1] == client.get_refresh_token()
 
 
 async def test_asyncios_own_cancellation_of_a_refreshing_call_keeps_the_new_tokens(
