@@ -254,18 +254,23 @@ class Response:
                 # (inf), which a record's field takes as no number, rather than refuse
                 # the whole answer as "not JSON".
                 return json.loads(self.body, parse_int=_int_within_limit)
-        except (ValueError, RecursionError) as exc:  # not JSON, or nested too deeply
-            # Redacted whole, then cut: a secret cut by the excerpt would escape.
-            text = redact(self.body.decode("utf-8", errors="replace"), self.secrets)
-            excerpt = text[:200]
-            error = ResponseDecodeError(
-                f"expected JSON from {self.endpoint or 'the server'}, got {excerpt!r}",
-                status_code=self.status,
-                body=excerpt,
-            )
-            if self.endpoint:
-                error.endpoint = self.endpoint
-            raise error from exc
+        except ValueError:
+            reason = ""
+        except RecursionError:  # JSON, nested deeper than Python recurses
+            reason = " (nested too deeply to read)"
+        # Raised out here, with no cause or context: json's error holds the whole body
+        # (.doc), tokens and all, where an error reporter would pick it up.
+        # Redacted whole, then cut: a secret cut by the excerpt would escape.
+        text = redact(self.body.decode("utf-8", errors="replace"), self.secrets)
+        excerpt = text[:200]
+        error = ResponseDecodeError(
+            f"expected JSON from {self.endpoint or 'the server'}, got {excerpt!r}{reason}",
+            status_code=self.status,
+            body=excerpt,
+        )
+        if self.endpoint:
+            error.endpoint = self.endpoint
+        raise error
 
     def __repr__(self) -> str:
         return f"Response({self.status}, <{len(self.body)} bytes>)"

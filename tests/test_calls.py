@@ -492,3 +492,23 @@ def test_an_answer_that_is_not_json_names_the_request() -> None:
         "expected JSON from GET /rest/v1/flow_node, got '<html>Bad gateway</html>'"
     )
     assert caught.value.endpoint == "GET /rest/v1/flow_node"
+
+
+def test_no_link_of_a_decode_errors_chain_holds_the_body_it_quotes() -> None:
+    """json's JSONDecodeError, the error's context, kept the whole answer (.doc):
+    a refresh answer cut short held the new tokens in clear there."""
+    new = token(exp=4102444900)
+    body = f'{{"access_token": "{new}", "refresh_token": "refresh-secret-0002"'.encode()
+    script = Script()
+    script.on("POST", "/auth/v1/token", json_response(200, body))
+    with pytest.raises(ResponseDecodeError) as caught:
+        script.run(refresh(state(refresh_token="refresh-1"), "refresh-1"))
+    chain: list[BaseException] = []
+    link: BaseException | None = caught.value
+    while link is not None and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    for error in chain:
+        held = repr(vars(error)) + repr(error.args) + str(error)
+        assert new not in held
+        assert "refresh-secret-0002" not in held
