@@ -626,9 +626,11 @@ def _mentions_insufficient_credits(decoded: Any) -> bool:
 
 
 def is_token_expired(status: int, body: bytes) -> bool:
-    """True when the answer says the access token has expired: PostgREST's
-    ``JWT expired`` (PGRST301 / PGRST303), GoTrue's ``bad_jwt``, or a 401
-    whose message says "expired".
+    """True when the answer says the access token has expired: a 401 (or 403)
+    whose message says "expired", as PostgREST's ``JWT expired`` (PGRST301 /
+    PGRST303) and GoTrue's ``bad_jwt`` "token is expired" do. Those codes alone
+    are not enough: they also name a bad signature or a wrong audience, which a
+    new token would not cure.
 
     A bare 401 is not enough: a refresh token works only once, so the client
     spends it only on evidence (a token past its ``exp`` is renewed before
@@ -645,10 +647,6 @@ def is_expired_token_error(error: APIError) -> bool:
 
 def _says_expired(status: int, decoded: Any) -> bool:
     if isinstance(decoded, Mapping):
-        if decoded.get("code") in ("PGRST301", "PGRST303", "bad_jwt") or decoded.get(
-            "error_code"
-        ) in ("bad_jwt",):
-            return True
         message = " ".join(
             str(decoded.get(key, "")) for key in ("message", "msg", "error_description", "error")
         )

@@ -278,6 +278,11 @@ def test_redact_ignores_short_and_empty_secrets() -> None:
         (403, b'{"code": "PGRST303", "message": "JWT expired"}', True),
         (401, b'{"message": "jwt expired"}', True),
         (401, b'{"code": "bad_jwt", "message": "token is expired"}', True),
+        # The same codes for what a new token would not cure: no refresh spent on them.
+        (401, b'{"code": "PGRST301", "message": "JWT cryptographic operation failed"}', False),
+        (401, b'{"code": "PGRST303", "message": "JWT audience claim mismatch"}', False),
+        (401, b'{"code": "bad_jwt", "msg": "invalid JWT: signature is invalid"}', False),
+        (401, b'{"error_code": "bad_jwt", "msg": "token has invalid claims"}', False),
         (403, b'{"message": "permission denied"}', False),
         (200, b'{"message": "JWT expired"}', False),
     ],
