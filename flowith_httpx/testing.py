@@ -18,6 +18,7 @@ in this package, so it needs the ``httpx`` extra installed.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -137,7 +138,7 @@ class _ReplayStream:
         if kind == "chunk":
             return decode_body(record.get("data")) or b""
         if kind == "read_timeout":
-            if deadline is not None:
+            if deadline is not None and deadline < math.inf:  # not a window (_window_end)
                 self._client._clock = max(self._client._clock, deadline)
             return None
         if record.get("reason") == "broken":
@@ -235,6 +236,13 @@ class ReplayClient(FlowithClientBase):
 
     def _now(self) -> float:
         return self._clock
+
+    def _window_end(self, timeout: float | None) -> float | None:
+        # The replay's clock moves with the recorded operations' readings, which a
+        # listener running beside them never took: read by that clock, its window
+        # would end early or late. Its stream's records say where it ended (a read
+        # that timed out, or the close), so the window is left to them.
+        return None if timeout is None else math.inf
 
     async def _sleep_until(self, deadline: float) -> None:
         self._clock = max(self._clock, deadline)

@@ -404,7 +404,7 @@ class FlowithClientBase(WebAppMethods):
         except APIError as exc:
             if not (self._state.credentials.refresh_token and is_expired_token_error(exc)):
                 raise
-        await self._refresh_once(token)
+        await self._refresh_once(token, deadline)
         return await self._open_event_stream(build(), deadline, media_type=media_type, live=True)
 
     async def _open_event_stream(
@@ -716,6 +716,12 @@ class FlowithClientBase(WebAppMethods):
         if not self._state.credentials.refresh_token:
             raise AuthenticationError("the access token expired and there is no refresh token")
         await self._renew(self._state.credentials.refresh_token, deadline=deadline)
+
+    def _window_end(self, timeout: float | None) -> float | None:
+        """When a listening window of ``timeout`` seconds opened now ends (``None``:
+        never). A replay, whose clock is the recorded operations', ends it where
+        the recording shows it ended instead."""
+        return None if timeout is None else self._now() + timeout
 
     async def _refreshes_settled(self) -> None:
         while (flight := self._last_flight) is not None and flight in self._flying:
@@ -1243,7 +1249,7 @@ class FlowithClientBase(WebAppMethods):
     ) -> AsyncGenerator[dict[str, Any], None]:
         self._check_open()
         check_seconds("timeout", timeout, endless=True)
-        deadline = None if timeout is None else self._now() + timeout
+        deadline = self._window_end(timeout)
         stream = await self._open_live(
             functools.partial(self._live_request, channel), deadline, media_type="text/event-stream"
         )

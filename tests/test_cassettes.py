@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -293,6 +294,45 @@ def test_operations_running_at_once_replay_on_either_loop_in_any_order(
         for _ in range(8):
             replayed, unplayed = anyio.run(replay, cassette, generations_at_once, backend=backend)
             assert comparable(replayed) == comparable(recorded)
+            assert unplayed == []
+
+
+async def listening_beside_a_generation(client: FlowithClientBase) -> list[Any]:
+    heard: list[Any] = []
+    generated: list[str] = []
+
+    async def listen() -> None:
+        heard.extend([event async for event in client.stream_user_stream(timeout=0.5)])
+
+    async def generate() -> None:
+        generated.append((await client.generate("x")).text)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(listen)  # its window opens first
+        await anyio.lowlevel.checkpoint()
+        group.start_soon(generate)
+    return [heard, generated]
+
+
+@pytest.mark.parametrize("recorded_on", ["asyncio", "trio"])
+def test_a_listening_window_beside_a_generation_replays_what_it_heard(
+    tmp_path: Path, recorded_on: str
+) -> None:
+    """The window's end was read on the replay's clock, which the generation's
+    recorded readings move: the listener heard 1 event of 4, or on trio 1 or 4 at
+    random."""
+    cassette = tmp_path / "listening.jsonl"
+    fake = FakeFlowith(heartbeat_interval=0.1)
+    recorded = anyio.run(
+        record, cassette, listening_beside_a_generation, fake, backend=recorded_on
+    )
+    assert len(recorded[0]) >= 2
+    for backend in ("asyncio", "trio"):
+        for _ in range(8):
+            replayed, unplayed = anyio.run(
+                replay, cassette, listening_beside_a_generation, backend=backend
+            )
+            assert replayed == recorded
             assert unplayed == []
 
 
