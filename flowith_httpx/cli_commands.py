@@ -1192,8 +1192,10 @@ def exit_code(error: BaseException) -> int | None:
         return EXIT_AUTH
     if isinstance(error, ConnectionFailedError):
         return EXIT_CONNECTION
-    if isinstance(error, CassetteError) and not isinstance(error, CassetteMismatch):
+    if isinstance(error, CassetteError):
         return EXIT_LOCAL  # a cassette that cannot be read is a local file
+    if isinstance(error, CassetteMismatch):
+        return EXIT_API  # the replayed command asked for what the recording lacks
     if isinstance(error, (FlowithError, builtins.TimeoutError)):
         return EXIT_API
     if isinstance(error, OSError):

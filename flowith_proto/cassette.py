@@ -132,8 +132,14 @@ class CassetteError(FlowithError):
     """A cassette that cannot be read: wrong format, version or content."""
 
 
-class CassetteMismatch(CassetteError):
-    """The replayed code asked for something the recording does not hold."""
+class CassetteMismatch(AssertionError):
+    """The replayed code asked for something the recording does not hold.
+
+    A failed expectation of the test, as respx's unmatched request is: an
+    :class:`AssertionError`, and not a :class:`FlowithError`, so that code under
+    test that handles the library's errors (``except FlowithError: fallback``)
+    cannot swallow it and let a drifted test pass.
+    """
 
 
 @attrs.define

@@ -60,7 +60,8 @@ _BODY_EXCERPT = 400
 
 
 class FlowithError(Exception):
-    """Base class of every error raised by this library.
+    """Base class of every error raised by this library (but a replay's
+    :class:`~flowith_proto.cassette.CassetteMismatch`, a test's failed expectation).
 
     Its message is cleared of whatever looks like a credential (see
     :func:`redact`): messages quote what callers and servers gave, a download's

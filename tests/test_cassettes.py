@@ -30,7 +30,7 @@ from flowith_proto.cassette import (
     decode_body,
     redact_jwt,
 )
-from flowith_proto.errors import ResponseDecodeError
+from flowith_proto.errors import FlowithError, ResponseDecodeError
 from flowith_proto.fake import (
     KYOTO_TRIP,
     PRODUCT_LAUNCH,
@@ -367,6 +367,29 @@ def test_a_replay_waiting_for_what_the_recording_lacks_says_so(
     message = str(info.value)
     assert "holds data recorded after request #99" in message
     assert "waits for something the recording does not hold" in message
+
+
+def test_a_mismatch_is_not_swallowed_by_code_that_handles_the_librarys_errors(
+    tmp_path: Path,
+) -> None:
+    """CassetteMismatch was a FlowithError: an app's 'except FlowithError' fallback
+    turned a drifted prompt into a passing test."""
+
+    def summary(prompt: str) -> Session:
+        async def session(client: FlowithClientBase) -> list[Any]:
+            try:
+                return [(await client.generate(prompt)).text]
+            except FlowithError:
+                return ["(summary unavailable)"]
+
+        return session
+
+    cassette = tmp_path / "one.jsonl"
+    anyio.run(record, cassette, summary("recorded"), FakeFlowith())
+    with pytest.raises(CassetteMismatch) as info:
+        anyio.run(replay, cassette, summary("drifted"))
+    assert isinstance(info.value, AssertionError)
+    assert not isinstance(info.value, FlowithError)
 
 
 def test_generations_replayed_in_another_order_say_which_request_never_came(
