@@ -69,7 +69,7 @@ from flowith_proto.events import (
     is_failure,
 )
 from flowith_proto.models import FlowNode, GenerationOutput
-from flowith_proto.request import require_uuid
+from flowith_proto.request import Response, require_uuid
 from flowith_proto.row_checks import RowChecks
 from flowith_proto.state import ClientState
 from flowith_proto.thinking import ThinkSplitter, split_think, split_think_raw
@@ -86,8 +86,10 @@ __all__ = [
     "generate",
     "node_state",
     "read_row",
+    "refuse_failed_start",
     "resume",
     "send",
+    "start_answer",
     "turn_layout",
 ]
 
@@ -569,13 +571,14 @@ def send(
 
         messages = [*conversation.messages, {"role": "user", "content": content}]
         yield Subscribe(ai_node_id, deadline=deadline)
-        yield from call(
+        start_reply = yield from call(
             state,
             lambda e: e.start_completion(
                 model=chosen_model, messages=messages, node_id=ai_node_id, conv_id=conv_id
             ),
             deadline=deadline,
         )
+        refuse_failed_start(start_answer(start_reply), ai_node_id)
 
         result = yield from _await_text(
             state,
@@ -771,6 +774,31 @@ def _from_row(
     metadata = {"type": "complete", "nodeId": node_id, "result": raw, "nodeData": row.data}
     chosen = node_model if isinstance(node_model, str) and node_model else model
     return _final(progress, raw, separate_reasoning, node_id, conv_id, chosen, stream, metadata)
+
+
+def refuse_failed_start(body: Any, node_id: str) -> None:
+    """A job that its start answer says failed at once (``{"status": "error",
+    "error": "insufficient credits"}``) is raised as such, rather than waited for
+    until the deadline. Any other answer is left alone: its shape is unknown
+    (protocol.md 2.1), and the node's events and row say how the job goes."""
+    if not isinstance(body, Mapping):
+        return
+    status, error, error_type = body.get("status"), body.get("error"), body.get("error_type")
+    if is_failure(status, error, error_type):
+        raise failure(
+            node_id,
+            status if isinstance(status, str) and status else "failed",
+            str(error or ""),
+            str(error_type or ""),
+        )
+
+
+def start_answer(response: Response) -> Any:
+    """The start answer's JSON, or ``None`` when it has none to read."""
+    try:
+        return response.json()
+    except ResponseDecodeError:
+        return None
 
 
 def failure(node_id: str, status: str, error: str, error_type: str) -> GenerationError:

@@ -51,6 +51,8 @@ from flowith_proto.generation import (
     failure,
     one_turn,
     read_row,
+    refuse_failed_start,
+    start_answer,
 )
 from flowith_proto.models import GeneratedImage, ImageOutput, VideoOutput
 from flowith_proto.request import require_uuid
@@ -224,7 +226,7 @@ def generate_image(
         )
         conv_id, ai_node_id = rows.conv_id, rows.ai_node_id
         yield Subscribe(ai_node_id, _MEDIA_CHANNELS, deadline)
-        yield from call(
+        start_reply = yield from call(
             state,
             lambda e: e.start_image(
                 model=chosen,
@@ -237,6 +239,7 @@ def generate_image(
             ),
             deadline=deadline,
         )
+        refuse_failed_start(start_answer(start_reply), ai_node_id)
         result = yield from _await_media(
             state,
             listen_id=ai_node_id,
@@ -312,6 +315,7 @@ def generate_video(
                 response.status,
                 body=exc.body,
             ) from None
+        refuse_failed_start(body, video_node_id)
         node_id = video_node_id
         server_id = body.get("nodeId") if isinstance(body, Mapping) else None
         if isinstance(server_id, str) and server_id and server_id != video_node_id:

@@ -41,13 +41,19 @@ def state(**overrides: Any) -> ClientState:
     return ClientState(credentials=Credentials(access_token=TOKEN, user_id=USER), **overrides)
 
 
-def script_turn(script: Script, *, create_conv: bool = True) -> None:
+def script_turn(
+    script: Script, *, create_conv: bool = True, start: Response | None = None
+) -> None:
     if create_conv:
         script.on(
             "POST", "/rest/v1/conversation", json_response(201, json.dumps([{"id": CONV}]).encode())
         )
     script.on("POST", "/rest/v1/flow_node", json_response(201))
-    script.on("POST", "/completion/async", json_response(200, b'{"status":"processing"}'))
+    script.on(
+        "POST",
+        "/completion/async",
+        start or json_response(200, b'{"status":"processing"}'),
+    )
 
 
 def chunks(node: str, *parts: str, seq: int | None = None) -> Chunks:
@@ -395,6 +401,32 @@ def test_a_generation_failing_before_any_text_has_no_partial_output() -> None:
     with pytest.raises(TimeoutError) as info:
         script.run(generate(state(), "Capital?", timeout=10))
     assert info.value.partial_output is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "fails"),
+    [
+        ({"status": "error", "error": "insufficient credits"}, True),
+        ({"status": "failed"}, True),
+        ({"error": "model not allowed", "error_type": "permission"}, True),
+        ({"status": "processing"}, False),
+        ({"status": "processing", "error": None}, False),
+        ("not an object", False),
+    ],
+)
+def test_a_completion_start_answer_that_says_it_failed_fails_at_once(
+    answer: Any, fails: bool
+) -> None:
+    script = Script()
+    script_turn(script, start=json_response(200, json.dumps(answer).encode()))
+    script.feed(AI_NODE, [complete(AI_NODE, "Warsaw")])
+    if not fails:
+        assert script.run(generate(state(), "Capital?")).text == "Warsaw"
+        return
+    with pytest.raises(GenerationError) as info:
+        script.run(generate(state(), "Capital?"))
+    assert info.value.node_id == AI_NODE
+    assert not any(isinstance(e, NextEvent) for e in script.effects)
 
 
 def test_stream_end_without_terminal_event_polls_at_once() -> None:

@@ -187,6 +187,22 @@ def test_a_job_done_without_its_url_is_a_failure_not_an_empty_result(
     assert conversation.turn == 0  # not counted, as any failed turn
 
 
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_a_start_answer_that_says_the_job_failed_fails_at_once(kind: str) -> None:
+    """{"status": "error", "error": "insufficient credits"} was ignored: the call
+    waited out its whole timeout, then said it did not finish in time."""
+    script = rows_script()
+    answer = json.dumps({"status": "error", "error": "insufficient credits"}).encode()
+    path = "/image_gen/async" if kind == "image" else "/video/async"
+    script.on("POST", path, json_response(200, answer))
+    make = generate_image if kind == "image" else generate_video
+    with pytest.raises(GenerationError) as info:
+        script.run(make(state(), Conversation(), "x", timeout=60))
+    assert (info.value.status, info.value.error) == ("error", "insufficient credits")
+    assert script.clock == 1000.0  # no time spent waiting
+    assert not any(isinstance(e, NextEvent) for e in script.effects)
+
+
 def test_quiet_streams_make_the_image_wait_read_the_row() -> None:
     script = rows_script()
     script.on("POST", "/image_gen/async", json_response(200, b"{}"))
