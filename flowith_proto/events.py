@@ -260,15 +260,7 @@ def parse_event(payload: Any) -> FlowithEvent:
             tuple(chunks),
             event,
         )
-    if is_failure(status, event.get("error"), event.get("error_type")):
-        return NodeFailed(
-            node_id,
-            conv_id,
-            _text(status),
-            _text(event.get("error")),
-            _text(event.get("error_type")),
-            event,
-        )
+    error, error_type = event.get("error"), event.get("error_type")
     if kind == "workflow_complete":
         raw_result = event.get("result")
         if status == "completed" and raw_result is not None and not isinstance(raw_result, str):
@@ -276,12 +268,20 @@ def parse_event(payload: Any) -> FlowithEvent:
             # an empty success (the result is the field this event's URL comes from).
             return MalformedEvent(node_id, "'result' of a terminal event is not text", _text(event))
         result = _text(raw_result)
-        if status != "completed" or not result:
-            # protocol.md 4.3: anything but a completed job with a result is a failure.
+        if status == "completed" and result:
+            # protocol.md 4.3: a completed job with a result is a success, whatever its
+            # error fields say (they are read on failure only: error_type "unknown"
+            # beside a finished image's URL took it for a failed one).
+            return WorkflowComplete(node_id, conv_id, _text(event.get("taskType")), result, event)
+        # Anything else is a failure: its own reason if it gives one.
+        if is_failure(status, error, error_type):
             return NodeFailed(
-                node_id, conv_id, _text(status) or "failed", "no result", "unknown", event
+                node_id, conv_id, _text(status) or "failed", _text(error), _text(error_type), event
             )
-        return WorkflowComplete(node_id, conv_id, _text(event.get("taskType")), result, event)
+        status_text = _text(status) or "failed"
+        return NodeFailed(node_id, conv_id, status_text, "no result", "unknown", event)
+    if is_failure(status, error, error_type):
+        return NodeFailed(node_id, conv_id, _text(status), _text(error), _text(error_type), event)
     if (
         kind in _TERMINAL_TYPES
         or (isinstance(status, str) and status.lower() in _SUCCESS_STATUSES)

@@ -235,7 +235,9 @@ def node_state(rows: Any, *, media: bool = False) -> NodePending | NodeDone | No
         error = error or inner.get("error")
         value = inner.get("value", "")
     if is_failure(status, error, error_type):
-        return NodeFailedState(status_text or "failed", str(error or ""), str(error_type or ""))
+        # A failed node may keep its reason in value (protocol.md 3.4, D4): said, not lost.
+        reason = error or (value if isinstance(value, str) else "")
+        return NodeFailedState(status_text or "failed", str(reason or ""), str(error_type or ""))
     if isinstance(value, (bool, list, Mapping)) or (
         isinstance(value, float) and not -math.inf < value < math.inf
     ):
@@ -832,6 +834,7 @@ def _final(
         # already received is not lost because the result came from there.
         reasoning = separate_reasoning if separate_reasoning.strip() else progress.reasoning
     metadata["raw_text"] = raw
+    metadata["raw_reasoning"] = reasoning  # as the old client's key: unstripped, whole
     text_delta = reasoning_delta = ""
     if stream:
         text_delta = progress.remainder(visible, progress.visible, "text")

@@ -132,6 +132,25 @@ def test_a_completed_job_is_judged_by_its_result_alone() -> None:
     assert event.result == "https://cdn/x.png"
 
 
+@pytest.mark.parametrize("fields", [{"error_type": "unknown"}, {"error": "none"}])
+def test_a_completed_job_with_a_result_succeeds_whatever_its_error_fields(
+    fields: dict[str, Any],
+) -> None:
+    """protocol.md 4.3: success is "completed" with a result; error fields are read on
+    failure only. A finished image's URL was thrown away as a failure."""
+    event = parse_event(
+        {
+            "type": "workflow_complete",
+            "nodeId": NODE,
+            "status": "completed",
+            "result": "https://cdn/x.png",
+            **fields,
+        }
+    )
+    assert isinstance(event, WorkflowComplete)
+    assert event.result == "https://cdn/x.png"
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "error", "error_type"),
     [

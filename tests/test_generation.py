@@ -205,6 +205,7 @@ def test_terminal_event_text_wins_and_think_is_split() -> None:
     assert (result.text, result.reasoning) == ("Hello, world!", "pondering")
     assert (result.text_delta, result.reasoning_delta) == ("", "")
     assert result.metadata["raw_text"] == "<think>pondering</think>Hello, world!\n"
+    assert result.metadata["raw_reasoning"] == "pondering"  # the old client's key, kept
     assert str(result) == "Hello, world!"
 
 
@@ -809,8 +810,9 @@ NO_ERRORS: tuple[object, ...] = (False, 0, "", [], {}, None)
         ([{"data": {"status": "failed", "value": ""}}], NodeFailedState("failed", "", "")),
         *(
             (
+                # The reason a failed node keeps in value is its error (it was dropped).
                 [{"data": {"status": word, "value": "the job's last words"}}],
-                NodeFailedState(word.lower(), "", ""),
+                NodeFailedState(word.lower(), "the job's last words", ""),
             )
             for word in ("cancelled", "Canceled", "timeout", "rejected", "failure")
         ),
