@@ -2,7 +2,12 @@
 enums and result types, so that ``from flowith_httpx import ImageOutput`` works as
 it did with the original client."""
 
-from flowith_proto.abc import ConversationSession, OperationRun, TokenCallback
+from flowith_proto.abc import (
+    ConversationSession,
+    FlowithClientBase,
+    OperationRun,
+    TokenCallback,
+)
 from flowith_proto.config import EdgeAuth
 from flowith_proto.errors import (
     APIError,
@@ -71,6 +76,7 @@ __all__ = [
     "FileUploadError",
     "FlowNode",
     "FlowProject",
+    "FlowithClientBase",
     "FlowithError",
     "GeneratedImage",
     "GenerationError",
