@@ -478,7 +478,9 @@ class FlowithClientBase(WebAppMethods):
             limit = min(limit, deadline - self._now())
         if limit <= 0:
             raise TimeoutError(
-                "the deadline passed before the request could be sent", deadline_passed=True
+                "the deadline passed before the request could be sent",
+                request_sent=False,
+                deadline_passed=True,
             )
         return limit
 

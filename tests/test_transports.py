@@ -1244,3 +1244,16 @@ async def test_every_transport_sends_as_many_requests_at_once(transport: Transpo
                     group.start_soon(one, 0.2)  # no turn comes free within 0.2 s
             assert outcomes == [False] * 4 + [0] * REQUESTS_AT_ONCE
         serving.cancel_scope.cancel()
+
+
+async def test_a_deadline_gone_before_sending_says_the_request_was_not_sent(
+    make_client: MakeClient, fake: FakeFlowith
+) -> None:
+    """It said so in words but had request_sent=True, which tells a caller that a
+    write may have been applied."""
+    async with make_client() as client:
+        await client.get_credits()  # connected: the next call's deadline is all that ends it
+        with pytest.raises(TimeoutError, match="before the request could be sent") as caught:
+            await client.generate("x", timeout=1e-9)
+    assert caught.value.request_sent is False
+    assert caught.value.deadline_passed
