@@ -1052,8 +1052,9 @@ class FlowithClientBase(WebAppMethods):
         agent: bool = True,
         timeout: float | None = None,
     ) -> ImageOutput:
-        """Generate an image; ``result.image.url`` is where it is, and
-        ``await result.image.save(folder)`` downloads it.
+        """Generate an image; ``result.images[0].url`` is where it is, and
+        ``await result.images[0].save(folder)`` downloads it (``result.image`` is
+        the same image, typed optional for an output built without one).
 
         The result is accepted from either live stream (the image service
         reports on ``/user_stream/sse``); a failed job raises
