@@ -40,7 +40,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar, overload
 
 import attrs
 
@@ -1109,6 +1109,29 @@ class FlowithClientBase(WebAppMethods):
 
     # -- files -------------------------------------------------------------------------
 
+    @overload
+    async def upload_file(
+        self,
+        file_path: str | os.PathLike[str],
+        *,
+        filename: str = "file",
+        mime_type: str | None = None,
+        file_type: str | None = None,
+        timeout: float | None = None,
+    ) -> FileRecord: ...
+
+    @overload
+    async def upload_file(
+        self,
+        file_path: None = None,
+        *,
+        data: bytes | bytearray | memoryview,
+        filename: str = "file",
+        mime_type: str | None = None,
+        file_type: str | None = None,
+        timeout: float | None = None,
+    ) -> FileRecord: ...
+
     async def upload_file(
         self,
         file_path: str | os.PathLike[str] | None = None,
@@ -1122,6 +1145,7 @@ class FlowithClientBase(WebAppMethods):
         """Upload a file (from ``file_path``, streamed from disk, or from
         ``data``) to Flowith's CDN; ``record.url`` is its public URL.
 
+        Exactly one of ``file_path`` and ``data`` (the type checker says so too).
         Without ``timeout``, an upload may take the client's ``timeout`` or 120 s,
         whichever is longer: a large file needs longer than a request. Pass
         ``timeout`` for a shorter bound.

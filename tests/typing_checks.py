@@ -41,3 +41,11 @@ def a_misspelt_name_is_a_type_error() -> object:
     import flowith_httpx
 
     return flowith_httpx.FlowithClinet  # type: ignore[attr-defined]
+
+
+async def an_upload_takes_a_path_or_data_but_not_both(client: FlowithClient) -> None:
+    await client.upload_file("notes.txt")
+    await client.upload_file(data=b"hello", filename="note.txt")
+    # Each failed only when run ("pass exactly one of file_path or data").
+    await client.upload_file()  # type: ignore[call-overload]
+    await client.upload_file("notes.txt", data=b"hello")  # type: ignore[call-overload]
