@@ -30,14 +30,14 @@ import anyio.to_thread
 
 from flowith_httpx.client import race, running_loop, shielded
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
-from flowith_proto.cassette import CassetteMismatch, decode_body
+from flowith_proto.cassette import CassetteError, CassetteMismatch, decode_body
 from flowith_proto.config import DEFAULT_TIMEOUT
 from flowith_proto.effects import Operation
 from flowith_proto.errors import ConnectionFailedError
 from flowith_proto.replay import ORDER, Tape, replay_operation
 from flowith_proto.request import Request, Response
 
-__all__ = ["CassetteMismatch", "ReplayClient", "replay_operation"]
+__all__ = ["CassetteError", "CassetteMismatch", "ReplayClient", "replay_operation"]
 
 T = TypeVar("T")
 

@@ -1335,6 +1335,11 @@ class OperationRun(Generic[T]):
         self._failure: FlowithError | None = None
         self._busy = False  # a step is under way (see __anext__)
 
+    def __repr__(self) -> str:
+        state = "ended" if self._done else ("running" if self._started else "not started")
+        what = getattr(self._operation, "__qualname__", type(self._operation).__name__)
+        return f"<OperationRun {what} ({state})>"
+
     def __aiter__(self) -> OperationRun[T]:
         return self
 

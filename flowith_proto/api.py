@@ -179,7 +179,8 @@ class WebAppMethods(abc.ABC):
     async def get_conv_novel_editor(
         self, conv_id: str, *, timeout: float | None = None
     ) -> ConvNovelEditor:
-        """The novel-editor document of a conversation."""
+        """The novel-editor document of a conversation; :class:`NotFoundError` if it
+        has none."""
         return await self._run(queries.get_conv_novel_editor(self._state, conv_id, timeout=timeout))
 
     async def list_discuss(
@@ -362,7 +363,8 @@ class WebAppMethods(abc.ABC):
         )
 
     async def get_migration_info(self, *, timeout: float | None = None) -> MigrationInfo:
-        """The web app's data migration version."""
+        """The web app's data migration version; :class:`NotFoundError` if no row
+        says it."""
         return await self._run(queries.get_migration_info(self._state, timeout=timeout))
 
     async def list_models(

@@ -1326,3 +1326,15 @@ async def test_a_second_turn_at_once_is_refused_and_the_session_goes_on(
     assert session.turn == 2
     assert len(fake.conversations) == 1
     assert fake.nodes[fake.nodes[third.node_id]["p_id"]]["p_id"] == first.node_id
+
+
+async def test_an_operation_run_says_what_it_runs_and_how_far(make_client: MakeClient) -> None:
+    # It was <flowith_proto.abc.OperationRun object at 0x...>.
+    async with make_client() as client:
+        run = client.generate_stream("hi")
+        assert repr(run) == "<OperationRun generate (not started)>"
+        async for _step in run:
+            assert repr(run) == "<OperationRun generate (running)>"
+            break
+        await run.aclose()
+        assert repr(run) == "<OperationRun generate (ended)>"
