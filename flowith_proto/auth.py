@@ -113,6 +113,9 @@ class Credentials:
     expires_at: float | None = None
     #: Unix seconds when ``access_token`` was issued (its ``iat``), if known.
     issued_at: float | None = None
+    #: ``user_id`` was given by the caller rather than read from the token: a refresh
+    #: keeps it.
+    user_id_given: bool = False
 
     @classmethod
     def from_tokens(
@@ -127,18 +130,21 @@ class Credentials:
             user_id=user_id or claims.sub,
             expires_at=None if claims.exp is None else float(claims.exp),
             issued_at=None if claims.iat is None else float(claims.iat),
+            user_id_given=bool(user_id),
         )
 
     def with_tokens(self, access_token: str, refresh_token: str = "") -> Credentials:
         """These credentials after a refresh: new tokens, the user id re-read
-        from the new token (kept when the new token carries none)."""
+        from the new token (kept when it was given explicitly, or when the new
+        token carries none)."""
         claims = read_claims(access_token)
         return Credentials(
             access_token=access_token,
             refresh_token=refresh_token or self.refresh_token,
-            user_id=claims.sub or self.user_id,
+            user_id=self.user_id if self.user_id_given else (claims.sub or self.user_id),
             expires_at=None if claims.exp is None else float(claims.exp),
             issued_at=None if claims.iat is None else float(claims.iat),
+            user_id_given=self.user_id_given,
         )
 
     def signed_out(self) -> Credentials:

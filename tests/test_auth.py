@@ -45,6 +45,16 @@ def test_explicit_user_id_wins() -> None:
     assert Credentials.from_tokens(make_token(sub=USER), user_id=other).user_id == other
 
 
+def test_an_explicit_user_id_outlives_a_refresh() -> None:
+    """It was replaced by the new token's sub at the first refresh, though the
+    docs say the user id is the token's sub unless given."""
+    other = "00000000-0000-4000-8000-000000000000"
+    given = Credentials.from_tokens(make_token(sub=USER), user_id=other)
+    assert given.with_tokens(make_token(sub=USER)).user_id == other
+    read = Credentials.from_tokens(make_token(sub=USER))
+    assert read.with_tokens(make_token(sub=other)).user_id == other  # read again
+
+
 def test_needs_refresh_five_minutes_early_and_only_with_a_refresh_token() -> None:
     creds = Credentials.from_tokens(make_token(sub=USER, exp=10_000), refresh_token="rt-0123456")
     assert not creds.needs_refresh(10_000 - 301)
