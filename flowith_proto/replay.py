@@ -214,8 +214,9 @@ class Tape:
             raise self._not_recorded(operation)
         raise CassetteMismatch(
             f"{function} ({operation}) asked for a '{kind}' value the recording does not "
-            "hold: it did more than the recorded run (a call the recording lacks, or a "
-            "stream read further than it was recorded)"
+            "hold: it did more than the recorded run (a call the recording lacks, a "
+            "stream read further than it was recorded, or a timeout other than the "
+            "recorded call's, which changes when it reads the clock, polls and retries)"
         )
 
     def _recorded(self, operation: str) -> bool:

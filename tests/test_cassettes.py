@@ -392,6 +392,26 @@ def test_a_mismatch_is_not_swallowed_by_code_that_handles_the_librarys_errors(
     assert not isinstance(info.value, FlowithError)
 
 
+def test_a_replay_with_another_timeout_says_it_may_be_the_timeout(tmp_path: Path) -> None:
+    """Only the timeout changed, and the error spoke of calls and streams only."""
+
+    def generate_within(seconds: float) -> Session:
+        async def session(client: FlowithClientBase) -> list[Any]:
+            try:
+                return [(await client.generate("a", timeout=seconds)).text]
+            except TimeoutError:
+                return ["timed out"]
+
+        return session
+
+    fake = FakeFlowith()
+    fake.script(hang())
+    cassette = tmp_path / "timeout.jsonl"
+    assert anyio.run(record, cassette, generate_within(0.5), fake) == ["timed out"]
+    with pytest.raises(CassetteMismatch, match="a timeout other than the recorded call's"):
+        anyio.run(replay, cassette, generate_within(30))
+
+
 def test_generations_replayed_in_another_order_say_which_request_never_came(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
