@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
-from flowith_proto import queries
+from flowith_proto import canvas, queries
 from flowith_proto.arguments import require_count
 from flowith_proto.effects import Operation
 from flowith_proto.errors import AuthenticationError, ResponseDecodeError, scrub
@@ -130,9 +130,10 @@ class WebAppMethods(abc.ABC):
         )
 
     async def get_flow_nodes(self, conv_id: str, *, timeout: float | None = None) -> list[FlowNode]:
-        """The conversation's canvas: its nodes in creation order."""
+        """The conversation's canvas: its nodes in creation order (all of them,
+        past the server's cap on rows per answer: :mod:`flowith_proto.canvas`)."""
         conv = require_uuid(conv_id, "conv_id")
-        return await self._run(
+        nodes = await self._run(
             queries.rows(
                 self._state,
                 lambda e: e.flow_nodes(conv),
@@ -141,6 +142,13 @@ class WebAppMethods(abc.ABC):
                 timeout=timeout,
             )
         )
+        if len(nodes) >= canvas.POSTGREST_MAX_ROWS:  # the answer may have been cut
+            nodes += await self._run(
+                canvas.later_pages(
+                    self._state, conv, len(nodes), context="get_flow_nodes", timeout=timeout
+                )
+            )
+        return nodes
 
     async def get_cooperators(
         self, conv_id: str, *, timeout: float | None = None

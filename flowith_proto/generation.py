@@ -33,8 +33,8 @@ import attrs
 from flowith_proto import logs
 from flowith_proto.arguments import require_option, require_prompt, require_urls
 from flowith_proto.calls import call
+from flowith_proto.canvas import read_canvas
 from flowith_proto.config import check_seconds
-from flowith_proto.convert import structure_rows
 from flowith_proto.demux import StreamEnded
 from flowith_proto.effects import (
     DeadlineReached,
@@ -440,8 +440,9 @@ def resume(state: ClientState, conversation: Conversation, deadline: float) -> O
     it covers no node, such as a failed turn's below the answer.
     """
     conv_id = require_uuid(conversation.conv_id, "conv_id")
-    response = yield from call(state, lambda e: e.flow_nodes(conv_id), deadline=deadline)
-    nodes = structure_rows(response.json(), FlowNode, context="the conversation's canvas")
+    nodes = yield from read_canvas(
+        state, conv_id, context="the conversation's canvas", deadline=deadline
+    )
     by_id = {node.node_id: node for node in nodes}
     answers = [node for node in nodes if node.node_type == NODE_TYPE_AI and _answered(node)]
     thread: list[FlowNode] = []

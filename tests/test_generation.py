@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -701,6 +702,39 @@ def test_a_position_no_web_app_could_store_is_read_as_zero(y: str) -> None:
     assert script.run(send(state(), conversation, "Where at night?")).text == "Gion."
     _read, user_node, _ai_node, _completion = script.requests
     assert user_node.json()[0]["position"] == {"x": 40, "y": 340}  # the lowest usable: 130
+
+
+def test_a_canvas_longer_than_the_servers_cap_is_read_whole() -> None:
+    """PostgREST answers at most max-rows rows (1,000 on Supabase) and says nothing:
+    a 3,000-node thread resumed from its first 1,000 hung the next turn under an old
+    answer, sent a third of the history and drew it on top of existing nodes."""
+    thread: list[dict[str, Any]] = []
+    parent = CONV
+    for turn in range(1500):
+        asked, answered = uuid_n(10_000 + 2 * turn), uuid_n(10_001 + 2 * turn)
+        thread.append(canvas_node(10_000 + 2 * turn, "1", parent, f"q{turn}", 130 + 420 * turn))
+        thread.append(canvas_node(10_001 + 2 * turn, "2", asked, f"a{turn}", 340 + 420 * turn))
+        parent = answered
+
+    def capped(request: Request) -> Response:
+        query = dict(parse_qsl(urlsplit(request.url).query))
+        offset = int(query.get("offset", "0"))
+        return json_response(200, json.dumps(thread[offset : offset + 1000]).encode())
+
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", capped)
+    script_turn(script, create_conv=False)
+    conversation = Conversation(conv_id=CONV, resume=True)
+    script.feed(uuid_n(2), [complete(uuid_n(2), "done")])
+    script.run(send(state(), conversation, "next"))
+    reads = [r for r in script.requests if r.method == "GET"]
+    assert len(reads) == 4  # 1,000 + 1,000 + 1,000, then an empty page ends it
+    assert "offset=1000&limit=1000" in reads[1].url
+    user_node, _ai_node, completion = script.requests[-3:]
+    assert user_node.json()[0]["p_id"] == parent  # under the real last answer
+    assert user_node.json()[0]["position"]["y"] == 340 + 420 * 1499 + 210
+    assert len(completion.json()["messages"]) == 3001
+    assert conversation.turn == 1501
 
 
 def test_a_resumed_thread_sends_visible_replies_and_passes_over_a_failed_turn() -> None:

@@ -23,6 +23,7 @@ import pytest
 import flowith_aiohttp
 import flowith_httpx
 from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_proto import canvas
 from flowith_proto import uploads as upload_ops
 from flowith_proto.abc import ConversationSession
 from flowith_proto.config import DEFAULT_SUPABASE_KEY
@@ -664,6 +665,22 @@ async def test_a_session_continues_an_existing_conversation_from_its_canvas(
     ys = [n.position["y"] for n in canvas]
     assert ys == sorted(ys)  # below the existing nodes, none on top of another
     assert len(set(ys)) == len(ys)
+
+
+async def test_a_canvas_longer_than_the_servers_cap_is_read_in_pages(
+    fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cap made 1 row here (Supabase's is 1,000): the answer was cut silently.
+    monkeypatch.setattr(canvas, "POSTGREST_MAX_ROWS", 1)
+    fake.max_rows = 1
+    fake.script(chunk("Day 2: Arashiyama."), complete())
+    async with make_client() as client:
+        reply = await client.start_conversation(conv_id=KYOTO_TRIP).send("And day 2?")
+        nodes = await client.get_flow_nodes(KYOTO_TRIP)
+    expected = {n for n, row in fake.rows("flow_node").items() if row["conv_id"] == KYOTO_TRIP}
+    assert {node.node_id for node in nodes} == expected
+    assert reply.node_id in expected
+    assert len(expected) == 4  # the seeded turn and this one
 
 
 async def test_generate_title(fake: FakeFlowith, make_client: MakeClient) -> None:

@@ -172,14 +172,19 @@ class RestEndpoints(EndpointsCore):
             dump_json({"is_delete": True}),
         )
 
-    def flow_nodes(self, conv_id: str) -> Request:
-        """A conversation's live nodes in creation order."""
+    def flow_nodes(
+        self, conv_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> Request:
+        """A conversation's live nodes in creation order; from ``offset``, at most
+        ``limit`` of them (a later page of a canvas longer than the server's cap)."""
         query = [
             ("select", "*"),
             ("conv_id", _eq(conv_id, "conv_id")),
             ("is_delete", "neq.true"),
             ("order", "created_at.asc"),
         ]
+        if limit is not None:
+            query += [("offset", str(offset)), ("limit", str(limit))]
         return self._read("flow_node", query)
 
     def cooperate_rows(

@@ -151,7 +151,7 @@ class FakeFlowith:
     The other knobs are plain attributes: :attr:`video_node_ids`,
     :attr:`generation_cost`, :attr:`credits_as_strings`, :attr:`daily_reward`,
     :attr:`max_upload_size`, :attr:`access_token_ttl`,
-    :attr:`online_session_ttl`, :attr:`revoke_access_on_logout`,
+    :attr:`online_session_ttl`, :attr:`revoke_access_on_logout`, :attr:`max_rows`,
     :attr:`stream_envelope`, :attr:`field_renames` (:meth:`rename_field`).
     """
 
@@ -196,6 +196,9 @@ class FakeFlowith:
         #: After a logout, refuse the logged-out sessions' access tokens on the
         #: edge and PostgREST too, not only on GoTrue.
         self.revoke_access_on_logout = False
+        #: The most rows a PostgREST read answers, whatever its ``limit`` (Supabase's
+        #: ``max-rows``, 1,000 unless a project sets another); ``None``: no cap.
+        self.max_rows: int | None = 1000
         #: Wrap each ``/user_stream/stream`` event as ``{"data": event, "id": "<n>"}``
         #: (protocol.md 4.1); ``False`` sends the bare event, as a changed server might.
         self.stream_envelope = True
@@ -891,6 +894,8 @@ class FakeFlowith:
         order = pg.order_rows(table, [row for row, _ in shaped], request.param("order"))
         by_identity = {id(row): related for row, related in shaped}
         window = order[offset:] if limit is None else order[offset : offset + limit]
+        if self.max_rows is not None:
+            window = window[: self.max_rows]  # cut silently, as PostgREST does
         body = [self._shape(row, selection, by_identity[id(row)]) for row in window]
         content_range = f"{offset}-{offset + len(body) - 1}/*" if body else "*/*"
         return json_response(200, body, [("content-range", content_range)])

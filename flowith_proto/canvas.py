@@ -1,0 +1,69 @@
+"""Reading a conversation's canvas whole, past PostgREST's cap on rows per answer.
+
+Supabase answers a read with at most ``max-rows`` rows (1,000 unless the project
+sets another number), silently: a canvas of 3,000 nodes read in one request
+comes back as its first 1,000, and a session resumed from them would hang its
+next turn under an old answer, send a third of the history and draw on top of
+existing nodes. The first read is the plain one (so recordings of it still
+replay); an answer as long as the cap means more may follow, so the rest is read
+in pages of that size until one comes back shorter.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from flowith_proto.calls import call
+from flowith_proto.convert import structure_rows
+from flowith_proto.effects import Operation
+from flowith_proto.endpoints import Endpoints
+from flowith_proto.models import FlowNode
+from flowith_proto.request import Request
+from flowith_proto.state import ClientState
+
+__all__ = ["POSTGREST_MAX_ROWS", "later_pages", "read_canvas"]
+
+#: Supabase's default ``max-rows``: an answer this long may have been cut.
+POSTGREST_MAX_ROWS = 1000
+
+
+def read_canvas(
+    state: ClientState, conv_id: str, *, context: str, deadline: float | None = None
+) -> Operation[list[FlowNode]]:
+    """The live nodes of ``conv_id`` (a checked UUID), in creation order."""
+    response = yield from call(state, lambda e: e.flow_nodes(conv_id), deadline=deadline)
+    nodes = structure_rows(response.json(), FlowNode, context=context, owned=True)
+    if len(nodes) >= POSTGREST_MAX_ROWS:
+        nodes += yield from later_pages(
+            state, conv_id, len(nodes), context=context, deadline=deadline
+        )
+    return nodes
+
+
+def later_pages(
+    state: ClientState,
+    conv_id: str,
+    offset: int,
+    *,
+    context: str,
+    timeout: float | None = None,
+    deadline: float | None = None,
+) -> Operation[list[FlowNode]]:
+    """The nodes after the first ``offset``, read after a first answer as long as
+    the cap (:data:`POSTGREST_MAX_ROWS`)."""
+    nodes: list[FlowNode] = []
+    while True:
+        response = yield from call(
+            state,
+            functools.partial(_page, conv_id=conv_id, offset=offset + len(nodes)),
+            timeout=timeout,
+            deadline=deadline,
+        )
+        page = structure_rows(response.json(), FlowNode, context=context, owned=True)
+        nodes += page
+        if len(page) < POSTGREST_MAX_ROWS:
+            return nodes
+
+
+def _page(endpoints: Endpoints, *, conv_id: str, offset: int) -> Request:
+    return endpoints.flow_nodes(conv_id, offset=offset, limit=POSTGREST_MAX_ROWS)
