@@ -554,9 +554,9 @@ def _rewards_claim(fake: FakeFlowith, call: Call) -> Result:
 
 #: Model id -> (campaign, discount, ends at).
 _CAMPAIGNS = {
-    "gemini-3-pro-image-preview": ("banana-2025", 0.5, "2027-01-31T23:59:59+00:00"),
-    "gemini-3.1-flash-image": ("banana-2025", 0.5, "2027-01-31T23:59:59+00:00"),
-    "seedance-2.0-fast": ("seedance-launch", 0.3, "2026-12-31T23:59:59+00:00"),
+    "gemini-3-pro-image-preview": ("banana-2025", 0.5, "2099-01-31T23:59:59+00:00"),
+    "gemini-3.1-flash-image": ("banana-2025", 0.5, "2099-01-31T23:59:59+00:00"),
+    "seedance-2.0-fast": ("seedance-launch", 0.3, "2099-12-31T23:59:59+00:00"),
 }
 
 
@@ -583,7 +583,7 @@ def _campaign_status(fake: FakeFlowith, call: Call) -> Result:
 
 @route("GET", "/mkt/banana-2025/check", auth="edge")
 def _banana_check(fake: FakeFlowith, call: Call) -> Result:
-    ends = "2027-01-31T23:59:59+00:00"
+    ends = "2099-01-31T23:59:59+00:00"
     end_time = parse_timestamp(ends)
     eligible = end_time is not None and call.now < end_time.timestamp()
     return json_response(

@@ -387,11 +387,11 @@ class FakeFlowith:
         if ledger is None:
             if user == self.user_id:
                 ledger = [
-                    _credit("pro", 2000, 1523.5, "2026-01-01", "2027-01-01", ["free", "pro"]),
-                    _credit("Invitation", 100, 100, "2026-03-01", "2026-12-31", ["free"]),
+                    _credit("pro", 2000, 1523.5, "2026-01-01", "2099-01-01", ["free", "pro"]),
+                    _credit("Invitation", 100, 100, "2026-03-01", "2099-12-31", ["free"]),
                 ]
             else:
-                ledger = [_credit("trial", 100, 100, "2026-01-01", "2027-01-01", ["free"])]
+                ledger = [_credit("trial", 100, 100, "2026-01-01", "2099-01-01", ["free"])]
             self._credits[user] = ledger
         return ledger
 
@@ -410,7 +410,7 @@ class FakeFlowith:
         for index, entry in enumerate(ledger):
             entry["remain_quota"] = amount if index == 0 else 0
         if not ledger:
-            ledger.append(_credit("pro", amount, amount, "2026-01-01", "2027-01-01", ["free"]))
+            ledger.append(_credit("pro", amount, amount, "2026-01-01", "2099-01-01", ["free"]))
 
     def _require_credits(self, user: str) -> None:
         remaining = self.remaining_credits(user)
@@ -429,7 +429,7 @@ class FakeFlowith:
     def _add_credits(self, user: str, amount: float) -> None:
         ledger = self._ledger(user)
         if not ledger:
-            ledger.append(_credit("pro", 0, 0, "2026-01-01", "2027-01-01", ["free"]))
+            ledger.append(_credit("pro", 0, 0, "2026-01-01", "2099-01-01", ["free"]))
         ledger[0]["remain_quota"] = _tidy(ledger[0]["remain_quota"] + amount)
 
     # -- public knobs and views ------------------------------------------------

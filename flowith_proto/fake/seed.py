@@ -267,7 +267,7 @@ def seed(user: str, cdn_url: str) -> Seed:
             "subscription_type_id": 2,
             "months": 12,
             "from_date": _at("2026-01-01T00:00:00"),
-            "to_date": _at("2027-01-01T00:00:00"),
+            "to_date": _at("2099-01-01T00:00:00"),
             "remain_quota": 1523.5,
             "created_at": _at("2026-01-01T00:00:00"),
         },
