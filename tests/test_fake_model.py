@@ -900,3 +900,19 @@ def test_the_same_seed_gives_the_same_bytes() -> None:
     assert transcript(3) == transcript(3)
     assert transcript(3)[0] != transcript(4)[0]
     assert transcript(3)[1] == transcript(4)[1]  # the token does not depend on the seed
+
+
+@pytest.mark.parametrize(
+    ("misuse", "said"),
+    [
+        (lambda fake: fake.script([chunk("a"), complete()]), r"script\(\*steps\)"),
+        (lambda fake: fake.script("hello"), "not a script step: 'hello'"),
+        (lambda fake: fake.script(chunk(123)), "chunk\\(\\) takes text, not int"),  # type: ignore[arg-type]
+        (lambda fake: fake.set_credits("10"), "set_credits\\(\\) takes a number, not str"),
+    ],
+)
+def test_a_script_or_knob_misused_is_a_type_error_at_once(misuse: Any, said: str) -> None:
+    """Each was accepted, and the next generation failed with a 500 whose cause
+    was only in the server's log."""
+    with pytest.raises(TypeError, match=said):
+        misuse(FakeFlowith())

@@ -42,6 +42,7 @@ from flowith_proto.fake.postgrest import iso_time
 from flowith_proto.fake.routing import ROUTES, Call, Result, Route, route
 from flowith_proto.fake.rpc import OnlineSession
 from flowith_proto.fake.script import (
+    STEP_TYPES,
     Channel,
     ChunkStep,
     CloseStep,
@@ -406,6 +407,8 @@ class FakeFlowith:
     def set_credits(self, amount: float, user: str | None = None) -> None:
         """Give a user ``amount`` credits in total (all in the first entry;
         ``0`` makes generations answer ``402``)."""
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+            raise TypeError(f"set_credits() takes a number, not {type(amount).__name__}")
         ledger = self._ledger(user or self.user_id)
         for index, entry in enumerate(ledger):
             entry["remain_quota"] = amount if index == 0 else 0
@@ -436,7 +439,15 @@ class FakeFlowith:
 
     def script(self, *steps: Step, line_ending: LineEnding = "\n", multiline: bool = False) -> None:
         """Queue what the next generation (text, image or video) does
-        (first queued, first used)."""
+        (first queued, first used). Each step is one of the step functions'
+        results: anything else is a :class:`TypeError` here, not a 500 later."""
+        given: tuple[object, ...] = steps  # typed as steps, but a test may pass anything
+        for step in given:
+            if not isinstance(step, STEP_TYPES):
+                hint = " (pass the steps themselves: script(*steps))" if isinstance(
+                    step, (list, tuple)
+                ) else ""
+                raise TypeError(f"not a script step: {step!r}{hint}")
         self._scripts.append(Script(tuple(steps), line_ending, multiline))
 
     def advance(self, *, now: float) -> None:

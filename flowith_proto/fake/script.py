@@ -20,6 +20,7 @@ import attrs
 from flowith_proto.fake.frames import LINE_ENDINGS, LineEnding
 
 __all__ = [
+    "STEP_TYPES",
     "Channel",
     "ChunkStep",
     "CloseStep",
@@ -172,6 +173,22 @@ class WorkflowStep:
     is_paid: bool = False
 
 
+STEP_TYPES = (
+    ChunkStep,
+    CompleteStep,
+    FailStep,
+    OtherNodeStep,
+    HeartbeatStep,
+    CommentStep,
+    RawStep,
+    PauseStep,
+    CloseStep,
+    DropStep,
+    HangStep,
+    RowStep,
+    WorkflowStep,
+)
+
 Step = (
     ChunkStep
     | CompleteStep
@@ -230,6 +247,8 @@ Responder = Callable[[Turn], Sequence[Step]]
 
 
 def chunk(text: str) -> ChunkStep:
+    if not isinstance(text, str):
+        raise TypeError(f"chunk() takes text, not {type(text).__name__}")
     return ChunkStep(text)
 
 
