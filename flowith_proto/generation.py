@@ -381,6 +381,9 @@ def begin_turn(
     user_node_id: str = yield NewId()
     ai_node_id: str = yield NewId()
     user_position, ai_position = turn_layout(conversation.turns_since_anchor, conversation.anchor)
+    # The slot is taken before the insert is sent: an insert the server applied for a
+    # call that timed out or was cancelled must not be drawn over by the next turn.
+    conversation.turns_since_anchor += 1
     try:
         yield from call(
             state,
@@ -396,6 +399,7 @@ def begin_turn(
             deadline=deadline,
         )
     except APIError as error:
+        conversation.turns_since_anchor -= 1  # refused: nothing was drawn there
         if _missing_reference(error):  # PostgREST's foreign key violation
             raise NotFoundError(
                 f"conversation {conv_id} does not exist (or the node the turn would hang "
@@ -404,7 +408,6 @@ def begin_turn(
                 body=error.body,
             ) from error
         raise
-    conversation.turns_since_anchor += 1  # the user node is on the canvas now
     if ai_data is not None:
         data = ai_data(timestamp)
         yield from call(

@@ -28,6 +28,7 @@ from flowith_proto.generation import (
 )
 from flowith_proto.models import GenerationOutput
 from flowith_proto.request import Request, Response
+from flowith_proto.retry import RetryPolicy
 from flowith_proto.state import ClientState
 from tests.scripted import Script, json_response, uuid_n
 
@@ -735,6 +736,28 @@ def test_a_canvas_longer_than_the_servers_cap_is_read_whole() -> None:
     assert user_node.json()[0]["position"]["y"] == 340 + 420 * 1499 + 210
     assert len(completion.json()["messages"]) == 3001
     assert conversation.turn == 1501
+
+
+def test_a_user_node_insert_cut_short_keeps_its_slot_for_the_next_turn() -> None:
+    """The slot was counted only once the insert's answer came: an insert the server
+    applied for a call that timed out was drawn over by the next turn's node."""
+    script = Script()
+    script_turn(script)
+
+    def timed_out(request: Request) -> Response:
+        raise TimeoutError("request took longer than 30s", request_sent=True)
+
+    created = json_response(201)
+    script.on("POST", "/rest/v1/flow_node", timed_out, created, created)
+    conversation = Conversation()
+    with pytest.raises(TimeoutError):
+        script.run(send(state(retry=RetryPolicy(max_retries=0)), conversation, "two"))
+    script.feed(uuid_n(4), [complete(uuid_n(4), "Three.")])
+    script.run(send(state(), conversation, "three"))
+    inserts = [r for r in script.requests if r.method == "POST" and "flow_node" in r.url]
+    first_user, second_user = inserts[0].json()[0], inserts[1].json()[0]
+    assert first_user["position"] != second_user["position"]
+    assert second_user["position"]["y"] > first_user["position"]["y"]
 
 
 def test_a_resumed_thread_sends_visible_replies_and_passes_over_a_failed_turn() -> None:
