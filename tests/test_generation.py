@@ -742,13 +742,13 @@ def test_a_user_node_insert_cut_short_keeps_its_slot_for_the_next_turn() -> None
     """The slot was counted only once the insert's answer came: an insert the server
     applied for a call that timed out was drawn over by the next turn's node."""
     script = Script()
-    script_turn(script)
 
     def timed_out(request: Request) -> Response:
         raise TimeoutError("request took longer than 30s", request_sent=True)
 
     created = json_response(201)
     script.on("POST", "/rest/v1/flow_node", timed_out, created, created)
+    script_turn(script)  # its own answer to the node inserts comes after these
     conversation = Conversation()
     with pytest.raises(TimeoutError):
         script.run(send(state(retry=RetryPolicy(max_retries=0)), conversation, "two"))
@@ -756,6 +756,7 @@ def test_a_user_node_insert_cut_short_keeps_its_slot_for_the_next_turn() -> None
     script.run(send(state(), conversation, "three"))
     inserts = [r for r in script.requests if r.method == "POST" and "flow_node" in r.url]
     first_user, second_user = inserts[0].json()[0], inserts[1].json()[0]
+    assert (first_user["type"], second_user["type"]) == ("1", "1")
     assert first_user["position"] != second_user["position"]
     assert second_user["position"]["y"] > first_user["position"]["y"]
 
