@@ -481,12 +481,23 @@ def _answered(node: FlowNode) -> bool:
     """Whether an AI node holds an answer a thread can go on from (not a
     failed or unfinished turn, which a session would not have counted)."""
     data = node.data
-    failed = is_failure(data.get("status"), data.get("error"), data.get("error_type"))
-    return bool(node.text) and not failed
+    status = data.get("status")
+    failed = is_failure(status, data.get("error"), data.get("error_type"))
+    # A row still being written ("generating", with the text so far) is no answer yet,
+    # as node_state() says; a row without a status that holds text is one.
+    writing = isinstance(status, str) and status.lower() in _PENDING_STATUSES - {""}
+    return bool(node.text) and not failed and not writing
 
 
 def _is_media(node: FlowNode) -> bool:
-    return bool(node.data.get("isImage")) or "video" in str(node.data.get("mode", "")).lower()
+    return _flag(node.data.get("isImage")) or "video" in str(node.data.get("mode", "")).lower()
+
+
+def _flag(value: object) -> bool:
+    """A boolean a row may hold as JSON's ``true`` or as text (``"false"`` is false)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "t", "1", "yes")
+    return bool(value)
 
 
 #: Past this magnitude a coordinate is no JavaScript number the web app could have
@@ -500,6 +511,11 @@ def _position(node: FlowNode) -> Position:
     coordinates = []
     for axis in ("x", "y"):
         value = node.position.get(axis)
+        if isinstance(value, str):  # a number stored as text
+            try:
+                value = float(value)
+            except ValueError:
+                value = None
         if (
             isinstance(value, (int, float))
             and not isinstance(value, bool)

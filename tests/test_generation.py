@@ -761,6 +761,33 @@ def test_a_user_node_insert_cut_short_keeps_its_slot_for_the_next_turn() -> None
     assert second_user["position"]["y"] > first_user["position"]["y"]
 
 
+def test_a_resumed_canvas_reads_rows_as_the_web_app_writes_them() -> None:
+    """An answer still being written counted as finished (its half text went into
+    the history), isImage "false" made a text turn a media one, and coordinates
+    stored as text were read as 0 (the next node went on top of the answer)."""
+    canvas = [
+        canvas_node(11, "1", CONV, "Plan a trip", 130),
+        canvas_node(12, "2", uuid_n(11), "Go to Kyoto.", 340, isImage="false"),
+        canvas_node(13, "1", uuid_n(12), "And the food?", 550),
+        canvas_node(14, "2", uuid_n(13), "Half an ans", 760, status="generating"),
+    ]
+    canvas[1]["position"] = {"x": "40", "y": "340"}
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(canvas).encode()))
+    script_turn(script, create_conv=False)
+    conversation = Conversation(conv_id=CONV, resume=True)
+    script.feed(uuid_n(2), [complete(uuid_n(2), "Yudofu.")])
+    script.run(send(state(), conversation, "Where to eat?"))
+    _read, user_node, _ai_node, completion = script.requests
+    assert completion.json()["messages"] == [
+        {"role": "user", "content": "Plan a trip"},
+        {"role": "assistant", "content": "Go to Kyoto."},
+        {"role": "user", "content": "Where to eat?"},
+    ]
+    assert user_node.json()[0]["p_id"] == uuid_n(12)
+    assert user_node.json()[0]["position"] == {"x": 40, "y": 970}  # below every node
+
+
 def test_a_resumed_thread_sends_visible_replies_and_passes_over_a_failed_turn() -> None:
     """As a live session would have: no reasoning in the history, and a failed
     last turn neither continued from nor counted."""
