@@ -726,8 +726,11 @@ class FlowithClientBase(WebAppMethods):
         return None if timeout is None else self._now() + timeout
 
     async def _refreshes_settled(self) -> None:
-        while (flight := self._last_flight) is not None and flight in self._flying:
-            await flight.finished.wait(None)
+        # Until its outcome is known (its tokens adopted, or its failure), not until
+        # on_token_refresh returns: a logout called from that callback would wait for
+        # itself.
+        while (flight := self._refreshing) is not None:
+            await flight.done.wait(None)
 
     async def _landed(self, flight: _Flight, deadline: float | None) -> None:
         """Wait for ``flight``'s outcome, no later than ``deadline``."""

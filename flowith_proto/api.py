@@ -58,7 +58,7 @@ class WebAppMethods(abc.ABC):
 
     @abc.abstractmethod
     async def _refreshes_settled(self) -> None:
-        """Return once no token refresh is under way (its tokens adopted and handed on)."""
+        """Return once no token refresh is under way (its tokens adopted, or failed)."""
 
     # -- conversations and canvas ----------------------------------------------------
 

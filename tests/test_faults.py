@@ -1161,3 +1161,19 @@ async def test_messages_and_image_urls_may_come_from_any_iterable(
         "type": "image_url",
         "image_url": {"url": "https://example.com/a.png"},
     }
+
+
+async def test_a_logout_from_on_token_refresh_does_not_wait_for_itself(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    signed_out: list[str] = []
+
+    async def on_refresh(access: str, refresh: str) -> None:
+        await client.logout()
+        signed_out.append(client.get_refresh_token())
+
+    client = make_client(refresh_token=fake.refresh_token, on_token_refresh=on_refresh)
+    async with client:
+        with anyio.fail_after(10):
+            await client.refresh_access_token()
+    assert signed_out == [""]
