@@ -160,6 +160,8 @@ class _Flight:
     refresh_token: str
     #: The flight before this one, whose tokens reach ``on_token_refresh`` first.
     previous: _Flight | None = None
+    #: The caller that started it still waits for it, and raises its failure itself.
+    caller_waiting: bool = False
     error: FlowithError | None = None
     session: AuthSession | None = None
 
@@ -774,6 +776,7 @@ class FlowithClientBase(WebAppMethods):
             self._last_flight = flight
             self._flying.add(flight)
             work = functools.partial(self._refresh_tokens, flight, timeout)
+            flight.caller_waiting = True
             try:
                 if deadline is None:
                     await self._shielded(work, hold=False)
@@ -784,21 +787,23 @@ class FlowithClientBase(WebAppMethods):
                             functools.partial(self._landed, flight, deadline),
                         ]
                     )
-            except FlowithError as error:
-                if error is not flight.error:
-                    raise
-                # Raised below, as a copy, as to every caller of this refresh.
+            except BaseException:
+                # Cancelled, or its deadline passed: the refresh goes on, and tells the
+                # transport (which logs it) how it failed, if it does.
+                flight.caller_waiting = False
+                raise
         if flight.error is not None:
             raise _fresh(flight.error) from flight.error
         assert flight.session is not None  # _fly() leaves one or the other
         return flight.session
 
     async def _refresh_tokens(self, flight: _Flight, timeout: float | None) -> None:
-        """:meth:`_fly`, raising the refresh's failure: to the caller who started it,
-        or, if it was cancelled meanwhile, to the transport, which logs it (the
-        server may have spent the refresh token: that must not pass unsaid)."""
+        """:meth:`_fly`; if the refresh failed and the caller who started it left
+        (cancelled, or its deadline passed), its failure is raised to the transport,
+        which logs it: the server may have spent the refresh token, and that must not
+        pass unsaid. A caller still waiting raises it itself."""
         await self._fly(flight, timeout)
-        if flight.error is not None:
+        if flight.error is not None and not flight.caller_waiting:
             raise flight.error
 
     async def _fly(self, flight: _Flight, timeout: float | None) -> None:

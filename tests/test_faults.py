@@ -1177,3 +1177,17 @@ async def test_a_logout_from_on_token_refresh_does_not_wait_for_itself(
         with anyio.fail_after(10):
             await client.refresh_access_token()
     assert signed_out == [""]
+
+
+async def test_a_refresh_failing_while_its_caller_waits_is_raised_not_logged(
+    fake: FakeFlowith, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a deadline the caller races the refresh: when its wait won, the refresh's
+    failure, raised to the caller too, was also logged as left behind by it."""
+    fake.expire_token(fake.token)
+    fake.fail_next(5, 500, path="/auth/v1/token")
+    async with make_client(refresh_token=fake.refresh_token, max_retries=0) as client:
+        for _ in range(5):
+            with pytest.raises(APIError, match="HTTP 500"):
+                await client.generate("hi", timeout=10)
+    assert "after its caller was cancelled" not in caplog.text
