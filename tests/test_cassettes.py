@@ -302,7 +302,7 @@ async def listening_beside_a_generation(client: FlowithClientBase) -> list[Any]:
     generated: list[str] = []
 
     async def listen() -> None:
-        heard.extend([event async for event in client.stream_user_stream(timeout=0.5)])
+        heard.extend([event async for event in client.stream_user_stream(timeout=2)])
 
     async def generate() -> None:
         generated.append((await client.generate("x")).text)
