@@ -63,14 +63,16 @@ class Lanes:
         async with self._turns:
             if self._closed:  # a request that waited its turn while the client closed
                 raise ClientStateError("the client is closed")
-            if self._idle:
-                await self._close_stale()
-            if self._idle:
-                lane = self._idle.pop()[1]
-            else:
-                lane = self._make()
-                self._all.append(lane)
+            # Out from here: a close while stale lanes are closed below cancels this
+            # request too, and the lane it then takes is closed on the way out.
             with self._in_flight.request():
+                if self._idle:
+                    await self._close_stale()
+                if self._idle:
+                    lane = self._idle.pop()[1]
+                else:
+                    lane = self._make()
+                    self._all.append(lane)
                 cut_short = True
                 try:
                     yield lane

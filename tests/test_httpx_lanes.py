@@ -3,6 +3,8 @@ fake Flowith counts the TCP connections the client opens and closes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import anyio.abc
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from flowith_httpx import FlowithClient, lanes
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_httpx.lanes import LANES
+from flowith_proto.errors import FlowithError
 from flowith_proto.fake import FakeFlowith
 from tests.conftest import eventually
 
@@ -125,3 +128,47 @@ async def test_requests_cut_short_by_asyncio_leave_no_connection_open(
         await client.list_conversations()
         # The lane that answered last keeps its connection; no other stays open.
         await eventually(lambda: server.open == 1, within=5)
+
+
+async def test_a_close_while_stale_lanes_close_leaves_no_lane_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The request went on after its turn: a close while it closed stale lanes left
+    it a fresh lane that nothing closed."""
+    fake = FakeFlowith()
+    made: list[Any] = []
+    async with FakeFlowithServer(fake) as server:
+        client = client_of(fake, server)
+        assert client._lanes is not None
+        lane_set = client._lanes
+        make = lane_set._make
+
+        def tracked() -> Any:
+            made.append(make())
+            return made[-1]
+
+        lane_set._make = tracked
+        await client.list_conversations()  # one idle lane
+        closing = anyio.Event()
+        close_stale = lane_set._close_stale
+
+        async def slow_close_stale() -> None:
+            closing.set()
+            await anyio.sleep(0.2)
+            await close_stale()
+
+        lane_set._close_stale = slow_close_stale  # type: ignore[method-assign]
+        outcome: list[str] = []
+
+        async def call() -> None:
+            try:
+                await client.list_conversations()
+            except FlowithError as exc:
+                outcome.append(str(exc))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            await closing.wait()
+            await client.aclose()
+    assert outcome == ["the client is closed"]
+    assert all(lane.is_closed for lane in made)
