@@ -40,6 +40,7 @@ no reflection per row.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import types
@@ -75,7 +76,15 @@ from flowith_proto.models import (
     VideoOutput,
 )
 
-__all__ = ["ROW_TYPES", "structure_credits", "structure_models", "structure_row", "structure_rows"]
+__all__ = [
+    "ROW_TYPES",
+    "read_flag",
+    "read_number",
+    "structure_credits",
+    "structure_models",
+    "structure_row",
+    "structure_rows",
+]
 
 T = TypeVar("T")
 _Hook = Callable[[Any], Any]
@@ -197,7 +206,7 @@ def _as_text(value: Any, owner: str, default: Any) -> Any:
         return _unusable(owner, "text", value, default)
 
 
-def _number(value: Any) -> int | float | None:
+def read_number(value: Any) -> int | float | None:
     """A finite number from a number or numeric text, else ``None``."""
     if isinstance(value, bool):
         return None
@@ -277,7 +286,7 @@ def _int_hook(owner: str, default: int | None) -> _Hook:
             return value
         if value is None:
             return default
-        number = _number(value)
+        number = read_number(value)
         if number is None or not -LARGEST_WHOLE <= number <= LARGEST_WHOLE:
             return _unusable(owner, "a whole number", value, default)
         if isinstance(number, float):
@@ -295,7 +304,7 @@ def _float_hook(owner: str, default: float | None) -> _Hook:
             return value
         if value is None:
             return default
-        number = _number(value)
+        number = read_number(value)
         if number is None:
             return _unusable(owner, "a number", value, default)
         try:
@@ -306,23 +315,25 @@ def _float_hook(owner: str, default: float | None) -> _Hook:
     return hook
 
 
+def read_flag(value: Any, default: bool = False) -> bool:
+    """A boolean from JSON's ``true``/``false`` or PostgreSQL's spellings of them as
+    text (``"false"`` is false); ``None`` gives ``default``, anything else its truth."""
+    if value is True or value is False:
+        return value
+    if value is None:
+        return default
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    return bool(value)
+
+
 def _bool_hook(owner: str, default: bool) -> _Hook:
     """Never warns: every JSON value has a truth value, as the old client read it."""
-
-    def hook(value: Any) -> Any:
-        if value is True or value is False:
-            return value
-        if value is None:
-            return default
-        if isinstance(value, str):
-            word = value.strip().lower()
-            if word in _TRUE:
-                return True
-            if word in _FALSE:
-                return False
-        return bool(value)
-
-    return hook
+    return functools.partial(read_flag, default=default)
 
 
 def _mapping_hook(owner: str) -> _Hook:

@@ -35,6 +35,7 @@ from flowith_proto.arguments import require_option, require_prompt, require_urls
 from flowith_proto.calls import call
 from flowith_proto.canvas import read_canvas
 from flowith_proto.config import check_seconds
+from flowith_proto.convert import read_flag, read_number
 from flowith_proto.demux import StreamEnded
 from flowith_proto.effects import (
     DeadlineReached,
@@ -490,14 +491,7 @@ def _answered(node: FlowNode) -> bool:
 
 
 def _is_media(node: FlowNode) -> bool:
-    return _flag(node.data.get("isImage")) or "video" in str(node.data.get("mode", "")).lower()
-
-
-def _flag(value: object) -> bool:
-    """A boolean a row may hold as JSON's ``true`` or as text (``"false"`` is false)."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "t", "1", "yes")
-    return bool(value)
+    return read_flag(node.data.get("isImage")) or "video" in str(node.data.get("mode", "")).lower()
 
 
 #: Past this magnitude a coordinate is no JavaScript number the web app could have
@@ -510,17 +504,8 @@ def _position(node: FlowNode) -> Position:
     server may send anything: NaN, or an integer of hundreds of digits)."""
     coordinates = []
     for axis in ("x", "y"):
-        value = node.position.get(axis)
-        if isinstance(value, str):  # a number stored as text
-            try:
-                value = float(value)
-            except ValueError:
-                value = None
-        if (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and -_LARGEST_COORDINATE <= value <= _LARGEST_COORDINATE  # False for NaN
-        ):
+        value = read_number(node.position.get(axis))  # also a number stored as text
+        if value is not None and -_LARGEST_COORDINATE <= value <= _LARGEST_COORDINATE:
             coordinates.append(round(value))
         else:
             coordinates.append(0)
