@@ -411,18 +411,52 @@ def begin_turn(
         raise
     if ai_data is not None:
         data = ai_data(timestamp)
-        yield from call(
-            state,
-            lambda e: e.create_ai_node(
-                node_id=ai_node_id,
-                conv_id=conv_id,
-                parent_id=user_node_id,
-                data=data,
-                position=ai_position,
-            ),
-            deadline=deadline,
-        )
+        try:
+            yield from call(
+                state,
+                lambda e: e.create_ai_node(
+                    node_id=ai_node_id,
+                    conv_id=conv_id,
+                    parent_id=user_node_id,
+                    data=data,
+                    position=ai_position,
+                ),
+                deadline=deadline,
+            )
+        except FlowithError as error:
+            if _never_applied(error):
+                yield from _take_back_child(state, user_node_id, ai_node_id, deadline)
+            raise
     return TurnRows(conv_id, timestamp, user_node_id, ai_node_id, user_position, ai_position)
+
+
+def _never_applied(error: FlowithError) -> bool:
+    """Whether the server said no to an insert, or it never left. (A timeout or a
+    dropped connection after sending may have landed.)"""
+    if isinstance(error, APIError):
+        return not isinstance(error, ResponseDecodeError)  # a 2xx it could not read
+    return getattr(error, "request_sent", True) is False
+
+
+def _take_back_child(
+    state: ClientState, user_node_id: str, ai_node_id: str, deadline: float
+) -> Operation[None]:
+    """Empty the user node's ``c_ids``, which named an answer whose insert was refused,
+    so that the canvas names no node that does not exist. Only once a read shows no such
+    node: an earlier try of the insert, cut short and retried, may have landed. Best
+    effort: the refusal is what the caller hears about, so a failure here is logged."""
+    try:
+        read = yield from call(state, lambda e: e.poll_node(ai_node_id), deadline=deadline)
+        if read.json() == []:
+            yield from call(state, lambda e: e.clear_children(user_node_id), deadline=deadline)
+    except FlowithError as error:
+        log.warning(
+            "user node %s may still name its answer %s, whose insert failed: %s: %s",
+            user_node_id,
+            ai_node_id,
+            type(error).__name__,
+            error,
+        )
 
 
 def _missing_reference(error: APIError) -> bool:

@@ -1453,6 +1453,7 @@ def test_every_endpoint_builder_gets_a_2xx() -> None:
         e.get_conversation(KYOTO_TRIP),
         e.rename_conversation(conv_id, "Renamed"),
         e.flow_nodes(KYOTO_TRIP),
+        e.clear_children(USER_NODE),
         e.cooperate_rows(),
         e.cooperate_rows(conv_id=TEAM_WIKI),
         e.cooperate_rows(top_only=False),
@@ -1478,3 +1479,4 @@ def test_every_endpoint_builder_gets_a_2xx() -> None:
         if request.method == "GET" and "/rest/v1/" in request.url:
             assert isinstance(response, FakeResponse)
             assert response.json(), request  # every read finds seeded rows
+    assert fake.rows("flow_node")[USER_NODE]["c_ids"] == []  # clear_children took effect

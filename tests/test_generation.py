@@ -14,7 +14,13 @@ from flowith_proto.cassette import CassetteMismatch
 from flowith_proto.demux import StreamEnded
 from flowith_proto.effects import NewId, NextEvent, Now, Send, Sleep, Subscribe, WallClock
 from flowith_proto.endpoints import Position
-from flowith_proto.errors import GenerationError, NotFoundError, ResponseDecodeError, TimeoutError
+from flowith_proto.errors import (
+    APIError,
+    GenerationError,
+    NotFoundError,
+    ResponseDecodeError,
+    TimeoutError,
+)
 from flowith_proto.events import Chunks, Complete, NodeFailed, parse_event
 from flowith_proto.generation import (
     Conversation,
@@ -759,6 +765,64 @@ def test_a_user_node_insert_cut_short_keeps_its_slot_for_the_next_turn() -> None
     assert (first_user["type"], second_user["type"]) == ("1", "1")
     assert first_user["position"] != second_user["position"]
     assert second_user["position"]["y"] > first_user["position"]["y"]
+
+
+def _refused_answer_insert(script: Script, read: bytes, clear: Response) -> APIError:
+    """A turn whose user node lands and whose answer's insert is refused (a 403 of
+    row-level security), with ``read`` the answer's row read back."""
+    created = json_response(201)
+    refused = json_response(403, b'{"code":"42501","message":"row-level security"}')
+    script.on("POST", "/rest/v1/flow_node", created, refused)
+    script.on("GET", "/rest/v1/flow_node", json_response(200, read))
+    script.on("PATCH", "/rest/v1/flow_node", clear)
+    with pytest.raises(APIError) as caught:
+        script.run(generate(state(retry=RetryPolicy(max_retries=0)), "Hi", conv_id=CONV))
+    return caught.value
+
+
+def test_a_refused_answer_insert_takes_its_name_back_from_the_user_node() -> None:
+    """The user node names its answer in c_ids before the answer is inserted: when
+    that insert was refused, the canvas kept naming a node that never existed."""
+    script = Script()
+    error = _refused_answer_insert(script, b"[]", json_response(204))
+    assert error.status_code == 403  # the refusal, not the repair, is what the caller hears
+    user_insert, _ai_insert, read, clear = script.requests
+    assert user_insert.json()[0]["c_ids"] == [AI_NODE]
+    assert (read.method, parse_qsl(urlsplit(read.url).query)[0]) == ("GET", ("id", f"eq.{AI_NODE}"))
+    assert clear.method == "PATCH"
+    assert parse_qsl(urlsplit(clear.url).query) == [("id", f"eq.{USER_NODE}")]
+    assert clear.json() == {"c_ids": []}
+
+
+def test_an_answer_insert_that_landed_on_an_earlier_try_keeps_its_name() -> None:
+    """A refusal after a retry does not prove the first try failed: the node is read
+    back, and a node that exists stays named."""
+    script = Script()
+    row = poll_rows("init", "")
+    _refused_answer_insert(script, row, json_response(204))
+    assert [r.method for r in script.requests] == ["POST", "POST", "GET"]
+
+
+def test_a_failed_repair_is_logged_and_the_refusal_still_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    script = Script()
+    error = _refused_answer_insert(script, b"[]", json_response(500, b'{"message":"down"}'))
+    assert error.status_code == 403
+    assert f"user node {USER_NODE} may still name its answer {AI_NODE}" in caplog.text
+
+
+def test_an_answer_insert_that_may_have_landed_is_left_alone() -> None:
+    """A timeout after sending may have landed: no read, no repair."""
+    script = Script()
+
+    def timed_out(request: Request) -> Response:
+        raise TimeoutError("request took longer than 30s", request_sent=True)
+
+    script.on("POST", "/rest/v1/flow_node", json_response(201), timed_out)
+    with pytest.raises(TimeoutError):
+        script.run(generate(state(retry=RetryPolicy(max_retries=0)), "Hi", conv_id=CONV))
+    assert [r.method for r in script.requests] == ["POST", "POST"]
 
 
 def test_a_resumed_canvas_reads_rows_as_the_web_app_writes_them() -> None:

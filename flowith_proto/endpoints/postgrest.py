@@ -121,6 +121,18 @@ class RestEndpoints(EndpointsCore):
             conflict_means_done=True,
         )
 
+    def clear_children(self, node_id: str) -> Request:
+        """Empty a node's ``c_ids``: a user node names its answer before the answer's
+        insert is sent, and takes the name back when that insert is refused."""
+        query = [("id", _eq(node_id, "node_id"))]
+        return Request(
+            "PATCH",
+            self._rest("/flow_node", query),
+            self.rest_headers(write=True, prefer="return=minimal"),
+            dump_json({"c_ids": []}),
+            idempotent=True,
+        )
+
     def poll_node(self, node_id: str) -> Request:
         """Read a node's ``data`` and ``type``: the authoritative result."""
         return self._read("flow_node", [("id", _eq(node_id, "node_id")), ("select", "data,type")])
@@ -172,9 +184,7 @@ class RestEndpoints(EndpointsCore):
             dump_json({"is_delete": True}),
         )
 
-    def flow_nodes(
-        self, conv_id: str, *, offset: int = 0, limit: int | None = None
-    ) -> Request:
+    def flow_nodes(self, conv_id: str, *, offset: int = 0, limit: int | None = None) -> Request:
         """A conversation's live nodes in creation order; from ``offset``, at most
         ``limit`` of them (a later page of a canvas longer than the server's cap)."""
         query = [
