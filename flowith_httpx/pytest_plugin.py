@@ -7,7 +7,9 @@ need the ``httpx`` extra (also for projects that use the aiohttp transport:
 pytest plugin (installed with anyio) and a test marked ``@pytest.mark.anyio``:
 
 ``flowith_fake``
-    a fresh :class:`~flowith_proto.fake.FakeFlowith` to script and inspect;
+    a fresh :class:`~flowith_proto.fake.FakeFlowith` to script and inspect; a
+    passing test that leaves its scripts or faults unused fails (the marker
+    ``@pytest.mark.flowith(assert_all_used=False)`` allows it);
 ``flowith_server``
     that fake served on a loopback port (real sockets);
 ``flowith_transport``
@@ -25,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -47,12 +49,45 @@ __all__ = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "flowith(assert_all_used=True): with False, the flowith_fake fixture lets a "
+        "test end with scripts or faults it never used",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)  # the old style: pytest < 8 has no wrapper=True
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, None]:
+    """Notes a failed test, whose unused scripts are no news (see ``flowith_fake``)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.stash[_CALL_FAILED] = True
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def flowith_fake() -> FakeFlowith:
-    """A fresh fake Flowith; script it before the code under test runs."""
+def flowith_fake(request: pytest.FixtureRequest) -> Iterator[FakeFlowith]:
+    """A fresh fake Flowith; script it before the code under test runs. A test that
+    passes with scripts or faults left unused fails (its code never ran what the
+    test set up), unless marked ``@pytest.mark.flowith(assert_all_used=False)``."""
     from flowith_proto.fake import FakeFlowith
 
-    return FakeFlowith(heartbeat_interval=1.0)
+    fake = FakeFlowith(heartbeat_interval=1.0)
+    yield fake
+    marker = request.node.get_closest_marker("flowith")
+    check = marker.kwargs.get("assert_all_used", True) if marker else True
+    left = fake.unused()
+    if check and left and not request.node.stash.get(_CALL_FAILED, False):
+        pytest.fail(
+            "the test ended with what it set up on flowith_fake unused (mark it "
+            "@pytest.mark.flowith(assert_all_used=False) if that is meant):\n  "
+            + "\n  ".join(left),
+            pytrace=False,
+        )
 
 
 @pytest.fixture

@@ -653,6 +653,24 @@ class FakeFlowith:
             _Fault(count, method.upper() if method else None, path, status, payload, tuple(headers))
         )
 
+    def unused(self) -> list[str]:
+        """What was queued and never used, one line each: scripts no generation took
+        (first queued first) and faults with requests still to answer. A test that
+        ends with some did not run what it set up (the ``flowith_fake`` fixture fails
+        it, as respx fails a route never called)."""
+        left = [
+            f"script({', '.join(repr(step) for step in script.steps)})"
+            for script in self._scripts
+        ]
+        for fault in self._faults:
+            where = [f"method={fault.method!r}"] if fault.method else []
+            where += [f"path={fault.path!r}"] if fault.path else []
+            matching = f" ({', '.join(where)})" if where else ""
+            left.append(
+                f"fail_next: {fault.remaining} more {fault.status} answer(s){matching}"
+            )
+        return left
+
     def _injected_fault(self, request: RecordedRequest) -> FakeResponse | None:
         for fault in self._faults:
             if (fault.method is None or fault.method == request.method) and (
