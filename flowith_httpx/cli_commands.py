@@ -319,6 +319,9 @@ def _command(
     return parser
 
 
+_OVERWRITE_HELP = "replace a file of that name (else the next free name-1.ext is taken)"
+
+
 def build_parser() -> tuple[CommandParser, argparse._SubParsersAction[CommandParser]]:
     """The ``flowith`` parser with its global options; the caller adds its own
     subcommands (``demo``) to the returned action, then :func:`add_commands`."""
@@ -362,7 +365,7 @@ def add_commands(commands: argparse._SubParsersAction[CommandParser]) -> None:
     image.add_argument("--aspect-ratio", default="1:1", help="W:H (default 1:1)")
     image.add_argument("--size", default="512", help="512, 1k, 2k or 4k (default 512)")
     image.add_argument("--out", metavar="DIR", help="save the image into DIR")
-    image.add_argument("--overwrite", action="store_true", help="replace a file of that name")
+    image.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     video = _command(commands, "video", "generate a video and print its URL")
     video.add_argument("prompt", nargs="+")
@@ -371,7 +374,7 @@ def add_commands(commands: argparse._SubParsersAction[CommandParser]) -> None:
     video.add_argument("--aspect-ratio", default="16:9", help="W:H (default 16:9)")
     video.add_argument("--resolution", default="480p", help="480p, 720p or 1080p (default 480p)")
     video.add_argument("--out", metavar="DIR", help="save the video into DIR")
-    video.add_argument("--overwrite", action="store_true", help="replace a file of that name")
+    video.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
 
     upload = _command(commands, "upload", "upload a file to Flowith's CDN and print its URL")
     upload.add_argument("file")

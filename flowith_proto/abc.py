@@ -94,7 +94,7 @@ from flowith_proto.errors import (
     redact,
     scrub,
 )
-from flowith_proto.files import download_request, safe_filename, target_inside
+from flowith_proto.files import download_request, numbered_name, safe_filename, target_inside
 from flowith_proto.generation import Conversation
 from flowith_proto.generation import generate as generate_op
 from flowith_proto.generation import send as send_op
@@ -189,22 +189,32 @@ def _exists(target: Path) -> FileExistsError:
     return FileExistsError(errno.EEXIST, reason, str(target))
 
 
-def _publish(partial: Path, target: Path, overwrite: bool) -> None:
-    """Move a finished download into place; without ``overwrite`` a hard link
-    makes "create only if absent" atomic, so a racing writer is not clobbered."""
+#: How many numbered names (``image-1.png`` ...) a download tries before it gives up.
+_NUMBERED_NAMES = 1000
+
+
+def _publish(partial: Path, target: Path, overwrite: bool, numbered: bool) -> Path:
+    """Move a finished download into place and return where it went. Without
+    ``overwrite`` a hard link makes "create only if absent" atomic, so a racing
+    writer is not clobbered; with ``numbered`` a taken name gives way to the first
+    free ``name-N.ext``, else it is :class:`FileExistsError`."""
     if overwrite:
         os.replace(partial, target)
-        return
-    try:
-        os.link(partial, target)
-    except FileExistsError:
-        raise _exists(target) from None
-    except OSError:  # no hard links here (some network or FAT file systems)
-        if os.path.lexists(target):
-            raise _exists(target) from None
-        os.replace(partial, target)
-        return
-    os.unlink(partial)
+        return target
+    for number in range(_NUMBERED_NAMES if numbered else 1):
+        candidate = target.with_name(numbered_name(target.name, number)) if number else target
+        try:
+            os.link(partial, candidate)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (some network or FAT file systems)
+            if os.path.lexists(candidate):
+                continue
+            os.replace(partial, candidate)
+            return candidate
+        os.unlink(partial)
+        return candidate
+    raise _exists(target)
 
 
 def _open_binary(path: str) -> BinaryIO:
@@ -1196,9 +1206,10 @@ class FlowithClientBase(WebAppMethods):
 
         The body is streamed to a temporary file in that folder and renamed
         when complete, so a failed download leaves nothing behind. An existing
-        file is never replaced unless ``overwrite``: :class:`FileExistsError`.
-        The name comes from ``filename`` or the URL and is always one plain
-        name inside ``path``. ``timeout`` bounds the whole download; each read
+        file is never replaced unless ``overwrite``: a name drawn from the URL,
+        when taken, gives way to the first free ``name-1.ext``, ``name-2.ext``...;
+        a ``filename`` given that is taken is :class:`FileExistsError`. The name
+        is always one plain name inside ``path``. ``timeout`` bounds the whole download; each read
         is also bounded by the client's ``timeout``.
         """
         if self._closed:
@@ -1220,7 +1231,10 @@ class FlowithClientBase(WebAppMethods):
             raise NotADirectoryError(
                 f"cannot save into {os.fspath(folder)!r}: it is a file, not a folder"
             ) from None
-        if not overwrite and await self._to_thread(os.path.lexists, target):
+        # A name the caller chose is theirs to keep; one drawn from the URL (the CDN may
+        # name every image alike) gives way to a free numbered one when taken.
+        numbered = filename is None
+        if not (overwrite or numbered) and await self._to_thread(os.path.lexists, target):
             raise _exists(target)
         body = await self._open_event_stream(request, deadline)
         self._open_bodies.add(body)
@@ -1245,7 +1259,7 @@ class FlowithClientBase(WebAppMethods):
                 # Closed here, not in a thread: a cancelled download must not
                 # leave the handle open (closing a local file does not block).
                 handle.close()
-            await self._to_thread(_publish, partial, target, overwrite)
+            target = await self._to_thread(_publish, partial, target, overwrite, numbered)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(partial)

@@ -18,7 +18,7 @@ from flowith_proto.config import FlowithConfig
 from flowith_proto.errors import ValidationError
 from flowith_proto.request import Request
 
-__all__ = ["download_request", "safe_filename", "target_inside"]
+__all__ = ["download_request", "numbered_name", "safe_filename", "target_inside"]
 
 _MAX_NAME = 200
 # Anything that could separate, hide or disturb a path component on some OS.
@@ -59,6 +59,15 @@ def safe_filename(url: str, filename: str | None, default: str) -> str:
     segment = urlsplit(url).path.rsplit("/", 1)[-1]
     candidate = _clean(unquote(segment))
     return candidate or _clean(default)
+
+
+def numbered_name(name: str, number: int) -> str:
+    """``name`` with ``-number`` before its last suffix (``image-2.png``): the free
+    name a download takes when the name it drew from its URL is taken."""
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem:
+        return f"{name}-{number}"
+    return f"{stem}-{number}.{suffix}"
 
 
 def target_inside(folder: PurePath, name: str) -> PurePath:

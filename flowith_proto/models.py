@@ -218,9 +218,10 @@ class GeneratedImage:
         absolute path (printed too, with ``verbose``, as the original client did).
 
         Streamed to disk, written under a temporary name and renamed when
-        complete; never replaces a file unless ``overwrite`` (else
-        :class:`FileExistsError`); the name (``filename`` or the URL's last
-        segment, else ``image.jpg``) can never leave ``path`` (D17).
+        complete; never replaces a file unless ``overwrite``: a taken name from
+        the URL (its last segment, else ``image.jpg``) gives way to a free
+        ``image-1.png``..., a taken ``filename`` is :class:`FileExistsError`.
+        The name can never leave ``path`` (D17).
         """
         return await _save(
             self._downloader, self.url, path, filename, overwrite, timeout, "image.jpg", verbose

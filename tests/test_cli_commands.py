@@ -379,19 +379,16 @@ def test_an_unwritable_folder_is_a_local_error(cli: CLI, tmp_path: Path) -> None
     assert len(done.error_lines) == 1
 
 
-def test_a_file_in_the_way_keeps_the_url_and_names_the_flag(cli: CLI, tmp_path: Path) -> None:
-    """The image was made (and paid for): its URL was lost with the error, which
-    named a Python argument the CLI does not have."""
+def test_a_taken_name_gives_way_unless_overwrite_is_asked(cli: CLI, tmp_path: Path) -> None:
+    """Run twice, the same command refused the second image (made and paid for)."""
     assert cli("image", "a fox", "--out", str(tmp_path)).code == 0
     again = cli("image", "a fox", "--out", str(tmp_path))
-    assert again.code == 1
-    assert again.out.startswith("http")
-    assert again.error_lines == [
-        f"flowith: {tmp_path / 'image.png'} exists; pass --overwrite to replace it"
-    ]
+    assert again.code == 0, again.err
+    assert again.out.splitlines()[1] == f"saved to {tmp_path / 'image-1.png'}"
     replaced = cli("image", "a fox", "--out", str(tmp_path), "--overwrite")
     assert replaced.code == 0, replaced.err
     assert replaced.out.splitlines()[1] == f"saved to {tmp_path / 'image.png'}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image-1.png", "image.png"]
 
 
 def test_video_prints_url_and_saves(cli: CLI, served: Served, tmp_path: Path) -> None:

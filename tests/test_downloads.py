@@ -29,9 +29,11 @@ import anyio.lowlevel
 import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_proto import abc
 from flowith_proto.config import FlowithConfig
 from flowith_proto.errors import FlowithError, NotFoundError, ValidationError
 from flowith_proto.fake import FakeFlowith, RecordedRequest, Step, Turn, complete
+from flowith_proto.files import numbered_name
 from flowith_proto.models import GeneratedImage
 from tests.conftest import MakeClient
 from tests.forward_proxy import ForwardProxy
@@ -189,23 +191,27 @@ async def test_download_never_replaces_a_file_unless_asked(
     existing = tmp_path / "report.pdf"
     existing.write_bytes(b"precious")
     async with make_client() as client:
-        with pytest.raises(FileExistsError):
-            await client.download(url, tmp_path)
+        numbered = await client.download(url, tmp_path)
+        again = await client.download(url, tmp_path)
         assert existing.read_bytes() == b"precious"
-        assert cdn_requests(fake, url) == []  # refused before downloading anything
         replaced = await client.download(url, tmp_path, overwrite=True)
         renamed = await client.download(url, tmp_path, filename="copy.pdf")
         with pytest.raises(FileExistsError):
             await client.download(url, tmp_path, filename="copy.pdf")
+        assert len(cdn_requests(fake, url)) == 4  # a name given and taken: refused before
+    assert (numbered, again) == (tmp_path / "report-1.pdf", tmp_path / "report-2.pdf")
     assert replaced == existing
     assert existing.read_bytes() == b"%PDF-1.4 the new report"
     assert renamed.read_bytes() == b"%PDF-1.4 the new report"
-    assert entries(tmp_path) == {"report.pdf", "copy.pdf"}
+    assert numbered.read_bytes() == b"%PDF-1.4 the new report"
+    assert entries(tmp_path) == {"report.pdf", "report-1.pdf", "report-2.pdf", "copy.pdf"}
 
 
-async def test_a_second_save_of_a_result_raises_and_keeps_the_first(
+async def test_a_second_save_of_a_result_takes_a_free_name_and_keeps_the_first(
     fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
 ) -> None:
+    """The README's example, ``await image.save("./outputs")``, run twice (or two
+    images of one script, which the CDN may name alike) raised FileExistsError."""
     stream_media_results(fake)
     async with make_client() as client:
         image = (await client.generate_image("a lighthouse")).image
@@ -215,28 +221,71 @@ async def test_a_second_save_of_a_result_raises_and_keeps_the_first(
         first_video = await video.save(tmp_path)
         image_bytes = first.read_bytes()
         first.write_bytes(b"edited by the user")
+        second = await image.save(tmp_path)
+        second_video = await video.save(tmp_path)
+        assert first.read_bytes() == b"edited by the user"
+        named = await image.save(tmp_path, "lighthouse.png")
         with pytest.raises(FileExistsError) as refused:
-            await image.save(tmp_path)
+            await image.save(tmp_path, "lighthouse.png")
         # A filename set after the fact made it "[Errno None] None: '...'".
         assert str(refused.value) == (
-            f"[Errno 17] the file exists; pass overwrite=True to replace it: '{first}'"
+            f"[Errno 17] the file exists; pass overwrite=True to replace it: '{named}'"
         )
-        assert refused.value.filename == str(first)
-        with pytest.raises(FileExistsError):
-            await video.save(tmp_path)
-        assert first.read_bytes() == b"edited by the user"
+        assert refused.value.filename == str(named)
         again = await image.save(tmp_path, overwrite=True)
-        named = await image.save(tmp_path, "lighthouse.png")
-    assert (first, first_video, again) == (
+    assert (first, first_video, second, second_video, again) == (
         tmp_path / "image.png",
         tmp_path / "video.mp4",
+        tmp_path / "image-1.png",
+        tmp_path / "video-1.mp4",
         tmp_path / "image.png",
     )
     assert image_bytes == fake.files[cdn_path(image.url)][0]
     assert again.read_bytes() == image_bytes
+    assert second.read_bytes() == image_bytes
     assert named.read_bytes() == image_bytes
     assert first_video.read_bytes() == fake.files[cdn_path(video.video_url)][0]
-    assert entries(tmp_path) == {"image.png", "video.mp4", "lighthouse.png"}
+    assert entries(tmp_path) == {
+        "image.png", "image-1.png", "video.mp4", "video-1.mp4", "lighthouse.png"
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("image.png", "image-3.png"),
+        ("archive.tar.gz", "archive.tar-3.gz"),
+        ("README", "README-3"),
+        ("_.profile", "_-3.profile"),
+        ("trailing.", "trailing-3."),
+    ],
+)
+def test_a_numbered_name_goes_before_the_last_suffix(name: str, expected: str) -> None:
+    assert numbered_name(name, 3) == expected
+
+
+def test_without_hard_links_a_taken_name_still_gives_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some network and FAT file systems refuse hard links: the check-then-rename
+    fallback numbers names too, and refuses a name the caller gave."""
+
+    def no_links(_source: object, _target: object) -> None:
+        raise PermissionError("operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a.bin").write_bytes(b"old")
+    (tmp_path / "a-1.bin").write_bytes(b"old")
+    for content in (b"new", b"named"):
+        (tmp_path / "x.part").write_bytes(content)
+        if content == b"new":
+            placed = abc._publish(tmp_path / "x.part", tmp_path / "a.bin", False, True)
+        else:
+            with pytest.raises(FileExistsError):
+                abc._publish(tmp_path / "x.part", tmp_path / "a.bin", False, False)
+    assert placed == tmp_path / "a-2.bin"
+    assert placed.read_bytes() == b"new"
+    assert (tmp_path / "a.bin").read_bytes() == b"old"
 
 
 def image_of(result: Any) -> GeneratedImage:
@@ -379,25 +428,34 @@ async def test_a_download_cancelled_half_way_leaves_nothing(
 async def test_a_file_appearing_during_the_download_is_not_clobbered(
     fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
 ) -> None:
+    """The name is taken when the download lands, not when it starts: a file written
+    meanwhile keeps the name, the download the next free one; a name the caller gave
+    is refused."""
     url = fake.add_file("/f/medium/raced.bin", medium_file())
     target = tmp_path / "raced.bin"
+    named = tmp_path / "mine.bin"
+    saved: list[Path] = []
     outcome: list[BaseException] = []
     async with make_client() as client:
 
-        async def download() -> None:
+        async def download(filename: str | None) -> None:
             try:
-                await client.download(url, tmp_path)
+                saved.append(await client.download(url, tmp_path, filename=filename))
             except FileExistsError as error:
                 outcome.append(error)
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(download)
-            await wait_for_part_file(tmp_path)
-            target.write_bytes(b"written by someone else meanwhile")
+        for filename, appearing in ((None, target), ("mine.bin", named)):
+            async with anyio.create_task_group() as group:
+                group.start_soon(download, filename)
+                await wait_for_part_file(tmp_path)
+                appearing.write_bytes(b"written by someone else meanwhile")
+    assert saved == [tmp_path / "raced-1.bin"]
+    assert saved[0].read_bytes() == medium_file()
     assert len(outcome) == 1
     assert target.read_bytes() == b"written by someone else meanwhile"
+    assert named.read_bytes() == b"written by someone else meanwhile"
     assert leftovers(tmp_path) == []
-    assert entries(tmp_path) == {"raced.bin"}
+    assert entries(tmp_path) == {"raced.bin", "raced-1.bin", "mine.bin"}
 
 
 async def test_an_overwriting_download_replaces_a_file_that_appeared_meanwhile(
