@@ -8,6 +8,7 @@
 ``flowith_httpx`` offers the same API on httpx (asyncio and trio): only the import changes.
 """
 
+from flowith_proto import __version__ as __version__
 from flowith_proto import extras
 from flowith_proto.public import (
     APIError,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from flowith_proto import __version__ as __version__
 from flowith_proto import extras
 from flowith_proto.public import (
     APIError,

@@ -5,6 +5,8 @@ decides every retry and fallback, but never opens a socket, sleeps or reads a
 clock: the transports (``flowith_httpx``, ``flowith_aiohttp``) do that.
 """
 
+import importlib.metadata
+
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
@@ -42,3 +44,9 @@ __all__ = [
     "TimeoutError",
     "ValidationError",
 ]
+
+try:
+    #: The installed distribution's version (``flowith``), as ``flowith_webapi.__version__``.
+    __version__ = importlib.metadata.version("flowith")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree never installed
+    __version__ = "0+unknown"

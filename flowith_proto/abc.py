@@ -130,6 +130,8 @@ __all__ = [
 # stream hub that consumes them.
 
 log = logs.logger("flowith.client")
+#: One DEBUG record per request: its method and path (no query), status and time.
+_http_log = logs.logger("flowith.http")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -436,8 +438,13 @@ class FlowithClientBase(WebAppMethods):
         recorder = self._recorder
         # A shared stream is no one operation's: recorded under no name.
         number = 0 if recorder is None else recorder.request(request, "")
-        with self._transport_failures(number):
-            status, headers, body = await self._open_stream(request, deadline)
+        try:
+            with self._transport_failures(number):
+                status, headers, body = await self._open_stream(request, deadline)
+        except FlowithError as exc:
+            _http_log.debug("%s (streamed): %s", request.endpoint, exc)
+            raise
+        _http_log.debug("%s (streamed): %d", request.endpoint, status)
         self._learn_cookies(headers)
         if live and self.stream_idle_timeout is not None:
             body = SilenceWatchdog(body, self._now, self.stream_idle_timeout)
@@ -678,13 +685,21 @@ class FlowithClientBase(WebAppMethods):
         """:meth:`_send`, recorded when the client records."""
         recorder = self._recorder
         number = recorder.request(request, operation) if recorder is not None else 0
-        cut = deadline is not None and deadline - self._now() < self._own_limit(timeout)
+        sent_at = self._now()
+        cut = deadline is not None and deadline - sent_at < self._own_limit(timeout)
         try:
             with self._transport_failures(number):
                 response = await self._send(request, timeout, deadline, operation)
         except TimeoutError as exc:
             exc.deadline_passed = exc.deadline_passed or cut  # the deadline set its limit
+            _http_log.debug("%s: %s", request.endpoint, exc)
             raise
+        except FlowithError as exc:
+            _http_log.debug("%s: %s", request.endpoint, exc)
+            raise
+        _http_log.debug(
+            "%s: %d in %.0f ms", request.endpoint, response.status, (self._now() - sent_at) * 1000
+        )
         self._learn_cookies(response.headers)
         if recorder is not None:
             recorder.response(number, response)

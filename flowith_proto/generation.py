@@ -620,6 +620,7 @@ def send(
             deadline=deadline,
         )
         refuse_failed_start(start_answer(start_reply), ai_node_id)
+        log.debug("node %s: generating with %s in %s", ai_node_id, chosen_model, conv_id)
 
         result = yield from _await_text(
             state,
@@ -878,6 +879,12 @@ def _final(
     if stream:
         text_delta = progress.remainder(visible, progress.visible, "text")
         reasoning_delta = progress.remainder(reasoning, progress.reasoning, "reasoning")
+    log.debug(
+        "node %s: done, %d characters of text and %d of reasoning",
+        node_id,
+        len(visible.strip()),
+        len(reasoning.strip()),
+    )
     return GenerationOutput(
         text=visible.strip(),
         text_delta=text_delta,

@@ -231,6 +231,7 @@ class StreamHub:
                 channel.router.reset()
                 channel.opened += 1
                 channel.seen_at_open = channel.router.events_seen
+                log.debug("/user_stream/%s is open (connection %d)", channel.name, channel.opened)
             except (ConnectionFailedError, TimeoutError, APIError) as exc:
                 if isinstance(exc, APIError) and exc.status_code not in RETRY_STATUSES:
                     raise  # refused for good (401, 403...): the generation cannot go on
@@ -281,6 +282,7 @@ class StreamHub:
         connection, channel.connection = channel.connection, None
         if connection is not None:
             self._broken.append(connection)
+            log.debug("/user_stream/%s %s", channel.name, reason)
         for node in channel.subscribers:
             if self._alive_for(node, but=channel):  # its other stream may still tell it
                 self.demux.end_partly(node, f"{channel.name} {reason}")

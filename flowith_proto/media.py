@@ -135,6 +135,7 @@ def _await_media(
             if isinstance(item, (Complete, WorkflowComplete)):
                 chosen = (item.model if isinstance(item, Complete) else "") or model
                 url = _checked_url(_url_from_event(item.raw, kind), node_id, kind)
+                log.debug("node %s: %s done (from the stream)", node_id, kind)
                 return _MediaResult(url, chosen, dict(item.raw))
             if isinstance(item, StreamEnded) and item.partial:
                 # One stream is gone, the other may still bring the result: listen on,
@@ -175,6 +176,7 @@ def _await_media(
                 "nodeData": dict(outcome.data),
             }
             chosen = row_model if isinstance(row_model, str) and row_model else model
+            log.debug("node %s: %s done (from its row)", node_id, kind)
             return _MediaResult(_checked_url(outcome.value, node_id, kind), chosen, metadata)
         if streaming:
             checks.heard((yield Now()))

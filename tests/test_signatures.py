@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import inspect
 import subprocess
 import sys
@@ -93,6 +94,12 @@ def test_each_package_lists_its_exports_as_pyright_reads_them(package: ModuleTyp
         isinstance(node, ast.AugAssign) and getattr(node.target, "id", None) == "__all__"
         for node in ast.walk(tree)
     )
+
+
+@pytest.mark.parametrize("package", [flowith_httpx, flowith_aiohttp])
+def test_each_package_has_the_installed_version(package: ModuleType) -> None:
+    """``flowith_webapi.__version__`` was gone: code that logged or checked it broke."""
+    assert package.__version__ == importlib.metadata.version("flowith")
 
 
 #: What ``flowith_webapi`` 1.0.1 exported at top level: the names its README promises.

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import os
 import re
 import socket
@@ -1257,3 +1258,31 @@ async def test_a_deadline_gone_before_sending_says_the_request_was_not_sent(
             await client.generate("x", timeout=1e-9)
     assert caught.value.request_sent is False
     assert caught.value.deadline_passed
+
+
+async def test_debug_logs_say_what_the_client_did_and_hold_no_secret(
+    fake: FakeFlowith, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``set_log_level("DEBUG")`` showed nothing in normal use: no request, no stream,
+    no generation (the old client logged each)."""
+    caplog.set_level(logging.DEBUG, logger="flowith")
+    fake.fail_next(1, 404, method="GET", path="/rest/v1/conversation")
+    async with make_client() as client:
+        reply = await client.generate("hi")
+        await client.upload_file(data=b"x", filename="a.txt")
+        await client.generate_image("a fox")
+        with pytest.raises(NotFoundError):
+            await client.list_conversations()
+    lines = [f"{r.name} {r.getMessage()}" for r in caplog.records]
+    shown = "\n".join(lines)
+    assert "flowith.http POST /rest/v1/conversation: 201 in " in shown
+    assert "flowith.http POST /file/store: 200 in " in shown
+    assert "flowith.http GET /user_stream/stream (streamed): 200" in shown
+    assert "flowith.http GET /rest/v1/conversation: 404 in " in shown
+    assert "flowith.stream /user_stream/stream is open (connection 1)" in shown
+    assert "flowith.stream /user_stream/sse closed by the client" in shown
+    assert f"flowith.generation node {reply.node_id}: generating with gpt-4.1-nano in" in shown
+    assert f"flowith.generation node {reply.node_id}: done, {len(reply.text)} characters" in shown
+    assert re.search(r"generation node \S+: image done \(from the (stream|its row)\)", shown)
+    assert fake.token not in shown
+    assert fake.refresh_token not in shown
