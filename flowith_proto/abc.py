@@ -25,6 +25,7 @@ import inspect
 import math
 import os
 import random
+import stat
 import time
 import types
 import uuid
@@ -217,6 +218,19 @@ def _publish(partial: Path, target: Path, overwrite: bool, numbered: bool) -> Pa
         os.unlink(partial)
         return candidate
     raise _exists(target)
+
+
+def _upload_size(path: str) -> int:
+    """The size of the regular file ``path`` after checking that it opens: a folder
+    or an unreadable file found only once the upload was on the wire failed with a
+    different error on each transport. (Not a pipe or a device: opening a FIFO
+    waits for a writer, and the form needs a size up front.)"""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise OSError(errno.EINVAL, kind)
+    with open(path, "rb"):
+        return info.st_size
 
 
 def _open_binary(path: str) -> BinaryIO:
@@ -1187,9 +1201,10 @@ class FlowithClientBase(WebAppMethods):
         payload = bytes(data) if isinstance(data, (bytearray, memoryview)) else data
         if path is not None:
             try:
-                size = await self._to_thread(os.path.getsize, path)
+                size = await self._to_thread(_upload_size, path)
             except OSError as exc:
-                raise FileUploadError(f"cannot read {path!r}: {exc}", status_code=None) from exc
+                reason = exc.strerror or str(exc)
+                raise FileUploadError(f"cannot read {path!r}: {reason}", status_code=None) from None
         else:
             size = len(payload) if isinstance(payload, bytes) else 0  # upload() refuses the rest
         if timeout is None:

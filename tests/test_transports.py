@@ -25,6 +25,7 @@ from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto.errors import (
     ClientStateError,
     ConnectionFailedError,
+    FileUploadError,
     FlowithError,
     GenerationError,
     NotFoundError,
@@ -1286,3 +1287,25 @@ async def test_debug_logs_say_what_the_client_did_and_hold_no_secret(
     assert re.search(r"generation node \S+: image done \(from the (stream|its row)\)", shown)
     assert fake.token not in shown
     assert fake.refresh_token not in shown
+
+
+async def test_a_path_that_is_no_readable_file_is_refused_before_uploading(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    """A folder went on the wire and failed there, differently on each transport
+    (httpx: a bare IsADirectoryError; aiohttp: ConnectionFailedError, sent); a FIFO
+    would wait for a writer for ever."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    cases = {
+        tmp_path / "missing.txt": "No such file or directory",
+        tmp_path: "a folder",
+        pipe: "not a regular file",
+    }
+    async with make_client() as client:
+        for path, reason in cases.items():
+            with anyio.fail_after(5), pytest.raises(FileUploadError) as refused:
+                await client.upload_file(path)
+            assert str(refused.value) == f"cannot read {str(path)!r}: {reason}"
+            assert refused.value.status_code is None
+    assert fake.requests_to("POST", "/file/store") == []
