@@ -309,6 +309,10 @@ class FlowithClientBase(WebAppMethods):
         # The cassette is opened at first use (see _recorder): a transport's own checks
         # come after this constructor, and one refusing its arguments must not have
         # emptied an existing cassette already.
+        if record_to is not None and os.path.isdir(record_to):
+            # Found only at the first call, as a bare IsADirectoryError, and again at
+            # every call and at aclose().
+            raise ValueError(f"record_to names a folder, not a cassette file: {record_to!r}")
         self._recording: Recorder | None = None
         self._start_recording: Callable[[], Recorder] | None = (
             None
@@ -1374,11 +1378,12 @@ class OperationRun(Generic[T]):
     def __init__(self, client: FlowithClientBase, operation: Operation[T]) -> None:
         self._client = client
         self._operation = operation
-        # What the operation's draws are recorded (and replayed) under.
-        self._name = client._operation_name(operation)
+        # Before anything that may raise (opening a cassette): __del__ reads it.
+        self._done = False
         # The nodes it subscribed to, unsubscribed when it ends.
         self._subscribed: list[str] = []
-        self._done = False
+        # What the operation's draws are recorded (and replayed) under.
+        self._name = client._operation_name(operation)
         self._started = False
         # The operation's result, kept for result() once the run has reached its end,
         # or the error it ended with.

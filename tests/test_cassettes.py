@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -190,6 +192,33 @@ def test_an_endless_result_timeout_is_recorded_as_json_null(tmp_path: Path) -> N
     assert header["settings"]["result_timeout"] is None
     assert Tape(cassette).state().result_timeout == math.inf
     assert ReplayClient(cassette)._state.result_timeout == math.inf
+
+
+def test_a_record_to_that_cannot_be_written_fails_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder was found only at the first call, as a bare IsADirectoryError; and a
+    run whose cassette could not be opened then failed in the collector
+    (AttributeError: no ``_done``), which pytest reports as an unraisable warning."""
+    user = "4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+    with pytest.raises(ValueError, match="record_to names a folder, not a cassette file"):
+        FlowithClient("t", user_id=user, record_to=tmp_path)
+    in_a_file = tmp_path / "a file"
+    in_a_file.write_text("not a folder")
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    async def call() -> None:
+        client = FlowithClient("t", user_id=user, record_to=in_a_file / "session.jsonl")
+        with pytest.raises(OSError, match="a file"):
+            await client.get_credits()
+        gc.collect()
+        with pytest.raises(OSError, match="a file"):
+            await client.aclose()  # the cassette it could not write: still said
+
+    anyio.run(call)
+    gc.collect()
+    assert unraisable == []
 
 
 def _refuse(constant: str) -> None:
