@@ -25,6 +25,7 @@ __all__ = [
     "require_count",
     "require_flag",
     "require_identifier",
+    "require_mapping",
     "require_messages",
     "require_option",
     "require_path",
@@ -57,6 +58,13 @@ def require_flag(value: object, name: str) -> bool:
     """A ``bool``: ``1`` or ``"yes"`` would reach the server as a number or text."""
     if not isinstance(value, bool):
         raise _refuse(name, "a bool", value)
+    return value
+
+
+def require_mapping(value: object, name: str) -> Mapping[str, Any]:
+    """A JSON object's worth of keys and values (``None`` would be no body at all)."""
+    if not isinstance(value, Mapping):
+        raise _refuse(name, "a mapping", value)
     return value
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from flowith_proto.auth import credential_field
-from flowith_proto.errors import ValidationError, mask_url_credentials
+from flowith_proto.errors import ValidationError, excerpt, mask_url_credentials
 
 __all__ = [
     "DEFAULT_EDGE_URL",
@@ -80,6 +80,12 @@ def check_seconds(name: str, value: float | None, *, endless: bool = False) -> N
         raise ValidationError(
             f"{name} must be a number of seconds, not {value!r}", status_code=None
         )
+    try:
+        float(value)  # what the deadlines are computed in
+    except OverflowError:
+        raise ValidationError(
+            f"{name} is too many seconds to compute with: {excerpt(value)}", status_code=None
+        ) from None
     if math.isnan(value) or value <= 0 or (math.isinf(value) and not endless):
         what = "positive number" if endless else "positive, finite number"
         raise ValidationError(

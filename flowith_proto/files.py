@@ -77,8 +77,10 @@ def target_inside(folder: PurePath, name: str) -> PurePath:
     return folder / name
 
 
-def url_problem(url: str) -> str | None:
+def url_problem(url: object) -> str | None:
     """Why ``url`` is no http(s) URL a client can fetch, or ``None`` if it is one."""
+    if not isinstance(url, str):
+        return f"it is not a str but {type(url).__name__}"
     if any(ord(char) <= 0x20 or ord(char) == 0x7F for char in url):
         return "it holds spaces or control characters"
     try:

@@ -1134,6 +1134,15 @@ async def test_an_empty_prompt_is_refused_before_anything_is_sent(
         (lambda c: c.start_conversation(model=4).send("hi"), "model must be a str, not int"),
         # A data URL of megabytes was quoted whole.
         (lambda c: c.generate("x", images="data:image/png;base64," + "A" * 10**6), "'data:"),
+        # Bare TypeErrors ("'NoneType' object is not iterable"), a ValueError of int()
+        # and an OverflowError.
+        (lambda c: c.download(None), "cannot download None: it is not a str but NoneType"),
+        (lambda c: c.download(123), "it is not a str but int"),
+        (lambda c: c.upsert_online_session(None), "payload must be a mapping, not NoneType"),
+        (lambda c: c.list_models(logo="yes"), "logo must be a bool, not str 'yes'"),
+        (lambda c: c.list_models(desc=None), "desc must be a bool"),
+        (lambda c: c.get_credits(timeout=10**400), "timeout is too many seconds to compute"),
+        (lambda c: c.generate("hi", timeout=10**400), "timeout is too many seconds to compute"),
     ],
 )
 async def test_arguments_the_api_cannot_take_are_refused_before_anything_is_sent(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flowith_proto.arguments import require_count, require_text
+from flowith_proto.arguments import require_count, require_flag, require_text
 from flowith_proto.endpoints._core import JSON, EndpointsCore, Position
 from flowith_proto.errors import ValidationError
 from flowith_proto.request import (
@@ -258,7 +258,8 @@ class EdgeEndpoints(EndpointsCore):
 
     def models(self, *, logo: bool = True, desc: bool = True) -> Request:
         """The model catalogue; the flags go out as ``1``/``0`` as the web app sends them."""
-        return self._edge_get("/models", [("logo", str(int(logo))), ("desc", str(int(desc)))])
+        flags = [(n, str(int(require_flag(f, n)))) for n, f in (("logo", logo), ("desc", desc))]
+        return self._edge_get("/models", flags)
 
     def templates(self, *, template_type: str | None = None, page_size: int = 1000) -> Request:
         """Prompt templates; ``template_type`` is percent-encoded (D13), and an

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flowith_proto.arguments import require_count, require_identifier
+from flowith_proto.arguments import require_count, require_identifier, require_mapping
 from flowith_proto.endpoints._core import NODE_TYPE_AI, NODE_TYPE_USER, EndpointsCore, Position
 from flowith_proto.errors import ValidationError
 from flowith_proto.request import Request, dump_json, literal, quote_value, require_uuid
@@ -307,5 +307,8 @@ class RestEndpoints(EndpointsCore):
         (D26)."""
         name = require_identifier(function, "function")
         return Request(
-            "POST", self._rest(f"/rpc/{name}"), self.rest_headers(write=True), dump_json(dict(body))
+            "POST",
+            self._rest(f"/rpc/{name}"),
+            self.rest_headers(write=True),
+            dump_json(dict(require_mapping(body, "payload"))),
         )
