@@ -713,6 +713,9 @@ class FlowithClientBase(WebAppMethods):
             yield
         except (ConnectionFailedError, TimeoutError, ResponseDecodeError) as exc:
             # (A transport's ResponseDecodeError: an answer whose body it could not decode.)
+            # What a transport refused may echo a cookie the client holds: masked here,
+            # as a download's or a stream's error is scrubbed by no operation.
+            scrub(exc, self._state.secrets)
             if self._recorder is not None:
                 self._recorder.error(number, exc)
             self._check_open(exc)  # cut short by aclose(), not by the network

@@ -11,11 +11,12 @@ import random
 import re
 import time
 import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from flowith_proto.abc import FlowithClientBase
@@ -327,6 +328,64 @@ async def test_a_transport_error_chained_as_the_cause_shows_no_credential(
         chain = chain.__cause__ or chain.__context__
     assert fake.token not in shown
     assert DEFAULT_SUPABASE_KEY not in shown
+
+
+#: The value of a cookie the client holds, and the answer that sets it.
+_COOKIE = "COOKIEVALUE0123456789"
+_SET_COOKIE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+    b"Set-Cookie: sid=" + _COOKIE.encode() + b"; Path=/\r\n\r\n[]"
+)
+_FOUND = b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n"
+
+
+@contextlib.asynccontextmanager
+async def _answering(answer: bytes) -> AsyncIterator[str]:
+    """A loopback server answering a credits request with a cookie, and any other
+    with ``answer``, each on a connection of its own; yields its URL."""
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += await stream.receive()
+                await stream.send(_SET_COOKIE if b" /user/credits " in request else answer)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, serve)
+        yield f"http://127.0.0.1:{port}"
+        group.cancel_scope.cancel()
+
+
+def _logged_exception(error: BaseException, caplog: pytest.LogCaptureFixture) -> str:
+    """What ``logging.exception`` writes of ``error`` (only that: httpcore's own DEBUG
+    logs show the answers' headers, as the README warns)."""
+    logger = logging.getLogger("tests.logged")
+    logger.error("it failed", exc_info=error)
+    record = next(r for r in reversed(caplog.records) if r.name == logger.name)
+    return logging.Formatter().format(record)
+
+
+async def test_a_cookie_an_unreadable_answer_echoes_is_hidden_from_a_downloads_error(
+    fake: FakeFlowith, transport: Transport, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No operation scrubs a download's error on its way out: httpx's message, which
+    quotes the header line its parser refused, showed the value of a cookie the client
+    held, and so did the traceback of the transport's errors on every transport."""
+    echo = _FOUND + b"Location : http://cdn.test/b.png?echo=" + _COOKIE.encode() + b"\r\n\r\n"
+    async with _answering(echo) as url:
+        client = transport.client_class()(fake.token, edge_url=url, supabase_url=url)
+        async with client:
+            await client.get_credits()  # its answer sets the cookie
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.download(f"{url}/f/a.png", tmp_path)
+    logged = _logged_exception(caught.value, caplog)
+    assert _COOKIE not in str(caught.value)
+    assert _COOKIE not in logged
+    assert "echo=[REDACTED]" in logged  # the line is still quoted
 
 
 def _refreshing_client(
