@@ -49,7 +49,7 @@ from flowith_proto.fake import (
     raw,
     row,
 )
-from tests.conftest import MakeClient, Transport, eventually
+from tests.conftest import MakeClient, Transport, eventually, shown_by_the_chain
 
 pytestmark = pytest.mark.anyio
 
@@ -334,9 +334,22 @@ async def test_a_transport_error_chained_as_the_cause_shows_no_credential(
 _COOKIE = "COOKIEVALUE0123456789"
 _SET_COOKIE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
-    b"Set-Cookie: sid=" + _COOKIE.encode() + b"; Path=/\r\n\r\n[]"
+    b"Connection: close\r\nSet-Cookie: sid=" + _COOKIE.encode() + b"; Path=/\r\n\r\n[]"
 )
-_FOUND = b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n"
+_FOUND = b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nConnection: close\r\n"
+#: A download URL's signature.
+_SIGNATURE = "AMZSIG0123456789abcdef"
+_SIGNED = b"?X-Amz-Signature=" + _SIGNATURE.encode()
+#: Answers to a download that no transport reads, or follows.
+_UNREADABLE = {
+    "duplicate-length": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n[]",
+    "bad-status-line": b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\n[]",
+    "bad-chunking": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n[]\r\n0\r\n\r\n",
+    "header-too-large": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+    "bad-header-line": _FOUND + b"Location : http://cdn.test/b.png" + _SIGNED + b"\r\n\r\n",
+    "redirect-loop": _FOUND + b"Location: /f/a.png" + _SIGNED + b"\r\n\r\n",
+    "redirect-to-ftp": _FOUND + b"Location: ftp://cdn.test/a.png" + _SIGNED + b"\r\n\r\n",
+}
 
 
 @contextlib.asynccontextmanager
@@ -386,6 +399,34 @@ async def test_a_cookie_an_unreadable_answer_echoes_is_hidden_from_a_downloads_e
     assert _COOKIE not in str(caught.value)
     assert _COOKIE not in logged
     assert "echo=[REDACTED]" in logged  # the line is still quoted
+
+
+@pytest.mark.parametrize("transport", ["aiohttp"], indirect=True)
+@pytest.mark.parametrize("answer", list(_UNREADABLE))
+async def test_a_failed_downloads_traceback_shows_no_signed_url_or_cookie(
+    fake: FakeFlowith,
+    transport: Transport,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    answer: str,
+) -> None:
+    """Its message was redacted, but logging.exception printed the transport's errors
+    it was raised from: aiohttp's quoted the signed URL (its request's, or where a
+    redirect led) and the line of the answer it refused."""
+    async with _answering(_UNREADABLE[answer]) as url:
+        client = transport.client_class()(fake.token, edge_url=url, supabase_url=url)
+        async with client:
+            await client.get_credits()  # its answer sets the cookie, sent with the download
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.download(f"{url}/f/a.png?X-Amz-Signature={_SIGNATURE}", tmp_path)
+    logged = _logged_exception(caught.value, caplog)
+    shown = shown_by_the_chain(caught.value) + logged
+    assert _SIGNATURE not in shown
+    assert _COOKIE not in shown
+    # Still there to read: the transport's error, its type and what it said.
+    cause = caught.value.__cause__
+    assert cause is not None
+    assert f"{type(cause).__module__}.{type(cause).__qualname__}: {cause}" in logged
 
 
 def _refreshing_client(

@@ -35,7 +35,7 @@ from flowith_proto.errors import (
     TimeoutError,
 )
 from flowith_proto.fake import FakeFlowith, chunk, complete, hang, pause
-from tests.conftest import MakeClient, Transport
+from tests.conftest import MakeClient, Transport, shown_by_the_chain
 from tests.forward_proxy import ForwardProxy
 
 pytestmark = pytest.mark.anyio
@@ -94,6 +94,33 @@ async def test_generate_goes_entirely_through_the_proxy(
     for request in fake.requests:
         assert request.header("host") == authority
         assert request.header("proxy-connection") is None
+
+
+async def test_a_proxy_refusing_the_tunnel_shows_no_password_in_the_traceback(
+    fake: FakeFlowith, transport: Transport
+) -> None:
+    """aiohttp's error for a refused CONNECT quotes the proxy's URL, password and all:
+    the library's message masked it, but not the traceback of its cause."""
+    password = "s3cretProxyPass"
+    flowith_client: Any = transport.client_class()
+    async with ForwardProxy() as proxy:  # it refuses CONNECT: nothing goes further
+        client = flowith_client(
+            fake.token,
+            edge_url="https://127.0.0.1:9",
+            supabase_url="https://127.0.0.1:9",
+            proxy=f"http://alice:{password}@127.0.0.1:{proxy.port}",
+            max_retries=0,
+        )
+        async with client:
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.get_credits()
+    shown = shown_by_the_chain(caught.value)
+    assert password not in shown
+    cause = caught.value.__cause__  # the transport's own error, still shown
+    assert cause is not None
+    assert f"{type(cause).__module__}.{type(cause).__qualname__}: {cause}" in shown
+    if transport.library == "aiohttp":
+        assert f"url='http://alice:[REDACTED]@127.0.0.1:{proxy.port}" in shown
 
 
 async def test_the_environments_proxy_is_used_by_every_transport(
