@@ -10,13 +10,13 @@ import os
 import random
 import re
 import time
-import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
+import httpx
 import pytest
 
 from flowith_proto.abc import FlowithClientBase
@@ -316,16 +316,13 @@ async def test_a_transport_error_chained_as_the_cause_shows_no_credential(
     fake: FakeFlowith, make_client: MakeClient, transport: Transport
 ) -> None:
     """aiohttp's response errors keep the request's headers, and their repr (the cause
-    of the library's error) showed the access token and the API key."""
+    of the library's error) showed the access token and the API key; httpx's keep the
+    request, with its headers."""
     fake.fail_next(1, 500, path="/user/credits", headers=[("X-Big", "a" * 200_000)])
     async with make_client(max_retries=0) as client:
         with pytest.raises(FlowithError) as info:
             await client.get_credits()
-    shown = "".join(traceback.format_exception(info.value))
-    chain: BaseException | None = info.value
-    while chain is not None:
-        shown += repr(chain) + repr(getattr(chain, "args", ""))
-        chain = chain.__cause__ or chain.__context__
+    shown = shown_by_the_chain(info.value)
     assert fake.token not in shown
     assert DEFAULT_SUPABASE_KEY not in shown
 
@@ -401,7 +398,6 @@ async def test_a_cookie_an_unreadable_answer_echoes_is_hidden_from_a_downloads_e
     assert "echo=[REDACTED]" in logged  # the line is still quoted
 
 
-@pytest.mark.parametrize("transport", ["aiohttp"], indirect=True)
 @pytest.mark.parametrize("answer", list(_UNREADABLE))
 async def test_a_failed_downloads_traceback_shows_no_signed_url_or_cookie(
     fake: FakeFlowith,
@@ -412,7 +408,8 @@ async def test_a_failed_downloads_traceback_shows_no_signed_url_or_cookie(
 ) -> None:
     """Its message was redacted, but logging.exception printed the transport's errors
     it was raised from: aiohttp's quoted the signed URL (its request's, or where a
-    redirect led) and the line of the answer it refused."""
+    redirect led), and both the line of the answer they refused. httpx's kept the
+    request, whose repr shows the URL and whose headers the cookie."""
     async with _answering(_UNREADABLE[answer]) as url:
         client = transport.client_class()(fake.token, edge_url=url, supabase_url=url)
         async with client:
@@ -427,6 +424,45 @@ async def test_a_failed_downloads_traceback_shows_no_signed_url_or_cookie(
     cause = caught.value.__cause__
     assert cause is not None
     assert f"{type(cause).__module__}.{type(cause).__qualname__}: {cause}" in logged
+
+
+async def test_a_failed_calls_cause_keeps_no_cookie_the_client_sent(
+    fake: FakeFlowith, transport: Transport
+) -> None:
+    """httpx's error, the cause of the library's, kept the request: its headers held
+    the values of the cookies the client sends."""
+    async with _answering(_UNREADABLE["duplicate-length"]) as url:
+        client = transport.client_class()(
+            fake.token, edge_url=url, supabase_url=url, max_retries=0
+        )
+        async with client:
+            await client.get_credits()  # its answer sets the cookie
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.list_conversations()
+    shown = shown_by_the_chain(caught.value)
+    assert _COOKIE not in shown
+    assert fake.token not in shown
+
+
+@pytest.mark.parametrize("transport", ["httpx-asyncio"], indirect=True)
+async def test_a_status_error_an_event_hook_raises_keeps_no_request_or_answer(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    """httpx's HTTPStatusError, which a hook of the http_client you bring may raise,
+    keeps the request and the answer (with the request again): chained as the cause
+    of the library's error, both showed the signed URL."""
+
+    async def raise_for_status(response: httpx.Response) -> None:
+        response.raise_for_status()
+
+    signed = f"{fake.file_url('/f/missing.png')}?X-Amz-Signature={_SIGNATURE}"
+    hooked = httpx.AsyncClient(event_hooks={"response": [raise_for_status]})
+    async with hooked as mine, make_client(http_client=mine, max_retries=0) as client:
+        with pytest.raises(ConnectionFailedError, match="HTTPStatusError") as caught:
+            await client.download(signed, tmp_path)
+    shown = shown_by_the_chain(caught.value)
+    assert _SIGNATURE not in shown
+    assert "httpx.HTTPStatusError: Client error '404 Not Found' for url" in shown
 
 
 def _refreshing_client(
