@@ -467,6 +467,19 @@ class _Body:
             await self._response.aclose()
 
 
+#: The constructor's refusal of a proxy httpx cannot use: ``proxy=``, or one in the
+#: environment (or a host in NO_PROXY that is no host). Neither is quoted.
+_PROXY_URL = "an http://, https://, socks5:// or socks5h:// URL with a valid host and port"
+_REFUSED_PROXY = (
+    f"proxy must be {_PROXY_URL}: this transport speaks HTTP proxies, and SOCKS ones "
+    "with socksio installed"
+)
+_REFUSED_SETTING = (
+    "a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY, HTTP_PROXY or NO_PROXY) "
+    f"is no URL httpx can read: a proxy must be {_PROXY_URL}"
+)
+
+
 class FlowithClient(FlowithClientBase):
     """Async Flowith client on httpx, for asyncio and trio.
 
@@ -530,6 +543,7 @@ class FlowithClient(FlowithClientBase):
             def new_client() -> httpx.AsyncClient:
                 return httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls, cookies=jar)
 
+            refused = None
             try:
                 self._http = new_client()
             except ImportError:  # httpx's, for a SOCKS proxy: refused as a setting, as aiohttp's
@@ -537,6 +551,13 @@ class FlowithClient(FlowithClientBase):
                     "a SOCKS proxy (proxy=, or ALL_PROXY, HTTPS_PROXY or HTTP_PROXY in the "
                     'environment) needs the socksio package: pip install "httpx[socks]"'
                 ) from None
+            except (ValueError, httpx.InvalidURL):
+                # httpx's quotes the URL, with its password when the scheme is missing
+                # ("alice:pw@proxy:3128" reads as scheme "alice"); its InvalidURL (a
+                # port that is no number) is no ValueError.
+                refused = _REFUSED_PROXY if proxy is not None else _REFUSED_SETTING
+            if refused is not None:  # raised out here, httpx's is not even its context
+                raise ValueError(refused)
             self._lanes: Lanes | None = Lanes(new_client)
             # Uploads, downloads and event streams out on self._http, which we close.
             self._in_flight: InFlight | None = InFlight()

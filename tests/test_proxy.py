@@ -369,6 +369,42 @@ async def test_a_proxy_url_no_transport_can_use_is_refused_by_the_constructor(
     pytest.fail(f"{proxy!r} was accepted")
 
 
+@pytest.mark.parametrize(
+    "proxy",
+    ["alice:s3cretProxyPass@proxy.test:3128", "socks4://alice:s3cretProxyPass@proxy.test:1080"],
+)
+async def test_a_refused_proxy_url_is_not_quoted_with_its_password(
+    transport: Transport, proxy: str
+) -> None:
+    """httpx's ValueError quoted a proxy URL whose scheme was left out ("alice" was taken
+    for one), password and all; aiohttp's refusal quoted nothing."""
+    flowith_client: Any = transport.client_class()
+    with pytest.raises(ValueError, match=r"^proxy must be an http://") as refused:
+        flowith_client("token", proxy=proxy)
+    assert "s3cretProxyPass" not in shown_by_the_chain(refused.value)
+
+
+@pytest.mark.parametrize("transport", ["httpx-asyncio"], indirect=True)
+@pytest.mark.parametrize("where", ["proxy=", "ALL_PROXY", "NO_PROXY"])
+async def test_a_proxy_url_httpx_cannot_read_is_a_value_error_too(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A port that is no number (in a proxy, or a host NO_PROXY lists) was httpx's
+    InvalidURL, which is no ValueError: the flowith command printed a traceback."""
+    bad = "http://alice:s3cretProxyPass@127.0.0.1:notaport"
+    for name in ("ALL_PROXY", "all_proxy"):  # urllib reads the lower-case one first
+        monkeypatch.setenv(name, bad if where == "ALL_PROXY" else "http://127.0.0.1:1")
+    if where == "NO_PROXY":
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.setenv(name, "127.0.0.1:notaport")
+    flowith_client: Any = transport.client_class()
+    settings = {"proxy": bad} if where == "proxy=" else {}
+    expected = "proxy must be" if where == "proxy=" else "a proxy setting in the environment"
+    with pytest.raises(ValueError, match=f"^{expected}") as refused:
+        flowith_client("token", **settings)
+    assert "s3cretProxyPass" not in shown_by_the_chain(refused.value)
+
+
 @pytest.mark.parametrize("transport", ["httpx-asyncio"], indirect=True)
 async def test_a_socks_proxy_in_the_environment_without_socksio_is_a_setting_refused(
     transport: Transport, monkeypatch: pytest.MonkeyPatch
