@@ -1264,7 +1264,8 @@ class FlowithClientBase(WebAppMethods):
                     step = self._now() + self.timeout
                     try:
                         chunk = await body.read(step if deadline is None else min(step, deadline))
-                    except ConnectionFailedError:
+                    except ConnectionFailedError as exc:
+                        scrub(exc, self._state.secrets)  # a body may echo a cookie held
                         self._check_open()  # broken by aclose(): say so
                         raise
                     if chunk is None:
@@ -1328,7 +1329,8 @@ class FlowithClientBase(WebAppMethods):
                     return  # the listening window is over (a slow consumer outlived it)
                 try:
                     data = await stream.read(deadline)
-                except ConnectionFailedError:
+                except ConnectionFailedError as exc:
+                    scrub(exc, self._state.secrets)  # a body may echo a cookie held
                     self._check_open()  # broken by aclose(): say so
                     raise
                 if not data:  # the window closed (None) or the server ended (b"")

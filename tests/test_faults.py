@@ -398,6 +398,37 @@ async def test_a_cookie_an_unreadable_answer_echoes_is_hidden_from_a_downloads_e
     assert "echo=[REDACTED]" in logged  # the line is still quoted
 
 
+@pytest.mark.parametrize("call", ["download", "listener"])
+async def test_a_cookie_a_breaking_body_echoes_is_hidden_from_the_error(
+    fake: FakeFlowith,
+    transport: Transport,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    call: str,
+) -> None:
+    """A body that breaks once it flows fails a read, which no operation scrubs either:
+    httpx's message quoted the chunk header it refused, a held cookie's value in it."""
+    echo = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\necho=" + _COOKIE.encode() + b"\r\n"
+    )
+
+    async def listen(client: FlowithClientBase) -> None:
+        async for _ in client.stream_user_sse():
+            pass
+
+    async with _answering(echo) as url:
+        client = transport.client_class()(fake.token, edge_url=url, supabase_url=url)
+        async with client:
+            await client.get_credits()  # its answer sets the cookie
+            failing = client.download(f"{url}/f/a.png", tmp_path) if call == "download" else None
+            with pytest.raises(ConnectionFailedError) as caught:
+                await (failing or listen(client))
+    logged = _logged_exception(caught.value, caplog)
+    assert _COOKIE not in str(caught.value)
+    assert _COOKIE not in logged
+
+
 @pytest.mark.parametrize("answer", list(_UNREADABLE))
 async def test_a_failed_downloads_traceback_shows_no_signed_url_or_cookie(
     fake: FakeFlowith,
