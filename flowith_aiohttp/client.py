@@ -37,6 +37,8 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     masked_headers,
+    redact,
+    redact_chain,
     undecodable_body,
     waited_for_turn,
 )
@@ -149,17 +151,42 @@ def _encoding_error(exc: BaseException) -> str | None:
 
 
 def _clear_credentials(exc: aiohttp.ClientError) -> None:
-    """aiohttp's response errors keep the request's headers (its token and API key),
-    the answer's (its cookies) and the redirects it followed, and their repr shows
-    them: mask the credential-named headers, and drop the redirects."""
+    """aiohttp's errors quote the request's URL (a download's is signed) and where a
+    redirect led, and its response errors keep the request's headers (its token and
+    API key), the answer's (its cookies) and the redirects it followed. Their str and
+    repr show them, and so does every traceback of the library's error they caused:
+    redact what they and the errors they were raised from say (the parser quotes the
+    line it refused), mask the URLs and the credential headers, drop the redirects."""
+    redact_chain(exc)
     if not isinstance(exc, aiohttp.ClientResponseError):
         return
     info = exc.request_info
-    exc.request_info = type(info)(info.url, info.method, _masked(info.headers), info.real_url)
+    exc.request_info = type(info)(
+        _masked_url(info.url), info.method, _masked(info.headers), _masked_url(info.real_url)
+    )
     exc.history = ()
     exc.args = (exc.request_info, exc.history)
     if exc.headers is not None:
         exc.headers = _masked(exc.headers)
+
+
+def _masked_url(url: URL) -> URL:
+    """``url`` with its password and its signed credentials masked."""
+    if url.raw_password is None:
+        return URL(redact(str(url), ()), encoded=True)
+    rest = _masked_url(url.with_password(None))
+    # Built, not parsed: yarl takes the brackets of "[REDACTED]" before a host for IPv6.
+    return URL.build(
+        scheme=rest.scheme,
+        user=rest.raw_user,
+        password="[REDACTED]",
+        host=rest.raw_host or "",
+        port=rest.explicit_port,
+        path=rest.raw_path,
+        query_string=rest.raw_query_string,
+        fragment=rest.raw_fragment,
+        encoded=True,
+    )
 
 
 def _masked(headers: Any) -> CIMultiDictProxy[str]:

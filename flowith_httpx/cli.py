@@ -287,8 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         # The fake is on loopback: a proxy configured for the internet must not stand
         # in between, nor be set up at all (a SOCKS one would need socksio just to be
-        # bypassed). This process's own environment, which both transports read.
-        for scheme in ("ALL", "HTTPS", "HTTP"):
+        # bypassed), nor NO_PROXY read (httpx refuses a host in it it cannot read).
+        # This process's own environment, which both transports read.
+        for scheme in ("ALL", "HTTPS", "HTTP", "NO"):
             for name in (f"{scheme}_PROXY", f"{scheme.lower()}_proxy"):
                 os.environ.pop(name, None)
         try:

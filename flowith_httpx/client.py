@@ -38,6 +38,8 @@ from flowith_proto.errors import (
     ConnectionFailedError,
     ResponseDecodeError,
     TimeoutError,
+    error_chain,
+    redact_chain,
     undecodable_body,
     waited_for_turn,
 )
@@ -206,6 +208,9 @@ def _left_behind(work: Callable[..., object], outcome: _Outcome) -> None:
 def _transport_error(
     exc: httpx.HTTPError, progress: RequestProgress | None = None
 ) -> ConnectionFailedError | TimeoutError | ResponseDecodeError:
+    """The library's error for ``exc``, which is cleared of credentials: it becomes
+    the error's cause, which a traceback or a repr shows."""
+    _clear_credentials(exc)
     if isinstance(exc, httpx.DecodingError):  # an answer came: trying again gets it again
         return undecodable_body(exc)
     # Failing to connect (or to get a pooled connection) means no byte of the
@@ -215,6 +220,23 @@ def _transport_error(
     if isinstance(exc, httpx.TimeoutException):
         return TimeoutError(f"request timed out ({type(exc).__name__})", request_sent=sent)
     return ConnectionFailedError(f"{type(exc).__name__}: {_detail(exc)}", request_sent=sent)
+
+
+def _clear_credentials(exc: BaseException) -> None:
+    """httpx's errors keep the request they failed: its URL (a download's is signed)
+    and its headers (the token, the API key, the cookies), shown by ``.request`` of
+    the library's error's cause; and the errors they were raised from quote the line
+    of the answer they refused, which a traceback prints. Drop the requests (and a
+    status error's answer), and redact what every error of the chain says."""
+    redact_chain(exc)
+    for current in error_chain(exc):
+        if isinstance(current, httpx.HTTPError):
+            # As in an error httpx made without a request (its typing allows none):
+            # reading .request then says it was never set.
+            held: Any = current
+            held.request = None
+            if isinstance(current, httpx.HTTPStatusError):  # an event hook's
+                held.response = None
 
 
 def _detail(exc: Exception) -> str:
@@ -406,6 +428,7 @@ class _Body:
                             break
         except Exception as exc:  # httpx's errors, or any other: the reader raises it
             # (never let it out: an error ending a trio system task ends the whole run)
+            _clear_credentials(exc)
             failure = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {_detail(exc)}")
             failure.__cause__ = exc
             self._failure = failure
@@ -442,6 +465,19 @@ class _Body:
             self._pump_scope.cancel()
             await self._pump_done.wait()
             await self._response.aclose()
+
+
+#: The constructor's refusal of a proxy httpx cannot use: ``proxy=``, or one in the
+#: environment (or a host in NO_PROXY that is no host). Neither is quoted.
+_PROXY_URL = "an http://, https://, socks5:// or socks5h:// URL with a valid host and port"
+_REFUSED_PROXY = (
+    f"proxy must be {_PROXY_URL}: this transport speaks HTTP proxies, and SOCKS ones "
+    "with socksio installed"
+)
+_REFUSED_SETTING = (
+    "a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY, HTTP_PROXY or NO_PROXY) "
+    f"is no URL httpx can read: a proxy must be {_PROXY_URL}"
+)
 
 
 class FlowithClient(FlowithClientBase):
@@ -507,6 +543,7 @@ class FlowithClient(FlowithClientBase):
             def new_client() -> httpx.AsyncClient:
                 return httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls, cookies=jar)
 
+            refused = None
             try:
                 self._http = new_client()
             except ImportError:  # httpx's, for a SOCKS proxy: refused as a setting, as aiohttp's
@@ -514,6 +551,13 @@ class FlowithClient(FlowithClientBase):
                     "a SOCKS proxy (proxy=, or ALL_PROXY, HTTPS_PROXY or HTTP_PROXY in the "
                     'environment) needs the socksio package: pip install "httpx[socks]"'
                 ) from None
+            except (ValueError, httpx.InvalidURL):
+                # httpx's quotes the URL, with its password when the scheme is missing
+                # ("alice:pw@proxy:3128" reads as scheme "alice"); its InvalidURL (a
+                # port that is no number) is no ValueError.
+                refused = _REFUSED_PROXY if proxy is not None else _REFUSED_SETTING
+            if refused is not None:  # raised out here, httpx's is not even its context
+                raise ValueError(refused)
             self._lanes: Lanes | None = Lanes(new_client)
             # Uploads, downloads and event streams out on self._http, which we close.
             self._in_flight: InFlight | None = InFlight()

@@ -731,6 +731,9 @@ class FlowithClientBase(WebAppMethods):
             yield
         except (ConnectionFailedError, TimeoutError, ResponseDecodeError) as exc:
             # (A transport's ResponseDecodeError: an answer whose body it could not decode.)
+            # What a transport refused may echo a cookie the client holds: masked here,
+            # as a download's or a stream's error is scrubbed by no operation.
+            scrub(exc, self._state.secrets)
             if self._recorder is not None:
                 self._recorder.error(number, exc)
             self._check_open(exc)  # cut short by aclose(), not by the network
@@ -1280,7 +1283,8 @@ class FlowithClientBase(WebAppMethods):
                     step = self._now() + self.timeout
                     try:
                         chunk = await body.read(step if deadline is None else min(step, deadline))
-                    except ConnectionFailedError:
+                    except ConnectionFailedError as exc:
+                        scrub(exc, self._state.secrets)  # a body may echo a cookie held
                         self._check_open()  # broken by aclose(): say so
                         raise
                     if chunk is None:
@@ -1344,7 +1348,8 @@ class FlowithClientBase(WebAppMethods):
                     return  # the listening window is over (a slow consumer outlived it)
                 try:
                     data = await stream.read(deadline)
-                except ConnectionFailedError:
+                except ConnectionFailedError as exc:
+                    scrub(exc, self._state.secrets)  # a body may echo a cookie held
                     self._check_open()  # broken by aclose(): say so
                     raise
                 if not data:  # the window closed (None) or the server ended (b"")

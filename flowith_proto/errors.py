@@ -16,7 +16,7 @@ import json
 import re
 import reprlib
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,6 +41,7 @@ __all__ = [
     "ResponseDecodeError",
     "TimeoutError",
     "ValidationError",
+    "error_chain",
     "error_from_response",
     "excerpt",
     "hide_secrets_of",
@@ -51,6 +52,7 @@ __all__ = [
     "masked_headers",
     "parse_retry_after",
     "redact",
+    "redact_chain",
     "retry_after_seconds",
     "scrub",
     "undecodable_body",
@@ -581,19 +583,16 @@ def excerpt(value: Any, limit: int = 80) -> str:
 
 
 def scrub(error: FlowithError, secrets: Iterable[str]) -> None:
-    """Mask ``secrets`` in ``error``'s message and ``.body``, in place.
+    """Mask ``secrets`` in ``error``'s message and ``.body``, in place, and in what
+    the errors it was raised from say (see :func:`redact_chain`).
 
     Errors raised inside the core (a row of the wrong shape, quoted in the message
     and kept as the body) are made where the client's tokens are not known; the
     client scrubs each one with them on its way out, as error answers already are.
     """
     held = [secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH]
-    seen: set[int] = set()
-    current: BaseException | None = error
-    # The errors it was raised from too: a traceback shows them.
-    while isinstance(current, FlowithError) and id(current) not in seen:
-        seen.add(id(current))
-        current.args = tuple(redact(a, held) if isinstance(a, str) else a for a in current.args)
+    redact_chain(error, held)
+    for current in error_chain(error):  # a traceback shows each
         if isinstance(current, APIError) and current.body is not None:
             try:
                 current.body = _redact_values(current.body, held)
@@ -604,6 +603,41 @@ def scrub(error: FlowithError, secrets: Iterable[str]) -> None:
         if isinstance(current, GenerationError):
             current.error = redact(current.error, held)
             current.error_type = redact(current.error_type, held)
+
+
+def redact_chain(error: BaseException, secrets: Iterable[str] = ()) -> None:
+    """Redact (see :func:`redact`), in place, what ``error`` and each error it was
+    raised from say: their text arguments and attributes (the ``message`` that
+    aiohttp's errors print, the line its parser refused). A traceback or
+    ``logging.exception`` prints every error of the chain, and a transport's own
+    quote what they refused: an answer's header line, a ``Location`` with its
+    signed URL."""
+    held = list(secrets)
+    for current in error_chain(error):
+        current.args = tuple(_redacted(arg, held) for arg in current.args)
+        kept = getattr(current, "__dict__", {})
+        for name, value in list(kept.items()):
+            if isinstance(value, (str, bytes, bytearray)):
+                kept[name] = _redacted(value, held)
+
+
+def _redacted(value: object, secrets: list[str]) -> object:
+    """``value`` redacted if it is text or bytes (a parser quotes the raw line)."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, (bytes, bytearray)):  # latin-1: every byte maps back
+        return type(value)(redact(value.decode("latin-1"), secrets).encode("latin-1"))
+    return value
+
+
+def error_chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors it was raised from (each one's cause, else the error
+    being handled when it was raised), each once."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
         current = current.__cause__ or current.__context__
 
 

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -122,3 +124,25 @@ async def streams() -> AsyncIterator[Streams]:
     opened = Streams()
     yield opened
     await opened.aclose()
+
+
+def shown_by_the_chain(error: BaseException) -> str:
+    """What a traceback shows of ``error``, and a look at every error it was raised
+    from: its repr, its arguments, its attributes and the headers of what it keeps
+    (httpx's request, aiohttp's request info), or of the request that keeps (an
+    httpx answer's)."""
+    shown = "".join(traceback.format_exception(error))
+    links, seen = [error], set()
+    while links:
+        link = links.pop()
+        if id(link) in seen:
+            continue
+        seen.add(id(link))
+        kept = vars(link)
+        shown += f"{link!r} {link.args!r} {kept!r}"
+        for value in kept.values():
+            shown += repr(getattr(value, "headers", ""))
+            with contextlib.suppress(AttributeError, RuntimeError):  # none, or never set
+                shown += f"{value.request!r} {value.request.headers!r}"
+        links += [e for e in (link.__cause__, link.__context__) if e is not None]
+    return shown

@@ -57,6 +57,8 @@ def test_console_entry_point_runs_the_demo() -> None:
         # httpx sets up a SOCKS proxy's transport even for hosts NO_PROXY exempts: the
         # demo failed with a traceback where socksio is not installed.
         ("httpx", "ALL_PROXY", "socks5://127.0.0.1:1"),
+        # A host httpx cannot read in NO_PROXY, which only proxies need: a traceback.
+        ("httpx", "NO_PROXY", "127.0.0.1:notaport"),
     ],
 )
 def test_the_demo_reaches_its_fake_where_an_internet_proxy_is_configured(

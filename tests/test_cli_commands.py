@@ -835,6 +835,22 @@ def test_a_socks_proxy_httpx_cannot_speak_is_one_line_not_a_traceback(
     ]
 
 
+def test_a_proxy_in_the_environment_httpx_cannot_read_is_one_line_not_a_traceback(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port that is no number was httpx's InvalidURL, no ValueError: a traceback."""
+    if cli.variant[0] != "httpx":
+        pytest.skip("aiohttp reads the environment by its own rules (test_proxy.py)")
+    monkeypatch.setenv("ALL_PROXY", "http://alice:s3cretProxyPass@127.0.0.1:notaport")
+    done = cli("credits")
+    assert done.code == 2
+    assert done.error_lines == [
+        "flowith: a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY, HTTP_PROXY or "
+        "NO_PROXY) is no URL httpx can read: a proxy must be an http://, https://, socks5:// "
+        "or socks5h:// URL with a valid host and port"
+    ]
+
+
 def test_a_token_put_where_an_argument_goes_is_not_echoed(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

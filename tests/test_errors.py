@@ -7,6 +7,7 @@ import builtins
 import json
 import math
 import pickle
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from flowith_proto.errors import (
     is_token_expired,
     parse_retry_after,
     redact,
+    redact_chain,
     scrub,
 )
 from flowith_proto.request import Response
@@ -542,6 +544,67 @@ def test_a_generation_error_is_scrubbed_of_the_held_secrets_in_every_field() -> 
         assert held not in f"{error} {error.error} {error.error_type}"
         assert error.error == "provider said [REDACTED]"
         assert error.error_type == "bad [REDACTED]"
+
+
+class _ParserError(Exception):
+    """Shaped as aiohttp's parser errors: its str shows ``message``, and its args hold
+    the raw line it refused."""
+
+    def __init__(self, line: bytes) -> None:
+        super().__init__(line)
+        self.message = f"Invalid header token:\n\n  {line!r}"
+
+    def __str__(self) -> str:
+        return f"400, message:\n{self.message}"
+
+
+def _raised_from_a_transports_error(line: bytes) -> ConnectionFailedError:
+    """The library's error as a transport raises it, from the error of the parser
+    that refused ``line``, itself raised from another (httpcore's from h11's)."""
+    try:
+        try:
+            try:
+                raise _ParserError(line)
+            except _ParserError as refused:
+                raise RuntimeError(f"illegal header line: {line!r}") from refused
+        except RuntimeError as exc:
+            raise ConnectionFailedError("malformed answer: illegal header line") from exc
+    except ConnectionFailedError as error:
+        return error
+
+
+def _chain_shown(error: BaseException) -> str:
+    """What a traceback, and a look at each error of the chain, shows."""
+    shown = "".join(traceback.format_exception(error))
+    link: BaseException | None = error
+    while link is not None:
+        shown += f"{link!r} {link.args!r} {vars(link)!r}"
+        link = link.__cause__ or link.__context__
+    return shown
+
+
+def test_what_the_errors_a_library_error_was_raised_from_say_is_redacted() -> None:
+    # Only the library's own error was redacted: a traceback (logging.exception) printed
+    # the transport's below it, quoting the answer's line with a signed URL, or a cookie
+    # value the client held.
+    held = "sid-COOKIEVALUE123456"
+    signed = "https://cdn.test/f/a.png?X-Amz-Signature=AMZSIG0123456789abcdef"
+    line = f"Location : {signed}&echo={held}".encode()
+    error = _raised_from_a_transports_error(line)
+    scrub(error, [held])
+    shown = _chain_shown(error)
+    assert "AMZSIG0123456789abcdef" not in shown
+    assert held not in shown
+    # Still the whole chain, each error's type and what it said, redacted.
+    assert "_ParserError: 400, message:" in shown
+    assert "RuntimeError: illegal header line: b'Location : https://cdn.test/f/a.png" in shown
+    assert "X-Amz-Signature=[REDACTED]&echo=[REDACTED]" in shown
+
+    error = _raised_from_a_transports_error(line)
+    redact_chain(error)  # what a transport does before it raises: no secret held there
+    shown = _chain_shown(error)
+    assert "AMZSIG0123456789abcdef" not in shown
+    assert f"&echo={held}" in shown  # masked on the error's way out, by scrub
 
 
 def test_an_excerpt_masks_a_credential_before_shortening_it() -> None:

@@ -10,12 +10,13 @@ import os
 import random
 import re
 import time
-import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
+import httpx
 import pytest
 
 from flowith_proto.abc import FlowithClientBase
@@ -48,7 +49,7 @@ from flowith_proto.fake import (
     raw,
     row,
 )
-from tests.conftest import MakeClient, Transport, eventually
+from tests.conftest import MakeClient, Transport, eventually, shown_by_the_chain
 
 pytestmark = pytest.mark.anyio
 
@@ -315,18 +316,184 @@ async def test_a_transport_error_chained_as_the_cause_shows_no_credential(
     fake: FakeFlowith, make_client: MakeClient, transport: Transport
 ) -> None:
     """aiohttp's response errors keep the request's headers, and their repr (the cause
-    of the library's error) showed the access token and the API key."""
+    of the library's error) showed the access token and the API key; httpx's keep the
+    request, with its headers."""
     fake.fail_next(1, 500, path="/user/credits", headers=[("X-Big", "a" * 200_000)])
     async with make_client(max_retries=0) as client:
         with pytest.raises(FlowithError) as info:
             await client.get_credits()
-    shown = "".join(traceback.format_exception(info.value))
-    chain: BaseException | None = info.value
-    while chain is not None:
-        shown += repr(chain) + repr(getattr(chain, "args", ""))
-        chain = chain.__cause__ or chain.__context__
+    shown = shown_by_the_chain(info.value)
     assert fake.token not in shown
     assert DEFAULT_SUPABASE_KEY not in shown
+
+
+#: The value of a cookie the client holds, and the answer that sets it.
+_COOKIE = "COOKIEVALUE0123456789"
+_SET_COOKIE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+    b"Connection: close\r\nSet-Cookie: sid=" + _COOKIE.encode() + b"; Path=/\r\n\r\n[]"
+)
+_FOUND = b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nConnection: close\r\n"
+#: A download URL's signature.
+_SIGNATURE = "AMZSIG0123456789abcdef"
+_SIGNED = b"?X-Amz-Signature=" + _SIGNATURE.encode()
+#: Answers to a download that no transport reads, or follows.
+_UNREADABLE = {
+    "duplicate-length": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n[]",
+    "bad-status-line": b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\n[]",
+    "bad-chunking": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n[]\r\n0\r\n\r\n",
+    "header-too-large": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+    "bad-header-line": _FOUND + b"Location : http://cdn.test/b.png" + _SIGNED + b"\r\n\r\n",
+    "redirect-loop": _FOUND + b"Location: /f/a.png" + _SIGNED + b"\r\n\r\n",
+    "redirect-to-ftp": _FOUND + b"Location: ftp://cdn.test/a.png" + _SIGNED + b"\r\n\r\n",
+}
+
+
+@contextlib.asynccontextmanager
+async def _answering(answer: bytes) -> AsyncIterator[str]:
+    """A loopback server answering a credits request with a cookie, and any other
+    with ``answer``, each on a connection of its own; yields its URL."""
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += await stream.receive()
+                await stream.send(_SET_COOKIE if b" /user/credits " in request else answer)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, serve)
+        yield f"http://127.0.0.1:{port}"
+        group.cancel_scope.cancel()
+
+
+def _logged_exception(error: BaseException, caplog: pytest.LogCaptureFixture) -> str:
+    """What ``logging.exception`` writes of ``error`` (only that: httpcore's own DEBUG
+    logs show the answers' headers, as the README warns)."""
+    logger = logging.getLogger("tests.logged")
+    logger.error("it failed", exc_info=error)
+    record = next(r for r in reversed(caplog.records) if r.name == logger.name)
+    return logging.Formatter().format(record)
+
+
+async def test_a_cookie_an_unreadable_answer_echoes_is_hidden_from_a_downloads_error(
+    fake: FakeFlowith, transport: Transport, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No operation scrubs a download's error on its way out: httpx's message, which
+    quotes the header line its parser refused, showed the value of a cookie the client
+    held, and so did the traceback of the transport's errors on every transport."""
+    echo = _FOUND + b"Location : http://cdn.test/b.png?echo=" + _COOKIE.encode() + b"\r\n\r\n"
+    async with _answering(echo) as url:
+        client = transport.client_class()(fake.token, edge_url=url, supabase_url=url)
+        async with client:
+            await client.get_credits()  # its answer sets the cookie
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.download(f"{url}/f/a.png", tmp_path)
+    logged = _logged_exception(caught.value, caplog)
+    assert _COOKIE not in str(caught.value)
+    assert _COOKIE not in logged
+    assert "echo=[REDACTED]" in logged  # the line is still quoted
+
+
+@pytest.mark.parametrize("call", ["download", "listener"])
+async def test_a_cookie_a_breaking_body_echoes_is_hidden_from_the_error(
+    fake: FakeFlowith,
+    transport: Transport,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    call: str,
+) -> None:
+    """A body that breaks once it flows fails a read, which no operation scrubs either:
+    httpx's message quoted the chunk header it refused, a held cookie's value in it."""
+    echo = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\necho=" + _COOKIE.encode() + b"\r\n"
+    )
+
+    async def listen(client: FlowithClientBase) -> None:
+        async for _ in client.stream_user_sse():
+            pass
+
+    async with _answering(echo) as url:
+        client = transport.client_class()(fake.token, edge_url=url, supabase_url=url)
+        async with client:
+            await client.get_credits()  # its answer sets the cookie
+            failing = client.download(f"{url}/f/a.png", tmp_path) if call == "download" else None
+            with pytest.raises(ConnectionFailedError) as caught:
+                await (failing or listen(client))
+    logged = _logged_exception(caught.value, caplog)
+    assert _COOKIE not in str(caught.value)
+    assert _COOKIE not in logged
+
+
+@pytest.mark.parametrize("answer", list(_UNREADABLE))
+async def test_a_failed_downloads_traceback_shows_no_signed_url_or_cookie(
+    fake: FakeFlowith,
+    transport: Transport,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    answer: str,
+) -> None:
+    """Its message was redacted, but logging.exception printed the transport's errors
+    it was raised from: aiohttp's quoted the signed URL (its request's, or where a
+    redirect led), and both the line of the answer they refused. httpx's kept the
+    request, whose repr shows the URL and whose headers the cookie."""
+    async with _answering(_UNREADABLE[answer]) as url:
+        client = transport.client_class()(fake.token, edge_url=url, supabase_url=url)
+        async with client:
+            await client.get_credits()  # its answer sets the cookie, sent with the download
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.download(f"{url}/f/a.png?X-Amz-Signature={_SIGNATURE}", tmp_path)
+    logged = _logged_exception(caught.value, caplog)
+    shown = shown_by_the_chain(caught.value) + logged
+    assert _SIGNATURE not in shown
+    assert _COOKIE not in shown
+    # Still there to read: the transport's error, its type and what it said.
+    cause = caught.value.__cause__
+    assert cause is not None
+    assert f"{type(cause).__module__}.{type(cause).__qualname__}: {cause}" in logged
+
+
+async def test_a_failed_calls_cause_keeps_no_cookie_the_client_sent(
+    fake: FakeFlowith, transport: Transport
+) -> None:
+    """httpx's error, the cause of the library's, kept the request: its headers held
+    the values of the cookies the client sends."""
+    async with _answering(_UNREADABLE["duplicate-length"]) as url:
+        client = transport.client_class()(
+            fake.token, edge_url=url, supabase_url=url, max_retries=0
+        )
+        async with client:
+            await client.get_credits()  # its answer sets the cookie
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.list_conversations()
+    shown = shown_by_the_chain(caught.value)
+    assert _COOKIE not in shown
+    assert fake.token not in shown
+
+
+@pytest.mark.parametrize("transport", ["httpx-asyncio"], indirect=True)
+async def test_a_status_error_an_event_hook_raises_keeps_no_request_or_answer(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    """httpx's HTTPStatusError, which a hook of the http_client you bring may raise,
+    keeps the request and the answer (with the request again): chained as the cause
+    of the library's error, both showed the signed URL."""
+
+    async def raise_for_status(response: httpx.Response) -> None:
+        response.raise_for_status()
+
+    signed = f"{fake.file_url('/f/missing.png')}?X-Amz-Signature={_SIGNATURE}"
+    hooked = httpx.AsyncClient(event_hooks={"response": [raise_for_status]})
+    async with hooked as mine, make_client(http_client=mine, max_retries=0) as client:
+        with pytest.raises(ConnectionFailedError, match="HTTPStatusError") as caught:
+            await client.download(signed, tmp_path)
+    shown = shown_by_the_chain(caught.value)
+    assert _SIGNATURE not in shown
+    assert "httpx.HTTPStatusError: Client error '404 Not Found' for url" in shown
 
 
 def _refreshing_client(

@@ -35,7 +35,7 @@ from flowith_proto.errors import (
     TimeoutError,
 )
 from flowith_proto.fake import FakeFlowith, chunk, complete, hang, pause
-from tests.conftest import MakeClient, Transport
+from tests.conftest import MakeClient, Transport, shown_by_the_chain
 from tests.forward_proxy import ForwardProxy
 
 pytestmark = pytest.mark.anyio
@@ -94,6 +94,33 @@ async def test_generate_goes_entirely_through_the_proxy(
     for request in fake.requests:
         assert request.header("host") == authority
         assert request.header("proxy-connection") is None
+
+
+async def test_a_proxy_refusing_the_tunnel_shows_no_password_in_the_traceback(
+    fake: FakeFlowith, transport: Transport
+) -> None:
+    """aiohttp's error for a refused CONNECT quotes the proxy's URL, password and all:
+    the library's message masked it, but not the traceback of its cause."""
+    password = "s3cretProxyPass"
+    flowith_client: Any = transport.client_class()
+    async with ForwardProxy() as proxy:  # it refuses CONNECT: nothing goes further
+        client = flowith_client(
+            fake.token,
+            edge_url="https://127.0.0.1:9",
+            supabase_url="https://127.0.0.1:9",
+            proxy=f"http://alice:{password}@127.0.0.1:{proxy.port}",
+            max_retries=0,
+        )
+        async with client:
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.get_credits()
+    shown = shown_by_the_chain(caught.value)
+    assert password not in shown
+    cause = caught.value.__cause__  # the transport's own error, still shown
+    assert cause is not None
+    assert f"{type(cause).__module__}.{type(cause).__qualname__}: {cause}" in shown
+    if transport.library == "aiohttp":
+        assert f"url='http://alice:[REDACTED]@127.0.0.1:{proxy.port}" in shown
 
 
 async def test_the_environments_proxy_is_used_by_every_transport(
@@ -340,6 +367,42 @@ async def test_a_proxy_url_no_transport_can_use_is_refused_by_the_constructor(
         return
     await client.aclose()
     pytest.fail(f"{proxy!r} was accepted")
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    ["alice:s3cretProxyPass@proxy.test:3128", "socks4://alice:s3cretProxyPass@proxy.test:1080"],
+)
+async def test_a_refused_proxy_url_is_not_quoted_with_its_password(
+    transport: Transport, proxy: str
+) -> None:
+    """httpx's ValueError quoted a proxy URL whose scheme was left out ("alice" was taken
+    for one), password and all; aiohttp's refusal quoted nothing."""
+    flowith_client: Any = transport.client_class()
+    with pytest.raises(ValueError, match=r"^proxy must be an http://") as refused:
+        flowith_client("token", proxy=proxy)
+    assert "s3cretProxyPass" not in shown_by_the_chain(refused.value)
+
+
+@pytest.mark.parametrize("transport", ["httpx-asyncio"], indirect=True)
+@pytest.mark.parametrize("where", ["proxy=", "ALL_PROXY", "NO_PROXY"])
+async def test_a_proxy_url_httpx_cannot_read_is_a_value_error_too(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A port that is no number (in a proxy, or a host NO_PROXY lists) was httpx's
+    InvalidURL, which is no ValueError: the flowith command printed a traceback."""
+    bad = "http://alice:s3cretProxyPass@127.0.0.1:notaport"
+    for name in ("ALL_PROXY", "all_proxy"):  # urllib reads the lower-case one first
+        monkeypatch.setenv(name, bad if where == "ALL_PROXY" else "http://127.0.0.1:1")
+    if where == "NO_PROXY":
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.setenv(name, "127.0.0.1:notaport")
+    flowith_client: Any = transport.client_class()
+    settings = {"proxy": bad} if where == "proxy=" else {}
+    expected = "proxy must be" if where == "proxy=" else "a proxy setting in the environment"
+    with pytest.raises(ValueError, match=f"^{expected}") as refused:
+        flowith_client("token", **settings)
+    assert "s3cretProxyPass" not in shown_by_the_chain(refused.value)
 
 
 @pytest.mark.parametrize("transport", ["httpx-asyncio"], indirect=True)
