@@ -18,7 +18,7 @@ import reprlib
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from flowith_proto.models import GenerationOutput
@@ -52,6 +52,7 @@ __all__ = [
     "parse_retry_after",
     "redact",
     "retry_after_seconds",
+    "rewrap",
     "scrub",
     "undecodable_body",
 ]
@@ -215,6 +216,26 @@ class TimeoutError(FlowithError, builtins.TimeoutError):
         super().__init__(message)
         self.request_sent = request_sent
         self.deadline_passed = deadline_passed
+
+
+_Wrapping = TypeVar("_Wrapping", bound=APIError)
+
+
+def rewrap(source: APIError, kind: type[_Wrapping], message: str) -> _Wrapping:
+    """An error of ``kind`` raised in place of ``source`` (a refused upload's
+    :class:`FileUploadError` for the 503 that refused it, say), about the same
+    answer: ``source``'s ``status_code``, ``body``, ``endpoint`` and
+    ``retry_after_s`` carry over, and its ``details`` and ``partial_output`` if
+    it has them. Built field by field at each site, the wrapper lost the ones
+    nobody listed (an upload's 503 said neither its request nor its wait)."""
+    error = kind(message, status_code=source.status_code, body=source.body)
+    for name in ("endpoint", "retry_after_s", "partial_output"):
+        value = getattr(source, name)
+        if value is not None:
+            setattr(error, name, value)
+    if isinstance(error, ValidationError) and isinstance(source, ValidationError):
+        error.details = list(source.details)
+    return error
 
 
 def waited_for_turn(limit: float, at_once: int) -> TimeoutError:

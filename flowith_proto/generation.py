@@ -60,6 +60,7 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     ValidationError,
+    rewrap,
 )
 from flowith_proto.events import (
     Chunks,
@@ -402,11 +403,11 @@ def begin_turn(
     except APIError as error:
         conversation.turns_since_anchor -= 1  # refused: nothing was drawn there
         if _missing_reference(error):  # PostgREST's foreign key violation
-            raise NotFoundError(
+            raise rewrap(
+                error,
+                NotFoundError,
                 f"conversation {conv_id} does not exist (or the node the turn would hang "
                 f"under, {parent_id}, does not)",
-                status_code=error.status_code,
-                body=error.body,
             ) from error
         raise
     if ai_data is not None:

@@ -41,7 +41,7 @@ from flowith_proto.effects import (
     Subscribe,
 )
 from flowith_proto.endpoints import Position
-from flowith_proto.errors import ResponseDecodeError, TimeoutError, ValidationError
+from flowith_proto.errors import ResponseDecodeError, TimeoutError, ValidationError, rewrap
 from flowith_proto.events import Chunks, Complete, NodeFailed, WorkflowComplete, node_data
 from flowith_proto.files import url_problem
 from flowith_proto.generation import (
@@ -311,11 +311,11 @@ def generate_video(
             body = response.json()
         except ResponseDecodeError as exc:
             # As below: the job may have started, so say where before giving up on it.
-            raise ResponseDecodeError(
+            raise rewrap(
+                exc,
+                ResponseDecodeError,
                 f"/video/async answered {exc.body!r}, which is not JSON; the video may "
                 f"still be generating in conversation {conv_id}",
-                response.status,
-                body=exc.body,
             ) from None
         refuse_failed_start(body, video_node_id)
         node_id = video_node_id

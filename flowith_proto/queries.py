@@ -27,6 +27,7 @@ from flowith_proto.errors import (
     NotFoundError,
     ResponseDecodeError,
     ValidationError,
+    rewrap,
     scrub,
 )
 from flowith_proto.isodates import parse_iso8601
@@ -303,9 +304,7 @@ def refresh(
     except APIError as exc:
         if isinstance(exc, AuthenticationError) or exc.status_code not in _REFUSALS:
             raise
-        raise AuthenticationError(
-            f"refreshing the session failed: {exc}", status_code=exc.status_code, body=exc.body
-        ) from exc
+        raise rewrap(exc, AuthenticationError, f"refreshing the session failed: {exc}") from exc
     try:
         session = _refreshed_session(response)
     except FlowithError as exc:  # the refresh token passed in is no token the state holds

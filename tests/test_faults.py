@@ -11,6 +11,7 @@ import random
 import re
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ from flowith_proto.errors import (
     APIError,
     AuthenticationError,
     ConnectionFailedError,
+    FileUploadError,
     FlowithError,
     GenerationError,
     InsufficientCreditsError,
+    NotFoundError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
@@ -804,6 +807,46 @@ async def test_a_refresh_that_fails_is_an_authentication_error(
     async with make_client(refresh_token="fkrt-not-a-real-one") as client:
         with pytest.raises(AuthenticationError):
             await client.get_credits()
+
+
+async def test_a_refused_upload_says_the_request_and_the_wait_of_its_503(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The FileUploadError that stands for a refused upload had no endpoint and no
+    retry_after_s: the server's 'come back in 120 s' was on its cause only."""
+    fake.fail_next(1, 503, method="POST", path="/file/store", headers=[("Retry-After", "120")])
+    async with make_client() as client:
+        with pytest.raises(FileUploadError) as info:
+            await client.upload_file(data=b"x", filename="a.txt")
+    error = info.value
+    assert (error.status_code, error.endpoint, error.retry_after_s) == (
+        503,
+        "POST /file/store",
+        120.0,
+    )
+    assert error.body == {"message": "injected 503"}
+
+
+async def test_a_refused_refresh_names_the_request_refused(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The AuthenticationError of a spent refresh token had no endpoint, though its
+    message said 'HTTP 400 from POST /auth/v1/token'."""
+    async with make_client(refresh_token="fkrt-not-a-real-one") as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.refresh_access_token()
+    assert (info.value.status_code, info.value.endpoint) == (400, "POST /auth/v1/token")
+    assert info.value.body["code"] == "refresh_token_not_found"
+
+
+async def test_a_turn_in_a_missing_conversation_names_the_insert_refused(
+    make_client: MakeClient,
+) -> None:
+    """Its NotFoundError (standing for the database's 409) lost the request's name."""
+    async with make_client() as client:
+        with pytest.raises(NotFoundError) as info:
+            await client.generate("hi", conv_id=str(uuid.uuid4()))
+    assert (info.value.status_code, info.value.endpoint) == (409, "POST /rest/v1/flow_node")
 
 
 async def test_bad_frames_for_others_never_break_a_generation(
