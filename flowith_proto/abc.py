@@ -454,11 +454,11 @@ class FlowithClientBase(WebAppMethods):
             declared = (first_header(headers, "content-type") or "").split(";")[0].strip().lower()
             if media_type is not None and declared and declared != media_type:
                 await body.aclose()
-                raise ResponseDecodeError(
-                    f"expected {media_type} from {request.method} {request.url.split('?')[0]}, "
-                    f"got {declared}",
-                    status,
+                refused = ResponseDecodeError(
+                    f"expected {media_type} from {request.endpoint}, got {declared}", status
                 )
+                refused.endpoint = request.endpoint  # as every error of an answer names it
+                raise refused
             return body
         chunks: list[bytes] = []
         size = 0

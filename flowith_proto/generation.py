@@ -373,7 +373,8 @@ def begin_turn(
     the answer goes into, with ``ai_data(timestamp)`` as its data."""
     if conversation.conv_id is None:
         created = yield from call(state, lambda e: e.create_conversation(), deadline=deadline)
-        conversation.conv_id = created_conversation_id(created.json())
+        with created.decoding():
+            conversation.conv_id = created_conversation_id(created.json())
     elif conversation.resume:
         yield from resume(state, conversation, deadline)
     conv_id = require_uuid(conversation.conv_id, "conv_id")
@@ -656,7 +657,8 @@ def read_row(
             request_sent=error.request_sent,
             deadline_passed=True,
         ) from error
-    outcome = node_state(response.json(), media=media)
+    with response.decoding():
+        outcome = node_state(response.json(), media=media)
     if isinstance(outcome, NodeFailedState):
         raise failure(node_id, outcome.status, outcome.error, outcome.error_type)
     return outcome

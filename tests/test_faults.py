@@ -37,6 +37,7 @@ from flowith_proto.errors import (
     ValidationError,
 )
 from flowith_proto.fake import (
+    KYOTO_TRIP,
     Channel,
     FakeFlowith,
     Step,
@@ -51,6 +52,7 @@ from flowith_proto.fake import (
     raw,
     row,
 )
+from tests.canned_server import CannedServer
 from tests.conftest import MakeClient, Transport, eventually
 
 pytestmark = pytest.mark.anyio
@@ -847,6 +849,70 @@ async def test_a_turn_in_a_missing_conversation_names_the_insert_refused(
         with pytest.raises(NotFoundError) as info:
             await client.generate("hi", conv_id=str(uuid.uuid4()))
     assert (info.value.status_code, info.value.endpoint) == (409, "POST /rest/v1/flow_node")
+
+
+#: Calls whose 200 answer the client cannot use, the request each sends for it and
+#: the body it gets (None: the fake's default, an error envelope of the wrong shape).
+_WRONG_SHAPES: dict[str, tuple[Callable[[Any], Coroutine[Any, Any, object]], str, Any]] = {
+    "credits": (lambda c: c.get_credits(), "GET /user/credits", None),
+    "rows": (lambda c: c.list_conversations(limit=1), "GET /rest/v1/conversation", [1]),
+    "one row": (lambda c: c.get_conversation(KYOTO_TRIP), "GET /rest/v1/conversation", [{}]),
+    "a field": (lambda c: c.get_credit_type(), "GET /user/credit_type", [1]),
+    "models": (lambda c: c.list_models(), "GET /models", [1]),
+    "count": (lambda c: c.get_online_count(), "POST /rest/v1/rpc/get_online_count", {}),
+    "auth user": (lambda c: c.get_auth_user(), "GET /auth/v1/user", [1]),
+    "delete": (
+        lambda c: c.delete_conversation(KYOTO_TRIP),
+        "PATCH /rest/v1/conversation",
+        {"id": KYOTO_TRIP},
+    ),
+    "title": (
+        lambda c: c.generate_title([{"role": "user", "content": "hi"}]),
+        "POST /completion/conversation-title",
+        {"title": "x"},
+    ),
+    "new conversation": (lambda c: c.generate("hi"), "POST /rest/v1/conversation", [{}]),
+    "canvas": (
+        lambda c: c.start_conversation(conv_id=KYOTO_TRIP).send("hi"),
+        "GET /rest/v1/flow_node",
+        {"rows": []},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_WRONG_SHAPES))
+async def test_a_body_of_the_wrong_shape_names_the_answer(
+    fake: FakeFlowith, make_client: MakeClient, case: str
+) -> None:
+    """A 200 answer of the wrong shape raised a ResponseDecodeError with status_code
+    and endpoint None, as if no HTTP answer were involved (an answer that is no JSON
+    at all had both)."""
+    call, endpoint, body = _WRONG_SHAPES[case]
+    method, path = endpoint.split(" ")
+    fake.fail_next(1, 200, method=method, path=path, body=body)
+    async with make_client(max_retries=0) as client:
+        with pytest.raises(ResponseDecodeError) as info:
+            await call(client)
+    assert (info.value.status_code, info.value.endpoint) == (200, endpoint)
+
+
+async def test_a_listener_answered_with_a_page_names_the_request(transport: Transport) -> None:
+    """The refusal quoted the stream's whole URL (host included) and had no endpoint,
+    where every other error of an answer names it as "GET /path"."""
+    page = CannedServer(200, [("Content-Type", "text/html")], b"<html>sign in</html>")
+    async with page:
+        client = transport.client_class()(
+            FakeFlowith().token, edge_url=page.url, supabase_url=page.url, max_retries=0
+        )
+        async with client:
+            with pytest.raises(ResponseDecodeError) as info:
+                async for _ in client.stream_user_stream(timeout=5):
+                    pass
+    error = info.value
+    assert str(error) == (
+        "expected text/event-stream from GET /user_stream/stream, got text/html"
+    )
+    assert (error.status_code, error.endpoint) == (200, "GET /user_stream/stream")
 
 
 async def test_bad_frames_for_others_never_break_a_generation(
