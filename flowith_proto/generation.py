@@ -60,6 +60,7 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     ValidationError,
+    one_line,
     rewrap,
 )
 from flowith_proto.events import (
@@ -847,9 +848,11 @@ def start_answer(response: Response) -> Any:
 
 
 def failure(node_id: str, status: str, error: str, error_type: str) -> GenerationError:
-    """The error a node's failure raises, from what its event or row says of it."""
-    reason = error or status or "unknown error"
-    suffix = f" ({error_type})" if error_type else ""
+    """The error a node's failure raises, from what its event or row says of it.
+    Its message quotes the server's words on one line (a provider's traceback spans
+    many); ``error`` and ``error_type`` keep them as they came."""
+    reason = one_line(error) or one_line(status) or "unknown error"
+    suffix = f" ({one_line(error_type)})" if error_type.strip() else ""
     return GenerationError(
         f"generation of node {node_id} failed: {reason}{suffix}",
         status=status,

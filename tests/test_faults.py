@@ -119,6 +119,60 @@ async def test_an_error_answer_names_the_request_it_answered(
     assert (info.value.endpoint, info.value.status_code) == ("POST /rest/v1/flow_node", 502)
 
 
+_NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+_LONG = b"upstream said: " + b"word\n" * 2000
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "said"),
+    [
+        ("text/html", _NGINX_502, "502 Bad Gateway (an HTML page)"),
+        ("text/html", b"<!DOCTYPE html>\n<html><body><h1>Oops</h1></body></html>", "an HTML page"),
+        (
+            "text/plain",
+            b"upstream failed:\r\n  connect() refused\r\n",
+            "upstream failed: connect() refused",
+        ),
+        ("text/plain", _LONG, " ".join(_LONG.decode().split())[:397] + "..."),
+    ],
+    ids=["nginx page", "untitled page", "lines", "long"],
+)
+async def test_an_error_page_is_quoted_on_one_line(
+    transport: Transport, content_type: str, body: bytes, said: str
+) -> None:
+    """An nginx 502 page went into the message verbatim, seven lines with CR LF in
+    what a log prints as one line. The message says a page's title, and any other
+    text on one line and cut short; .body keeps all of it."""
+    async with CannedServer(502, [("Content-Type", content_type)], body) as page:
+        client = transport.client_class()(
+            FakeFlowith().token, edge_url=page.url, supabase_url=page.url, max_retries=0
+        )
+        async with client:
+            with pytest.raises(APIError) as info:
+                await client.get_credits()
+    assert str(info.value) == f"HTTP 502 from GET /user/credits: {said}"
+    assert info.value.body == body.decode()
+
+
+async def test_a_failed_generation_quotes_a_providers_traceback_on_one_line(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A reason of many lines (a provider's traceback) went into the message as it
+    came; the GenerationError's error keeps it so."""
+    reason = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad'
+    fake.script(chunk("a"), fail(reason, "provider_error"))
+    async with make_client() as client:
+        with pytest.raises(GenerationError) as info:
+            await client.generate("hi", timeout=10)
+    said = 'Traceback (most recent call last): File "x.py", line 1 ValueError: bad'
+    assert str(info.value).endswith(f" failed: {said} (provider_error)")
+    assert info.value.error == reason
+
+
 async def test_an_api_redirect_is_an_error_and_never_followed_with_credentials(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
@@ -909,9 +963,7 @@ async def test_a_listener_answered_with_a_page_names_the_request(transport: Tran
                 async for _ in client.stream_user_stream(timeout=5):
                     pass
     error = info.value
-    assert str(error) == (
-        "expected text/event-stream from GET /user_stream/stream, got text/html"
-    )
+    assert str(error) == ("expected text/event-stream from GET /user_stream/stream, got text/html")
     assert (error.status_code, error.endpoint) == (200, "GET /user_stream/stream")
 
 
