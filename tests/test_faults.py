@@ -895,6 +895,70 @@ async def test_a_refused_refresh_names_the_request_refused(
     assert info.value.body["code"] == "refresh_token_not_found"
 
 
+def _shown_chain(error: BaseException) -> list[str]:
+    """The type of each error a traceback of ``error`` shows, the last raised first."""
+    shown: list[str] = []
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        shown.append(type(link).__name__)
+        hidden = link.__cause__ is None and link.__suppress_context__
+        link = link.__cause__ if link.__cause__ is not None or hidden else link.__context__
+    return shown
+
+
+async def test_a_refused_refresh_shows_each_error_once_in_its_traceback(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The copy each caller raises was raised from the error it copies: a traceback
+    showed the same AuthenticationError twice, the one a direct cause of the other."""
+    async with make_client(refresh_token="fkrt-not-a-real-one") as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.refresh_access_token()
+    assert _shown_chain(info.value) == ["AuthenticationError", "APIError"]
+    assert "".join(traceback.format_exception(info.value)).count("refreshing the session") == 1
+
+
+async def test_callers_joining_a_refused_refresh_show_each_error_once(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A caller that joined a refresh in flight raised its copy from it too."""
+    answered = anyio.Event()
+    client = _refreshing_client(fake, make_client, [], answered=answered, max_retries=0)
+    fake.fail_next(
+        1, 400, path="/auth/v1/token", body={"code": "refresh_token_not_found", "msg": "spent"}
+    )
+    errors: list[BaseException] = []
+
+    async def credits() -> None:
+        with pytest.raises(AuthenticationError) as info:
+            await client.get_credits()
+        errors.append(info.value)
+
+    async with client, anyio.create_task_group() as group:
+        group.start_soon(credits)
+        with anyio.fail_after(10):
+            await answered.wait()  # the refresh is in flight: the next caller joins it
+        group.start_soon(credits)
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+    assert [_shown_chain(error) for error in errors] == [["AuthenticationError", "APIError"]] * 2
+
+
+async def test_a_failed_runs_result_asked_again_shows_its_error_once(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """result() raises a copy of the error the run failed with, and raised it from
+    that error: the same GenerationError twice in one traceback."""
+    fake.script(chunk("half"), fail("quota"))
+    async with make_client() as client:
+        run = client.generate_stream("fails")
+        for _ in range(2):
+            with pytest.raises(GenerationError) as info:
+                await run.result()
+            assert _shown_chain(info.value) == ["GenerationError"]
+
+
 async def test_a_turn_in_a_missing_conversation_names_the_insert_refused(
     make_client: MakeClient,
 ) -> None:
