@@ -171,11 +171,16 @@ class _Flight:
 
 def _fresh(error: FlowithError) -> FlowithError:
     """A copy of ``error`` for one more caller to raise: one object raised in
-    several tasks would gather all their tracebacks and keep their frames alive."""
+    several tasks would gather all their tracebacks and keep their frames alive.
+    It keeps ``error``'s cause and context, and is raised without ``from``: raised
+    from ``error``, a traceback showed the same error twice."""
     try:
         copied = copy.copy(error)
     except Exception:  # an error class that cannot be rebuilt from its args
         return error
+    copied.__cause__ = error.__cause__
+    copied.__context__ = error.__context__
+    copied.__suppress_context__ = error.__suppress_context__
     return copied.with_traceback(None)
 
 
@@ -472,11 +477,11 @@ class FlowithClientBase(WebAppMethods):
             declared = (first_header(headers, "content-type") or "").split(";")[0].strip().lower()
             if media_type is not None and declared and declared != media_type:
                 await body.aclose()
-                raise ResponseDecodeError(
-                    f"expected {media_type} from {request.method} {request.url.split('?')[0]}, "
-                    f"got {declared}",
-                    status,
+                refused = ResponseDecodeError(
+                    f"expected {media_type} from {request.endpoint}, got {declared}", status
                 )
+                refused.endpoint = request.endpoint  # as every error of an answer names it
+                raise refused
             return body
         chunks: list[bytes] = []
         size = 0
@@ -761,7 +766,7 @@ class FlowithClientBase(WebAppMethods):
         if flight is not None:  # a refresh under way renews this token too
             await self._landed(flight, deadline)
             if flight.error is not None:
-                raise _fresh(flight.error) from flight.error
+                raise _fresh(flight.error)
             return
         if not self._state.credentials.refresh_token:
             raise AuthenticationError("the access token expired and there is no refresh token")
@@ -839,7 +844,7 @@ class FlowithClientBase(WebAppMethods):
                 flight.caller_waiting = False
                 raise
         if flight.error is not None:
-            raise _fresh(flight.error) from flight.error
+            raise _fresh(flight.error)
         assert flight.session is not None  # _fly() leaves one or the other
         return flight.session
 
@@ -1451,7 +1456,7 @@ class OperationRun(Generic[T]):
         async for _ in self:
             pass
         if self._failure is not None:
-            raise _fresh(self._failure) from self._failure
+            raise _fresh(self._failure)
         if not self._finished:
             raise ClientStateError("this run was closed before its end: it has no result")
         return self._outcome  # type: ignore[no-any-return]

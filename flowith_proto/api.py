@@ -9,14 +9,14 @@ the per-request limit (the client's ``timeout`` when not given).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from flowith_proto import canvas, queries
 from flowith_proto.arguments import require_count
 from flowith_proto.effects import Operation
-from flowith_proto.errors import AuthenticationError, ResponseDecodeError, scrub
+from flowith_proto.errors import AuthenticationError, ResponseDecodeError
 from flowith_proto.models import (
     AuthSession,
     ConversationRecord,
@@ -175,14 +175,14 @@ class WebAppMethods(abc.ABC):
     ) -> list[dict[str, Any]]:
         """The raw ``cooperate`` rows (shared conversations, with the
         conversation embedded)."""
-        body = await self._run(
+        return await self._run(
             queries.json_body(
                 self._state,
                 lambda e: e.cooperate_rows(user_id=user_id, conv_id=conv_id, top_only=top_only),
+                read=lambda body: _object_list(body, "list_cooperate_rows"),
                 timeout=timeout,
             )
         )
-        return _object_list(body, "list_cooperate_rows", self._state.secrets)
 
     async def get_conv_novel_editor(
         self, conv_id: str, *, timeout: float | None = None
@@ -241,10 +241,14 @@ class WebAppMethods(abc.ABC):
 
     async def get_auth_user(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The Supabase auth user (id, email, metadata) as a dict."""
-        body = await self._run(
-            queries.json_body(self._state, lambda e: e.auth_user(), timeout=timeout)
+        return await self._run(
+            queries.json_body(
+                self._state,
+                lambda e: e.auth_user(),
+                read=lambda body: _object(body, "get_auth_user"),
+                timeout=timeout,
+            )
         )
-        return _object(body, "get_auth_user", self._state.secrets)
 
     def get_oauth_url(
         self,
@@ -457,20 +461,15 @@ class WebAppMethods(abc.ABC):
         return await self._run(queries.json_body(self._state, build, timeout=timeout))
 
 
-def _object(body: Any, context: str, secrets: Sequence[str]) -> dict[str, Any]:
+# Raised inside the run (queries.json_body), these errors name the answer and are
+# scrubbed of the client's secrets as every error of a run is.
+def _object(body: Any, context: str) -> dict[str, Any]:
     if not isinstance(body, dict):
-        _refuse_shape(f"{context}: expected a JSON object", body, secrets)
+        raise ResponseDecodeError(f"{context}: expected a JSON object", body=body)
     return body
 
 
-def _object_list(body: Any, context: str, secrets: Sequence[str]) -> list[dict[str, Any]]:
+def _object_list(body: Any, context: str) -> list[dict[str, Any]]:
     if not isinstance(body, list) or not all(isinstance(row, dict) for row in body):
-        _refuse_shape(f"{context}: expected a JSON array of objects", body, secrets)
+        raise ResponseDecodeError(f"{context}: expected a JSON array of objects", body=body)
     return body
-
-
-def _refuse_shape(message: str, body: Any, secrets: Sequence[str]) -> NoReturn:
-    """Raised after the run, this error is scrubbed here as OperationRun scrubs its own."""
-    error = ResponseDecodeError(message, body=body)
-    scrub(error, secrets)
-    raise error

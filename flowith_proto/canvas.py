@@ -32,7 +32,8 @@ def read_canvas(
 ) -> Operation[list[FlowNode]]:
     """The live nodes of ``conv_id`` (a checked UUID), in creation order."""
     response = yield from call(state, lambda e: e.flow_nodes(conv_id), deadline=deadline)
-    nodes = structure_rows(response.json(), FlowNode, context=context, owned=True)
+    with response.decoding():
+        nodes = structure_rows(response.json(), FlowNode, context=context, owned=True)
     if len(nodes) >= POSTGREST_MAX_ROWS:
         nodes += yield from later_pages(
             state, conv_id, len(nodes), context=context, deadline=deadline
@@ -59,7 +60,8 @@ def later_pages(
             timeout=timeout,
             deadline=deadline,
         )
-        page = structure_rows(response.json(), FlowNode, context=context, owned=True)
+        with response.decoding():
+            page = structure_rows(response.json(), FlowNode, context=context, owned=True)
         nodes += page
         if len(page) < POSTGREST_MAX_ROWS:
             return nodes

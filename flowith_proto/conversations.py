@@ -18,14 +18,14 @@ def delete(state: ClientState, conv_id: str, *, timeout: float | None = None) ->
     user's matched (already gone, or someone else's)."""
     conv = require_uuid(conv_id, "conv_id")
     response = yield from call(state, lambda e: e.delete_conversation(conv), timeout=timeout)
-    rows = response.json()
-    if isinstance(rows, list) and not rows:
-        raise NotFoundError(f"conversation {conv} does not exist", status_code=response.status)
-    # return=representation: the deleted row comes back, or deleting nothing could
-    # not be told from deleting it (D21).
-    if not (isinstance(rows, list) and all(isinstance(row, Mapping) for row in rows)):
-        raise ResponseDecodeError(
-            "delete_conversation: expected the deleted row back, a JSON array of objects",
-            status_code=response.status,
-            body=rows,
-        )
+    with response.decoding():
+        rows = response.json()
+        if isinstance(rows, list) and not rows:
+            raise NotFoundError(f"conversation {conv} does not exist", status_code=response.status)
+        # return=representation: the deleted row comes back, or deleting nothing could
+        # not be told from deleting it (D21).
+        if not (isinstance(rows, list) and all(isinstance(row, Mapping) for row in rows)):
+            raise ResponseDecodeError(
+                "delete_conversation: expected the deleted row back, a JSON array of objects",
+                body=rows,
+            )

@@ -51,7 +51,7 @@ import attrs
 import cattrs
 
 from flowith_proto import logs
-from flowith_proto.errors import ResponseDecodeError, excerpt
+from flowith_proto.errors import ResponseDecodeError, excerpt, rewrap
 from flowith_proto.models import (
     AuthSession,
     ConversationRecord,
@@ -561,7 +561,7 @@ def _prefixed(context: str, where: str, exc: ResponseDecodeError) -> ResponseDec
     parts = [part for part in (context, where) if part]
     prefix = ": ".join(parts)
     message = f"{prefix}: {exc}" if prefix else str(exc)
-    return ResponseDecodeError(message, status_code=exc.status_code, body=exc.body)
+    return rewrap(exc, ResponseDecodeError, message)
 
 
 # --- public API -------------------------------------------------------------------------------

@@ -3,22 +3,23 @@
 Every error the library raises is a :class:`FlowithError`. HTTP failures are
 :class:`APIError` subclasses chosen by status code (and, for credits, by body),
 so callers can catch by meaning: ``except RateLimitError as e: e.retry_after_s``.
-Messages quote at most a short excerpt of the server's body and never a
-credential: the adapters hand the secrets to :func:`redact` before anything is
-formatted.
+Messages quote at most a short excerpt of the server's body, on one line (see
+:func:`one_line`), and never a credential: the adapters hand the secrets to
+:func:`redact` before anything is formatted.
 """
 
 from __future__ import annotations
 
 import builtins
 import functools
+import html
 import json
 import re
 import reprlib
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from flowith_proto.models import GenerationOutput
@@ -50,14 +51,17 @@ __all__ = [
     "live_secrets",
     "mask_secrets",
     "masked_headers",
+    "one_line",
     "parse_retry_after",
     "redact",
     "redact_chain",
     "retry_after_seconds",
+    "rewrap",
     "scrub",
     "undecodable_body",
 ]
 
+#: The most of a server's words an error's message quotes (``.body`` keeps them all).
 _BODY_EXCERPT = 400
 
 
@@ -217,6 +221,26 @@ class TimeoutError(FlowithError, builtins.TimeoutError):
         super().__init__(message)
         self.request_sent = request_sent
         self.deadline_passed = deadline_passed
+
+
+_Wrapping = TypeVar("_Wrapping", bound=APIError)
+
+
+def rewrap(source: APIError, kind: type[_Wrapping], message: str) -> _Wrapping:
+    """An error of ``kind`` raised in place of ``source`` (a refused upload's
+    :class:`FileUploadError` for the 503 that refused it, say), about the same
+    answer: ``source``'s ``status_code``, ``body``, ``endpoint`` and
+    ``retry_after_s`` carry over, and its ``details`` and ``partial_output`` if
+    it has them. Built field by field at each site, the wrapper lost the ones
+    nobody listed (an upload's 503 said neither its request nor its wait)."""
+    error = kind(message, status_code=source.status_code, body=source.body)
+    for name in ("endpoint", "retry_after_s", "partial_output"):
+        value = getattr(source, name)
+        if value is not None:
+            setattr(error, name, value)
+    if isinstance(error, ValidationError) and isinstance(source, ValidationError):
+        error.details = list(source.details)
+    return error
 
 
 def waited_for_turn(limit: float, at_once: int) -> TimeoutError:
@@ -641,17 +665,47 @@ def error_chain(error: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+#: The start of an HTML page (a proxy's or a gateway's error page, a sign-in page).
+_HTML_PAGE = re.compile(
+    r"\ufeff?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*(?:<!doctype\s+html|<html\b|<head\b|<body\b)",
+    re.IGNORECASE | re.DOTALL,
+)
+_HTML_TITLE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def one_line(text: str, limit: int = _BODY_EXCERPT) -> str:
+    """``text`` (a server's words) as an error message quotes it: on one line, its
+    runs of white space (line breaks, a traceback's indentation) made one space; an
+    HTML page said by its ``<title>`` ("502 Bad Gateway (an HTML page)"), or as
+    "an HTML page" without one; cut to ``limit`` characters, ending in "...".
+    A log line of the message is then one line, whatever the server sent. The
+    secrets of live clients are masked (see :func:`redact`) before anything is cut."""
+    held = live_secrets()
+    text = redact(text, held)
+    if _HTML_PAGE.match(text):
+        found = _HTML_TITLE.search(text)
+        # Unescaped, the title may spell out what its entities hid.
+        title = redact(html.unescape(found.group(1)), held) if found else ""
+        title = _WHITESPACE.sub(" ", title).strip()
+        text = f"{title} (an HTML page)" if title else "an HTML page"
+    text = _WHITESPACE.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return text
+
+
 def _server_message(decoded: Any) -> str:
-    """The human part of a PostgREST / GoTrue / edge error body."""
+    """The human part of a PostgREST / GoTrue / edge error body, on one line."""
     if isinstance(decoded, Mapping):
         for key in ("message", "msg", "error_description", "error", "detail"):
             value = decoded.get(key)
             if isinstance(value, str) and value:
-                return value
-        return json.dumps(decoded, ensure_ascii=False)[:_BODY_EXCERPT]
+                return one_line(value)
+        return one_line(json.dumps(decoded, ensure_ascii=False))
     if isinstance(decoded, str):
-        return decoded.strip()[:_BODY_EXCERPT]
-    return json.dumps(decoded, ensure_ascii=False)[:_BODY_EXCERPT]
+        return one_line(decoded)
+    return one_line(json.dumps(decoded, ensure_ascii=False))
 
 
 def _mentions_insufficient_credits(decoded: Any) -> bool:
@@ -737,7 +791,8 @@ def _status_error(
         )
     retry_after_raw = next((v for k, v in pairs if k.lower() == "retry-after"), None)
     decoded = _decode_body(body, secrets)
-    reason = _server_message(decoded)
+    # Again: an HTML page's title is unescaped, and may spell out a secret of this request.
+    reason = redact(_server_message(decoded), secrets)
     message = f"{answered}: {reason}" if reason else answered
     if status == 402 or (status in (400, 403) and _mentions_insufficient_credits(decoded)):
         return InsufficientCreditsError(message, status_code=status, body=decoded)

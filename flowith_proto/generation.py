@@ -60,6 +60,8 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     ValidationError,
+    one_line,
+    rewrap,
 )
 from flowith_proto.events import (
     Chunks,
@@ -372,7 +374,8 @@ def begin_turn(
     the answer goes into, with ``ai_data(timestamp)`` as its data."""
     if conversation.conv_id is None:
         created = yield from call(state, lambda e: e.create_conversation(), deadline=deadline)
-        conversation.conv_id = created_conversation_id(created.json())
+        with created.decoding():
+            conversation.conv_id = created_conversation_id(created.json())
     elif conversation.resume:
         yield from resume(state, conversation, deadline)
     conv_id = require_uuid(conversation.conv_id, "conv_id")
@@ -402,11 +405,11 @@ def begin_turn(
     except APIError as error:
         conversation.turns_since_anchor -= 1  # refused: nothing was drawn there
         if _missing_reference(error):  # PostgREST's foreign key violation
-            raise NotFoundError(
+            raise rewrap(
+                error,
+                NotFoundError,
                 f"conversation {conv_id} does not exist (or the node the turn would hang "
                 f"under, {parent_id}, does not)",
-                status_code=error.status_code,
-                body=error.body,
             ) from error
         raise
     if ai_data is not None:
@@ -655,7 +658,8 @@ def read_row(
             request_sent=error.request_sent,
             deadline_passed=True,
         ) from error
-    outcome = node_state(response.json(), media=media)
+    with response.decoding():
+        outcome = node_state(response.json(), media=media)
     if isinstance(outcome, NodeFailedState):
         raise failure(node_id, outcome.status, outcome.error, outcome.error_type)
     return outcome
@@ -844,9 +848,11 @@ def start_answer(response: Response) -> Any:
 
 
 def failure(node_id: str, status: str, error: str, error_type: str) -> GenerationError:
-    """The error a node's failure raises, from what its event or row says of it."""
-    reason = error or status or "unknown error"
-    suffix = f" ({error_type})" if error_type else ""
+    """The error a node's failure raises, from what its event or row says of it.
+    Its message quotes the server's words on one line (a provider's traceback spans
+    many); ``error`` and ``error_type`` keep them as they came."""
+    reason = one_line(error) or one_line(status) or "unknown error"
+    suffix = f" ({one_line(error_type)})" if error_type.strip() else ""
     return GenerationError(
         f"generation of node {node_id} failed: {reason}{suffix}",
         status=status,

@@ -41,7 +41,7 @@ from flowith_proto.effects import (
     Subscribe,
 )
 from flowith_proto.endpoints import Position
-from flowith_proto.errors import ResponseDecodeError, TimeoutError, ValidationError
+from flowith_proto.errors import ResponseDecodeError, TimeoutError, ValidationError, rewrap
 from flowith_proto.events import Chunks, Complete, NodeFailed, WorkflowComplete, node_data
 from flowith_proto.files import url_problem
 from flowith_proto.generation import (
@@ -55,7 +55,7 @@ from flowith_proto.generation import (
     start_answer,
 )
 from flowith_proto.models import GeneratedImage, ImageOutput, VideoOutput
-from flowith_proto.request import require_uuid
+from flowith_proto.request import Response, require_uuid
 from flowith_proto.row_checks import RowChecks
 from flowith_proto.state import ClientState
 
@@ -311,11 +311,11 @@ def generate_video(
             body = response.json()
         except ResponseDecodeError as exc:
             # As below: the job may have started, so say where before giving up on it.
-            raise ResponseDecodeError(
+            raise rewrap(
+                exc,
+                ResponseDecodeError,
                 f"/video/async answered {exc.body!r}, which is not JSON; the video may "
                 f"still be generating in conversation {conv_id}",
-                response.status,
-                body=exc.body,
             ) from None
         refuse_failed_start(body, video_node_id)
         node_id = video_node_id
@@ -325,12 +325,12 @@ def generate_video(
                 node_id = require_uuid(server_id, "nodeId")
             except ValidationError:
                 # The job has started: say where it went rather than poll a node it is not.
-                raise ResponseDecodeError(
-                    f"/video/async named its video node {server_id!r}, which is not a UUID; the "
-                    f"video may still be generating in conversation {conv_id}",
-                    response.status,
-                    body=body,
-                ) from None
+                with response.decoding():  # (it names the start answer)
+                    raise ResponseDecodeError(
+                        f"/video/async named its video node {server_id!r}, which is not a "
+                        f"UUID; the video may still be generating in conversation {conv_id}",
+                        body=body,
+                    ) from None
             yield Alias(node_id, video_node_id)
         result = yield from _await_media(
             state,
@@ -381,6 +381,12 @@ def generate_title(
     empty answer is an empty title."""
     checked = require_messages(messages, "messages")
     response = yield from call(state, lambda e: e.conversation_title(checked), timeout=timeout)
+    with response.decoding():
+        return _title_of(response)
+
+
+def _title_of(response: Response) -> str:
+    """The title an answer holds (see :func:`generate_title`)."""
     declared = response.header("content-type") or ""
     kind = declared.split(";")[0].strip().lower()
     text = _text_of(response.body, declared).strip()

@@ -10,9 +10,10 @@ bodies; :class:`Request`'s repr hides them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -271,6 +272,22 @@ class Response:
         if self.endpoint:
             error.endpoint = self.endpoint
         raise error
+
+    @contextlib.contextmanager
+    def decoding(self) -> Iterator[None]:
+        """Read this answer's body within it: a :class:`ResponseDecodeError` raised
+        there that names no answer (a row of the wrong shape, found by the code that
+        structures it) gets this answer's ``status`` as its ``status_code`` and its
+        :attr:`endpoint`, as the error of a body that is not JSON at all has them
+        (a ``status_code`` of ``None`` would say that no HTTP status was involved)."""
+        try:
+            yield
+        except ResponseDecodeError as error:
+            if error.status_code is None:
+                error.status_code = self.status
+            if error.endpoint is None and self.endpoint:
+                error.endpoint = self.endpoint
+            raise
 
     def __repr__(self) -> str:
         return f"Response({self.status}, <{len(self.body)} bytes>)"

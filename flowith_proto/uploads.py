@@ -15,6 +15,7 @@ from flowith_proto.errors import (
     InsufficientCreditsError,
     RateLimitError,
     ValidationError,
+    rewrap,
 )
 from flowith_proto.files import url_problem
 from flowith_proto.models import FileRecord
@@ -65,9 +66,7 @@ def upload(
     except _KEEP:
         raise
     except APIError as exc:
-        raise FileUploadError(
-            f"upload failed: {exc}", status_code=exc.status_code, body=exc.body
-        ) from exc
+        raise rewrap(exc, FileUploadError, f"upload failed: {exc}") from exc
     body: Any = response.json()
     url = body.get("url") if isinstance(body, dict) else None
     if not isinstance(url, str) or not url:

@@ -10,6 +10,8 @@ import os
 import random
 import re
 import time
+import traceback
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,11 @@ from flowith_proto.errors import (
     APIError,
     AuthenticationError,
     ConnectionFailedError,
+    FileUploadError,
     FlowithError,
     GenerationError,
     InsufficientCreditsError,
+    NotFoundError,
     PermissionDeniedError,
     RateLimitError,
     ResponseDecodeError,
@@ -35,6 +39,7 @@ from flowith_proto.errors import (
     ValidationError,
 )
 from flowith_proto.fake import (
+    KYOTO_TRIP,
     Channel,
     FakeFlowith,
     Step,
@@ -49,6 +54,7 @@ from flowith_proto.fake import (
     raw,
     row,
 )
+from tests.canned_server import CannedServer
 from tests.conftest import MakeClient, Transport, eventually, shown_by_the_chain
 
 pytestmark = pytest.mark.anyio
@@ -113,6 +119,60 @@ async def test_an_error_answer_names_the_request_it_answered(
             await client.generate("hi", timeout=10)
     assert str(info.value) == "HTTP 502 from POST /rest/v1/flow_node: down"
     assert (info.value.endpoint, info.value.status_code) == ("POST /rest/v1/flow_node", 502)
+
+
+_NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+_LONG = b"upstream said: " + b"word\n" * 2000
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "said"),
+    [
+        ("text/html", _NGINX_502, "502 Bad Gateway (an HTML page)"),
+        ("text/html", b"<!DOCTYPE html>\n<html><body><h1>Oops</h1></body></html>", "an HTML page"),
+        (
+            "text/plain",
+            b"upstream failed:\r\n  connect() refused\r\n",
+            "upstream failed: connect() refused",
+        ),
+        ("text/plain", _LONG, " ".join(_LONG.decode().split())[:397] + "..."),
+    ],
+    ids=["nginx page", "untitled page", "lines", "long"],
+)
+async def test_an_error_page_is_quoted_on_one_line(
+    transport: Transport, content_type: str, body: bytes, said: str
+) -> None:
+    """An nginx 502 page went into the message verbatim, seven lines with CR LF in
+    what a log prints as one line. The message says a page's title, and any other
+    text on one line and cut short; .body keeps all of it."""
+    async with CannedServer(502, [("Content-Type", content_type)], body) as page:
+        client = transport.client_class()(
+            FakeFlowith().token, edge_url=page.url, supabase_url=page.url, max_retries=0
+        )
+        async with client:
+            with pytest.raises(APIError) as info:
+                await client.get_credits()
+    assert str(info.value) == f"HTTP 502 from GET /user/credits: {said}"
+    assert info.value.body == body.decode()
+
+
+async def test_a_failed_generation_quotes_a_providers_traceback_on_one_line(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A reason of many lines (a provider's traceback) went into the message as it
+    came; the GenerationError's error keeps it so."""
+    reason = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad'
+    fake.script(chunk("a"), fail(reason, "provider_error"))
+    async with make_client() as client:
+        with pytest.raises(GenerationError) as info:
+            await client.generate("hi", timeout=10)
+    said = 'Traceback (most recent call last): File "x.py", line 1 ValueError: bad'
+    assert str(info.value).endswith(f" failed: {said} (provider_error)")
+    assert info.value.error == reason
 
 
 async def test_an_api_redirect_is_an_error_and_never_followed_with_credentials(
@@ -971,6 +1031,172 @@ async def test_a_refresh_that_fails_is_an_authentication_error(
     async with make_client(refresh_token="fkrt-not-a-real-one") as client:
         with pytest.raises(AuthenticationError):
             await client.get_credits()
+
+
+async def test_a_refused_upload_says_the_request_and_the_wait_of_its_503(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The FileUploadError that stands for a refused upload had no endpoint and no
+    retry_after_s: the server's 'come back in 120 s' was on its cause only."""
+    fake.fail_next(1, 503, method="POST", path="/file/store", headers=[("Retry-After", "120")])
+    async with make_client() as client:
+        with pytest.raises(FileUploadError) as info:
+            await client.upload_file(data=b"x", filename="a.txt")
+    error = info.value
+    assert (error.status_code, error.endpoint, error.retry_after_s) == (
+        503,
+        "POST /file/store",
+        120.0,
+    )
+    assert error.body == {"message": "injected 503"}
+
+
+async def test_a_refused_refresh_names_the_request_refused(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The AuthenticationError of a spent refresh token had no endpoint, though its
+    message said 'HTTP 400 from POST /auth/v1/token'."""
+    async with make_client(refresh_token="fkrt-not-a-real-one") as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.refresh_access_token()
+    assert (info.value.status_code, info.value.endpoint) == (400, "POST /auth/v1/token")
+    assert info.value.body["code"] == "refresh_token_not_found"
+
+
+def _shown_chain(error: BaseException) -> list[str]:
+    """The type of each error a traceback of ``error`` shows, the last raised first."""
+    shown: list[str] = []
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        shown.append(type(link).__name__)
+        hidden = link.__cause__ is None and link.__suppress_context__
+        link = link.__cause__ if link.__cause__ is not None or hidden else link.__context__
+    return shown
+
+
+async def test_a_refused_refresh_shows_each_error_once_in_its_traceback(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The copy each caller raises was raised from the error it copies: a traceback
+    showed the same AuthenticationError twice, the one a direct cause of the other."""
+    async with make_client(refresh_token="fkrt-not-a-real-one") as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.refresh_access_token()
+    assert _shown_chain(info.value) == ["AuthenticationError", "APIError"]
+    assert "".join(traceback.format_exception(info.value)).count("refreshing the session") == 1
+
+
+async def test_callers_joining_a_refused_refresh_show_each_error_once(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A caller that joined a refresh in flight raised its copy from it too."""
+    answered = anyio.Event()
+    client = _refreshing_client(fake, make_client, [], answered=answered, max_retries=0)
+    fake.fail_next(
+        1, 400, path="/auth/v1/token", body={"code": "refresh_token_not_found", "msg": "spent"}
+    )
+    errors: list[BaseException] = []
+
+    async def credits() -> None:
+        with pytest.raises(AuthenticationError) as info:
+            await client.get_credits()
+        errors.append(info.value)
+
+    async with client, anyio.create_task_group() as group:
+        group.start_soon(credits)
+        with anyio.fail_after(10):
+            await answered.wait()  # the refresh is in flight: the next caller joins it
+        group.start_soon(credits)
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+    assert [_shown_chain(error) for error in errors] == [["AuthenticationError", "APIError"]] * 2
+
+
+async def test_a_failed_runs_result_asked_again_shows_its_error_once(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """result() raises a copy of the error the run failed with, and raised it from
+    that error: the same GenerationError twice in one traceback."""
+    fake.script(chunk("half"), fail("quota"))
+    async with make_client() as client:
+        run = client.generate_stream("fails")
+        for _ in range(2):
+            with pytest.raises(GenerationError) as info:
+                await run.result()
+            assert _shown_chain(info.value) == ["GenerationError"]
+
+
+async def test_a_turn_in_a_missing_conversation_names_the_insert_refused(
+    make_client: MakeClient,
+) -> None:
+    """Its NotFoundError (standing for the database's 409) lost the request's name."""
+    async with make_client() as client:
+        with pytest.raises(NotFoundError) as info:
+            await client.generate("hi", conv_id=str(uuid.uuid4()))
+    assert (info.value.status_code, info.value.endpoint) == (409, "POST /rest/v1/flow_node")
+
+
+#: Calls whose 200 answer the client cannot use, the request each sends for it and
+#: the body it gets (None: the fake's default, an error envelope of the wrong shape).
+_WRONG_SHAPES: dict[str, tuple[Callable[[Any], Coroutine[Any, Any, object]], str, Any]] = {
+    "credits": (lambda c: c.get_credits(), "GET /user/credits", None),
+    "rows": (lambda c: c.list_conversations(limit=1), "GET /rest/v1/conversation", [1]),
+    "one row": (lambda c: c.get_conversation(KYOTO_TRIP), "GET /rest/v1/conversation", [{}]),
+    "a field": (lambda c: c.get_credit_type(), "GET /user/credit_type", [1]),
+    "models": (lambda c: c.list_models(), "GET /models", [1]),
+    "count": (lambda c: c.get_online_count(), "POST /rest/v1/rpc/get_online_count", {}),
+    "auth user": (lambda c: c.get_auth_user(), "GET /auth/v1/user", [1]),
+    "delete": (
+        lambda c: c.delete_conversation(KYOTO_TRIP),
+        "PATCH /rest/v1/conversation",
+        {"id": KYOTO_TRIP},
+    ),
+    "title": (
+        lambda c: c.generate_title([{"role": "user", "content": "hi"}]),
+        "POST /completion/conversation-title",
+        {"title": "x"},
+    ),
+    "new conversation": (lambda c: c.generate("hi"), "POST /rest/v1/conversation", [{}]),
+    "canvas": (
+        lambda c: c.start_conversation(conv_id=KYOTO_TRIP).send("hi"),
+        "GET /rest/v1/flow_node",
+        {"rows": []},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_WRONG_SHAPES))
+async def test_a_body_of_the_wrong_shape_names_the_answer(
+    fake: FakeFlowith, make_client: MakeClient, case: str
+) -> None:
+    """A 200 answer of the wrong shape raised a ResponseDecodeError with status_code
+    and endpoint None, as if no HTTP answer were involved (an answer that is no JSON
+    at all had both)."""
+    call, endpoint, body = _WRONG_SHAPES[case]
+    method, path = endpoint.split(" ")
+    fake.fail_next(1, 200, method=method, path=path, body=body)
+    async with make_client(max_retries=0) as client:
+        with pytest.raises(ResponseDecodeError) as info:
+            await call(client)
+    assert (info.value.status_code, info.value.endpoint) == (200, endpoint)
+
+
+async def test_a_listener_answered_with_a_page_names_the_request(transport: Transport) -> None:
+    """The refusal quoted the stream's whole URL (host included) and had no endpoint,
+    where every other error of an answer names it as "GET /path"."""
+    page = CannedServer(200, [("Content-Type", "text/html")], b"<html>sign in</html>")
+    async with page:
+        client = transport.client_class()(
+            FakeFlowith().token, edge_url=page.url, supabase_url=page.url, max_retries=0
+        )
+        async with client:
+            with pytest.raises(ResponseDecodeError) as info:
+                async for _ in client.stream_user_stream(timeout=5):
+                    pass
+    error = info.value
+    assert str(error) == ("expected text/event-stream from GET /user_stream/stream, got text/html")
+    assert (error.status_code, error.endpoint) == (200, "GET /user_stream/stream")
 
 
 async def test_bad_frames_for_others_never_break_a_generation(

@@ -272,12 +272,14 @@ def test_a_video_node_id_that_is_not_a_uuid_says_where_the_video_went() -> None:
 
 
 def test_a_video_start_answered_with_no_json_says_where_the_video_may_be() -> None:
-    # A bare "expected JSON" error, although the job may have started.
+    # A bare "expected JSON" error, although the job may have started. The error
+    # saying so kept the status of the one it stood for, not its endpoint.
     script = rows_script()
     script.on("POST", "/video/async", Response(200, (("content-type", "text/html"),), b"<html>"))
     with pytest.raises(ResponseDecodeError, match=f"'<html>'.*in conversation {CONV}") as info:
         script.run(generate_video(state(), Conversation(), "a cat"))
-    assert (info.value.status_code, info.value.body) == (200, "<html>")
+    error = info.value
+    assert (error.status_code, error.endpoint, error.body) == (200, "POST /video/async", "<html>")
 
 
 def test_video_waits_five_minutes_by_default() -> None:

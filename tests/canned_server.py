@@ -1,0 +1,39 @@
+"""A loopback server that answers every request with the same canned bytes.
+
+For answers the fake Flowith never gives (its bodies are JSON): a proxy's HTML
+error page, a sign-in page where an event stream was asked for. It runs under
+asyncio and trio alike, reads one request head and answers with
+``Connection: close``, so each request gets its own connection.
+"""
+
+from __future__ import annotations
+
+import anyio
+import anyio.abc
+
+from flowith_httpx.loopback import LoopbackServer, reason_phrase
+
+__all__ = ["CannedServer"]
+
+
+class CannedServer(LoopbackServer):
+    """Answer every request with ``status``, ``headers`` and ``body``; the paths
+    asked for are kept in :attr:`paths`."""
+
+    def __init__(
+        self, status: int, headers: list[tuple[str, str]], body: bytes, *, host: str = "127.0.0.1"
+    ) -> None:
+        super().__init__(host=host)
+        head = [f"HTTP/1.1 {status} {reason_phrase(status).decode()}"]
+        head += [f"{name}: {value}" for name, value in headers]
+        head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+        self.answer = "\r\n".join(head).encode("latin-1") + body
+        self.paths: list[str] = []
+
+    async def serve_one(self, socket: anyio.abc.SocketStream) -> None:
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await socket.receive()
+        target = received.split(b"\r\n", 1)[0].split(b" ")[1].decode("latin-1")
+        self.paths.append(target.split("?", 1)[0])
+        await socket.send(self.answer)
