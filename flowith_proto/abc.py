@@ -1439,6 +1439,8 @@ class OperationRun(Generic[T]):
                     result = await self._client._perform(effect, self)
                 except FlowithError as exc:
                     error = exc
+                if self._done:  # closed by another task meanwhile: its operation is gone
+                    raise StopAsyncIteration
         except BaseException as exc:
             self.close()
             if isinstance(exc, FlowithError):
@@ -1462,7 +1464,9 @@ class OperationRun(Generic[T]):
         return self._outcome  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        """Stop the run and release what it holds (idempotent)."""
+        """Stop the run and release what it holds (idempotent). A task iterating it
+        meanwhile ends its loop at its next step: at once when it waits for events,
+        else when its request or read returns."""
         if self._done:
             return
         self._done = True

@@ -264,7 +264,9 @@ class StreamHub:
 
     def unsubscribe(self, node_id: str) -> None:
         self.demux.unsubscribe(node_id)
-        self._waiters.pop(node_id, None)
+        signal = self._waiters.pop(node_id, None)
+        if signal is not None:  # a run closed by another task: its reader stops waiting
+            signal.set()
         for channel in self._channels.values():
             channel.subscribers.discard(node_id)
 
@@ -305,6 +307,8 @@ class StreamHub:
                 item = self.demux.pop(node_id)
                 if item is not None:
                     return item
+                if mine and not any(node_id in c.subscribers for c in mine):
+                    return StreamEnded("unsubscribed")  # its run was closed meanwhile
                 if not any(c.connection is not None or c.connecting for c in mine):
                     return StreamEnded("not connected")
                 readable = [c for c in mine if c.readable]

@@ -1309,3 +1309,30 @@ async def test_a_path_that_is_no_readable_file_is_refused_before_uploading(
             assert str(refused.value) == f"cannot read {str(path)!r}: {reason}"
             assert refused.value.status_code is None
     assert fake.requests_to("POST", "/file/store") == []
+
+
+async def test_closing_a_run_from_another_task_ends_its_loop_with_no_bogus_step(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A "stop" button: the iterating task waited until the next row check (up to
+    15 s), then got a ``None`` step, and ``result()`` returned ``None``."""
+    fake.script(chunk("a "), pause(30), chunk("b"), complete())
+    async with make_client() as client:
+        run = client.generate_stream("q", timeout=60)
+        seen: list[Any] = []
+        started = time.monotonic()
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+
+                async def consume() -> None:
+                    async for step in run:
+                        seen.append(step)
+
+                group.start_soon(consume)
+                await eventually(lambda: len(seen) == 1)
+                await run.aclose()
+        assert time.monotonic() - started < 5  # the fake's heartbeat wakes its read
+        assert [step.text_delta for step in seen] == ["a "]
+        with pytest.raises(ClientStateError, match="closed before its end"):
+            await run.result()
+        assert (await client.generate("next")).text  # the client goes on
