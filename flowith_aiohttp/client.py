@@ -240,6 +240,25 @@ class _Body:
         self._response.close()
 
 
+async def _cancel_all(tasks: Sequence[asyncio.Future[Any]]) -> asyncio.CancelledError | None:
+    """Cancel ``tasks`` and wait until each has ended; return a cancellation of the
+    caller that came meanwhile rather than raise it. Waiting with ``gather`` let a
+    repeated cancellation (anyio delivers its scope's at every step) out as a task's
+    own bare ``CancelledError``, which anyio's scope did not take for its own: the
+    cancellation escaped ``move_on_after`` and cancelled the caller's whole task."""
+    for task in tasks:
+        task.cancel()
+    cancelled: asyncio.CancelledError | None = None
+    # Looked at afresh each time: a wait cancelled again before its callbacks ran
+    # would otherwise wait anew for tasks long done, for ever.
+    while pending := [task for task in tasks if not task.done()]:
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+    return cancelled
+
+
 class FlowithClient(FlowithClientBase):
     """Async Flowith client on aiohttp (asyncio).
 
@@ -452,10 +471,12 @@ class FlowithClient(FlowithClientBase):
         tasks = [asyncio.ensure_future(job()) for job in jobs]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:
+            await _cancel_all(tasks)
+            raise  # the caller's own cancellation, which anyio's scope knows as its own
+        again = await _cancel_all(tasks)
+        if again is not None:
+            raise again
         first = next(task for task in tasks if task in done)
         return first.result()
 

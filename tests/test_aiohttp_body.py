@@ -3,11 +3,14 @@ connection goes, a read says so with the library's error."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 
 import aiohttp
 import pytest
 
+from flowith_aiohttp import FlowithClient
 from flowith_aiohttp.client import _Body
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto.errors import ConnectionFailedError
@@ -39,3 +42,34 @@ async def test_a_read_after_the_connection_went_is_a_connection_failure(closed: 
                 await body.read(None)
         finally:
             await body.aclose()  # as the client closes every body it opened
+
+
+async def test_a_race_cut_short_raises_the_callers_own_cancellation() -> None:
+    """anyio's scope cancels its task again at every step and knows its cancellation
+    by its message: a race waiting for its cancelled tasks with ``gather`` raised
+    another cancellation than the caller's, which escaped ``move_on_after`` and
+    cancelled the caller's whole task (an image generation cut by a deadline, about
+    1 in 500 times). Cancelled again while its tasks wind down, it raises the first."""
+    winding_down = asyncio.Event()
+
+    async def stubborn() -> None:  # takes a few steps to end once cancelled
+        try:
+            await asyncio.sleep(10)
+        finally:
+            winding_down.set()
+            for _ in range(5):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0)
+
+    client = FlowithClient("t" * 20, user_id="4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f")
+    try:
+        racing = asyncio.ensure_future(client._race([stubborn, stubborn]))
+        await asyncio.sleep(0.01)
+        racing.cancel("the caller's own")
+        await winding_down.wait()
+        racing.cancel("again, as anyio's scope does")
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await racing
+        assert caught.value.args == ("the caller's own",)
+    finally:
+        await client.aclose()
