@@ -390,12 +390,16 @@ class _Body:
         "_pump_done",
         "_pump_scope",
         "_readable",
+        "_release",
         "_response",
         "_room",
     )
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(
+        self, response: httpx.Response, release: Callable[[], None] | None = None
+    ) -> None:
         self._response = response
+        self._release = release  # the main client's slot it holds, given back at the close
         self._buffer: collections.deque[bytes] = collections.deque()
         self._readable = anyio.Event()  # set when a chunk arrives or the pump ends
         self._room = anyio.Event()  # set when a reader takes a chunk
@@ -464,7 +468,11 @@ class _Body:
             self._readable.set()  # a reader waiting ends (b"")
             self._pump_scope.cancel()
             await self._pump_done.wait()
-            await self._response.aclose()
+            try:
+                await self._response.aclose()
+            finally:
+                if self._release is not None:
+                    self._release()
 
 
 #: The constructor's refusal of a proxy httpx cannot use: ``proxy=``, or one in the
@@ -478,6 +486,37 @@ _REFUSED_SETTING = (
     "a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY, HTTP_PROXY or NO_PROXY) "
     f"is no URL httpx can read: a proxy must be {_PROXY_URL}"
 )
+
+
+#: Requests out at once on the main client of our own (event streams, downloads,
+#: uploads): fewer than its pool's 100 connections, so that none ever waits inside
+#: httpcore's pool. One cut short there (its time ran out, or it was cancelled) left
+#: a connection slot taken for good (httpcore#1093): after bursts of downloads that
+#: timed out, every later download, upload and event stream timed out too.
+MAIN_REQUESTS = 64
+
+
+class _Slots:
+    """Turns on the main client, waited for here, where a cancellation is clean."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._semaphore: anyio.Semaphore | None = None  # made in the event loop
+
+    async def take(self) -> Callable[[], None]:
+        """Wait for a turn; return what gives it back (once, whoever calls it)."""
+        if self._semaphore is None:
+            self._semaphore = anyio.Semaphore(self._count)
+        semaphore = self._semaphore
+        await semaphore.acquire()
+        held = [True]
+
+        def release() -> None:
+            if held:
+                held.clear()
+                semaphore.release()
+
+        return release
 
 
 class FlowithClient(FlowithClientBase):
@@ -561,10 +600,12 @@ class FlowithClient(FlowithClientBase):
             self._lanes: Lanes | None = Lanes(new_client)
             # Uploads, downloads and event streams out on self._http, which we close.
             self._in_flight: InFlight | None = InFlight()
+            self._main_slots: _Slots | None = _Slots(MAIN_REQUESTS)
         else:
             self._http = http_client
             self._lanes = None
             self._in_flight = None  # requests on your client are yours to end
+            self._main_slots = None  # its pool's size is yours
 
     def _now(self) -> float:
         return anyio.current_time()
@@ -640,7 +681,12 @@ class FlowithClient(FlowithClientBase):
     @contextlib.asynccontextmanager
     async def _on_main_client(self) -> AsyncIterator[httpx.AsyncClient]:
         with self._out_on_main_client():
-            yield self._http
+            release = await self._main_slots.take() if self._main_slots is not None else None
+            try:
+                yield self._http
+            finally:
+                if release is not None:
+                    release()
 
     def _out_on_main_client(self) -> AbstractContextManager[None]:
         """Carry a request on the main client: cancelled by a close of ours."""
@@ -659,18 +705,25 @@ class FlowithClient(FlowithClientBase):
             # Connect and write are bounded; reads wait as long as the caller's deadline.
             timeout=httpx.Timeout(limit, read=None),
         )
+        release: Callable[[], None] | None = None
         try:
             with anyio.fail_after(limit), self._out_on_main_client():
+                if self._main_slots is not None:
+                    release = await self._main_slots.take()
                 answer = await self._http.send(
                     _with_body(outgoing, body),
                     stream=True,
                     follow_redirects=request.follow_redirects,
                 )
-        except builtins.TimeoutError as exc:
-            raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from exc
-        return answer.status_code, _headers(answer), _Body(answer)
+        except BaseException as exc:
+            if release is not None:
+                release()
+            if isinstance(exc, builtins.TimeoutError):
+                raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
+            if isinstance(exc, httpx.HTTPError):
+                raise _transport_error(exc) from exc
+            raise
+        return answer.status_code, _headers(answer), _Body(answer, release)
 
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         return await race(jobs)

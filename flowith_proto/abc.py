@@ -1053,8 +1053,9 @@ class FlowithClientBase(WebAppMethods):
 
         Each step's ``text_delta`` / ``reasoning_delta`` is new text; the last
         step holds the final ``text`` and whatever part of it had not been
-        delivered. Leaving the loop early (or ``async with`` around it, or
-        ``aclose()``) releases everything the generation held.
+        delivered. ``aclose()`` (or ``async with`` around the run) releases everything
+        the generation held; leaving the loop early does too once the run is collected,
+        at once on CPython when it is not kept in a variable.
         """
         operation = generate_op(
             self._state,
