@@ -654,6 +654,19 @@ def canvas_node(
     }
 
 
+def resume_on(
+    canvas: list[dict[str, Any]], prompt: str, answer: str
+) -> tuple[Script, Conversation, GenerationOutput]:
+    """A session resumed on a conversation whose canvas is ``canvas``: one turn
+    asking ``prompt``, answered ``answer``."""
+    script = Script()
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(canvas).encode()))
+    script_turn(script, create_conv=False)
+    conversation = Conversation(conv_id=CONV, resume=True)
+    script.feed(uuid_n(2), [complete(uuid_n(2), answer)])
+    return script, conversation, script.run(send(state(), conversation, prompt))
+
+
 def test_a_session_on_an_existing_conversation_carries_its_thread_on() -> None:
     """The newest answer's thread: its text turns become the history, media
     turns and other branches do not, and the next turn hangs below it."""
@@ -666,12 +679,7 @@ def test_a_session_on_an_existing_conversation_carries_its_thread_on() -> None:
         canvas_node(16, "1", uuid_n(14), "And the food?", 970),
         canvas_node(17, "2", uuid_n(16), "Yudofu.", 1180),
     ]
-    script = Script()
-    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(canvas).encode()))
-    script_turn(script, create_conv=False)
-    conversation = Conversation(conv_id=CONV, resume=True)
-    script.feed(uuid_n(2), [complete(uuid_n(2), "Gion at dusk.")])
-    result = script.run(send(state(), conversation, "Where at night?"))
+    script, conversation, result = resume_on(canvas, "Where at night?", "Gion at dusk.")
     assert result.text == "Gion at dusk."
     read, user_node, ai_node, completion = script.requests
     assert read.method == "GET"
@@ -836,12 +844,7 @@ def test_a_resumed_canvas_reads_rows_as_the_web_app_writes_them() -> None:
         canvas_node(14, "2", uuid_n(13), "Half an ans", 760, status="generating"),
     ]
     canvas[1]["position"] = {"x": "40", "y": "340"}
-    script = Script()
-    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(canvas).encode()))
-    script_turn(script, create_conv=False)
-    conversation = Conversation(conv_id=CONV, resume=True)
-    script.feed(uuid_n(2), [complete(uuid_n(2), "Yudofu.")])
-    script.run(send(state(), conversation, "Where to eat?"))
+    script, _conversation, _result = resume_on(canvas, "Where to eat?", "Yudofu.")
     _read, user_node, _ai_node, completion = script.requests
     assert completion.json()["messages"] == [
         {"role": "user", "content": "Plan a trip"},
@@ -861,12 +864,7 @@ def test_a_resumed_thread_sends_visible_replies_and_passes_over_a_failed_turn() 
         canvas_node(13, "1", uuid_n(12), "Then fail", 550),
         canvas_node(14, "2", uuid_n(13), "", 760, status="failed", error="boom"),
     ]
-    script = Script()
-    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(canvas).encode()))
-    script_turn(script, create_conv=False)
-    conversation = Conversation(conv_id=CONV, resume=True)
-    script.feed(uuid_n(2), [complete(uuid_n(2), "Answer 2")])
-    script.run(send(state(), conversation, "Again"))
+    script, conversation, _result = resume_on(canvas, "Again", "Answer 2")
     _read, user_node, _ai_node, completion = script.requests
     assert completion.json()["messages"] == [
         {"role": "user", "content": "Think first"},
