@@ -24,6 +24,8 @@ class CannedServer(LoopbackServer):
         self, status: int, headers: list[tuple[str, str]], body: bytes, *, host: str = "127.0.0.1"
     ) -> None:
         super().__init__(host=host)
+        #: Seconds each answer waits after its request arrived (a busy server).
+        self.delay = 0.0
         head = [f"HTTP/1.1 {status} {reason_phrase(status).decode()}"]
         head += [f"{name}: {value}" for name, value in headers]
         head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
@@ -36,4 +38,6 @@ class CannedServer(LoopbackServer):
             received += await socket.receive()
         target = received.split(b"\r\n", 1)[0].split(b" ")[1].decode("latin-1")
         self.paths.append(target.split("?", 1)[0])
+        if self.delay:
+            await anyio.sleep(self.delay)
         await socket.send(self.answer)
