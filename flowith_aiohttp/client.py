@@ -120,13 +120,16 @@ def _progress_tracing() -> aiohttp.TraceConfig:
     return config
 
 
-def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError | ResponseDecodeError:
+def _transport_error(
+    exc: aiohttp.ClientError, status: int | None = None, endpoint: str = ""
+) -> ConnectionFailedError | ResponseDecodeError:
     """The library's error for ``exc``, which is cleared of credentials: it becomes
-    the error's cause, which a traceback or a repr shows."""
+    the error's cause, which a traceback or a repr shows. ``status`` and ``endpoint``
+    name the answer whose body was being read, if one came."""
     _clear_credentials(exc)
     undecodable = _encoding_error(exc)
     if undecodable is not None:  # an answer came (aiohttp says 400): a retry gets it again
-        return undecodable_body(undecodable)
+        return undecodable_body(undecodable, status, endpoint)
     if isinstance(exc, aiohttp.ClientResponseError) and isinstance(
         exc.__cause__, HttpProcessingError
     ):
@@ -388,7 +391,11 @@ class FlowithClient(FlowithClientBase):
                 async with self._request(
                     request, body, headers, aiohttp.ClientTimeout(total=left), progress
                 ) as answer:
-                    return Response(answer.status, _headers(answer), await answer.read())
+                    try:
+                        body = await answer.read()
+                    except aiohttp.ClientError as exc:
+                        raise _transport_error(exc, answer.status, request.endpoint) from exc
+                    return Response(answer.status, _headers(answer), body)
             except asyncio.TimeoutError as exc:
                 raise progress.timed_out(limit) from exc
             except aiohttp.ClientError as exc:

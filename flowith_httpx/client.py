@@ -255,12 +255,16 @@ async def _raw_body(answer: httpx.Response) -> bytes:
         return b"".join([chunk async for chunk in chunks])
 
 
-def _decoded(answer: httpx.Response, raw: bytes) -> bytes:
+def _decoded(answer: httpx.Response, raw: bytes, endpoint: str) -> bytes:
     """``raw`` with the answer's Content-Encoding undone, by httpx's own decoders (run
     over bytes in memory: no generator is left suspended if they fail)."""
     if "content-encoding" not in answer.headers:
         return raw
-    return httpx.Response(answer.status_code, headers=answer.headers, content=raw).read()
+    try:
+        return httpx.Response(answer.status_code, headers=answer.headers, content=raw).read()
+    except httpx.DecodingError as exc:
+        _clear_credentials(exc)
+        raise undecodable_body(exc, answer.status_code, endpoint) from exc
 
 
 def _tracer(progress: RequestProgress) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
@@ -644,7 +648,8 @@ class FlowithClient(FlowithClientBase):
                             if answer.is_stream_consumed:  # an event hook or auth of yours read it
                                 content = answer.content
                             else:
-                                content = _decoded(answer, await _raw_body(answer))
+                                raw = await _raw_body(answer)
+                                content = _decoded(answer, raw, request.endpoint)
                         finally:
                             await answer.aclose()
         except builtins.TimeoutError as exc:

@@ -718,6 +718,8 @@ class FlowithClientBase(WebAppMethods):
             _http_log.debug("%s: %s", request.endpoint, exc)
             raise
         except FlowithError as exc:
+            if isinstance(exc, APIError) and exc.endpoint is None:  # a replayed undecodable answer
+                exc.endpoint = request.endpoint
             _http_log.debug("%s: %s", request.endpoint, exc)
             raise
         _http_log.debug(

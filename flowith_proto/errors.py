@@ -254,10 +254,19 @@ def waited_for_turn(limit: float, at_once: int) -> TimeoutError:
     )
 
 
-def undecodable_body(detail: object) -> ResponseDecodeError:
+def undecodable_body(
+    detail: object, status: int | None = None, endpoint: str = ""
+) -> ResponseDecodeError:
     """The error for an answer whose body a transport could not decode (a corrupt gzip
-    body, an encoding it lacks), as each transport's own exception describes it."""
-    return ResponseDecodeError(f"the answer's body could not be decoded: {detail}")
+    body, an encoding it lacks), as each transport's own exception describes it: it
+    names the answer's ``status`` and ``endpoint`` as the error of any other answer."""
+    answered = f"HTTP {status}" if status is not None else "the answer"
+    if endpoint:
+        answered += f" from {endpoint}"
+    error = ResponseDecodeError(f"{answered}: its body could not be decoded: {detail}", status)
+    if endpoint:
+        error.endpoint = endpoint
+    return error
 
 
 def masked_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -84,12 +84,14 @@ class Recorder:
         )
 
     def error(self, n: int, error: Exception) -> None:
+        status = getattr(error, "status_code", None)  # an answer whose body was undecodable
         self._writer.record(
             "error",
             n=n,
             type=type(error).__name__,
             message=self.scrubber.text(str(error)),
             request_sent=bool(getattr(error, "request_sent", True)),
+            **({"status": status} if isinstance(status, int) else {}),
         )
 
     def stream(

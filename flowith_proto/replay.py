@@ -323,7 +323,8 @@ def _recorded_error(record: Mapping[str, Any]) -> FlowithError:
     if record.get("type") == "TimeoutError":
         return TimeoutError(message)
     if record.get("type") == "ResponseDecodeError":  # an answer the transport could not decode
-        return ResponseDecodeError(message)
+        status = record.get("status")
+        return ResponseDecodeError(message, status if isinstance(status, int) else None)
     return ConnectionFailedError(message, request_sent=bool(record.get("request_sent", True)))
 
 

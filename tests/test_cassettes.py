@@ -504,7 +504,7 @@ async def undecodable_then_fine(client: FlowithClientBase) -> list[Any]:
     try:
         await client.get_credits()
     except ResponseDecodeError as error:
-        first: Any = type(error).__name__
+        first: Any = (type(error).__name__, error.status_code, error.endpoint)
     return [first, await client.get_credits()]
 
 
@@ -515,7 +515,7 @@ def test_an_answer_the_transport_could_not_decode_replays_as_such(tmp_path: Path
     fake.fail_next(1, 200, path="/user/credits", headers=[("Content-Encoding", "gzip")])
     cassette = tmp_path / "undecodable.jsonl"
     recorded = anyio.run(record, cassette, undecodable_then_fine, fake, backend="asyncio")
-    assert recorded[0] == "ResponseDecodeError"
+    assert recorded[0] == ("ResponseDecodeError", 200, "GET /user/credits")
     replayed, unplayed = anyio.run(replay, cassette, undecodable_then_fine, backend="trio")
     assert replayed == recorded
     assert unplayed == []

@@ -312,11 +312,15 @@ async def test_a_body_that_cannot_be_decoded_is_a_decode_error_not_retried(
 ) -> None:
     """An answer whose Content-Encoding cannot be undone (corrupt, or not understood)
     was a ConnectionFailedError, retried three times for a GET, on aiohttp even for a
-    200 it called a 400; the transports now agree."""
+    200 it called a 400; the transports now agree. It names the answer's status and
+    endpoint, as the error of any other answer does (it named neither)."""
     fake.fail_next(1, 200, path="/user/credits", headers=[("Content-Encoding", encoding)])
     async with make_client() as client:
-        with pytest.raises(ResponseDecodeError):
+        with pytest.raises(ResponseDecodeError) as caught:
             await client.get_credits()  # retried, it would have got the next, good, answer
+        assert caught.value.status_code == 200
+        assert caught.value.endpoint == "GET /user/credits"
+        assert str(caught.value).startswith("HTTP 200 from GET /user/credits: its body could not")
         assert (await client.get_credits())[0].remain_quota >= 0
     assert len(fake.requests_to("GET", "/user/credits")) == 2
 
