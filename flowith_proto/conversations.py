@@ -21,7 +21,7 @@ def delete(state: ClientState, conv_id: str, *, timeout: float | None = None) ->
     with response.decoding():
         rows = response.json()
         if isinstance(rows, list) and not rows:
-            raise NotFoundError(f"conversation {conv} does not exist", status_code=response.status)
+            raise NotFoundError(f"conversation {conv} does not exist")
         # return=representation: the deleted row comes back, or deleting nothing could
         # not be told from deleting it (D21).
         if not (isinstance(rows, list) and all(isinstance(row, Mapping) for row in rows)):

@@ -19,7 +19,13 @@ from urllib.parse import quote, urlsplit
 
 import attrs
 
-from flowith_proto.errors import ResponseDecodeError, ValidationError, masked_headers, redact
+from flowith_proto.errors import (
+    APIError,
+    ResponseDecodeError,
+    ValidationError,
+    masked_headers,
+    redact,
+)
 
 __all__ = [
     "FilePart",
@@ -275,14 +281,15 @@ class Response:
 
     @contextlib.contextmanager
     def decoding(self) -> Iterator[None]:
-        """Read this answer's body within it: a :class:`ResponseDecodeError` raised
-        there that names no answer (a row of the wrong shape, found by the code that
-        structures it) gets this answer's ``status`` as its ``status_code`` and its
-        :attr:`endpoint`, as the error of a body that is not JSON at all has them
-        (a ``status_code`` of ``None`` would say that no HTTP status was involved)."""
+        """Read this answer's body within it: an :class:`APIError` raised there that
+        names no answer (a row of the wrong shape, or no row where one was asked for,
+        found by the code that reads it) gets this answer's ``status`` as its
+        ``status_code`` and its :attr:`endpoint`, as the error of a body that is not
+        JSON at all has them (a ``status_code`` of ``None`` would say that no HTTP
+        status was involved)."""
         try:
             yield
-        except ResponseDecodeError as error:
+        except APIError as error:
             if error.status_code is None:
                 error.status_code = self.status
             if error.endpoint is None and self.endpoint:

@@ -1186,6 +1186,27 @@ async def test_a_body_of_the_wrong_shape_names_the_answer(
     assert (info.value.status_code, info.value.endpoint) == (200, endpoint)
 
 
+async def test_a_missing_row_names_the_answer_that_had_none(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A lookup by id that found no row raised a NotFoundError with status_code and
+    endpoint None, while delete_conversation's had status 200 and no endpoint."""
+    missing = str(uuid.uuid4())
+    async with make_client() as client:
+        with pytest.raises(NotFoundError) as looked_up:
+            await client.get_conversation(missing)
+        with pytest.raises(NotFoundError) as deleted:
+            await client.delete_conversation(missing)
+    assert (looked_up.value.status_code, looked_up.value.endpoint) == (
+        200,
+        "GET /rest/v1/conversation",
+    )
+    assert (deleted.value.status_code, deleted.value.endpoint) == (
+        200,
+        "PATCH /rest/v1/conversation",
+    )
+
+
 async def test_a_listener_answered_with_a_page_names_the_request(transport: Transport) -> None:
     """The refusal quoted the stream's whole URL (host included) and had no endpoint,
     where every other error of an answer names it as "GET /path"."""
