@@ -44,7 +44,7 @@ from flowith_proto.errors import (
 )
 from flowith_proto.logs import report_left_failure
 from flowith_proto.progress import RequestProgress
-from flowith_proto.proxies import EnvironmentProxies
+from flowith_proto.proxies import EnvironmentProxies, well_formed
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
 
@@ -315,12 +315,15 @@ class FlowithClient(FlowithClientBase):
         )
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")
-        if proxy is not None and not proxy.startswith(("http://", "https://")):
+        if proxy is not None and not (
+            proxy.startswith(("http://", "https://")) and well_formed(proxy)
+        ):
             # Refused here, as httpx refuses it: aiohttp would send a SOCKS or
             # schemeless proxy plain HTTP proxy requests, or fail every call.
             raise ValueError(
-                "proxy must be an http:// or https:// URL: this transport speaks HTTP "
-                "proxies only (the httpx transport, with socksio installed, speaks SOCKS)"
+                "proxy must be an http:// or https:// URL with a valid host and port: this "
+                "transport speaks HTTP proxies only (the httpx transport, with socksio "
+                "installed, speaks SOCKS)"
             )
         self._owns_http = http_client is None
         self._turns: asyncio.Semaphore | None = None  # made in the event loop, on first use
@@ -338,6 +341,11 @@ class FlowithClient(FlowithClientBase):
             if self._owns_http and proxy is None
             else None
         )
+        if self._environment is not None and not self._environment.well_formed():
+            raise ValueError(  # quoting nothing: a proxy URL may hold a password
+                "a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) "
+                "is no URL with a valid host and port"
+            )
 
     def _session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be born inside a running loop.

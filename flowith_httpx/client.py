@@ -15,6 +15,7 @@ import contextvars
 import functools
 import math
 import os
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from http.cookiejar import CookieJar
@@ -45,6 +46,7 @@ from flowith_proto.errors import (
 )
 from flowith_proto.logs import report_left_failure
 from flowith_proto.progress import RequestProgress
+from flowith_proto.proxies import EnvironmentProxies, well_formed
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
 
@@ -492,6 +494,33 @@ _REFUSED_SETTING = (
 )
 
 
+def _own_client(
+    new_client: Callable[[], httpx.AsyncClient], proxy: str | None
+) -> httpx.AsyncClient:
+    """The client ``new_client`` makes, or a ``ValueError`` that quotes nothing for a
+    proxy (``proxy``, else the environment's) httpx cannot use: httpx's own errors quote
+    the URL, password and all, and it takes a port out of range, then fails every call."""
+    refused = _REFUSED_PROXY if proxy is not None else _REFUSED_SETTING
+    if proxy is not None:
+        usable = well_formed(proxy)
+    else:
+        usable = EnvironmentProxies(urllib.request.getproxies()).well_formed()
+    if usable:
+        try:
+            return new_client()
+        except ImportError:  # httpx's, for a SOCKS proxy: refused as a setting, as aiohttp's
+            raise ValueError(
+                "a SOCKS proxy (proxy=, or ALL_PROXY, HTTPS_PROXY or HTTP_PROXY in the "
+                'environment) needs the socksio package: pip install "httpx[socks]"'
+            ) from None
+        except (ValueError, httpx.InvalidURL):
+            # httpx's quotes the URL, with its password when the scheme is missing
+            # ("alice:pw@proxy:3128" reads as scheme "alice"); its InvalidURL (a
+            # port that is no number) is no ValueError.
+            pass
+    raise ValueError(refused)  # out here, httpx's error is not even its context
+
+
 #: Requests out at once on the main client of our own (event streams, downloads,
 #: uploads): fewer than its pool's 100 connections, so that none ever waits inside
 #: httpcore's pool. One cut short there (its time ran out, or it was cancelled) left
@@ -586,21 +615,7 @@ class FlowithClient(FlowithClientBase):
             def new_client() -> httpx.AsyncClient:
                 return httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls, cookies=jar)
 
-            refused = None
-            try:
-                self._http = new_client()
-            except ImportError:  # httpx's, for a SOCKS proxy: refused as a setting, as aiohttp's
-                raise ValueError(
-                    "a SOCKS proxy (proxy=, or ALL_PROXY, HTTPS_PROXY or HTTP_PROXY in the "
-                    'environment) needs the socksio package: pip install "httpx[socks]"'
-                ) from None
-            except (ValueError, httpx.InvalidURL):
-                # httpx's quotes the URL, with its password when the scheme is missing
-                # ("alice:pw@proxy:3128" reads as scheme "alice"); its InvalidURL (a
-                # port that is no number) is no ValueError.
-                refused = _REFUSED_PROXY if proxy is not None else _REFUSED_SETTING
-            if refused is not None:  # raised out here, httpx's is not even its context
-                raise ValueError(refused)
+            self._http = _own_client(new_client, proxy)
             self._lanes: Lanes | None = Lanes(new_client)
             # Uploads, downloads and event streams out on self._http, which we close.
             self._in_flight: InFlight | None = InFlight()

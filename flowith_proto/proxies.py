@@ -16,7 +16,19 @@ from urllib.parse import urlsplit
 
 from flowith_proto.errors import FlowithError
 
-__all__ = ["EnvironmentProxies", "bypassed"]
+__all__ = ["EnvironmentProxies", "bypassed", "well_formed"]
+
+
+def well_formed(url: str) -> bool:
+    """Whether proxy ``url`` names a host and no port but a number from 0 to 65535,
+    so that a transport can refuse it when the client is made, as httpx does, rather
+    than fail every call."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # reading it checks it
+    except ValueError:  # a port that is no number, or out of range; a broken [IPv6]
+        return False
+    return bool(parts.hostname)
 
 
 def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | None = None) -> bool:
@@ -124,3 +136,12 @@ class EnvironmentProxies:
                 )
             self._routes[key] = proxy
         return self._routes[key]
+
+    def well_formed(self) -> bool:
+        """Whether every proxy the environment names is :func:`well_formed` (one named
+        without a scheme is an HTTP one)."""
+        return all(
+            well_formed(url if "://" in url else "http://" + url)
+            for scheme, url in self._proxies.items()
+            if scheme != "no" and url
+        )

@@ -384,14 +384,26 @@ async def test_a_refused_proxy_url_is_not_quoted_with_its_password(
     assert "s3cretProxyPass" not in shown_by_the_chain(refused.value)
 
 
-@pytest.mark.parametrize("transport", ["httpx-asyncio"], indirect=True)
-@pytest.mark.parametrize("where", ["proxy=", "ALL_PROXY", "NO_PROXY"])
-async def test_a_proxy_url_httpx_cannot_read_is_a_value_error_too(
-    transport: Transport, monkeypatch: pytest.MonkeyPatch, where: str
+@pytest.mark.parametrize(
+    ("transport", "where"),
+    [
+        ("httpx-asyncio", "proxy="),
+        ("httpx-asyncio", "ALL_PROXY"),
+        ("httpx-asyncio", "NO_PROXY"),
+        # aiohttp reads NO_PROXY as no URL: an entry whose port is no number exempts nothing.
+        ("aiohttp", "proxy="),
+        ("aiohttp", "ALL_PROXY"),
+    ],
+    indirect=["transport"],
+)
+@pytest.mark.parametrize("port", ["notaport", "99999"])
+async def test_a_proxy_url_with_a_bad_port_is_a_value_error_on_every_transport(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch, where: str, port: str
 ) -> None:
     """A port that is no number (in a proxy, or a host NO_PROXY lists) was httpx's
-    InvalidURL, which is no ValueError: the flowith command printed a traceback."""
-    bad = "http://alice:s3cretProxyPass@127.0.0.1:notaport"
+    InvalidURL, which is no ValueError: the flowith command printed a traceback.
+    aiohttp took such a proxy and failed every call with a bare ValueError."""
+    bad = f"http://alice:s3cretProxyPass@127.0.0.1:{port}"
     for name in ("ALL_PROXY", "all_proxy"):  # urllib reads the lower-case one first
         monkeypatch.setenv(name, bad if where == "ALL_PROXY" else "http://127.0.0.1:1")
     if where == "NO_PROXY":
