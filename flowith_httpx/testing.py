@@ -31,7 +31,7 @@ import anyio.to_thread
 from flowith_httpx.client import race, running_loop, shielded
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
 from flowith_proto.cassette import CassetteError, CassetteMismatch, decode_body
-from flowith_proto.config import DEFAULT_TIMEOUT
+from flowith_proto.config import DEFAULT_TIMEOUT, check_seconds
 from flowith_proto.effects import Operation
 from flowith_proto.errors import ConnectionFailedError
 from flowith_proto.replay import ORDER, Tape, replay_operation
@@ -41,8 +41,8 @@ __all__ = ["CassetteError", "CassetteMismatch", "ReplayClient", "replay_operatio
 
 T = TypeVar("T")
 
-#: Real seconds a replay waits for something the recording says will happen
-#: before it declares the replay stuck.
+#: Real seconds a replay waits, by default, for something the recording says will
+#: happen before it declares the replay stuck (``ReplayClient(stall_timeout=...)``).
 STALL_SECONDS = 10.0
 
 
@@ -63,10 +63,13 @@ class _Signal:
             return True
         if deadline is not None and deadline <= self._client._clock:
             return False
-        with anyio.move_on_after(STALL_SECONDS):
+        stall = self._client.stall_timeout
+        with anyio.move_on_after(stall):
             await self._event.wait()
             return True
-        raise CassetteMismatch("the replay is stuck: the recording never woke this waiter")
+        raise CassetteMismatch(
+            f"the replay is stuck: after {stall:g}s the recording had not woken this waiter"
+        )
 
 
 class _ReplayStream:
@@ -96,7 +99,7 @@ class _ReplayStream:
         client = self._client
         client._reads.add(self)
         try:
-            with anyio.move_on_after(STALL_SECONDS):
+            with anyio.move_on_after(client.stall_timeout):
                 while True:
                     await anyio.lowlevel.checkpoint()  # reads started together all register
                     blocker = self._blocker()
@@ -104,8 +107,8 @@ class _ReplayStream:
                         return self._take(items.popleft(), deadline)
                     await client._progress.wait(None)
             raise CassetteMismatch(
-                f"stream #{self._number} {blocker}; after {STALL_SECONDS:g}s the replay gave "
-                "up: the code under test waits for something the recording does not hold "
+                f"stream #{self._number} {blocker}; after {client.stall_timeout:g}s the replay "
+                "gave up: the code under test waits for something the recording does not hold "
                 "(a call made differently, or left out, or made in another order than "
                 "recorded while its events share a stream with the others', or a "
                 "cassette cut short or edited by hand)"
@@ -170,6 +173,12 @@ class ReplayClient(FlowithClientBase):
     It runs with the recorded client's ``timeout``, ``result_timeout``,
     ``poll_interval`` and ``max_retries`` (a replay then polls and retries as the
     recording did); pass one to override it.
+
+    ``stall_timeout`` is how many real seconds the replay waits for the code under
+    test to send a request the recording says comes before what it waits for (a
+    stream's next data, say) before it raises :class:`CassetteMismatch`. A replay never
+    waits on a server, so only code that diverged from the recording, or that waits
+    in real time itself, waits that long: lower it for tests that fail fast.
     """
 
     def __init__(
@@ -180,7 +189,11 @@ class ReplayClient(FlowithClientBase):
         result_timeout: float | None = None,
         poll_interval: float | None = None,
         max_retries: int | None = None,
+        stall_timeout: float = STALL_SECONDS,
     ) -> None:
+        check_seconds("stall_timeout", stall_timeout)
+        #: Real seconds of waiting after which the replay is declared stuck.
+        self.stall_timeout = stall_timeout
         self._tape = Tape(cassette)
         recorded = self._tape.state()
         super().__init__(

@@ -32,7 +32,7 @@ from flowith_proto.cassette import (
     decode_body,
     redact_jwt,
 )
-from flowith_proto.errors import FlowithError, ResponseDecodeError
+from flowith_proto.errors import FlowithError, ResponseDecodeError, ValidationError
 from flowith_proto.fake import (
     KYOTO_TRIP,
     PRODUCT_LAUNCH,
@@ -74,8 +74,10 @@ async def record(
             return await session(client)
 
 
-async def replay(path: Path, session: Session) -> tuple[list[Any], list[str]]:
-    async with ReplayClient(path) as client:
+async def replay(
+    path: Path, session: Session, stall_timeout: float = testing.STALL_SECONDS
+) -> tuple[list[Any], list[str]]:
+    async with ReplayClient(path, stall_timeout=stall_timeout) as client:
         results = await session(client)
         return results, client.unplayed
 
@@ -378,9 +380,8 @@ def test_a_replay_that_does_more_than_the_recording_names_the_operation(
         anyio.run(replay, cassette, twice, backend="asyncio")
 
 
-def test_a_replay_waiting_for_what_the_recording_lacks_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_replay_waiting_for_what_the_recording_lacks_says_so(tmp_path: Path) -> None:
+    """It waits stall_timeout real seconds (10 by default) for the missing request."""
     cassette = tmp_path / "one.jsonl"
     anyio.run(record, cassette, one_generation, FakeFlowith(), backend="asyncio")
     lines = cassette.read_text(encoding="utf-8").splitlines()
@@ -390,12 +391,20 @@ def test_a_replay_waiting_for_what_the_recording_lacks_says_so(
     cassette.write_text(
         "\n".join([lines[0], *(json.dumps(r) for r in records)]) + "\n", encoding="utf-8"
     )
-    monkeypatch.setattr(testing, "STALL_SECONDS", 0.2)
     with pytest.raises(CassetteMismatch) as info:
-        anyio.run(replay, cassette, one_generation, backend="trio")
+        anyio.run(replay, cassette, one_generation, 0.2, backend="trio")
     message = str(info.value)
     assert "holds data recorded after request #99" in message
+    assert "after 0.2s the replay gave up" in message
     assert "waits for something the recording does not hold" in message
+
+
+@pytest.mark.parametrize("stall_timeout", [0, -1, math.nan, "1"])
+def test_a_stall_timeout_no_clock_can_wait_is_refused(tmp_path: Path, stall_timeout: Any) -> None:
+    cassette = tmp_path / "one.jsonl"
+    anyio.run(record, cassette, one_generation, FakeFlowith(), backend="asyncio")
+    with pytest.raises(ValidationError, match="stall_timeout"):
+        ReplayClient(cassette, stall_timeout=stall_timeout)
 
 
 def test_a_mismatch_is_not_swallowed_by_code_that_handles_the_librarys_errors(
@@ -442,7 +451,7 @@ def test_a_replay_with_another_timeout_says_it_may_be_the_timeout(tmp_path: Path
 
 
 def test_generations_replayed_in_another_order_say_which_request_never_came(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     # Their events share one recorded stream, in the recorded order: the second
     # one's data waits for the first one's requests. The error gave only numbers.
@@ -451,9 +460,8 @@ def test_generations_replayed_in_another_order_say_which_request_never_came(
 
     cassette = tmp_path / "two.jsonl"
     anyio.run(record, cassette, lambda client: in_order(client, ["Alpha", "Beta"]), FakeFlowith())
-    monkeypatch.setattr(testing, "STALL_SECONDS", 0.2)
     with pytest.raises(CassetteMismatch) as info:
-        anyio.run(replay, cassette, lambda client: in_order(client, ["Beta", "Alpha"]))
+        anyio.run(replay, cassette, lambda client: in_order(client, ["Beta", "Alpha"]), 0.2)
     message = str(info.value)
     sender = r"sent by generate \(generate:\w+#1\)"
     assert re.search(rf"but request #\d+ \(POST /\S+, {sender}\) was never sent again", message)
