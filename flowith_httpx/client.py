@@ -563,7 +563,8 @@ class FlowithClient(FlowithClientBase):
     (:mod:`flowith_httpx.lanes`), so a thousand concurrent generations cost each
     request what one does; more requests wait their turn, in order, within their
     timeout (one that times out waiting says it was never sent). Event streams,
-    downloads and uploads, which hold a connection for long, are not counted.
+    downloads and uploads, which hold a connection for long, wait for one of 64
+    turns of their own instead.
     For hundreds of requests at once against a slow network, bring a client with
     the limits you want: all requests then go through it.
     """
@@ -739,6 +740,8 @@ class FlowithClient(FlowithClientBase):
             if release is not None:
                 release()
             if isinstance(exc, builtins.TimeoutError):
+                if self._main_slots is not None and release is None:  # the server was never asked
+                    raise waited_for_turn(limit, MAIN_REQUESTS) from exc
                 raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
             if isinstance(exc, httpx.HTTPError):
                 raise _transport_error(exc) from exc

@@ -11,9 +11,10 @@ import anyio.abc
 import pytest
 
 from flowith_httpx import FlowithClient, lanes
+from flowith_httpx.client import MAIN_REQUESTS
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_httpx.lanes import LANES
-from flowith_proto.errors import FlowithError
+from flowith_proto.errors import FlowithError, TimeoutError
 from flowith_proto.fake import FakeFlowith
 from tests.canned_server import CannedServer
 from tests.conftest import eventually
@@ -205,3 +206,23 @@ async def test_downloads_cut_short_in_a_crowd_leave_no_connection_slot_taken() -
                 with anyio.fail_after(5):
                     saved = await client.download(url, folder, filename="after.bin")
                 assert saved.read_bytes() == b"ok"
+
+
+async def test_a_download_that_timed_out_waiting_for_a_turn_says_it_was_never_sent() -> None:
+    """It said "stream did not open", as if the server had been slow: the time went on
+    waiting behind the client's own 64 downloads, uploads and event streams."""
+    server = CannedServer(200, [("Content-Type", "application/octet-stream")], b"ok")
+    server.delay = 10.0
+    async with server:
+        url = server.url + "/f/a.bin"
+        client = FlowithClient("t" * 20, user_id=USER, timeout=15, max_retries=0)
+        async with client, anyio.create_task_group() as group:
+            with tempfile.TemporaryDirectory() as folder:
+                for _ in range(MAIN_REQUESTS):
+                    group.start_soon(client.download, url, folder)
+                await eventually(lambda: len(server.paths) == MAIN_REQUESTS)
+                with pytest.raises(TimeoutError) as caught:
+                    await client.download(url, folder, timeout=0.3)
+                group.cancel_scope.cancel()
+    assert caught.value.request_sent is False
+    assert str(caught.value).startswith("request was not sent: it waited 0.3s for its turn")
