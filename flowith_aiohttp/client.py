@@ -400,10 +400,10 @@ class FlowithClient(FlowithClientBase):
                     request, body, headers, aiohttp.ClientTimeout(total=left), progress
                 ) as answer:
                     try:
-                        body = await answer.read()
+                        content = await answer.read()
                     except aiohttp.ClientError as exc:
                         raise _transport_error(exc, answer.status, request.endpoint) from exc
-                    return Response(answer.status, _headers(answer), body)
+                    return Response(answer.status, _headers(answer), content)
             except asyncio.TimeoutError as exc:
                 raise progress.timed_out(limit) from exc
             except aiohttp.ClientError as exc:

@@ -138,10 +138,11 @@ class EnvironmentProxies:
         return self._routes[key]
 
     def well_formed(self) -> bool:
-        """Whether every proxy the environment names is :func:`well_formed` (one named
-        without a scheme is an HTTP one)."""
+        """Whether every proxy the environment names for HTTP requests (``HTTP_PROXY``,
+        ``HTTPS_PROXY``, ``ALL_PROXY``) is :func:`well_formed` (one named without a
+        scheme is an HTTP one)."""
         return all(
             well_formed(url if "://" in url else "http://" + url)
             for scheme, url in self._proxies.items()
-            if scheme != "no" and url
+            if scheme in ("http", "https", "all") and url
         )

@@ -171,6 +171,25 @@ NO_PROXY_CASES = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("named", "usable"),
+    [
+        ({"https": "alice:pw@proxy.test:3128"}, True),  # no scheme: an HTTP proxy
+        ({"http": "http://[::1]:3128", "all": "socks5://proxy.test:1080"}, True),
+        ({"https": "proxy.test:99999"}, False),
+        ({"all": "http://proxy.test:port"}, False),
+        ({"http": "http://:3128"}, False),
+        ({"https": "http://[::1:3128"}, False),
+        # What HTTP requests never use is not theirs to refuse.
+        ({"ftp": "http://proxy.test:port", "no": "127.0.0.1:port", "http": ""}, True),
+    ],
+)
+def test_the_environments_proxies_are_checked_as_urls(
+    named: dict[str, str], usable: bool
+) -> None:
+    assert proxies.EnvironmentProxies(named).well_formed() is usable
+
+
 @pytest.mark.parametrize(("url", "no_proxy"), NO_PROXY_CASES)
 def test_no_proxy_is_read_as_httpx_reads_it(
     url: str, no_proxy: str, monkeypatch: pytest.MonkeyPatch
