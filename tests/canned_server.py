@@ -29,7 +29,10 @@ class CannedServer(LoopbackServer):
         head = [f"HTTP/1.1 {status} {reason_phrase(status).decode()}"]
         head += [f"{name}: {value}" for name, value in headers]
         head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+        #: The bytes sent back, whole: a test may set malformed ones.
         self.answer = "\r\n".join(head).encode("latin-1") + body
+        #: Other bytes for some paths: ``{"/user/credits": b"HTTP/1.1 200 OK..."}``.
+        self.answers: dict[str, bytes] = {}
         self.paths: list[str] = []
 
     async def serve_one(self, socket: anyio.abc.SocketStream) -> None:
@@ -37,7 +40,8 @@ class CannedServer(LoopbackServer):
         while b"\r\n\r\n" not in received:
             received += await socket.receive()
         target = received.split(b"\r\n", 1)[0].split(b" ")[1].decode("latin-1")
-        self.paths.append(target.split("?", 1)[0])
+        path = target.split("?", 1)[0]
+        self.paths.append(path)
         if self.delay:
             await anyio.sleep(self.delay)
-        await socket.send(self.answer)
+        await socket.send(self.answers.get(path, self.answer))

@@ -416,22 +416,12 @@ _UNREADABLE = {
 @contextlib.asynccontextmanager
 async def _answering(answer: bytes) -> AsyncIterator[str]:
     """A loopback server answering a credits request with a cookie, and any other
-    with ``answer``, each on a connection of its own; yields its URL."""
-
-    async def serve(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    request += await stream.receive()
-                await stream.send(_SET_COOKIE if b" /user/credits " in request else answer)
-
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, serve)
-        yield f"http://127.0.0.1:{port}"
-        group.cancel_scope.cancel()
+    with ``answer`` (its raw bytes), each on a connection of its own; yields its URL."""
+    server = CannedServer(200, [], b"")
+    server.answer = answer
+    server.answers["/user/credits"] = _SET_COOKIE
+    async with server:
+        yield server.url
 
 
 def _logged_exception(error: BaseException, caplog: pytest.LogCaptureFixture) -> str:
