@@ -444,6 +444,42 @@ class FlowithClientBase(WebAppMethods):
         await self._refresh_once(token, deadline)
         return await self._open_event_stream(build(), deadline, media_type=media_type, live=True)
 
+    async def _open_retried(
+        self,
+        open_once: Callable[[], Awaitable[ByteStream]],
+        request: Request,
+        deadline: float | None,
+    ) -> ByteStream:
+        """``open_once()``, tried again after a failure the retry policy retries a
+        request for (a 503, a 429, a connection that failed), within ``deadline``, as
+        any other ``request`` is. For a download or a listener: the shared stream
+        reconnects by its own rules. (A ``Retry-After`` given as a date is not read
+        here, which needs the time of day: the policy's backoff applies.)"""
+        policy = self._state.retry
+        attempt = 0
+        while True:
+            try:
+                return await open_once()
+            except (APIError, ConnectionFailedError, TimeoutError) as error:
+                if isinstance(error, APIError):
+                    status, asked = error.status_code, error.retry_after_s
+                    if status is None:
+                        raise
+                    again = policy.next_try(request, attempt, status, asked)
+                else:
+                    again = policy.next_try(request, attempt, error)
+                if again is None:
+                    raise
+                wait = again.seconds
+                if wait is None:
+                    wait = policy.backoff(attempt, self._jitter(""))
+                until = self._now() + wait
+                if deadline is not None and until >= deadline:
+                    raise
+                _http_log.debug("%s: trying again in %.3gs", request.endpoint, wait)
+            await self._sleep_until(until)
+            attempt += 1
+
     async def _open_event_stream(
         self,
         request: Request,
@@ -1281,7 +1317,9 @@ class FlowithClientBase(WebAppMethods):
         numbered = filename is None
         if not (overwrite or numbered) and await self._to_thread(os.path.lexists, target):
             raise _exists(target)
-        body = await self._open_event_stream(request, deadline)
+        body = await self._open_retried(
+            functools.partial(self._open_event_stream, request, deadline), request, deadline
+        )
         self._open_bodies.add(body)
         partial = folder / f".{name}.{uuid.uuid4().hex[:12]}.part"
         try:
@@ -1345,8 +1383,11 @@ class FlowithClientBase(WebAppMethods):
         self._check_open()
         check_seconds("timeout", timeout, endless=True)
         deadline = self._window_end(timeout)
-        stream = await self._open_live(
-            functools.partial(self._live_request, channel), deadline, media_type="text/event-stream"
+        build = functools.partial(self._live_request, channel)
+        stream = await self._open_retried(
+            functools.partial(self._open_live, build, deadline, media_type="text/event-stream"),
+            build(),
+            deadline,
         )
         self._open_bodies.add(stream)
         decoder = SSEDecoder()

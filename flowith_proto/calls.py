@@ -126,7 +126,7 @@ def call(
         try:
             response: Response = yield Send(request, deadline, timeout)
         except (ConnectionFailedError, TimeoutError) as exc:
-            if attempt < policy.max_retries and policy.may_resend(request, exc):
+            if policy.next_try(request, attempt, exc) is not None:
                 jitter: float = yield Jitter()
                 backoff = policy.backoff(attempt, jitter)
                 slept, deadline = yield from _wait(backoff, deadline, budget)
@@ -164,24 +164,19 @@ def call(
             endpoint=request.endpoint,
         )
         assert error is not None
-        if attempt < policy.max_retries and policy.may_repeat(request, status):
-            wait: float | None = None
-            asked = (
-                retry_after_seconds(retry_after, now=now)
-                if status in _RETRY_AFTER_STATUSES
-                else None
-            )
-            if asked is not None:
-                # The server said when; a wait longer than the policy allows is the
-                # caller's to decide (the error carries it on a 429).
-                if asked <= policy.max_retry_after:
-                    wait = asked
-            else:
+        asked = (
+            retry_after_seconds(retry_after, now=now) if status in _RETRY_AFTER_STATUSES else None
+        )
+        # The server said when; a wait longer than the policy allows is the caller's
+        # to decide (the error carries it on a 429).
+        again = policy.next_try(request, attempt, status, asked)
+        if again is not None:
+            wait = again.seconds
+            if wait is None:
                 jitter = yield Jitter()
                 wait = policy.backoff(attempt, jitter)
-            if wait is not None:
-                slept, deadline = yield from _wait(wait, deadline, budget)
-                if slept:
-                    attempt += 1
-                    continue
+            slept, deadline = yield from _wait(wait, deadline, budget)
+            if slept:
+                attempt += 1
+                continue
         raise error

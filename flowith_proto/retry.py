@@ -14,10 +14,18 @@ import attrs
 from flowith_proto.errors import ConnectionFailedError, TimeoutError
 from flowith_proto.request import Request
 
-__all__ = ["RETRY_STATUSES", "RetryPolicy"]
+__all__ = ["RETRY_STATUSES", "RetryPolicy", "Wait"]
 
 #: Answers that say "try again": timeouts, throttling and passing server trouble.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@attrs.frozen
+class Wait:
+    """A retry allowed, after ``seconds`` (the server's ``Retry-After``), or after the
+    policy's backoff when ``None``."""
+
+    seconds: float | None = None
 
 
 @attrs.frozen
@@ -55,3 +63,25 @@ class RetryPolicy:
         if status not in RETRY_STATUSES:
             return False
         return status == 429 or request.idempotent or request.conflict_means_done
+
+    def next_try(
+        self,
+        request: Request,
+        attempt: int,
+        failure: int | Exception,
+        asked: float | None = None,
+    ) -> Wait | None:
+        """Whether attempt ``attempt`` (0-based) of ``request``, which ``failure``
+        ended (an answer's status, or an error in transit), may be followed by
+        another, and when: ``None`` if not. ``asked`` is the wait the answer's
+        ``Retry-After`` asked for, however long: one longer than
+        :attr:`max_retry_after` is the caller's to decide, so no retry."""
+        if attempt >= self.max_retries:
+            return None
+        if isinstance(failure, int):
+            if not self.may_repeat(request, failure):
+                return None
+            if asked is not None:
+                return Wait(asked) if asked <= self.max_retry_after else None
+            return Wait()
+        return Wait() if self.may_resend(request, failure) else None

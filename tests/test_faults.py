@@ -256,6 +256,63 @@ async def test_retry_after_is_honoured_on_a_rate_limited_write(
     assert len(fake.requests_to("POST", "/rest/v1/conversation")) == 2
 
 
+@pytest.mark.parametrize("call", ["download", "listener"])
+@pytest.mark.parametrize(
+    ("status", "retry_after", "retried"),
+    [
+        (503, "0.1", True),
+        (502, None, True),  # the policy's backoff
+        (429, "0.1", True),
+        (429, "120", False),  # longer than the policy waits: the caller's to decide
+        (404, None, False),
+    ],
+)
+async def test_a_download_or_a_listener_is_retried_as_any_read(
+    fake: FakeFlowith,
+    make_client: MakeClient,
+    tmp_path: Path,
+    call: str,
+    status: int,
+    retry_after: str | None,
+    retried: bool,
+) -> None:
+    """One 503 on opening a download or a listener raised at once, where any other GET
+    is retried (the README says reads are): they opened their stream once."""
+    path = "/f/x/a.bin" if call == "download" else "/user_stream/sse"
+    url = fake.add_file("/f/x/a.bin", b"hello")
+    headers = [("Retry-After", retry_after)] if retry_after else []
+    fake.fail_next(1, status, method="GET", path=path, headers=headers)
+
+    async def use(client: FlowithClientBase) -> None:
+        if call == "download":
+            assert (await client.download(url, tmp_path)).read_bytes() == b"hello"
+        else:
+            # A window longer than the policy's backoff (at most 0.5 s here).
+            async for _ in client.stream_user_sse(timeout=0.3 if retry_after else 1):
+                pass
+
+    async with make_client() as client:
+        with anyio.fail_after(10):
+            if retried:
+                await use(client)
+            else:
+                with pytest.raises(APIError) as caught:
+                    await use(client)
+                assert caught.value.status_code == status
+    assert len(fake.requests_to("GET", path)) == (2 if retried else 1)
+
+
+async def test_a_download_is_tried_no_more_than_max_retries_allows(
+    fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
+) -> None:
+    url = fake.add_file("/f/x/a.bin", b"hello")
+    fake.fail_next(3, 503, method="GET", path="/f/x/a.bin", headers=[("Retry-After", "0")])
+    async with make_client(max_retries=2) as client:
+        with pytest.raises(APIError, match="503"):
+            await client.download(url, tmp_path)
+    assert len(fake.requests_to("GET", "/f/x/a.bin")) == 3
+
+
 async def test_no_credits_is_its_own_error(fake: FakeFlowith, make_client: MakeClient) -> None:
     fake.set_credits(0)
     async with make_client() as client:
