@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import os
 import socket
@@ -173,6 +174,24 @@ def _clear_credentials(exc: aiohttp.ClientError) -> None:
         exc.headers = _masked(exc.headers)
 
 
+#: The one "Connection closed" error aiohttp raises for every connection closed under a
+#: read (a module-level instance of its client_reqrep; ``None`` if a version has none).
+_SHARED_CLOSED: BaseException | None = getattr(
+    aiohttp.client_reqrep, "_CONNECTION_CLOSED_EXCEPTION", None
+)
+
+
+def _unshared(exc: BaseException) -> BaseException:
+    """``exc``, or a copy of aiohttp's shared "Connection closed" error: that one keeps
+    the traceback of its last raise, whose frames hold a closed client's session (and
+    its request's token) for as long as aiohttp is loaded, so it is let go of."""
+    if exc is not _SHARED_CLOSED:
+        return exc
+    exc.__traceback__ = None
+    exc.__context__ = None
+    return copy.copy(exc)
+
+
 def _masked_url(url: URL) -> URL:
     """``url`` with its password and its signed credentials masked."""
     if url.raw_password is None:
@@ -231,7 +250,8 @@ class _Body:
             return None
         except aiohttp.ClientError as exc:
             _clear_credentials(exc)
-            raise ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}") from exc
+            broke = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}")
+            raise broke from _unshared(exc)
         except RuntimeError as exc:
             # What aiohttp raises for a read of a body whose connection its session
             # closed (the client closing as a download reads): the connection is gone.

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
+import weakref
 
 import aiohttp
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from flowith_aiohttp import FlowithClient
 from flowith_aiohttp.client import _Body
 from flowith_httpx.fake_server import FakeFlowithServer
-from flowith_proto.errors import ConnectionFailedError
+from flowith_proto.errors import ClientStateError, ConnectionFailedError, FlowithError
 from flowith_proto.fake import FakeFlowith
 
 pytestmark = pytest.mark.anyio
@@ -82,3 +84,31 @@ async def test_a_race_cut_short_raises_the_callers_own_cancellation() -> None:
         assert [error.args for error in raised] == [("the caller's own",)]
     finally:
         await client.aclose()
+
+
+async def test_a_client_closed_under_a_listener_is_let_go_of() -> None:
+    """A read cut by the close fails with the one "Connection closed" error aiohttp
+    shares between connections, which kept the traceback of that read: its frames held
+    the closed client's session, response and token until the next such error."""
+
+    async def listen(client: FlowithClient, ended: list[BaseException]) -> None:
+        try:
+            async for _ in client.stream_user_sse():
+                pass
+        except FlowithError as error:
+            ended.append(error)
+
+    fake = FakeFlowith(heartbeat_interval=0.2)
+    async with FakeFlowithServer(fake) as server:
+        client = FlowithClient(fake.token, edge_url=server.url, supabase_url=server.url)
+        session = weakref.ref(client._session())
+        ended: list[BaseException] = []
+        listener = asyncio.create_task(listen(client, ended))
+        await asyncio.sleep(0.3)  # it is reading
+        await client.aclose()
+        await listener
+        assert [type(error) for error in ended] == [ClientStateError]
+        ended.clear()
+        del client, listener
+        gc.collect()
+        assert session() is None
