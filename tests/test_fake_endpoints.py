@@ -1175,6 +1175,18 @@ def test_a_refresh_rotates_the_refresh_token() -> None:
     assert edge(fake, "GET", "/user/credit_type", token=access, now=NOW + 3600).status == 401
 
 
+def test_two_refreshes_within_a_second_issue_two_tokens() -> None:
+    """Their claims were the same to the second, and so were the tokens: expiring the
+    first with expire_token() expired the next one too."""
+    fake = FakeFlowith()
+    first = refresh(fake, fake.refresh_token).json()
+    fake.expire_token(first["access_token"])
+    second = refresh(fake, first["refresh_token"]).json()
+    assert second["access_token"] != first["access_token"]
+    assert edge(fake, "GET", "/user/credit_type", token=second["access_token"]).status == 200
+    assert edge(fake, "GET", "/user/credit_type", token=first["access_token"]).status == 401
+
+
 def test_a_used_or_unknown_refresh_token_is_refused() -> None:
     fake = FakeFlowith()
     assert refresh(fake, fake.refresh_token).status == 200

@@ -135,7 +135,11 @@ def _token(fake: FakeFlowith, call: Call) -> Result:
     state.used = True
     expires_at = int(call.now) + fake.access_token_ttl
     access = fake.issue_token(
-        state.user_id, expires_at=expires_at, issued_at=call.now, session_id=state.session_id
+        state.user_id,
+        expires_at=expires_at,
+        issued_at=call.now,
+        session_id=state.session_id,
+        token_id=str(next(fake._refreshes)),
     )
     return json_response(
         200,

@@ -222,6 +222,9 @@ class FakeFlowith:
         self._row_changes: list[tuple[float, int, str, dict[str, Any]]] = []
         self._order = itertools.count()
         self._event_ids = itertools.count(1)
+        # Numbers the access tokens refreshes issue: each is a token of its own, so
+        # that expire_token() on one leaves the next good.
+        self._refreshes = itertools.count(1)
         self._seq: dict[str, int] = {}
         self._faults: list[_Fault] = []
         #: How many answers :meth:`fail_next` replaced so far.
@@ -259,11 +262,13 @@ class FakeFlowith:
         expires_at: float = TOKEN_EXPIRES_AT,
         issued_at: float | None = None,
         session_id: str | None = None,
+        token_id: str | None = None,
     ) -> str:
         """A token signed by this fake (for another user, or one that expires).
 
         ``session_id`` ties it to a GoTrue session (a logout revokes it);
-        tokens without one belong to no session.
+        tokens without one belong to no session. ``token_id`` (its ``jti``) tells
+        apart tokens whose other claims match (two refreshes within a second).
         """
         claims: dict[str, Any] = {
             "aud": "authenticated",
@@ -275,6 +280,8 @@ class FakeFlowith:
         }
         if session_id is not None:
             claims["session_id"] = session_id
+        if token_id is not None:
+            claims["jti"] = token_id
         return jwt.encode(claims, FAKE_JWT_SECRET, algorithm="HS256")
 
     def issue_refresh_token(self, sub: str | None = None) -> str:
