@@ -471,8 +471,8 @@ class FlowithClientBase(WebAppMethods):
                 if again is None:
                     raise
                 wait = again.seconds
-                if wait is None:
-                    wait = policy.backoff(attempt, self._jitter(""))
+                if wait is None:  # the jitter is recorded, as an operation's draw is
+                    wait = policy.backoff(attempt, self._drawn("jitter", self._jitter(""), ""))
                 until = self._now() + wait
                 if deadline is not None and until >= deadline:
                     raise

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -526,6 +527,32 @@ def test_an_answer_the_transport_could_not_decode_replays_as_such(tmp_path: Path
     assert recorded[0] == ("ResponseDecodeError", 200, "GET /user/credits")
     replayed, unplayed = anyio.run(replay, cassette, undecodable_then_fine, backend="trio")
     assert replayed == recorded
+    assert unplayed == []
+
+
+def test_a_download_and_a_listener_retried_replay_as_recorded(tmp_path: Path) -> None:
+    """Their retries draw the backoff's jitter, which the cassette holds."""
+    fake = FakeFlowith()
+    fake.fail_next(1, 502, method="GET", path="/f/x/a.bin")
+    fake.fail_next(1, 503, method="GET", path="/user_stream/sse")
+    urls: list[str] = []
+
+    async def session(client: FlowithClientBase) -> list[Any]:
+        if not urls:  # recording: the fake serves it from its server's URL
+            urls.append(fake.add_file("/f/x/a.bin", b"hello"))
+        url = urls[0]
+        with tempfile.TemporaryDirectory() as folder:
+            saved = (await client.download(url, folder)).read_bytes()
+        async for _ in client.stream_user_sse(timeout=1):
+            pass
+        return [saved]
+
+    cassette = tmp_path / "retried.jsonl"
+    assert anyio.run(record, cassette, session, fake) == [b"hello"]
+    text = cassette.read_text(encoding="utf-8")
+    assert text.count('"kind":"jitter"') == 2
+    replayed, unplayed = anyio.run(replay, cassette, session, backend="trio")
+    assert replayed == [b"hello"]
     assert unplayed == []
 
 
