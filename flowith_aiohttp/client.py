@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import functools
 import os
 import socket
@@ -154,6 +153,13 @@ def _encoding_error(exc: BaseException) -> str | None:
     return None
 
 
+#: The one "Connection closed" error aiohttp raises for every connection closed under a
+#: read (a module-level instance of its client_reqrep; ``None`` if a version has none).
+_SHARED_CLOSED: BaseException | None = getattr(
+    aiohttp.client_reqrep, "_CONNECTION_CLOSED_EXCEPTION", None
+)
+
+
 def _clear_credentials(exc: aiohttp.ClientError) -> None:
     """aiohttp's errors quote the request's URL (a download's is signed) and where a
     redirect led, and its response errors keep the request's headers (its token and
@@ -162,6 +168,12 @@ def _clear_credentials(exc: aiohttp.ClientError) -> None:
     redact what they and the errors they were raised from say (the parser quotes the
     line it refused), mask the URLs and the credential headers, drop the redirects."""
     redact_chain(exc)
+    if exc is _SHARED_CLOSED:
+        # Shared by every connection, it keeps the traceback of its last raise, whose
+        # frames hold a closed client's session (and its request's token) for as long
+        # as aiohttp is loaded: let go of them.
+        exc.__traceback__ = None
+        exc.__context__ = None
     if not isinstance(exc, aiohttp.ClientResponseError):
         return
     info = exc.request_info
@@ -172,24 +184,6 @@ def _clear_credentials(exc: aiohttp.ClientError) -> None:
     exc.args = (exc.request_info, exc.history)
     if exc.headers is not None:
         exc.headers = _masked(exc.headers)
-
-
-#: The one "Connection closed" error aiohttp raises for every connection closed under a
-#: read (a module-level instance of its client_reqrep; ``None`` if a version has none).
-_SHARED_CLOSED: BaseException | None = getattr(
-    aiohttp.client_reqrep, "_CONNECTION_CLOSED_EXCEPTION", None
-)
-
-
-def _unshared(exc: BaseException) -> BaseException:
-    """``exc``, or a copy of aiohttp's shared "Connection closed" error: that one keeps
-    the traceback of its last raise, whose frames hold a closed client's session (and
-    its request's token) for as long as aiohttp is loaded, so it is let go of."""
-    if exc is not _SHARED_CLOSED:
-        return exc
-    exc.__traceback__ = None
-    exc.__context__ = None
-    return copy.copy(exc)
 
 
 def _masked_url(url: URL) -> URL:
@@ -250,8 +244,7 @@ class _Body:
             return None
         except aiohttp.ClientError as exc:
             _clear_credentials(exc)
-            broke = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}")
-            raise broke from _unshared(exc)
+            raise ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}") from exc
         except RuntimeError as exc:
             # What aiohttp raises for a read of a body whose connection its session
             # closed (the client closing as a download reads): the connection is gone.
