@@ -44,7 +44,7 @@ from flowith_proto.errors import (
 )
 from flowith_proto.logs import report_left_failure
 from flowith_proto.progress import RequestProgress
-from flowith_proto.proxies import EnvironmentProxies, well_formed
+from flowith_proto.proxies import EnvironmentProxies, refused_setting
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
 
@@ -328,15 +328,22 @@ class FlowithClient(FlowithClientBase):
         )
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")
-        if proxy is not None and not (
-            proxy.startswith(("http://", "https://")) and well_formed(proxy)
-        ):
+        environment = urllib.request.getproxies() if http_client is None else {}
+        refused = refused_setting(proxy, environment)
+        if proxy is not None and not proxy.startswith(("http://", "https://")):
             # Refused here, as httpx refuses it: aiohttp would send a SOCKS or
-            # schemeless proxy plain HTTP proxy requests, or fail every call.
+            # schemeless proxy plain HTTP proxy requests.
+            refused = "proxy"
+        if refused == "proxy":
             raise ValueError(
                 "proxy must be an http:// or https:// URL with a valid host and port: this "
                 "transport speaks HTTP proxies only (the httpx transport, with socksio "
                 "installed, speaks SOCKS)"
+            )
+        if refused == "environment":
+            raise ValueError(  # quoting nothing: a proxy URL may hold a password
+                "a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) "
+                "is no URL with a valid host and port"
             )
         self._owns_http = http_client is None
         self._turns: asyncio.Semaphore | None = None  # made in the event loop, on first use
@@ -350,15 +357,8 @@ class FlowithClient(FlowithClientBase):
         # made (aiohttp's trust_env would read the environment, and ~/.netrc, on
         # every request). A session you bring keeps its own settings.
         self._environment = (
-            EnvironmentProxies(urllib.request.getproxies())
-            if self._owns_http and proxy is None
-            else None
+            EnvironmentProxies(environment) if self._owns_http and proxy is None else None
         )
-        if self._environment is not None and not self._environment.well_formed():
-            raise ValueError(  # quoting nothing: a proxy URL may hold a password
-                "a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) "
-                "is no URL with a valid host and port"
-            )
 
     def _session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be born inside a running loop.

@@ -46,7 +46,7 @@ from flowith_proto.errors import (
 )
 from flowith_proto.logs import report_left_failure
 from flowith_proto.progress import RequestProgress
-from flowith_proto.proxies import EnvironmentProxies, well_formed
+from flowith_proto.proxies import refused_setting
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
 
@@ -500,12 +500,7 @@ def _own_client(
     """The client ``new_client`` makes, or a ``ValueError`` that quotes nothing for a
     proxy (``proxy``, else the environment's) httpx cannot use: httpx's own errors quote
     the URL, password and all, and it takes a port out of range, then fails every call."""
-    refused = _REFUSED_PROXY if proxy is not None else _REFUSED_SETTING
-    if proxy is not None:
-        usable = well_formed(proxy)
-    else:
-        usable = EnvironmentProxies(urllib.request.getproxies()).well_formed()
-    if usable:
+    if refused_setting(proxy, urllib.request.getproxies()) is None:
         try:
             return new_client()
         except ImportError:  # httpx's, for a SOCKS proxy: refused as a setting, as aiohttp's
@@ -518,7 +513,8 @@ def _own_client(
             # ("alice:pw@proxy:3128" reads as scheme "alice"); its InvalidURL (a
             # port that is no number) is no ValueError.
             pass
-    raise ValueError(refused)  # out here, httpx's error is not even its context
+    # Out here, httpx's error is not even its context.
+    raise ValueError(_REFUSED_PROXY if proxy is not None else _REFUSED_SETTING)
 
 
 #: Requests out at once on the main client of our own (event streams, downloads,

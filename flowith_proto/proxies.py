@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from flowith_proto.errors import FlowithError
 
-__all__ = ["EnvironmentProxies", "bypassed", "well_formed"]
+__all__ = ["EnvironmentProxies", "bypassed", "refused_setting", "well_formed"]
 
 
 def well_formed(url: str) -> bool:
@@ -146,3 +146,13 @@ class EnvironmentProxies:
             for scheme, url in self._proxies.items()
             if scheme in ("http", "https", "all") and url
         )
+
+
+def refused_setting(proxy: str | None, environment: Mapping[str, str]) -> str | None:
+    """Which proxy setting a client that makes its own HTTP client must refuse when it
+    is made: ``"proxy"`` (``proxy=``, which is used alone when given), ``"environment"``
+    (a proxy ``environment`` names for HTTP requests), or ``None``. A transport would
+    otherwise fail every call, or quote the URL, password and all, in its error."""
+    if proxy is not None:
+        return None if well_formed(proxy) else "proxy"
+    return None if EnvironmentProxies(environment).well_formed() else "environment"

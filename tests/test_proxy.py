@@ -190,6 +190,14 @@ def test_the_environments_proxies_are_checked_as_urls(
     assert proxies.EnvironmentProxies(named).well_formed() is usable
 
 
+def test_the_setting_refused_is_the_one_in_use() -> None:
+    bad = {"https": "proxy.test:port"}
+    assert proxies.refused_setting("http://proxy.test:99999", {}) == "proxy"
+    assert proxies.refused_setting(None, bad) == "environment"
+    assert proxies.refused_setting("http://proxy.test:3128", bad) is None  # used alone
+    assert proxies.refused_setting(None, {}) is None
+
+
 @pytest.mark.parametrize(("url", "no_proxy"), NO_PROXY_CASES)
 def test_no_proxy_is_read_as_httpx_reads_it(
     url: str, no_proxy: str, monkeypatch: pytest.MonkeyPatch
