@@ -15,10 +15,11 @@
 And a reference that is not a decoder:
 
 * ``unchecked``: the fewest steps from bytes to one ``str`` and one event
-  object per event, for this stream only: each run of whole events is decoded
-  at once and cut into one value per event with the same primitives as
-  ``flowith`` (a regular-expression search on wide text, ``str.split``
-  otherwise), with none of the spec's checks or state (it assumes one-line
+  object per event, for this stream only: each run of whole events is cut
+  into one value per event with the same primitives as ``flowith`` (a short
+  run split as bytes and each value decoded; a longer one decoded at once,
+  then a regular-expression search on wide text, ``str.split`` otherwise),
+  with none of the spec's checks or state (it assumes one-line
   ``data:`` events, LF line breaks, no BOM, ids or size bound). Its speed is
   about the most any decoder that returns such events can reach here, so
   ``flowith`` ÷ ``unchecked`` is what spec-exactness costs on top.
@@ -40,7 +41,13 @@ from httpx_sse._decoders import SSEDecoder as HttpxSSEDecoder
 from httpx_sse._decoders import SSELineDecoder
 
 # The same search flowith runs, and the same event class.
-from flowith_proto.sse import _SEARCH_FROM, ServerSentEvent, SSEDecoder, _find_data_events
+from flowith_proto.sse import (
+    _SEARCH_FROM,
+    _SHORT_RUN,
+    ServerSentEvent,
+    SSEDecoder,
+    _find_data_events,
+)
 
 __all__ = ["CONSUMERS", "DATAS", "REFERENCES", "Consumer"]
 
@@ -187,11 +194,14 @@ class _Unchecked:
         start = 0
         while start < cut:  # a window at a time, as flowith
             end = cut if cut - start <= _WINDOW else data.rfind(b"\n\n", start, start + _WINDOW) + 2
-            text = data[start:end].decode("utf-8", "replace")
-            if len(text) >= _SEARCH_FROM and not text.isascii():
-                values = _find_data_events(text)
+            if end - start < _SHORT_RUN:
+                values = [raw.decode() for raw in data[start + 6 : end - 2].split(b"\n\ndata: ")]
             else:
-                values = text[6:-2].split("\n\ndata: ")
+                text = data[start:end].decode("utf-8", "replace")
+                if len(text) >= _SEARCH_FROM and not text.isascii():
+                    values = _find_data_events(text)
+                else:
+                    values = text[6:-2].split("\n\ndata: ")
             for value in values:
                 event = _new(ServerSentEvent)
                 event.data = value

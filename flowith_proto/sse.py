@@ -66,6 +66,9 @@ _find_data_events = re.compile(r"(?m)^data: ([^\n]*)\n\n").findall
 #: Below this many characters (or in ASCII text), _decode_events() splits rather than
 #: searches.
 _SEARCH_FROM = 1024
+#: A run of events shorter than this many bytes is split as bytes, and each value
+#: decoded on its own (see _decode_events()).
+_SHORT_RUN = 1024
 
 
 class ServerSentEvent:
@@ -486,15 +489,45 @@ class SSEDecoder:
 
         A run of events that are each a single ``data: `` line (the stream's usual
         shape) is cut into values with one pass; anything else goes to
-        :meth:`_decode_blocks`. Long non-ASCII text is searched: the matches tile
-        ``text`` exactly when their lengths add up to it, since they never overlap.
-        Otherwise the text is split, and each value is checked for a line break as its
-        event is made: on ASCII text and on short runs that costs less than the
-        search (whose setup is a fixed fraction of a microsecond), but more on long
-        wide text, where the split's copy without the first ``data: `` is wide too.
-        A run of one event needs no split: no line break before its blank line says
-        it all (the usual run when a server flushes each event).
+        :meth:`_decode_blocks`. Three ways, each the fastest measured for its input:
+
+        * A short run (under :data:`_SHORT_RUN` bytes: what a chunk of a few hundred
+          bytes completes) is split as bytes, and each value decoded on its own and
+          checked for a line break as its event is made. Decoded whole, one emoji
+          would make the run's text four bytes a character, and every value cut
+          from it would be narrowed again: in 512 B chunks this way is about 8 %
+          faster. (Values that each decode make the same text as the run decoded
+          whole: an ASCII separator ends any sequence.) A run of one event needs no
+          split: no line break before its blank line says it all.
+        * Long non-ASCII text is searched: the matches tile ``text`` exactly when
+          their lengths add up to it, since they never overlap.
+        * Otherwise the text is split, and each value checked for a line break: on
+          ASCII text and on short runs that costs less than the search (whose setup
+          is a fixed fraction of a microsecond), but more on long wide text, where
+          the split's copy without the first ``data: `` is wide too.
         """
+        if len(events_bytes) < _SHORT_RUN and events_bytes.startswith(b"data: "):
+            id_buffer = self._id_buffer
+            retry = self._retry
+            append = events.append
+            made = len(events)
+            try:
+                run = events_bytes[6:-2]
+                for raw in run.split(b"\n\ndata: ") if _LF in run else (run,):
+                    if _LF in raw:
+                        break
+                    event = _new_event(ServerSentEvent)
+                    event.data = raw.decode()
+                    event.event = "message"
+                    event.id = id_buffer
+                    event.retry = retry
+                    append(event)
+                else:
+                    self._last_event_id = id_buffer
+                    return
+            except UnicodeDecodeError:  # decoded below, replacing the bad bytes
+                pass
+            del events[made:]  # not such a run after all
         try:
             # Strict first: with no error handler to look up, valid runs (nearly all)
             # make a stream in 512 B chunks about 2 % faster; an invalid run is decoded

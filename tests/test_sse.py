@@ -152,6 +152,36 @@ def test_invalid_utf8_is_replaced() -> None:
     assert datas(b"data: \xe2\x82x\n\n") == ["\ufffdx"]
 
 
+def test_a_run_of_one_line_events_keeps_each_value_whole() -> None:
+    # A short run is split as bytes and each value decoded on its own.
+    assert datas("data: é😀\n\ndata: ü\n\ndata: \n\ndata: x\n\n".encode()) == [
+        "é😀",
+        "ü",
+        "",
+        "x",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # an invalid byte in its second event: the run is decoded again, replacing it
+        (b"data: a\n\ndata: \xff\n\ndata: c\n\n", [msg("a"), msg("\ufffd"), msg("c")]),
+        # an event of two lines after one of one
+        (b"data: a\n\ndata: b\ndata: c\n\n", [msg("a"), msg("b\nc")]),
+        # another field after the first event
+        (b"data: a\n\nid: 7\ndata: b\n\n", [msg("a"), msg("b", id="7")]),
+        (b"data: a\n\nevent: e\ndata: b\n\n", [msg("a"), msg("b", "e")]),
+        # a single line of another field, then a blank line where an event starts
+        (b"data: a\n\nretry: 5\n\n\ndata: b\n\n", [msg("a"), msg("b", retry=5)]),
+    ],
+)
+def test_a_run_that_is_not_all_one_line_events_is_read_line_by_line(
+    body: bytes, expected: list[ServerSentEvent]
+) -> None:
+    assert decode(body) == expected
+
+
 @pytest.mark.parametrize("text", ["ü", "€", "😀", "a€😀ü"])
 def test_multibyte_character_split_at_every_position(text: str) -> None:
     body = f"data: {text}\n\n".encode()

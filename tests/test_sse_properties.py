@@ -267,14 +267,23 @@ data_only_runs = st.lists(
 
 
 @PROPERTY_SETTINGS
-@given(streams | data_only_runs, cut_lists, st.sampled_from([0, 10**9]))
-def test_both_ways_to_a_run_of_data_events_match_the_reference(
-    body: bytes, cuts: list[int], search_from: int
+@given(
+    streams | data_only_runs,
+    cut_lists,
+    st.sampled_from([(10**9, 0), (0, 0), (0, 10**9)]),
+)
+def test_every_way_to_a_run_of_data_events_matches_the_reference(
+    body: bytes, cuts: list[int], way: tuple[int, int]
 ) -> None:
-    # Runs of one-line data events are searched (long non-ASCII text) or split
-    # (short or ASCII text): force each way on every input that can take it.
+    # Runs of one-line data events are split as bytes (short runs), searched (long
+    # non-ASCII text) or split as text (the rest): force each way on every input
+    # that can take it.
+    short_run, search_from = way
     expected = reference_decode(body)
-    with mock.patch.object(sse, "_SEARCH_FROM", search_from):
+    with (
+        mock.patch.object(sse, "_SHORT_RUN", short_run),
+        mock.patch.object(sse, "_SEARCH_FROM", search_from),
+    ):
         assert decode([body]) == expected
         assert decode(chunked(body, cuts)) == expected
 
