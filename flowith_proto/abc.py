@@ -1432,8 +1432,10 @@ class OperationRun(Generic[T]):
     def __init__(self, client: FlowithClientBase, operation: Operation[T]) -> None:
         self._client = client
         self._operation = operation
-        # Before anything that may raise (opening a cassette): __del__ reads it.
+        # Before anything that may raise (opening a cassette): __del__ reads them.
         self._done = False
+        # Set by close() to end at once a request or a wait under way (see _step).
+        self._stop: Signal | None = None
         # The nodes it subscribed to, unsubscribed when it ends.
         self._subscribed: list[str] = []
         # What the operation's draws are recorded (and replayed) under.
@@ -1480,7 +1482,7 @@ class OperationRun(Generic[T]):
                 if isinstance(effect, Emit):
                     return effect.value  # type: ignore[no-any-return]
                 try:
-                    result = await self._client._perform(effect, self)
+                    result = await self._step(effect)
                 except FlowithError as exc:
                     error = exc
                 if self._done:  # closed by another task meanwhile: its operation is gone
@@ -1493,6 +1495,22 @@ class OperationRun(Generic[T]):
             raise
         finally:
             self._busy = False
+
+    async def _step(self, effect: Effect) -> Any:
+        """Perform ``effect``. A request or a sleep races :meth:`close` from another
+        task (a stop button), which ends it at once: a request may take up to the
+        client's ``timeout`` for each of its tries, a retry's wait as long. (A wait
+        for events is woken by the close itself, and a token refresh goes on in a
+        task of its own.)"""
+        client = self._client
+        if not isinstance(effect, (Send, Sleep)):
+            return await client._perform(effect, self)
+        stop = self._stop = client._new_signal()
+        try:
+            perform = functools.partial(client._perform, effect, self)
+            return await client._race([perform, functools.partial(stop.wait, None)])
+        finally:
+            self._stop = None
 
     async def result(self) -> T:
         """Run to the end and return the operation's result (what it emits is
@@ -1509,11 +1527,13 @@ class OperationRun(Generic[T]):
 
     def close(self) -> None:
         """Stop the run and release what it holds (idempotent). A task iterating it
-        meanwhile ends its loop at its next step: at once when it waits for events,
-        else when its request or read returns."""
+        meanwhile ends its loop at once: a request or a wait under way is cancelled
+        (a request already sent may still have taken effect on the server)."""
         if self._done:
             return
         self._done = True
+        if self._stop is not None:
+            self._stop.set()
         self._operation.close()
         for node_id in self._subscribed:
             self._client._hub.unsubscribe(node_id)

@@ -1311,6 +1311,56 @@ async def test_a_path_that_is_no_readable_file_is_refused_before_uploading(
     assert fake.requests_to("POST", "/file/store") == []
 
 
+@pytest.mark.parametrize("where", ["request", "retry wait"])
+async def test_closing_a_run_from_another_task_ends_its_slow_request_or_wait(
+    fake: FakeFlowith, make_client: MakeClient, where: str
+) -> None:
+    """A stop button pressed while the run's task was inside a slow request (the
+    generation's POST, here answered after 30 s) waited for its answer; inside a
+    retry's wait (``Retry-After: 30``), for the wait."""
+    fake.script(chunk("never seen"), complete())
+    async with make_client(timeout=60) as client:
+        posted = anyio.Event()
+        send = client._send
+
+        async def slowed(request: Any, timeout: Any, deadline: Any, operation: str) -> Any:
+            response = await send(request, timeout, deadline, operation)
+            if "/completion/async" in request.url:
+                posted.set()
+                await anyio.sleep(30)
+            return response
+
+        if where == "request":
+            client._send = slowed
+        else:
+            fake.fail_next(
+                1, 429, method="POST", path="/completion/async", headers=[("Retry-After", "30")]
+            )
+        run = client.generate_stream("q", timeout=120)
+        ended = anyio.Event()
+
+        async def consume() -> None:
+            async for _ in run:
+                pass
+            ended.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(consume)
+                await eventually(
+                    lambda: posted.is_set() or bool(fake.requests_to("POST", "/completion/async"))
+                )
+                await anyio.sleep(0.1)  # inside the slow answer, or the wait
+                started = time.monotonic()
+                await run.aclose()
+                await ended.wait()
+                assert time.monotonic() - started < 5
+        with pytest.raises(ClientStateError, match="closed before its end"):
+            await run.result()
+        client._send = send
+        assert (await client.generate("next")).text  # the client goes on
+
+
 async def test_closing_a_run_from_another_task_ends_its_loop_with_no_bogus_step(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
