@@ -1114,11 +1114,17 @@ class FlowithClientBase(WebAppMethods):
 
         Continuing one, the first turn reads its canvas: the thread that ends
         at its newest answer gives the messages sent with the next prompt, the
-        node it hangs under and the turn count (``session.turn``)."""
+        node it hangs under and the turn count (``session.turn``). Sessions of
+        one client on one conversation take turns: one sent while another's
+        runs raises :class:`ConversationBusyError`, and a session reads the
+        canvas again before its turn when another one wrote since."""
         if model is not None:
             model = require_option(model, "model")  # before its first turn makes rows
         return ConversationSession(
-            self, Conversation(conv_id=conv_id, model=model, resume=conv_id is not None)
+            self,
+            Conversation(
+                conv_id=conv_id, model=model, resume=conv_id is not None, in_session=True
+            ),
         )
 
     async def delete_conversation(self, conv_id: str, *, timeout: float | None = None) -> None:
@@ -1681,7 +1687,7 @@ class ConversationSession:
         if self._conversation.conv_id is not None:
             await self._client.delete_conversation(self._conversation.conv_id, timeout=timeout)
         model = self._conversation.model
-        self._conversation = Conversation(model=model)
+        self._conversation = Conversation(model=model, in_session=True)
 
     def __repr__(self) -> str:
         return (

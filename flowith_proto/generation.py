@@ -74,7 +74,7 @@ from flowith_proto.events import (
 from flowith_proto.models import FlowNode, GenerationOutput
 from flowith_proto.request import Response, require_uuid
 from flowith_proto.row_checks import RowChecks
-from flowith_proto.state import ClientState
+from flowith_proto.state import ClientState, ThreadLedger
 from flowith_proto.thinking import ThinkSplitter, split_think, split_think_raw
 
 __all__ = [
@@ -144,6 +144,12 @@ class Conversation:
     turns_since_anchor: int = 0
     #: A turn is running (see :func:`one_turn`).
     in_turn: bool = False
+    #: Kept by a session, whose turns the client's other sessions on the same
+    #: conversation see, and which sees theirs (see :func:`claim_thread`).
+    in_session: bool = False
+    ledger: ThreadLedger | None = attrs.field(default=None, eq=False, repr=False)
+    #: The ledger's turns_begun when this memory last matched the thread.
+    turns_seen: int = 0
 
 
 @contextlib.contextmanager
@@ -163,6 +169,42 @@ def one_turn(conversation: Conversation) -> Iterator[None]:
         yield
     finally:
         conversation.in_turn = False
+        ledger = conversation.ledger
+        if ledger is not None and ledger.writer is conversation:
+            ledger.writer = None
+
+
+def claim_thread(state: ClientState, conversation: Conversation) -> None:
+    """Make a session's turn the conversation's only one running in this client
+    (until :func:`one_turn` ends), and have it read the thread again first if
+    another session of the client began a turn since it last knew the thread:
+    otherwise it would send a stale history and hang its turn under an old answer,
+    on top of the other session's nodes. Writers outside this client (another
+    client, the web app) go unseen: a new session reads the canvas afresh."""
+    conv_id = conversation.conv_id
+    if not conversation.in_session or conv_id is None:
+        return
+    ledger = conversation.ledger
+    if ledger is None:
+        ledger = conversation.ledger = state.threads.setdefault(conv_id, ThreadLedger())
+        conversation.turns_seen = ledger.turns_begun
+    if ledger.writer is not None and ledger.writer is not conversation:
+        raise ConversationBusyError(
+            f"another session of this client is running a turn of conversation {conv_id}: "
+            "await it before sending this one"
+        )
+    if ledger.turns_begun != conversation.turns_seen:
+        conversation.resume = True  # cleared once the thread has been read again
+        conversation.turns_seen = ledger.turns_begun
+    ledger.writer = conversation
+
+
+def _count_turn_begun(conversation: Conversation) -> None:
+    """A session's turn writes to the canvas: its sibling sessions must read it."""
+    ledger = conversation.ledger
+    if ledger is not None:
+        ledger.turns_begun += 1
+        conversation.turns_seen = ledger.turns_begun
 
 
 # -- reading a node's row ------------------------------------------------------
@@ -376,7 +418,8 @@ def begin_turn(
         created = yield from call(state, lambda e: e.create_conversation(), deadline=deadline)
         with created.decoding():
             conversation.conv_id = created_conversation_id(created.json())
-    elif conversation.resume:
+    claim_thread(state, conversation)
+    if conversation.resume:
         yield from resume(state, conversation, deadline)
     conv_id = require_uuid(conversation.conv_id, "conv_id")
     parent_id = conversation.last_ai_node_id or conv_id
@@ -388,6 +431,7 @@ def begin_turn(
     # The slot is taken before the insert is sent: an insert the server applied for a
     # call that timed out or was cancelled must not be drawn over by the next turn.
     conversation.turns_since_anchor += 1
+    _count_turn_begun(conversation)
     try:
         yield from call(
             state,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 import attrs
@@ -12,7 +13,7 @@ from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import JWT, MIN_SECRET_LENGTH
 from flowith_proto.retry import RetryPolicy
 
-__all__ = ["DEFAULT_TEXT_MODEL", "ClientState"]
+__all__ = ["DEFAULT_TEXT_MODEL", "ClientState", "ThreadLedger"]
 
 #: The most cookies whose values :meth:`ClientState.learn_cookies` keeps.
 MAX_COOKIES = 64
@@ -38,6 +39,19 @@ def _positive_or_endless(
     _instance: object, attribute: attrs.Attribute[float], value: float
 ) -> None:
     check_seconds(attribute.name, value, endless=True)
+
+
+@attrs.define
+class ThreadLedger:
+    """What the sessions of one client on one conversation share: how many turns
+    they began, and which of them is running one. A session takes itself for its
+    conversation's only writer (it keeps the thread and the canvas layout in
+    memory); the ledger lets it notice the others of its client."""
+
+    #: Turns begun by the client's sessions on the conversation (their user nodes).
+    turns_begun: int = 0
+    #: The conversation (a session's) whose turn is running, if any.
+    writer: object = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.define
@@ -68,6 +82,11 @@ class ClientState:
     #: Unix seconds before which no early refresh is tried again: the last one failed
     #: while the access token was still good (see :func:`flowith_proto.calls.call`).
     early_refresh_after: float = 0.0
+    #: The ledger of each conversation a live session of the client is on, by its
+    #: id; one goes with the last session holding it.
+    threads: weakref.WeakValueDictionary[str, ThreadLedger] = attrs.field(
+        factory=weakref.WeakValueDictionary, repr=False, eq=False
+    )
 
     def retire(self, values: Iterable[str]) -> None:
         """Keep hiding ``values`` although the client no longer holds them: a spent or

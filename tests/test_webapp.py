@@ -8,6 +8,7 @@ and the live streams are covered in ``test_transports.py``.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import time
 import uuid
@@ -665,6 +666,75 @@ async def test_a_session_continues_an_existing_conversation_from_its_canvas(
     ys = [n.position["y"] for n in canvas]
     assert ys == sorted(ys)  # below the existing nodes, none on top of another
     assert len(set(ys)) == len(ys)
+
+
+async def test_sessions_of_one_client_on_one_conversation_take_turns(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """Two sessions on one conversation each took itself for its only writer: the
+    second sent a stale history and hung its turn under the answer the first had
+    already answered below, its nodes on top of the first's; and a turn of each at
+    once went through."""
+    fake.script(chunk("Day 2: Arashiyama."), complete())
+    fake.script(chunk("Day 3: Nara."), pause(0.3), complete())
+    fake.script(chunk("Day 4: rest."), complete())
+    async with make_client() as client:
+        first = client.start_conversation(conv_id=KYOTO_TRIP)
+        second = client.start_conversation(conv_id=KYOTO_TRIP)
+        day2 = await first.send("And day 2?")
+        outcomes: list[Any] = []
+
+        async def send(session: ConversationSession, prompt: str) -> None:
+            try:
+                outcomes.append(await session.send(prompt))
+            except ConversationBusyError as exc:
+                outcomes.append(exc)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(send, second, "And day 3?")
+            await eventually(lambda: len(fake.turns) == 2)
+            group.start_soon(send, first, "And day 4?")
+        refused, day3 = outcomes
+        assert isinstance(refused, ConversationBusyError)
+        assert "another session of this client" in str(refused)
+        day4 = await first.send("And day 4?")
+        canvas = await client.get_flow_nodes(KYOTO_TRIP)
+    rows = fake.rows("flow_node")
+    parent = {node: rows[rows[node]["p_id"]]["p_id"] for node in (day3.node_id, day4.node_id)}
+    assert parent == {day3.node_id: day2.node_id, day4.node_id: day3.node_id}
+    third_turn, fourth_turn = fake.turns[1:]
+    assert [m["content"] for m in third_turn.messages[-3:]] == [
+        "And day 2?",
+        "Day 2: Arashiyama.",
+        "And day 3?",
+    ]
+    assert [m["content"] for m in fourth_turn.messages[-3:]] == [
+        "And day 3?",
+        "Day 3: Nara.",
+        "And day 4?",
+    ]
+    assert (first.turn, second.turn) == (4, 3)
+    ys = [n.position["y"] for n in canvas]
+    assert len(set(ys)) == len(ys)  # no node on top of another
+
+
+async def test_what_sessions_share_goes_with_the_last_of_them(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    fake.script(chunk("Day 2: Arashiyama."), complete())
+    fake.script(chunk("Day 3: Nara."), complete())
+    async with make_client() as client:
+        sessions = [client.start_conversation(conv_id=KYOTO_TRIP) for _ in range(2)]
+        for day, session in enumerate(sessions, 2):
+            await session.send(f"And day {day}?")
+        del session
+        assert list(client._state.threads) == [KYOTO_TRIP]
+        del sessions[0]
+        gc.collect()
+        assert list(client._state.threads) == [KYOTO_TRIP]  # the other one still reads it
+        del sessions[0]
+        gc.collect()
+        assert list(client._state.threads) == []
 
 
 async def test_a_canvas_longer_than_the_servers_cap_is_read_in_pages(
