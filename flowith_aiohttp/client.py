@@ -15,7 +15,7 @@ import socket
 import sys
 import urllib.request
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -47,6 +47,7 @@ from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import EnvironmentProxies, refused_setting
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
+from flowith_proto.state import MAX_COOKIES
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout_at
@@ -528,6 +529,10 @@ class FlowithClient(FlowithClientBase):
 
     def _event_loop(self) -> object:
         return asyncio.get_running_loop()
+
+    def _trim_cookies(self, keep: Container[str]) -> None:
+        if self._owns_http and self._http is not None and len(self._http.cookie_jar) > MAX_COOKIES:
+            self._http.cookie_jar.clear(lambda cookie: cookie.key not in keep)
 
     def _http_client_closed(self) -> bool:
         return self._http is not None and self._http.closed

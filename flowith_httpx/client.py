@@ -16,7 +16,15 @@ import functools
 import math
 import os
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Container,
+    Coroutine,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from http.cookiejar import CookieJar
 from typing import Any, TypeVar, cast
@@ -49,6 +57,7 @@ from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import refused_setting
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
+from flowith_proto.state import MAX_COOKIES
 
 __all__ = ["FlowithClient"]
 
@@ -613,12 +622,14 @@ class FlowithClient(FlowithClientBase):
                 return httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls, cookies=jar)
 
             self._http = _own_client(new_client, proxy)
+            self._jar: CookieJar | None = jar
             self._lanes: Lanes | None = Lanes(new_client)
             # Uploads, downloads and event streams out on self._http, which we close.
             self._in_flight: InFlight | None = InFlight()
             self._main_slots: _Slots | None = _Slots(MAIN_REQUESTS)
         else:
             self._http = http_client
+            self._jar = None  # yours: its cookies are yours to keep
             self._lanes = None
             self._in_flight = None  # requests on your client are yours to end
             self._main_slots = None  # its pool's size is yours
@@ -757,6 +768,13 @@ class FlowithClient(FlowithClientBase):
 
     def _event_loop(self) -> object:
         return running_loop()
+
+    def _trim_cookies(self, keep: Container[str]) -> None:
+        jar = self._jar
+        if jar is not None and len(jar) > MAX_COOKIES:
+            for cookie in list(jar):
+                if cookie.name not in keep:
+                    jar.clear(cookie.domain, cookie.path, cookie.name)
 
     def _http_client_closed(self) -> bool:
         return self._http.is_closed

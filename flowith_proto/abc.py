@@ -34,6 +34,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Container,
     Coroutine,
     Iterator,
     Mapping,
@@ -416,6 +417,13 @@ class FlowithClientBase(WebAppMethods):
         """Whether the HTTP client the transport sends with has been closed (one
         passed in, closed by its owner while this client still uses it)."""
 
+    def _trim_cookies(self, keep: Container[str]) -> None:
+        """Let a cookie jar the client owns that holds more than
+        :data:`~flowith_proto.state.MAX_COOKIES` cookies go of those whose names
+        are not in ``keep`` (the client's record of cookies): a server setting new
+        names without end would grow it, and every request's ``Cookie`` header,
+        without bound. A replay has no jar: no-op."""
+
     # -- the driver ----------------------------------------------------------
 
     async def _open_channel(self, channel: str, deadline: float | None) -> ByteStream:
@@ -655,6 +663,8 @@ class FlowithClientBase(WebAppMethods):
         new = self._state.learn_cookies(headers)
         if new and self._recorder is not None:
             self._recorder.learn(new)
+        if any(name.lower() == "set-cookie" for name, _ in headers):
+            self._trim_cookies(self._state.cookies)
 
     async def _perform(self, effect: Effect, run: OperationRun[Any]) -> Any:
         # Checked at every step, not only the first: an operation still running

@@ -48,6 +48,7 @@ from flowith_proto.fake import (
     workflow_complete,
 )
 from flowith_proto.models import GenerationOutput
+from flowith_proto.state import MAX_COOKIES
 from tests.conftest import MakeClient, Transport, eventually
 
 pytestmark = pytest.mark.anyio
@@ -1309,6 +1310,32 @@ async def test_a_path_that_is_no_readable_file_is_refused_before_uploading(
             assert str(refused.value) == f"cannot read {str(path)!r}: {reason}"
             assert refused.value.status_code is None
     assert fake.requests_to("POST", "/file/store") == []
+
+
+async def test_a_server_setting_cookies_without_end_grows_no_jar_past_the_bound(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The jar kept every cookie, and sent them all back with every request."""
+    for batch in range(3):
+        fake.fail_next(
+            1,
+            200,
+            method="GET",
+            path="/featurebase/status",
+            body={"ok": True},
+            headers=[
+                ("Set-Cookie", f"c{batch}x{n:02d}=value-{batch}-{n:02d}; Path=/")
+                for n in range(50)
+            ],
+        )
+    async with make_client() as client:
+        for _ in range(4):
+            await client.get_featurebase_status()
+    last = fake.requests_to("GET", "/featurebase/status")[-1]
+    sent = dict(pair.split("=", 1) for pair in (last.header("cookie") or "").split("; "))
+    assert len(sent) <= MAX_COOKIES
+    assert {f"c2x{n:02d}" for n in range(50)} <= set(sent)  # the latest are kept
+    assert all(value == f"value-{name[1]}-{name[3:]}" for name, value in sent.items())
 
 
 @pytest.mark.parametrize("where", ["request", "retry wait"])
