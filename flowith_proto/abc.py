@@ -964,7 +964,8 @@ class FlowithClientBase(WebAppMethods):
 
     async def _run(self, operation: Operation[T]) -> T:
         """Run an operation that emits nothing; return its result."""
-        run: OperationRun[T] = OperationRun(self, operation)
+        # Never handed out, so never closed by another task: no step need race it.
+        run: OperationRun[T] = OperationRun(self, operation, stoppable=False)
         try:
             return await run.result()
         finally:
@@ -1445,9 +1446,14 @@ class OperationRun(Generic[T]):
     Cancellation does the same.
     """
 
-    def __init__(self, client: FlowithClientBase, operation: Operation[T]) -> None:
+    def __init__(
+        self, client: FlowithClientBase, operation: Operation[T], *, stoppable: bool = True
+    ) -> None:
         self._client = client
         self._operation = operation
+        # Whether its requests and sleeps race close() (see _step): a race costs two
+        # tasks per request, which a run only the client itself drives can spare.
+        self._stoppable = stoppable
         # Before anything that may raise (opening a cassette): __del__ reads them.
         self._done = False
         # Set by close() to end at once a request or a wait under way (see _step).
@@ -1519,7 +1525,7 @@ class OperationRun(Generic[T]):
         for events is woken by the close itself, and a token refresh goes on in a
         task of its own.)"""
         client = self._client
-        if not isinstance(effect, (Send, Sleep)):
+        if not (self._stoppable and isinstance(effect, (Send, Sleep))):
             return await client._perform(effect, self)
         stop = self._stop = client._new_signal()
         try:
