@@ -15,7 +15,15 @@ import socket
 import sys
 import urllib.request
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Container, Coroutine, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Container,
+    Coroutine,
+    Iterator,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 import aiohttp
@@ -511,6 +519,27 @@ class FlowithClient(FlowithClientBase):
 
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+    @contextlib.contextmanager
+    def _cancellable(self) -> Iterator[Callable[[], None]]:
+        # The task's own cancellation, taken back when it arrives. On Python 3.10,
+        # which cannot count a task's cancellations, one from elsewhere arriving in
+        # the same step as ours is taken with it (anyio's scopes have the same limit).
+        task = asyncio.current_task()
+        assert task is not None  # an aiohttp client runs in asyncio tasks
+        cancelled = False
+
+        def cancel() -> None:
+            nonlocal cancelled
+            if not cancelled:
+                cancelled = True
+                task.cancel()
+
+        try:
+            yield cancel
+        except asyncio.CancelledError:
+            if not cancelled or (sys.version_info >= (3, 11) and task.uncancel() > 0):
+                raise
 
     async def _shielded(
         self, work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True

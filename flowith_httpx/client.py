@@ -23,6 +23,7 @@ from collections.abc import (
     Callable,
     Container,
     Coroutine,
+    Iterator,
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
@@ -102,6 +103,14 @@ async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
     if error is not None:
         raise error
     return value  # type: ignore[return-value]  # set whenever error is None
+
+
+@contextlib.contextmanager
+def cancellable() -> Iterator[Callable[[], None]]:
+    """:meth:`FlowithClientBase._cancellable`: an anyio cancel scope, which takes
+    its own cancellation and nothing else."""
+    with anyio.CancelScope() as scope:
+        yield scope.cancel
 
 
 #: Shielded work running in tasks of its own on asyncio: the loop keeps only weak
@@ -757,6 +766,9 @@ class FlowithClient(FlowithClientBase):
 
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         return await race(jobs)
+
+    def _cancellable(self) -> AbstractContextManager[Callable[[], None]]:
+        return cancellable()
 
     async def _shielded(
         self, work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True

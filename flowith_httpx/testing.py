@@ -22,13 +22,14 @@ import math
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from flowith_httpx.client import race, running_loop, shielded
+from flowith_httpx.client import cancellable, race, running_loop, shielded
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
 from flowith_proto.cassette import CassetteError, CassetteMismatch, decode_body
 from flowith_proto.config import DEFAULT_TIMEOUT, check_seconds
@@ -282,6 +283,9 @@ class ReplayClient(FlowithClientBase):
 
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         return await race(jobs)
+
+    def _cancellable(self) -> AbstractContextManager[Callable[[], None]]:
+        return cancellable()
 
     async def _shielded(
         self, work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True

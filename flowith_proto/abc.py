@@ -388,6 +388,13 @@ class FlowithClientBase(WebAppMethods):
         error) once the others are cancelled and done."""
 
     @abc.abstractmethod
+    def _cancellable(self) -> contextlib.AbstractContextManager[Callable[[], None]]:
+        """A block whose work the function it gives cancels from another task of the
+        client's event loop (a stop button): the work stops at its next await and
+        the block ends quietly. Until that function is called, a cancellation of
+        the caller's own goes through untouched."""
+
+    @abc.abstractmethod
     async def _to_thread(self, function: Callable[..., T], *args: Any) -> T:
         """Run a blocking call (file reads and writes) off the event loop."""
 
@@ -1451,13 +1458,13 @@ class OperationRun(Generic[T]):
     ) -> None:
         self._client = client
         self._operation = operation
-        # Whether its requests and sleeps race close() (see _step): a race costs two
-        # tasks per request, which a run only the client itself drives can spare.
+        # Whether close() from another task cancels its requests and sleeps (see
+        # _step): a run only the client itself drives is never closed that way.
         self._stoppable = stoppable
         # Before anything that may raise (opening a cassette): __del__ reads them.
         self._done = False
-        # Set by close() to end at once a request or a wait under way (see _step).
-        self._stop: Signal | None = None
+        # Called by close() to end at once a request or a wait under way (see _step).
+        self._stop: Callable[[], None] | None = None
         # The nodes it subscribed to, unsubscribed when it ends.
         self._subscribed: list[str] = []
         # What the operation's draws are recorded (and replayed) under.
@@ -1519,20 +1526,23 @@ class OperationRun(Generic[T]):
             self._busy = False
 
     async def _step(self, effect: Effect) -> Any:
-        """Perform ``effect``. A request or a sleep races :meth:`close` from another
-        task (a stop button), which ends it at once: a request may take up to the
+        """Perform ``effect``. :meth:`close` from another task (a stop button)
+        cancels a request or a sleep under way: a request may take up to the
         client's ``timeout`` for each of its tries, a retry's wait as long. (A wait
         for events is woken by the close itself, and a token refresh goes on in a
-        task of its own.)"""
+        task of its own.) Cancelled, it returns ``None``, which no one reads: the
+        run is done."""
         client = self._client
         if not (self._stoppable and isinstance(effect, (Send, Sleep))):
             return await client._perform(effect, self)
-        stop = self._stop = client._new_signal()
-        try:
-            perform = functools.partial(client._perform, effect, self)
-            return await client._race([perform, functools.partial(stop.wait, None)])
-        finally:
-            self._stop = None
+        result = None
+        with client._cancellable() as cancel:
+            self._stop = cancel
+            try:
+                result = await client._perform(effect, self)
+            finally:
+                self._stop = None
+        return result
 
     async def result(self) -> T:
         """Run to the end and return the operation's result (what it emits is
@@ -1555,7 +1565,7 @@ class OperationRun(Generic[T]):
             return
         self._done = True
         if self._stop is not None:
-            self._stop.set()
+            self._stop()
         self._operation.close()
         for node_id in self._subscribed:
             self._client._hub.unsubscribe(node_id)

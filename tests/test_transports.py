@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -990,6 +991,40 @@ async def test_an_asyncio_cancellation_is_never_lost_mid_stream(
     ran_on = [i for i, outcome in enumerate(outcomes) if outcome is None]
     assert ran_on == []
     assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
+
+
+@pytest.mark.parametrize("also_stopped", [False, True])
+async def test_a_stop_takes_back_its_own_cancellation_only(
+    make_client: MakeClient, transport: Transport, also_stopped: bool
+) -> None:
+    """What a stop button's cancellation rests on (OperationRun._step): a
+    cancellation of the task's own goes through a stoppable block, stopped or not.
+    (Python 3.10 cannot count a task's cancellations: one arriving in the same step
+    as a stop is taken with it, on anyio's scopes as on aiohttp.)"""
+    if transport.backend != "asyncio":
+        pytest.skip("asyncio's own cancellation")
+    if also_stopped and sys.version_info < (3, 11):
+        pytest.skip("Task.uncancel() counts cancellations from Python 3.11")
+    client = make_client()
+    task = asyncio.current_task()
+    assert task is not None
+
+    async def cancelled_inside() -> None:
+        with client._cancellable() as cancel:
+            if also_stopped:
+                cancel()
+            task.cancel()
+            await asyncio.sleep(5)
+
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled_inside()
+    if sys.version_info >= (3, 11):
+        assert task.cancelling() == 1
+        task.uncancel()
+    with client._cancellable() as cancel:  # stopped alone: it ends quietly
+        cancel()
+        await asyncio.sleep(5)
+        pytest.fail("the block went on after its stop")
 
 
 async def test_a_listener_closed_by_aclosing_closes_its_stream_at_once(
