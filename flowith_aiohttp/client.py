@@ -531,7 +531,10 @@ class FlowithClient(FlowithClientBase):
 
         def cancel() -> None:
             nonlocal cancelled
-            if not cancelled:
+            # From the task itself (a hook inside the step) there is nothing to
+            # interrupt: the run sees it is closed once the step returns, and a
+            # cancel would fire at its caller's next await instead.
+            if not cancelled and asyncio.current_task() is not task:
                 cancelled = True
                 task.cancel()
 

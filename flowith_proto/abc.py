@@ -1440,6 +1440,8 @@ class FlowithClientBase(WebAppMethods):
 
 
 _Self = TypeVar("_Self", bound=FlowithClientBase)
+#: The effects a run's close() from another task cancels (see OperationRun._step).
+_STOPPABLE = (Send, Sleep, RefreshToken, Subscribe)
 
 
 class OperationRun(Generic[T]):
@@ -1527,13 +1529,14 @@ class OperationRun(Generic[T]):
 
     async def _step(self, effect: Effect) -> Any:
         """Perform ``effect``. :meth:`close` from another task (a stop button)
-        cancels a request or a sleep under way: a request may take up to the
-        client's ``timeout`` for each of its tries, a retry's wait as long. (A wait
-        for events is woken by the close itself, and a token refresh goes on in a
-        task of its own.) Cancelled, it returns ``None``, which no one reads: the
-        run is done."""
+        cancels a request, a sleep, a wait for a token refresh or for the event
+        streams to connect: a request may take up to the client's ``timeout`` for
+        each of its tries, a retry's wait as long. (A wait for events is woken by
+        the close itself; a refresh goes on in a task of its own, and its tokens
+        are kept.) Cancelled, it returns ``None``, which no one reads: the run is
+        done."""
         client = self._client
-        if not (self._stoppable and isinstance(effect, (Send, Sleep))):
+        if not (self._stoppable and isinstance(effect, _STOPPABLE)):
             return await client._perform(effect, self)
         result = None
         with client._cancellable() as cancel:

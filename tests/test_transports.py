@@ -1008,12 +1008,13 @@ async def test_a_stop_takes_back_its_own_cancellation_only(
     client = make_client()
     task = asyncio.current_task()
     assert task is not None
+    loop = asyncio.get_running_loop()
 
     async def cancelled_inside() -> None:
         with client._cancellable() as cancel:
             if also_stopped:
-                cancel()
-            task.cancel()
+                loop.call_soon(cancel)  # from outside the task, as a stop button
+            loop.call_soon(task.cancel)
             await asyncio.sleep(5)
 
     with pytest.raises(asyncio.CancelledError):
@@ -1022,7 +1023,7 @@ async def test_a_stop_takes_back_its_own_cancellation_only(
         assert task.cancelling() == 1
         task.uncancel()
     with client._cancellable() as cancel:  # stopped alone: it ends quietly
-        cancel()
+        loop.call_soon(cancel)
         await asyncio.sleep(5)
         pytest.fail("the block went on after its stop")
 
@@ -1373,31 +1374,43 @@ async def test_a_server_setting_cookies_without_end_grows_no_jar_past_the_bound(
     assert all(value == f"value-{name[1]}-{name[3:]}" for name, value in sent.items())
 
 
-@pytest.mark.parametrize("where", ["request", "retry wait"])
-async def test_closing_a_run_from_another_task_ends_its_slow_request_or_wait(
+@pytest.mark.parametrize("where", ["request", "retry wait", "token refresh", "stream connect"])
+async def test_closing_a_run_from_another_task_ends_its_slow_step(
     fake: FakeFlowith, make_client: MakeClient, where: str
 ) -> None:
     """A stop button pressed while the run's task was inside a slow request (the
     generation's POST, here answered after 30 s) waited for its answer; inside a
-    retry's wait (``Retry-After: 30``), for the wait."""
+    retry's wait (``Retry-After: 30``), for the wait; inside a token refresh or the
+    event stream's connect, for them."""
     fake.script(chunk("never seen"), complete())
-    async with make_client(timeout=60) as client:
-        posted = anyio.Event()
-        send = client._send
+    if where == "token refresh":
+        fake.expire_token(fake.token)
+    async with make_client(refresh_token=fake.refresh_token, timeout=60) as client:
+        inside = anyio.Event()
+        send, open_stream = client._send, client._open_stream
+        slow_url = {"request": "/completion/async", "token refresh": "/auth/v1/token"}.get(where)
+        # A refresh goes on after the stop, to be adopted: a shorter one, not to wait long.
+        delay = 5 if where == "token refresh" else 30
 
         async def slowed(request: Any, timeout: Any, deadline: Any, operation: str) -> Any:
             response = await send(request, timeout, deadline, operation)
-            if "/completion/async" in request.url:
-                posted.set()
-                await anyio.sleep(30)
+            if slow_url is not None and slow_url in request.url:
+                inside.set()
+                await anyio.sleep(delay)
             return response
 
-        if where == "request":
-            client._send = slowed
-        else:
+        async def slow_open(request: Any, deadline: Any) -> Any:
+            inside.set()
+            await anyio.sleep(30)
+            return await open_stream(request, deadline)
+
+        client._send = slowed
+        if where == "retry wait":
             fake.fail_next(
                 1, 429, method="POST", path="/completion/async", headers=[("Retry-After", "30")]
             )
+        elif where == "stream connect":
+            client._open_stream = slow_open
         run = client.generate_stream("q", timeout=120)
         ended = anyio.Event()
 
@@ -1410,17 +1423,46 @@ async def test_closing_a_run_from_another_task_ends_its_slow_request_or_wait(
             async with anyio.create_task_group() as group:
                 group.start_soon(consume)
                 await eventually(
-                    lambda: posted.is_set() or bool(fake.requests_to("POST", "/completion/async"))
+                    lambda: inside.is_set() or bool(fake.requests_to("POST", "/completion/async"))
                 )
-                await anyio.sleep(0.1)  # inside the slow answer, or the wait
+                await anyio.sleep(0.1)  # inside the slow step
                 started = time.monotonic()
                 await run.aclose()
                 await ended.wait()
-                assert time.monotonic() - started < 5
+                assert time.monotonic() - started < delay / 2
         with pytest.raises(ClientStateError, match="closed before its end"):
             await run.result()
-        client._send = send
+        client._send, client._open_stream = send, open_stream
+        if where == "token refresh":  # it went on in its own task, and was adopted
+            state = client._state
+            await eventually(lambda: state.credentials.access_token != fake.token, within=10)
         assert (await client.generate("next")).text  # the client goes on
+
+
+async def test_closing_a_run_from_inside_its_own_step_leaves_its_task_uncancelled(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """On aiohttp, a close() from code running inside the step (a hook) cancelled the
+    task itself: the cancellation then fired at the caller's next await."""
+    fake.script(chunk("x"), complete())
+    async with make_client() as client:
+        send = client._send
+        runs: list[Any] = []
+
+        async def closing(request: Any, timeout: Any, deadline: Any, operation: str) -> Any:
+            response = await send(request, timeout, deadline, operation)
+            if "/completion/async" in request.url:
+                runs[0].close()
+            return response
+
+        client._send = closing
+        run = client.generate_stream("q")
+        runs.append(run)
+        with anyio.fail_after(10):
+            assert [step async for step in run] == []
+            client._send = send
+            await anyio.sleep(0.01)  # a pending cancellation would fire here
+            assert (await client.generate("next")).text
 
 
 async def test_closing_a_run_from_another_task_ends_its_loop_with_no_bogus_step(
