@@ -24,6 +24,7 @@ from collections.abc import (
     Iterator,
     Sequence,
 )
+from http.cookies import Morsel
 from typing import Any, TypeVar
 
 import aiohttp
@@ -55,7 +56,7 @@ from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import EnvironmentProxies, refused_setting
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
-from flowith_proto.state import MAX_COOKIES
+from flowith_proto.state import MAX_COOKIES, excess_cookies
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout_at
@@ -216,6 +217,10 @@ def _masked_url(url: URL) -> URL:
 
 def _masked(headers: Any) -> CIMultiDictProxy[str]:
     return CIMultiDictProxy(CIMultiDict(masked_headers(headers.items())))
+
+
+def _cookie_name(morsel: Morsel[str]) -> str:
+    return morsel.key
 
 
 def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
@@ -562,9 +567,11 @@ class FlowithClient(FlowithClientBase):
     def _event_loop(self) -> object:
         return asyncio.get_running_loop()
 
-    def _trim_cookies(self, keep: Container[str]) -> None:
+    def _trim_cookies(self, recent: Container[str]) -> None:
         if self._owns_http and self._http is not None and len(self._http.cookie_jar) > MAX_COOKIES:
-            self._http.cookie_jar.clear(lambda cookie: cookie.key not in keep)
+            jar = self._http.cookie_jar
+            excess = {id(morsel) for morsel in excess_cookies(list(jar), _cookie_name, recent)}
+            jar.clear(lambda morsel: id(morsel) in excess)
 
     def _http_client_closed(self) -> bool:
         return self._http is not None and self._http.closed

@@ -58,7 +58,7 @@ from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import refused_setting
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
-from flowith_proto.state import MAX_COOKIES
+from flowith_proto.state import MAX_COOKIES, excess_cookies
 
 __all__ = ["FlowithClient"]
 
@@ -781,12 +781,11 @@ class FlowithClient(FlowithClientBase):
     def _event_loop(self) -> object:
         return running_loop()
 
-    def _trim_cookies(self, keep: Container[str]) -> None:
+    def _trim_cookies(self, recent: Container[str]) -> None:
         jar = self._jar
         if jar is not None and len(jar) > MAX_COOKIES:
-            for cookie in list(jar):
-                if cookie.name not in keep:
-                    jar.clear(cookie.domain, cookie.path, cookie.name)
+            for cookie in excess_cookies(list(jar), lambda cookie: cookie.name, recent):
+                jar.clear(cookie.domain, cookie.path, cookie.name)
 
     def _http_client_closed(self) -> bool:
         return self._http.is_closed

@@ -424,12 +424,10 @@ class FlowithClientBase(WebAppMethods):
         """Whether the HTTP client the transport sends with has been closed (one
         passed in, closed by its owner while this client still uses it)."""
 
-    def _trim_cookies(self, keep: Container[str]) -> None:
-        """Let a cookie jar the client owns that holds more than
-        :data:`~flowith_proto.state.MAX_COOKIES` cookies go of those whose names
-        are not in ``keep`` (the client's record of cookies): a server setting new
-        names without end would grow it, and every request's ``Cookie`` header,
-        without bound. A replay has no jar: no-op."""
+    def _trim_cookies(self, recent: Container[str]) -> None:
+        """Let a cookie jar the client owns go of the cookies
+        :func:`~flowith_proto.state.excess_cookies` names (``recent``: the names
+        the server set lately). A replay has no jar: no-op."""
 
     # -- the driver ----------------------------------------------------------
 
@@ -671,7 +669,7 @@ class FlowithClientBase(WebAppMethods):
         if new and self._recorder is not None:
             self._recorder.learn(new)
         if any(name.lower() == "set-cookie" for name, _ in headers):
-            self._trim_cookies(self._state.cookies)
+            self._trim_cookies(self._state.cookie_names)
 
     async def _perform(self, effect: Effect, run: OperationRun[Any]) -> Any:
         # Checked at every step, not only the first: an operation still running

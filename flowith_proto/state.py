@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
+from typing import TypeVar
 
 import attrs
 
@@ -13,14 +14,39 @@ from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import JWT, MIN_SECRET_LENGTH
 from flowith_proto.retry import RetryPolicy
 
-__all__ = ["DEFAULT_TEXT_MODEL", "ClientState", "ThreadLedger"]
+__all__ = ["DEFAULT_TEXT_MODEL", "ClientState", "ThreadLedger", "excess_cookies"]
 
-#: The most cookies whose values :meth:`ClientState.learn_cookies` keeps.
+#: The most cookies whose values :meth:`ClientState.learn_cookies` keeps, and the
+#: most a cookie jar the client owns keeps (see :func:`excess_cookies`).
 MAX_COOKIES = 64
 #: The most credentials let go of that :meth:`ClientState.retire` keeps hiding.
 MAX_FORMER_SECRETS = 32
 #: The model the web app uses when none is chosen.
 DEFAULT_TEXT_MODEL = "gpt-4.1-nano"
+
+
+_Cookie = TypeVar("_Cookie")
+
+
+def excess_cookies(
+    cookies: Sequence[_Cookie], name: Callable[[_Cookie], str], recent: Container[str]
+) -> list[_Cookie]:
+    """The cookies of a jar (``cookies``, in its order) to let go of, so that at most
+    :data:`MAX_COOKIES` remain: a server setting new names, or one name on new paths,
+    without end would grow it and every request's ``Cookie`` header without bound.
+    Those whose ``name`` is not among the ``recent`` names go first; then, while too
+    many remain, the first of the name that has the most (one name set on many
+    paths does not push out the others)."""
+    if len(cookies) <= MAX_COOKIES:
+        return []
+    excess = [cookie for cookie in cookies if name(cookie) not in recent]
+    by_name: dict[str, list[_Cookie]] = {}
+    for cookie in cookies:
+        if name(cookie) in recent:
+            by_name.setdefault(name(cookie), []).append(cookie)
+    for _ in range(len(cookies) - len(excess) - MAX_COOKIES):
+        excess.append(max(by_name.values(), key=len).pop(0))
+    return excess
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -77,6 +103,9 @@ class ClientState:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     #: The value of each cookie the server set, by name (see :meth:`learn_cookies`).
     cookies: dict[str, str] = attrs.field(factory=dict, repr=False)
+    #: The names of the cookies the server set lately, newest last, whatever their
+    #: values: what a cookie jar the client owns keeps once full (:func:`excess_cookies`).
+    cookie_names: dict[str, None] = attrs.field(factory=dict, repr=False)
     #: Credentials the client no longer holds, still hidden (see :meth:`retire`).
     former_secrets: list[str] = attrs.field(factory=list, repr=False)
     #: Unix seconds before which no early refresh is tried again: the last one failed
@@ -112,10 +141,16 @@ class ClientState:
             if name.lower() != "set-cookie":
                 continue
             cookie_name, equals, rest = value.partition("=")
-            cookie_value = rest.split(";", 1)[0].strip().strip('"')
-            if not equals or len(cookie_value) < MIN_SECRET_LENGTH:
-                continue  # too short to tell from ordinary text: "1", "true"
+            if not equals:
+                continue
             cookie_name = cookie_name.strip()
+            self.cookie_names.pop(cookie_name, None)  # re-inserted last: the newest
+            self.cookie_names[cookie_name] = None
+            if len(self.cookie_names) > MAX_COOKIES:
+                del self.cookie_names[next(iter(self.cookie_names))]
+            cookie_value = rest.split(";", 1)[0].strip().strip('"')
+            if len(cookie_value) < MIN_SECRET_LENGTH:
+                continue  # too short to tell from ordinary text: "1", "true"
             if self.cookies.get(cookie_name) == cookie_value:
                 continue
             replaced = self.cookies.pop(cookie_name, None)  # re-inserted last: the newest

@@ -368,6 +368,36 @@ def test_cookie_values_are_learned_as_secrets_bounded_by_name() -> None:
     assert "cookies" not in repr(state)
 
 
+def test_the_names_of_the_latest_cookies_are_noted_whatever_their_values() -> None:
+    from flowith_proto.state import MAX_COOKIES, ClientState
+
+    state = ClientState()
+    state.learn_cookies([("Set-Cookie", "lang=en"), ("Set-Cookie", "no-value-at-all")])
+    assert list(state.cookie_names) == ["lang"]  # what a full jar keeps
+    state.learn_cookies([("Set-Cookie", f"c{n}=value-{n:06d}") for n in range(MAX_COOKIES)])
+    state.learn_cookies([("Set-Cookie", "lang=fr")])
+    assert len(state.cookie_names) == MAX_COOKIES
+    assert list(state.cookie_names)[-2:] == [f"c{MAX_COOKIES - 1}", "lang"]
+    assert "c0" not in state.cookie_names
+
+
+def test_a_full_jar_lets_go_of_stale_names_then_of_the_most_repeated_one() -> None:
+    from flowith_proto.state import MAX_COOKIES, excess_cookies
+
+    def name(cookie: tuple[str, int]) -> str:
+        return cookie[0]
+
+    paths = [("a", path) for path in range(MAX_COOKIES)]
+    assert excess_cookies(paths, name, {"a"}) == []  # not full
+    cookies = [("old", 0), *paths, ("lang", 0)]
+    assert excess_cookies(cookies, name, {"a", "lang"}) == [("old", 0), ("a", 0)]
+    assert excess_cookies([*cookies, ("b", 0)], name, {"a", "b", "lang"}) == [
+        ("old", 0),
+        ("a", 0),
+        ("a", 1),
+    ]
+
+
 def test_the_former_secrets_kept_are_refresh_tokens_not_access_tokens() -> None:
     # Each refresh let go of two credentials, so only the last 16 refresh tokens stayed
     # hidden; an access token is a JWT, masked by its shape anyway.
