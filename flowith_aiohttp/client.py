@@ -543,11 +543,22 @@ class FlowithClient(FlowithClientBase):
                 cancelled = True
                 task.cancel()
 
+        taken_back = False
         try:
             yield cancel
         except asyncio.CancelledError:
-            if not cancelled or (sys.version_info >= (3, 11) and task.uncancel() > 0):
+            if not cancelled:
                 raise
+            if sys.version_info >= (3, 11):
+                taken_back = True
+                if task.uncancel() > 0:  # one from elsewhere too
+                    raise
+        finally:
+            # The work may have caught ours and returned, or turned it into another
+            # error: the task's count of cancellations must not keep it (a later
+            # asyncio.timeout or TaskGroup in the task reads it).
+            if cancelled and not taken_back and sys.version_info >= (3, 11):
+                task.uncancel()
 
     async def _shielded(
         self, work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True
