@@ -82,11 +82,17 @@ class _Signal:
 
 async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
     """Run ``jobs`` at once in a task group; the first to finish gives the result
-    (or its error), and the others are cancelled."""
-    outcomes: list[tuple[T | None, Exception | None]] = []
-    async with anyio.create_task_group() as group:
+    (or its error), and the others are cancelled.
 
-        async def run(job: Callable[[], Awaitable[T]]) -> None:
+    Each job runs in a cancel scope of its own, which the first to finish cancels:
+    cancelling the group's would cancel the caller's wait too, and on Python 3.10,
+    which cannot count a task's cancellations, anyio would then take a cancellation
+    of the caller arriving in the same step for its own, and lose it."""
+    outcomes: list[tuple[T | None, Exception | None]] = []
+    scopes = [anyio.CancelScope() for _ in jobs]
+
+    async def run(job: Callable[[], Awaitable[T]], scope: anyio.CancelScope) -> None:
+        with scope:
             try:
                 value = await job()
             except Exception as exc:
@@ -95,10 +101,12 @@ async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
             else:
                 if not outcomes:
                     outcomes.append((value, None))
-            group.cancel_scope.cancel()
+        for each in scopes:
+            each.cancel()
 
-        for job in jobs:
-            group.start_soon(run, job)
+    async with anyio.create_task_group() as group:
+        for job, scope in zip(jobs, scopes, strict=True):
+            group.start_soon(run, job, scope)
     value, error = outcomes[0]
     if error is not None:
         raise error
