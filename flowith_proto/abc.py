@@ -969,7 +969,7 @@ class FlowithClientBase(WebAppMethods):
 
     async def _run(self, operation: Operation[T]) -> T:
         """Run an operation that emits nothing; return its result."""
-        # Never handed out, so never closed by another task: no step need race it.
+        # Never handed out, so never closed by another task: its steps need no stop.
         run: OperationRun[T] = OperationRun(self, operation, stoppable=False)
         try:
             return await run.result()
