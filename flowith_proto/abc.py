@@ -1439,7 +1439,7 @@ class FlowithClientBase(WebAppMethods):
 
 _Self = TypeVar("_Self", bound=FlowithClientBase)
 #: The effects a run's close() from another task cancels (see OperationRun._step).
-_STOPPABLE = (Send, Sleep, RefreshToken, Subscribe)
+_STOPPABLE = (Send, Sleep, RefreshToken, Subscribe, NextEvent)
 
 
 class OperationRun(Generic[T]):
@@ -1527,14 +1527,18 @@ class OperationRun(Generic[T]):
 
     async def _step(self, effect: Effect) -> Any:
         """Perform ``effect``. :meth:`close` from another task (a stop button)
-        cancels a request, a sleep, a wait for a token refresh or for the event
-        streams to connect: a request may take up to the client's ``timeout`` for
-        each of its tries, a retry's wait as long. (A wait for events is woken by
-        the close itself; a refresh goes on in a task of its own, and its tokens
-        are kept.) Cancelled, it returns ``None``, which no one reads: the run is
-        done."""
+        cancels a request, a sleep, a wait for a token refresh, for the event
+        streams to connect or for the next event: a request may take up to the
+        client's ``timeout`` for each of its tries, a retry's wait as long, and the
+        next frame of a stream the run's task reads for every generation up to a
+        heartbeat (5 s from the real service). (A refresh goes on in a task of its
+        own, and its tokens are kept.) Cancelled, it returns ``None``, which no one
+        reads: the run is done. An event already routed to the run is taken as it
+        is: a cancel scope costs a few microseconds, and there is nothing to wait for."""
         client = self._client
-        if not (self._stoppable and isinstance(effect, _STOPPABLE)):
+        if not (self._stoppable and isinstance(effect, _STOPPABLE)) or (
+            isinstance(effect, NextEvent) and client._hub.demux.pending(effect.node_id)
+        ):
             return await client._perform(effect, self)
         result = None
         with client._cancellable() as cancel:

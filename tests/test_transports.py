@@ -1395,15 +1395,22 @@ async def test_a_server_setting_cookies_without_end_grows_no_jar_past_the_bound(
         assert all(value == f"value-{name[1]}-{name[3:]}" for name, value in sent.items())
 
 
-@pytest.mark.parametrize("where", ["request", "retry wait", "token refresh", "stream connect"])
+@pytest.mark.parametrize(
+    "where", ["request", "retry wait", "token refresh", "stream connect", "event wait"]
+)
 async def test_closing_a_run_from_another_task_ends_its_slow_step(
     fake: FakeFlowith, make_client: MakeClient, where: str
 ) -> None:
     """A stop button pressed while the run's task was inside a slow request (the
     generation's POST, here answered after 30 s) waited for its answer; inside a
     retry's wait (``Retry-After: 30``), for the wait; inside a token refresh or the
-    event stream's connect, for them."""
-    fake.script(chunk("never seen"), complete())
+    event stream's connect, for them; reading the event stream for the next event,
+    for the next frame (a heartbeat, every 5 s from the real service)."""
+    if where == "event wait":
+        fake.heartbeat_interval = 60
+        fake.script(chunk("first "), pause(30), complete())
+    else:
+        fake.script(chunk("never seen"), complete())
     if where == "token refresh":
         fake.expire_token(fake.token)
     async with make_client(refresh_token=fake.refresh_token, timeout=60) as client:
@@ -1437,15 +1444,16 @@ async def test_closing_a_run_from_another_task_ends_its_slow_step(
 
         async def consume() -> None:
             async for _ in run:
-                pass
+                inside.set()  # the first words: it waits for the next event now
             ended.set()
+
+        def posted() -> bool:
+            return bool(fake.requests_to("POST", "/completion/async"))
 
         with anyio.fail_after(10):
             async with anyio.create_task_group() as group:
                 group.start_soon(consume)
-                await eventually(
-                    lambda: inside.is_set() or bool(fake.requests_to("POST", "/completion/async"))
-                )
+                await eventually(lambda: inside.is_set() or (where != "event wait" and posted()))
                 await anyio.sleep(0.1)  # inside the slow step
                 started = time.monotonic()
                 await run.aclose()
