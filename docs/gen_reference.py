@@ -46,7 +46,8 @@ def _is_class(obj: Any) -> bool:
 
 
 def _signature(name: str, obj: Any) -> str:
-    """``name(params) -> result`` with annotations written as in the source."""
+    """``name(params) -> result`` with annotations written as in the source, after
+    ``async`` for a coroutine function: what must be awaited shows."""
     try:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
@@ -82,7 +83,8 @@ def _signature(name: str, obj: Any) -> str:
     result = ""
     if signature.return_annotation is not signature.empty:
         result = f" -> {_annotation(signature.return_annotation)}"
-    return f"{name}({', '.join(parts)}){result}"
+    prefix = "async " if inspect.iscoroutinefunction(obj) else ""
+    return f"{prefix}{name}({', '.join(parts)}){result}"
 
 
 def _made_default(cls: Any, name: str) -> str:
