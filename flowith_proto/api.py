@@ -145,7 +145,7 @@ class WebAppMethods(abc.ABC):
         if len(nodes) >= canvas.POSTGREST_MAX_ROWS:  # the answer may have been cut
             nodes += await self._run(
                 canvas.later_pages(
-                    self._state, conv, len(nodes), context="get_flow_nodes", timeout=timeout
+                    self._state, conv, nodes, context="get_flow_nodes", timeout=timeout
                 )
             )
         return nodes

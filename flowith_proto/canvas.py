@@ -6,12 +6,14 @@ comes back as its first 1,000, and a session resumed from them would hang its
 next turn under an old answer, send a third of the history and draw on top of
 existing nodes. The first read is the plain one (so recordings of it still
 replay); an answer as long as the cap means more may follow, so the rest is read
-in pages of that size until one comes back shorter.
+in pages of that size until one comes back shorter, or brings no node not read
+yet: a server that ignores ``offset`` would answer the same page forever.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 from flowith_proto.calls import call
 from flowith_proto.convert import structure_rows
@@ -35,35 +37,44 @@ def read_canvas(
     with response.decoding():
         nodes = structure_rows(response.json(), FlowNode, context=context, owned=True)
     if len(nodes) >= POSTGREST_MAX_ROWS:
-        nodes += yield from later_pages(
-            state, conv_id, len(nodes), context=context, deadline=deadline
-        )
+        nodes += yield from later_pages(state, conv_id, nodes, context=context, deadline=deadline)
     return nodes
 
 
 def later_pages(
     state: ClientState,
     conv_id: str,
-    offset: int,
+    first: Sequence[FlowNode],
     *,
     context: str,
     timeout: float | None = None,
     deadline: float | None = None,
 ) -> Operation[list[FlowNode]]:
-    """The nodes after the first ``offset``, read after a first answer as long as
-    the cap (:data:`POSTGREST_MAX_ROWS`)."""
+    """The nodes after ``first``, a first answer as long as the cap
+    (:data:`POSTGREST_MAX_ROWS`), each once. A full page without a node not read
+    yet ends the reading (a node without an id is kept, but is never new)."""
     nodes: list[FlowNode] = []
+    seen = {node.node_id for node in first if node.node_id}
+    offset = len(first)
     while True:
         response = yield from call(
             state,
-            functools.partial(_page, conv_id=conv_id, offset=offset + len(nodes)),
+            functools.partial(_page, conv_id=conv_id, offset=offset),
             timeout=timeout,
             deadline=deadline,
         )
         with response.decoding():
             page = structure_rows(response.json(), FlowNode, context=context, owned=True)
-        nodes += page
-        if len(page) < POSTGREST_MAX_ROWS:
+        offset += len(page)
+        fresh = False
+        for node in page:
+            if node.node_id:
+                if node.node_id in seen:
+                    continue
+                seen.add(node.node_id)
+                fresh = True
+            nodes.append(node)
+        if len(page) < POSTGREST_MAX_ROWS or not fresh:
             return nodes
 
 

@@ -753,6 +753,37 @@ async def test_a_canvas_longer_than_the_servers_cap_is_read_in_pages(
     assert len(expected) == 4  # the seeded turn and this one
 
 
+@pytest.mark.parametrize("reader", ["get_flow_nodes", "resumed session"])
+async def test_a_server_ignoring_offset_ends_the_canvas_reading(
+    fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    # Each full page read the next one: a server that answers the same rows whatever
+    # the offset was asked for pages without end, and the nodes piled up (gigabytes).
+    monkeypatch.setattr(canvas, "POSTGREST_MAX_ROWS", 2)
+    fake.max_rows = 2
+    handle = fake.handle
+
+    def ignoring_offset(method: str, target: str, *args: Any, **kwargs: Any) -> Any:
+        if "/flow_node?" in target:
+            path, _, query = target.partition("?")
+            kept = [pair for pair in query.split("&") if not pair.startswith("offset=")]
+            target = f"{path}?{'&'.join(kept)}"
+        return handle(method, target, *args, **kwargs)
+
+    monkeypatch.setattr(fake, "handle", ignoring_offset)
+    fake.script(chunk("Day 2: Arashiyama."), complete())
+    first_two = [n for n, row in fake.rows("flow_node").items() if row["conv_id"] == KYOTO_TRIP]
+    async with make_client() as client:
+        with anyio.fail_after(10):
+            if reader == "get_flow_nodes":
+                nodes = await client.get_flow_nodes(KYOTO_TRIP)
+                assert [node.node_id for node in nodes] == first_two
+            else:
+                await client.start_conversation(conv_id=KYOTO_TRIP).send("And day 2?")
+    reads = [r for r in fake.requests_to("GET", "/rest/v1/flow_node") if KYOTO_TRIP in r.target]
+    assert len(reads) == 2  # the first answer, and one page that brought nothing new
+
+
 async def test_generate_title(fake: FakeFlowith, make_client: MakeClient) -> None:
     messages = [
         {"role": "user", "content": "what is the capital of Poland? I keep forgetting."},
