@@ -283,6 +283,16 @@ async def _raw_body(answer: httpx.Response) -> bytes:
         return b"".join([chunk async for chunk in chunks])
 
 
+def _content_decoder(answer: httpx.Response) -> Any:
+    """httpx's own decoder of the answer's Content-Encoding (``decode`` and ``flush``),
+    or ``None``: no encoding, or an httpx without this private method, whose
+    ``aiter_bytes()`` then decodes (see ``_Body._pump``)."""
+    if "content-encoding" not in answer.headers:
+        return None
+    get_decoder = getattr(answer, "_get_content_decoder", None)
+    return None if get_decoder is None else get_decoder()
+
+
 def _decoded(answer: httpx.Response, raw: bytes, endpoint: str) -> bytes:
     """``raw`` with the answer's Content-Encoding undone, by httpx's own decoders (run
     over bytes in memory: no generator is left suspended if they fail)."""
@@ -446,9 +456,27 @@ class _Body:
         self._readable.set()
 
     async def _pump(self) -> None:
+        undecodable: httpx.DecodingError | None = None
         try:
             with self._pump_scope:
-                async for chunk in self._response.aiter_bytes():
+                decoder = _content_decoder(self._response)
+                answer = self._response
+                async for chunk in answer.aiter_raw() if decoder else answer.aiter_bytes():
+                    if decoder is not None:
+                        if undecodable is not None:
+                            continue  # bytes httpx had already read: the next read ends
+                        try:
+                            chunk = decoder.decode(chunk)
+                        except httpx.DecodingError as exc:
+                            # Decoded here, not by aiter_bytes(): an error raised there
+                            # left httpx's readers below it suspended, and trio warned as
+                            # it collected each. The next read meets the cancellation
+                            # instead, and ends them all.
+                            undecodable = exc
+                            self._pump_scope.cancel()
+                            continue
+                        if not chunk:
+                            continue
                     self._arrived(chunk)
                     while len(self._buffer) >= _READ_AHEAD:
                         if self._room.is_set():
@@ -462,6 +490,10 @@ class _Body:
                             # cancellation (it lasts) and ends them all.
                             self._pump_scope.cancel()
                             break
+                if decoder is not None and undecodable is None and (tail := decoder.flush()):
+                    self._arrived(tail)
+            if undecodable is not None:
+                raise undecodable
         except Exception as exc:  # httpx's errors, or any other: the reader raises it
             # (never let it out: an error ending a trio system task ends the whole run)
             _clear_credentials(exc)

@@ -4,9 +4,11 @@ cancellation may end the read, never cost a chunk."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 
@@ -92,4 +94,42 @@ async def test_a_stream_reset_without_a_word_still_says_what_broke() -> None:
     with pytest.raises(ConnectionFailedError) as broke:
         await body.read(None)
     assert str(broke.value) == "stream broke: ReadError: the connection broke or was closed"
+    await body.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_body_it_cannot_decode_leaves_no_reader_suspended() -> None:
+    # A corrupt gzip body failed in httpx's aiter_bytes(), above the readers it reads
+    # through: they were left suspended for the collector, and trio warned for each.
+    ended: list[str] = []
+
+    class NotGzip(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            try:
+                yield b"not gzip at all"
+                await anyio.sleep(30)
+                yield b"never read"
+            finally:
+                ended.append("ended")
+
+    response = httpx.Response(200, headers={"content-encoding": "gzip"}, stream=NotGzip())
+    body = _Body(response)
+    with anyio.fail_after(5), pytest.raises(ConnectionFailedError, match="DecodingError"):
+        await read_all(body)
+    assert ended == ["ended"]  # before any collection: ended, not abandoned
+    await body.aclose()
+
+
+async def test_an_encoded_body_is_decoded_chunk_by_chunk() -> None:
+    text = b"data: " + b"streamed words " * 2000 + b"\n\n"
+    encoded = gzip.compress(text)
+
+    class Gzipped(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for start in range(0, len(encoded), 100):
+                yield encoded[start : start + 100]
+                await anyio.lowlevel.checkpoint()
+
+    body = _Body(httpx.Response(200, headers={"content-encoding": "gzip"}, stream=Gzipped()))
+    assert await read_all(body) == text
     await body.aclose()
