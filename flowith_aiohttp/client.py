@@ -46,6 +46,7 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     masked_headers,
+    one_line,
     redact,
     redact_chain,
     undecodable_body,
@@ -149,7 +150,7 @@ def _transport_error(
         return ConnectionFailedError(f"malformed answer: {said}")
     # A connector error means no byte of the request left this machine.
     sent = not isinstance(exc, aiohttp.ClientConnectorError)
-    return ConnectionFailedError(f"{type(exc).__name__}: {exc}", request_sent=sent)
+    return ConnectionFailedError(f"{type(exc).__name__}: {one_line(str(exc))}", request_sent=sent)
 
 
 def _encoding_error(exc: BaseException) -> str | None:
@@ -258,7 +259,8 @@ class _Body:
             return None
         except aiohttp.ClientError as exc:
             _clear_credentials(exc)
-            raise ConnectionFailedError(f"stream broke: {type(exc).__name__}: {exc}") from exc
+            said = one_line(str(exc))  # aiohttp's own words may take two lines
+            raise ConnectionFailedError(f"stream broke: {type(exc).__name__}: {said}") from exc
         except RuntimeError as exc:
             # What aiohttp raises for a read of a body whose connection its session
             # closed (the client closing as a download reads): the connection is gone.

@@ -49,6 +49,7 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     error_chain,
+    one_line,
     redact_chain,
     undecodable_body,
     waited_for_turn,
@@ -268,7 +269,8 @@ def _clear_credentials(exc: BaseException) -> None:
 
 
 def _detail(exc: Exception) -> str:
-    return str(exc) or "the connection broke or was closed"  # httpcore often says nothing
+    # On one line, as a message quotes a server's words; httpcore often says nothing.
+    return one_line(str(exc)) or "the connection broke or was closed"
 
 
 async def _raw_body(answer: httpx.Response) -> bytes:

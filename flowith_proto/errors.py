@@ -263,7 +263,8 @@ def undecodable_body(
     answered = f"HTTP {status}" if status is not None else "the answer"
     if endpoint:
         answered += f" from {endpoint}"
-    error = ResponseDecodeError(f"{answered}: its body could not be decoded: {detail}", status)
+    said = one_line(str(detail))
+    error = ResponseDecodeError(f"{answered}: its body could not be decoded: {said}", status)
     if endpoint:
         error.endpoint = endpoint
     return error

@@ -1271,6 +1271,25 @@ async def test_a_listener_answered_with_a_page_names_the_request(transport: Tran
     assert (error.status_code, error.endpoint) == (200, "GET /user_stream/stream")
 
 
+async def test_a_stream_that_cannot_be_decoded_says_so_on_one_line(transport: Transport) -> None:
+    """aiohttp's own words went into the message as they were: "stream broke:
+    ClientPayloadError: 400, message:" and, on a second line, what it could not do."""
+    headers = [("Content-Type", "text/event-stream"), ("Content-Encoding", "gzip")]
+    corrupt = CannedServer(200, headers, b"data: this is not gzip\n\n")
+    async with corrupt:
+        client = transport.client_class()(
+            FakeFlowith().token, edge_url=corrupt.url, supabase_url=corrupt.url, max_retries=0
+        )
+        async with client:
+            with anyio.fail_after(10), pytest.raises(ConnectionFailedError) as info:
+                async for _ in client.stream_user_stream(timeout=5):
+                    pass
+    message = str(info.value)
+    assert message.startswith("stream broke: ")
+    assert "\n" not in message
+    assert "decod" in message.lower()
+
+
 async def test_bad_frames_for_others_never_break_a_generation(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
