@@ -483,22 +483,24 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 LONGEST_RETRY_AFTER = 7 * 24 * 3600.0
 
 
+#: Delta-seconds as servers write them: HTTP's digits, and also a sign, a fraction or
+#: an exponent (``"1.5"``, ``"-1"``, ``"1e309"``), in ASCII. Not the rest of what
+#: ``float()`` reads: ``"1_0"``, ``"inf"``, ``"nan"``, digits of other scripts.
+_RETRY_AFTER_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
     """The wait ``Retry-After`` asks for, however long (``inf`` for ``1e309``), or
-    ``None`` when it asks for none that can be read (absent, not a number or a date,
-    NaN). The retry decision needs the long ones too: a server asking for a week is
-    not retried at once."""
+    ``None`` when it asks for none that can be read (absent, not a number or a date:
+    see :data:`_RETRY_AFTER_NUMBER`). The retry decision needs the long ones too: a
+    server asking for a week is not retried at once."""
     if value is None:
         return None
     value = value.strip()
     if not value:
         return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return None if seconds != seconds else max(seconds, 0.0)  # NaN is no wait
+    if _RETRY_AFTER_NUMBER.fullmatch(value):
+        return max(float(value), 0.0)
     if now is None:
         return None
     try:

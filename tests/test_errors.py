@@ -133,6 +133,16 @@ def test_retry_after_http_date_needs_now() -> None:
         ("604800", 604800.0),
         ("Fri, 01 Jan 2100 00:00:00 GMT", None),
         ("Mon, 18 May 2026 18:04:20 GMT", 0.0),  # in the past
+        # Numbers to Python's float(), not to HTTP: the client waited 10 s on "1_0".
+        ("1_0", None),
+        ("\uff11", None),  # a fullwidth 1
+        ("\u0663", None),  # an Arabic-Indic 3
+        ("1 0", None),
+        ("0x10", None),
+        (" 7 ", 7.0),
+        ("+7", 7.0),
+        (".5", 0.5),
+        ("2e1", 20.0),
     ],
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
