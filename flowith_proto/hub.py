@@ -166,7 +166,12 @@ class StreamHub:
         self, node_id: str, channels: Iterable[str], deadline: float | None
     ) -> None:
         """Keep ``node_id``'s events from ``channels``, connecting them first,
-        so nothing the server emits afterwards can be missed."""
+        so nothing the server emits afterwards can be missed.
+
+        A refusal (401, 403, 404...) of the only channel, or of every one, is
+        raised: the generation cannot go on. One of several refused is only missing,
+        as a stream that failed is: the others may still tell the generation.
+        """
         wanted = [self._channels[name] for name in channels]
         for channel in wanted:  # before subscribing: a stream found closed ends no news of ours
             await self._check_idle(channel)
@@ -174,11 +179,23 @@ class StreamHub:
         for channel in wanted:
             channel.subscribers.add(node_id)
         await self._close_broken()
-        missing = [
-            reason
-            for channel in wanted
-            if (reason := await self._connect(channel, deadline)) is not None
-        ]
+        missing: list[str] = []
+        refused: list[tuple[_Channel, APIError]] = []
+        for channel in wanted:
+            try:
+                reason = await self._connect(channel, deadline)
+            except APIError as refusal:
+                if len(wanted) == 1:
+                    raise
+                refused.append((channel, refusal))
+                reason = f"{channel.name} refused: {refusal}"
+            if reason is not None:
+                missing.append(reason)
+        if refused and len(refused) == len(wanted):
+            raise refused[0][1]
+        for channel, error in refused:
+            self._failed(channel)  # not asked again at once by every generation
+            log.warning("could not open the %s event stream: %s", channel.name, error)
         if missing and not self._alive_for(node_id):
             # The generation can still finish through its row: let it poll.
             self.demux.end(node_id, "; ".join(missing))

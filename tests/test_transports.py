@@ -1160,6 +1160,31 @@ async def test_a_media_job_keeps_reading_one_stream_when_the_other_cannot_open(
     assert not fake.requests_to("GET", "/rest/v1/flow_node")
 
 
+@pytest.mark.parametrize("refused", [["sse"], ["sse", "stream"]])
+async def test_a_media_job_refused_one_stream_goes_on_with_the_other(
+    fake: FakeFlowith, make_client: MakeClient, refused: list[str]
+) -> None:
+    """A 404 on /sse ended an image job before its start: the conversation and a node
+    stuck at "init" were left behind, although /stream (and the row) would tell it.
+    Refused both, it cannot go on."""
+    for name in refused:
+        fake.fail_next(1, 404, method="GET", path=f"/user_stream/{name}")
+    async with make_client() as client:
+        if len(refused) == 2:
+            with pytest.raises(NotFoundError):
+                await client.generate_image("a fox", timeout=30)
+            assert not fake.requests_to("POST", "/image_gen/async")
+            for name in refused:
+                fake.fail_next(1, 404, method="GET", path=f"/user_stream/{name}")
+            with pytest.raises(NotFoundError):  # asked again, and refused again
+                await client.generate_image("a fox", timeout=30)
+        else:
+            image = await client.generate_image("a fox", timeout=30)
+            assert image.images[0].url.startswith(fake.file_url("/"))
+            assert fake.requests_to("POST", "/image_gen/async")
+        assert (await client.generate_image("a hen", timeout=30)).images  # goes on
+
+
 async def test_a_media_result_routed_by_another_generation_wakes_its_job(
     transport: Transport,
 ) -> None:
