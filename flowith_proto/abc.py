@@ -762,12 +762,8 @@ class FlowithClientBase(WebAppMethods):
         sent_at = self._now()
         cut = deadline is not None and deadline - sent_at < self._own_limit(timeout)
         try:
-            with self._transport_failures(number):
+            with self._transport_failures(number, cut=cut):
                 response = await self._send(request, timeout, deadline, operation)
-        except TimeoutError as exc:
-            exc.deadline_passed = exc.deadline_passed or cut  # the deadline set its limit
-            _http_log.debug("%s: %s", request.endpoint, exc)
-            raise
         except FlowithError as exc:
             if isinstance(exc, APIError) and exc.endpoint is None:  # a replayed undecodable answer
                 exc.endpoint = request.endpoint
@@ -782,12 +778,15 @@ class FlowithClientBase(WebAppMethods):
         return response
 
     @contextlib.contextmanager
-    def _transport_failures(self, number: int) -> Iterator[None]:
+    def _transport_failures(self, number: int, *, cut: bool = False) -> Iterator[None]:
         """Around request ``number``: its transport failure is recorded, and one
-        that :meth:`aclose` brought about says "the client is closed"."""
+        that :meth:`aclose` brought about says "the client is closed". ``cut``: the
+        caller's deadline set the request's limit, which its timeout then says."""
         try:
             yield
         except (ConnectionFailedError, TimeoutError, ResponseDecodeError) as exc:
+            if isinstance(exc, TimeoutError):
+                exc.deadline_passed = exc.deadline_passed or cut
             # (A transport's ResponseDecodeError: an answer whose body it could not decode.)
             # What a transport refused may echo a cookie the client holds: masked here,
             # as a download's or a stream's error is scrubbed by no operation.

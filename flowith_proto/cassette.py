@@ -12,7 +12,9 @@ a header; every other line is one record, in the order the client saw it::
      "headers": [["Accept", "..."], ...], "body": <body>}
     {"kind": "response", "n": 3, "status": 201, "headers": [...], "body": <body>}
     {"kind": "error", "n": 3, "type": "ConnectionFailedError" | "TimeoutError",
-     "message": "...", "request_sent": true}   (a "ResponseDecodeError" adds its "status")
+     "message": "...", "request_sent": true}   (a "ResponseDecodeError" adds its "status",
+                                                a timeout its caller's deadline cut adds
+                                                "deadline_passed": true)
     {"kind": "stream", "n": 4, "status": 200, "headers": [...]}   request 4 is a stream
     {"kind": "chunk", "n": 4, "t": 0.125, "after": 5, "data": <body>}
     {"kind": "read_timeout", "n": 4, "after": 5}  a read of stream 4 ran out of time

@@ -92,6 +92,7 @@ class Recorder:
             message=self.scrubber.text(str(error)),
             request_sent=bool(getattr(error, "request_sent", True)),
             **({"status": status} if isinstance(status, int) else {}),
+            **({"deadline_passed": True} if getattr(error, "deadline_passed", False) else {}),
         )
 
     def stream(

@@ -320,12 +320,15 @@ def _body(record: Mapping[str, Any]) -> bytes:
 
 def _recorded_error(record: Mapping[str, Any]) -> FlowithError:
     message = str(record.get("message", "recorded failure"))
+    sent = bool(record.get("request_sent", True))
     if record.get("type") == "TimeoutError":
-        return TimeoutError(message)
+        # Whether it left, and whether the caller's deadline cut it, decide its retry.
+        passed = bool(record.get("deadline_passed", False))
+        return TimeoutError(message, request_sent=sent, deadline_passed=passed)
     if record.get("type") == "ResponseDecodeError":  # an answer the transport could not decode
         status = record.get("status")
         return ResponseDecodeError(message, status if isinstance(status, int) else None)
-    return ConnectionFailedError(message, request_sent=bool(record.get("request_sent", True)))
+    return ConnectionFailedError(message, request_sent=sent)
 
 
 @attrs.frozen

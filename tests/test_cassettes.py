@@ -33,7 +33,12 @@ from flowith_proto.cassette import (
     decode_body,
     redact_jwt,
 )
-from flowith_proto.errors import FlowithError, ResponseDecodeError, ValidationError
+from flowith_proto.errors import (
+    FlowithError,
+    ResponseDecodeError,
+    TimeoutError,
+    ValidationError,
+)
 from flowith_proto.fake import (
     KYOTO_TRIP,
     PRODUCT_LAUNCH,
@@ -528,6 +533,38 @@ def test_an_answer_the_transport_could_not_decode_replays_as_such(tmp_path: Path
     replayed, unplayed = anyio.run(replay, cassette, undecodable_then_fine, backend="trio")
     assert replayed == recorded
     assert unplayed == []
+
+
+def test_a_request_that_never_left_replays_its_retry(tmp_path: Path) -> None:
+    """A recorded timeout came back from the cassette as a request that had left: a
+    generation's POST that timed out connecting, retried when recorded (it never
+    left), was not retried on replay, which failed."""
+    fake = FakeFlowith()
+    fake.script(chunk("Hello"), complete())
+
+    async def session(client: FlowithClientBase) -> list[Any]:
+        if isinstance(client, FlowithClient):  # recording: its first POST never leaves
+            send = client._send
+            tripped: list[Request] = []
+
+            async def connect_timeout(
+                request: Request, timeout: Any, deadline: Any, operation: str
+            ) -> Response:
+                if "/completion/async" in request.url and not tripped:
+                    tripped.append(request)
+                    raise TimeoutError("request timed out (ConnectTimeout)", request_sent=False)
+                return await send(request, timeout, deadline, operation)
+
+            client._send = connect_timeout  # type: ignore[method-assign]
+        return [(await client.generate("hi")).text]
+
+    cassette = tmp_path / "never_left.jsonl"
+    assert anyio.run(record, cassette, session, fake) == ["Hello"]
+    assert '"request_sent":false' in cassette.read_text(encoding="utf-8")
+    for backend in ("asyncio", "trio"):
+        replayed, unplayed = anyio.run(replay, cassette, session, 2.0, backend=backend)
+        assert replayed == ["Hello"]
+        assert unplayed == []
 
 
 def test_a_download_and_a_listener_retried_replay_as_recorded(tmp_path: Path) -> None:
