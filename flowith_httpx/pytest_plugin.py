@@ -59,14 +59,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(hookwrapper=True)  # the old style: pytest < 8 has no wrapper=True
 def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, Any, None]:
-    """Notes a failed test, whose unused scripts are no news (see ``flowith_fake``)."""
+    """Notes a test that passed: the only one whose unused scripts are news (one that
+    failed, was skipped as it ran or failed as expected has said what it had to say;
+    see ``flowith_fake``)."""
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" and report.failed:
-        item.stash[_CALL_FAILED] = True
+    if report.when == "call" and report.passed:
+        item.stash[_CALL_PASSED] = True
 
 
-_CALL_FAILED = pytest.StashKey[bool]()
+_CALL_PASSED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
@@ -81,7 +83,7 @@ def flowith_fake(request: pytest.FixtureRequest) -> Iterator[FakeFlowith]:
     marker = request.node.get_closest_marker("flowith")
     check = marker.kwargs.get("assert_all_used", True) if marker else True
     left = fake.unused()
-    if check and left and not request.node.stash.get(_CALL_FAILED, False):
+    if check and left and request.node.stash.get(_CALL_PASSED, False):
         pytest.fail(
             "the test ended with what it set up on flowith_fake unused (mark it "
             "@pytest.mark.flowith(assert_all_used=False) if that is meant):\n  "

@@ -34,6 +34,17 @@ def test_fails_on_its_own(flowith_fake):
 def test_uses_all_it_sets_up(flowith_fake):
     flowith_fake.fail_next(1, 503)
     assert answer(flowith_fake) == 503
+
+
+def test_skipped_as_it_runs(flowith_fake):
+    flowith_fake.script(complete())
+    pytest.skip("not on this machine")
+
+
+@pytest.mark.xfail(reason="a known bug")
+def test_failing_as_expected(flowith_fake):
+    flowith_fake.script(complete())
+    assert False
 '''
 
 
@@ -50,7 +61,7 @@ def test_a_test_that_leaves_scripts_or_faults_unused_fails(tmp_path: Path) -> No
         check=False,
     )
     out = done.stdout
-    assert "1 failed, 3 passed, 1 error" in out, out + done.stderr
+    assert "1 failed, 3 passed, 1 skipped, 1 xfailed, 1 error" in out, out + done.stderr
     assert "ERROR test_user.py::test_scripted_and_never_run" in out
     assert "the test ended with what it set up on flowith_fake unused" in out
     assert "script(ChunkStep(text='never '), CompleteStep(" in out
@@ -58,3 +69,6 @@ def test_a_test_that_leaves_scripts_or_faults_unused_fails(tmp_path: Path) -> No
     # A test failing on its own is not also blamed for what it left unused.
     assert "ERROR test_user.py::test_fails_on_its_own" not in out
     assert "FAILED test_user.py::test_fails_on_its_own" in out
+    # Nor is a test skipped as it runs, or one failing as expected: neither passed.
+    assert "at teardown of test_skipped_as_it_runs" not in out
+    assert "at teardown of test_failing_as_expected" not in out
