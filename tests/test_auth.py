@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jwt
 import pytest
 
@@ -28,6 +30,25 @@ def test_an_expired_token_still_yields_its_claims() -> None:
 @pytest.mark.parametrize("token", ["", "opaque", "a.b", "a.b.c", "x.eyJzdWIiOjF9.y"])
 def test_unreadable_tokens_give_empty_claims(token: str) -> None:
     assert read_claims(token) == TokenClaims()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda token: token.rsplit(".", 1)[0] + ".!!!",  # a signature that is not base64url
+        lambda token: token.rsplit(".", 1)[0] + ".",  # none at all
+        lambda token: "eyJhbGciOiJIUzI1NiIsImtpZCI6NH0." + token.split(".", 1)[1],  # kid: 4
+    ],
+)
+def test_the_payload_is_read_whatever_the_header_and_signature(damage: Any) -> None:
+    # jwt.decode() read them too, and lost the user: streams and filters then failed.
+    token = damage(make_token(sub=USER, exp=1779130000))
+    assert read_claims(token) == TokenClaims(sub=USER, exp=1779130000)
+
+
+@pytest.mark.parametrize("payload", ["WzFd", "bnVsbA", "e30", "!!!!"])  # [1], null, {}, junk
+def test_a_payload_that_is_no_claims_gives_empty_claims(payload: str) -> None:
+    assert read_claims(f"eyJhbGciOiJIUzI1NiJ9.{payload}.sig") == TokenClaims()
 
 
 def test_non_string_sub_and_bool_exp_are_ignored() -> None:
