@@ -45,6 +45,9 @@ T = TypeVar("T")
 #: Real seconds a replay waits, by default, for something the recording says will
 #: happen before it declares the replay stuck (``ReplayClient(stall_timeout=...)``).
 STALL_SECONDS = 10.0
+#: Turns of the event loop in a row with nothing replayed after which a replay's
+#: sleeper takes the others for idle (see ReplayClient._sleep_until).
+_IDLE_TURNS = 20
 
 
 class _Signal:
@@ -155,12 +158,15 @@ class _ReplayStream:
 
 class _Progress:
     """Wakes waiting stream reads each time the replay sends a request or a
-    stream read ends."""
+    stream read ends; counts those, and the operations' clock readings, for
+    sleepers (see :meth:`ReplayClient._sleep_until`)."""
 
     def __init__(self) -> None:
         self._event = anyio.Event()
+        self.count = 0
 
     def fire(self) -> None:
+        self.count += 1
         self._event.set()
         self._event = anyio.Event()
 
@@ -235,6 +241,7 @@ class ReplayClient(FlowithClientBase):
         # Operations running at once read the clock in another order than recorded:
         # the transport's clock only moves forward.
         self._clock = max(self._clock, value)
+        self._progress.count += 1
         return value
 
     def _wall_clock(self, operation: str) -> float:
@@ -259,6 +266,16 @@ class ReplayClient(FlowithClientBase):
         return None if timeout is None else math.inf
 
     async def _sleep_until(self, deadline: float) -> None:
+        # The sleeper waits, on the replay's clock, until the operations running
+        # beside it have replayed what they did meanwhile (their readings move the
+        # clock), or do nothing more: then its time has come. Moved at once to its
+        # end, the clock passed the deadlines of the others, which then found their
+        # recorded events too late (a retry's wait beside a streamed generation).
+        idle = 0
+        while self._clock < deadline and idle < _IDLE_TURNS:
+            seen = self._progress.count
+            await anyio.lowlevel.checkpoint()
+            idle = idle + 1 if self._progress.count == seen else 0
         self._clock = max(self._clock, deadline)
         await anyio.lowlevel.checkpoint()
 

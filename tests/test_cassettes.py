@@ -334,6 +334,43 @@ def test_operations_running_at_once_replay_on_either_loop_in_any_order(
             assert unplayed == []
 
 
+async def retried_beside_a_streamed_generation(client: FlowithClientBase) -> list[Any]:
+    results: dict[str, Any] = {}
+
+    async def streamed() -> None:
+        results["text"] = (await client.generate("slow one", timeout=2)).text
+
+    async def retried() -> None:
+        results["credits"] = len(await client.get_credits())  # after two 503s
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(streamed)
+        group.start_soon(retried)
+    return [results["text"], results["credits"]]
+
+
+@pytest.mark.parametrize("retry_after", [None, "1"])
+def test_a_retry_wait_beside_a_streamed_generation_replays(
+    tmp_path: Path, retry_after: str | None
+) -> None:
+    """The wait before a retry moved the replay's clock to its end at once: the
+    generation running beside it found its own deadline passed, read its row, which
+    the recording never did, and every replay failed."""
+    fake = FakeFlowith()
+    fake.script(chunk("s1 "), pause(0.3), chunk("s2 "), pause(0.3), chunk("s3"), complete())
+    headers = [] if retry_after is None else [("Retry-After", retry_after)]
+    fake.fail_next(2, 503, path="/user/credits", headers=headers)
+    cassette = tmp_path / "retried_beside.jsonl"
+    recorded = anyio.run(record, cassette, retried_beside_a_streamed_generation, fake)
+    assert recorded[0] == "s1 s2 s3"
+    for backend in ("asyncio", "trio") * 3:
+        replayed, unplayed = anyio.run(
+            replay, cassette, retried_beside_a_streamed_generation, 2.0, backend=backend
+        )
+        assert replayed == recorded
+        assert unplayed == []
+
+
 async def listening_beside_a_generation(client: FlowithClientBase) -> list[Any]:
     heard: list[Any] = []
     generated: list[str] = []
