@@ -99,13 +99,8 @@ class WebAppMethods(abc.ABC):
         seen: set[str] = set()
         while True:
             page = await self.list_conversations(page_size, offset, project_id, timeout=timeout)
-            fresh = False
-            for record in page:
-                if record.conv_id:
-                    if record.conv_id in seen:
-                        continue
-                    seen.add(record.conv_id)
-                    fresh = True
+            new, fresh = queries.unseen_rows(page, seen, _conv_id)
+            for record in new:
                 yield record
             if len(page) < page_size or not fresh:
                 return
@@ -473,3 +468,7 @@ def _object_list(body: Any, context: str) -> list[dict[str, Any]]:
     if not isinstance(body, list) or not all(isinstance(row, dict) for row in body):
         raise ResponseDecodeError(f"{context}: expected a JSON array of objects", body=body)
     return body
+
+
+def _conv_id(record: ConversationRecord) -> str:
+    return record.conv_id

@@ -20,6 +20,7 @@ from flowith_proto.convert import structure_rows
 from flowith_proto.effects import Operation
 from flowith_proto.endpoints import Endpoints
 from flowith_proto.models import FlowNode
+from flowith_proto.queries import unseen_rows
 from flowith_proto.request import Request
 from flowith_proto.state import ClientState
 
@@ -66,16 +67,14 @@ def later_pages(
         with response.decoding():
             page = structure_rows(response.json(), FlowNode, context=context, owned=True)
         offset += len(page)
-        fresh = False
-        for node in page:
-            if node.node_id:
-                if node.node_id in seen:
-                    continue
-                seen.add(node.node_id)
-                fresh = True
-            nodes.append(node)
+        new, fresh = unseen_rows(page, seen, _node_id)
+        nodes += new
         if len(page) < POSTGREST_MAX_ROWS or not fresh:
             return nodes
+
+
+def _node_id(node: FlowNode) -> str:
+    return node.node_id
 
 
 def _page(endpoints: Endpoints, *, conv_id: str, offset: int) -> Request:

@@ -8,7 +8,7 @@ updates ask for the updated row so a silent no-op shows (D18, D21).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, TypeVar, overload
@@ -53,10 +53,29 @@ __all__ = [
     "rows",
     "string_field",
     "subscriptions",
+    "unseen_rows",
 ]
 
 T = TypeVar("T")
 Build = Callable[[Endpoints], Request]
+
+
+def unseen_rows(page: Iterable[T], seen: set[str], key: Callable[[T], str]) -> tuple[list[T], bool]:
+    """The rows of ``page`` not met before (their keys are added to ``seen``), and
+    whether any was new. A server ignoring ``offset`` answers the same page forever:
+    a full page with nothing new ends the paging. A row without a key is kept, but
+    is never new."""
+    kept: list[T] = []
+    fresh = False
+    for row in page:
+        row_key = key(row)
+        if row_key:
+            if row_key in seen:
+                continue
+            seen.add(row_key)
+            fresh = True
+        kept.append(row)
+    return kept, fresh
 
 
 class _AsIs:
