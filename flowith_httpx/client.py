@@ -30,12 +30,18 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from http.cookiejar import CookieJar
 from typing import Any, TypeVar, cast
 
-import anyio
-import anyio.to_thread
-import httpx
+from flowith_proto import extras
 
-from flowith_httpx.in_flight import InFlight
-from flowith_httpx.lanes import LANES, Lanes
+try:
+    import anyio
+    import anyio.to_thread
+    import httpx
+
+    from flowith_httpx.in_flight import InFlight
+    from flowith_httpx.lanes import LANES, Lanes
+except ModuleNotFoundError as exc:  # installed without the httpx extra: say so
+    extras.explain(exc, __name__, "httpx")
+    raise
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,

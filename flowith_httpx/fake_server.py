@@ -16,11 +16,17 @@ from __future__ import annotations
 import math
 import time
 
-import anyio
-import anyio.abc
-import h11
+from flowith_proto import extras
 
-from flowith_httpx.loopback import NETWORK_ERRORS, LoopbackServer, reason_phrase
+try:
+    import anyio
+    import anyio.abc
+    import h11
+
+    from flowith_httpx.loopback import NETWORK_ERRORS, LoopbackServer, reason_phrase
+except ModuleNotFoundError as exc:  # installed without the httpx extra: say so
+    extras.explain(exc, __name__, "httpx")
+    raise
 from flowith_proto import logs
 from flowith_proto.fake import (
     CloseStream,

@@ -97,7 +97,7 @@ def _flowith_httpx_extra() -> None:
     """Names the extra the served fixtures need. A sync fixture they depend on: set
     up before them, it speaks before pytest refuses an async fixture for want of
     anyio (which the extra brings)."""
-    _require("httpx", "the flowith_server and flowith_client fixtures")
+    _require("httpx", "each of the flowith_server and flowith_client fixtures")
 
 
 @pytest.fixture
@@ -157,7 +157,8 @@ async def flowith_client(
 
 
 def _require(extra: str, what: str) -> None:
-    """Name the extra a fixture needs (this module loads without any)."""
+    """Name the extra a fixture needs (this module loads without any); ``what`` is
+    the singular subject of "needs"."""
     absent = extras.missing(extra)
     if absent:
         raise ModuleNotFoundError(extras.needs(what, extra, absent), name=absent[0])

@@ -25,11 +25,17 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-import anyio
-import anyio.lowlevel
-import anyio.to_thread
+from flowith_proto import extras
 
-from flowith_httpx.client import cancellable, race, running_loop, shielded
+try:
+    import anyio
+    import anyio.lowlevel
+    import anyio.to_thread
+
+    from flowith_httpx.client import cancellable, race, running_loop, shielded
+except ModuleNotFoundError as exc:  # installed without the httpx extra: say so
+    extras.explain(exc, __name__, "httpx")
+    raise
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
 from flowith_proto.cassette import CassetteError, CassetteMismatch, decode_body
 from flowith_proto.config import DEFAULT_TIMEOUT, check_seconds

@@ -55,6 +55,28 @@ def test_the_command_without_the_httpx_extra_says_what_to_install(argv: list[str
     )
 
 
+@pytest.mark.parametrize(
+    ("module", "absent"),
+    [
+        ("flowith_httpx.testing", ("httpx", "anyio", "h11")),
+        ("flowith_httpx.testing", ("httpx",)),
+        ("flowith_httpx.fake_server", ("httpx", "anyio", "h11")),
+        ("flowith_httpx.fake_server", ("h11",)),
+        ("flowith_httpx.client", ("httpx", "anyio", "h11")),
+        ("flowith_httpx.client", ("httpx",)),
+    ],
+)
+def test_a_documented_module_without_the_httpx_extra_names_it(
+    module: str, absent: tuple[str, ...]
+) -> None:
+    # They let a bare "No module named 'anyio'" out of their imports.
+    done = _without(absent, f"import {module}")
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ModuleNotFoundError: {module} needs the httpx extra ("), last
+    assert last.endswith('pip install "flowith[httpx]"'), last
+
+
 def test_the_core_and_the_packages_import_without_extras() -> None:
     done = _without(
         _EVERY_EXTRA,
@@ -108,7 +130,7 @@ def test_the_pytest_plugin_loads_without_extras(tmp_path: Path) -> None:
         """,
     )
     assert "2 passed, 3 errors" in done.stdout, done.stdout + done.stderr
-    served = "the flowith_server and flowith_client fixtures"
+    served = "each of the flowith_server and flowith_client fixtures"
     for fixtures in ("the flowith_replay fixture", served):
         needs = f"{fixtures} needs the httpx extra (httpx, anyio, h11 not installed)"
         assert f'{needs}: pip install "flowith[httpx]"' in done.stdout
