@@ -972,25 +972,48 @@ async def test_an_asyncio_cancellation_is_never_lost_mid_stream(
     fake: FakeFlowith, make_client: MakeClient, transport: Transport
 ) -> None:
     """asyncio.wait_for (Python <= 3.11) could swallow a cancel that arrived as
-    a read finished: a few of many generations cancelled at 1 s ran to their end."""
+    a read finished: a few of many generations cancelled mid-stream ran to their end.
+
+    The cancels come once every generation streams, when no connection is being
+    made: on Python 3.10 anyio loses one that lands in the step a connection is
+    made (README, "Limits"), and on a loaded machine the shared stream may open
+    a second after the start. A task suspended when cancelled cannot end
+    normally: one that does after the cancels went out lost its cancel."""
     if transport.backend != "asyncio":
         pytest.skip("asyncio's own cancellation")
     steps = [step for k in range(150) for step in (chunk(f"{k} "), pause(0.02))]
     fake.responder = lambda turn: [*steps, complete()]
     loop = asyncio.get_running_loop()
+    streaming: set[int] = set()
+    all_streaming = asyncio.Event()
+    cancelled = False
+    ran_on: list[int] = []
     async with make_client() as client:
 
         async def streamed(i: int) -> None:
             async for _step in client.generate_stream(f"q{i}", timeout=30):
-                pass
+                streaming.add(i)
+                if len(streaming) == 150:
+                    all_streaming.set()
+            if cancelled:
+                ran_on.append(i)
+
+        def cancel_all() -> None:
+            nonlocal cancelled
+            cancelled = True
+            for task in tasks:
+                task.cancel()
 
         tasks = [asyncio.ensure_future(streamed(i)) for i in range(150)]
-        for task in tasks:
-            loop.call_later(1.0, task.cancel)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(all_streaming.wait(), 20)
+        loop.call_later(0.2, cancel_all)
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-    ran_on = [i for i, outcome in enumerate(outcomes) if outcome is None]
     assert ran_on == []
-    assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
+    assert all(o is None or isinstance(o, asyncio.CancelledError) for o in outcomes)
+    # Mid-stream for most (each streams for 3 s; a starved machine delivers some in
+    # one burst, over before the cancels), or the test proves little.
+    assert sum(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes) >= 75
 
 
 @pytest.mark.parametrize("also_stopped", [False, True])
