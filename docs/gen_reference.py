@@ -39,6 +39,24 @@ def _doc(obj: Any) -> str:
     return inspect.cleandoc(obj.__doc__ or "")
 
 
+def _comment_doc(name: str) -> str:
+    """The ``#:`` comment above ``name = ...`` in the core module that defines it:
+    how a constant or a type alias, which has no docstring, is documented."""
+    for module_name, module in sorted(sys.modules.items()):
+        if not module_name.startswith("flowith_proto") or name not in vars(module):
+            continue
+        lines = inspect.getsource(module).splitlines()
+        for index, line in enumerate(lines):
+            if line.startswith((f"{name} =", f"{name}:")):
+                start = index
+                while start > 0 and lines[start - 1].startswith("#:"):
+                    start -= 1
+                comment = " ".join(text[2:].strip() for text in lines[start:index])
+                if comment:
+                    return comment
+    return ""
+
+
 def _is_class(obj: Any) -> bool:
     """A class, not a parametrized alias such as ``Callable[[str], None]`` (which
     Python 3.10's ``inspect.isclass`` also calls a class)."""
@@ -155,9 +173,16 @@ def render() -> tuple[str, list[str]]:
         if name in ("FlowithClient", "ConversationSession", "OperationRun"):
             continue
         if not _is_class(obj):
+            if typing.get_origin(obj) is not None:  # a type alias
+                doc = _comment_doc(name)
+                shown = _annotation(obj).replace("collections.abc.", "").replace("'", "")
+                lines += [f"## `{name}` = `{shown}`", "", doc, ""]
+                if not doc:
+                    missing.append(name)
             continue
         if issubclass(obj, enum.Enum):
-            members = ", ".join(f"`{m.name}` = `{m.value!r}`" for m in obj)
+            # Aliases too (a DEFAULT naming another member), which iterating skips.
+            members = ", ".join(f"`{key}` = `{m.value!r}`" for key, m in obj.__members__.items())
             lines += [f"## `{name}`", "", _doc(obj), "", members, ""]
         else:
             lines += [f"## `{name}`", "", _doc(obj), ""]

@@ -1271,6 +1271,7 @@ class FlowithClientBase(WebAppMethods):
         """
         path = None if file_path is None else os.fspath(file_path)
         payload = bytes(data) if isinstance(data, (bytearray, memoryview)) else data
+        upload_ops.require_one_source(path, payload)
         if path is not None:
             try:
                 size = await self._to_thread(_upload_size, path)

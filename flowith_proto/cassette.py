@@ -76,7 +76,7 @@ from flowith_proto.errors import (
     mask_secrets,
     mask_url_credentials,
 )
-from flowith_proto.request import MultipartForm, Request
+from flowith_proto.request import MultipartForm, Request, json_text
 
 __all__ = [
     "CASSETTE_VERSION",
@@ -259,7 +259,7 @@ class Scrubber:
             self.learn(found)
             # Held ones are found decoded too: escaped (\u005f), the text hides them.
             if ("\\" in text and self._mask_held(parsed)) or masked:
-                text = json.dumps(parsed, ensure_ascii=False, separators=(",", ":"))
+                text = json_text(parsed)  # an escaped lone surrogate stays escaped
         except (ValueError, RecursionError):  # not JSON, or nested too deeply
             pass  # credential-named fields are masked in the text too
         return {"text": self.text(text)}
@@ -402,7 +402,7 @@ class CassetteWriter:
         self._write({"cassette": "flowith", "version": CASSETTE_VERSION, **header})
 
     def _write(self, record: Mapping[str, Any]) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._handle.write(json_text(record) + "\n")
 
     def record(self, kind: str, **fields: Any) -> None:
         self._write({"kind": kind, **fields})

@@ -5,8 +5,10 @@ and changes without notice, so decoding is tolerant field by field and strict
 only about what cannot be understood at all:
 
 - a missing key or a JSON ``null`` gives the field's default (never ``None``,
-  unlike the old client, defect D24), except ``ConversationRecord.preview``,
-  whose default is ``None``;
+  unlike the old client, defect D24), except for the fields typed ``| None``,
+  whose default is ``None``: ``ConversationRecord.preview``, and
+  ``AuthSession.expires_in`` and ``expires_at`` (a token answer without them
+  says nothing of its lifetime);
 - unknown keys are ignored; ``metadata`` is always the whole row as received
   (:class:`GeneratedImage`, which has no ``metadata``, just drops them);
 - numeric fields accept numbers sent as strings (``"12.5"``, ``"1,234.5"``,

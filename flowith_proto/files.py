@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import PurePath
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from flowith_proto.config import FlowithConfig
 from flowith_proto.errors import ValidationError
-from flowith_proto.request import Request
+from flowith_proto.request import Request, percent_encode
 
 __all__ = ["download_request", "numbered_name", "safe_filename", "target_inside"]
 
@@ -136,6 +136,6 @@ def _ascii_url(url: str) -> str:
                 status_code=None,
             ) from None
         port = "" if parts.port is None else f":{parts.port}"
-        netloc = (quote(userinfo, safe=_URL_SAFE) + at) + host + port
+        netloc = (percent_encode(userinfo, _URL_SAFE) + at) + host + port
     rest = urlunsplit(("", "", parts.path, parts.query, parts.fragment))
-    return f"{parts.scheme}://{netloc}" + quote(_STRAY_PERCENT.sub("%25", rest), safe=_URL_SAFE)
+    return f"{parts.scheme}://{netloc}" + percent_encode(_STRAY_PERCENT.sub("%25", rest), _URL_SAFE)

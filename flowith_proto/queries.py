@@ -301,18 +301,19 @@ def update_user_profile(
 
 
 def _moment(at_time: datetime | float | str) -> datetime:
-    """``at_time`` as an aware datetime: a datetime (naive means UTC), unix
-    seconds, or text as the original client took it (an RFC 1123 date such as
-    ``"Mon, 18 May 2026 18:04:25 GMT"``) or in ISO 8601."""
-    if isinstance(at_time, datetime):
-        return at_time if at_time.tzinfo else at_time.replace(tzinfo=timezone.utc)
+    """``at_time`` in UTC: a datetime (naive means UTC), unix seconds, or text as
+    the original client took it (an RFC 1123 date such as
+    ``"Mon, 18 May 2026 18:04:25 GMT"``) or in ISO 8601. A moment UTC cannot
+    hold (the first day of year 1 east of Greenwich) is no usable one either."""
     try:
+        if isinstance(at_time, datetime):
+            return _in_utc(at_time)
         if isinstance(at_time, str):
             try:
                 moment = parsedate_to_datetime(at_time)
             except (TypeError, ValueError):
                 moment = parse_iso8601(at_time)
-            return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+            return _in_utc(moment)
         if isinstance(at_time, (int, float)) and not isinstance(at_time, bool):
             return datetime.fromtimestamp(at_time, tz=timezone.utc)
     except (ValueError, OverflowError, OSError) as exc:
@@ -325,6 +326,11 @@ def _moment(at_time: datetime | float | str) -> datetime:
     )
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (naive means UTC already)."""
+    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def subscriptions(
     state: ClientState, at_time: datetime | float | str | None, *, timeout: float | None = None
 ) -> Operation[list[SubscriptionUserOwn]]:
@@ -332,7 +338,7 @@ def subscriptions(
     if at_time is None:
         at_time = yield WallClock()
     moment = _moment(at_time)
-    stamp = format_datetime(moment.astimezone(timezone.utc).replace(microsecond=0), usegmt=True)
+    stamp = format_datetime(moment.replace(microsecond=0), usegmt=True)
     return (
         yield from rows(
             state,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from flowith_proto.errors import (
     APIError,
     ResponseDecodeError,
     ValidationError,
+    excerpt,
     masked_headers,
     redact,
 )
@@ -34,7 +36,10 @@ __all__ = [
     "Response",
     "dump_json",
     "encode_query",
+    "escape_surrogates",
+    "json_text",
     "literal",
+    "percent_encode",
     "quote_value",
     "require_uuid",
 ]
@@ -51,14 +56,40 @@ _LITERAL_SAFE = "*,()-._~!$':"
 _VALUE_SAFE = "-._~"
 
 
+#: The longest URL sent: httpx refuses longer ones, so aiohttp is held to it too.
+MAX_URL_LENGTH = 65_536
+#: A UTF-16 surrogate, which Python text may hold alone (``json.loads('"\\ud800"')``,
+#: a file name the file system could not decode) and UTF-8 cannot carry.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def percent_encode(text: str, safe: str) -> str:
+    """``quote(text, safe=safe)``, or a :class:`ValidationError` for text holding a
+    lone surrogate, which no URL can carry (a browser's ``encodeURIComponent``
+    throws too)."""
+    try:
+        return quote(text, safe=safe)
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"{excerpt(text)} holds a lone surrogate ({_first_surrogate(text)}), which no "
+            "URL can carry",
+            status_code=None,
+        ) from None
+
+
+def _first_surrogate(text: str) -> str:
+    found = _SURROGATE.search(text)
+    return f"U+{ord(found.group()):04X}" if found else "none"
+
+
 def literal(text: str) -> str:
     """Encode a query part this library wrote itself (a key, an operator, a column list)."""
-    return quote(text, safe=_LITERAL_SAFE)
+    return percent_encode(text, _LITERAL_SAFE)
 
 
 def quote_value(value: str) -> str:
     """Encode a caller-supplied value for a query: unreserved characters only."""
-    return quote(value, safe=_VALUE_SAFE)
+    return percent_encode(value, _VALUE_SAFE)
 
 
 def encode_query(params: Iterable[tuple[str, str]]) -> str:
@@ -91,9 +122,35 @@ def require_uuid(value: object, name: str) -> str:
     return str(parsed)
 
 
+def json_text(value: Any) -> str:
+    """Compact JSON text that UTF-8 can carry: a lone surrogate in a string is
+    written as its ``\\u`` escape, as ``JSON.stringify`` writes it."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if _SURROGATE.search(text) is None else escape_surrogates(text)
+
+
+def escape_surrogates(text: str) -> str:
+    """``text`` (JSON) with each lone surrogate written as its ``\\u`` escape."""
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
 def dump_json(payload: Any) -> bytes:
-    """Compact UTF-8 JSON, as browsers send it."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON, as browsers send it (see :func:`json_text`). NaN and
+    infinity have no JSON form: a :class:`ValidationError` rather than a body no
+    server can parse."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        if "JSON compliant" not in str(exc):  # not NaN or infinity: json's own error
+            raise
+        raise ValidationError(
+            "a request body cannot hold NaN or infinity: JSON has no such numbers",
+            status_code=None,
+        ) from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # rare: no search on the way of every request
+        return escape_surrogates(text).encode("utf-8")
 
 
 def _redacted_headers(headers: Headers) -> str:
@@ -187,6 +244,16 @@ class Request:
     stream: bool = False
     conflict_means_done: bool = False
     follow_redirects: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        # Refused here, on every transport alike: httpx would raise its own error
+        # while aiohttp sent it, for a server to refuse (or not).
+        if len(self.url) > MAX_URL_LENGTH:
+            raise ValidationError(
+                f"the URL of {self.endpoint} is {len(self.url):,} characters long: at "
+                f"most {MAX_URL_LENGTH:,} can be sent",
+                status_code=None,
+            )
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (any case), or ``None``."""

@@ -21,11 +21,18 @@ from flowith_proto.files import url_problem
 from flowith_proto.models import FileRecord
 from flowith_proto.state import ClientState
 
-__all__ = ["upload"]
+__all__ = ["require_one_source", "upload"]
 
 # Failures that mean the same for an upload as for any call keep their type
 # (the old client hid them all behind FileUploadError: D21).
 _KEEP = (AuthenticationError, RateLimitError, InsufficientCreditsError)
+
+
+def require_one_source(file_path: str | None, data: bytes | None) -> None:
+    """Refuse an upload given both a path and data, or neither: checked before the
+    driver looks at the disk, so a missing path is not blamed first."""
+    if (file_path is None) == (data is None):
+        raise ValidationError("pass exactly one of file_path or data", status_code=None)
 
 
 def upload(
@@ -44,8 +51,7 @@ def upload(
     ``size`` is the file's length (the driver reads it from the disk); the
     transport streams the file, so it is never held in memory whole.
     """
-    if (file_path is None) == (data is None):
-        raise ValidationError("pass exactly one of file_path or data", status_code=None)
+    require_one_source(file_path, data)
     check_seconds("timeout", timeout)
     # The signature's default name "file" is for in-memory data; a file on
     # disk keeps its own name unless another one is asked for.

@@ -1016,6 +1016,19 @@ def test_the_bytes_held_back_are_the_longest_start_of_a_secret(
     assert scrubber.held_back(data) == max(starts, default=0)
 
 
+def test_an_escaped_lone_surrogate_in_a_masked_answer_is_recorded_and_replayed(
+    tmp_path: Path,
+) -> None:
+    # Masking re-wrote the JSON with the surrogate raw, which no UTF-8 file takes:
+    # the recording failed with a UnicodeEncodeError.
+    body = b'{"access_token":"at-never-learned-123","title":"half \\ud83d"}'
+    text = recorded_response(tmp_path, Response(200, (), body))
+    record = json.loads(text.splitlines()[1])
+    stored = json.loads(record["body"]["text"])
+    assert stored == {"access_token": "[REDACTED]", "title": "half \ud83d"}
+    assert stored_bytes(record["body"]).decode("utf-8")  # what a replay hands the client
+
+
 def test_a_held_secret_escaped_in_json_is_hidden_too(tmp_path: Path) -> None:
     # The text was searched as sent: "rt\u005fSECRET..." decodes to the secret.
     held = "rt_SECRET_abc123XYZ"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -13,6 +14,7 @@ import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -1557,9 +1559,51 @@ async def test_text_passed_as_upload_data_is_refused_before_anything_is_sent(
         # Neither a path nor data: an argument error, not a refused upload.
         with pytest.raises(ValidationError, match="pass exactly one of file_path or data"):
             await client.upload_file()
+        # Both, with a path that does not exist: the arguments are wrong before the path.
+        with pytest.raises(ValidationError, match="pass exactly one of file_path or data"):
+            await client.upload_file("no/such/file.txt", data=b"hello")
         record = await client.upload_file(data=bytearray(b"hello"), filename="a.txt")
     assert record.url
     assert [r.path for r in fake.requests] == ["/file/store"]
+
+
+async def test_text_utf8_cannot_carry_and_numbers_json_cannot_are_argument_errors(
+    fake: FakeFlowith, make_client: Any, tmp_path: Path
+) -> None:
+    """Each escaped as a bare UnicodeEncodeError, OverflowError or httpx.InvalidURL,
+    or went out as a body no server can parse (NaN); aiohttp sent the long URL."""
+    async with make_client() as client:
+        with pytest.raises(ValidationError, match=r"lone surrogate .U\+D800.*no URL"):
+            await client.check_campaign("spring\ud800")
+        with pytest.raises(ValidationError, match=r"70,0\d\d characters long: at most 65,536"):
+            await client.check_campaign("x" * 70_000)
+        with pytest.raises(ValidationError, match=r"lone surrogate .U\+D800.*no URL"):
+            await client.download("https://cdn.test/f/\ud800.png", tmp_path / "a.png")
+        with pytest.raises(ValidationError, match="NaN or infinity"):
+            await client.upsert_online_session({"p_is_idle": math.nan})
+        with pytest.raises(ValidationError, match="not a usable moment"):
+            await client.list_subscription_user_own("0001-01-01T00:00:00+05:00")
+        with pytest.raises(ValidationError, match="not a usable moment"):
+            await client.list_subscription_user_own(
+                datetime.max.replace(tzinfo=timezone(-timedelta(hours=5)))
+            )
+        assert fake.requests == []
+        # In a JSON body a lone surrogate is escaped, as JSON.stringify writes it.
+        output = await client.generate("half an emoji: \ud83d", timeout=10)
+        await client.rename_conversation(output.conv_id, "half \udce9")
+        renamed = await client.get_conversation(output.conv_id)
+    assert renamed.title == "half \udce9"  # both ways, on the wire as "\\udce9"
+    assert output.text
+    # A name the file system could not decode goes out with "?" for its bytes.
+    odd = tmp_path / os.fsdecode(b"caf\xe9.txt")
+    odd.write_bytes(b"hello")
+    async with make_client() as client:
+        await client.upload_file(odd)
+    (upload,) = fake.requests_to("POST", "/file/store")
+    assert b'filename="caf?.txt"' in upload.body
+    (sent,) = fake.requests_to("POST", "/completion/async")
+    assert b"half an emoji: \\ud83d" in sent.body
+    assert "half an emoji: \ud83d" in json.dumps(sent.json(), ensure_ascii=False)
 
 
 async def test_saving_into_a_file_says_it_is_not_a_folder(

@@ -45,6 +45,8 @@ def guess_upload_meta(
     else what follows the filename's last ``.``, else ``"bin"``. The MIME type
     is a guess from the path (else from the filename), else
     ``application/octet-stream``. Explicit ``mime_type``/``file_type`` win.
+    A character UTF-8 cannot carry (a byte of a path's name the file system could
+    not decode) is sent as ``?``.
     """
     name = filename or (Path(file_path).name if file_path else "") or "file"
     if not file_type:
@@ -54,7 +56,12 @@ def guess_upload_meta(
     if not mime_type:
         guessed = mimetypes.guess_type(file_path)[0] if file_path else None
         mime_type = guessed or mimetypes.guess_type(name)[0] or _OCTET_STREAM
-    return name, mime_type, file_type
+    return _sendable(name), _sendable(mime_type), _sendable(file_type)
+
+
+def _sendable(text: str) -> str:
+    """``text`` with each lone surrogate, which UTF-8 cannot carry, made ``?``."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def upload_form(

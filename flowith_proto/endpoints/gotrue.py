@@ -9,12 +9,11 @@ options as top-level parameters (D20).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import quote
 
 from flowith_proto.arguments import require_text
 from flowith_proto.endpoints._core import ACCEPT_JSON, JSON, EndpointsCore
 from flowith_proto.errors import AuthenticationError, ValidationError
-from flowith_proto.request import Request, dump_json
+from flowith_proto.request import Request, dump_json, percent_encode
 
 __all__ = ["AuthEndpoints"]
 
@@ -28,7 +27,7 @@ _OAUTH_OWN = frozenset({"provider", "redirect_to", "scopes"})
 
 
 def _uri_component(text: str) -> str:
-    return quote(text, safe=_URI_COMPONENT_SAFE)
+    return percent_encode(text, _URI_COMPONENT_SAFE)
 
 
 class AuthEndpoints(EndpointsCore):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from flowith_proto.request import escape_surrogates
+
 __all__ = ["LINE_ENDINGS", "LineEnding", "comment_frame", "data_frame", "heartbeat_frame"]
 
 LineEnding = Literal["\n", "\r\n", "\r"]
@@ -29,7 +31,10 @@ def _json_lines(payload: Any, multiline: bool) -> list[str]:
 def data_frame(payload: Any, *, line_ending: LineEnding = "\n", multiline: bool = False) -> bytes:
     """One event whose ``data`` is ``payload`` as JSON, ended by a blank line."""
     lines = "".join(f"data: {line}{line_ending}" for line in _json_lines(payload, multiline))
-    return (lines + line_ending).encode("utf-8")
+    try:
+        return (lines + line_ending).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped, as JSON.stringify writes it
+        return escape_surrogates(lines + line_ending).encode("utf-8")
 
 
 def comment_frame(text: str, *, line_ending: LineEnding = "\n") -> bytes:

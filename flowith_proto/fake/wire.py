@@ -14,7 +14,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 
 import attrs
 
-from flowith_proto.request import first_header
+from flowith_proto.request import first_header, json_text
 
 __all__ = [
     "FakeResponse",
@@ -104,7 +104,7 @@ def parse_target(target: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 def json_response(
     status: int, payload: Any, headers: Sequence[tuple[str, str]] = ()
 ) -> FakeResponse:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = json_text(payload).encode("utf-8")  # as JSON.stringify: a lone surrogate escaped
     return FakeResponse(status, (("content-type", JSON_CONTENT_TYPE), *headers), body)
 
 
