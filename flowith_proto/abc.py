@@ -510,8 +510,11 @@ class FlowithClientBase(WebAppMethods):
         recorder = self._recorder
         # A shared stream is no one operation's: recorded under no name.
         number = 0 if recorder is None else recorder.request(request, "")
+        # Opening is bounded as a request is (see _exchange): by the caller's deadline
+        # when that comes first, which a timeout then says.
+        cut = deadline is not None and deadline - self._now() < self._own_limit(None)
         try:
-            with self._transport_failures(number):
+            with self._transport_failures(number, cut=cut):
                 status, headers, body = await self._open_stream(request, deadline)
         except FlowithError as exc:
             _http_log.debug("%s (streamed): %s", request.endpoint, exc)
@@ -1349,14 +1352,21 @@ class FlowithClientBase(WebAppMethods):
             try:
                 while True:
                     step = self._now() + self.timeout
+                    until = step if deadline is None else min(step, deadline)
                     try:
-                        chunk = await body.read(step if deadline is None else min(step, deadline))
+                        chunk = await body.read(until)
                     except ConnectionFailedError as exc:
                         scrub(exc, self._state.secrets)  # a body may echo a cookie held
                         self._check_open()  # broken by aclose(): say so
                         raise
                     if chunk is None:
-                        raise TimeoutError(f"downloading {url} stalled or outlived its timeout")
+                        if until == deadline:
+                            raise TimeoutError(
+                                f"downloading {url} outlived its timeout", deadline_passed=True
+                            )
+                        raise TimeoutError(
+                            f"downloading {url} stalled: nothing came for {self.timeout:g} s"
+                        )
                     if not chunk:
                         self._check_open()  # ended by aclose(), not complete
                         break
@@ -1383,7 +1393,8 @@ class FlowithClientBase(WebAppMethods):
         """Every generation event of the user, unwrapped, heartbeats dropped.
 
         ``timeout`` is a listening window: when it has passed the iteration
-        simply ends. Without it, it ends when the server closes the stream.
+        simply ends, also when the stream had not even opened by then. Without
+        it, it ends when the server closes the stream.
         """
         listening = self._listen("stream", raw=False, timeout=timeout)
         async with contextlib.aclosing(listening):  # so that closing this closes the stream
@@ -1406,11 +1417,17 @@ class FlowithClientBase(WebAppMethods):
         check_seconds("timeout", timeout, endless=True)
         deadline = self._window_end(timeout)
         build = functools.partial(self._live_request, channel)
-        stream = await self._open_retried(
-            functools.partial(self._open_live, build, deadline, media_type="text/event-stream"),
-            build(),
-            deadline,
-        )
+        try:
+            stream = await self._open_retried(
+                functools.partial(self._open_live, build, deadline, media_type="text/event-stream"),
+                build(),
+                deadline,
+            )
+        except TimeoutError as exc:
+            if not exc.deadline_passed:  # the stream's own limit: it did not open
+                raise
+            self._check_open()
+            return  # the window closed while the stream was opening: nothing was heard
         self._open_bodies.add(stream)
         decoder = SSEDecoder()
         try:

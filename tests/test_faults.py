@@ -1728,3 +1728,59 @@ async def test_a_refresh_failing_while_its_caller_waits_is_raised_not_logged(
             with pytest.raises(APIError, match="HTTP 500"):
                 await client.generate("hi", timeout=10)
     assert "after its caller was cancelled" not in caplog.text
+
+
+class _HeldOpen(CannedServer):
+    """A canned answer whose connection then stays open, silent."""
+
+    async def serve_one(self, socket: anyio.abc.SocketStream) -> None:
+        await super().serve_one(socket)
+        await anyio.sleep(3)
+
+
+async def test_a_download_cut_by_its_own_timeout_says_its_deadline_passed(
+    transport: Transport, tmp_path: Path
+) -> None:
+    """A download's timeout is one deadline for the whole call: a timeout it brought
+    about said deadline_passed=False, opening or reading alike."""
+    client_class = transport.client_class()
+    async with CannedServer(200, [("Content-Type", "image/png")], b"png") as slow:
+        slow.delay = 1.0  # the answer's head comes late
+        async with client_class(FakeFlowith().token, timeout=10, max_retries=0) as client:
+            with pytest.raises(TimeoutError, match="did not open") as opening:
+                await client.download(f"{slow.url}/a.png", tmp_path, timeout=0.3)
+    assert opening.value.deadline_passed
+    # A body that never ends: the head says 1,000 bytes and 3 come.
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\nabc"
+    async with _HeldOpen(200, [], b"") as trickle:
+        trickle.answer = head
+        async with client_class(FakeFlowith().token, timeout=10, max_retries=0) as client:
+            with pytest.raises(TimeoutError) as reading:
+                await client.download(f"{trickle.url}/b.png", tmp_path, timeout=0.3)
+        assert str(reading.value).endswith("outlived its timeout")
+        assert reading.value.deadline_passed
+        # The client's own limit between two reads is no deadline of the call's.
+        async with client_class(FakeFlowith().token, timeout=0.3, max_retries=0) as client:
+            with pytest.raises(TimeoutError) as stalled:
+                await client.download(f"{trickle.url}/c.png", tmp_path, timeout=30)
+        assert str(stalled.value).endswith("stalled: nothing came for 0.3 s")
+        assert not stalled.value.deadline_passed
+    assert os.listdir(tmp_path) == []
+
+
+async def test_a_listening_window_that_closes_while_the_stream_opens_ends_quietly(
+    transport: Transport,
+) -> None:
+    # It raised "stream did not open within 0.3s", which the window promises not to.
+    async with CannedServer(200, [("Content-Type", "text/event-stream")], b": hi\n\n") as slow:
+        slow.delay = 1.0
+        client_class = transport.client_class()
+        client = client_class(FakeFlowith().token, edge_url=slow.url, supabase_url=slow.url)
+        async with client:
+            frames = [frame async for frame in client.stream_user_sse(timeout=0.3)]
+            assert frames == []
+            # Its own limit (the client's timeout) is still an error: the stream never opened.
+            client.timeout = 0.3
+            with pytest.raises(TimeoutError, match="did not open"):
+                async for _ in client.stream_user_stream(timeout=30):
+                    pass
