@@ -241,10 +241,11 @@ def _left_behind(work: Callable[..., object], outcome: _Outcome) -> None:
 
 
 def _transport_error(
-    exc: httpx.HTTPError, progress: RequestProgress | None = None
+    exc: httpx.HTTPError | httpx.InvalidURL, progress: RequestProgress | None = None
 ) -> ConnectionFailedError | TimeoutError | ResponseDecodeError:
     """The library's error for ``exc``, which is cleared of credentials: it becomes
-    the error's cause, which a traceback or a repr shows."""
+    the error's cause, which a traceback or a repr shows. (``InvalidURL``, no
+    ``HTTPError``: a redirect to a URL httpx cannot request, ``mailto:`` say.)"""
     _clear_credentials(exc)
     if isinstance(exc, httpx.DecodingError):  # an answer came: trying again gets it again
         return undecodable_body(exc)
@@ -255,6 +256,35 @@ def _transport_error(
     if isinstance(exc, httpx.TimeoutException):
         return TimeoutError(f"request timed out ({type(exc).__name__})", request_sent=sent)
     return ConnectionFailedError(f"{type(exc).__name__}: {_detail(exc)}", request_sent=sent)
+
+
+def _build_request(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    headers: Sequence[tuple[str, str]],
+    **options: Any,
+) -> httpx.Request:
+    """``http.build_request()``; when a cookie the server set is not ASCII, with the
+    cookies sent in UTF-8, as a browser sends them. httpx writes its ``Cookie``
+    header in ASCII and failed on it, on every request after that one answer."""
+    try:
+        return http.build_request(method, url, headers=list(headers), **options)
+    except UnicodeEncodeError:
+        cookies = _cookie_header(http.cookies.jar, url)
+        if cookies is None or cookies.isascii():  # not the cookies' fault
+            raise
+    # A Cookie header given, the jar adds none of its own.
+    raw = [(name.encode(), value.encode()) for name, value in headers]
+    raw.append((b"Cookie", cookies.encode("utf-8")))
+    return http.build_request(method, url, headers=raw, **options)
+
+
+def _cookie_header(jar: CookieJar, url: str) -> str | None:
+    """The ``Cookie`` header ``jar`` gives a request to ``url``."""
+    probe = urllib.request.Request(url)
+    jar.add_cookie_header(probe)
+    return probe.get_header("Cookie")
 
 
 def _clear_credentials(exc: BaseException) -> None:
@@ -711,10 +741,11 @@ class FlowithClient(FlowithClientBase):
                 with anyio.fail_after(limit):
                     async with self._client_for(body) as http:
                         had_turn = True
-                        outgoing = http.build_request(
+                        outgoing = _build_request(
+                            http,
                             request.method,
                             request.url,
-                            headers=list(headers),
+                            headers,
                             content=body,
                             timeout=limit,
                             extensions={"trace": _tracer(progress)},
@@ -741,7 +772,7 @@ class FlowithClient(FlowithClientBase):
                     request_sent=False,
                 ) from exc
             raise progress.timed_out(limit) from exc
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise _transport_error(exc, progress) from exc
         except httpx.StreamConsumed as exc:  # a RuntimeError, not an httpx.HTTPError
             raise ConnectionFailedError(
@@ -782,10 +813,11 @@ class FlowithClient(FlowithClientBase):
     ) -> tuple[int, Sequence[tuple[str, str]], ByteStream]:
         limit = self._request_limit(None, deadline)
         body, headers = self._wire_body(request)
-        outgoing = self._http.build_request(
+        outgoing = _build_request(
+            self._http,
             request.method,
             request.url,
-            headers=list(headers),
+            headers,
             content=body,
             # Connect and write are bounded; reads wait as long as the caller's deadline.
             timeout=httpx.Timeout(limit, read=None),
@@ -807,7 +839,7 @@ class FlowithClient(FlowithClientBase):
                 if self._main_slots is not None and release is None:  # the server was never asked
                     raise waited_for_turn(limit, MAIN_REQUESTS) from exc
                 raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
-            if isinstance(exc, httpx.HTTPError):
+            if isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
                 raise _transport_error(exc) from exc
             raise
         return answer.status_code, _headers(answer), _Body(answer, release)

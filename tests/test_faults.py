@@ -1784,3 +1784,49 @@ async def test_a_listening_window_that_closes_while_the_stream_opens_ends_quietl
             with pytest.raises(TimeoutError, match="did not open"):
                 async for _ in client.stream_user_stream(timeout=30):
                     pass
+
+
+class _Heads(CannedServer):
+    """A canned answer, the head of each request kept."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        super().__init__(status, headers, body)
+        self.heads: list[bytes] = []
+
+    async def serve_one(self, socket: anyio.abc.SocketStream) -> None:
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await socket.receive()
+        self.heads.append(received.split(b"\r\n\r\n")[0])
+        await socket.send(self.answer)
+
+
+async def test_a_cookie_that_is_not_ascii_is_sent_back(transport: Transport) -> None:
+    # httpx wrote its Cookie header in ASCII: every request after the answer that
+    # set it failed with a bare UnicodeEncodeError, for the client's life.
+    set_cookie = "pref=café; Path=/".encode()
+    async with _Heads(200, [("Content-Type", "application/json")], b"[]") as server:
+        server.answer = server.answer.replace(
+            b"\r\n\r\n", b"\r\nSet-Cookie: " + set_cookie + b"\r\n\r\n", 1
+        )
+        client_class = transport.client_class()
+        client = client_class(FakeFlowith().token, edge_url=server.url, supabase_url=server.url)
+        async with client:
+            for _ in range(3):
+                assert await client.list_public_notices() == []
+    assert b"Cookie:" not in server.heads[0]
+    # httpx now sends its bytes as a browser does; aiohttp quotes it as Python's
+    # http.cookies does ('pref="caf\\351"').
+    sent = b"pref=caf\xc3\xa9" if transport.library == "httpx" else b'pref="caf\\351"'
+    assert all(b"\r\nCookie: " + sent in head for head in server.heads[1:])
+
+
+async def test_a_download_redirected_to_no_http_url_is_a_connection_failure(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # httpx's InvalidURL (no httpx.HTTPError) went out bare.
+    client = transport.client_class()(FakeFlowith().token, max_retries=0)
+    redirect = CannedServer(302, [("Location", "mailto:someone@example.com")], b"")
+    async with redirect as server, client:
+        with pytest.raises(ConnectionFailedError, match=r"mailto|InvalidURL"):
+            await client.download(f"{server.url}/a.png", tmp_path)
