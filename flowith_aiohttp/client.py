@@ -54,7 +54,7 @@ from flowith_proto.errors import (
 )
 from flowith_proto.logs import report_left_failure
 from flowith_proto.progress import RequestProgress
-from flowith_proto.proxies import EnvironmentProxies, refused_setting
+from flowith_proto.proxies import EnvironmentProxies, lower_scheme, refused_setting
 from flowith_proto.request import Request, Response
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
 from flowith_proto.state import MAX_COOKIES, excess_cookies
@@ -345,6 +345,8 @@ class FlowithClient(FlowithClientBase):
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")
         environment = urllib.request.getproxies() if http_client is None else {}
+        if proxy is not None:
+            proxy = lower_scheme(proxy)
         refused = refused_setting(proxy, environment)
         if proxy is not None and not proxy.startswith(("http://", "https://")):
             # Refused here, as httpx refuses it: aiohttp would send a SOCKS or

@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 
 from flowith_proto.errors import FlowithError
 
-__all__ = ["EnvironmentProxies", "bypassed", "refused_setting", "well_formed"]
+__all__ = ["EnvironmentProxies", "bypassed", "lower_scheme", "refused_setting", "well_formed"]
+
+
+def lower_scheme(url: str) -> str:
+    """``url`` with its scheme in lower case: ``HTTP://proxy:3128`` is an HTTP proxy
+    (RFC 3986 3.1), which a check of ``startswith("http://")`` would refuse."""
+    scheme, separator, rest = url.partition("://")
+    return scheme.lower() + separator + rest if separator else url
 
 
 def well_formed(url: str) -> bool:
@@ -122,8 +129,8 @@ class EnvironmentProxies:
         key = (scheme, host, port)
         if key not in self._routes:
             proxy = self._proxies.get(scheme) or self._proxies.get("all")
-            if proxy and "://" not in proxy:
-                proxy = "http://" + proxy
+            if proxy:
+                proxy = lower_scheme(proxy) if "://" in proxy else "http://" + proxy
             if proxy and bypassed(host, self._proxies.get("no", ""), scheme=scheme, port=port):
                 proxy = None
             if proxy and not proxy.startswith(("http://", "https://")):

@@ -145,6 +145,24 @@ async def test_the_environments_proxy_is_used_by_every_transport(
     assert proxy.failures == []
 
 
+async def test_a_proxy_scheme_in_capitals_is_an_http_proxy(
+    fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schemes are case-insensitive (RFC 3986 3.1): aiohttp refused proxy="HTTP://...",
+    and the same in HTTP_PROXY failed every call with "speaks HTTP proxies only"."""
+    for name in ("http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    async with ForwardProxy() as proxy:
+        loud = proxy.url.replace("http://", "HTTP://", 1)
+        async with make_client(proxy=loud) as client:
+            await client.get_discord_invite()
+        monkeypatch.setenv("HTTP_PROXY", loud)
+        async with make_client() as client:
+            await client.get_discord_invite()
+    assert len(proxy.requests) == 2
+    assert proxy.failures == []
+
+
 NO_PROXY_CASES = [
     ("https://edge.flowith.io", ""),
     ("https://edge.flowith.io", "*"),
