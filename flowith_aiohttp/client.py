@@ -32,6 +32,7 @@ from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from flowith_aiohttp.codings import Decoding, codings_left
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
@@ -237,19 +238,60 @@ def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
     return hops + tuple((name.lower(), value) for name, value in answer.headers.items())
 
 
+def _decoding(answer: aiohttp.ClientResponse, endpoint: str) -> Decoding | None:
+    """What undoes the codings aiohttp left on ``answer``'s body (see
+    :mod:`flowith_aiohttp.codings`), if any; refused, as httpx refuses them: a
+    transfer coding other than ``chunked`` (aiohttp passes the body on encoded),
+    and a list of content codings holding one only aiohttp decodes."""
+    transfer = answer.headers.get("Transfer-Encoding", "")
+    if transfer and [c.strip().lower() for c in transfer.split(",")] != ["chunked"]:
+        raise ConnectionFailedError(
+            f"malformed answer: Transfer-Encoding {one_line(transfer)!r}: only chunked is "
+            "supported"
+        )
+    codings = codings_left(answer.headers.get("Content-Encoding"))
+    if not codings:
+        return None
+    try:
+        return Decoding(codings)
+    except ValueError as exc:
+        raise undecodable_body(exc, answer.status, endpoint) from None
+
+
 class _Body:
-    """A streaming response body read chunk by chunk under a deadline.
+    """A streaming response body read chunk by chunk under a deadline, and
+    decoded where aiohttp left its codings (see :func:`_decoding`).
 
     A read that runs out of time leaves aiohttp's buffer intact, so the
     connection stays usable for the next reader.
     """
 
-    __slots__ = ("_response",)
+    __slots__ = ("_decoding", "_ended", "_response")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, decoding: Decoding | None = None) -> None:
         self._response = response
+        self._decoding = decoding
+        self._ended = False
 
     async def read(self, deadline: float | None) -> bytes | None:
+        if self._decoding is None:
+            return await self._read(deadline)
+        while not self._ended:
+            chunk = await self._read(deadline)
+            if chunk is None:
+                return None
+            try:
+                if not chunk:
+                    self._ended = True
+                    return self._decoding.flush()
+                decoded = self._decoding.decode(chunk)
+            except ValueError as exc:
+                raise ConnectionFailedError(f"stream broke: {exc}") from None
+            if decoded:  # else the decoder holds it all yet: b"" would say the body ended
+                return decoded
+        return b""
+
+    async def _read(self, deadline: float | None) -> bytes | None:
         content = self._response.content
         try:
             if deadline is None:
@@ -430,15 +472,21 @@ class FlowithClient(FlowithClientBase):
                 async with self._request(
                     request, body, headers, aiohttp.ClientTimeout(total=left), progress
                 ) as answer:
+                    decoding = _decoding(answer, request.endpoint)
                     try:
                         content = await answer.read()
                     except aiohttp.ClientError as exc:
                         raise _transport_error(exc, answer.status, request.endpoint) from exc
+                    if decoding is not None:
+                        try:
+                            content = decoding.decode(content) + decoding.flush()
+                        except ValueError as exc:
+                            raise undecodable_body(exc, answer.status, request.endpoint) from None
                     return Response(answer.status, _headers(answer), content)
             except asyncio.TimeoutError as exc:
                 raise progress.timed_out(limit) from exc
             except aiohttp.ClientError as exc:
-                raise _transport_error(exc) from exc
+                raise _transport_error(exc, endpoint=request.endpoint) from exc
 
     @contextlib.asynccontextmanager
     async def _turn(
@@ -510,8 +558,13 @@ class FlowithClient(FlowithClientBase):
         except asyncio.TimeoutError as exc:
             raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
         except aiohttp.ClientError as exc:
-            raise _transport_error(exc) from exc
-        return answer.status, _headers(answer), _Body(answer)
+            raise _transport_error(exc, endpoint=request.endpoint) from exc
+        try:
+            decoding = _decoding(answer, request.endpoint)
+        except BaseException:
+            answer.close()
+            raise
+        return answer.status, _headers(answer), _Body(answer, decoding)
 
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         tasks = [asyncio.ensure_future(job()) for job in jobs]

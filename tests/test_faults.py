@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import math
@@ -13,6 +14,7 @@ import re
 import time
 import traceback
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -1830,3 +1832,53 @@ async def test_a_download_redirected_to_no_http_url_is_a_connection_failure(
     async with redirect as server, client:
         with pytest.raises(ConnectionFailedError, match=r"mailto|InvalidURL"):
             await client.download(f"{server.url}/a.png", tmp_path)
+
+
+def _encoded(data: bytes, codings: str) -> bytes:
+    for coding in (c.strip() for c in codings.split(",")):
+        if coding == "gzip":
+            data = gzip.compress(data)
+        elif coding == "deflate":
+            data = zlib.compress(data)
+    return data
+
+
+@pytest.mark.parametrize("codings", ["gzip, identity", "deflate, gzip", "gzip, gzip"])
+async def test_a_body_whose_codings_are_stacked_is_decoded_on_every_transport(
+    transport: Transport, tmp_path: Path, codings: str
+) -> None:
+    # aiohttp decodes only a single coding: it handed the rest over still compressed,
+    # and a download landed as gzip bytes, silently.
+    payload = b"hello world " * 100
+    headers = [("Content-Encoding", codings), ("Content-Type", "application/json")]
+    async with CannedServer(200, headers, _encoded(payload, codings)) as server:
+        server.answers["/user/credits"] = CannedServer(
+            200, headers, _encoded(b'[{"sub_type":"pro","remain_quota":2}]', codings)
+        ).answer
+        client_class = transport.client_class()
+        client = client_class(FakeFlowith().token, edge_url=server.url, supabase_url=server.url)
+        async with client:
+            saved = await client.download(f"{server.url}/words.txt", tmp_path)
+            (credits,) = await client.get_credits()
+    assert saved.read_bytes() == payload
+    assert (credits.sub_type, credits.remain_quota) == ("pro", 2.0)
+
+
+async def test_a_transfer_coding_besides_chunked_is_refused_on_every_transport(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # aiohttp read "Transfer-Encoding: gzip, chunked" as chunked and kept the gzip bytes.
+    body = gzip.compress(b"[]")
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+    async with CannedServer(200, [], b"") as server:
+        server.answer = head + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+        client_class = transport.client_class()
+        client = client_class(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
+        )
+        refused = r"[Oo]nly (Transfer-Encoding: )?chunked"  # httpx's words, or the library's
+        async with client:
+            with pytest.raises(ConnectionFailedError, match=refused):
+                await client.list_public_notices()
+            with pytest.raises(ConnectionFailedError, match=refused):
+                await client.download(f"{server.url}/f.txt", tmp_path)

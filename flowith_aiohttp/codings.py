@@ -1,0 +1,99 @@
+"""Content codings aiohttp leaves undone.
+
+aiohttp decodes a body only when ``Content-Encoding`` names one coding it knows
+(``gzip``); a list (``gzip, identity``, ``deflate, gzip``) it hands over as the
+bytes came, and a download would land still compressed. httpx undoes such a
+list, so this transport does too, for gzip and deflate (zlib); a list holding
+another coding is refused, rather than passed on encoded.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+__all__ = ["Decoding", "codings_left"]
+
+#: What aiohttp decodes itself: a ``Content-Encoding`` of exactly one of these.
+_AIOHTTP_DECODES = frozenset({"gzip", "deflate", "br", "zstd"})
+
+
+def codings_left(header: str | None) -> list[str]:
+    """The codings of ``Content-Encoding`` aiohttp did not undo, in the order they
+    were applied (``identity`` left out); empty when aiohttp decoded the body, or
+    it was not encoded."""
+    if not header:
+        return []
+    value = header.strip()
+    if value.isascii() and value.lower() in _AIOHTTP_DECODES:
+        return []
+    named = [coding.strip().lower() for coding in value.split(",")]
+    return [coding for coding in named if coding and coding != "identity"]
+
+
+class Decoding:
+    """Undoes ``codings`` (as :func:`codings_left` gives them) chunk by chunk.
+
+    :class:`ValueError` for a coding it cannot undo (made so), or a body that is
+    not what its codings say (as it arrives)."""
+
+    __slots__ = ("_steps",)
+
+    def __init__(self, codings: list[str]) -> None:
+        unknown = [coding for coding in codings if coding not in ("gzip", "x-gzip", "deflate")]
+        if unknown:
+            raise ValueError(
+                f"Content-Encoding {', '.join(codings)!r} stacks {', '.join(unknown)}, which "
+                "this transport decodes only alone"
+            )
+        # The last applied is undone first.
+        self._steps = [_Inflate(coding) for coding in reversed(codings)]
+
+    def decode(self, data: bytes) -> bytes:
+        for step in self._steps:
+            data = step.decode(data)
+        return data
+
+    def flush(self) -> bytes:
+        """What the decoders still hold, once the body has ended."""
+        data = b""
+        for step in self._steps:
+            data = step.decode(data) + step.flush()
+        return data
+
+
+class _Inflate:
+    """One gzip or deflate layer. A deflate body may be zlib-wrapped (as RFC 9110
+    says) or raw (as some servers send it): its first two bytes tell, a zlib
+    header or not."""
+
+    __slots__ = ("_decompress", "_head")
+
+    def __init__(self, coding: str) -> None:
+        gzip = coding != "deflate"
+        self._decompress = zlib.decompressobj(zlib.MAX_WBITS | 16) if gzip else None
+        self._head = b""  # a deflate body's first bytes, until there are two
+
+    def decode(self, data: bytes) -> bytes:
+        if self._decompress is None:
+            self._head += data
+            if len(self._head) < 2:
+                return b""
+            data, self._head = self._head, b""
+            wrapped = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._decompress = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        if not data:
+            return b""
+        try:
+            return self._decompress.decompress(data)
+        except zlib.error as exc:
+            raise ValueError(f"the body is not what its Content-Encoding says ({exc})") from None
+
+    def flush(self) -> bytes:
+        if self._decompress is None:  # a deflate body of fewer than two bytes
+            head, self._head = self._head, b""
+            self._decompress = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self.decode(head) + self.flush()
+        try:
+            return self._decompress.flush()
+        except zlib.error as exc:
+            raise ValueError(f"the body is not what its Content-Encoding says ({exc})") from None
