@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import importlib.util
 import json
 import logging
 import math
@@ -1882,3 +1883,23 @@ async def test_a_transfer_coding_besides_chunked_is_refused_on_every_transport(
                 await client.list_public_notices()
             with pytest.raises(ConnectionFailedError, match=refused):
                 await client.download(f"{server.url}/f.txt", tmp_path)
+
+
+async def test_an_answer_in_a_coding_aiohttp_lacks_names_its_request(transport: Transport) -> None:
+    # aiohttp fails before it hands the answer over: the error said "the answer" alone.
+    if transport.library != "aiohttp":
+        pytest.skip("aiohttp's own refusal")
+    pytest.importorskip("aiohttp")
+    if importlib.util.find_spec("brotli") or importlib.util.find_spec("brotlicffi"):
+        pytest.skip("Brotli is installed: aiohttp decodes br")
+    headers = [("Content-Encoding", "br"), ("Content-Type", "application/json")]
+    async with CannedServer(503, headers, b"\x0b\x00\x80[]\x03") as server:
+        client_class = transport.client_class()
+        client = client_class(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
+        )
+        async with client:
+            with pytest.raises(ResponseDecodeError) as refused:
+                await client.get_credits()
+    assert str(refused.value).startswith("the answer from GET /user/credits: its body could not")
+    assert refused.value.endpoint == "GET /user/credits"
