@@ -69,6 +69,12 @@ from flowith_proto.state import MAX_COOKIES, excess_cookies
 
 __all__ = ["FlowithClient"]
 
+sniffio: Any
+try:
+    import sniffio
+except ModuleNotFoundError:  # trio needs it, anyio no longer does: no sniffio, no trio
+    sniffio = None
+
 T = TypeVar("T")
 
 
@@ -140,14 +146,26 @@ def _on_asyncio() -> bool:
         return False
 
 
+def _on_trio() -> bool:
+    """Whether trio runs this code: also as a guest of an asyncio loop
+    (``trio.lowlevel.start_guest_run``), where ``asyncio.get_running_loop()``
+    answers the host's loop. sniffio tells, as it tells anyio (trio needs it)."""
+    if sniffio is None:
+        return False
+    try:
+        library: str = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
+    return library == "trio"
+
+
 def running_loop() -> object:
     """What identifies the running event loop: asyncio's loop, or trio's run."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio: trio, the other event loop anyio runs on
+    if _on_trio():
         import trio
 
         return trio.lowlevel.current_trio_token()
+    return asyncio.get_running_loop()
 
 
 async def shielded(work: Callable[[], Coroutine[Any, Any, T]], *, hold: bool = True) -> T:
@@ -434,14 +452,12 @@ def _start_system_task(function: Callable[[], Coroutine[Any, Any, None]]) -> Non
     group of its own (see :mod:`flowith_proto.hub`): so the pump is a task of the
     event loop itself, which cancels it when the run ends.
     """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio: trio, the other event loop anyio runs on
+    if _on_trio():
         import trio
 
         trio.lowlevel.spawn_system_task(function, name="flowith stream pump")
     else:
-        task = loop.create_task(function(), name="flowith stream pump")
+        task = asyncio.get_running_loop().create_task(function(), name="flowith stream pump")
         _pumps.add(task)
         task.add_done_callback(_pumps.discard)
 
