@@ -33,6 +33,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from flowith_aiohttp.codings import Decoding, codings_left
+from flowith_aiohttp.cookies import CookieJar
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
@@ -428,7 +429,7 @@ class FlowithClient(FlowithClientBase):
                 trace_configs=[_progress_tracing()],
                 # What httpx does, so that swapping transports changes nothing: cookies of
                 # an IP-address host are kept, and headers as long as httpcore reads.
-                cookie_jar=aiohttp.CookieJar(unsafe=True),
+                cookie_jar=CookieJar(unsafe=True),
                 max_line_size=_HEADER_LIMIT,
                 max_field_size=_HEADER_LIMIT,
             )

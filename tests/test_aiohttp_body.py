@@ -151,3 +151,30 @@ def test_a_coding_it_cannot_undo_or_a_body_that_lies_is_a_value_error() -> None:
     decoding.decode(b"\x78")  # half a zlib header: nothing told yet
     with pytest.raises(ValueError, match="not what its Content-Encoding says"):
         decoding.decode(b"\x9c this is no deflate stream")
+
+
+def test_the_jar_deletes_a_cookie_set_to_expire_at_the_epoch_however_it_is_given() -> None:
+    # aiohttp before 3.13 hands the parsed cookies to update_cookies, later ones the
+    # raw headers to update_cookies_from_headers: both paths are covered.
+    from http.cookies import SimpleCookie
+
+    from yarl import URL
+
+    from flowith_aiohttp.cookies import CookieJar
+
+    async def check() -> None:
+        url = URL("http://127.0.0.1/")
+        jar = CookieJar(unsafe=True)
+        jar.update_cookies(SimpleCookie("a=1; Path=/"), url)
+        jar.update_cookies([("b", SimpleCookie("b=2; Path=/")["b"])], url)
+        assert sorted(morsel.key for morsel in jar) == ["a", "b"]
+        epoch = 'Expires="Thu, 01 Jan 1970 00:00:00 GMT"'
+        jar.update_cookies(SimpleCookie(f"a=x; Path=/; {epoch}"), url)
+        gone = SimpleCookie(f"b=x; Path=/; {epoch}")["b"]
+        jar.update_cookies([("b", gone)], url)
+        assert list(jar) == []
+        jar.update_cookies_from_headers(["c=3; Path=/"], url)
+        jar.update_cookies_from_headers(["c=x; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT"], url)
+        assert list(jar) == []
+
+    asyncio.run(check())

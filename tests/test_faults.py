@@ -1903,3 +1903,40 @@ async def test_an_answer_in_a_coding_aiohttp_lacks_names_its_request(transport: 
                 await client.get_credits()
     assert str(refused.value).startswith("the answer from GET /user/credits: its body could not")
     assert refused.value.endpoint == "GET /user/credits"
+
+
+class _InTurn(_Heads):
+    """Each request answered with the next of ``answers``' bytes, heads kept."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        super().__init__(200, [], b"")
+        self.in_turn = answers
+
+    async def serve_one(self, socket: anyio.abc.SocketStream) -> None:
+        self.answer = self.in_turn[min(len(self.heads), len(self.in_turn) - 1)]
+        await super().serve_one(socket)
+
+
+@pytest.mark.parametrize(
+    "expires", ["Thu, 01 Jan 1970 00:00:00 GMT", "Thu, 01-Jan-1970 00:00:00 GMT"]
+)
+async def test_a_cookie_deleted_by_an_epoch_expiry_is_no_longer_sent(
+    transport: Transport, expires: str
+) -> None:
+    # aiohttp reads an expiry of 0 as none (aio-libs/aiohttp#13692): it kept sending it.
+    def answer(set_cookie: str) -> bytes:
+        head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n"
+        return (head + (f"Set-Cookie: {set_cookie}\r\n" if set_cookie else "") + "\r\n[]").encode()
+
+    answers = [
+        answer("session=abcdefgh12345; Path=/"),
+        answer(f"session=gone; Path=/; Expires={expires}"),
+        answer(""),
+    ]
+    async with _InTurn(answers) as server:
+        client_class = transport.client_class()
+        client = client_class(FakeFlowith().token, edge_url=server.url, supabase_url=server.url)
+        async with client:
+            for _ in range(3):
+                await client.list_public_notices()
+    assert [b"\r\nCookie: " in head for head in server.heads] == [False, True, False]
