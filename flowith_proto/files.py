@@ -136,6 +136,18 @@ def _ascii_url(url: str) -> str:
                 status_code=None,
             ) from None
         port = "" if parts.port is None else f":{parts.port}"
-        netloc = (percent_encode(userinfo, _URL_SAFE) + at) + host + port
+        netloc = (_encoded(userinfo, url) + at) + host + port
     rest = urlunsplit(("", "", parts.path, parts.query, parts.fragment))
-    return f"{parts.scheme}://{netloc}" + percent_encode(_STRAY_PERCENT.sub("%25", rest), _URL_SAFE)
+    return f"{parts.scheme}://{netloc}" + _encoded(_STRAY_PERCENT.sub("%25", rest), url)
+
+
+def _encoded(part: str, url: str) -> str:
+    """``part`` of ``url`` percent-encoded; the error names the whole URL, which is
+    masked as a URL (its password, a signed ``token=``), where its part alone is not."""
+    try:
+        return percent_encode(part, _URL_SAFE)
+    except ValidationError:
+        raise ValidationError(
+            f"cannot download {url!r}: it holds a lone surrogate, which no URL can carry",
+            status_code=None,
+        ) from None
