@@ -359,9 +359,14 @@ class _Progress:
         )
 
     def remainder(self, full: str, shown: str, what: str) -> str:
-        """The part of the authoritative ``full`` text the caller has not seen."""
-        if full.startswith(shown):
-            return full[len(shown) :]
+        """The part of the authoritative ``full`` text the caller has not seen. A
+        row holds the answer trimmed: what was shown still begins it once its own
+        leading white space is left aside (and is all of it, trimmed alike)."""
+        for seen in (shown, shown.lstrip()):
+            if full.startswith(seen):
+                return full[len(seen) :]
+        if full.strip() == shown.strip():
+            return ""
         log.warning("streamed %s differs from the final %s; final text wins", what, what)
         return ""
 

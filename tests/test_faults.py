@@ -79,6 +79,21 @@ async def test_a_dropped_stream_loses_nothing_and_reconnects(
         assert client.stream_connections == 2
 
 
+async def test_a_row_holding_the_answer_trimmed_still_completes_the_deltas(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # The streamed "\n\nHel" was no prefix of the row's "Hello world": the rest of the
+    # answer never came as a delta (a warning said the stream differed).
+    fake.script(chunk("<think>abc</think>"), chunk("\n\nHel"), drop(), row("done", "Hello world"))
+    fake.script(chunk("Same\n"), drop(), row("done", "Same"))
+    async with make_client() as client:
+        steps = [step async for step in client.generate_stream("hi", timeout=10)]
+        trimmed = [step async for step in client.generate_stream("again", timeout=10)]
+    assert "".join(s.text_delta for s in steps) == "\n\nHello world"
+    assert steps[-1].text == "Hello world"
+    assert [s.text_delta for s in trimmed] == ["Same\n", ""]
+
+
 async def test_the_poll_is_retried_through_server_errors(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
