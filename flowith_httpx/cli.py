@@ -246,13 +246,15 @@ async def serve_fake(port: int, out: TextIO, *, started: anyio.Event | None = No
 
 
 def _without_cassette_verb(argv: list[str], verb: str, cassette: str) -> list[str]:
-    """``... record FILE COMMAND...`` as ``... COMMAND... --record FILE``."""
+    """``... record FILE COMMAND...`` as ``... COMMAND... --record FILE``, the option
+    before a ``--`` of the command's (after it, it would be words of a prompt)."""
     for index in range(len(argv) - 1):
         if argv[index] == verb and argv[index + 1] == cassette:
             rest = argv[index + 2 :]
             if rest[:1] == ["--"]:
                 rest = rest[1:]
-            return [*argv[:index], *rest, f"--{verb}", cassette]
+            end = rest.index("--") if "--" in rest else len(rest)
+            return [*argv[:index], *rest[:end], f"--{verb}", cassette, *rest[end:]]
     return argv
 
 
@@ -276,6 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _parser().parse_args(_without_cassette_verb(argv, args.command, args.cassette))
     except SystemExit as exit:  # --help, or a usage error argparse reported
         return exit.code if isinstance(exit.code, int) else 2
+    if args.command == "doctor" and (args.record or args.replay):
+        # It makes a client per check, each of which would start the file afresh,
+        # and reads the event stream over the network itself.
+        print("flowith: doctor cannot be recorded or replayed", file=sys.stderr)
+        return 2
     if args.command in ("demo", "fake") and args.json:  # the global option, before it
         print(f"flowith: {args.command} has no JSON output: leave out --json", file=sys.stderr)
         return 2
@@ -304,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERRUPTED
         except BrokenPipeError:
             return reader_gone(sys.stdout)
+        except OSError as exc:  # the output cannot be written (a full disk), as other commands
+            print(f"flowith: {exc}", file=sys.stderr)
+            return EXIT_LOCAL
         return 0
     if args.command == "fake":
         try:

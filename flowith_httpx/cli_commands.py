@@ -488,6 +488,10 @@ def resolve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settin
     """The options, else the environment, else the defaults; a token file
     that exists wins over both (it holds the newest tokens)."""
     check_choices(args.transport, args.backend)
+    for option in ("save_tokens", "record", "replay", "out"):
+        if getattr(args, option, None) == "":
+            # Else taken for the option left out: an offline replay would go online.
+            raise UsageError(f"--{option.replace('_', '-')} needs a file name, not ''")
     save = Path(args.save_tokens) if args.save_tokens else None
     # Trimmed, as the client trims them: blanks alone are no token.
     token = (args.token or env.get("FLOWITH_TOKEN", "")).strip()

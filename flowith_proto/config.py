@@ -114,6 +114,8 @@ def _base_url_problem(value: object) -> str | None:
         return "not a string"
     if any(character.isspace() or ord(character) < 32 for character in value):
         return "it holds whitespace or a control character"
+    if any("\ud800" <= character <= "\udfff" for character in value):
+        return "it holds a lone surrogate (a byte that could not be decoded)"
     parts = urllib.parse.urlsplit(value)
     if parts.scheme not in ("http", "https") or not value.startswith(parts.scheme + "://"):
         return "the scheme must be http or https"

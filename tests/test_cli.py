@@ -133,6 +133,20 @@ def test_a_reader_going_away_ends_the_demo_quietly() -> None:
     assert (demo.returncode, err) == (141, b"")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_an_output_that_cannot_be_written_ends_the_demo_in_one_line() -> None:
+    """``flowith demo > /dev/full`` printed a traceback; other commands say one line."""
+    with open("/dev/full", "wb") as full:
+        demo = subprocess.run(
+            [sys.executable, "-m", "flowith_httpx", "demo"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    assert demo.returncode == 1
+    assert demo.stderr.decode().splitlines() == ["flowith: [Errno 28] No space left on device"]
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize(
     ("signal_name", "code", "said"),

@@ -737,6 +737,60 @@ def test_replaying_a_different_command_is_a_clear_error(cli: CLI, tmp_path: Path
     assert "recording" in replayed.error_lines[0]
 
 
+def test_a_prompt_after_double_dash_is_recorded_and_replayed(cli: CLI, tmp_path: Path) -> None:
+    # --record FILE went after the user's "--": words of the prompt, nothing recorded,
+    # and a replay went online.
+    cassette = tmp_path / "dash.jsonl"
+    recorded = cli("record", str(cassette), "chat", "--json", "--", "-x")
+    assert recorded.code == 0, recorded.err
+    assert cassette.exists()
+    sent = cli.served.fake.requests_to("POST", "/completion/async")[-1].json()
+    assert sent["messages"][-1]["content"] == "-x"
+    replayed = cli(
+        "replay",
+        str(cassette),
+        "chat",
+        "--json",
+        "--",
+        "-x",
+        token="",
+        FLOWITH_EDGE_URL="http://127.0.0.1:9",
+        FLOWITH_SUPABASE_URL="http://127.0.0.1:9",
+    )
+    assert replayed.code == 0, replayed.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("replay", "", "models"),
+        ("record", "", "models"),
+        ("--save-tokens", "", "credits"),
+        ("image", "a cat", "--out", ""),
+    ],
+)
+def test_an_empty_file_name_is_a_usage_error(cli: CLI, args: tuple[str, ...]) -> None:
+    # Each was taken for the option left out: "replay ''" went online.
+    result = cli(*args)
+    assert result.code == 2
+    assert result.error_lines[0].endswith("needs a file name, not ''")
+
+
+def test_doctor_is_neither_recorded_nor_replayed(cli: CLI, tmp_path: Path) -> None:
+    # Each of its clients started the cassette afresh: the recording could not replay.
+    for verb in ("record", "replay"):
+        result = cli(verb, str(tmp_path / "doctor.jsonl"), "doctor", "--seconds", "1")
+        assert result.code == 2
+        assert result.error_lines == ["flowith: doctor cannot be recorded or replayed"]
+
+
+def test_a_base_url_holding_an_undecodable_byte_is_a_usage_error(cli: CLI) -> None:
+    # httpx failed inside build_request with a traceback; aiohttp sent it escaped.
+    result = cli("--edge-url", "http://127.0.0.1:9/\udcff", "models")
+    assert result.code == 2
+    assert "lone surrogate" in result.error_lines[0]
+
+
 def test_recording_a_replay_is_a_usage_error(cli: CLI, tmp_path: Path) -> None:
     """--record was silently ignored beside --replay: no cassette was written."""
     cassette = tmp_path / "models.jsonl"

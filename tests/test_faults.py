@@ -1608,6 +1608,8 @@ async def test_text_utf8_cannot_carry_and_numbers_json_cannot_are_argument_error
         assert fake.requests == []
         # In a JSON body a lone surrogate is escaped, as JSON.stringify writes it.
         output = await client.generate("half an emoji: \ud83d", timeout=10)
+        # The fake seeded its picture from the prompt's UTF-8, and failed on it (500).
+        assert (await client.generate_image("a cat \udcff", timeout=10)).image is not None
         await client.rename_conversation(output.conv_id, "half \udce9")
         renamed = await client.get_conversation(output.conv_id)
     assert renamed.title == "half \udce9"  # both ways, on the wire as "\\udce9"

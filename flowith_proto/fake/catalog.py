@@ -240,7 +240,7 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 def fake_png(seed: str, *, size: int = 16) -> bytes:
     """A valid ``size`` x ``size`` RGB PNG in one colour picked by ``seed``."""
-    red, green, blue = hashlib.sha256(seed.encode("utf-8")).digest()[:3]
+    red, green, blue = hashlib.sha256(seed.encode("utf-8", "surrogatepass")).digest()[:3]
     row = b"\x00" + bytes((red, green, blue)) * size
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
     return (
@@ -254,7 +254,7 @@ def fake_png(seed: str, *, size: int = 16) -> bytes:
 def fake_mp4(seed: str) -> bytes:
     """A tiny ISO media file: an ``ftyp`` box and an ``mdat`` box of seeded bytes."""
     ftyp = b"isom" + struct.pack(">I", 0x200) + b"isomiso2avc1mp41"
-    payload = hashlib.sha256(seed.encode("utf-8")).digest() * 8
+    payload = hashlib.sha256(seed.encode("utf-8", "surrogatepass")).digest() * 8
     return (
         struct.pack(">I", 8 + len(ftyp))
         + b"ftyp"
