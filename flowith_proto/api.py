@@ -93,6 +93,11 @@ class WebAppMethods(abc.ABC):
         come back on a later page. A full page without a conversation not seen yet
         ends the walk (a server ignoring ``offset`` would otherwise repeat one page
         forever); a row without an id is yielded but is never new.
+
+        Pages are read by offset, so the list must hold still while it is walked: a
+        conversation deleted, or moved up by an update, shifts the ones after it, and
+        one not reached yet may be skipped. To delete while walking, gather first:
+        ``for c in [c async for c in client.iter_conversations()]: ...``.
         """
         require_count(page_size, "page_size", minimum=1)
         offset = 0
