@@ -91,6 +91,7 @@ __all__ = [
     "read_row",
     "refuse_failed_start",
     "resume",
+    "row_if_readable",
     "send",
     "start_answer",
     "turn_layout",
@@ -814,7 +815,7 @@ def _follow_text(
             if not raw:
                 # Finished, but without the text: the chunks heard may be only part of
                 # it (D3), so the row, which holds it all, is asked first.
-                row = yield from _row_if_readable(state, node_id, deadline)
+                row = yield from row_if_readable(state, node_id, deadline)
                 if isinstance(row, NodeDone) and row.value:
                     return _from_row(progress, row, node_id, conv_id, chosen, stream, separate)
                 raw = progress.text_heard()
@@ -837,13 +838,13 @@ def _follow_text(
             )
 
 
-def _row_if_readable(
-    state: ClientState, node_id: str, deadline: float
+def row_if_readable(
+    state: ClientState, node_id: str, deadline: float, *, media: bool = False
 ) -> Operation[NodeDone | NodePending]:
     """The node's row, or pending when it cannot be read: what the stream
     already brought is then the result, rather than lost to the error."""
     try:
-        return (yield from read_row(state, node_id, deadline))
+        return (yield from read_row(state, node_id, deadline, media=media))
     except (ConnectionFailedError, TimeoutError, APIError) as error:
         # The network's or the server's trouble only: a failed node, a refused
         # token, a closed client or a replay that lacks the read still raise.

@@ -52,6 +52,7 @@ from flowith_proto.generation import (
     one_turn,
     read_row,
     refuse_failed_start,
+    row_if_readable,
     start_answer,
 )
 from flowith_proto.models import GeneratedImage, ImageOutput, VideoOutput
@@ -118,6 +119,25 @@ def _checked_url(result: str, node_id: str, kind: str) -> str:
     raise failure(node_id, "failed", result, kind)
 
 
+#: Seconds a job that said it finished without its URL is given for the URL to come on
+#: its other stream (or in its row) before that counts as its failure.
+_URL_GRACE = 3.0
+
+
+def _from_media_row(row: NodeDone, node_id: str, model: str, kind: str) -> _MediaResult:
+    """The result a finished row holds (its URL checked, as an event's)."""
+    row_model = row.data.get("model")
+    metadata = {
+        "type": "complete",
+        "nodeId": node_id,
+        "result": row.value,
+        "nodeData": dict(row.data),
+    }
+    chosen = row_model if isinstance(row_model, str) and row_model else model
+    log.debug("node %s: %s done (from its row)", node_id, kind)
+    return _MediaResult(_checked_url(row.value, node_id, kind), chosen, metadata)
+
+
 def _await_media(
     state: ClientState, *, listen_id: str, node_id: str, model: str, kind: str, deadline: float
 ) -> Operation[_MediaResult]:
@@ -127,16 +147,38 @@ def _await_media(
     now: float = yield Now()
     checks = RowChecks(state.stall_interval, now, deadline)
     streaming = True
+    # Set when the job said it finished without its URL: until then, the row or the
+    # other stream may still bring it.
+    no_url_until: float | None = None
     while True:
         if streaming:
-            item = yield NextEvent(listen_id, checks.wake_at())
+            wake = checks.wake_at() if no_url_until is None else min(checks.wake_at(), no_url_until)
+            item = yield NextEvent(listen_id, wake)
             if isinstance(item, NodeFailed):
                 raise failure(node_id, item.status, item.error, item.error_type)
             if isinstance(item, (Complete, WorkflowComplete)):
                 chosen = (item.model if isinstance(item, Complete) else "") or model
-                url = _checked_url(_url_from_event(item.raw, kind), node_id, kind)
+                found = _url_from_event(item.raw, kind)
+                if not found and no_url_until is None:
+                    # Finished, but without the URL (a bare "completed" status on
+                    # /stream, the result on /sse: protocol.md 4.2, 4.3): the row is
+                    # asked now, and the other stream is given a moment.
+                    log.info("node %s finished without its %s's URL", node_id, kind)
+                    no_url_until = min((yield Now()) + _URL_GRACE, deadline)
+                    row = yield from row_if_readable(state, node_id, deadline, media=True)
+                    if isinstance(row, NodeDone) and row.value:
+                        return _from_media_row(row, node_id, model, kind)
+                    continue
+                url = _checked_url(found, node_id, kind)
                 log.debug("node %s: %s done (from the stream)", node_id, kind)
                 return _MediaResult(url, chosen, dict(item.raw))
+            if isinstance(item, DeadlineReached) and no_url_until is not None:
+                now = yield Now()
+                if now >= no_url_until:  # nothing came: the row, one last time, tells
+                    row = yield from row_if_readable(state, node_id, deadline, media=True)
+                    if isinstance(row, NodeDone) and row.value:
+                        return _from_media_row(row, node_id, model, kind)
+                    _checked_url("", node_id, kind)  # raises: ended without its URL
             if isinstance(item, StreamEnded) and item.partial:
                 # One stream is gone, the other may still bring the result: listen on,
                 # and read the row now and as often as when polling (the result may have
@@ -168,16 +210,7 @@ def _await_media(
             )
         outcome = yield from read_row(state, node_id, deadline, media=True)
         if isinstance(outcome, NodeDone):
-            row_model = outcome.data.get("model")
-            metadata = {
-                "type": "complete",
-                "nodeId": node_id,
-                "result": outcome.value,
-                "nodeData": dict(outcome.data),
-            }
-            chosen = row_model if isinstance(row_model, str) and row_model else model
-            log.debug("node %s: %s done (from its row)", node_id, kind)
-            return _MediaResult(_checked_url(outcome.value, node_id, kind), chosen, metadata)
+            return _from_media_row(outcome, node_id, model, kind)
         if streaming:
             checks.heard((yield Now()))
         else:

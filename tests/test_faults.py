@@ -58,7 +58,9 @@ from flowith_proto.fake import (
     pause,
     raw,
     row,
+    workflow_complete,
 )
+from flowith_proto.fake.frames import data_frame
 from tests.canned_server import CannedServer
 from tests.conftest import MakeClient, Transport, eventually, shown_by_the_chain
 
@@ -1957,3 +1959,32 @@ async def test_a_cookie_deleted_by_an_epoch_expiry_is_no_longer_sent(
             for _ in range(3):
                 await client.list_public_notices()
     assert [b"\r\nCookie: " in head for head in server.heads] == [False, True, False]
+
+
+async def test_an_image_job_finished_without_its_url_looks_at_its_row_and_other_stream(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A bare "completed" status on /stream, or an empty complete, failed the job at
+    once ("ended without its image's URL"), though the URL came on /sse a moment
+    later, or was in the row already (protocol.md 4.2, 4.3)."""
+
+    def status_then_result(turn: Turn) -> list[Step]:
+        said = {"nodeId": turn.node_id, "convId": turn.conv_id, "type": "status"}
+        status = raw(data_frame({"data": {**said, "status": "completed"}, "id": "7"}))
+        return [status, pause(0.1), workflow_complete(turn.result_url, task_type=turn.kind)]
+
+    def row_then_empty(turn: Turn) -> list[Step]:
+        said = {"nodeId": turn.node_id, "convId": turn.conv_id, "type": "complete"}
+        empty = raw(data_frame({"data": {**said, "result": ""}, "id": "8"}))  # the row kept
+        return [row("done", turn.result_url), pause(0.05), empty]
+
+    async with make_client() as client:
+        fake.media_responder = status_then_result
+        first = await client.generate_image("a cat", timeout=10)
+        fake.media_responder = row_then_empty
+        second = await client.generate_image("a dog", timeout=10)
+        fake.media_responder = lambda turn: [complete(result="")]
+        with pytest.raises(GenerationError, match="ended without its image's URL"):
+            await client.generate_image("a bird", timeout=10)
+    urls = [turn.result_url for turn in fake.turns]
+    assert [first.image and first.image.url, second.image and second.image.url] == urls[:2]

@@ -170,14 +170,14 @@ def test_a_job_done_without_its_url_is_a_failure_not_an_empty_result(
     kind: str, ending: Any
 ) -> None:
     """A terminal event or a done row without a URL was a success with nothing to
-    show: VideoOutput(video_url=''), an ImageOutput with no image."""
+    show: VideoOutput(video_url=''), an ImageOutput with no image. (A terminal event
+    without one has the row read first, and the other stream given a moment.)"""
     script = rows_script()
     script.on("POST", f"/{'image_gen' if kind == 'image' else 'video'}/async", json_response(200))
     ai = uuid_n(2)
-    if ending == "row":
-        rows = [{"data": {"status": "done", "value": ""}, "type": "2"}]
-        script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
-    else:
+    rows = [{"data": {"status": "done", "value": ""}, "type": "2"}]
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
+    if ending != "row":
         script.feed(ai, [parse_event({"nodeId": ai, "convId": CONV, **ending})])
     conversation = Conversation()
     make = generate_image if kind == "image" else generate_video
