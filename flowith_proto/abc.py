@@ -29,6 +29,7 @@ import stat
 import time
 import types
 import uuid
+import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -112,7 +113,7 @@ from flowith_proto.models import (
     VideoOutput,
 )
 from flowith_proto.recording import Recorder
-from flowith_proto.request import MultipartForm, Request, Response, first_header
+from flowith_proto.request import MultipartForm, Request, Response, first_header, require_uuid
 from flowith_proto.retry import RetryPolicy
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT, SilenceWatchdog
 from flowith_proto.sse import SSEDecoder
@@ -310,6 +311,7 @@ class FlowithClientBase(WebAppMethods):
         self._loop: object | None = None
         #: The bodies of listeners and downloads in progress, which aclose() ends.
         self._open_bodies: set[ByteStream] = set()
+        self._walks = weakref.WeakSet()
         credentials = self._state.credentials
         #: Writes a cassette of the session when ``record_to`` is given.
         # The cassette is opened at first use (see _recorder): a transport's own checks
@@ -1150,6 +1152,8 @@ class FlowithClientBase(WebAppMethods):
         from flowith_proto import conversations
 
         await self._run(conversations.delete(self._state, conv_id, timeout=timeout))
+        for walk in list(self._walks):  # a walk of iter_conversations reads on from earlier
+            walk.deleted(require_uuid(conv_id, "conv_id"))
 
     # -- images, videos, titles ------------------------------------------------------
 

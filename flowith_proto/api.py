@@ -9,6 +9,7 @@ the per-request limit (the client's ``timeout`` when not given).
 from __future__ import annotations
 
 import abc
+import weakref
 from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -47,6 +48,8 @@ class WebAppMethods(abc.ABC):
     """Conversations, canvas, account, catalogue and Supabase content."""
 
     _state: ClientState
+    #: The iter_conversations walks under way, told of each conversation deleted.
+    _walks: weakref.WeakSet[_Walk]
 
     @abc.abstractmethod
     async def _run(self, operation: Operation[T]) -> T: ...
@@ -89,27 +92,39 @@ class WebAppMethods(abc.ABC):
         project, or those of ``project_id``), most recently updated first, fetched
         ``page_size`` at a time.
 
-        Each is yielded once: one updated meanwhile moves up the order, and may
-        come back on a later page. A full page without a conversation not seen yet
-        ends the walk (a server ignoring ``offset`` would otherwise repeat one page
-        forever); a row without an id is yielded but is never new.
+        Each is yielded once: one updated or created meanwhile moves the others down,
+        and they may come back on a later page. Two full pages in a row without a
+        conversation not seen yet end the walk (a server ignoring ``offset`` would
+        otherwise repeat one page forever; one such page can be new conversations
+        pushing the old down); a row without an id is yielded but is never new.
 
-        Pages are read by offset, so the list must hold still while it is walked: a
-        conversation deleted, or moved up by an update, shifts the ones after it, and
-        one not reached yet may be skipped. To delete while walking, gather first:
-        ``for c in [c async for c in client.iter_conversations()]: ...``.
+        Pages are read by offset. A conversation yielded and then deleted through this
+        client moves the ones after it up, and the next page starts that much
+        earlier: deleting each as it comes deletes them all. Other changes meanwhile
+        (a conversation deleted by another client, or one not reached yet renamed,
+        which moves it up) may skip one not reached yet.
         """
         require_count(page_size, "page_size", minimum=1)
         offset = 0
-        seen: set[str] = set()
-        while True:
-            page = await self.list_conversations(page_size, offset, project_id, timeout=timeout)
-            new, fresh = queries.unseen_rows(page, seen, _conv_id)
-            for record in new:
-                yield record
-            if len(page) < page_size or not fresh:
-                return
-            offset += len(page)
+        stale = 0  # full pages in a row with nothing new
+        walk = _Walk()
+        self._walks.add(walk)
+        try:
+            while True:
+                page = await self.list_conversations(
+                    page_size, offset, project_id, timeout=timeout
+                )
+                new, fresh = queries.unseen_rows(page, walk.seen, _conv_id)
+                stale = 0 if fresh else stale + 1
+                if stale == 2:  # (its rows without an id were yielded once already)
+                    return
+                for record in new:
+                    yield record
+                if len(page) < page_size:
+                    return
+                offset += len(page) - walk.take_deleted()
+        finally:
+            self._walks.discard(walk)
 
     async def get_conversation(
         self, conv_id: str, *, timeout: float | None = None
@@ -477,3 +492,26 @@ def _object_list(body: Any, context: str) -> list[dict[str, Any]]:
 
 def _conv_id(record: ConversationRecord) -> str:
     return record.conv_id
+
+
+class _Walk:
+    """One walk of :meth:`WebAppMethods.iter_conversations`: the conversations it
+    yielded, and how many of them were deleted through the client since its last
+    page was read (each moved the rows after it up by one)."""
+
+    __slots__ = ("__weakref__", "_deleted", "_gone", "seen")
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self._gone: set[str] = set()
+        self._deleted = 0
+
+    def deleted(self, conv_id: str) -> None:
+        """``conv_id`` was deleted; counted if the walk yielded it (once)."""
+        if conv_id in self.seen and conv_id not in self._gone:
+            self._gone.add(conv_id)
+            self._deleted += 1
+
+    def take_deleted(self) -> int:
+        taken, self._deleted = self._deleted, 0
+        return taken

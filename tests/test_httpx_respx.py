@@ -546,7 +546,8 @@ async def test_iter_conversations_ends_when_a_server_ignores_the_offset() -> Non
         async with client(max_retries=0) as flowith:
             seen = [r.conv_id async for r in flowith.iter_conversations(page_size=2)]
     assert seen == [CONV, USER]  # each once
-    assert route.call_count == 2  # the repeated page ended the walk
+    # Repeated twice, the page ended the walk (once could be new rows pushing it down).
+    assert route.call_count == 3
 
 
 async def test_iter_conversations_ends_on_pages_of_rows_without_ids() -> None:
@@ -558,7 +559,7 @@ async def test_iter_conversations_ends_on_pages_of_rows_without_ids() -> None:
             with anyio.fail_after(5):
                 titles = [r.title async for r in flowith.iter_conversations(page_size=2)]
     assert titles == ["no id", "no id either"]
-    assert route.call_count == 1
+    assert route.call_count == 2
 
 
 @pytest.mark.parametrize("content_type", ["text/html", "application/json"])

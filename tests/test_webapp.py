@@ -285,6 +285,33 @@ async def test_iter_conversations_pages_through_everything(
     ]
 
 
+async def test_iter_conversations_survives_deletes_and_new_conversations_on_the_way(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """Deleting each conversation as it came deleted half (each delete moved the next
+    rows above the next offset); one created meanwhile, with page_size=1, ended the walk
+    (the page repeated, as a server ignoring offset repeats it)."""
+    async with make_client() as client:
+        for i in range(7):
+            await client.generate(f"question {i}")
+        listed = [r.conv_id for r in await client.list_conversations(limit=100)]
+        deleted = []
+        async for record in client.iter_conversations(page_size=3):
+            await client.delete_conversation(record.conv_id.upper())  # any spelling
+            deleted.append(record.conv_id)
+        assert deleted == listed
+        assert await client.list_conversations(limit=100) == []
+        for i in range(4):
+            await client.generate(f"again {i}")
+        listed = [r.conv_id for r in await client.list_conversations(limit=100)]
+        walked = []
+        async for record in client.iter_conversations(page_size=1):
+            walked.append(record.conv_id)
+            if len(walked) == 1:
+                await client.generate("a new one")
+    assert walked == listed
+
+
 async def test_iter_conversations_asks_once_more_after_a_full_last_page(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
