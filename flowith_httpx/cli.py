@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import re
 import sys
@@ -228,21 +229,30 @@ async def serve_fake(port: int, out: TextIO, *, started: anyio.Event | None = No
     from flowith_httpx.fake_server import FakeFlowithServer, no_proxy_with_loopback
 
     fake = FakeFlowith()
-    async with FakeFlowithServer(fake, port=port) as server:
-        out.write(
-            f"flowith fake: a fake Flowith is serving on {server.url} (Ctrl-C stops it)\n"
-            "# in another shell, then run any command (flowith chat hello):\n"
-            f"export FLOWITH_EDGE_URL={server.url}\n"
-            f"export FLOWITH_SUPABASE_URL={server.url}\n"
-            f"export FLOWITH_TOKEN={fake.token}\n"
-            # Both spellings: urllib prefers the lower-case one where both are set.
-            f"export NO_PROXY={no_proxy_with_loopback(os.environ.get('NO_PROXY'))}\n"
-            f"export no_proxy={no_proxy_with_loopback(os.environ.get('no_proxy'))}\n"
-        )
-        out.flush()
-        if started is not None:
-            started.set()
-        await anyio.sleep_forever()
+    # What a 500 of the fake's ("see the server log") points at, on stderr: the
+    # library's loggers have no handler of their own.
+    failures = logging.StreamHandler(sys.stderr)
+    failures.setLevel(logging.WARNING)
+    failures.setFormatter(logging.Formatter("flowith fake: %(message)s"))
+    FakeFlowithServer.log.addHandler(failures)
+    try:
+        async with FakeFlowithServer(fake, port=port) as server:
+            out.write(
+                f"flowith fake: a fake Flowith is serving on {server.url} (Ctrl-C stops it)\n"
+                "# in another shell, then run any command (flowith chat hello):\n"
+                f"export FLOWITH_EDGE_URL={server.url}\n"
+                f"export FLOWITH_SUPABASE_URL={server.url}\n"
+                f"export FLOWITH_TOKEN={fake.token}\n"
+                # Both spellings: urllib prefers the lower-case one where both are set.
+                f"export NO_PROXY={no_proxy_with_loopback(os.environ.get('NO_PROXY'))}\n"
+                f"export no_proxy={no_proxy_with_loopback(os.environ.get('no_proxy'))}\n"
+            )
+            out.flush()
+            if started is not None:
+                started.set()
+            await anyio.sleep_forever()
+    finally:
+        FakeFlowithServer.log.removeHandler(failures)
 
 
 def _without_cassette_verb(argv: list[str], verb: str, cassette: str) -> list[str]:

@@ -97,11 +97,16 @@ class LoopbackServer(abc.ABC):
     ) -> None:
         listener, group = self._listener, self._group
         self._listener = self._group = None
-        if group is not None:
-            group.cancel_scope.cancel()
-            await group.__aexit__(None, None, None)
-        if listener is not None:
-            await listener.aclose()
+        try:
+            if group is not None:
+                group.cancel_scope.cancel()
+                await group.__aexit__(None, None, None)
+        finally:
+            # Shielded: left by a cancellation (Ctrl-C on flowith fake, a test's
+            # scope), the listening socket was never closed.
+            if listener is not None:
+                with anyio.CancelScope(shield=True):
+                    await listener.aclose()
 
     async def _serve_connection(self, socket: anyio.abc.SocketStream) -> None:
         try:

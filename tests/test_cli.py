@@ -263,3 +263,42 @@ def test_sigterm_stops_the_fake_as_ctrl_c_does() -> None:
     served.send_signal(signal.SIGTERM)
     _, err = served.communicate(timeout=30)
     assert (served.returncode, err) == (0, "flowith fake: stopped\n")
+
+
+def test_a_failure_of_the_fake_command_is_shown_on_stderr(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its 500 said "see the server log", which the library's loggers, without a
+    handler, never wrote anywhere."""
+    import functools
+    import io
+    import re
+
+    import anyio
+    import httpx
+
+    from flowith_httpx.cli import serve_fake
+    from flowith_proto.fake import FakeFlowith
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the model")
+
+    monkeypatch.setattr(FakeFlowith, "handle", broken)
+    out = io.StringIO()
+
+    async def main() -> int:
+        started = anyio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(serve_fake, 0, out, started=started))
+            await started.wait()
+            found = re.search(r"serving on (\S+)", out.getvalue())
+            assert found is not None
+            async with httpx.AsyncClient(trust_env=False) as http:
+                answer = await http.get(found.group(1) + "/models")
+            group.cancel_scope.cancel()
+        return answer.status_code
+
+    assert anyio.run(main) == 500
+    err = capsys.readouterr().err
+    assert "flowith fake: the fake Flowith failed on b'/models'" in err
+    assert "RuntimeError: a bug in the model" in err
