@@ -425,7 +425,7 @@ def read_cassette(
         raise CassetteError("the cassette is empty") from None
     try:
         header = json.loads(first)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CassetteError(f"the cassette header is not JSON: {exc}") from exc
     if not isinstance(header, dict) or header.get("cassette") != "flowith":
         raise CassetteError("not a flowith cassette (the first line must be its header)")

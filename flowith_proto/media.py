@@ -394,7 +394,9 @@ def _text_of(body: bytes, content_type: str) -> str:
     for parameter in content_type.split(";")[1:]:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset":
-            with contextlib.suppress(LookupError):
+            # LookupError: no such codec; ValueError: one that is no text encoding
+            # (idna refuses errors="replace", "undefined" refuses everything).
+            with contextlib.suppress(LookupError, ValueError):
                 return body.decode(value.strip().strip('"'), errors="replace")
             break
     return body.decode("utf-8", errors="replace")

@@ -154,15 +154,18 @@ class Tape:
         with the recorded claims (never the recorded secrets)."""
         header = self.header
         token = header.get("token") or REPLAY_ACCESS_TOKEN
-        credentials = Credentials.from_tokens(
-            token,
-            refresh_token=REPLAY_REFRESH_TOKEN if header.get("refresh_token") else "",
-            user_id=str(header.get("user_id", "")),
-        )
-        config = FlowithConfig(
-            edge_url=str(header.get("edge_url", FlowithConfig().edge_url)),
-            supabase_url=str(header.get("supabase_url", FlowithConfig().supabase_url)),
-        )
+        try:
+            credentials = Credentials.from_tokens(
+                token,
+                refresh_token=REPLAY_REFRESH_TOKEN if header.get("refresh_token") else "",
+                user_id=str(header.get("user_id", "")),
+            )
+            config = FlowithConfig(
+                edge_url=str(header.get("edge_url", FlowithConfig().edge_url)),
+                supabase_url=str(header.get("supabase_url", FlowithConfig().supabase_url)),
+            )
+        except (ValueError, FlowithError) as exc:  # a hand-edited header (ValidationError too)
+            raise CassetteError(f"the cassette header is not usable: {exc}") from None
         self.scrubber.learn(credentials.secrets)
         settings = self.settings
         state = ClientState(config=config, credentials=credentials)
@@ -369,7 +372,9 @@ def replay_operation(
             continue
         try:
             result = player.perform(effect)
-        except (ConnectionFailedError, TimeoutError) as exc:
+        except (ConnectionFailedError, TimeoutError, ResponseDecodeError) as exc:
+            # Every failure a recording holds (see _recorded_error) goes back into the
+            # operation, as an async driver's does: the operation may recover from it.
             error = exc
 
 

@@ -904,6 +904,45 @@ def test_a_hand_edited_record_is_refused_with_its_line(record: str, problem: str
     assert problem in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "[" * 100_000 + "]" * 100_000,  # a RecursionError
+        '{"cassette":"flowith","version":2,"token":5}',  # a bare ValueError
+        '{"cassette":"flowith","version":2,"edge_url":5}',  # a ValidationError
+    ],
+)
+def test_a_hand_edited_header_is_a_cassette_error(header: str) -> None:
+    with pytest.raises(CassetteError, match="cassette header"):
+        Tape([header]).state()
+
+
+def test_a_recorded_decoding_failure_goes_back_into_the_operation(tmp_path: Path) -> None:
+    """replay_operation raised a recorded ResponseDecodeError where the async
+    replay (and the recorded run) handed it to the operation, which recovers."""
+    path = tmp_path / "decode.jsonl"
+    fake = FakeFlowith()
+    fake.script(chunk("Hel"), chunk("lo!"), complete(""))  # without its text: the row is read
+
+    async def say_hello(client: FlowithClientBase) -> list[Any]:
+        return [(await client.generate("Say hello")).text]
+
+    assert anyio.run(record, path, say_hello, fake) == ["Hello!"]
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    (row_read,) = [
+        r["n"] for r in records if r.get("kind") == "request" and "/flow_node?" in r["url"]
+    ][-1:]
+    edited = [
+        {"kind": "error", "n": row_read, "type": "ResponseDecodeError", "message": "bad gzip"}
+        if r.get("kind") == "response" and r.get("n") == row_read
+        else r
+        for r in records
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in edited), encoding="utf-8")
+    replayed = replay_operation(path, lambda state: generate(state, "Say hello"))
+    assert replayed.value.text == "Hello!"  # what the stream brought
+
+
 @pytest.mark.parametrize("line", [1, 2, 3, 200])
 def test_bytes_that_are_not_utf8_are_refused_with_their_line(tmp_path: Path, line: int) -> None:
     # Far into a long file too: a text file decodes blocks of lines at once, and its

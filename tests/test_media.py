@@ -319,6 +319,9 @@ def test_title_is_the_plain_text_answer() -> None:
         ('text/plain; charset="windows-1252"', "Café".encode("cp1252"), "Café"),
         ("text/plain; charset=no-such-thing", "Café".encode(), "Café"),
         ("text/plain; charset=base64", "Café".encode(), "Café"),
+        # Codecs that refuse errors="replace", or everything: a bare UnicodeError.
+        ("text/plain; charset=idna", "Café".encode(), "Café"),
+        ("text/plain; charset=undefined", "Café".encode(), "Café"),
         # Declared plain text, markup is the title as written.
         ("text/plain", b"<html> tips", "<html> tips"),
     ],
