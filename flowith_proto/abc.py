@@ -815,15 +815,20 @@ class FlowithClientBase(WebAppMethods):
         wait no later than ``deadline`` (the refresh goes on without this caller).
 
         Concurrent callers share one refresh: a refresh token works once, so
-        a second refresh with it would fail and sign the user out.
+        a second refresh with it would fail and sign the user out. A refresh under
+        way with another token (one passed to :meth:`refresh_access_token`) is
+        waited for; if it fails, its failure is not this caller's, which renews
+        with the client's own.
         """
-        if self._state.credentials.access_token != seen_token:
-            return
-        flight = self._refreshing
-        if flight is not None:  # a refresh under way renews this token too
-            await self._landed(flight, deadline)
-            if flight.error is not None:
+        while (flight := self._refreshing) is not None:
+            if self._state.credentials.access_token != seen_token:
+                return
+            await self._landed(flight, deadline)  # a refresh under way renews this token too
+            if flight.error is not None and (
+                flight.refresh_token == self._state.credentials.refresh_token
+            ):
                 raise _fresh(flight.error)
+        if self._state.credentials.access_token != seen_token:
             return
         if not self._state.credentials.refresh_token:
             raise AuthenticationError("the access token expired and there is no refresh token")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from flowith_proto import canvas, queries
 from flowith_proto.arguments import require_count
 from flowith_proto.effects import Operation
-from flowith_proto.errors import AuthenticationError, ResponseDecodeError
+from flowith_proto.errors import AuthenticationError, ResponseDecodeError, ValidationError
 from flowith_proto.models import (
     AuthSession,
     ConversationRecord,
@@ -298,8 +298,19 @@ class WebAppMethods(abc.ABC):
         """Trade the (given or stored) refresh token for new tokens, adopt
         them, and return the session (its repr hides the tokens).
 
-        Refresh tokens are single-use: keep the new ``refresh_token``.
+        Refresh tokens are single-use: keep the new ``refresh_token``. A given one is
+        trimmed, as the constructor trims it.
         """
+        if refresh_token is not None:
+            if not isinstance(refresh_token, str):
+                raise ValidationError(
+                    f"refresh_token must be a string, not {type(refresh_token).__name__}",
+                    status_code=None,
+                )
+            refresh_token = refresh_token.strip()
+            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in refresh_token):
+                # Never quoted: it is a secret.
+                raise ValidationError("refresh_token holds a control character", status_code=None)
         token = refresh_token or self._state.credentials.refresh_token
         if not token:
             raise AuthenticationError("No refresh token: pass refresh_token=... to the client.")

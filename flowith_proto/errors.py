@@ -387,6 +387,14 @@ def mask_url_credentials(text: str, mask: str) -> str:
 
 #: A signed JWT.
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
+#: A JWT as a server may echo it escaped: its dots (or other characters) as JSON's
+#: ``\u002e`` or a URL's ``%2E``. A token the client held before a refresh is
+#: masked by its shape alone (see ``ClientState``), so the shape is read escaped too.
+#: (A part's escapes are never a dot's: the two cannot trade characters, and a long
+#: run of escapes costs one pass.)
+_PART = r"(?:[\w-]|%(?!2[Ee])[0-9A-Fa-f]{2}|\\u(?!002[Ee])[0-9A-Fa-f]{4}){4,}"
+_DOT = r"(?:\.|%2[Ee]|\\u002[Ee])"
+_ESCAPED_JWT = re.compile(rf"eyJ{_PART}{_DOT}{_PART}{_DOT}{_PART}")
 _REDACTED = "[REDACTED]"
 #: A shorter secret is not hidden: it would hide ordinary words and numbers.
 MIN_SECRET_LENGTH = 8
@@ -458,6 +466,8 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     )
     if "eyJ" in text:
         text = JWT.sub(_REDACTED, text)
+        if "%" in text or "\\u" in text:
+            text = _ESCAPED_JWT.sub(_REDACTED, text)
     text = CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)
     if "'" in text:
         text = REPR_CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)

@@ -725,6 +725,77 @@ async def test_a_call_cancelled_mid_refresh_leaves_at_once_on_every_event_loop(
     assert persisted[0][1] == client.get_refresh_token() != fake.refresh_token
 
 
+async def test_a_call_is_not_failed_by_a_refresh_with_a_token_not_the_clients(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # Its expired token had it join the refresh under way, whatever its refresh token,
+    # and raise that refresh's refusal, though the client's own token was good.
+    persisted: list[tuple[str, str]] = []
+    async with _refreshing_client(fake, make_client, persisted) as client:
+        outcomes: dict[str, str] = {}
+
+        async def refresh_with_another() -> None:
+            with pytest.raises(AuthenticationError):
+                await client.refresh_access_token("rt-some-old-one-1234")
+            outcomes["explicit"] = "refused"
+
+        async def ordinary_call() -> None:
+            await anyio.sleep(0.1)
+            outcomes["call"] = f"{len(await client.get_credits())} credits"
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(refresh_with_another)
+            group.start_soon(ordinary_call)
+    assert outcomes == {"explicit": "refused", "call": "2 credits"}
+    assert persisted[-1][1] == client.get_refresh_token() != fake.refresh_token
+
+
+@pytest.mark.parametrize("given", [b"rt-as-bytes-1234", 1234, "rt\nwith-a-newline-inside"])
+async def test_a_refresh_token_that_is_no_text_is_refused_and_the_client_goes_on(
+    fake: FakeFlowith, make_client: MakeClient, given: Any
+) -> None:
+    # Bytes were kept among the secrets to hide, and every later error of the client
+    # was a TypeError ("'in <string>' requires string as left operand").
+    async with make_client(refresh_token=fake.refresh_token) as client:
+        with pytest.raises(ValidationError, match="refresh_token"):
+            await client.refresh_access_token(given)
+        with pytest.raises(NotFoundError):
+            await client.get_conversation(str(uuid.uuid4()))
+        # One with white space around it is trimmed, as the constructor trims it.
+        session = await client.refresh_access_token(f" {fake.refresh_token}\n")
+    assert session.refresh_token == client.get_refresh_token()
+
+
+@pytest.mark.parametrize(
+    "option", [{"redirect_to": 123}, {"scopes": ["email"]}, {"access_type": 5}, {"prompt": 1.5}]
+)
+async def test_oauth_options_that_are_no_text_are_validation_errors(
+    make_client: MakeClient, option: dict[str, Any]
+) -> None:
+    # A bare TypeError from quote(): only the provider was checked.
+    async with make_client() as client:
+        with pytest.raises(ValidationError, match=next(iter(option))):
+            client.get_oauth_url(**option)
+
+
+@pytest.mark.parametrize("escape", ["%2E", "%2e", "\\u002e", "\\u002E"])
+async def test_a_token_held_before_a_refresh_stays_hidden_when_echoed_escaped(
+    fake: FakeFlowith, make_client: MakeClient, escape: str
+) -> None:
+    # After a refresh the old access token is hidden by its shape alone, and an echo
+    # with its dots escaped did not have that shape: it showed whole.
+    async with make_client(refresh_token=fake.refresh_token, max_retries=0) as client:
+        old = fake.token
+        await client.refresh_access_token()
+        echoed = old.replace(".", escape)
+        fake.fail_next(1, 500, path="/user/credits", body={"message": f"session {echoed}"})
+        with pytest.raises(APIError) as info:
+            await client.get_credits()
+    shown = f"{info.value} {info.value!r} {info.value.body!r}"
+    for part in old.split("."):
+        assert part not in shown
+
+
 async def test_a_generations_deadline_fires_while_the_token_is_being_refreshed(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:

@@ -112,10 +112,12 @@ class AuthEndpoints(EndpointsCore):
         """
         params = [f"provider={_uri_component(require_text(provider, 'provider'))}"]
         if redirect_to:
-            params.append(f"redirect_to={_uri_component(redirect_to)}")
+            params.append(f"redirect_to={_uri_component(require_text(redirect_to, 'redirect_to'))}")
         if scopes:
-            params.append(f"scopes={_uri_component(scopes)}")
+            params.append(f"scopes={_uri_component(require_text(scopes, 'scopes'))}")
         for key, value in (query_params or {}).items():
+            if isinstance(key, str) and key and key not in _OAUTH_OWN:
+                value = require_text(value, key)
             if not key or key in _OAUTH_OWN:
                 raise ValidationError(
                     f"query_params may not name {key!r}: pass it as its own argument",
