@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from flowith_proto import canvas, queries
-from flowith_proto.arguments import require_count
+from flowith_proto.arguments import require_count, require_text
+from flowith_proto.canvas import POSTGREST_MAX_ROWS
 from flowith_proto.effects import Operation
 from flowith_proto.errors import AuthenticationError, ResponseDecodeError, ValidationError
 from flowith_proto.models import (
@@ -90,7 +91,8 @@ class WebAppMethods(abc.ABC):
     ) -> AsyncGenerator[ConversationRecord, None]:
         """Every conversation :meth:`list_conversations` lists (those outside any
         project, or those of ``project_id``), most recently updated first, fetched
-        ``page_size`` at a time.
+        ``page_size`` at a time (at most 1,000: Supabase answers no more rows at
+        once, silently, and a page cut short would look like the last).
 
         Each is yielded once: one updated or created meanwhile moves the others down,
         and they may come back on a later page. Two full pages in a row without a
@@ -105,6 +107,7 @@ class WebAppMethods(abc.ABC):
         which moves it up) may skip one not reached yet.
         """
         require_count(page_size, "page_size", minimum=1)
+        page_size = min(page_size, POSTGREST_MAX_ROWS)
         offset = 0
         stale = 0  # full pages in a row with nothing new
         walk = _Walk()
@@ -476,7 +479,7 @@ class WebAppMethods(abc.ABC):
 
     async def remove_online_session(self, session_id: str, *, timeout: float | None = None) -> Any:
         """Report this session as gone."""
-        body = {"p_session_id": session_id}
+        body = {"p_session_id": require_text(session_id, "session_id")}
         return await self._json(lambda e: e.rpc("remove_online_session", body), timeout)
 
     async def get_online_count(self, *, timeout: float | None = None) -> int:

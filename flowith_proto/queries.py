@@ -353,7 +353,10 @@ def subscriptions(
 def online_count(state: ClientState, *, timeout: float | None = None) -> Operation[int]:
     return (
         yield from json_body(
-            state, lambda e: e.rpc("get_online_count", {}), read=_count, timeout=timeout
+            state,
+            lambda e: e.rpc("get_online_count", {}, reads=True),
+            read=_count,
+            timeout=timeout,
         )
     )
 

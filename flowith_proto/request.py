@@ -141,12 +141,13 @@ def dump_json(payload: Any) -> bytes:
     try:
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as exc:
-        if "JSON compliant" not in str(exc):  # not NaN or infinity: json's own error
-            raise
-        raise ValidationError(
-            "a request body cannot hold NaN or infinity: JSON has no such numbers",
-            status_code=None,
-        ) from None
+        if "JSON compliant" in str(exc):
+            said = "NaN or infinity: JSON has no such numbers"
+        else:  # a circular reference
+            said = f"what JSON cannot write ({exc})"
+        raise ValidationError(f"a request body cannot hold {said}", status_code=None) from None
+    except TypeError as exc:  # "Object of type date is not JSON serializable"
+        raise ValidationError(f"a request body cannot hold it: {exc}", status_code=None) from None
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # rare: no search on the way of every request

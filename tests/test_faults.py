@@ -2059,3 +2059,38 @@ async def test_an_image_job_finished_without_its_url_looks_at_its_row_and_other_
             await client.generate_image("a bird", timeout=10)
     urls = [turn.result_url for turn in fake.turns]
     assert [first.image and first.image.url, second.image and second.image.url] == urls[:2]
+
+
+async def test_arguments_of_the_wrong_type_are_validation_errors_before_anything_is_sent(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # Each was a bare TypeError (quote_from_bytes, "not JSON serializable"), or went
+    # out as given: top_only="false" as true, a title None clearing it, a null session.
+    conv = str(uuid.uuid4())
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    calls: list[tuple[str, Callable[[FlowithClientBase], Coroutine[Any, Any, object]]]] = [
+        ("template_type", lambda c: c.list_templates(5)),  # type: ignore[arg-type]
+        ("not JSON serializable", lambda c: c.update_user_profile(language=datetime.now())),
+        ("not JSON serializable", lambda c: c.upsert_online_session({"p_session_id": {1}})),
+        ("Circular reference", lambda c: c.upsert_online_session(loop)),
+        ("title must be a string", lambda c: c.rename_conversation(conv, b"x")),  # type: ignore[arg-type]
+        ("title must be a string", lambda c: c.rename_conversation(conv, None)),  # type: ignore[arg-type]
+        ("session_id", lambda c: c.remove_online_session(None)),  # type: ignore[arg-type]
+        ("top_only", lambda c: c.list_cooperate_rows(top_only="false")),  # type: ignore[arg-type]
+    ]
+    async with make_client() as client:
+        for said, call in calls:
+            with pytest.raises(ValidationError, match=said):
+                await call(client)
+    assert fake.requests == []
+
+
+async def test_the_online_count_is_read_again_after_a_503(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # An RPC was sent as a write nobody may repeat: this one only reads.
+    async with make_client() as client:
+        fake.fail_next(1, 503, path="/rest/v1/rpc/get_online_count")
+        assert await client.get_online_count() >= 0
+    assert len(fake.requests_to("POST", "/rest/v1/rpc/get_online_count")) == 2

@@ -312,6 +312,18 @@ async def test_iter_conversations_survives_deletes_and_new_conversations_on_the_
     assert walked == listed
 
 
+async def test_iter_conversations_asks_no_more_rows_than_supabase_answers(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # page_size=2000 met Supabase's cap of 1,000 rows per answer: the page cut short
+    # looked like the last, and the walk ended a thousand conversations in.
+    async with make_client() as client:
+        records = [r async for r in client.iter_conversations(page_size=2000)]
+    assert len(records) == 2
+    (page,) = fake.requests_to("GET", "/rest/v1/conversation")
+    assert page.param("limit") == "1000"
+
+
 async def test_iter_conversations_asks_once_more_after_a_full_last_page(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:

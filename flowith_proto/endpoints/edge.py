@@ -273,7 +273,7 @@ class EdgeEndpoints(EndpointsCore):
         empty one means every type, as in the web app (no ``type=`` at all)."""
         query = [("page_size", require_count(page_size, "page_size", minimum=1))]
         if template_type:
-            query.append(("type", quote_value(template_type)))
+            query.append(("type", quote_value(require_text(template_type, "template_type"))))
         return self._edge_get("/templates", query)
 
     def discord_invite(self) -> Request:

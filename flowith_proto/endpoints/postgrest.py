@@ -13,7 +13,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flowith_proto.arguments import require_count, require_identifier, require_mapping
+from flowith_proto.arguments import (
+    require_count,
+    require_flag,
+    require_identifier,
+    require_mapping,
+)
 from flowith_proto.endpoints._core import NODE_TYPE_AI, NODE_TYPE_USER, EndpointsCore, Position
 from flowith_proto.errors import ValidationError
 from flowith_proto.request import Request, dump_json, literal, quote_value, require_uuid
@@ -165,6 +170,10 @@ class RestEndpoints(EndpointsCore):
         collides with the existing row (D18); this PATCH returns the updated
         row, so no row back means no such conversation."""
         query = [("id", _eq(conv_id, "conv_id")), ("select", "*")]
+        if not isinstance(title, str):  # None would clear it, bytes fail in json
+            raise ValidationError(
+                f"title must be a string, not {type(title).__name__}", status_code=None
+            )
         return Request(
             "PATCH",
             self._rest("/conversation", query),
@@ -216,7 +225,7 @@ class RestEndpoints(EndpointsCore):
         else:
             query.append(("conv_id", "not.is.null"))
             query.append(("conv_id.is_delete", "not.eq.true"))
-        if top_only:
+        if require_flag(top_only, "top_only"):
             query.append(("top", "not.eq.true"))
             query.append((literal("conv_id.metadata->>member_count"), "not.eq.1"))
         return self._read("cooperate", query)
@@ -301,14 +310,15 @@ class RestEndpoints(EndpointsCore):
 
     # -- RPC (2.5) ---------------------------------------------------------------
 
-    def rpc(self, function: str, body: Mapping[str, Any]) -> Request:
+    def rpc(self, function: str, body: Mapping[str, Any], *, reads: bool = False) -> Request:
         """Call a database function. Its name goes into the path, so only an
         identifier is accepted; the write schema header is ``Content-Profile``
-        (D26)."""
+        (D26). One that only ``reads`` is safe to send again (and retried)."""
         name = require_identifier(function, "function")
         return Request(
             "POST",
             self._rest(f"/rpc/{name}"),
             self.rest_headers(write=True),
             dump_json(dict(require_mapping(body, "payload"))),
+            idempotent=reads,
         )
