@@ -239,11 +239,11 @@ def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
     return hops + tuple((name.lower(), value) for name, value in answer.headers.items())
 
 
-def _decoding(answer: aiohttp.ClientResponse, endpoint: str) -> Decoding | None:
+def _decoding(answer: aiohttp.ClientResponse) -> Decoding | None:
     """What undoes the codings aiohttp left on ``answer``'s body (see
-    :mod:`flowith_aiohttp.codings`), if any; refused, as httpx refuses them: a
-    transfer coding other than ``chunked`` (aiohttp passes the body on encoded),
-    and a list of content codings holding one only aiohttp decodes."""
+    :mod:`flowith_aiohttp.codings`), if any. A transfer coding other than
+    ``chunked`` is refused, as httpx refuses it (aiohttp passes the body on
+    still encoded)."""
     transfer = answer.headers.get("Transfer-Encoding", "")
     if transfer and [c.strip().lower() for c in transfer.split(",")] != ["chunked"]:
         raise ConnectionFailedError(
@@ -251,12 +251,7 @@ def _decoding(answer: aiohttp.ClientResponse, endpoint: str) -> Decoding | None:
             "supported"
         )
     codings = codings_left(answer.headers.get("Content-Encoding"))
-    if not codings:
-        return None
-    try:
-        return Decoding(codings)
-    except ValueError as exc:
-        raise undecodable_body(exc, answer.status, endpoint) from None
+    return Decoding(codings) if codings else None
 
 
 class _Body:
@@ -473,7 +468,7 @@ class FlowithClient(FlowithClientBase):
                 async with self._request(
                     request, body, headers, aiohttp.ClientTimeout(total=left), progress
                 ) as answer:
-                    decoding = _decoding(answer, request.endpoint)
+                    decoding = _decoding(answer)
                     try:
                         content = await answer.read()
                     except aiohttp.ClientError as exc:
@@ -561,7 +556,7 @@ class FlowithClient(FlowithClientBase):
         except aiohttp.ClientError as exc:
             raise _transport_error(exc, endpoint=request.endpoint) from exc
         try:
-            decoding = _decoding(answer, request.endpoint)
+            decoding = _decoding(answer)
         except BaseException:
             answer.close()
             raise

@@ -3,8 +3,10 @@
 aiohttp decodes a body only when ``Content-Encoding`` names one coding it knows
 (``gzip``); a list (``gzip, identity``, ``deflate, gzip``) it hands over as the
 bytes came, and a download would land still compressed. httpx undoes such a
-list, so this transport does too, for gzip and deflate (zlib); a list holding
-another coding is refused, rather than passed on encoded.
+list, so this transport does too, for gzip and deflate (zlib). As httpx does, a
+coding nobody knows (``utf-8``, ``none``: servers send them) is passed over; one
+only aiohttp decodes (``br``, ``zstd``) in a list is refused once a body comes,
+rather than passed on encoded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ __all__ = ["Decoding", "codings_left"]
 
 #: What aiohttp decodes itself: a ``Content-Encoding`` of exactly one of these.
 _AIOHTTP_DECODES = frozenset({"gzip", "deflate", "br", "zstd"})
+#: What this module undoes.
+_UNDONE_HERE = frozenset({"gzip", "x-gzip", "deflate"})
 
 
 def codings_left(header: str | None) -> list[str]:
@@ -27,28 +31,33 @@ def codings_left(header: str | None) -> list[str]:
     if value.isascii() and value.lower() in _AIOHTTP_DECODES:
         return []
     named = [coding.strip().lower() for coding in value.split(",")]
-    return [coding for coding in named if coding and coding != "identity"]
+    # Only what either library decodes: httpx passes over the rest.
+    return [coding for coding in named if coding in _UNDONE_HERE or coding in _AIOHTTP_DECODES]
 
 
 class Decoding:
     """Undoes ``codings`` (as :func:`codings_left` gives them) chunk by chunk.
 
-    :class:`ValueError` for a coding it cannot undo (made so), or a body that is
-    not what its codings say (as it arrives)."""
+    :class:`ValueError` for a body that is not what its codings say, or in a
+    coding it cannot undo (as it arrives: an answer without a body, a 204, is
+    fine)."""
 
-    __slots__ = ("_steps",)
+    __slots__ = ("_refused", "_steps")
 
     def __init__(self, codings: list[str]) -> None:
-        unknown = [coding for coding in codings if coding not in ("gzip", "x-gzip", "deflate")]
-        if unknown:
-            raise ValueError(
-                f"Content-Encoding {', '.join(codings)!r} stacks {', '.join(unknown)}, which "
-                "this transport decodes only alone"
-            )
+        others = [coding for coding in codings if coding not in _UNDONE_HERE]
+        self._refused = (
+            f"Content-Encoding {', '.join(codings)!r} stacks {', '.join(others)}, which "
+            "this transport decodes only alone"
+            if others
+            else ""
+        )
         # The last applied is undone first.
-        self._steps = [_Inflate(coding) for coding in reversed(codings)]
+        self._steps = [_Inflate(coding) for coding in reversed(codings) if not others]
 
     def decode(self, data: bytes) -> bytes:
+        if data and self._refused:
+            raise ValueError(self._refused)
         for step in self._steps:
             data = step.decode(data)
         return data

@@ -298,6 +298,16 @@ def _build_request(
     return http.build_request(method, url, headers=raw, **options)
 
 
+def _unsendable_cookie() -> ConnectionFailedError:
+    """A redirect httpx builds itself carries the cookies in ASCII, which fails on
+    one that is not (the first request is built by :func:`_build_request`)."""
+    return ConnectionFailedError(
+        "cannot follow the redirect: a cookie the server set is not ASCII, and httpx "
+        "sends a redirect's cookies in ASCII only",
+        request_sent=True,
+    )
+
+
 def _cookie_header(jar: CookieJar, url: str) -> str | None:
     """The ``Cookie`` header ``jar`` gives a request to ``url``."""
     probe = urllib.request.Request(url)
@@ -790,6 +800,8 @@ class FlowithClient(FlowithClientBase):
             raise progress.timed_out(limit) from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise _transport_error(exc, progress) from exc
+        except UnicodeEncodeError as exc:  # built by httpx for a redirect: see _build_request
+            raise _unsendable_cookie() from exc
         except httpx.StreamConsumed as exc:  # a RuntimeError, not an httpx.HTTPError
             raise ConnectionFailedError(
                 "the upload's body was sent once and cannot be sent again (an auth flow of "
@@ -857,6 +869,8 @@ class FlowithClient(FlowithClientBase):
                 raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
             if isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
                 raise _transport_error(exc) from exc
+            if isinstance(exc, UnicodeEncodeError):  # a redirect's: see _build_request
+                raise _unsendable_cookie() from exc
             raise
         return answer.status_code, _headers(answer), _Body(answer, release)
 

@@ -387,14 +387,17 @@ def mask_url_credentials(text: str, mask: str) -> str:
 
 #: A signed JWT.
 JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
-#: A JWT as a server may echo it escaped: its dots (or other characters) as JSON's
-#: ``\u002e`` or a URL's ``%2E``. A token the client held before a refresh is
-#: masked by its shape alone (see ``ClientState``), so the shape is read escaped too.
-#: (A part's escapes are never a dot's: the two cannot trade characters, and a long
-#: run of escapes costs one pass.)
-_PART = r"(?:[\w-]|%(?!2[Ee])[0-9A-Fa-f]{2}|\\u(?!002[Ee])[0-9A-Fa-f]{4}){4,}"
-_DOT = r"(?:\.|%2[Ee]|\\u002[Ee])"
-_ESCAPED_JWT = re.compile(rf"eyJ{_PART}{_DOT}{_PART}{_DOT}{_PART}")
+#: A JWT as a server may echo it escaped: its dots as JSON's ``\u002e`` or a URL's
+#: ``%2E`` (its other characters need no escaping). A token the client held before
+#: a refresh is masked by its shape alone (see ``ClientState``), so the shape is
+#: read escaped too; as :data:`JWT`, a part is letters, digits, ``-`` and ``_`` only.
+#: It starts where a token can: not inside a run of token characters (after one
+#: of them, or an escape), so a long run holding many "eyJ" is read once.
+_DOT = r"(?:%2[Ee]|\\u002[Ee])"
+_TOKEN_START = r"(?:(?<![\w-])|(?<=%[0-9A-Fa-f]{2})|(?<=\\u[0-9A-Fa-f]{4}))"
+_ESCAPED_JWT = re.compile(
+    rf"{_TOKEN_START}eyJ[\w-]{{4,}}{_DOT}[\w-]{{4,}}{_DOT}[\w-]{{4,}}"
+)
 _REDACTED = "[REDACTED]"
 #: A shorter secret is not hidden: it would hide ordinary words and numbers.
 MIN_SECRET_LENGTH = 8
@@ -466,7 +469,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     )
     if "eyJ" in text:
         text = JWT.sub(_REDACTED, text)
-        if "%" in text or "\\u" in text:
+        if "%2" in text or "\\u002" in text:  # an escaped dot, if any
             text = _ESCAPED_JWT.sub(_REDACTED, text)
     text = CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)
     if "'" in text:

@@ -209,13 +209,16 @@ def _await_media(
                 deadline_passed=True,
             )
         outcome = yield from read_row(state, node_id, deadline, media=True)
-        if isinstance(outcome, NodeDone):
+        if isinstance(outcome, NodeDone) and (outcome.value or no_url_until is None):
             return _from_media_row(outcome, node_id, model, kind)
+        now = yield Now()
+        if no_url_until is not None and now >= no_url_until:
+            _checked_url("", node_id, kind)  # raises: it ended without its URL
         if streaming:
-            checks.heard((yield Now()))
+            checks.heard(now)
         else:
-            now = yield Now()
-            yield Sleep(min(now + state.poll_interval, deadline))
+            until = min(now + state.poll_interval, deadline)
+            yield Sleep(until if no_url_until is None else min(until, no_url_until))
 
 
 def generate_image(

@@ -276,6 +276,35 @@ def test_every_error_of_the_library_hides_credentials_in_its_message() -> None:
             assert "cdn.test/f.bin" in shown
 
 
+@pytest.mark.parametrize("dot", ["%2E", "%2e", "\\u002e", "\\u002E"])
+@pytest.mark.parametrize("before", [" ", "%22", "\\u0022", "token="])
+def test_a_jwt_echoed_with_its_dots_escaped_is_masked(dot: str, before: str) -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlX2hlcmU"
+    assert redact(f"x{before}{token.replace('.', dot)} y", []) == f"x{before}[REDACTED] y"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GET /files/moneyJar%20receipts%2Efor%20tax%2Ehtml%20and%20more%20words not found",
+        "No file named heyJude%20lyrics%2Ev2%2Fdraft%2Etxt in folder Songs",
+        '{"message":"surveyJS\\u0020forms\\u002eare\\u0020here\\u002ehello world"}',
+    ],
+)
+def test_escaped_prose_that_is_no_token_is_left_alone(text: str) -> None:
+    # The first reading of escaped tokens took any escape for part of one.
+    assert redact(text, []) == text
+
+
+def test_reading_escaped_tokens_costs_one_pass_over_a_long_run() -> None:
+    # 120 KB of "eyJ" and escapes took 11 s (each "eyJ" read the rest again).
+    import time
+
+    started = time.perf_counter()
+    redact(("eyJ" + "%41" * 5) * 5000 + ("%41eyJ-----") * 5000 + "%2E", [])
+    assert time.perf_counter() - started < 2  # linear: about 20 ms
+
+
 def test_redact_ignores_short_and_empty_secrets() -> None:
     assert redact("abc def", ["", "abc"]) == "abc def"
     assert redact("token=abcdefghij!", ["abcdefghij"]) == "token=[REDACTED]!"

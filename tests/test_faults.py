@@ -2094,3 +2094,85 @@ async def test_the_online_count_is_read_again_after_a_503(
         fake.fail_next(1, 503, path="/rest/v1/rpc/get_online_count")
         assert await client.get_online_count() >= 0
     assert len(fake.requests_to("POST", "/rest/v1/rpc/get_online_count")) == 2
+
+
+async def test_an_image_job_waiting_for_its_url_is_not_ended_by_a_row_read_or_lost_streams(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """Two ways the wait for a URL after a bare "completed" went wrong: a scheduled row
+    read inside it (timeout=8: one every 2 s) failed the job at once, though the URL
+    came on /sse 2 s later; and streams closing during it left the job polling its
+    row until the whole timeout passed, where it had failed at once before the wait."""
+
+    def bare_completed(turn: Turn) -> Step:
+        said = {"nodeId": turn.node_id, "convId": turn.conv_id, "type": "status"}
+        return raw(data_frame({"data": {**said, "status": "completed"}, "id": "1"}))
+
+    def late_result(turn: Turn) -> list[Step]:
+        return [
+            pause(1.5),
+            row("done", ""),
+            bare_completed(turn),
+            pause(2.0),
+            workflow_complete(turn.result_url),
+        ]
+
+    def streams_closed(turn: Turn) -> list[Step]:
+        return [bare_completed(turn), pause(0.2), close_stream(), close_stream(channel="sse")]
+
+    async with make_client() as client:
+        fake.media_responder = late_result
+        found = await client.generate_image("a cat", timeout=8)
+        assert found.image is not None
+        assert found.image.url == fake.turns[-1].result_url
+        fake.media_responder = streams_closed
+        started = time.monotonic()
+        with pytest.raises(GenerationError, match="ended without its image's URL"):
+            await client.generate_image("a dog", timeout=12)
+        assert time.monotonic() - started < 8  # the 3 s wait, not the 12 s timeout
+
+
+async def test_a_coding_nobody_knows_is_passed_over_and_a_body_less_answer_needs_none(
+    transport: Transport,
+) -> None:
+    # The aiohttp transport took "UTF-8" for a stack it could not decode, and refused
+    # a 204 for a coding list it could not undo, though it had nothing to decode.
+    headers = [("Content-Encoding", "UTF-8"), ("Content-Type", "application/json")]
+    async with CannedServer(200, headers, b"[]") as server:
+        server.answers["/auth/v1/logout"] = (
+            b"HTTP/1.1 204 No Content\r\nContent-Encoding: br, gzip\r\nConnection: close\r\n\r\n"
+        )
+        client_class = transport.client_class()
+        client = client_class(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
+        )
+        async with client:
+            assert await client.list_public_notices() == []
+            await client.logout("others")
+
+
+async def test_a_redirect_httpx_cannot_send_a_cookie_on_is_a_connection_failure(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # httpx builds a redirect itself, with its cookies in ASCII: a bare UnicodeEncodeError.
+    def answer(extra: str) -> bytes:
+        head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n"
+        return (head + extra + "\r\n[]").encode()
+
+    answers = [
+        answer("Set-Cookie: pref=café; Path=/\r\n"),
+        b"HTTP/1.1 302 Found\r\nLocation: /b.png\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        answer("Content-Type: image/png\r\n"),
+    ]
+    async with _InTurn(answers) as server:
+        client_class = transport.client_class()
+        client = client_class(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
+        )
+        async with client:
+            await client.list_public_notices()
+            if transport.library == "httpx":
+                with pytest.raises(ConnectionFailedError, match="cannot follow the redirect"):
+                    await client.download(f"{server.url}/a.png", tmp_path)
+            else:
+                assert (await client.download(f"{server.url}/a.png", tmp_path)).name == "a.png"
