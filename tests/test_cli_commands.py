@@ -150,6 +150,18 @@ class CLI:
         self.check_secrets(result)
         return result
 
+    def replay_offline(self, cassette: Path, *args: str) -> Result:
+        """``replay CASSETTE ARGS...`` with no token, the hosts at a closed port:
+        only the cassette can answer."""
+        return self(
+            "replay",
+            str(cassette),
+            *args,
+            token="",
+            FLOWITH_EDGE_URL="http://127.0.0.1:9",
+            FLOWITH_SUPABASE_URL="http://127.0.0.1:9",
+        )
+
     def check_secrets(self, result: Result) -> None:
         for secret in self.secrets:
             assert secret not in result.out, "a secret reached stdout"
@@ -714,16 +726,7 @@ def test_record_then_replay_offline(cli: CLI, tmp_path: Path) -> None:
     assert cassette.exists()
     text = cassette.read_text(encoding="utf-8")
     assert cli.served.fake.token not in text
-    # No token, and the hosts point at a closed port: only the cassette answers.
-    replayed = cli(
-        "replay",
-        str(cassette),
-        "models",
-        "--json",
-        token="",
-        FLOWITH_EDGE_URL="http://127.0.0.1:9",
-        FLOWITH_SUPABASE_URL="http://127.0.0.1:9",
-    )
+    replayed = cli.replay_offline(cassette, "models", "--json")
     assert replayed.code == 0, replayed.err
     assert replayed.json() == recorded.json()
 
@@ -746,17 +749,7 @@ def test_a_prompt_after_double_dash_is_recorded_and_replayed(cli: CLI, tmp_path:
     assert cassette.exists()
     sent = cli.served.fake.requests_to("POST", "/completion/async")[-1].json()
     assert sent["messages"][-1]["content"] == "-x"
-    replayed = cli(
-        "replay",
-        str(cassette),
-        "chat",
-        "--json",
-        "--",
-        "-x",
-        token="",
-        FLOWITH_EDGE_URL="http://127.0.0.1:9",
-        FLOWITH_SUPABASE_URL="http://127.0.0.1:9",
-    )
+    replayed = cli.replay_offline(cassette, "chat", "--json", "--", "-x")
     assert replayed.code == 0, replayed.err
 
 
