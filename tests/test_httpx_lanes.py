@@ -3,6 +3,7 @@ fake Flowith counts the TCP connections the client opens and closes."""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from typing import Any
 
@@ -225,4 +226,5 @@ async def test_a_download_that_timed_out_waiting_for_a_turn_says_it_was_never_se
                     await client.download(url, folder, timeout=0.3)
                 group.cancel_scope.cancel()
     assert caught.value.request_sent is False
-    assert str(caught.value).startswith("request was not sent: it waited 0.3s for its turn")
+    # The limit is what was left of the 0.3 s when the wait began: 0.3 or a tick less.
+    assert re.match(r"request was not sent: it waited 0\.(3|29\d)s for its turn", str(caught.value))
