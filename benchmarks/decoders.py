@@ -46,6 +46,7 @@ from flowith_proto.sse import (
     _SHORT_RUN,
     ServerSentEvent,
     SSEDecoder,
+    _DecodedEvent,
     _find_data_events,
 )
 
@@ -173,7 +174,6 @@ def buffer_datas(chunks: list[bytes]) -> Iterator[str]:
 
 #: A run of whole events is decoded this many bytes at a time at most (as flowith does).
 _WINDOW = 64 * 1024
-_new = object.__new__
 
 
 class _Unchecked:
@@ -203,7 +203,7 @@ class _Unchecked:
                 else:
                     values = text[6:-2].split("\n\ndata: ")
             for value in values:
-                event = _new(ServerSentEvent)
+                event = _DecodedEvent()
                 event.data = value
                 event.event = "message"
                 event.id = ""

@@ -73,10 +73,25 @@ def test_event_defaults_equality_and_repr() -> None:
 
 
 def test_decoded_events_are_ordinary_event_objects() -> None:
-    [event] = decode(b"data: x\n\n")
-    assert type(event) is ServerSentEvent
-    assert event == msg("x")
-    assert repr(event) == "ServerSentEvent(event='message', data='x', id='', retry=None)"
+    # Made without the Python __init__ (a subclass whose __init__ is object's), and
+    # otherwise a ServerSentEvent like any other: fields, equality, repr, copies, pickles.
+    short_run = decode(b"data: y\n\n")
+    long_run = decode(b"data: y\n\n" + "data: \u00e9t\u00e9 \U0001f642\n\n".encode() * 200)
+    event = long_run[0]
+    assert short_run == [msg("y")]
+    assert event == msg("y")
+    assert msg("y") == event
+    assert (event.data, event.event, event.id, event.retry) == ("y", "message", "", None)
+    assert all(isinstance(e, ServerSentEvent) for e in short_run + long_run)
+    assert repr(event) == "ServerSentEvent(event='message', data='y', id='', retry=None)"
+    assert copy.copy(event) == event
+    assert pickle.loads(pickle.dumps(event)) == event
+    event.data = "z"
+    assert event == msg("z")
+    with pytest.raises(TypeError):
+        hash(event)
+    with pytest.raises(AttributeError):
+        event.other = 1  # type: ignore[attr-defined]
 
 
 # Line breaks.
