@@ -15,7 +15,7 @@ import hashlib
 import resource
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from benchmarks.decoders import CONSUMERS, DATAS, REFERENCES, Consumer
@@ -346,24 +346,42 @@ def _big_event(sizes: Sizes, *, quick: bool) -> tuple[Table, list[Target]]:
     return table, checks
 
 
-def _time_pair(chunks: list[bytes], repeat: int) -> tuple[float, float]:
-    """Median seconds of flowith and httpx-sse on ``chunks``, interleaved."""
+def _time_figures(
+    figures: Sequence[Mapping[str, Callable[[], object]]], repeat: int
+) -> list[dict[str, float]]:
+    """Median seconds of each figure's contenders, all figures timed in the same rounds.
+
+    A linearity ratio divides one figure by the previous one. Timed one figure after
+    the other, the two come from moments up to a minute apart, and this shared machine
+    drifts by a third over that (the same httpx-sse run: 136, then 180, then 150 ms);
+    interleaved, every figure sees the same moments.
+    """
+    keyed = {
+        f"{index} {name}": function
+        for index, figure in enumerate(figures)
+        for name, function in figure.items()
+    }
+    samples = interleaved(keyed, repeat)
+    return [
+        {name: median(samples[f"{index} {name}"]) for name in figure}
+        for index, figure in enumerate(figures)
+    ]
+
+
+def _decoders_on(chunks: list[bytes]) -> dict[str, Callable[[], object]]:
+    """flowith and httpx-sse, each decoding ``chunks``."""
     ours, theirs = CONSUMERS["flowith"], CONSUMERS["httpx-sse"]
-    samples = interleaved(
-        {"flowith": lambda: ours(chunks, False), "httpx-sse": lambda: theirs(chunks, False)},
-        repeat,
-    )
-    return median(samples["flowith"]), median(samples["httpx-sse"])
+    return {"flowith": lambda: ours(chunks, False), "httpx-sse": lambda: theirs(chunks, False)}
 
 
-def _bare_decode(events: list[bytes], repeat: int) -> float:
-    """Median seconds of ``bytes.decode`` over every one of ``events``."""
+def _bare_decode(events: list[bytes]) -> Callable[[], None]:
+    """``bytes.decode`` over every one of ``events``."""
 
     def decode_all() -> None:
         for event in events:
             event.decode("utf-8", "replace")
 
-    return median(interleaved({"decode": decode_all}, repeat)["decode"])
+    return decode_all
 
 
 #: Fewest chunks one events-per-chunk figure is timed on: one or two chunks of
@@ -385,16 +403,19 @@ def _linearity(sizes: Sizes, body: bytes, *, quick: bool) -> tuple[list[Table], 
             "httpx-sse × previous",
         ],
     )
+    total_events = body.count(b"\n\n")
+    counts = [2**i for i in range(total_events.bit_length()) if 2**i * _MIN_CHUNKS <= total_events]
+    # A trailing partial chunk would skew the time per chunk: only full ones are fed.
+    chunkings = [by_events(body, events)[: total_events // events] for events in counts]
+    timed = _time_figures([_decoders_on(chunks) for chunks in chunkings], sizes.linear_repeat)
     worst_events = 0.0
     worst_events_at = ""
     previous: tuple[float, ...] | None = None
-    events = 1
-    total_events = body.count(b"\n\n")
-    while events * _MIN_CHUNKS <= total_events:
-        # A trailing partial chunk would skew the time per chunk: only full ones are fed.
-        chunks = by_events(body, events)[: total_events // events]
-        ours, theirs = _time_pair(chunks, sizes.linear_repeat)
-        now: tuple[float, ...] = (ours / len(chunks), theirs / len(chunks))
+    for events, chunks, medians in zip(counts, chunkings, timed, strict=True):
+        now: tuple[float, ...] = (
+            medians["flowith"] / len(chunks),
+            medians["httpx-sse"] / len(chunks),
+        )
         growth = ["", ""]
         if previous is not None:
             if now[0] / previous[0] > worst_events:
@@ -405,11 +426,11 @@ def _linearity(sizes: Sizes, body: bytes, *, quick: bool) -> tuple[list[Table], 
             f"{events:,}",
             f"{len(chunks):,}",
             fmt_seconds(now[0]),
-            fmt_seconds(ours / (len(chunks) * events)),
+            fmt_seconds(now[0] / events),
             *growth,
         )
         previous = now
-        events *= 2
+    del chunkings
     per_size = Table(
         f"Linearity: size of one event (4 KiB chunks, {fmt_bytes(sizes.linear_total)} of "
         f"distinct such events per figure; median of {_runs(sizes.linear_repeat)})",
@@ -423,23 +444,28 @@ def _linearity(sizes: Sizes, body: bytes, *, quick: bool) -> tuple[list[Table], 
             "bytes.decode × previous",
         ],
     )
+    # Distinct texts, as a real stream's. One event repeated let the CPU's branch
+    # predictor learn the branches of a small one: the 128 KiB figure ran ~1.7x
+    # faster per byte than the larger ones, a step of the input, not the decoder.
+    events_of = [
+        [big_event(size, seed=index) for index in range(max(1, sizes.linear_total // size))]
+        for size in sizes.linear_event_sizes
+    ]
+    figures = []
+    for distinct in events_of:
+        figure = _decoders_on(by_size(b"".join(distinct), 4 * KiB))
+        figure["bytes.decode"] = _bare_decode(distinct)
+        figures.append(figure)
+    timed = _time_figures(figures, sizes.linear_repeat)
+    del figures
     worst_size = 0.0
     worst_size_at = ""
     previous = None
     previous_size = 0
-    for size in sizes.linear_event_sizes:
-        # Distinct texts, as a real stream's. One event repeated let the CPU's branch
-        # predictor learn the branches of a small one: the 128 KiB figure ran ~1.7x
-        # faster per byte than the larger ones, a step of the input, not the decoder.
-        count = max(1, sizes.linear_total // size)
-        distinct = [big_event(size, seed=index) for index in range(count)]
+    for distinct, medians in zip(events_of, timed, strict=True):
+        count = len(distinct)
         one = distinct[0]
-        total = sum(map(len, distinct))
-        chunks = by_size(b"".join(distinct), 4 * KiB)
-        ours, theirs = _time_pair(chunks, sizes.linear_repeat)
-        bare = _bare_decode(distinct, sizes.linear_repeat)
-        del distinct, chunks
-        now = (ours / count, theirs / count, bare / count)
+        now = tuple(medians[name] / count for name in ("flowith", "httpx-sse", "bytes.decode"))
         growth = ["", "", ""]
         if previous is not None:
             if now[0] / previous[0] > worst_size:
@@ -450,7 +476,7 @@ def _linearity(sizes: Sizes, body: bytes, *, quick: bool) -> tuple[list[Table], 
             fmt_bytes(len(one)),
             f"{count:,}",
             fmt_seconds(now[0]),
-            f"{total / ours / 1e6:.1f}",
+            f"{sum(map(len, distinct)) / medians['flowith'] / 1e6:.1f}",
             *growth,
         )
         previous = now
@@ -468,6 +494,11 @@ def _linearity(sizes: Sizes, body: bytes, *, quick: bool) -> tuple[list[Table], 
             f"worst doubling {fmt_ratio(worst_size)} ({worst_size_at})",
         ),
     ]
+    for table in (per_chunk, per_size):
+        table.notes.append(
+            "every figure of this table is timed in the same rounds (interleaved), so each "
+            "× previous compares runs of the same moments, not of moments a minute apart"
+        )
     per_size.notes.append(
         "each figure's events have distinct texts (seeded), as a real stream's would; "
         "bytes.decode: a bare decode of each whole event, the floor any decoder pays"
