@@ -105,8 +105,6 @@ Environment: FLOWITH_TOKEN, FLOWITH_REFRESH_TOKEN, FLOWITH_USER_ID,
 FLOWITH_EDGE_URL, FLOWITH_SUPABASE_URL, FLOWITH_EDGE_AUTH.
 """
 
-#: Access tokens (JWTs) are masked in all output even when not known as secrets.
-_JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]+")
 _CONTROL = re.compile(r"\s+")
 #: Control characters left once whitespace is collapsed (an escape sequence in a
 #: title the server holds would drive the terminal): shown as U+FFFD instead.
@@ -176,7 +174,7 @@ class CommandParser(argparse.ArgumentParser):
         # is one of them: masked as everywhere else, with the environment's tokens.
         tokens = [os.environ.get(name, "") for name in ("FLOWITH_TOKEN", "FLOWITH_REFRESH_TOKEN")]
         tokens += _credentials_in(self._parsing)
-        shown = _JWT.sub("[REDACTED]", redact(message, tokens))
+        shown = redact(message, tokens)
         self.exit(EXIT_USAGE, f"flowith: {shown} (see '{self.prog} --help')\n")
 
 
@@ -577,7 +575,7 @@ class Output:
         self._secrets = secrets
 
     def scrub(self, text: str) -> str:
-        return _JWT.sub("[REDACTED]", redact(text, self._secrets()))
+        return redact(text, self._secrets())
 
     def write(self, text: str) -> None:
         self.out.write(self.scrub(text))

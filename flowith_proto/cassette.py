@@ -100,10 +100,11 @@ REDACTED = "[REDACTED]"
 #: A JWT already cut down by :func:`redact_jwt` (no signature): re-derived, not masked,
 #: where a credential-named field holds it, so a replay still reads its ``exp``.
 _UNSIGNED_JWT = re.compile(r"eyJ[\w-]*\.[\w-]*\.")
-_JWT_BYTES = re.compile(rb"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
-#: A JWT still arriving at the end of a chunk: held back for the next one (up to
-#: this many bytes: longer tokens are the client's own, which it knows anyway).
-_JWT_START = re.compile(rb"eyJ[\w.-]*\Z")
+_JWT_BYTES = re.compile(JWT.pattern.encode())  # as JWT, on bytes (it is ASCII)
+#: The run of token characters ending a chunk, where a JWT still arriving may start:
+#: held back for the next chunk (up to this many bytes: longer tokens are the
+#: client's own, which it knows anyway). Tried at run starts only, so read once.
+_LAST_RUN = re.compile(rb"(?<![\w.-])[\w.-]*\Z")
 _JWT_HOLD = 4096
 #: The longest unfinished line held back whole (see :meth:`Scrubber.held_back`).
 _LINE_HOLD = 64 * 1024
@@ -184,7 +185,7 @@ class Scrubber:
         return self._longest_first
 
     def text(self, value: str) -> str:
-        value = JWT.sub(lambda match: redact_jwt(match.group()), value)
+        value = JWT.sub(lambda match: match["before"] + redact_jwt(match["token"]), value)
         value = CREDENTIAL_FIELD.sub(_masked_field, value)
         value = ESCAPED_CREDENTIAL_FIELD.sub(_masked_escaped_field, value)
         value = BEARER.sub(rf"\1{REDACTED}", value)
@@ -193,7 +194,9 @@ class Scrubber:
 
     def raw(self, data: bytes) -> bytes:
         """:meth:`text` for bytes that are not UTF-8 text (stored as base64)."""
-        data = _JWT_BYTES.sub(lambda match: redact_jwt(match.group().decode()).encode(), data)
+        data = _JWT_BYTES.sub(
+            lambda match: match["before"] + redact_jwt(match["token"].decode()).encode(), data
+        )
         for secret in self._ordered():
             data = data.replace(secret.encode(), REDACTED.encode())
         return data
@@ -222,9 +225,11 @@ class Scrubber:
                 longest = len(window) - start
         for secret in self._held:
             longest = max(longest, _cut_start(secret.encode(), data, longest))
-        jwt = _JWT_START.search(data[-_JWT_HOLD:])  # an unknown JWT cut short
-        if jwt is not None:
-            longest = max(longest, min(len(data), _JWT_HOLD) - jwt.start())
+        tail = data[-_JWT_HOLD:]
+        run = _LAST_RUN.search(tail)  # it always matches, if only the empty end
+        jwt = tail.find(b"eyJ", run.start()) if run is not None else -1  # one cut short
+        if jwt >= 0:
+            longest = max(longest, len(tail) - jwt)
         return longest
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
@@ -339,7 +344,8 @@ def _mask_tokens(value: Any, found: list[str]) -> bool:
             if isinstance(item, str) and item and CREDENTIAL_KEY.search(str(key)):
                 if key in _TOKEN_FIELDS:
                     found.append(item)
-                value[key] = redact_jwt(item) if JWT.fullmatch(item) else REDACTED
+                whole = JWT.fullmatch(item)
+                value[key] = redact_jwt(item) if whole and not whole["before"] else REDACTED
                 changed = True
             else:
                 changed = _mask_tokens(item, found) or changed

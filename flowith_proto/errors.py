@@ -336,18 +336,18 @@ CREDENTIAL_HEADER = re.compile(rf"{CREDENTIAL_NAME}|auth", re.IGNORECASE)
 #: cut short, a stream chunk): ``"refresh_token":"..."``; group 2 is the value and
 #: group 3 its closing quote, missing where the text ends inside the value.
 CREDENTIAL_FIELD = re.compile(
-    rf'("[^"\\]*(?:{CREDENTIAL_NAME})[^"\\]*"\s*:\s*")((?:[^"\\]|\\.)*)("|\Z)',
+    rf'("(?=[^"\\]*?(?:{CREDENTIAL_NAME}))[^"\\]*"\s*:\s*")((?:[^"\\]|\\.)*)("|\Z)',
     re.IGNORECASE,
 )
 #: The same field in JSON escaped inside a JSON string: ``\"access_token\":\"...\"``.
 ESCAPED_CREDENTIAL_FIELD = re.compile(
-    rf'(\\"[^"\\]*(?:{CREDENTIAL_NAME})[^"\\]*\\"\s*:\s*\\")((?:[^"\\]|\\[^"])*?)\\"',
+    rf'(\\"(?=[^"\\]*?(?:{CREDENTIAL_NAME}))[^"\\]*\\"\s*:\s*\\")((?:[^"\\]|\\[^"])*?)\\"',
     re.IGNORECASE,
 )
 #: The same field in a Python repr (``{'refresh_token': '...'}``): how the library's
 #: own messages and log lines quote a value it could not use.
 REPR_CREDENTIAL_FIELD = re.compile(
-    rf"('[^'\\]*(?:{CREDENTIAL_NAME})[^'\\]*'\s*:\s*')((?:[^'\\]|\\.)*)('|\Z)",
+    rf"('(?=[^'\\]*?(?:{CREDENTIAL_NAME}))[^'\\]*'\s*:\s*')((?:[^'\\]|\\.)*)('|\Z)",
     re.IGNORECASE,
 )
 #: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line),
@@ -360,9 +360,9 @@ BEARER = re.compile(
 )
 #: The password of a URL's user info (``http://alice:<password>@proxy``); group 2.
 #: The user part holds no ``[``, so an IPv6 host (``http://[::1]:80``) is no user.
-URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/?#\s:@'\"\[\]]*:)([^/?#\s'\"]+)(?=@)")
+URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]{0,63}://[^/?#\s:@'\"\[\]]*:)([^/?#\s'\"]+)(?=@)")
 #: A URL, up to the first character no URL holds raw.
-_URL = re.compile(r"\b[a-zA-Z][\w+.-]*://[^\s'\"<>]+")
+_URL = re.compile(r"\b[a-zA-Z][\w+.-]{0,63}://[^\s'\"<>]+")
 #: A query or fragment parameter whose exact name is a credential's (OAuth's
 #: ``code`` and tokens, signed-URL signatures, keys); group 1 is ``name=``.
 _URL_CREDENTIAL = re.compile(
@@ -385,8 +385,15 @@ def mask_url_credentials(text: str, mask: str) -> str:
     return _URL.sub(lambda url: _URL_CREDENTIAL.sub(rf"\1{mask}", url.group()), text)
 
 
-#: A signed JWT.
-JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]{4,}")
+#: A JWT: group ``token``, its last part (the signature) maybe cut short; group
+#: ``before`` is what precedes it in its run of token characters, kept (a JWT glued
+#: to base64 data). Tried once per run of token characters, at its start, and only
+#: if two dotted parts follow the run: tried at each "eyJ" of a long run, each try
+#: reading to the run's end, masking a 1 MB body of them took minutes.
+JWT = re.compile(
+    r"(?<![\w-])(?=[\w-]*\.[\w-]{4,}\.[\w-])"
+    r"(?P<before>[\w-]*?)(?P<token>eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]+)"
+)
 #: A JWT as a server may echo it escaped: its dots as JSON's ``\u002e`` or a URL's
 #: ``%2E`` (its other characters need no escaping). A token the client held before
 #: a refresh is masked by its shape alone (see ``ClientState``), so the shape is
@@ -468,7 +475,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         text, [secret for secret in secrets if len(secret) >= MIN_SECRET_LENGTH], _REDACTED
     )
     if "eyJ" in text:
-        text = JWT.sub(_REDACTED, text)
+        text = JWT.sub(rf"\g<before>{_REDACTED}", text)
         if "%2" in text or "\\u002" in text:  # an escaped dot, if any
             text = _ESCAPED_JWT.sub(_REDACTED, text)
     text = CREDENTIAL_FIELD.sub(rf"\1{_REDACTED}\3", text)

@@ -1055,6 +1055,17 @@ def test_the_bytes_held_back_are_the_longest_start_of_a_secret(
     assert scrubber.held_back(data) == max(starts, default=0)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text("eyJa.- ", max_size=60))
+def test_the_bytes_held_back_for_a_jwt_start_where_its_run_ends(end: str) -> None:
+    # Searched as "eyJ[\w.-]*\Z" from every "eyJ" of the held window, each try
+    # reading to its end; now the last run is found once and "eyJ" looked for in it.
+    data = b"x" * 70_000 + end.encode()  # a line too long to hold whole
+    tail = data[-4096:]
+    first = re.search(rb"eyJ[\w.-]*\Z", tail)  # what is held: the reading of before
+    assert Scrubber().held_back(data) == (len(tail) - first.start() if first else 0)
+
+
 def test_an_escaped_lone_surrogate_in_a_masked_answer_is_recorded_and_replayed(
     tmp_path: Path,
 ) -> None:

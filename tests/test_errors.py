@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import flowith_proto
+from flowith_proto.cassette import Scrubber
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
@@ -303,6 +304,46 @@ def test_an_escaped_token_starts_where_a_token_can(run: str) -> None:
     assert redact(run, []) == run
     assert redact(run[1:], []) == "[REDACTED]"
     assert redact("%3D" + run[1:], []) == "%3D[REDACTED]"  # after an escape, it is
+
+
+@pytest.mark.parametrize(
+    "before", ["", "a", "-", "_", "\u00e9", "A" * 40, "%22", "\\u0022", "\\n", '"', " ", "="]
+)
+def test_a_jwt_is_masked_wherever_it_starts(before: str) -> None:
+    # Tried once per run of token characters, at its start: a JWT glued to one
+    # (base64 data before it) is still found, and what precedes it is kept.
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlX2hlcmU"
+    assert redact(f"{before}{token} x", []) == f"{before}[REDACTED] x"
+    assert redact(f"{before}{token[:-17]}", []) == f"{before}[REDACTED]"  # its signature cut short
+    assert redact(f"{before}eyJeyJ{token}.x", []) == f"{before}[REDACTED].x"
+    no_token = f"{before}eyJhbGciOiJIUzI1NiJ9.eyJ.c2ln"  # a middle part too short
+    assert redact(no_token, []) == no_token
+    scrubbed = Scrubber().text(f"{before}{token}")
+    assert scrubbed.startswith(before)
+    assert "c2lnbmF0" not in scrubbed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "eyJ" * 85_000,  # a JWT tried at every "eyJ"
+        "%41eyJ" * 40_000,
+        '"' + "token " * 42_000,  # a credential-named key tried at every "token"
+        '\\"' + "token " * 42_000,
+        "'" + "token " * 42_000,
+        "a." * 128_000 + " b://x",  # a URL scheme tried after every dot
+        "a." * 128_000 + " b://u:p@x",
+    ],
+    ids=["jwt", "jwt-escapes", "field", "escaped-field", "repr-field", "url", "url-password"],
+)
+def test_masking_reads_a_long_body_once(text: str) -> None:
+    # Each pattern was retried at every spot of such a run, each try reading to
+    # its end: 256 KB of one took from 30 s to minutes, a 1 MB error body hours.
+    # None of them holds a credential.
+    expected = text.replace("u:p@", "u:[REDACTED]@")
+    assert redact(text, []) == expected
+    assert Scrubber().text(text) == expected
+    assert Scrubber().raw(text.encode()) == text.encode()
 
 
 def test_redact_ignores_short_and_empty_secrets() -> None:
