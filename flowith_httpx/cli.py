@@ -26,7 +26,8 @@ Exit codes:
   ``doctor``, a protocol assumption fails;
 - 5: connection failed (``ConnectionFailedError``: an unreachable host);
 - 130: interrupted (Ctrl-C); 141: the reader of stdout went away; 143: terminated
-  (SIGTERM), after closing what was open, as Ctrl-C does.
+  (SIGTERM), after closing what was open, as Ctrl-C does. Not ``fake``: a server
+  that serves until stopped, it exits 0 when Ctrl-C or SIGTERM stops it.
 
 Every failure prints one line, ``flowith: <message>``, on stderr; no
 credential is ever printed.
