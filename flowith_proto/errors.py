@@ -360,9 +360,12 @@ BEARER = re.compile(
 )
 #: The password of a URL's user info (``http://alice:<password>@proxy``); group 2.
 #: The user part holds no ``[``, so an IPv6 host (``http://[::1]:80``) is no user.
-URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]{0,63}://[^/?#\s:@'\"\[\]]*:)([^/?#\s'\"]+)(?=@)")
+#: A scheme is read back at most 64 characters from its ``://``, so a pattern tried
+#: after each dot of a long run of them reads 64, not the rest of the run; a URL glued
+#: to the end of a long word (a hex digest) is still found.
+URL_PASSWORD = re.compile(r"([a-zA-Z][\w+.-]{0,63}://[^/?#\s:@'\"\[\]]*:)([^/?#\s'\"]+)(?=@)")
 #: A URL, up to the first character no URL holds raw.
-_URL = re.compile(r"\b[a-zA-Z][\w+.-]{0,63}://[^\s'\"<>]+")
+_URL = re.compile(r"[a-zA-Z][\w+.-]{0,63}://[^\s'\"<>]+")
 #: A query or fragment parameter whose exact name is a credential's (OAuth's
 #: ``code`` and tokens, signed-URL signatures, keys); group 1 is ``name=``.
 _URL_CREDENTIAL = re.compile(

@@ -105,6 +105,11 @@ class ServerSentEvent:
 
     __hash__ = None  # type: ignore[assignment]  # mutable value object
 
+    def __reduce__(self) -> tuple[type[ServerSentEvent], tuple[str, str, str, int | None]]:
+        # The decoder's events are of a private subclass (_DecodedEvent): a copy or
+        # a pickle of one is a plain ServerSentEvent, and names only this class.
+        return ServerSentEvent, (self.data, self.event, self.id, self.retry)
+
     def __repr__(self) -> str:
         return (
             f"ServerSentEvent(event={self.event!r}, data={self.data!r}, "

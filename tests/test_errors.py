@@ -346,6 +346,17 @@ def test_masking_reads_a_long_body_once(text: str) -> None:
     assert Scrubber().raw(text.encode()) == text.encode()
 
 
+@pytest.mark.parametrize("before", ["", "x", "f" * 61, "0123456789abcdef" * 8])
+def test_a_url_glued_to_a_long_word_is_still_masked(before: str) -> None:
+    # Bounding the scheme (64 characters, read back from "://") while it had to
+    # start after a word boundary missed a URL glued to a word that long: a hex
+    # digest before "https" showed the URL's password and token.
+    url = "https://alice:hunter22@proxy/?access_token=abc123"
+    masked = "https://alice:[REDACTED]@proxy/?access_token=[REDACTED]"
+    assert redact(before + url, []) == before + masked
+    assert Scrubber().text(before + url) == before + masked
+
+
 def test_redact_ignores_short_and_empty_secrets() -> None:
     assert redact("abc def", ["", "abc"]) == "abc def"
     assert redact("token=abcdefghij!", ["abcdefghij"]) == "token=[REDACTED]!"

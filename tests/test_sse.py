@@ -84,8 +84,14 @@ def test_decoded_events_are_ordinary_event_objects() -> None:
     assert (event.data, event.event, event.id, event.retry) == ("y", "message", "", None)
     assert all(isinstance(e, ServerSentEvent) for e in short_run + long_run)
     assert repr(event) == "ServerSentEvent(event='message', data='y', id='', retry=None)"
-    assert copy.copy(event) == event
-    assert pickle.loads(pickle.dumps(event)) == event
+    for again in (
+        copy.copy(event),
+        copy.deepcopy(event),
+        *(pickle.loads(pickle.dumps(event, protocol)) for protocol in range(6)),
+    ):
+        assert type(again) is ServerSentEvent
+        assert again == event
+    assert b"_DecodedEvent" not in pickle.dumps(event)
     event.data = "z"
     assert event == msg("z")
     with pytest.raises(TypeError):
