@@ -187,6 +187,8 @@ def _clear_credentials(exc: aiohttp.ClientError) -> None:
         # as aiohttp is loaded: let go of them.
         exc.__traceback__ = None
         exc.__context__ = None
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        _clear_connection_key(exc)
     if not isinstance(exc, aiohttp.ClientResponseError):
         return
     info = exc.request_info
@@ -197,6 +199,22 @@ def _clear_credentials(exc: aiohttp.ClientError) -> None:
     exc.args = (exc.request_info, exc.history)
     if exc.headers is not None:
         exc.headers = _masked(exc.headers)
+
+
+def _clear_connection_key(exc: aiohttp.ClientConnectorError) -> None:
+    """A connector error keeps its connection key (its args, its repr): the proxy's
+    URL, password included, and its BasicAuth. Mask both, keeping the rest, which
+    the error's str reads (host, port, ssl)."""
+    key: Any = getattr(exc, "_conn_key", None)
+    if not hasattr(key, "_replace") or not hasattr(key, "proxy"):
+        return  # an aiohttp that keeps it otherwise: nothing of ours to mask
+    auth = key.proxy_auth
+    key = key._replace(
+        proxy=None if key.proxy is None else _masked_url(key.proxy),
+        proxy_auth=None if auth is None else aiohttp.BasicAuth(auth.login, "[REDACTED]"),
+    )
+    exc._conn_key = key
+    exc.args = (key, *exc.args[1:])
 
 
 def _masked_url(url: URL) -> URL:

@@ -418,6 +418,50 @@ async def test_a_proxy_url_no_transport_can_use_is_refused_by_the_constructor(
     "proxy",
     ["alice:s3cretProxyPass@proxy.test:3128", "socks4://alice:s3cretProxyPass@proxy.test:1080"],
 )
+@asynccontextmanager
+async def tunnel_that_closes() -> AsyncIterator[int]:
+    """A proxy that grants every CONNECT and then closes the tunnel: the TLS
+    handshake behind it fails. Yields its port."""
+
+    async def grant_and_close(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive()
+            await stream.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, grant_and_close)
+        yield listener.extra(anyio.abc.SocketAttribute.local_port)
+        group.cancel_scope.cancel()
+
+
+async def test_a_tunnel_that_fails_after_connect_shows_no_proxy_password(
+    fake: FakeFlowith, transport: Transport
+) -> None:
+    """aiohttp's connector error keeps its connection key, whose proxy URL holds the
+    password: the error's repr and args showed it (a refused CONNECT was masked)."""
+    password = "s3cretProxyPass"
+    flowith_client: Any = transport.client_class()
+    async with tunnel_that_closes() as port:
+        client = flowith_client(
+            fake.token,
+            edge_url="https://127.0.0.1:9",
+            supabase_url="https://127.0.0.1:9",
+            proxy=f"http://alice:{password}@127.0.0.1:{port}",
+            max_retries=0,
+        )
+        async with client:
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.get_credits()
+    assert password not in shown_by_the_chain(caught.value)
+    assert caught.value.__cause__ is not None  # the transport's own error, kept
+    if transport.library == "aiohttp":
+        assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
+        assert f"alice:[REDACTED]@127.0.0.1:{port}" in repr(caught.value.__cause__)
+
+
 async def test_a_refused_proxy_url_is_not_quoted_with_its_password(
     transport: Transport, proxy: str
 ) -> None:
