@@ -414,10 +414,6 @@ async def test_a_proxy_url_no_transport_can_use_is_refused_by_the_constructor(
     pytest.fail(f"{proxy!r} was accepted")
 
 
-@pytest.mark.parametrize(
-    "proxy",
-    ["alice:s3cretProxyPass@proxy.test:3128", "socks4://alice:s3cretProxyPass@proxy.test:1080"],
-)
 @asynccontextmanager
 async def tunnel_that_closes() -> AsyncIterator[int]:
     """A proxy that grants every CONNECT and then closes the tunnel: the TLS
@@ -462,6 +458,10 @@ async def test_a_tunnel_that_fails_after_connect_shows_no_proxy_password(
         assert f"alice:[REDACTED]@127.0.0.1:{port}" in repr(caught.value.__cause__)
 
 
+@pytest.mark.parametrize(
+    "proxy",
+    ["alice:s3cretProxyPass@proxy.test:3128", "socks4://alice:s3cretProxyPass@proxy.test:1080"],
+)
 async def test_a_refused_proxy_url_is_not_quoted_with_its_password(
     transport: Transport, proxy: str
 ) -> None:
