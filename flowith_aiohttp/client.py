@@ -442,7 +442,7 @@ class FlowithClient(FlowithClientBase):
                 trace_configs=[_progress_tracing()],
                 # What httpx does, so that swapping transports changes nothing: cookies of
                 # an IP-address host are kept, and headers as long as httpcore reads.
-                cookie_jar=CookieJar(unsafe=True),
+                cookie_jar=CookieJar(unsafe=True, quote_cookie=False),
                 max_line_size=_HEADER_LIMIT,
                 max_field_size=_HEADER_LIMIT,
             )

@@ -1,5 +1,10 @@
 """The aiohttp transport's cookie jar: aiohttp's, minus one misreading.
 
+(The client makes it with ``quote_cookie=False``: aiohttp otherwise sends back a
+value holding ``/``, ``+``, ``=``, a quote or a non-ASCII character quoted and
+escaped as Python's ``http.cookies`` writes it, ``a="abc/def+ghi=="``, which is not
+the value the server set; httpx and browsers send it back as it came.)
+
 Servers delete a cookie by setting it again with an expiry in the past, most
 often the Unix epoch itself (``Expires=Thu, 01 Jan 1970 00:00:00 GMT``: Express's
 ``clearCookie`` writes that). aiohttp reads an expiry of 0 as no expiry at all
@@ -28,8 +33,9 @@ _MAX_AGE = re.compile(r";\s*max-age\s*=", re.IGNORECASE)
 
 
 def _gone(expires: str) -> bool:
-    """Whether an ``Expires`` date is at or before the Unix epoch."""
-    moment = http2time(expires.strip())
+    """Whether an ``Expires`` date is at or before the Unix epoch (quoted or not:
+    some servers quote it, and browsers and httpx read it all the same)."""
+    moment = http2time(expires.strip().strip('"'))
     return moment is not None and moment <= 0
 
 
