@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
+from aiohttp.http_parser import HttpResponseParser, HttpResponseParserPy
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -257,18 +258,27 @@ def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
     return hops + tuple((name.lower(), value) for name, value in answer.headers.items())
 
 
+#: Whether aiohttp's parser acts on the last of several Content-Encoding lines (its C
+#: parser, the one it uses when built) or on the first (its pure-Python one).
+_PARSER_READS_LAST = HttpResponseParser is not HttpResponseParserPy
+
+
 def _decoding(answer: aiohttp.ClientResponse) -> Decoding | None:
     """What undoes the codings aiohttp left on ``answer``'s body (see
     :mod:`flowith_aiohttp.codings`), if any. A transfer coding other than
     ``chunked`` is refused, as httpx refuses it (aiohttp passes the body on
     still encoded)."""
-    transfer = answer.headers.get("Transfer-Encoding", "")
+    # Every line: aiohttp's parser acts on one of several, and a second one
+    # ("chunked", then "gzip") left the chunks' framing in the body.
+    transfer = ", ".join(answer.headers.getall("Transfer-Encoding", ()))
     if transfer and [c.strip().lower() for c in transfer.split(",")] != ["chunked"]:
         raise ConnectionFailedError(
-            f"malformed answer: Transfer-Encoding {one_line(transfer)!r}: only chunked is "
-            "supported"
+            f"malformed answer: Transfer-Encoding {one_line(transfer)!r}: only chunked, "
+            "given once, is supported"
         )
-    codings = codings_left(answer.headers.get("Content-Encoding"))
+    codings = codings_left(
+        answer.headers.getall("Content-Encoding", ()), parser_reads_last=_PARSER_READS_LAST
+    )
     return Decoding(codings) if codings else None
 
 

@@ -12,6 +12,7 @@ rather than passed on encoded.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 
 __all__ = ["Decoding", "codings_left"]
 
@@ -21,18 +22,27 @@ _AIOHTTP_DECODES = frozenset({"gzip", "deflate", "br", "zstd"})
 _UNDONE_HERE = frozenset({"gzip", "x-gzip", "deflate"})
 
 
-def codings_left(header: str | None) -> list[str]:
-    """The codings of ``Content-Encoding`` aiohttp did not undo, in the order they
-    were applied (``identity`` left out); empty when aiohttp decoded the body, or
-    it was not encoded."""
-    if not header:
+def codings_left(
+    header: str | Sequence[str] | None, *, parser_reads_last: bool = True
+) -> list[str]:
+    """The codings of ``Content-Encoding`` (its value, or each of its lines in order)
+    that aiohttp did not undo, in the order they were applied (``identity`` and
+    codings nobody knows left out); empty when aiohttp decoded the body, or it was
+    not encoded.
+
+    aiohttp undoes one coding it knows when the line its parser reads names only
+    that one: the last line (its C parser: ``gzip`` then ``identity`` on two lines
+    is then left to us whole) or the first (its Python parser)."""
+    lines = [header] if isinstance(header, str) else list(header or ())
+    if not lines:
         return []
-    value = header.strip()
-    if value.isascii() and value.lower() in _AIOHTTP_DECODES:
-        return []
-    named = [coding.strip().lower() for coding in value.split(",")]
+    named = [coding.strip().lower() for line in lines for coding in line.split(",")]
     # Only what either library decodes: httpx passes over the rest.
-    return [coding for coding in named if coding in _UNDONE_HERE or coding in _AIOHTTP_DECODES]
+    named = [coding for coding in named if coding in _UNDONE_HERE or coding in _AIOHTTP_DECODES]
+    read = (lines[-1] if parser_reads_last else lines[0]).strip()
+    if read.isascii() and read.lower() in _AIOHTTP_DECODES:
+        return named[:-1] if parser_reads_last else named[1:]
+    return named
 
 
 class Decoding:

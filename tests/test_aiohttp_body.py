@@ -142,6 +142,19 @@ def test_what_aiohttp_decodes_itself_is_left_to_it() -> None:
     assert codings_left("gzip, identity") == ["gzip"]
 
 
+def test_codings_on_several_lines_are_what_aiohttp_left_undone() -> None:
+    # aiohttp's C parser undoes the coding of the last line alone, its Python parser
+    # the first's; the other lines' codings are left to this transport.
+    assert codings_left(["gzip", "identity"]) == ["gzip"]
+    assert codings_left(["identity", "gzip"]) == []
+    assert codings_left(["deflate", "gzip"]) == ["deflate"]
+    assert codings_left(["gzip", "gzip"]) == ["gzip"]
+    assert codings_left(["gzip, deflate", "identity"]) == ["gzip", "deflate"]
+    assert codings_left(["gzip", "identity"], parser_reads_last=False) == []
+    assert codings_left(["identity", "gzip"], parser_reads_last=False) == ["gzip"]
+    assert codings_left([]) == codings_left(["identity"]) == []
+
+
 def test_a_coding_it_cannot_undo_or_a_body_that_lies_is_a_value_error() -> None:
     refused = Decoding(["br", "gzip"])
     assert refused.decode(b"") + refused.flush() == b""  # no body (a 204): nothing to refuse

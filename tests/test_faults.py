@@ -1950,14 +1950,18 @@ def _encoded(data: bytes, codings: str) -> bytes:
     return data
 
 
+@pytest.mark.parametrize("on_lines", [False, True], ids=["one-line", "a-line-each"])
 @pytest.mark.parametrize("codings", ["gzip, identity", "deflate, gzip", "gzip, gzip"])
 async def test_a_body_whose_codings_are_stacked_is_decoded_on_every_transport(
-    transport: Transport, tmp_path: Path, codings: str
+    transport: Transport, tmp_path: Path, codings: str, on_lines: bool
 ) -> None:
     # aiohttp decodes only a single coding: it handed the rest over still compressed,
-    # and a download landed as gzip bytes, silently.
+    # and a download landed as gzip bytes, silently. Given a line each, the library
+    # read the first line and aiohttp's parser the last: the same, silently.
     payload = b"hello world " * 100
-    headers = [("Content-Encoding", codings), ("Content-Type", "application/json")]
+    lines = codings.split(", ") if on_lines else [codings]
+    headers = [("Content-Encoding", line) for line in lines]
+    headers.append(("Content-Type", "application/json"))
     async with CannedServer(200, headers, _encoded(payload, codings)) as server:
         server.answers["/user/credits"] = CannedServer(
             200, headers, _encoded(b'[{"sub_type":"pro","remain_quota":2}]', codings)
@@ -1971,19 +1975,26 @@ async def test_a_body_whose_codings_are_stacked_is_decoded_on_every_transport(
     assert (credits.sub_type, credits.remain_quota) == ("pro", 2.0)
 
 
+@pytest.mark.parametrize(
+    "transfer",
+    [b"Transfer-Encoding: gzip, chunked", b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip"],
+    ids=["one-line", "two-lines"],
+)
 async def test_a_transfer_coding_besides_chunked_is_refused_on_every_transport(
-    transport: Transport, tmp_path: Path
+    transport: Transport, tmp_path: Path, transfer: bytes
 ) -> None:
-    # aiohttp read "Transfer-Encoding: gzip, chunked" as chunked and kept the gzip bytes.
+    # aiohttp read "Transfer-Encoding: gzip, chunked" as chunked and kept the gzip bytes;
+    # given on two lines, the library read the first and saved the chunks' framing.
     body = gzip.compress(b"[]")
-    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\n" + transfer + b"\r\nConnection: close\r\n\r\n"
     async with CannedServer(200, [], b"") as server:
         server.answer = head + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
         client_class = transport.client_class()
         client = client_class(
             FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
         )
-        refused = r"[Oo]nly (Transfer-Encoding: )?chunked"  # httpx's words, or the library's
+        # httpx's words, or the library's
+        refused = r"[Oo]nly (Transfer-Encoding: )?chunked|multiple Transfer-Encoding"
         async with client:
             with pytest.raises(ConnectionFailedError, match=refused):
                 await client.list_public_notices()
