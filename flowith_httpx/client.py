@@ -15,6 +15,7 @@ import contextvars
 import functools
 import math
 import os
+import sys
 import urllib.request
 from collections.abc import (
     AsyncGenerator,
@@ -39,6 +40,9 @@ try:
 
     from flowith_httpx.in_flight import InFlight
     from flowith_httpx.lanes import LANES, Lanes
+
+    if sys.version_info < (3, 11):
+        from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 except ModuleNotFoundError as exc:  # installed without the httpx extra: say so
     extras.explain(exc, __name__, "httpx")
     raise
@@ -305,6 +309,23 @@ def _unsendable_cookie() -> ConnectionFailedError:
         "cannot follow the redirect: a cookie the server set is not ASCII, and httpx "
         "sends a redirect's cookies in ASCII only",
         request_sent=True,
+    )
+
+
+def _port_out_of_range(exc: BaseException) -> bool:
+    """Whether ``exc`` is what connecting to a port past 65535 raises, as it comes out
+    of anyio's connect: an OverflowError, in an exception group. httpx checks the
+    port of a URL it is given, not of a redirect's ``Location``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return isinstance(exc, OverflowError)
+
+
+def _redirected_out_of_range() -> ConnectionFailedError:
+    """The library's error for a redirect to a port no socket has (a URL the client
+    is given is checked before any request: see :func:`_port_out_of_range`)."""
+    return ConnectionFailedError(
+        "cannot follow the redirect: it leads to a port outside 0-65535", request_sent=True
     )
 
 
@@ -802,6 +823,10 @@ class FlowithClient(FlowithClientBase):
             raise _transport_error(exc, progress) from exc
         except UnicodeEncodeError as exc:  # built by httpx for a redirect: see _build_request
             raise _unsendable_cookie() from exc
+        except (OverflowError, BaseExceptionGroup) as exc:
+            if not _port_out_of_range(exc):
+                raise
+            raise _redirected_out_of_range() from exc
         except httpx.StreamConsumed as exc:  # a RuntimeError, not an httpx.HTTPError
             raise ConnectionFailedError(
                 "the upload's body was sent once and cannot be sent again (an auth flow of "
@@ -871,6 +896,8 @@ class FlowithClient(FlowithClientBase):
                 raise _transport_error(exc) from exc
             if isinstance(exc, UnicodeEncodeError):  # a redirect's: see _build_request
                 raise _unsendable_cookie() from exc
+            if _port_out_of_range(exc):
+                raise _redirected_out_of_range() from exc
             raise
         return answer.status_code, _headers(answer), _Body(answer, release)
 

@@ -1941,6 +1941,20 @@ async def test_a_download_redirected_to_no_http_url_is_a_connection_failure(
             await client.download(f"{server.url}/a.png", tmp_path)
 
 
+async def test_a_download_redirected_to_a_port_past_65535_is_a_connection_failure(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # httpx checks the port of a URL it is given, not a Location's: connecting raised
+    # an OverflowError inside anyio's task group, which went out as a bare
+    # ExceptionGroup on asyncio (on trio, httpx's ConnectError said so already).
+    client = transport.client_class()(FakeFlowith().token, max_retries=0)
+    redirect = CannedServer(302, [("Location", "http://127.0.0.1:99999/x")], b"")
+    async with redirect as server, client:
+        with pytest.raises(ConnectionFailedError, match=r"redirect|99999"):
+            await client.download(f"{server.url}/a.png", tmp_path)
+    assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test's look)
+
+
 def _encoded(data: bytes, codings: str) -> bytes:
     for coding in (c.strip() for c in codings.split(",")):
         if coding == "gzip":
