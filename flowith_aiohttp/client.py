@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import os
 import socket
 import sys
@@ -85,6 +86,14 @@ async def _before(deadline: float, awaitable: Awaitable[T]) -> T:
 
 #: The longest response header line read, as httpcore's h11 reads (aiohttp: 8190).
 _HEADER_LIMIT = 100 * 1024
+#: As many header lines as a head within that size may hold (aiohttp: 128, which an
+#: answer with many cookies or tracing headers passes), where aiohttp lets it be set
+#: (3.13 and later).
+_HEADER_LINES: dict[str, Any] = (
+    {"max_headers": _HEADER_LIMIT // 4}
+    if "max_headers" in inspect.signature(aiohttp.ClientSession).parameters
+    else {}
+)
 #: Redirects a download follows: 20, as httpx follows. aiohttp gives up at its
 #: ``max_redirects``-th redirect rather than after following that many, hence 21.
 _MAX_REDIRECTS = 21
@@ -455,6 +464,7 @@ class FlowithClient(FlowithClientBase):
                 cookie_jar=CookieJar(unsafe=True, quote_cookie=False),
                 max_line_size=_HEADER_LIMIT,
                 max_field_size=_HEADER_LIMIT,
+                **_HEADER_LINES,
             )
             # aiohttp resends an idempotent request once when its connection drops,
             # on top of the client's own retries: max_retries would not mean the same.

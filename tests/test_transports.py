@@ -583,6 +583,17 @@ async def test_long_headers_and_cookies_of_an_ip_host_are_kept_on_every_transpor
     assert later.header("cookie") == "sid=abc"
 
 
+async def test_an_answer_of_many_header_lines_is_read_on_every_transport(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """aiohttp refuses more than 128 header lines unless told otherwise ("Too many
+    headers received"): an answer with many cookies or tracing headers failed."""
+    many = [(f"X-Trace-{index}", "x") for index in range(300)]
+    fake.fail_next(1, 200, path="/user/credits", body=[], headers=many)
+    async with make_client() as client:
+        assert await client.get_credits() == []
+
+
 async def test_a_dropped_read_is_sent_as_often_as_max_retries_says(
     fake: FakeFlowith, transport: Transport
 ) -> None:
