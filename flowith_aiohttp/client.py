@@ -12,6 +12,7 @@ import contextlib
 import functools
 import inspect
 import os
+import re
 import socket
 import sys
 import urllib.request
@@ -162,7 +163,20 @@ def _transport_error(
         return ConnectionFailedError(f"malformed answer: {said}")
     # A connector error means no byte of the request left this machine.
     sent = not isinstance(exc, aiohttp.ClientConnectorError)
-    return ConnectionFailedError(f"{type(exc).__name__}: {one_line(str(exc))}", request_sent=sent)
+    return ConnectionFailedError(_said(exc), request_sent=sent)
+
+
+#: How aiohttp quotes the parser's error inside a body-read error, with the 400 an
+#: HttpProcessingError carries by default: "<ContentLengthError: 400, message='...'>".
+_QUOTED_PARSER_ERROR = re.compile(r"<(\w+): 400, message=(['\"])(.*?)\2>")
+
+
+def _said(exc: aiohttp.ClientError) -> str:
+    """``exc``'s type and words, on one line (aiohttp's may take two), without the
+    400 its parser's errors carry: no server sent one (the answer came, its body
+    broke), and a reader takes it for the status."""
+    said = _QUOTED_PARSER_ERROR.sub(r"\1: \3", one_line(str(exc)))
+    return f"{type(exc).__name__}: {said}"
 
 
 def _encoding_error(exc: BaseException) -> str | None:
@@ -334,8 +348,7 @@ class _Body:
             return None
         except aiohttp.ClientError as exc:
             _clear_credentials(exc)
-            said = one_line(str(exc))  # aiohttp's own words may take two lines
-            raise ConnectionFailedError(f"stream broke: {type(exc).__name__}: {said}") from exc
+            raise ConnectionFailedError(f"stream broke: {_said(exc)}") from exc
         except RuntimeError as exc:
             # What aiohttp raises for a read of a body whose connection its session
             # closed (the client closing as a download reads): the connection is gone.

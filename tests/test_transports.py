@@ -652,6 +652,39 @@ async def test_an_answer_too_malformed_to_read_is_not_called_a_400(
     assert re.search("(conflicting|duplicate) content-length", message, re.IGNORECASE), message
 
 
+async def test_a_body_cut_short_is_not_called_a_400(
+    fake: FakeFlowith, transport: Transport, tmp_path: Path
+) -> None:
+    """aiohttp quotes its parser's error inside the body-read error, with the 400 that
+    error carries by default: "<ContentLengthError: 400, message='Not enough
+    data...'>", though the server sent 200."""
+    body = b'[{"remain_quota": 5}]'
+
+    async def cut_short(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            await stream.send(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:5])
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    url = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+    messages = []
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, cut_short)
+        client = transport.client_class()(fake.token, edge_url=url, supabase_url=url, max_retries=0)
+        async with client:
+            with pytest.raises(ConnectionFailedError) as read:
+                await client.get_credits()
+            messages.append(str(read.value))
+            with pytest.raises(ConnectionFailedError) as downloaded:
+                await client.download(f"{url}/f.json", tmp_path)
+            messages.append(str(downloaded.value))
+        group.cancel_scope.cancel()
+    for message in messages:
+        assert not re.search(r"\b400\b", message), message
+        assert re.search(r"5 (of|bytes, expected) 21", message), message
+
+
 @pytest.mark.parametrize("call", ["download", "listener"])
 async def test_an_error_answer_whose_body_stalls_ends_within_the_clients_timeout(
     fake: FakeFlowith, transport: Transport, tmp_path: Path, call: str
