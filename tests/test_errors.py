@@ -31,9 +31,11 @@ from flowith_proto.errors import (
     error_from_response,
     excerpt,
     is_token_expired,
+    one_line,
     parse_retry_after,
     redact,
     redact_chain,
+    retry_after_seconds,
     scrub,
 )
 from flowith_proto.request import Response
@@ -355,6 +357,29 @@ def test_a_url_glued_to_a_long_word_is_still_masked(before: str) -> None:
     masked = "https://alice:[REDACTED]@proxy/?access_token=[REDACTED]"
     assert redact(before + url, []) == before + masked
     assert Scrubber().text(before + url) == before + masked
+
+
+def test_an_error_page_and_a_retry_after_are_read_once_whatever_they_hold() -> None:
+    # Each took from one to several seconds at these sizes, and grew with the square
+    # of the text (the title, the number) or doubled with every comment (the page).
+    assert one_line("<!---->" * 24 + "x", limit=1000) == "<!---->" * 24 + "x"
+    assert one_line("<html><!---->" + "<title>" * 7_000) == "an HTML page"
+    assert retry_after_seconds("1" * 8_000 + "x") is None
+    assert retry_after_seconds("1" * 300 + ".5") == float("1" * 300 + ".5")
+
+
+@pytest.mark.parametrize(
+    ("page", "said"),
+    [
+        ("<!doctype html><title>502 Bad &amp; Gateway</title >", "502 Bad & Gateway"),
+        ("<!-- a -->\n<!-- b --><html><TITLE lang=en>\nT\n</TITLE><title>U</title>", "T"),
+        ("<!-- a --> junk <!-- b --><html><title>T</title>", "T"),  # as it was read before
+        ("<html><title>no end", ""),
+        ("<html></title><title>late</title>", "late"),
+    ],
+)
+def test_an_error_pages_title_is_what_its_first_title_tag_holds(page: str, said: str) -> None:
+    assert one_line(page) == (f"{said} (an HTML page)" if said else "an HTML page")
 
 
 def test_redact_ignores_short_and_empty_secrets() -> None:
