@@ -768,6 +768,7 @@ def test_hostile_ids_are_refused(
         "Mon, 18 May 2026 18:04:25 UTC",
         "Mon, 18 May 2026 18:04:25 GMT&select=*",
         "Mon, 18 May 2026 18:04:25 GMT,to_date.lt.x",
+        "Mon, \u0661\u0668 May \u0662\u0660\u0662\u0666 18:04:25 GMT",  # no ASCII digits
         "",
     ],
 )

@@ -34,7 +34,8 @@ _RETURN_ROWS = "return=representation"
 # The IMF-fixdate of RFC 9110 (what email.utils.formatdate(usegmt=True) writes).
 _HTTP_DATE = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
-    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT"
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT",
+    re.ASCII,  # its digits only: \d alone takes those of every script
 )
 
 Query = list[tuple[str, str]]
