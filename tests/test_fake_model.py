@@ -8,12 +8,15 @@ reads the stream frames with the core's own SSE decoder.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowith_proto.auth import Credentials
 from flowith_proto.config import EdgeAuth, FlowithConfig
@@ -46,6 +49,7 @@ from flowith_proto.fake import (
     row,
     workflow_complete,
 )
+from flowith_proto.fake.postgrest import _like
 from flowith_proto.request import MultipartForm, Request
 from flowith_proto.sse import SSEDecoder
 from tests.scripted import uuid_n
@@ -548,6 +552,27 @@ def test_postgrest_operators_follow_sql(query: str, titles: list[str | None]) ->
     titled_conversations(fake)
     rows = respond(fake, rest_get(fake, "conversation", "select=title&" + query)).json()
     assert [r["title"] for r in rows] == titles
+
+
+def _like_as_a_regex(pattern: str, flags: int) -> re.Pattern[str]:
+    """The fake's former LIKE: right, but its ``.*``s tried every split."""
+    parts = [".*" if c in "*%" else "." if c == "_" else re.escape(c) for c in pattern]
+    return re.compile("".join(parts) + r"\Z", flags | re.DOTALL)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text("aAb_%*", max_size=7), st.text("aAb\n", max_size=7), st.booleans())
+def test_like_matches_as_sql_does(pattern: str, value: str, ignore_case: bool) -> None:
+    flags = re.IGNORECASE if ignore_case else 0
+    expected = _like_as_a_regex(pattern, flags).match(value) is not None
+    assert _like(pattern, flags)(value) is expected
+
+
+def test_like_reads_a_long_text_once_per_piece() -> None:
+    # "*a*a*b" against 4,000 "a" took 9 s; "%a%a%a%b" against 200, 0.4 s.
+    assert not _like("*a*a*b", 0)("a" * 4_000)
+    assert not _like("%a%a%a%b", re.IGNORECASE)("A" * 4_000)
+    assert _like("*a*a*b", 0)("a" * 4_000 + "b")
 
 
 def soft_delete(fake: FakeFlowith, conv_id: str, *, prefer: str | None = None) -> FakeResponse:

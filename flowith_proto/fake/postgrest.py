@@ -261,9 +261,34 @@ def _json_text(value: Any, key: str) -> str | None:
     return json.dumps(member, ensure_ascii=False, separators=(", ", ": "))
 
 
-def _like(pattern: str, flags: int) -> re.Pattern[str]:
-    parts = [".*" if c in "*%" else "." if c == "_" else re.escape(c) for c in pattern]
-    return re.compile("".join(parts) + r"\Z", flags | re.DOTALL)
+def _like(pattern: str, flags: int = 0) -> Callable[[str], bool]:
+    """SQL's LIKE as PostgREST takes it (``*`` or ``%``: any run; ``_``: one
+    character) for a text. The fixed pieces between wildcards are found in turn,
+    each leftmost, in time linear in the text for each piece: a regular expression
+    of ``.*``s tried every split (a title of 4,000 "a" against ``*a*a*b``: 9 s)."""
+    pieces = re.split(r"[*%]", pattern)
+    found = [
+        re.compile("".join("." if c == "_" else re.escape(c) for c in piece), flags | re.DOTALL)
+        for piece in pieces
+    ]
+    if len(found) == 1:
+        return lambda value: found[0].fullmatch(value) is not None
+    first, *middle, last = found
+    width = len(pieces[-1])  # each character of a piece matches one
+
+    def matches(value: str) -> bool:
+        end = len(value) - width  # where the last piece must start
+        if end < 0 or first.match(value, 0, end) is None:
+            return False
+        position = len(pieces[0])
+        for piece in middle:
+            at = piece.search(value, position, end)
+            if at is None:
+                return False
+            position = at.end()
+        return last.fullmatch(value, end) is not None
+
+    return matches
 
 
 @attrs.frozen
@@ -344,7 +369,7 @@ def parse_filter(table: Table, key: str, expression: str, *, json_paths: bool = 
         if kind not in ("text", "uuid", "timestamptz"):
             raise Reject(pg_error(400, "42883", f"operator does not exist: {column} ~~ text"))
         pattern = _like(operand, re.IGNORECASE if operator == "ilike" else 0)
-        test = lambda value: None if value is None else bool(pattern.match(value))  # noqa: E731
+        test = lambda value: None if value is None else pattern(value)  # noqa: E731
     else:
         compare = _compare(operator, _literal(kind, column, operand))
         test = lambda value: compare(convert(value))  # noqa: E731
