@@ -376,8 +376,24 @@ def _content_decoder(answer: httpx.Response) -> Any:
     ``aiter_bytes()`` then decodes (see ``_Body._pump``)."""
     if "content-encoding" not in answer.headers:
         return None
-    get_decoder = getattr(answer, "_get_content_decoder", None)
+    coded = httpx.Response(answer.status_code, headers=_gzip_named_gzip(answer.headers))
+    get_decoder = getattr(coded, "_get_content_decoder", None)
     return None if get_decoder is None else get_decoder()
+
+
+def _gzip_named_gzip(headers: httpx.Headers) -> httpx.Headers:
+    """``headers`` with ``x-gzip`` in Content-Encoding named ``gzip``, which RFC 9110
+    makes it the same as, and which aiohttp and browsers undo: httpx knows only
+    ``gzip``, and handed an x-gzip body on still compressed (an event stream of it
+    yielded no event, without a word)."""
+    codings = headers.get_list("content-encoding", split_commas=True)
+    if not any(coding.strip().lower() == "x-gzip" for coding in codings):
+        return headers
+    renamed = headers.copy()
+    renamed["content-encoding"] = ", ".join(
+        "gzip" if coding.strip().lower() == "x-gzip" else coding for coding in codings
+    )
+    return renamed
 
 
 def _decoded(answer: httpx.Response, raw: bytes, endpoint: str) -> bytes:
@@ -385,8 +401,9 @@ def _decoded(answer: httpx.Response, raw: bytes, endpoint: str) -> bytes:
     over bytes in memory: no generator is left suspended if they fail)."""
     if "content-encoding" not in answer.headers:
         return raw
+    headers = _gzip_named_gzip(answer.headers)
     try:
-        return httpx.Response(answer.status_code, headers=answer.headers, content=raw).read()
+        return httpx.Response(answer.status_code, headers=headers, content=raw).read()
     except httpx.DecodingError as exc:
         _clear_credentials(exc)
         raise undecodable_body(exc, answer.status_code, endpoint) from exc
