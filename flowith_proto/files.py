@@ -23,7 +23,12 @@ __all__ = ["download_request", "numbered_name", "safe_filename", "target_inside"
 _MAX_NAME = 200
 # Anything that could separate, hide or disturb a path component on some OS.
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+#: The device names Windows reserves, whatever follows a dot: COM and LPT take the
+#: superscript digits too, and the console has two more (Microsoft's naming rules).
+_WINDOWS_RESERVED = re.compile(
+    r"^(con|prn|aux|nul|com[0-9\u00b9\u00b2\u00b3]|lpt[0-9\u00b9\u00b2\u00b3]|conin\$|conout\$)(\..*)?$",
+    re.IGNORECASE,
+)
 
 
 def _clean(name: str) -> str:

@@ -28,6 +28,11 @@ from flowith_proto.files import download_request, safe_filename, target_inside
         ("https://cdn/f/x.png", "/etc/passwd", "passwd"),
         ("https://cdn/f/x.png", "C:\\Windows\\evil.dll", "evil.dll"),
         ("https://cdn/f/x.png", "con.txt", "_con.txt"),
+        ("https://cdn/f/x.png", "COM\u00b9.txt", "_COM\u00b9.txt"),
+        ("https://cdn/f/x.png", "lpt\u00b3", "_lpt\u00b3"),
+        ("https://cdn/f/x.png", "CONIN$", "_CONIN$"),
+        ("https://cdn/f/x.png", "conout$.log", "_conout$.log"),
+        ("https://cdn/f/x.png", "COM10.txt", "COM10.txt"),  # reserved: COM0-9 only
         ("https://cdn/f/x.png", "my photo.png", "my photo.png"),
         ("https://cdn/f/caf%C3%A9.png", None, "café.png"),
     ],
