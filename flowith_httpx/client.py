@@ -41,7 +41,7 @@ try:
     from flowith_httpx.in_flight import InFlight
     from flowith_httpx.lanes import LANES, Lanes
 
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # anyio's own dependency there, for its groups
         from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 except ModuleNotFoundError as exc:  # installed without the httpx extra: say so
     extras.explain(exc, __name__, "httpx")
