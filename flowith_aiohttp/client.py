@@ -227,15 +227,13 @@ def _clear_credentials(exc: aiohttp.ClientError) -> None:
 
 def _clear_connection_key(exc: aiohttp.ClientConnectorError) -> None:
     """A connector error keeps its connection key (its args, its repr): the proxy's
-    URL, password included, and its BasicAuth. Mask both, keeping the rest, which
-    the error's str reads (host, port, ssl)."""
+    URL, password included, and its BasicAuth. Mask the one, drop the other, keeping
+    the rest, which the error's str reads (host, port, ssl)."""
     key: Any = getattr(exc, "_conn_key", None)
     if not hasattr(key, "_replace") or not hasattr(key, "proxy"):
         return  # an aiohttp that keeps it otherwise: nothing of ours to mask
-    auth = key.proxy_auth
     key = key._replace(
-        proxy=None if key.proxy is None else _masked_url(key.proxy),
-        proxy_auth=None if auth is None else aiohttp.BasicAuth(auth.login, "[REDACTED]"),
+        proxy=None if key.proxy is None else _masked_url(key.proxy), proxy_auth=None
     )
     exc._conn_key = key
     exc.args = (key, *exc.args[1:])
