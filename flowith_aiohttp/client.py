@@ -167,8 +167,10 @@ def _transport_error(
 
 
 #: How aiohttp quotes the parser's error inside a body-read error, with the 400 an
-#: HttpProcessingError carries by default: "<ContentLengthError: 400, message='...'>".
+#: HttpProcessingError carries by default: "<ContentLengthError: 400, message='...'>",
+#: or, from its pure-Python parser, "400, message: ..." at the start.
 _QUOTED_PARSER_ERROR = re.compile(r"<(\w+): 400, message=(['\"])(.*?)\2>")
+_PARSER_ERROR_400 = re.compile(r"^400, message:\s*")
 
 
 def _said(exc: aiohttp.ClientError) -> str:
@@ -176,6 +178,7 @@ def _said(exc: aiohttp.ClientError) -> str:
     400 its parser's errors carry: no server sent one (the answer came, its body
     broke), and a reader takes it for the status."""
     said = _QUOTED_PARSER_ERROR.sub(r"\1: \3", one_line(str(exc)))
+    said = _PARSER_ERROR_400.sub("", said)
     return f"{type(exc).__name__}: {said}"
 
 

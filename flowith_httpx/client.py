@@ -318,7 +318,9 @@ def _port_out_of_range(exc: BaseException) -> bool:
     port of a URL it is given, not of a redirect's ``Location``."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    return isinstance(exc, OverflowError)
+    # Its words, as CPython's socket module says them: another OverflowError (one of
+    # an event hook's, say) is no port's.
+    return isinstance(exc, OverflowError) and "port must be 0-65535" in str(exc)
 
 
 def _redirected_out_of_range() -> ConnectionFailedError:

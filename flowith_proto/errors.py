@@ -709,10 +709,11 @@ _HTML_PAGE = re.compile(
     r"\ufeff?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)?(?:<!doctype\s+html|<html\b|<head\b|<body\b)",
     re.IGNORECASE | re.DOTALL,
 )
-#: A page's title, between the first opening tag and the closing tag after it: two
-#: searches, as one (``<title>(.*?)</title>``) read to the end from each "<title"
-#: of a page that closes none (42 KB of them took a second).
-_OPEN_TITLE = re.compile(r"<title\b[^>]*>", re.IGNORECASE)
+#: A page's title, between the first opening tag and the closing tag after it, each
+#: found by one forward search: one pattern (``<title>(.*?)</title>``, or even
+#: ``<title\b[^>]*>``) read to the end from each "<title" of a page that closes none,
+#: or whose tags never end (42 KB of them took a second).
+_OPEN_TITLE = re.compile(r"<title\b", re.IGNORECASE)
 _CLOSE_TITLE = re.compile(r"</title\s*>", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
@@ -728,9 +729,10 @@ def one_line(text: str, limit: int = _BODY_EXCERPT) -> str:
     text = redact(text, held)
     if _HTML_PAGE.match(text):
         opened = _OPEN_TITLE.search(text)
-        closed = _CLOSE_TITLE.search(text, opened.end()) if opened else None
+        start = text.find(">", opened.end()) + 1 if opened else 0  # past the tag's end
+        closed = _CLOSE_TITLE.search(text, start) if start else None
         # Unescaped, the title may spell out what its entities hid.
-        title = text[opened.end() : closed.start()] if opened and closed else ""
+        title = text[start : closed.start()] if closed else ""
         title = redact(html.unescape(title), held)
         title = _WHITESPACE.sub(" ", title).strip()
         text = f"{title} (an HTML page)" if title else "an HTML page"

@@ -193,3 +193,17 @@ def test_the_jar_deletes_a_cookie_set_to_expire_at_the_epoch_however_it_is_given
         assert list(jar) == []
 
     asyncio.run(check())
+
+
+def test_a_body_read_error_says_no_400_in_either_of_aiohttps_forms() -> None:
+    # Its C parser quotes the error in angle brackets, its Python parser leads with it.
+    from flowith_aiohttp.client import _said
+
+    quoted = aiohttp.ClientPayloadError(
+        "Response payload is not completed: <ContentLengthError: 400, message='Not enough'>"
+    )
+    leading = aiohttp.ClientPayloadError("400, message: Can not decode content-encoding: gzip")
+    assert _said(quoted) == (
+        "ClientPayloadError: Response payload is not completed: ContentLengthError: Not enough"
+    )
+    assert _said(leading) == "ClientPayloadError: Can not decode content-encoding: gzip"

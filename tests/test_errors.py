@@ -364,6 +364,7 @@ def test_an_error_page_and_a_retry_after_are_read_once_whatever_they_hold() -> N
     # of the text (the title, the number) or doubled with every comment (the page).
     assert one_line("<!---->" * 24 + "x", limit=1000) == "<!---->" * 24 + "x"
     assert one_line("<html><!---->" + "<title>" * 7_000) == "an HTML page"
+    assert one_line("<html>" + "<title " * 20_000) == "an HTML page"  # no tag ends
     assert retry_after_seconds("1" * 8_000 + "x") is None
     assert retry_after_seconds("1" * 300 + ".5") == float("1" * 300 + ".5")
 

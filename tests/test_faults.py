@@ -1955,6 +1955,26 @@ async def test_a_download_redirected_to_a_port_past_65535_is_a_connection_failur
     assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test's look)
 
 
+async def test_an_overflow_error_of_an_event_hook_is_not_taken_for_a_redirects_port(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # Any OverflowError raised while sending was called a redirect to a bad port.
+    if transport.library != "httpx":
+        pytest.skip("httpx's event hooks")
+
+    async def hook(request: httpx.Request) -> None:
+        raise OverflowError("my own bug")
+
+    async with httpx.AsyncClient(event_hooks={"request": [hook]}) as http:
+        client_class: Any = transport.client_class()
+        client = client_class(FakeFlowith().token, http_client=http, max_retries=0)
+        async with CannedServer(200, [], b"[]") as server, client:
+            with pytest.raises(OverflowError, match="my own bug"):
+                await client.list_public_notices()
+            with pytest.raises(OverflowError, match="my own bug"):
+                await client.download(f"{server.url}/a.png", tmp_path)
+
+
 def _encoded(data: bytes, codings: str) -> bytes:
     for coding in (c.strip() for c in codings.split(",")):
         if coding in ("gzip", "x-gzip"):
@@ -1975,6 +1995,11 @@ async def test_a_body_whose_codings_are_stacked_is_decoded_on_every_transport(
     # and a download landed as gzip bytes, silently. Given a line each, the library
     # read the first line and aiohttp's parser the last: the same, silently. httpx
     # knows no x-gzip (RFC 9110: gzip), and handed it on compressed.
+    if on_lines and transport.library == "aiohttp" and codings.startswith("deflate"):
+        from flowith_aiohttp import client as aiohttp_client
+
+        if not aiohttp_client._PARSER_READS_LAST:
+            pytest.skip("aiohttp's pure-Python parser undoes the first line's (inner) coding")
     payload = b"hello world " * 100
     lines = codings.split(", ") if on_lines else [codings]
     headers = [("Content-Encoding", line) for line in lines]
