@@ -8,6 +8,9 @@ asyncio and trio alike, reads one request head and answers with
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
 import anyio
 import anyio.abc
 
@@ -45,3 +48,16 @@ class CannedServer(LoopbackServer):
         if self.delay:
             await anyio.sleep(self.delay)
         await socket.send(self.answers.get(path, self.answer))
+
+
+@contextlib.asynccontextmanager
+async def raw_server(
+    handler: Callable[[anyio.abc.SocketStream], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A loopback server that hands each connection to ``handler`` (raw bytes, for
+    answers no well-behaved server gives); yields its ``http://`` URL."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, handler)
+        yield f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+        group.cancel_scope.cancel()

@@ -35,6 +35,7 @@ from flowith_proto.errors import (
     TimeoutError,
 )
 from flowith_proto.fake import FakeFlowith, chunk, complete, hang, pause
+from tests.canned_server import raw_server
 from tests.conftest import MakeClient, Transport, shown_by_the_chain
 from tests.forward_proxy import ForwardProxy
 
@@ -102,21 +103,13 @@ async def test_a_proxy_refusing_the_tunnel_shows_no_password_in_the_traceback(
     """aiohttp's error for a refused CONNECT quotes the proxy's URL, password and all:
     the library's message masked it, but not the traceback of its cause."""
     password = "s3cretProxyPass"
-    flowith_client: Any = transport.client_class()
     async with ForwardProxy() as proxy:  # it refuses CONNECT: nothing goes further
-        client = flowith_client(
-            fake.token,
-            edge_url="https://127.0.0.1:9",
-            supabase_url="https://127.0.0.1:9",
-            proxy=f"http://alice:{password}@127.0.0.1:{proxy.port}",
-            max_retries=0,
+        failed = await credits_through(
+            transport, fake.token, f"http://alice:{password}@127.0.0.1:{proxy.port}"
         )
-        async with client:
-            with pytest.raises(ConnectionFailedError) as caught:
-                await client.get_credits()
-    shown = shown_by_the_chain(caught.value)
+    shown = shown_by_the_chain(failed)
     assert password not in shown
-    cause = caught.value.__cause__  # the transport's own error, still shown
+    cause = failed.__cause__  # the transport's own error, still shown
     assert cause is not None
     assert f"{type(cause).__module__}.{type(cause).__qualname__}: {cause}" in shown
     if transport.library == "aiohttp":
@@ -414,23 +407,25 @@ async def test_a_proxy_url_no_transport_can_use_is_refused_by_the_constructor(
     pytest.fail(f"{proxy!r} was accepted")
 
 
-@asynccontextmanager
-async def tunnel_that_closes() -> AsyncIterator[int]:
+async def grant_and_close(stream: anyio.abc.SocketStream) -> None:
     """A proxy that grants every CONNECT and then closes the tunnel: the TLS
-    handshake behind it fails. Yields its port."""
+    handshake behind it fails."""
+    async with stream:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive()
+        await stream.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
 
-    async def grant_and_close(stream: anyio.abc.SocketStream) -> None:
-        async with stream:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += await stream.receive()
-            await stream.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, grant_and_close)
-        yield listener.extra(anyio.abc.SocketAttribute.local_port)
-        group.cancel_scope.cancel()
+async def credits_through(transport: Transport, token: str, proxy: str) -> ConnectionFailedError:
+    """The error of a credits call to an https:// edge through ``proxy`` that fails."""
+    flowith_client: Any = transport.client_class()
+    edge = "https://127.0.0.1:9"
+    client = flowith_client(token, edge_url=edge, supabase_url=edge, proxy=proxy, max_retries=0)
+    async with client:
+        with pytest.raises(ConnectionFailedError) as caught:
+            await client.get_credits()
+    return caught.value
 
 
 async def test_a_tunnel_that_fails_after_connect_shows_no_proxy_password(
@@ -439,23 +434,14 @@ async def test_a_tunnel_that_fails_after_connect_shows_no_proxy_password(
     """aiohttp's connector error keeps its connection key, whose proxy URL holds the
     password: the error's repr and args showed it (a refused CONNECT was masked)."""
     password = "s3cretProxyPass"
-    flowith_client: Any = transport.client_class()
-    async with tunnel_that_closes() as port:
-        client = flowith_client(
-            fake.token,
-            edge_url="https://127.0.0.1:9",
-            supabase_url="https://127.0.0.1:9",
-            proxy=f"http://alice:{password}@127.0.0.1:{port}",
-            max_retries=0,
-        )
-        async with client:
-            with pytest.raises(ConnectionFailedError) as caught:
-                await client.get_credits()
-    assert password not in shown_by_the_chain(caught.value)
-    assert caught.value.__cause__ is not None  # the transport's own error, kept
+    async with raw_server(grant_and_close) as url:
+        port = int(url.rsplit(":", 1)[1])
+        failed = await credits_through(transport, fake.token, f"http://alice:{password}@127.0.0.1:{port}")
+    assert password not in shown_by_the_chain(failed)
+    assert failed.__cause__ is not None  # the transport's own error, kept
     if transport.library == "aiohttp":
-        assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
-        assert f"alice:[REDACTED]@127.0.0.1:{port}" in repr(caught.value.__cause__)
+        assert isinstance(failed.__cause__, aiohttp.ClientConnectorError)
+        assert f"alice:[REDACTED]@127.0.0.1:{port}" in repr(failed.__cause__)
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ from flowith_proto.fake import (
 )
 from flowith_proto.models import GenerationOutput
 from flowith_proto.state import MAX_COOKIES
+from tests.canned_server import raw_server
 from tests.conftest import MakeClient, Transport, eventually
 
 pytestmark = pytest.mark.anyio
@@ -607,16 +608,11 @@ async def test_a_dropped_read_is_sent_as_often_as_max_retries_says(
             await stream.receive()
             sends += 1
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    url = f"http://127.0.0.1:{port}"
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, answer_nothing)
+    async with raw_server(answer_nothing) as url:
         client = transport.client_class()(fake.token, edge_url=url, supabase_url=url)
         async with client:
             with pytest.raises(FlowithError):
                 await client.get_credits()
-        group.cancel_scope.cancel()
     assert sends == 3
 
 
@@ -636,16 +632,11 @@ async def test_an_answer_too_malformed_to_read_is_not_called_a_400(
                 b"Content-Length: %d\r\nContent-Length: 5\r\n\r\n%s" % (len(body), body)
             )
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    url = f"http://127.0.0.1:{port}"
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, conflicting_lengths)
+    async with raw_server(conflicting_lengths) as url:
         client = transport.client_class()(fake.token, edge_url=url, supabase_url=url, max_retries=0)
         async with client:
             with pytest.raises(ConnectionFailedError) as caught:
                 await client.get_credits()
-        group.cancel_scope.cancel()
     message = str(caught.value)
     assert not re.search(r"\b400\b", message), message
     assert "\n" not in message
@@ -666,11 +657,8 @@ async def test_a_body_cut_short_is_not_called_a_400(
             head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             await stream.send(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:5])
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    url = f"http://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
     messages = []
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, cut_short)
+    async with raw_server(cut_short) as url:
         client = transport.client_class()(fake.token, edge_url=url, supabase_url=url, max_retries=0)
         async with client:
             with pytest.raises(ConnectionFailedError) as read:
@@ -679,7 +667,6 @@ async def test_a_body_cut_short_is_not_called_a_400(
             with pytest.raises(ConnectionFailedError) as downloaded:
                 await client.download(f"{url}/f.json", tmp_path)
             messages.append(str(downloaded.value))
-        group.cancel_scope.cancel()
     for message in messages:
         assert not re.search(r"\b400\b", message), message
         assert re.search(r"5 (of|bytes, expected) 21", message), message
@@ -702,16 +689,11 @@ async def test_an_error_answer_whose_body_stalls_ends_within_the_clients_timeout
             )
             await stop.wait()
 
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    url = f"http://127.0.0.1:{port}"
-
     async def listen(client: Any) -> None:
         async for _event in client.stream_user_sse():
             pass
 
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, stalled_404)
+    async with raw_server(stalled_404) as url:
         client = transport.client_class()(
             fake.token, edge_url=url, supabase_url=url, timeout=0.5, stream_idle_timeout=None
         )
@@ -722,7 +704,6 @@ async def test_an_error_answer_whose_body_stalls_ends_within_the_clients_timeout
                 await (work or client.download(f"{url}/f/x.bin", tmp_path))
             elapsed = time.monotonic() - started
         stop.set()
-        group.cancel_scope.cancel()
     assert 0.4 <= elapsed < 3.0
     assert caught.value.status_code == 404
 
