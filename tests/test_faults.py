@@ -1930,27 +1930,25 @@ async def test_a_cookie_is_sent_back_as_the_server_set_it(transport: Transport, 
     assert f"Cookie: a={value}".encode() in server.heads[1].split(b"\r\n")
 
 
-async def test_a_download_redirected_to_no_http_url_is_a_connection_failure(
-    transport: Transport, tmp_path: Path
+@pytest.mark.parametrize(
+    ("location", "said"),
+    [
+        # httpx's InvalidURL (no httpx.HTTPError) went out bare.
+        ("mailto:someone@example.com", r"mailto|InvalidURL"),
+        # httpx checks the port of a URL it is given, not a Location's: connecting
+        # raised an OverflowError inside anyio's task group, which went out as a bare
+        # ExceptionGroup on asyncio (on trio, httpx's ConnectError said so already).
+        ("http://127.0.0.1:99999/x", r"redirect|99999"),
+    ],
+    ids=["no-http-url", "port-past-65535"],
+)
+async def test_a_download_redirected_where_no_request_can_go_is_a_connection_failure(
+    transport: Transport, tmp_path: Path, location: str, said: str
 ) -> None:
-    # httpx's InvalidURL (no httpx.HTTPError) went out bare.
     client = transport.client_class()(FakeFlowith().token, max_retries=0)
-    redirect = CannedServer(302, [("Location", "mailto:someone@example.com")], b"")
+    redirect = CannedServer(302, [("Location", location)], b"")
     async with redirect as server, client:
-        with pytest.raises(ConnectionFailedError, match=r"mailto|InvalidURL"):
-            await client.download(f"{server.url}/a.png", tmp_path)
-
-
-async def test_a_download_redirected_to_a_port_past_65535_is_a_connection_failure(
-    transport: Transport, tmp_path: Path
-) -> None:
-    # httpx checks the port of a URL it is given, not a Location's: connecting raised
-    # an OverflowError inside anyio's task group, which went out as a bare
-    # ExceptionGroup on asyncio (on trio, httpx's ConnectError said so already).
-    client = transport.client_class()(FakeFlowith().token, max_retries=0)
-    redirect = CannedServer(302, [("Location", "http://127.0.0.1:99999/x")], b"")
-    async with redirect as server, client:
-        with pytest.raises(ConnectionFailedError, match=r"redirect|99999"):
+        with pytest.raises(ConnectionFailedError, match=said):
             await client.download(f"{server.url}/a.png", tmp_path)
     assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test's look)
 
