@@ -30,14 +30,13 @@ from http.cookies import Morsel
 from typing import Any, TypeVar
 
 import aiohttp
-from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
-from aiohttp.http_parser import HttpResponseParser, HttpResponseParserPy
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from flowith_aiohttp.codings import Decoding, codings_left
 from flowith_aiohttp.cookies import CookieJar
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
+from flowith_proto.codings import ContentDecoder, ContentDecodingError, content_decoder
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
     DEFAULT_SUPABASE_KEY,
@@ -48,7 +47,6 @@ from flowith_proto.config import (
 )
 from flowith_proto.errors import (
     ConnectionFailedError,
-    ResponseDecodeError,
     TimeoutError,
     masked_headers,
     one_line,
@@ -144,16 +142,10 @@ def _progress_tracing() -> aiohttp.TraceConfig:
     return config
 
 
-def _transport_error(
-    exc: aiohttp.ClientError, status: int | None = None, endpoint: str = ""
-) -> ConnectionFailedError | ResponseDecodeError:
+def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError:
     """The library's error for ``exc``, which is cleared of credentials: it becomes
-    the error's cause, which a traceback or a repr shows. ``status`` and ``endpoint``
-    name the answer whose body was being read, if one came."""
+    the error's cause, which a traceback or a repr shows."""
     _clear_credentials(exc)
-    undecodable = _encoding_error(exc)
-    if undecodable is not None:  # an answer came (aiohttp says 400): a retry gets it again
-        return undecodable_body(undecodable, status, endpoint)
     if isinstance(exc, aiohttp.ClientResponseError) and isinstance(
         exc.__cause__, HttpProcessingError
     ):
@@ -180,17 +172,6 @@ def _said(exc: aiohttp.ClientError) -> str:
     said = _QUOTED_PARSER_ERROR.sub(r"\1: \3", one_line(str(exc)))
     said = _PARSER_ERROR_400.sub("", said)
     return f"{type(exc).__name__}: {said}"
-
-
-def _encoding_error(exc: BaseException) -> str | None:
-    """What aiohttp said if it failed to undo the answer's Content-Encoding (corrupt, or
-    one it cannot decode): its ContentEncodingError is the cause, or the cause's cause."""
-    cause = exc.__cause__
-    for _ in range(2):
-        if isinstance(cause, ContentEncodingError):
-            return cause.message
-        cause = None if cause is None else cause.__cause__
-    return None
 
 
 #: The one "Connection closed" error aiohttp raises for every connection closed under a
@@ -282,16 +263,12 @@ def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
     return hops + tuple((name.lower(), value) for name, value in answer.headers.items())
 
 
-#: Whether aiohttp's parser acts on the last of several Content-Encoding lines (its C
-#: parser, the one it uses when built) or on the first (its pure-Python one).
-_PARSER_READS_LAST = HttpResponseParser is not HttpResponseParserPy
-
-
-def _decoding(answer: aiohttp.ClientResponse) -> Decoding | None:
-    """What undoes the codings aiohttp left on ``answer``'s body (see
-    :mod:`flowith_aiohttp.codings`), if any. A transfer coding other than
-    ``chunked`` is refused, as httpx refuses it (aiohttp passes the body on
-    still encoded)."""
+def _decoding(answer: aiohttp.ClientResponse) -> ContentDecoder | None:
+    """What undoes ``answer``'s Content-Encoding, read from each of its lines (see
+    :mod:`flowith_proto.codings`: aiohttp, left to decode, undid a single coding
+    only, on one line of several, and refused a few bytes after a gzip stream).
+    A transfer coding other than ``chunked`` is refused, as httpx refuses it
+    (aiohttp passes the body on still encoded)."""
     # Every line: aiohttp's parser acts on one of several, and a second one
     # ("chunked", then "gzip") left the chunks' framing in the body.
     transfer = ", ".join(answer.headers.getall("Transfer-Encoding", ()))
@@ -300,10 +277,7 @@ def _decoding(answer: aiohttp.ClientResponse) -> Decoding | None:
             f"malformed answer: Transfer-Encoding {one_line(transfer)!r}: only chunked, "
             "given once, is supported"
         )
-    codings = codings_left(
-        answer.headers.getall("Content-Encoding", ()), parser_reads_last=_PARSER_READS_LAST
-    )
-    return Decoding(codings) if codings else None
+    return content_decoder(answer.headers.getall("Content-Encoding", ()))
 
 
 class _Body:
@@ -316,7 +290,9 @@ class _Body:
 
     __slots__ = ("_decoding", "_ended", "_response")
 
-    def __init__(self, response: aiohttp.ClientResponse, decoding: Decoding | None = None) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, decoding: ContentDecoder | None = None
+    ) -> None:
         self._response = response
         self._decoding = decoding
         self._ended = False
@@ -333,8 +309,10 @@ class _Body:
                     self._ended = True
                     return self._decoding.flush()
                 decoded = self._decoding.decode(chunk)
-            except ValueError as exc:
-                raise ConnectionFailedError(f"stream broke: {exc}") from None
+            except ContentDecodingError as exc:
+                raise ConnectionFailedError(
+                    f"stream broke: the body could not be decoded: {exc}"
+                ) from None
             if decoded:  # else the decoder holds it all yet: b"" would say the body ended
                 return decoded
         return b""
@@ -524,17 +502,17 @@ class FlowithClient(FlowithClientBase):
                     try:
                         content = await answer.read()
                     except aiohttp.ClientError as exc:
-                        raise _transport_error(exc, answer.status, request.endpoint) from exc
+                        raise _transport_error(exc) from exc
                     if decoding is not None:
                         try:
                             content = decoding.decode(content) + decoding.flush()
-                        except ValueError as exc:
+                        except ContentDecodingError as exc:
                             raise undecodable_body(exc, answer.status, request.endpoint) from None
                     return Response(answer.status, _headers(answer), content)
             except asyncio.TimeoutError as exc:
                 raise progress.timed_out(limit) from exc
             except aiohttp.ClientError as exc:
-                raise _transport_error(exc, endpoint=request.endpoint) from exc
+                raise _transport_error(exc) from exc
 
     @contextlib.asynccontextmanager
     async def _turn(
@@ -587,6 +565,7 @@ class FlowithClient(FlowithClientBase):
             timeout=timeout,
             allow_redirects=request.follow_redirects,
             max_redirects=_MAX_REDIRECTS,
+            auto_decompress=False,  # decoded by flowith_proto.codings, as on every transport
             trace_request_ctx=progress,
         )
 
@@ -606,7 +585,7 @@ class FlowithClient(FlowithClientBase):
         except asyncio.TimeoutError as exc:
             raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
         except aiohttp.ClientError as exc:
-            raise _transport_error(exc, endpoint=request.endpoint) from exc
+            raise _transport_error(exc) from exc
         try:
             decoding = _decoding(answer)
         except BaseException:

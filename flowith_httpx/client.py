@@ -47,6 +47,7 @@ except ModuleNotFoundError as exc:  # installed without the httpx extra: say so
     extras.explain(exc, __name__, "httpx")
     raise
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
+from flowith_proto.codings import ContentDecoder, ContentDecodingError, content_decoder
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
     DEFAULT_SUPABASE_KEY,
@@ -372,43 +373,22 @@ async def _raw_body(answer: httpx.Response) -> bytes:
         return b"".join([chunk async for chunk in chunks])
 
 
-def _content_decoder(answer: httpx.Response) -> Any:
-    """httpx's own decoder of the answer's Content-Encoding (``decode`` and ``flush``),
-    or ``None``: no encoding, or an httpx without this private method, whose
-    ``aiter_bytes()`` then decodes (see ``_Body._pump``)."""
-    if "content-encoding" not in answer.headers:
-        return None
-    coded = httpx.Response(answer.status_code, headers=_gzip_named_gzip(answer.headers))
-    get_decoder = getattr(coded, "_get_content_decoder", None)
-    return None if get_decoder is None else get_decoder()
-
-
-def _gzip_named_gzip(headers: httpx.Headers) -> httpx.Headers:
-    """``headers`` with ``x-gzip`` in Content-Encoding named ``gzip``, which RFC 9110
-    makes it the same as, and which aiohttp and browsers undo: httpx knows only
-    ``gzip``, and handed an x-gzip body on still compressed (an event stream of it
-    yielded no event, without a word)."""
-    codings = headers.get_list("content-encoding", split_commas=True)
-    if not any(coding.strip().lower() == "x-gzip" for coding in codings):
-        return headers
-    renamed = headers.copy()
-    renamed["content-encoding"] = ", ".join(
-        "gzip" if coding.strip().lower() == "x-gzip" else coding for coding in codings
-    )
-    return renamed
+def _content_decoder(answer: httpx.Response) -> ContentDecoder | None:
+    """What undoes the answer's Content-Encoding, read from each of its lines (see
+    :mod:`flowith_proto.codings`: httpx's own decoders keep the first member of a
+    multi-member gzip body, knew no ``x-gzip``, and passed a gzip stream cut short)."""
+    return content_decoder(answer.headers.get_list("content-encoding"))
 
 
 def _decoded(answer: httpx.Response, raw: bytes, endpoint: str) -> bytes:
-    """``raw`` with the answer's Content-Encoding undone, by httpx's own decoders (run
-    over bytes in memory: no generator is left suspended if they fail)."""
-    if "content-encoding" not in answer.headers:
+    """``raw`` with the answer's Content-Encoding undone."""
+    decoder = _content_decoder(answer)
+    if decoder is None:
         return raw
-    headers = _gzip_named_gzip(answer.headers)
     try:
-        return httpx.Response(answer.status_code, headers=headers, content=raw).read()
-    except httpx.DecodingError as exc:
-        _clear_credentials(exc)
-        raise undecodable_body(exc, answer.status_code, endpoint) from exc
+        return decoder.decode(raw) + decoder.flush()
+    except ContentDecodingError as exc:
+        raise undecodable_body(exc, answer.status_code, endpoint) from None
 
 
 def _tracer(progress: RequestProgress) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
@@ -560,22 +540,20 @@ class _Body:
         self._readable.set()
 
     async def _pump(self) -> None:
-        undecodable: httpx.DecodingError | None = None
+        undecodable: ContentDecodingError | None = None
         try:
             with self._pump_scope:
                 decoder = _content_decoder(self._response)
-                answer = self._response
-                async for chunk in answer.aiter_raw() if decoder else answer.aiter_bytes():
+                async for chunk in self._response.aiter_raw():
                     if decoder is not None:
                         if undecodable is not None:
                             continue  # bytes httpx had already read: the next read ends
                         try:
                             chunk = decoder.decode(chunk)
-                        except httpx.DecodingError as exc:
-                            # Decoded here, not by aiter_bytes(): an error raised there
-                            # left httpx's readers below it suspended, and trio warned as
-                            # it collected each. The next read meets the cancellation
-                            # instead, and ends them all.
+                        except ContentDecodingError as exc:
+                            # Ended by a cancellation, not by leaving the loop: the next
+                            # read meets it and ends httpx's readers (trio warns as it
+                            # collects one left suspended).
                             undecodable = exc
                             self._pump_scope.cancel()
                             continue
@@ -594,14 +572,25 @@ class _Body:
                             # cancellation (it lasts) and ends them all.
                             self._pump_scope.cancel()
                             break
-                if decoder is not None and undecodable is None and (tail := decoder.flush()):
-                    self._arrived(tail)
+                if decoder is not None and undecodable is None and not self._closed:
+                    try:
+                        tail = decoder.flush()
+                    except ContentDecodingError as exc:
+                        undecodable = exc
+                    else:
+                        if tail:
+                            self._arrived(tail)
             if undecodable is not None:
                 raise undecodable
         except Exception as exc:  # httpx's errors, or any other: the reader raises it
             # (never let it out: an error ending a trio system task ends the whole run)
             _clear_credentials(exc)
-            failure = ConnectionFailedError(f"stream broke: {type(exc).__name__}: {_detail(exc)}")
+            said = (
+                f"the body could not be decoded: {exc}"
+                if exc is undecodable
+                else f"{type(exc).__name__}: {_detail(exc)}"
+            )
+            failure = ConnectionFailedError(f"stream broke: {said}")
             failure.__cause__ = exc
             self._failure = failure
         finally:

@@ -58,6 +58,7 @@ from flowith_proto.arguments import (
     require_path,
 )
 from flowith_proto.auth import Credentials
+from flowith_proto.codings import ACCEPT_ENCODING
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
     DEFAULT_SUPABASE_KEY,
@@ -587,13 +588,15 @@ class FlowithClientBase(WebAppMethods):
 
         A multipart form becomes a stream whose files are read in chunks off
         the event loop, so an upload never sits in memory whole; its exact
-        length is announced so the server needs no chunked encoding.
+        length is announced so the server needs no chunked encoding. Every
+        request asks for the codings :mod:`~flowith_proto.codings` undoes, which
+        is where a transport's answers are decoded.
         """
         body = request.body
+        headers = (*request.headers, ("Accept-Encoding", ACCEPT_ENCODING))
         if not isinstance(body, MultipartForm):
-            return body, request.headers
-        headers = (*request.headers, ("Content-Length", str(body.length)))
-        return self._stream_form(body), headers
+            return body, headers
+        return self._stream_form(body), (*headers, ("Content-Length", str(body.length)))
 
     async def _open_file(
         self, opener: Callable[[Any], BinaryIO], path: Any, *, created: bool = False

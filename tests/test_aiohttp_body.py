@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import gzip
 import os
 import weakref
-import zlib
 
 import aiohttp
 import pytest
 
 from flowith_aiohttp import FlowithClient
 from flowith_aiohttp.client import _Body
-from flowith_aiohttp.codings import Decoding, codings_left
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto.errors import ClientStateError, ConnectionFailedError, FlowithError
 from flowith_proto.fake import FakeFlowith
@@ -115,57 +112,6 @@ async def test_a_client_closed_under_a_listener_is_let_go_of() -> None:
         del client, listener
         gc.collect()
         assert session() is None
-
-
-def _fed(decoding: Decoding, data: bytes, size: int) -> bytes:
-    out = b"".join(decoding.decode(data[i : i + size]) for i in range(0, len(data), size))
-    return out + decoding.flush()
-
-
-@pytest.mark.parametrize("size", [1, 7, 4096])
-def test_stacked_codings_are_undone_in_any_chunking(size: int) -> None:
-    payload = os.urandom(3000) + b"text " * 500
-    zlib_deflate = zlib.compress(gzip.compress(payload))
-    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
-    raw_deflate = raw.compress(payload) + raw.flush()
-    assert codings_left("gzip, deflate") == ["gzip", "deflate"]
-    assert _fed(Decoding(codings_left("gzip, deflate")), zlib_deflate, size) == payload
-    assert _fed(Decoding(["x-gzip", "deflate"]), zlib.compress(gzip.compress(payload)), size) == (
-        payload
-    )
-    assert _fed(Decoding(["deflate"]), raw_deflate, size) == payload  # raw, as some send it
-
-
-def test_what_aiohttp_decodes_itself_is_left_to_it() -> None:
-    for header in (None, "", "gzip", " GZIP ", "br", "zstd", "identity", "UTF-8", "none"):
-        assert codings_left(header) == []  # (nobody knows the last two: passed over)
-    assert codings_left("gzip, identity") == ["gzip"]
-
-
-def test_codings_on_several_lines_are_what_aiohttp_left_undone() -> None:
-    # aiohttp's C parser undoes the coding of the last line alone, its Python parser
-    # the first's; the other lines' codings are left to this transport.
-    assert codings_left(["gzip", "identity"]) == ["gzip"]
-    assert codings_left(["identity", "gzip"]) == []
-    assert codings_left(["deflate", "gzip"]) == ["deflate"]
-    assert codings_left(["gzip", "gzip"]) == ["gzip"]
-    assert codings_left(["gzip, deflate", "identity"]) == ["gzip", "deflate"]
-    assert codings_left(["gzip", "identity"], parser_reads_last=False) == []
-    assert codings_left(["identity", "gzip"], parser_reads_last=False) == ["gzip"]
-    assert codings_left([]) == codings_left(["identity"]) == []
-
-
-def test_a_coding_it_cannot_undo_or_a_body_that_lies_is_a_value_error() -> None:
-    refused = Decoding(["br", "gzip"])
-    assert refused.decode(b"") + refused.flush() == b""  # no body (a 204): nothing to refuse
-    with pytest.raises(ValueError, match="stacks br, which this transport decodes only alone"):
-        refused.decode(b"x")
-    with pytest.raises(ValueError, match="not what its Content-Encoding says"):
-        Decoding(["gzip"]).decode(b"this is no gzip stream at all")
-    decoding = Decoding(["deflate"])
-    decoding.decode(b"\x78")  # half a zlib header: nothing told yet
-    with pytest.raises(ValueError, match="not what its Content-Encoding says"):
-        decoding.decode(b"\x9c this is no deflate stream")
 
 
 def test_the_jar_deletes_a_cookie_set_to_expire_at_the_epoch_however_it_is_given() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import importlib.util
 import json
 import logging
 import math
@@ -1991,13 +1990,9 @@ async def test_a_body_whose_codings_are_stacked_is_decoded_on_every_transport(
 ) -> None:
     # aiohttp decodes only a single coding: it handed the rest over still compressed,
     # and a download landed as gzip bytes, silently. Given a line each, the library
-    # read the first line and aiohttp's parser the last: the same, silently. httpx
-    # knows no x-gzip (RFC 9110: gzip), and handed it on compressed.
-    if on_lines and transport.library == "aiohttp" and codings.startswith("deflate"):
-        from flowith_aiohttp import client as aiohttp_client
-
-        if not aiohttp_client._PARSER_READS_LAST:
-            pytest.skip("aiohttp's pure-Python parser undoes the first line's (inner) coding")
+    # read the first line and aiohttp's parser the last (its pure-Python parser the
+    # first, undone first: the wrong order). httpx knows no x-gzip (RFC 9110: gzip),
+    # and handed it on compressed.
     payload = b"hello world " * 100
     lines = codings.split(", ") if on_lines else [codings]
     headers = [("Content-Encoding", line) for line in lines]
@@ -2042,13 +2037,12 @@ async def test_a_transfer_coding_besides_chunked_is_refused_on_every_transport(
                 await client.download(f"{server.url}/f.txt", tmp_path)
 
 
-async def test_an_answer_in_a_coding_aiohttp_lacks_names_its_request(transport: Transport) -> None:
-    # aiohttp fails before it hands the answer over: the error said "the answer" alone.
-    if transport.library != "aiohttp":
-        pytest.skip("aiohttp's own refusal")
-    pytest.importorskip("aiohttp")
-    if importlib.util.find_spec("brotli") or importlib.util.find_spec("brotlicffi"):
-        pytest.skip("Brotli is installed: aiohttp decodes br")
+async def test_an_answer_in_a_coding_no_transport_undoes_is_refused_naming_its_request(
+    transport: Transport,
+) -> None:
+    # aiohttp failed before it handed the answer over: the error said "the answer"
+    # alone. httpx decoded br where Brotli was installed, aiohttp where Brotli was:
+    # the same answer read on one transport, refused on another.
     headers = [("Content-Encoding", "br"), ("Content-Type", "application/json")]
     async with CannedServer(503, headers, b"\x0b\x00\x80[]\x03") as server:
         client_class = transport.client_class()
@@ -2058,8 +2052,78 @@ async def test_an_answer_in_a_coding_aiohttp_lacks_names_its_request(transport: 
         async with client:
             with pytest.raises(ResponseDecodeError) as refused:
                 await client.get_credits()
-    assert str(refused.value).startswith("the answer from GET /user/credits: its body could not")
-    assert refused.value.endpoint == "GET /user/credits"
+    assert str(refused.value) == (
+        "HTTP 503 from GET /user/credits: its body could not be decoded: it is in br, which "
+        "this client does not decode (it asks for gzip, deflate only)"
+    )
+    assert (refused.value.status_code, refused.value.endpoint) == (503, "GET /user/credits")
+
+
+async def test_every_request_asks_for_the_codings_the_library_undoes(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # Each library asked for its own list (br and zstd where their modules were
+    # installed), which the other transport could not read the same way.
+    async with _Heads(200, [("Content-Type", "application/json")], b"[]") as server:
+        client_class = transport.client_class()
+        client = client_class(FakeFlowith().token, edge_url=server.url, supabase_url=server.url)
+        async with client:
+            await client.list_public_notices()
+            await client.download(f"{server.url}/a.json", tmp_path)
+    for head in server.heads:
+        asked = [line for line in head.split(b"\r\n") if line.lower().startswith(b"accept-enc")]
+        assert asked == [b"Accept-Encoding: gzip, deflate"]
+    assert len(server.heads) == 2
+
+
+#: A body in two gzip members, then bytes that start no other: every transport
+#: decodes both members and passes over the rest (httpx kept the first member,
+#: aiohttp refused the bytes after it).
+_MEMBERS = gzip.compress(b'[{"sub_type":"pro",') + gzip.compress(b'"remain_quota":2}]') + b"\0\0"
+
+
+@pytest.mark.parametrize("body", ["members", "cut-short"])
+async def test_a_gzip_body_is_read_whole_or_refused_on_every_transport(
+    transport: Transport, tmp_path: Path, body: str
+) -> None:
+    whole = body == "members"
+    encoded = _MEMBERS if whole else gzip.compress(b"[]" + b" " * 500)[:-6]
+    headers = [("Content-Encoding", "gzip"), ("Content-Type", "application/json")]
+    stream_headers = [("Content-Encoding", "gzip"), ("Content-Type", "text/event-stream")]
+    frames = gzip.compress(b'data: {"n": 1}\n\n') + gzip.compress(b'data: {"n": 2}\n\n')
+    async with CannedServer(200, headers, encoded) as server:
+        cut = gzip.compress(b'data: {"n": 1}\n\n' * 50)[:-3]
+        server.answers["/user_stream/sse"] = CannedServer(
+            200, stream_headers, frames if whole else cut
+        ).answer
+        client_class = transport.client_class()
+        client = client_class(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
+        )
+        async with client:
+            if whole:
+                (credits,) = await client.get_credits()
+                saved = await client.download(f"{server.url}/c.json", tmp_path)
+                events = [frame async for frame in client.stream_user_sse()]
+                assert (credits.sub_type, credits.remain_quota) == ("pro", 2.0)
+                assert saved.read_bytes() == b'[{"sub_type":"pro","remain_quota":2}]'
+                assert events == [{"n": 1}, {"n": 2}]
+                return
+            with pytest.raises(ResponseDecodeError, match="its body could not be decoded: it end"):
+                await client.get_credits()
+            cut_short = "stream broke: the body could not be decoded: it ended inside its gzip"
+            with pytest.raises(ConnectionFailedError, match=cut_short):
+                await client.download(f"{server.url}/c.json", tmp_path)
+            seen: list[dict[str, Any]] = []
+
+            async def listen() -> None:
+                async for frame in client.stream_user_sse():
+                    seen.append(frame)
+
+            with pytest.raises(ConnectionFailedError, match=cut_short):
+                await listen()
+    assert len(seen) == 50  # every event before the cut came, then the error
+    assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test's look)
 
 
 class _InTurn(_Heads):

@@ -114,7 +114,8 @@ async def test_a_body_it_cannot_decode_leaves_no_reader_suspended() -> None:
 
     response = httpx.Response(200, headers={"content-encoding": "gzip"}, stream=NotGzip())
     body = _Body(response)
-    with anyio.fail_after(5), pytest.raises(ConnectionFailedError, match="DecodingError"):
+    not_gzip = "could not be decoded: it is not gzip"
+    with anyio.fail_after(5), pytest.raises(ConnectionFailedError, match=not_gzip):
         await read_all(body)
     assert ended == ["ended"]  # before any collection: ended, not abandoned
     await body.aclose()
