@@ -645,6 +645,14 @@ _REFUSED_SETTING = (
 )
 
 
+async def _empty_location_is_none(answer: httpx.Response) -> None:
+    """Drop an empty ``Location``: httpx took it for the URL it was sent to and asked
+    again, 20 times, to fail with ``TooManyRedirects``; aiohttp, and the core for an
+    answer it does not follow, read it as no target ("without a Location to follow")."""
+    if answer.headers.get("location") == "":
+        del answer.headers["location"]
+
+
 def _own_client(
     new_client: Callable[[], httpx.AsyncClient], proxy: str | None
 ) -> httpx.AsyncClient:
@@ -761,7 +769,13 @@ class FlowithClient(FlowithClientBase):
             jar = CookieJar()
 
             def new_client() -> httpx.AsyncClient:
-                return httpx.AsyncClient(proxy=proxy, timeout=timeout, verify=tls, cookies=jar)
+                return httpx.AsyncClient(
+                    proxy=proxy,
+                    timeout=timeout,
+                    verify=tls,
+                    cookies=jar,
+                    event_hooks={"response": [_empty_location_is_none]},
+                )
 
             self._http = _own_client(new_client, proxy)
             self._jar: CookieJar | None = jar

@@ -1952,6 +1952,18 @@ async def test_a_download_redirected_where_no_request_can_go_is_a_connection_fai
     assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test's look)
 
 
+async def test_a_redirect_with_an_empty_location_is_no_redirect_on_every_transport(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # httpx took "" for the URL it had asked, and asked it again 20 times before its
+    # TooManyRedirects; aiohttp read it as no target at all.
+    client = transport.client_class()(FakeFlowith().token, max_retries=0)
+    async with CannedServer(302, [("Location", "")], b"") as server, client:
+        with pytest.raises(APIError, match=r"HTTP 302 from GET /a\.png without a Location"):
+            await client.download(f"{server.url}/a.png", tmp_path)
+    assert server.paths == ["/a.png"]
+
+
 async def test_an_overflow_error_of_an_event_hook_is_not_taken_for_a_redirects_port(
     transport: Transport, tmp_path: Path
 ) -> None:
