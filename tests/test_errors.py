@@ -261,6 +261,10 @@ def test_what_follows_basic_is_masked_like_a_bearer() -> None:
     # may echo.
     assert redact("you sent auth=Basic YWxpY2U6czNjcmV0", ()) == "you sent auth=Basic [REDACTED]"
     assert redact("Basic usage of the API", ()) == "Basic usage of the API"
+    # Base64 of letters alone ("user:pass"), shorter than a long word: a capital after
+    # a lower-case letter tells it from prose.
+    assert redact("auth=Basic dXNlcjpwYXNz", ()) == "auth=Basic [REDACTED]"
+    assert redact("Basic Authentication, BASIC AUTH", ()) == "Basic Authentication, BASIC AUTH"
 
 
 def test_every_error_of_the_library_hides_credentials_in_its_message() -> None:
