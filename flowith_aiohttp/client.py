@@ -282,7 +282,7 @@ def _decoding(answer: aiohttp.ClientResponse) -> ContentDecoder | None:
 
 class _Body:
     """A streaming response body read chunk by chunk under a deadline, and
-    decoded where aiohttp left its codings (see :func:`_decoding`).
+    decoded by the core (see :func:`_decoding`).
 
     A read that runs out of time leaves aiohttp's buffer intact, so the
     connection stays usable for the next reader.
@@ -298,24 +298,28 @@ class _Body:
         self._ended = False
 
     async def read(self, deadline: float | None) -> bytes | None:
-        if self._decoding is None:
+        decoding = self._decoding
+        if decoding is None:
             return await self._read(deadline)
-        while not self._ended:
-            chunk = await self._read(deadline)
-            if chunk is None:
-                return None
-            try:
-                if not chunk:
+        try:
+            # A piece at a time: what one read of the connection holds may inflate
+            # to gigabytes (aiohttp's own decoding, turned off, read in pieces too).
+            while not (piece := decoding.read()):
+                if self._ended:
+                    return b""
+                chunk = await self._read(deadline)
+                if chunk is None:
+                    return None
+                if chunk:
+                    decoding.feed(chunk)
+                else:
                     self._ended = True
-                    return self._decoding.flush()
-                decoded = self._decoding.decode(chunk)
-            except ContentDecodingError as exc:
-                raise ConnectionFailedError(
-                    f"stream broke: the body could not be decoded: {exc}"
-                ) from None
-            if decoded:  # else the decoder holds it all yet: b"" would say the body ended
-                return decoded
-        return b""
+                    decoding.end()
+        except ContentDecodingError as exc:
+            raise ConnectionFailedError(
+                f"stream broke: the body could not be decoded: {exc}"
+            ) from None
+        return piece
 
     async def _read(self, deadline: float | None) -> bytes | None:
         content = self._response.content
@@ -505,7 +509,7 @@ class FlowithClient(FlowithClientBase):
                         raise _transport_error(exc) from exc
                     if decoding is not None:
                         try:
-                            content = decoding.decode(content) + decoding.flush()
+                            content = decoding.decode_all(content)
                         except ContentDecodingError as exc:
                             raise undecodable_body(exc, answer.status, request.endpoint) from None
                     return Response(answer.status, _headers(answer), content)

@@ -24,7 +24,9 @@ from collections.abc import (
     Callable,
     Container,
     Coroutine,
+    Iterable,
     Iterator,
+    Mapping,
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
@@ -386,7 +388,7 @@ def _decoded(answer: httpx.Response, raw: bytes, endpoint: str) -> bytes:
     if decoder is None:
         return raw
     try:
-        return decoder.decode(raw) + decoder.flush()
+        return decoder.decode_all(raw)
     except ContentDecodingError as exc:
         raise undecodable_body(exc, answer.status_code, endpoint) from None
 
@@ -468,7 +470,8 @@ def _headers(answer: httpx.Response) -> tuple[tuple[str, str], ...]:
     return hops + tuple(answer.headers.multi_items())
 
 
-#: Chunks a stream's pump may read ahead of its readers (each at most 64 KiB).
+#: Chunks a stream's pump may read ahead of its readers (each at most 64 KiB, raw or
+#: decoded: see flowith_proto.codings.PIECE_SIZE).
 _READ_AHEAD = 4
 #: The pumps running on asyncio: the loop keeps only weak references to tasks.
 _pumps: set[asyncio.Task[None]] = set()
@@ -543,43 +546,29 @@ class _Body:
         undecodable: ContentDecodingError | None = None
         try:
             with self._pump_scope:
-                decoder = _content_decoder(self._response)
-                async for chunk in self._response.aiter_raw():
-                    if decoder is not None:
-                        if undecodable is not None:
-                            continue  # bytes httpx had already read: the next read ends
-                        try:
-                            chunk = decoder.decode(chunk)
-                        except ContentDecodingError as exc:
-                            # Ended by a cancellation, not by leaving the loop: the next
-                            # read meets it and ends httpx's readers (trio warns as it
-                            # collects one left suspended).
-                            undecodable = exc
-                            self._pump_scope.cancel()
-                            continue
-                        if not chunk:
-                            continue
-                    self._arrived(chunk)
-                    while len(self._buffer) >= _READ_AHEAD:
-                        if self._room.is_set():
-                            self._room = anyio.Event()
-                        try:
-                            await self._room.wait()
-                        except anyio.get_cancelled_exc_class():
-                            # Closed while the buffer was full. Ending here would leave
-                            # httpx's nested generators suspended, and trio warns as it
-                            # collects each; the body's own next read meets the
-                            # cancellation (it lasts) and ends them all.
-                            self._pump_scope.cancel()
-                            break
-                if decoder is not None and undecodable is None and not self._closed:
+                answer = self._response
+                # A body an event hook of your http_client read, httpx replays from
+                # memory, decoded by its own rules: it has no raw bytes left to decode.
+                replayed = answer.is_stream_consumed
+                decoder = None if replayed else _content_decoder(answer)
+                # Ended by a cancellation, never by leaving the loop: the next read
+                # meets it and ends httpx's readers below (trio warns as it collects
+                # one left suspended).
+                stopped = False
+                async for chunk in answer.aiter_bytes() if replayed else answer.aiter_raw():
+                    if stopped or undecodable is not None:
+                        continue  # bytes httpx had already read: the next read ends
                     try:
-                        tail = decoder.flush()
+                        stopped = not await self._hand_over(chunk, decoder)
                     except ContentDecodingError as exc:
                         undecodable = exc
-                    else:
-                        if tail:
-                            self._arrived(tail)
+                        self._pump_scope.cancel()
+                if decoder is not None and undecodable is None and not self._closed:
+                    decoder.end()
+                    try:
+                        await self._hand_over(b"", decoder)
+                    except ContentDecodingError as exc:
+                        undecodable = exc
             if undecodable is not None:
                 raise undecodable
         except Exception as exc:  # httpx's errors, or any other: the reader raises it
@@ -596,6 +585,30 @@ class _Body:
         finally:
             self._pump_done.set()
             self._readable.set()
+
+    async def _hand_over(self, chunk: bytes, decoder: ContentDecoder | None) -> bool:
+        """Give the readers ``chunk``, decoded by ``decoder`` a piece at a time, each
+        once they are fewer than :data:`_READ_AHEAD` pieces behind; ``False`` if the
+        body was closed meanwhile."""
+        pieces: Iterable[bytes]
+        if decoder is None:
+            pieces = (chunk,) if chunk else ()
+        else:
+            decoder.feed(chunk)
+            pieces = iter(decoder.read, b"")
+        for piece in pieces:
+            self._arrived(piece)
+            while len(self._buffer) >= _READ_AHEAD:
+                if self._room.is_set():
+                    self._room = anyio.Event()
+                try:
+                    await self._room.wait()
+                except anyio.get_cancelled_exc_class():
+                    # Closed while the buffer was full: the pump's next read meets the
+                    # cancellation (it lasts) and ends httpx's readers.
+                    self._pump_scope.cancel()
+                    return False
+        return True
 
     async def read(self, deadline: float | None) -> bytes | None:
         while True:

@@ -1,4 +1,4 @@
-"""Undoing an answer's ``Content-Encoding``, chunk by chunk, the same on every transport.
+"""Undoing an answer's ``Content-Encoding``, piece by piece, the same on every transport.
 
 Each HTTP library decodes bodies its own way, and each got some wrong: httpx keeps
 the first member of a multi-member gzip body and knows no ``x-gzip``; aiohttp
@@ -17,8 +17,13 @@ read the body as it came, and decode it here:
 * a known coding this module does not undo (``br``, ``zstd``, ...): refused once
   a body comes; an answer without one (a 204) needs no decoding.
 
-A body that is not what its codings say, or ends inside one of them, is a
-:class:`ContentDecodingError`, never part of a body.
+A :class:`ContentDecoder` is fed the body's bytes as they come and hands the
+decoded body back in pieces of at most :data:`PIECE_SIZE` bytes: a few kilobytes
+of gzip can inflate to gigabytes, and a transport that reads the pieces as its
+reader asks for them holds one at a time. A body that is not what its codings
+say, or ends inside one of them, is a :class:`ContentDecodingError`, raised once
+every byte decoded before the fault has been read: the events of a stream that
+came before it are not lost.
 """
 
 from __future__ import annotations
@@ -26,10 +31,18 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-__all__ = ["ACCEPT_ENCODING", "ContentDecoder", "ContentDecodingError", "content_decoder"]
+__all__ = [
+    "ACCEPT_ENCODING",
+    "PIECE_SIZE",
+    "ContentDecoder",
+    "ContentDecodingError",
+    "content_decoder",
+]
 
 #: The ``Accept-Encoding`` every transport sends: what :class:`ContentDecoder` undoes.
 ACCEPT_ENCODING = "gzip, deflate"
+#: The most :meth:`ContentDecoder.read` hands back at once.
+PIECE_SIZE = 64 * 1024
 
 _GZIP_MAGIC = b"\x1f\x8b"
 #: Codings with a registered meaning that this module cannot undo: a body in one of
@@ -37,6 +50,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _REFUSED = frozenset(
     {"br", "zstd", "compress", "x-compress", "dcb", "dcz", "aes128gcm", "exi", "pack200-gzip"}
 )
+#: What this module undoes.
+_UNDONE = frozenset({"gzip", "x-gzip", "deflate"})
 
 
 class ContentDecodingError(ValueError):
@@ -56,10 +71,14 @@ def content_decoder(header_lines: Sequence[str]) -> ContentDecoder | None:
 
 class ContentDecoder:
     """Undoes ``codings`` (in the order they were applied, as ``Content-Encoding``
-    lists them) chunk by chunk: :meth:`decode` each chunk, then :meth:`flush` once
-    the body has ended. Both raise :class:`ContentDecodingError`."""
+    lists them), as a sans-I/O pipe: :meth:`feed` it the body's bytes as they come,
+    :meth:`read` what they decode to until it gives ``b""``, and say :meth:`end`
+    when the body has ended, then :meth:`read` the rest.
 
-    __slots__ = ("_refused", "_steps")
+    ``feed`` refuses a body in a coding it does not undo; ``read`` raises where the
+    body is at fault, after the pieces decoded before the fault."""
+
+    __slots__ = ("_layers", "_refused")
 
     def __init__(self, codings: Sequence[str]) -> None:
         refused = [coding for coding in codings if coding not in _UNDONE]
@@ -69,123 +88,150 @@ class ContentDecoder:
             if refused
             else ""
         )
-        # The last applied is undone first.
-        self._steps = [] if refused else [_UNDONE[coding]() for coding in reversed(codings)]
+        # The last applied is undone first: its layer is fed the body.
+        self._layers = [] if refused else [_Inflate(coding) for coding in reversed(codings)]
 
-    def decode(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> None:
+        """More of the body, as it came."""
         if data and self._refused:
             raise ContentDecodingError(self._refused)
-        for step in self._steps:
-            data = step.decode(data)
-        return data
+        if self._layers:
+            self._layers[0].feed(data)
 
-    def flush(self) -> bytes:
-        """What the decoders still hold, once the body has ended; an error if it
-        ended inside a coding."""
-        data = b""
-        for step in self._steps:
-            data = step.decode(data) + step.flush()
-        return data
+    def end(self) -> None:
+        """The body has ended: :meth:`read` now gives the rest, then says whether the
+        body ended inside a coding."""
+        if self._layers:
+            self._layers[0].end()
 
+    def read(self) -> bytes:
+        """The next piece of the decoded body (at most :data:`PIECE_SIZE` bytes), or
+        ``b""`` once what was fed is all decoded."""
+        return self._read(len(self._layers) - 1) if self._layers else b""
 
-class _Gzip:
-    """One gzip layer: its members one after another, then nothing.
-
-    Between members, the first bytes of what follows are held until there are two
-    (a member starts with the magic ``1f 8b``); anything else ends the body's gzip
-    data, and its bytes are passed over."""
-
-    __slots__ = ("_between", "_inflate", "_over", "_started")
-
-    name = "gzip"
-
-    def __init__(self) -> None:
-        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        self._started = False  # the member being inflated has had a byte
-        self._between = b""  # after a member: the bytes that may start another
-        self._over = False  # after the last member: what follows is passed over
-
-    def decode(self, data: bytes) -> bytes:
-        out: list[bytes] = []
-        while data and not self._over:
-            if self._inflate.eof:  # a member has ended: does another start?
-                data = self._between + data
-                if len(data) < len(_GZIP_MAGIC):
-                    self._between = data
-                    break
-                self._between = b""
-                if not data.startswith(_GZIP_MAGIC):
-                    self._over = True
-                    break
-                self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 16)
-            self._started = True
-            out.append(_inflated(self._inflate, data, self.name))
-            data = self._inflate.unused_data if self._inflate.eof else b""
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        if self._inflate.eof or not self._started:
-            return b""  # complete, or no body at all (a HEAD, a 204)
-        return _finished(self._inflate, self.name)
-
-
-class _Deflate:
-    """One deflate layer, zlib-wrapped or raw: its first two bytes tell, a zlib
-    header or not. What follows the end of its data is passed over."""
-
-    __slots__ = ("_head", "_inflate")
-
-    name = "deflate"
-
-    def __init__(self) -> None:
-        self._inflate: zlib._Decompress | None = None  # made once the head tells which
-        self._head = b""  # the body's first bytes, until there are two
-
-    def decode(self, data: bytes) -> bytes:
-        if self._inflate is None:
-            data = self._head + data
-            if len(data) < 2:
-                self._head = data
+    def _read(self, index: int) -> bytes:
+        layer = self._layers[index]
+        while True:
+            piece = layer.read()
+            if piece or index == 0:
+                return piece
+            fed = self._read(index - 1)  # what the layer before it decodes
+            if fed:
+                layer.feed(fed)
+            elif self._layers[index - 1].ended and not layer.ended:
+                layer.end()  # and read again: it may be cut short
+            else:
                 return b""
-            self._head = b""
+
+    def decode_all(self, body: bytes) -> bytes:
+        """The whole of ``body``, decoded at once (an answer read whole)."""
+        self.feed(body)
+        self.end()
+        return b"".join(iter(self.read, b""))
+
+
+class _Inflate:
+    """One gzip or deflate layer.
+
+    gzip: its members one after another. After a member, the next bytes are held
+    until there are two (a member starts with the magic ``1f 8b``); anything else
+    ends the layer's data, and its bytes are passed over. deflate: zlib-wrapped or
+    raw, as its first two bytes tell (a zlib header or not); what follows the end of
+    its data is passed over."""
+
+    __slots__ = ("_failure", "_gzip", "_inflate", "_input", "_more", "_over", "ended", "name")
+
+    def __init__(self, coding: str) -> None:
+        self._gzip = coding != "deflate"
+        self.name = "gzip" if self._gzip else "deflate"
+        # Made once a member starts (gzip), or once the head tells which (deflate).
+        self._inflate: zlib._Decompress | None = None
+        self._input = b""  # fed, not inflated yet
+        self._more = False  # the last inflate filled a piece: it may hold more output
+        self._over = False  # past the data: the rest is passed over
+        self._failure: ContentDecodingError | None = None
+        self.ended = False
+
+    def feed(self, data: bytes) -> None:
+        if not self._over:
+            self._input = self._input + data if self._input else data
+
+    def end(self) -> None:
+        self.ended = True
+
+    def read(self) -> bytes:
+        if self._failure is not None:
+            raise self._failure
+        while True:
+            inflate = self._inflate
+            if inflate is None or inflate.eof:
+                if not self._start(inflate):
+                    return b""
+                continue
+            if not self._input and not self._more:
+                if self.ended:
+                    raise _cut_short(self.name)  # a stream started and never ended
+                return b""
+            data = self._input
+            before = inflate.copy()  # about a microsecond: to keep what precedes a fault
+            try:
+                piece = inflate.decompress(data, PIECE_SIZE)
+            except zlib.error as exc:
+                self._failure = ContentDecodingError(
+                    f"it is not {self.name} data, as its Content-Encoding says ({exc})"
+                )
+                self._over, self._input = True, b""
+                kept = _up_to_the_fault(before, data)
+                if kept:
+                    return kept
+                raise self._failure from None
+            self._more = len(piece) == PIECE_SIZE
+            self._input = inflate.unused_data if inflate.eof else inflate.unconsumed_tail
+            if piece:
+                return piece
+
+    def _start(self, finished: zlib._Decompress | None) -> bool:
+        """Start a stream on the input held (after ``finished``, a complete one), or
+        pass the input over; ``False`` when that must wait for more input, or there
+        is none and the body has ended."""
+        data = self._input
+        if self._over or (finished is not None and not self._gzip):
+            self._over, self._input = True, b""
+            return False
+        if len(data) < 2:  # too few bytes to tell
+            if self.ended and data:
+                if finished is not None:  # one byte after a member: passed over
+                    self._over, self._input = True, b""
+                    return False
+                raise _cut_short(self.name)
+            return False
+        if self._gzip:
+            if finished is not None and not data.startswith(_GZIP_MAGIC):
+                self._over, self._input = True, b""
+                return False
+            wbits = zlib.MAX_WBITS | 16
+        else:
             wrapped = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-            self._inflate = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-        if not data or self._inflate.eof:
-            return b""
-        return _inflated(self._inflate, data, self.name)
-
-    def flush(self) -> bytes:
-        if self._inflate is None:
-            if not self._head:
-                return b""  # no body at all
-            raise _cut_short(self.name)
-        return b"" if self._inflate.eof else _finished(self._inflate, self.name)
+            wbits = zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
+        self._inflate = zlib.decompressobj(wbits)
+        return True
 
 
-#: What this module undoes, by the coding's name.
-_UNDONE: dict[str, type[_Gzip | _Deflate]] = {"gzip": _Gzip, "x-gzip": _Gzip, "deflate": _Deflate}
-
-
-def _inflated(inflate: zlib._Decompress, data: bytes, name: str) -> bytes:
-    try:
-        return inflate.decompress(data)
-    except zlib.error as exc:
-        raise ContentDecodingError(
-            f"it is not {name} data, as its Content-Encoding says ({exc})"
-        ) from None
-
-
-def _finished(inflate: zlib._Decompress, name: str) -> bytes:
-    """What ``inflate`` still holds, once the body has ended: its data must end too."""
-    try:
-        tail = inflate.flush()
-    except zlib.error as exc:
-        raise ContentDecodingError(
-            f"it is not {name} data, as its Content-Encoding says ({exc})"
-        ) from None
-    if not inflate.eof:
-        raise _cut_short(name)
-    return tail
+def _up_to_the_fault(inflate: zlib._Decompress, data: bytes) -> bytes:
+    """What ``inflate`` makes of ``data`` before the fault it raised on (zlib drops the
+    output of a call that fails): that of the longest start of ``data`` it takes
+    without a fault, found by halving (a longer start faults if a shorter one does).
+    Less than a piece: the call that failed would have stopped at a piece."""
+    good, bad = 0, len(data)
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        try:
+            inflate.copy().decompress(data[:middle])
+        except zlib.error:
+            bad = middle
+        else:
+            good = middle
+    return inflate.decompress(data[:good])
 
 
 def _cut_short(name: str) -> ContentDecodingError:

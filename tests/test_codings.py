@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from flowith_proto.codings import (
     ACCEPT_ENCODING,
+    PIECE_SIZE,
     ContentDecoder,
     ContentDecodingError,
     content_decoder,
@@ -28,9 +29,16 @@ def _raw_deflate(data: bytes) -> bytes:
 
 
 def _fed(decoder: ContentDecoder | None, data: bytes, size: int) -> bytes:
+    """``data`` fed ``size`` bytes at a time, each piece read as soon as it can be."""
     assert decoder is not None
-    out = b"".join(decoder.decode(data[i : i + size]) for i in range(0, len(data), size))
-    return out + decoder.flush()
+    pieces: list[bytes] = []
+    for start in range(0, len(data), size):
+        decoder.feed(data[start : start + size])
+        pieces += iter(decoder.read, b"")
+    decoder.end()
+    pieces += iter(decoder.read, b"")
+    assert all(0 < len(piece) <= PIECE_SIZE for piece in pieces)
+    return b"".join(pieces)
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 4096, 1 << 20])
@@ -93,9 +101,11 @@ def test_a_body_that_is_not_what_its_coding_says_is_an_error() -> None:
         _fed(content_decoder(["gzip"]), b"this is no gzip stream at all", 4)
     decoder = content_decoder(["deflate"])
     assert decoder is not None
-    assert decoder.decode(b"\x78") == b""  # half a zlib header: nothing told yet
+    decoder.feed(b"\x78")
+    assert decoder.read() == b""  # half a zlib header: nothing told yet
+    decoder.feed(b"\x9c this is no deflate stream")
     with pytest.raises(ContentDecodingError, match="it is not deflate data"):
-        decoder.decode(b"\x9c this is no deflate stream")
+        decoder.read()
     with pytest.raises(ContentDecodingError, match="cut short"):
         _fed(content_decoder(["deflate"]), b"\x78", 1)  # one byte: never a whole stream
 
@@ -110,9 +120,9 @@ def test_a_second_member_that_is_corrupt_is_an_error() -> None:
 def test_a_coding_it_does_not_undo_is_refused_once_a_body_comes(header: list[str]) -> None:
     decoder = content_decoder(header)
     assert decoder is not None
-    assert decoder.decode(b"") + decoder.flush() == b""  # no body (a 204): nothing to refuse
+    assert decoder.decode_all(b"") == b""  # no body (a 204): nothing to refuse
     with pytest.raises(ContentDecodingError, match="which this client does not decode"):
-        decoder.decode(b"x")
+        decoder.feed(b"x")
 
 
 @pytest.mark.parametrize("header", [[], [""], ["identity"], ["utf-8", "none"], [" , "]])
@@ -135,3 +145,39 @@ def test_what_is_asked_for_is_what_is_undone() -> None:
         "deflate": zlib.compress,
     }
     assert all(_fed(content_decoder([c]), encoders[c](b"x"), 1) == b"x" for c in asked)
+
+
+def test_a_body_that_inflates_hugely_comes_a_piece_at_a_time() -> None:
+    # aiohttp's read of the connection, inflated whole: a 512 MiB body of zeros,
+    # half a megabyte on the wire, was one chunk in memory.
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    bomb = b"".join(squeeze.compress(bytes(1 << 20)) for _ in range(64)) + squeeze.flush()
+    decoder = content_decoder(["gzip"])
+    assert decoder is not None
+    decoder.feed(bomb)  # all of it at once, as one read of the connection may hold it
+    sizes = [len(piece) for piece in iter(decoder.read, b"")]
+    decoder.end()
+    assert decoder.read() == b""
+    assert max(sizes) == PIECE_SIZE
+    assert sum(sizes) == 64 << 20
+
+
+@pytest.mark.parametrize("codings", ["gzip", "deflate", "gzip, gzip"])
+def test_what_decodes_before_a_fault_is_read_before_its_error(codings: str) -> None:
+    # zlib drops what a call made when it fails: the events before a fault, come in
+    # the same read of the connection, were lost.
+    events = b"".join(b'data: {"n": %d}\n\n' % n for n in range(2000))
+    wbits = zlib.MAX_WBITS | 16 if codings.startswith("gzip") else zlib.MAX_WBITS
+    squeeze = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    body = squeeze.compress(events) + squeeze.flush(zlib.Z_SYNC_FLUSH) + b"\xff\xff no block"
+    if codings == "gzip, gzip":
+        body = gzip.compress(body)
+    decoder = content_decoder([codings])
+    assert decoder is not None
+    decoder.feed(body)
+    decoded: list[bytes] = []
+    with pytest.raises(ContentDecodingError, match=r"not (gzip|deflate) data"):
+        decoded += iter(decoder.read, b"")
+    assert b"".join(decoded) == events
+    with pytest.raises(ContentDecodingError):  # and again, whoever reads on
+        decoder.read()

@@ -13,6 +13,7 @@ import random
 import re
 import time
 import traceback
+import tracemalloc
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -2136,6 +2137,74 @@ async def test_a_gzip_body_is_read_whole_or_refused_on_every_transport(
                 await listen()
     assert len(seen) == 50  # every event before the cut came, then the error
     assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test's look)
+
+
+async def test_a_stream_hands_over_what_came_before_a_fault_in_the_same_read(
+    transport: Transport,
+) -> None:
+    # zlib drops the output of a call that fails: 20 events and the corrupt bytes
+    # after them, arriving in one read of the connection, came to nothing.
+    squeeze = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    frames = b"".join(b'data: {"n": %d}\n\n' % n for n in range(20))
+    body = squeeze.compress(frames) + squeeze.flush(zlib.Z_SYNC_FLUSH) + b"\xff\xff no block"
+    headers = [("Content-Encoding", "gzip"), ("Content-Type", "text/event-stream")]
+    seen: list[dict[str, Any]] = []
+
+    async def listen(client: FlowithClientBase) -> None:
+        async for frame in client.stream_user_sse():
+            seen.append(frame)
+
+    async with CannedServer(200, headers, body) as server:
+        client_class = transport.client_class()
+        client = client_class(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
+        )
+        async with client:
+            with pytest.raises(ConnectionFailedError, match="it is not gzip data"):
+                await listen(client)
+    assert seen == [{"n": n} for n in range(20)]
+
+
+async def test_a_download_that_inflates_hugely_is_held_a_piece_at_a_time(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # aiohttp, its own decoding turned off, inflated a whole read of the connection
+    # at once: 64 MiB of zeros, 65 KB on the wire, was one chunk in memory.
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    body = b"".join(squeeze.compress(bytes(1 << 20)) for _ in range(64)) + squeeze.flush()
+    headers = [("Content-Encoding", "gzip"), ("Content-Type", "application/octet-stream")]
+    async with CannedServer(200, headers, body) as server:
+        client = transport.client_class()(FakeFlowith().token, max_retries=0)
+        async with client:
+            tracemalloc.start()
+            try:
+                saved = await client.download(f"{server.url}/zeros.bin", tmp_path)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    assert saved.stat().st_size == 64 << 20
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB while inflating 64 MiB"
+
+
+async def test_a_stream_your_http_clients_hook_read_is_still_handed_over(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # The httpx transport read every stream raw: a body a response hook had read
+    # (httpx's documented pattern) failed with StreamConsumed.
+    if transport.library != "httpx":
+        pytest.skip("httpx's event hooks")
+
+    async def read_it(response: httpx.Response) -> None:
+        await response.aread()
+
+    server = CannedServer(200, [("Content-Type", "text/plain")], b"file contents")
+    http = httpx.AsyncClient(event_hooks={"response": [read_it]})
+    async with server, http:
+        client_class: Any = transport.client_class()
+        client = client_class(FakeFlowith().token, http_client=http, max_retries=0)
+        async with client:
+            saved = await client.download(f"{server.url}/f.txt", tmp_path)
+    assert saved.read_bytes() == b"file contents"
 
 
 class _InTurn(_Heads):
