@@ -28,6 +28,7 @@ from collections.abc import (
 )
 from http.cookies import Morsel
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
@@ -263,6 +264,19 @@ def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
     return hops + tuple((name.lower(), value) for name, value in answer.headers.items())
 
 
+def _latin1_credentials(url: str) -> bool:
+    """Whether the user and password of proxy ``url`` are Latin-1, in which aiohttp
+    sends them: on any other character it failed every request with a bare
+    ``UnicodeEncodeError``."""
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    try:
+        unquote(parts.username or "").encode("latin-1")
+        unquote(parts.password or "").encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _decoding(answer: aiohttp.ClientResponse) -> ContentDecoder | None:
     """What undoes ``answer``'s Content-Encoding, read from each of its lines (see
     :mod:`flowith_proto.codings`: aiohttp, left to decode, undid a single coding
@@ -434,6 +448,14 @@ class FlowithClient(FlowithClientBase):
                 "a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) "
                 "is no URL with a valid host and port"
             )
+        in_use = [proxy] if proxy is not None else [
+            url for scheme, url in environment.items() if scheme in ("http", "https", "all")
+        ]
+        if not all(_latin1_credentials(url) for url in in_use if url):
+            raise ValueError(  # quoting nothing: the password is the trouble
+                "the proxy's user name or password holds a character aiohttp cannot send "
+                "(it sends them in Latin-1): use the httpx transport, which sends UTF-8"
+            )
         self._owns_http = http_client is None
         self._turns: asyncio.Semaphore | None = None  # made in the event loop, on first use
         self._shielded_tasks: set[asyncio.Future[Any]] = set()
@@ -478,10 +500,11 @@ class FlowithClient(FlowithClientBase):
 
     def _proxy_for(self, url: URL) -> str | None:
         """``proxy=``, else the environment's proxy for the URL (see
-        :mod:`flowith_proto.proxies`)."""
+        :mod:`flowith_proto.proxies`), by its host's ASCII name (``NO_PROXY`` holds
+        ``xn--bcher-kva.example``, where yarl's ``host`` is ``bücher.example``)."""
         if self._environment is None:
             return self._proxy
-        return self._environment.for_url(url.scheme, url.host or "", url.port)
+        return self._environment.for_url(url.scheme, url.raw_host or "", url.port)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

@@ -42,6 +42,7 @@ try:
 
     from flowith_httpx.in_flight import InFlight
     from flowith_httpx.lanes import LANES, Lanes
+    from flowith_httpx.routes import EnvironmentRoutes
 
     if sys.version_info < (3, 11):  # anyio's own dependency there, for its groups
         from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -646,15 +647,15 @@ class _Body:
 
 
 #: The constructor's refusal of a proxy httpx cannot use: ``proxy=``, or one in the
-#: environment (or a host in NO_PROXY that is no host). Neither is quoted.
+#: environment. Neither is quoted.
 _PROXY_URL = "an http://, https://, socks5:// or socks5h:// URL with a valid host and port"
 _REFUSED_PROXY = (
     f"proxy must be {_PROXY_URL}: this transport speaks HTTP proxies, and SOCKS ones "
     "with socksio installed"
 )
 _REFUSED_SETTING = (
-    "a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY, HTTP_PROXY or NO_PROXY) "
-    f"is no URL httpx can read: a proxy must be {_PROXY_URL}"
+    "a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) is no URL "
+    f"httpx can read: a proxy must be {_PROXY_URL}"
 )
 
 
@@ -667,12 +668,15 @@ async def _empty_location_is_none(answer: httpx.Response) -> None:
 
 
 def _own_client(
-    new_client: Callable[[], httpx.AsyncClient], proxy: str | None
+    new_client: Callable[[], httpx.AsyncClient],
+    proxy: str | None,
+    environment: Mapping[str, str],
 ) -> httpx.AsyncClient:
     """The client ``new_client`` makes, or a ``ValueError`` that quotes nothing for a
-    proxy (``proxy``, else the environment's) httpx cannot use: httpx's own errors quote
-    the URL, password and all, and it takes a port out of range, then fails every call."""
-    if refused_setting(proxy, urllib.request.getproxies()) is None:
+    proxy (``proxy``, else the ``environment``'s) httpx cannot use: httpx's own errors
+    quote the URL, password and all, and it takes a port out of range, then fails every
+    call."""
+    if refused_setting(proxy, environment) is None:
         try:
             return new_client()
         except ImportError:  # httpx's, for a SOCKS proxy: refused as a setting, as aiohttp's
@@ -780,17 +784,22 @@ class FlowithClient(FlowithClientBase):
             # so that to a server they are one client.
             tls = httpx.create_ssl_context()
             jar = CookieJar()
+            # Read once (see flowith_httpx.routes): httpx would read it for each client.
+            environment = urllib.request.getproxies() if proxy is None else {}
+            routes = any(environment.get(scheme) for scheme in ("http", "https", "all"))
 
             def new_client() -> httpx.AsyncClient:
                 return httpx.AsyncClient(
                     proxy=proxy,
+                    transport=EnvironmentRoutes(environment, tls) if routes else None,
+                    trust_env=False,
                     timeout=timeout,
                     verify=tls,
                     cookies=jar,
                     event_hooks={"response": [_empty_location_is_none]},
                 )
 
-            self._http = _own_client(new_client, proxy)
+            self._http = _own_client(new_client, proxy, environment)
             self._jar: CookieJar | None = jar
             self._lanes: Lanes | None = Lanes(new_client)
             # Uploads, downloads and event streams out on self._http, which we close.

@@ -1,10 +1,13 @@
 """Which proxy, if any, a request takes when the environment names proxies.
 
-httpx applies ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY`` itself;
-a transport that does not (aiohttp, unless told to read them on every request)
-asks :class:`EnvironmentProxies` instead, so that swapping the transport never
-changes the route. The transport reads the environment (``urllib.request.getproxies()``)
-and hands the mapping in: this module reads nothing itself.
+Both transports ask :class:`EnvironmentProxies` rather than let their HTTP library
+read ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``/``NO_PROXY``: aiohttp would read
+them (and ``~/.netrc``) on every request, httpx each time it makes a client, and
+each by its own rules. One rule, read once when the client is made, means that
+swapping the transport never changes the route. It is httpx's reading of
+``NO_PROXY``, minus where httpx fails (see :func:`bypassed`). The transport reads
+the environment (``urllib.request.getproxies()``) and hands the mapping in: this
+module reads nothing itself.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ def lower_scheme(url: str) -> str:
 def well_formed(url: str) -> bool:
     """Whether proxy ``url`` names a host and no port but a number from 0 to 65535,
     so that a transport can refuse it when the client is made, as httpx does, rather
-    than fail every call."""
+    than fail every call. Spaces around it are refused too: ``urlsplit`` strips them,
+    but a transport then reads `` http`` as the scheme."""
+    if url != url.strip():
+        return False
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  # reading it checks it
@@ -49,6 +55,12 @@ def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | Non
       subdomains only;
     * an entry with a port (``example.com:8080``) applies to that port only, and
       one with a scheme (``http://example.com``) to that scheme only.
+
+    Where httpx fails, it reads on: an IPv6 address in brackets (``[::1]``,
+    ``[::1]:8080``) is that address, and a name that is not ASCII (``bücher.example``)
+    is its IDNA form, as ``host`` must be given (``xn--bcher-kva.example``). An entry
+    that names no host (``all://``, ``*://example.com``) exempts nothing: going
+    around the proxy is not what a typo should do.
     """
     host = host.lower()
     port = _without_default(scheme, port)
@@ -59,9 +71,11 @@ def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | Non
         if not name:
             continue
         try:
-            pattern = urlsplit(_no_proxy_url(name))
+            pattern = urlsplit(_no_proxy_url(_ascii(name)))
             pattern_port = pattern.port
         except ValueError:  # not a host httpx could read either: it exempts nothing
+            continue
+        if not pattern.hostname:
             continue
         pattern_scheme = "" if pattern.scheme == "all" else pattern.scheme
         if pattern_scheme and pattern_scheme != scheme:
@@ -81,10 +95,23 @@ def _without_default(scheme: str, port: int | None) -> int | None:
     return None if port == _DEFAULT_PORTS.get(scheme) else port
 
 
+def _ascii(name: str) -> str:
+    """A ``NO_PROXY`` entry with a name that is not ASCII in its IDNA form (a
+    ``ValueError`` if it has none)."""
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _no_proxy_url(name: str) -> str:
     """A ``NO_PROXY`` entry as the URL pattern httpx makes of it."""
     if "://" in name:
         return name
+    if name.startswith("["):  # an IPv6 address in brackets, maybe with a port
+        return f"all://{name}"
     address = name.split("/")[0]
     with contextlib.suppress(ValueError):
         ipaddress.IPv4Address(address)
@@ -98,7 +125,7 @@ def _no_proxy_url(name: str) -> str:
 
 
 def _host_matches(pattern: str, host: str) -> bool:
-    if pattern in ("", "*"):
+    if pattern == "*":
         return True
     if pattern.startswith("*."):  # subdomains only
         return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
@@ -111,29 +138,44 @@ def _host_matches(pattern: str, host: str) -> bool:
 class EnvironmentProxies:
     """The proxies of an environment (``{"http": url, "https": url, "all": url,
     "no": "host,..."}``, as ``urllib.request.getproxies()`` gives them), decided
-    once per scheme and host, for a transport that speaks HTTP proxies only."""
+    once per scheme and host. Both transports route by it, so that swapping them
+    never changes the route; ``socks`` says whether the transport speaks SOCKS
+    proxies too (httpx with socksio), or HTTP ones only (aiohttp)."""
 
-    def __init__(self, proxies: Mapping[str, str]) -> None:
+    def __init__(self, proxies: Mapping[str, str], *, socks: bool = False) -> None:
         self._proxies = dict(proxies)
+        self._socks = socks
         self._routes: dict[tuple[str, str, int | None], str | None] = {}
 
-    def for_url(self, scheme: str, host: str, port: int | None = None) -> str | None:
-        """The proxy URL for a request to ``scheme://host`` (``port``: see
-        :func:`bypassed`), or ``None``. A proxy named without a scheme is an
-        HTTP one, as httpx reads it.
+    def _named(self, scheme: str) -> str | None:
+        """The proxy the environment names for ``scheme://`` requests, as a URL with a
+        scheme in lower case (one named without a scheme is an HTTP one, as httpx
+        reads it), or ``None``."""
+        proxy = self._proxies.get(scheme) or self._proxies.get("all")
+        if not proxy:
+            return None
+        return lower_scheme(proxy) if "://" in proxy else "http://" + proxy
 
-        Raises :class:`~flowith_proto.errors.FlowithError` when the environment
-        names a proxy that is not an HTTP one (``socks5://``...): going around a
-        proxy the user set would be worse than failing.
+    def in_use(self) -> set[str]:
+        """Every proxy a request (``http://`` or ``https://``) may go through, as
+        :meth:`for_url` names them: a transport can make what each needs up front."""
+        return {proxy for scheme in ("http", "https") if (proxy := self._named(scheme))}
+
+    def for_url(self, scheme: str, host: str, port: int | None = None) -> str | None:
+        """The proxy URL for a request to ``scheme://host`` (``host`` in ASCII, its
+        IDNA form; ``port``: see :func:`bypassed`), or ``None``.
+
+        Raises :class:`~flowith_proto.errors.FlowithError`, for a transport that
+        speaks HTTP proxies only, when the environment names a proxy that is not an
+        HTTP one (``socks5://``...): going around a proxy the user set would be
+        worse than failing.
         """
         key = (scheme, host, port)
         if key not in self._routes:
-            proxy = self._proxies.get(scheme) or self._proxies.get("all")
-            if proxy:
-                proxy = lower_scheme(proxy) if "://" in proxy else "http://" + proxy
+            proxy = self._named(scheme)
             if proxy and bypassed(host, self._proxies.get("no", ""), scheme=scheme, port=port):
                 proxy = None
-            if proxy and not proxy.startswith(("http://", "https://")):
+            if proxy and not self._socks and not proxy.startswith(("http://", "https://")):
                 where = urlsplit(proxy)  # its user and password stay out of the message
                 raise FlowithError(
                     f"the environment names the proxy {where.scheme}://{where.hostname} "

@@ -892,9 +892,9 @@ def test_a_proxy_in_the_environment_httpx_cannot_read_is_one_line_not_a_tracebac
     done = cli("credits")
     assert done.code == 2
     assert done.error_lines == [
-        "flowith: a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY, HTTP_PROXY or "
-        "NO_PROXY) is no URL httpx can read: a proxy must be an http://, https://, socks5:// "
-        "or socks5h:// URL with a valid host and port"
+        "flowith: a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) is "
+        "no URL httpx can read: a proxy must be an http://, https://, socks5:// or socks5h:// "
+        "URL with a valid host and port"
     ]
 
 

@@ -138,6 +138,37 @@ async def test_the_environments_proxy_is_used_by_every_transport(
     assert proxy.failures == []
 
 
+async def test_the_environment_is_read_once_when_the_client_is_made(
+    fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx read it again for each of its clients: the lanes, made on first use, took
+    a proxy set after the client was made (and a NO_PROXY then set to "[::1]" broke
+    each call with a bare InvalidURL)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    async with make_client() as client:
+        monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:1")  # nothing listens there
+        monkeypatch.setenv("NO_PROXY", "[::1]")
+        await client.get_discord_invite()  # on a lane made now: direct, as the client was
+    assert len(fake.requests) == 1
+
+
+async def test_no_proxy_entries_httpx_refused_are_read_on_every_transport(
+    fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The httpx transport's constructor raised ValueError for NO_PROXY=[::1] (httpx's
+    InvalidURL), where the aiohttp transport read it."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:1")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "[::1]:8080, bücher.example, 127.0.0.1:notaport, 127.0.0.1")
+    async with make_client() as client:
+        await client.get_discord_invite()  # 127.0.0.1 is exempt: direct to the fake
+    assert len(fake.requests) == 1
+
+
 async def test_a_proxy_scheme_in_capitals_is_an_http_proxy(
     fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -464,8 +495,8 @@ async def test_a_refused_proxy_url_is_not_quoted_with_its_password(
     [
         ("httpx-asyncio", "proxy="),
         ("httpx-asyncio", "ALL_PROXY"),
-        ("httpx-asyncio", "NO_PROXY"),
-        # aiohttp reads NO_PROXY as no URL: an entry whose port is no number exempts nothing.
+        # (NO_PROXY is the core's to read on both: an entry whose port is no number
+        # exempts nothing; httpx refused it.)
         ("aiohttp", "proxy="),
         ("aiohttp", "ALL_PROXY"),
     ],
@@ -475,15 +506,12 @@ async def test_a_refused_proxy_url_is_not_quoted_with_its_password(
 async def test_a_proxy_url_with_a_bad_port_is_a_value_error_on_every_transport(
     transport: Transport, monkeypatch: pytest.MonkeyPatch, where: str, port: str
 ) -> None:
-    """A port that is no number (in a proxy, or a host NO_PROXY lists) was httpx's
-    InvalidURL, which is no ValueError: the flowith command printed a traceback.
+    """A port that is no number (in a proxy, or, on httpx, a host NO_PROXY lists) was
+    httpx's InvalidURL, which is no ValueError: the flowith command printed a traceback.
     aiohttp took such a proxy and failed every call with a bare ValueError."""
     bad = f"http://alice:s3cretProxyPass@127.0.0.1:{port}"
     for name in ("ALL_PROXY", "all_proxy"):  # urllib reads the lower-case one first
         monkeypatch.setenv(name, bad if where == "ALL_PROXY" else "http://127.0.0.1:1")
-    if where == "NO_PROXY":
-        for name in ("NO_PROXY", "no_proxy"):
-            monkeypatch.setenv(name, "127.0.0.1:notaport")
     flowith_client: Any = transport.client_class()
     settings = {"proxy": bad} if where == "proxy=" else {}
     expected = "proxy must be" if where == "proxy=" else "a proxy setting in the environment"
@@ -632,3 +660,67 @@ async def test_leaving_the_proxy_closes_an_open_event_stream_promptly(
             await read_to_the_end(client)  # what was relayed, then the end
     assert await no_open_streams(fake)
     assert proxy.failures == []
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "host", "port", "exempt"),
+    [
+        # Entries that name no host exempted every host: the proxy was gone around.
+        ("*://example.com", "other.test", None, False),
+        ("://example.com", "other.test", None, False),
+        ("all://", "other.test", None, False),
+        ("http://*", "other.test", None, True),  # "*" names every host
+        # Where httpx fails (its constructor refuses these), they are read on.
+        ("[::1]", "::1", None, True),
+        ("[::1]:8080", "::1", 8080, True),
+        ("[::1]:8080", "::1", 9090, False),
+        ("bücher.example", "xn--bcher-kva.example", None, True),
+        ("bücher.example", "sub.xn--bcher-kva.example", None, True),
+        ("xn--bcher-kva.example", "sub.xn--bcher-kva.example", None, True),
+    ],
+)
+def test_no_proxy_entries_httpx_cannot_read_exempt_what_they_name_and_no_more(
+    no_proxy: str, host: str, port: int | None, exempt: bool
+) -> None:
+    assert proxies.bypassed(host, no_proxy, scheme="http", port=port) is exempt
+
+
+def test_a_proxy_setting_with_spaces_around_it_is_refused() -> None:
+    # urlsplit() strips them, and aiohttp then read " http" as the scheme of every request.
+    assert proxies.refused_setting(None, {"http": " http://127.0.0.1:3128"}) == "environment"
+    assert proxies.refused_setting("http://127.0.0.1:3128 ", {}) == "proxy"
+
+
+def test_aiohttp_routes_by_the_hosts_ascii_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # yarl's host is "bücher.example": NO_PROXY's xn-- name never matched it.
+    from yarl import URL
+
+    from flowith_aiohttp import FlowithClient
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "xn--bcher-kva.example")
+    client = FlowithClient(FakeFlowith().token)
+    assert client._proxy_for(URL("http://sub.bücher.example/a")) is None
+    assert client._proxy_for(URL("http://other.example/a")) == "http://127.0.0.1:3128"
+
+
+def test_aiohttp_refuses_proxy_credentials_it_cannot_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    # aiohttp writes them in Latin-1: a "€" failed every request with a bare
+    # UnicodeEncodeError.
+    from flowith_aiohttp import FlowithClient
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    refused = "holds a character aiohttp cannot send"
+    with pytest.raises(ValueError, match=refused) as info:
+        FlowithClient(FakeFlowith().token, proxy="http://alice:%E2%82%AC@127.0.0.1:3128")
+    assert "alice" not in str(info.value)
+    monkeypatch.setenv("HTTPS_PROXY", "http://\u20ac:pw@127.0.0.1:3128")
+    with pytest.raises(ValueError, match=refused):
+        FlowithClient(FakeFlowith().token)
+    FlowithClient(FakeFlowith().token, proxy="http://al%C3%A4:pw@127.0.0.1:3128")  # Latin-1
+
