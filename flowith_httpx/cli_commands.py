@@ -1151,8 +1151,6 @@ async def _doctor(ctx: Context, args: argparse.Namespace) -> int:
         edge_url=settings.edge_url,
         supabase_url=settings.supabase_url,
         seconds=args.seconds,
-        timeout=settings.timeout,
-        secrets=lambda: ctx.tokens.secrets,
     )
     if settings.json:
         ctx.out.document(report.as_json())

@@ -24,7 +24,7 @@ import statistics
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal, Protocol
 
@@ -37,9 +37,7 @@ from flowith_proto.config import FlowithConfig
 from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import (
     AuthenticationError,
-    ConnectionFailedError,
     FlowithError,
-    error_from_response,
 )
 from flowith_proto.events import (
     Connected,
@@ -328,98 +326,30 @@ async def _listen_sse(
         frames.append(_Frame(anyio.current_time() - start, payload, ""))
 
 
-_Reader = Callable[[Callable[[bytes], None]], Awaitable[None]]
-
-
-def _raw_reader(
-    transport: str, request: Request, seconds: float, timeout: float, secrets: Sequence[str]
-) -> _Reader:
-    """A reader of ``request``'s body for ``seconds``, on the transport's own library."""
-    if transport == "aiohttp":
-        return _aiohttp_reader(request, seconds, timeout, secrets)
-    return _httpx_reader(request, seconds, timeout, secrets)
-
-
-def _httpx_reader(
-    request: Request, seconds: float, timeout: float, secrets: Sequence[str]
-) -> _Reader:
-    async def read(sink: Callable[[bytes], None]) -> None:
-        import httpx
-
-        try:
-            async with (
-                httpx.AsyncClient(timeout=httpx.Timeout(timeout, read=None)) as http,
-                http.stream("GET", request.url, headers=list(request.headers)) as response,
-            ):
-                if response.status_code >= 400:
-                    body = await response.aread()
-                    headers = response.headers.multi_items()
-                    raise _stream_error(response.status_code, headers, body, secrets)
-                with anyio.move_on_after(seconds):
-                    async for chunk in response.aiter_bytes():
-                        sink(chunk)
-        except httpx.HTTPError as exc:
-            raise ConnectionFailedError(f"{type(exc).__name__}: {exc}") from exc
-
-    return read
-
-
-def _aiohttp_reader(
-    request: Request, seconds: float, timeout: float, secrets: Sequence[str]
-) -> _Reader:
-    async def read(sink: Callable[[bytes], None]) -> None:
-        import aiohttp
-        from yarl import URL
-
-        limits = aiohttp.ClientTimeout(total=None, sock_connect=timeout)
-        url = URL(request.url, encoded=True)
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=limits) as session,
-                session.get(url, headers=list(request.headers)) as response,
-            ):
-                if response.status >= 400:
-                    body = await response.read()
-                    headers = list(response.headers.items())
-                    raise _stream_error(response.status, headers, body, secrets)
-                with anyio.move_on_after(seconds):
-                    while chunk := await response.content.readany():
-                        sink(chunk)
-        except aiohttp.ClientError as exc:
-            raise ConnectionFailedError(f"{type(exc).__name__}: {exc}") from exc
-
-    return read
-
-
-def _stream_error(
-    status: int, headers: Iterable[tuple[str, str]], body: bytes, secrets: Sequence[str]
-) -> FlowithError:
-    error = error_from_response(status, list(headers), body, secrets=secrets)
-    return error if error is not None else FlowithError(f"HTTP {status}")
-
-
 async def _listen_raw(
-    transport: str,
+    client: FlowithClientBase,
     request: Request,
     seconds: float,
-    timeout: float,
-    secrets: Sequence[str],
     frames: list[_Frame],
     start: float,
 ) -> None:
-    """The ``/user_stream/stream`` frames exactly as sent (envelope and all)."""
+    """The ``/user_stream/stream`` frames exactly as sent (envelope and all), read
+    through the client's own transport: its proxy route, its decoding of the body,
+    its reading of an error answer."""
     decoder = SSEDecoder()
-
-    def sink(data: bytes) -> None:
-        now = anyio.current_time() - start
-        for event in decoder.feed(data):
-            try:
-                payload = json.loads(event.data)
-            except ValueError:
-                payload = None
-            frames.append(_Frame(now, payload, event.data))
-
-    await _raw_reader(transport, request, seconds, timeout, secrets)(sink)
+    deadline = client._now() + seconds
+    body = await client._open_event_stream(request, deadline, media_type="text/event-stream")
+    try:
+        while chunk := await body.read(deadline):  # None once the window has passed
+            now = anyio.current_time() - start
+            for event in decoder.feed(chunk):
+                try:
+                    payload = json.loads(event.data)
+                except ValueError:
+                    payload = None
+                frames.append(_Frame(now, payload, event.data))
+    finally:
+        await body.aclose()
 
 
 def _plural(count: int, noun: str) -> str:
@@ -587,8 +517,6 @@ async def run_doctor(
     edge_url: str,
     supabase_url: str,
     seconds: float,
-    timeout: float,
-    secrets: Callable[[], Sequence[str]],
 ) -> Report:
     """The tour. Failures of the first stop (the token itself, or an
     unreachable host) are raised: nothing else can be judged without it."""
@@ -660,9 +588,7 @@ async def run_doctor(
             group.start_soon(
                 guarded,
                 "stream",
-                lambda: _listen_raw(
-                    transport, request, seconds, timeout, secrets(), stream_frames, start
-                ),
+                lambda: _listen_raw(client, request, seconds, stream_frames, start),
             )
             group.start_soon(
                 guarded, "sse", lambda: _listen_sse(client, seconds, sse_frames, start)

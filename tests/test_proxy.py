@@ -27,6 +27,7 @@ import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto import proxies
+from flowith_proto.abc import FlowithClientBase
 from flowith_proto.errors import (
     AuthenticationError,
     ClientStateError,
@@ -724,3 +725,31 @@ def test_aiohttp_refuses_proxy_credentials_it_cannot_send(monkeypatch: pytest.Mo
         FlowithClient(FakeFlowith().token)
     FlowithClient(FakeFlowith().token, proxy="http://al%C3%A4:pw@127.0.0.1:3128")  # Latin-1
 
+
+async def test_the_doctor_reads_the_raw_stream_through_the_clients_route(
+    fake: FakeFlowith, server: FakeFlowithServer, make_client: MakeClient
+) -> None:
+    """The doctor read /user_stream/stream with an HTTP client of its own: httpx by
+    httpx's reading of the environment, aiohttp by none (it went around the proxy)."""
+    from flowith_httpx import doctor
+
+    async with ForwardProxy() as proxy:
+
+        def client_for(*, edge_auth: str, renew: bool) -> FlowithClientBase:
+            client: FlowithClientBase = make_client(proxy=proxy.url, edge_auth=edge_auth)
+            return client
+
+        report = await doctor.run_doctor(
+            client_for,
+            access_token=lambda: fake.token,
+            user_id=fake.user_id,
+            transport="test",
+            backend="test",
+            edge_url=server.url,
+            supabase_url=server.url,
+            seconds=0.3,
+        )
+    assert all(step.ok for step in report.steps), report.steps
+    streamed = [target for _, target in proxy.requests if "/user_stream/stream" in target]
+    assert streamed, proxy.requests
+    assert proxy.failures == []
