@@ -37,7 +37,12 @@ from yarl import URL
 
 from flowith_aiohttp.cookies import CookieJar
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
-from flowith_proto.codings import ContentDecoder, ContentDecodingError, content_decoder
+from flowith_proto.codings import (
+    ContentDecoder,
+    ContentDecodingError,
+    broken_stream,
+    content_decoder,
+)
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
     DEFAULT_SUPABASE_KEY,
@@ -330,9 +335,7 @@ class _Body:
                     self._ended = True
                     decoding.end()
         except ContentDecodingError as exc:
-            raise ConnectionFailedError(
-                f"stream broke: the body could not be decoded: {exc}"
-            ) from None
+            raise broken_stream(exc) from exc
         return piece
 
     async def _read(self, deadline: float | None) -> bytes | None:

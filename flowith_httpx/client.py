@@ -50,7 +50,12 @@ except ModuleNotFoundError as exc:  # installed without the httpx extra: say so
     extras.explain(exc, __name__, "httpx")
     raise
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
-from flowith_proto.codings import ContentDecoder, ContentDecodingError, content_decoder
+from flowith_proto.codings import (
+    ContentDecoder,
+    ContentDecodingError,
+    broken_stream,
+    content_decoder,
+)
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
     DEFAULT_SUPABASE_KEY,
@@ -575,14 +580,14 @@ class _Body:
         except Exception as exc:  # httpx's errors, or any other: the reader raises it
             # (never let it out: an error ending a trio system task ends the whole run)
             _clear_credentials(exc)
-            said = (
-                f"the body could not be decoded: {exc}"
-                if exc is undecodable
-                else f"{type(exc).__name__}: {_detail(exc)}"
-            )
-            failure = ConnectionFailedError(f"stream broke: {said}")
-            failure.__cause__ = exc
-            self._failure = failure
+            if isinstance(exc, ContentDecodingError):
+                self._failure = broken_stream(exc)
+            else:
+                failure = ConnectionFailedError(
+                    f"stream broke: {type(exc).__name__}: {_detail(exc)}"
+                )
+                failure.__cause__ = exc
+                self._failure = failure
         finally:
             self._pump_done.set()
             self._readable.set()

@@ -58,7 +58,7 @@ from flowith_proto.arguments import (
     require_path,
 )
 from flowith_proto.auth import Credentials
-from flowith_proto.codings import ACCEPT_ENCODING
+from flowith_proto.codings import ACCEPT_ENCODING, ContentDecodingError
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
     DEFAULT_SUPABASE_KEY,
@@ -97,6 +97,7 @@ from flowith_proto.errors import (
     is_expired_token_error,
     redact,
     scrub,
+    undecodable_body,
 )
 from flowith_proto.files import download_request, numbered_name, safe_filename, target_inside
 from flowith_proto.generation import Conversation
@@ -477,6 +478,8 @@ class FlowithClientBase(WebAppMethods):
             try:
                 return await open_once()
             except (APIError, ConnectionFailedError, TimeoutError) as error:
+                if isinstance(error, ResponseDecodeError):  # it would come again
+                    raise
                 if isinstance(error, APIError):
                     status, asked = error.status_code, error.retry_after_s
                     if status is None:
@@ -553,6 +556,12 @@ class FlowithClientBase(WebAppMethods):
                     break
                 chunks.append(chunk)
                 size += len(chunk)
+        except ConnectionFailedError as exc:
+            if not isinstance(exc.__cause__, ContentDecodingError):
+                raise
+            # An answer came, whose body cannot be decoded: as a request's would be,
+            # it is that (not retried: it would come again), and keeps its status.
+            raise undecodable_body(exc.__cause__, status, request.endpoint) from exc
         finally:
             await body.aclose()
         error = error_from_response(

@@ -31,11 +31,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
+from flowith_proto.errors import ConnectionFailedError
+
 __all__ = [
     "ACCEPT_ENCODING",
     "PIECE_SIZE",
     "ContentDecoder",
     "ContentDecodingError",
+    "broken_stream",
     "content_decoder",
 ]
 
@@ -58,6 +61,16 @@ class ContentDecodingError(ValueError):
     """A body is not what its ``Content-Encoding`` says, ends inside it, or is in a
     coding this client does not undo. Its message speaks of the body as "it": a
     transport says which body ("stream broke: the body could not be decoded: ...")."""
+
+
+def broken_stream(fault: ContentDecodingError) -> ConnectionFailedError:
+    """The error a transport's stream raises where its body turns out undecodable
+    once it flows, as a dropped connection would break it; ``fault`` is its cause,
+    which tells the two apart (the core reads an error answer's body whole, and
+    such a body is a :class:`~flowith_proto.errors.ResponseDecodeError`)."""
+    failure = ConnectionFailedError(f"stream broke: the body could not be decoded: {fault}")
+    failure.__cause__ = fault
+    return failure
 
 
 def content_decoder(header_lines: Sequence[str]) -> ContentDecoder | None:

@@ -2165,6 +2165,36 @@ async def test_a_stream_hands_over_what_came_before_a_fault_in_the_same_read(
     assert seen == [{"n": n} for n in range(20)]
 
 
+@pytest.mark.parametrize("coding", ["br", "cut-short-gzip"])
+@pytest.mark.parametrize("recorded", [False, True], ids=["plain", "recorded"])
+async def test_an_error_answer_a_stream_cannot_decode_keeps_its_status_and_is_sent_once(
+    transport: Transport, tmp_path: Path, coding: str, recorded: bool
+) -> None:
+    # Read as a stream's body, it broke like a dropped connection: retried, then a
+    # ConnectionFailedError without its 401; a request's is a ResponseDecodeError.
+    body = b"\x0b\x00\x80{}\x03" if coding == "br" else gzip.compress(b'{"msg": "no"}')[:-4]
+    headers = [("Content-Encoding", coding.split("-")[-1]), ("Content-Type", "application/json")]
+    async with CannedServer(401, headers, body) as server:
+        client_class = transport.client_class()
+        client = client_class(
+            FakeFlowith().token,
+            refresh_token=None,
+            edge_url=server.url,
+            supabase_url=server.url,
+            max_retries=2,
+            record_to=tmp_path / "session.jsonl" if recorded else None,
+        )
+        async with client:
+            with pytest.raises(ResponseDecodeError) as refused:
+                async for _ in client.stream_user_sse():
+                    pass
+    assert refused.value.status_code == 401
+    assert str(refused.value).startswith(
+        "HTTP 401 from GET /user_stream/sse: its body could not be decoded: it "
+    )
+    assert server.paths == ["/user_stream/sse"]
+
+
 async def test_a_download_that_inflates_hugely_is_held_a_piece_at_a_time(
     transport: Transport, tmp_path: Path
 ) -> None:
