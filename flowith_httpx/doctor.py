@@ -337,8 +337,10 @@ async def _listen_raw(
     through the client's own transport: its proxy route, its decoding of the body,
     its reading of an error answer."""
     decoder = SSEDecoder()
+    # Opened within the client's timeout, as a listener's stream is; then heard for
+    # the window, as /user_stream/sse is.
+    body = await client._open_event_stream(request, None, media_type="text/event-stream")
     deadline = client._now() + seconds
-    body = await client._open_event_stream(request, deadline, media_type="text/event-stream")
     try:
         while chunk := await body.read(deadline):  # None once the window has passed
             now = anyio.current_time() - start

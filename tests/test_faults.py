@@ -2195,6 +2195,26 @@ async def test_an_error_answer_a_stream_cannot_decode_keeps_its_status_and_is_se
     assert server.paths == ["/user_stream/sse"]
 
 
+async def test_the_doctors_window_starts_once_its_raw_stream_is_open(
+    transport: Transport,
+) -> None:
+    # Its window included the opening: a stream that took longer to open than the
+    # window to listen failed with "did not open", where /user_stream/sse opened.
+    from flowith_httpx import doctor
+
+    frame = b'data: {"data": {"type": "status"}, "id": "1"}\n\n'
+    async with CannedServer(200, [("Content-Type", "text/event-stream")], frame) as server:
+        server.delay = 0.6
+        client = transport.client_class()(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
+        )
+        request = client._live_request("stream")
+        frames: list[Any] = []
+        async with client:
+            await doctor._listen_raw(client, request, 0.3, frames, anyio.current_time())
+    assert [f.payload for f in frames] == [{"data": {"type": "status"}, "id": "1"}]
+
+
 async def test_a_download_that_inflates_hugely_is_held_a_piece_at_a_time(
     transport: Transport, tmp_path: Path
 ) -> None:
