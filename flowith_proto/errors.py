@@ -352,12 +352,14 @@ REPR_CREDENTIAL_FIELD = re.compile(
 )
 #: ``Bearer <credential>`` wherever it appears (a header echoed in a body, a log line),
 #: and ``Basic <credential>`` (a URL's user and password, as sent). The credential
-#: holds a digit or a punctuation mark, or a lower-case letter before a capital (base64
-#: of letters: ``dXNlcjpwYXNz``), or is long: a bearer in prose ("the ring bearer
-#: delivered it", "Basic authentication") is followed by a word.
+#: holds a digit or a punctuation mark, or twice a lower-case letter before a capital
+#: (base64 of letters: ``dXNlcjpwYXNz``), or is long: a bearer in prose ("the ring
+#: bearer delivered it", "Basic authentication", "Basic JavaScript") is followed by a
+#: word, with one hump at most.
 BEARER = re.compile(
     r"(\b(?:Bearer|Basic)[ \t]+)"
-    r"(?:(?=[\w.~+/=-]*(?:[\d._~+/=-]|(?-i:[a-z][A-Z])))[\w.~+/=-]{8,}|[\w.~+/=-]{20,})",
+    r"(?:(?=[\w.~+/=-]*(?:[\d._~+/=-]|(?-i:[a-z][A-Z][a-zA-Z]*[a-z][A-Z])))[\w.~+/=-]{8,}"
+    r"|[\w.~+/=-]{20,})",
     re.IGNORECASE,
 )
 #: The password of a URL's user info (``http://alice:<password>@proxy``); group 2.

@@ -265,6 +265,8 @@ def test_what_follows_basic_is_masked_like_a_bearer() -> None:
     # a lower-case letter tells it from prose.
     assert redact("auth=Basic dXNlcjpwYXNz", ()) == "auth=Basic [REDACTED]"
     assert redact("Basic Authentication, BASIC AUTH", ()) == "Basic Authentication, BASIC AUTH"
+    prose = "Basic JavaScript, Basic PostgreSQL, Bearer McDonald"  # one hump: a word
+    assert redact(prose, ()) == prose
 
 
 def test_every_error_of_the_library_hides_credentials_in_its_message() -> None:
