@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import types
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from flowith_proto.errors import FlowithError
+
+_idna: types.ModuleType | None
+try:
+    import idna as _idna
+except ImportError:  # the core alone, without a transport
+    _idna = None
 
 __all__ = ["EnvironmentProxies", "bypassed", "lower_scheme", "refused_setting", "well_formed"]
 
@@ -95,15 +102,31 @@ def _without_default(scheme: str, port: int | None) -> int | None:
     return None if port == _DEFAULT_PORTS.get(scheme) else port
 
 
-def _ascii(name: str) -> str:
-    """A ``NO_PROXY`` entry with a name that is not ASCII in its IDNA form (a
-    ``ValueError`` if it has none)."""
-    if name.isascii():
-        return name
-    try:
+def _ascii(entry: str) -> str:
+    """A ``NO_PROXY`` entry whose host name is not ASCII with that name in its IDNA
+    form, as httpx and yarl write a URL's host (``.bücher.example`` is
+    ``.xn--bcher-kva.example``, ``https://faß.de`` is ``https://xn--fa-hia.de``); a
+    ``ValueError`` if it has none."""
+    if entry.isascii():
+        return entry
+    scheme, separator, rest = entry.rpartition("://")
+    ends = [at for at in (rest.find(":"), rest.find("/")) if at >= 0]
+    host, tail = rest[: min(ends, default=len(rest))], rest[min(ends, default=len(rest)) :]
+    dot = "." if host.startswith(".") else ""
+    return f"{scheme}{separator}{dot}{_idna_name(host[len(dot) :])}{tail}"
+
+
+def _idna_name(name: str) -> str:
+    """``name`` in IDNA 2008 with UTS 46 mapping, as yarl writes a host (the ``idna``
+    package every transport's HTTP library brings), else in the standard library's
+    IDNA 2003."""
+    if _idna is None:
         return name.encode("idna").decode("ascii")
-    except UnicodeError as exc:
+    try:
+        encoded: bytes = _idna.encode(name, uts46=True)
+    except _idna.IDNAError as exc:
         raise ValueError(str(exc)) from None
+    return encoded.decode("ascii")
 
 
 def _no_proxy_url(name: str) -> str:

@@ -678,6 +678,13 @@ async def test_leaving_the_proxy_closes_an_open_event_stream_promptly(
         ("bücher.example", "xn--bcher-kva.example", None, True),
         ("bücher.example", "sub.xn--bcher-kva.example", None, True),
         ("xn--bcher-kva.example", "sub.xn--bcher-kva.example", None, True),
+        # The host alone is encoded, in IDNA 2008 as httpx and yarl write a URL's host:
+        # the codec of the whole entry failed on a leading dot, mangled a scheme, and
+        # made "ss" of "ß".
+        (".bücher.example", "cdn.xn--bcher-kva.example", None, True),
+        ("http://bücher.example", "xn--bcher-kva.example", None, True),
+        ("bücher.example:8080", "xn--bcher-kva.example", 8080, True),
+        ("faß.de", "xn--fa-hia.de", None, True),
     ],
 )
 def test_no_proxy_entries_httpx_cannot_read_exempt_what_they_name_and_no_more(
