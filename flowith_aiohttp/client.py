@@ -99,9 +99,10 @@ _HEADER_LINES: dict[str, Any] = (
     if "max_headers" in inspect.signature(aiohttp.ClientSession).parameters
     else {}
 )
-#: Redirects a download follows: 20, as httpx follows. aiohttp gives up at its
-#: ``max_redirects``-th redirect rather than after following that many, hence 21.
-_MAX_REDIRECTS = 21
+#: Redirects a download follows: 20, as httpx follows.
+_MAX_REDIRECTS = 20
+#: The statuses of a redirect (RFC 9110 15.4), as httpx follows them.
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 # aiohttp adds a Content-Type to a bodiless POST; the core's request has none.
 _NO_AUTO_HEADERS = ("Content-Type",)
@@ -256,17 +257,49 @@ def _cookie_name(morsel: Morsel[str]) -> str:
     return morsel.key
 
 
-def _headers(answer: aiohttp.ClientResponse) -> tuple[tuple[str, str], ...]:
+def _headers(
+    answer: aiohttp.ClientResponse, hops: Sequence[aiohttp.ClientResponse] = ()
+) -> tuple[tuple[str, str], ...]:
     """The answer's headers, names lower-cased as httpx gives them (a cassette
     recorded on either transport is then the same), after the cookies its
-    redirects set: the session keeps those too, so the client must know them to
-    hide their values."""
-    hops = tuple(
-        ("set-cookie", value)
-        for hop in answer.history
-        for value in hop.headers.getall("Set-Cookie", ())
+    redirects (``hops``) set: the session keeps those too, so the client must know
+    them to hide their values."""
+    hop_cookies = tuple(
+        ("set-cookie", value) for hop in hops for value in hop.headers.getall("Set-Cookie", ())
     )
-    return hops + tuple((name.lower(), value) for name, value in answer.headers.items())
+    return hop_cookies + tuple((name.lower(), value) for name, value in answer.headers.items())
+
+
+def _redirect_target(answer: aiohttp.ClientResponse) -> URL | None:
+    """Where ``answer`` redirects to, as aiohttp reads a ``Location`` (``http:path``
+    is relative, as browsers read it), or ``None``: not a redirect, or one without a
+    ``Location`` (which the core reports). A ``Location`` that is not UTF-8 is read
+    as Latin-1, as httpx reads it. One no request can go to raises aiohttp's own
+    error, which the transport's callers report."""
+    if answer.status not in _REDIRECTS:
+        return None
+    raw = next((value for name, value in answer.raw_headers if name.lower() == b"location"), b"")
+    try:
+        location = raw.decode().strip()
+    except UnicodeDecodeError:
+        location = raw.decode("latin-1").strip()
+    if not location:
+        return None
+    try:
+        target = URL(location)
+    except ValueError as exc:
+        raise aiohttp.InvalidUrlRedirectClientError(location, "not a URL") from exc
+    scheme = target.scheme
+    if scheme not in ("http", "https", ""):
+        raise aiohttp.NonHttpUrlRedirectClientError(location)  # a str: redact_chain reads it
+    base = answer.url
+    if not scheme or (scheme == base.scheme and not location.startswith(f"{scheme}://")):
+        target = base.join(target)
+    try:
+        target.origin()
+    except ValueError as exc:
+        raise aiohttp.InvalidUrlRedirectClientError(location, "no origin") from exc
+    return target
 
 
 def _latin1_credentials(url: str) -> bool:
@@ -525,9 +558,10 @@ class FlowithClient(FlowithClientBase):
         progress = RequestProgress()
         async with self._wired(request) as (body, headers), self._turn(body, limit) as left:
             try:
-                async with self._request(
+                answer, hops = await self._followed(
                     request, body, headers, aiohttp.ClientTimeout(total=left), progress
-                ) as answer:
+                )
+                async with answer:  # released, and its body's writer done, however it ends
                     decoding = _decoding(answer)
                     try:
                         content = await answer.read()
@@ -538,7 +572,7 @@ class FlowithClient(FlowithClientBase):
                             content = decoding.decode_all(content)
                         except ContentDecodingError as exc:
                             raise undecodable_body(exc, answer.status, request.endpoint) from None
-                    return Response(answer.status, _headers(answer), content)
+                    return Response(answer.status, _headers(answer, hops), content)
             except asyncio.TimeoutError as exc:
                 raise progress.timed_out(limit) from exc
             except aiohttp.ClientError as exc:
@@ -576,15 +610,15 @@ class FlowithClient(FlowithClientBase):
     def _request(
         self,
         request: Request,
+        url: URL,
         body: bytes | AsyncIterator[bytes] | None,
         headers: Sequence[tuple[str, str]],
         timeout: aiohttp.ClientTimeout,
         progress: RequestProgress | None = None,
     ) -> Any:
-        """The core's request, unchanged, as an aiohttp request (awaitable, or an
-        ``async with`` that releases the connection), with the body and headers
+        """The core's request, unchanged but for its ``url`` (a redirect's), as an
+        aiohttp request that follows no redirect, with the body and headers
         :meth:`_wired` gave; ``progress`` learns whether it ever had a connection."""
-        url = URL(request.url, encoded=True)
         return self._session().request(
             request.method,
             url,
@@ -593,11 +627,40 @@ class FlowithClient(FlowithClientBase):
             skip_auto_headers=_NO_AUTO_HEADERS if body is None else None,
             proxy=self._proxy_for(url),
             timeout=timeout,
-            allow_redirects=request.follow_redirects,
-            max_redirects=_MAX_REDIRECTS,
+            allow_redirects=False,  # see _followed()
             auto_decompress=False,  # decoded by flowith_proto.codings, as on every transport
             trace_request_ctx=progress,
         )
+
+    async def _followed(
+        self,
+        request: Request,
+        body: bytes | AsyncIterator[bytes] | None,
+        headers: Sequence[tuple[str, str]],
+        timeout: aiohttp.ClientTimeout,
+        progress: RequestProgress | None = None,
+    ) -> tuple[aiohttp.ClientResponse, list[aiohttp.ClientResponse]]:
+        """The answer to ``request``, and the redirects followed to it (a download
+        follows up to :data:`_MAX_REDIRECTS`; nothing else follows any), one hop at a
+        time: aiohttp, left to follow them, kept the first hop's proxy for all (httpx
+        picks each hop's), and dropped the bytes of a ``Location`` that is not UTF-8,
+        fetching another path."""
+        url = URL(request.url, encoded=True)
+        hops: list[aiohttp.ClientResponse] = []
+        while True:
+            answer = await self._request(request, url, body, headers, timeout, progress)
+            try:
+                target = _redirect_target(answer) if request.follow_redirects else None
+            except BaseException:
+                answer.release()
+                raise
+            if target is None:
+                return answer, hops
+            answer.release()
+            hops.append(answer)
+            if len(hops) > _MAX_REDIRECTS:
+                raise aiohttp.TooManyRedirects(hops[0].request_info, tuple(hops))
+            url = target
 
     async def _open_stream(
         self, request: Request, deadline: float | None
@@ -606,9 +669,9 @@ class FlowithClient(FlowithClientBase):
         try:
             # Reaching the headers is bounded; reads wait as long as the caller's deadline.
             body, headers = self._wire_body(request)  # a stream's request has no file to close
-            answer = await _before(
+            answer, hops = await _before(
                 asyncio.get_running_loop().time() + limit,
-                self._request(
+                self._followed(
                     request, body, headers, aiohttp.ClientTimeout(total=None, sock_connect=limit)
                 ),
             )
@@ -621,7 +684,7 @@ class FlowithClient(FlowithClientBase):
         except BaseException:
             answer.close()
             raise
-        return answer.status, _headers(answer), _Body(answer, decoding)
+        return answer.status, _headers(answer, hops), _Body(answer, decoding)
 
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         tasks = [asyncio.ensure_future(job()) for job in jobs]

@@ -1953,6 +1953,30 @@ async def test_a_download_redirected_where_no_request_can_go_is_a_connection_fai
     assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test's look)
 
 
+@pytest.mark.parametrize(
+    ("location", "fetched"),
+    [
+        (b"/caf\xe9.bin", "/caf%C3%A9.bin"),  # not UTF-8: read as Latin-1, as httpx reads it
+        (b"/caf\xc3\xa9.bin", "/caf%C3%A9.bin"),
+        (b"/a b.bin", "/a%20b.bin"),
+    ],
+    ids=["latin-1", "utf-8", "space"],
+)
+async def test_a_location_of_raw_bytes_leads_to_the_same_path_on_every_transport(
+    transport: Transport, tmp_path: Path, location: bytes, fetched: str
+) -> None:
+    # aiohttp dropped a byte that is not UTF-8: it fetched /caf.bin, another file.
+    async with CannedServer(200, [("Content-Type", "text/plain")], b"the file") as server:
+        server.answers["/start.bin"] = (
+            b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        client = transport.client_class()(FakeFlowith().token, max_retries=0)
+        async with client:
+            await client.download(f"{server.url}/start.bin", tmp_path)
+    assert server.paths == ["/start.bin", fetched]
+
+
 async def test_a_redirect_with_an_empty_location_is_no_redirect_on_every_transport(
     transport: Transport, tmp_path: Path
 ) -> None:

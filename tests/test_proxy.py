@@ -760,3 +760,31 @@ async def test_the_doctor_reads_the_raw_stream_through_the_clients_route(
     streamed = [target for _, target in proxy.requests if "/user_stream/stream" in target]
     assert streamed, proxy.requests
     assert proxy.failures == []
+
+
+async def test_each_redirect_of_a_download_takes_its_own_route(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """aiohttp, left to follow redirects, kept the first hop's proxy for every hop: a
+    download from a host NO_PROXY exempts, redirected to one it does not, went direct
+    (httpx picks each hop's route)."""
+    from tests.canned_server import CannedServer
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    async with CannedServer(200, [("Content-Type", "text/plain")], b"the file") as server:
+        port = server.url.rsplit(":", 1)[1]
+        server.answers["/start.txt"] = (
+            b"HTTP/1.1 302 Found\r\nLocation: http://localhost:%s/file.txt\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n" % port.encode()
+        )
+        async with ForwardProxy() as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            flowith_client: Any = transport.client_class()
+            async with flowith_client(FakeFlowith().token, max_retries=0) as client:
+                saved = await client.download(f"{server.url}/start.txt", tmp_path)
+    assert saved.read_bytes() == b"the file"
+    assert proxy.requests == [("GET", f"http://localhost:{port}/file.txt")]
+    assert server.paths == ["/start.txt", "/file.txt"]
