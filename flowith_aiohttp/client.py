@@ -54,6 +54,7 @@ from flowith_proto.config import (
 from flowith_proto.errors import (
     ConnectionFailedError,
     TimeoutError,
+    mask_url,
     masked_headers,
     one_line,
     redact,
@@ -103,6 +104,7 @@ _HEADER_LINES: dict[str, Any] = (
 _MAX_REDIRECTS = 20
 #: The statuses of a redirect (RFC 9110 15.4), as httpx follows them.
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TAB_OR_NEWLINE = str.maketrans("", "", "\t\n\r")
 
 # aiohttp adds a Content-Type to a bodiless POST; the core's request has none.
 _NO_AUTO_HEADERS = ("Content-Type",)
@@ -285,21 +287,32 @@ def _redirect_target(answer: aiohttp.ClientResponse) -> URL | None:
         location = raw.decode("latin-1").strip()
     if not location:
         return None
+    quoted = mask_url(location)  # what an error says: a signed URL's signature masked
     try:
         target = URL(location)
-    except ValueError as exc:
-        raise aiohttp.InvalidUrlRedirectClientError(location, "not a URL") from exc
+    except ValueError:
+        raise aiohttp.InvalidUrlRedirectClientError(quoted, "not a URL") from None
     scheme = target.scheme
     if scheme not in ("http", "https", ""):
-        raise aiohttp.NonHttpUrlRedirectClientError(location)  # a str: redact_chain reads it
+        raise aiohttp.NonHttpUrlRedirectClientError(quoted)
     base = answer.url
-    if not scheme or (scheme == base.scheme and not location.startswith(f"{scheme}://")):
+    if not scheme or (scheme == base.scheme and not _has_authority(location, scheme)):
         target = base.join(target)
     try:
         target.origin()
-    except ValueError as exc:
-        raise aiohttp.InvalidUrlRedirectClientError(location, "no origin") from exc
+    except ValueError:
+        raise aiohttp.InvalidUrlRedirectClientError(quoted, "no origin") from None
+    if not target.host:
+        raise aiohttp.InvalidUrlRedirectClientError(quoted, "no host")
     return target
+
+
+def _has_authority(location: str, scheme: str) -> bool:
+    """Whether ``location`` has ``//`` after its ``scheme:``, read as browsers and
+    aiohttp read it (a backslash for a slash; controls and spaces around, and tabs
+    and line breaks inside, left out): ``http:path`` has none, and is relative."""
+    cleaned = location.strip("".join(map(chr, range(33)))).translate(_TAB_OR_NEWLINE)
+    return all(c in ("/", "\\") for c in cleaned[len(scheme) + 1 : len(scheme) + 3].ljust(2))
 
 
 def _latin1_credentials(url: str) -> bool:
@@ -615,10 +628,13 @@ class FlowithClient(FlowithClientBase):
         headers: Sequence[tuple[str, str]],
         timeout: aiohttp.ClientTimeout,
         progress: RequestProgress | None = None,
+        *,
+        follow: bool = False,
     ) -> Any:
         """The core's request, unchanged but for its ``url`` (a redirect's), as an
-        aiohttp request that follows no redirect, with the body and headers
-        :meth:`_wired` gave; ``progress`` learns whether it ever had a connection."""
+        aiohttp request, with the body and headers :meth:`_wired` gave, that aiohttp
+        lets ``follow`` redirects (see :meth:`_followed`); ``progress`` learns
+        whether it ever had a connection."""
         return self._session().request(
             request.method,
             url,
@@ -627,7 +643,9 @@ class FlowithClient(FlowithClientBase):
             skip_auto_headers=_NO_AUTO_HEADERS if body is None else None,
             proxy=self._proxy_for(url),
             timeout=timeout,
-            allow_redirects=False,  # see _followed()
+            allow_redirects=follow,
+            # aiohttp gives up at its max_redirects-th redirect, not after that many.
+            max_redirects=_MAX_REDIRECTS + 1,
             auto_decompress=False,  # decoded by flowith_proto.codings, as on every transport
             trace_request_ctx=progress,
         )
@@ -644,8 +662,17 @@ class FlowithClient(FlowithClientBase):
         follows up to :data:`_MAX_REDIRECTS`; nothing else follows any), one hop at a
         time: aiohttp, left to follow them, kept the first hop's proxy for all (httpx
         picks each hop's), and dropped the bytes of a ``Location`` that is not UTF-8,
-        fetching another path."""
+        fetching another path.
+
+        A session you bring follows them itself, by its own rules: it adds its
+        default headers (``Authorization``, ``Cookie``) to every request it sends,
+        and only its own following drops them on a hop to another origin."""
         url = URL(request.url, encoded=True)
+        if not self._owns_http:
+            answer = await self._request(
+                request, url, body, headers, timeout, progress, follow=request.follow_redirects
+            )
+            return answer, list(answer.history)
         hops: list[aiohttp.ClientResponse] = []
         while True:
             answer = await self._request(request, url, body, headers, timeout, progress)

@@ -493,6 +493,14 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return BEARER.sub(rf"\1{_REDACTED}", text)
 
 
+def mask_url(url: str, mask: str = _REDACTED) -> str:
+    """``url``, known to be one whatever its form (a ``Location`` such as
+    ``https:file?X-Amz-Signature=...`` or ``//host/file?...``, which
+    :func:`mask_url_credentials` does not take for a URL in text), with its
+    password and credential-named parameters replaced by ``mask``."""
+    return _URL_CREDENTIAL.sub(rf"\1{mask}", mask_url_credentials(url, mask))
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds from ``now`` (unix time), or ``None``.
 

@@ -489,6 +489,9 @@ _UNREADABLE = {
     "bad-header-line": _FOUND + b"Location : http://cdn.test/b.png" + _SIGNED + b"\r\n\r\n",
     "redirect-loop": _FOUND + b"Location: /f/a.png" + _SIGNED + b"\r\n\r\n",
     "redirect-to-ftp": _FOUND + b"Location: ftp://cdn.test/a.png" + _SIGNED + b"\r\n\r\n",
+    # No "://": redact() takes neither for a URL (aiohttp quoted them whole).
+    "redirect-to-no-host": _FOUND + b"Location: https:a.png" + _SIGNED + b"\r\n\r\n",
+    "redirect-to-mailto": _FOUND + b"Location: mailto:a@cdn.test" + _SIGNED + b"\r\n\r\n",
 }
 
 
@@ -1939,8 +1942,11 @@ async def test_a_cookie_is_sent_back_as_the_server_set_it(transport: Transport, 
         # raised an OverflowError inside anyio's task group, which went out as a bare
         # ExceptionGroup on asyncio (on trio, httpx's ConnectError said so already).
         ("http://127.0.0.1:99999/x", r"redirect|99999"),
+        # Browsers read the backslashes as slashes (no host then); aiohttp's transport,
+        # following itself, took it for a path on the same host.
+        ("http:\\\\localhost:1\\final", r"InvalidURL|no origin"),
     ],
-    ids=["no-http-url", "port-past-65535"],
+    ids=["no-http-url", "port-past-65535", "backslashes"],
 )
 async def test_a_download_redirected_where_no_request_can_go_is_a_connection_failure(
     transport: Transport, tmp_path: Path, location: str, said: str
@@ -1975,6 +1981,30 @@ async def test_a_location_of_raw_bytes_leads_to_the_same_path_on_every_transport
         async with client:
             await client.download(f"{server.url}/start.bin", tmp_path)
     assert server.paths == ["/start.bin", fetched]
+
+
+async def test_a_redirect_to_another_origin_drops_your_sessions_credentials(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # The aiohttp transport followed a download's redirects itself: the default
+    # headers of a session you bring went along to the other origin.
+    if transport.library != "aiohttp":
+        pytest.skip("an aiohttp session's default headers")
+    import aiohttp
+
+    async with _Heads(200, [("Content-Type", "text/plain")], b"the file") as other:
+        elsewhere = other.url.replace("127.0.0.1", "localhost") + "/file.txt"
+        found = CannedServer(302, [("Location", elsewhere)], b"")
+        secret = {"Authorization": "Bearer SESSIONSECRET123", "Cookie": "sid=SESSIONCOOKIE"}
+        async with found as start, aiohttp.ClientSession(headers=secret) as session:
+            client_class: Any = transport.client_class()
+            client = client_class(FakeFlowith().token, http_client=session, max_retries=0)
+            async with client:
+                saved = await client.download(f"{start.url}/a.txt", tmp_path)
+    assert saved.read_bytes() == b"the file"
+    (head,) = other.heads
+    assert b"SESSIONSECRET123" not in head
+    assert b"SESSIONCOOKIE" not in head
 
 
 async def test_a_redirect_with_an_empty_location_is_no_redirect_on_every_transport(
