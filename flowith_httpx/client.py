@@ -668,7 +668,8 @@ async def _empty_location_is_none(answer: httpx.Response) -> None:
     """Drop an empty ``Location``: httpx took it for the URL it was sent to and asked
     again, 20 times, to fail with ``TooManyRedirects``; aiohttp, and the core for an
     answer it does not follow, read it as no target ("without a Location to follow")."""
-    if answer.headers.get("location") == "":
+    # The status first: this runs on every answer, and reading a header scans them all.
+    if 300 <= answer.status_code < 400 and answer.headers.get("location") == "":
         del answer.headers["location"]
 
 
