@@ -206,6 +206,14 @@ def _clear_credentials(exc: aiohttp.ClientError) -> None:
         exc.__context__ = None
     if isinstance(exc, aiohttp.ClientConnectorError):
         _clear_connection_key(exc)
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)) and exc.args:
+        # A redirect's Location, quoted as it came (an aiohttp session you bring
+        # follows redirects itself): masked whatever its form, as redact() reads
+        # URLs with "://" only; held as a str, or as a yarl URL redact_chain skips.
+        masked = mask_url(str(exc.args[0]))
+        if isinstance(exc, aiohttp.InvalidURL):
+            exc._url = masked
+        exc.args = (masked, *exc.args[1:])
     if not isinstance(exc, aiohttp.ClientResponseError):
         return
     info = exc.request_info

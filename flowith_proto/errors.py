@@ -493,12 +493,19 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return BEARER.sub(rf"\1{_REDACTED}", text)
 
 
+#: The password of a URL's user info wherever ``//`` (or ``\\``, as browsers read it)
+#: starts an authority, with or without a scheme before it; group 2.
+_AUTHORITY_PASSWORD = re.compile(r"([/\\]{2}[^/\\?#\s:@'\"\[\]]*:)([^/\\?#\s'\"@]+)(?=@)")
+
+
 def mask_url(url: str, mask: str = _REDACTED) -> str:
     """``url``, known to be one whatever its form (a ``Location`` such as
-    ``https:file?X-Amz-Signature=...`` or ``//host/file?...``, which
-    :func:`mask_url_credentials` does not take for a URL in text), with its
-    password and credential-named parameters replaced by ``mask``."""
-    return _URL_CREDENTIAL.sub(rf"\1{mask}", mask_url_credentials(url, mask))
+    ``https:file?X-Amz-Signature=...``, ``//user:password@host/file`` or
+    ``https:\\user:password@host\\file``, which :func:`mask_url_credentials` does
+    not take for a URL in text), with its password and credential-named parameters
+    replaced by ``mask``."""
+    url = _AUTHORITY_PASSWORD.sub(rf"\1{mask}", mask_url_credentials(url, mask))
+    return _URL_CREDENTIAL.sub(rf"\1{mask}", url)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -492,6 +492,10 @@ _UNREADABLE = {
     # No "://": redact() takes neither for a URL (aiohttp quoted them whole).
     "redirect-to-no-host": _FOUND + b"Location: https:a.png" + _SIGNED + b"\r\n\r\n",
     "redirect-to-mailto": _FOUND + b"Location: mailto:a@cdn.test" + _SIGNED + b"\r\n\r\n",
+    # A password in a scheme-relative Location (where no request can go).
+    "redirect-with-password": (
+        _FOUND + b"Location: //user:" + _SIGNATURE.encode() + b"@[::1/a\r\n\r\n"
+    ),
 }
 
 
@@ -591,6 +595,27 @@ async def test_a_failed_downloads_traceback_shows_no_signed_url_or_cookie(
     cause = caught.value.__cause__
     assert cause is not None
     assert f"{type(cause).__module__}.{type(cause).__qualname__}: {cause}" in logged
+
+
+@pytest.mark.parametrize("answer", [name for name in _UNREADABLE if name.startswith("redirect")])
+async def test_a_session_you_bring_shows_no_signed_location_either(
+    transport: Transport, tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: str
+) -> None:
+    """Such a session follows redirects itself: aiohttp's own error quoted a Location
+    without "://" whole (redact() reads URLs with it only), or held it as a yarl URL,
+    which redact_chain skips."""
+    if transport.library != "aiohttp":
+        pytest.skip("an aiohttp session's own redirects")
+    import aiohttp
+
+    async with _answering(_UNREADABLE[answer]) as url, aiohttp.ClientSession() as session:
+        client_class: Any = transport.client_class()
+        client = client_class(FakeFlowith().token, http_client=session, max_retries=0)
+        async with client:
+            with pytest.raises(ConnectionFailedError) as caught:
+                await client.download(f"{url}/f/a.png?X-Amz-Signature={_SIGNATURE}", tmp_path)
+    shown = shown_by_the_chain(caught.value) + _logged_exception(caught.value, caplog)
+    assert _SIGNATURE not in shown
 
 
 async def test_a_failed_calls_cause_keeps_no_cookie_the_client_sent(
