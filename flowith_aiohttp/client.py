@@ -42,6 +42,7 @@ from flowith_proto.codings import (
     ContentDecodingError,
     broken_stream,
     content_decoder,
+    decoded_answer,
 )
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
@@ -59,7 +60,6 @@ from flowith_proto.errors import (
     one_line,
     redact,
     redact_chain,
-    undecodable_body,
     waited_for_turn,
 )
 from flowith_proto.logs import report_left_failure
@@ -588,11 +588,7 @@ class FlowithClient(FlowithClientBase):
                         content = await answer.read()
                     except aiohttp.ClientError as exc:
                         raise _transport_error(exc) from exc
-                    if decoding is not None:
-                        try:
-                            content = decoding.decode_all(content)
-                        except ContentDecodingError as exc:
-                            raise undecodable_body(exc, answer.status, request.endpoint) from None
+                    content = decoded_answer(decoding, content, answer.status, request.endpoint)
                     return Response(answer.status, _headers(answer, hops), content)
             except asyncio.TimeoutError as exc:
                 raise progress.timed_out(limit) from exc

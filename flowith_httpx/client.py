@@ -55,6 +55,7 @@ from flowith_proto.codings import (
     ContentDecodingError,
     broken_stream,
     content_decoder,
+    decoded_answer,
 )
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
@@ -386,17 +387,6 @@ def _content_decoder(answer: httpx.Response) -> ContentDecoder | None:
     :mod:`flowith_proto.codings`: httpx's own decoders keep the first member of a
     multi-member gzip body, knew no ``x-gzip``, and passed a gzip stream cut short)."""
     return content_decoder(answer.headers.get_list("content-encoding"))
-
-
-def _decoded(answer: httpx.Response, raw: bytes, endpoint: str) -> bytes:
-    """``raw`` with the answer's Content-Encoding undone."""
-    decoder = _content_decoder(answer)
-    if decoder is None:
-        return raw
-    try:
-        return decoder.decode_all(raw)
-    except ContentDecodingError as exc:
-        raise undecodable_body(exc, answer.status_code, endpoint) from None
 
 
 def _tracer(progress: RequestProgress) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
@@ -857,7 +847,12 @@ class FlowithClient(FlowithClientBase):
                                 content = answer.content
                             else:
                                 raw = await _raw_body(answer)
-                                content = _decoded(answer, raw, request.endpoint)
+                                content = decoded_answer(
+                                    _content_decoder(answer),
+                                    raw,
+                                    answer.status_code,
+                                    request.endpoint,
+                                )
                         finally:
                             await answer.aclose()
         except builtins.TimeoutError as exc:

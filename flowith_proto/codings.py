@@ -31,7 +31,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-from flowith_proto.errors import ConnectionFailedError
+from flowith_proto.errors import ConnectionFailedError, undecodable_body
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -40,6 +40,7 @@ __all__ = [
     "ContentDecodingError",
     "broken_stream",
     "content_decoder",
+    "decoded_answer",
 ]
 
 #: The ``Accept-Encoding`` every transport sends: what :class:`ContentDecoder` undoes.
@@ -71,6 +72,21 @@ def broken_stream(fault: ContentDecodingError) -> ConnectionFailedError:
     failure = ConnectionFailedError(f"stream broke: the body could not be decoded: {fault}")
     failure.__cause__ = fault
     return failure
+
+
+def decoded_answer(
+    decoder: ContentDecoder | None, body: bytes, status: int, endpoint: str
+) -> bytes:
+    """An answer read whole: ``body`` as it came, undone by ``decoder`` (``None``:
+    nothing to undo). One that cannot be is a
+    :class:`~flowith_proto.errors.ResponseDecodeError` naming
+    the answer's ``status`` and ``endpoint``: the server would send it again."""
+    if decoder is None:
+        return body
+    try:
+        return decoder.decode_all(body)
+    except ContentDecodingError as exc:
+        raise undecodable_body(exc, status, endpoint) from None
 
 
 def content_decoder(header_lines: Sequence[str]) -> ContentDecoder | None:
