@@ -2151,17 +2151,32 @@ async def test_an_answer_in_a_coding_no_transport_undoes_is_refused_naming_its_r
     assert (refused.value.status_code, refused.value.endpoint) == (503, "GET /user/credits")
 
 
+@pytest.mark.parametrize("yours", [False, True], ids=["own", "brought"])
 async def test_every_request_asks_for_the_codings_the_library_undoes(
-    transport: Transport, tmp_path: Path
+    transport: Transport, tmp_path: Path, yours: bool
 ) -> None:
     # Each library asked for its own list (br and zstd where their modules were
-    # installed), which the other transport could not read the same way.
+    # installed), and a client you bring for whatever it says by default.
+    import aiohttp
+
+    asks_br = {"Accept-Encoding": "br"}
     async with _Heads(200, [("Content-Type", "application/json")], b"[]") as server:
-        client_class = transport.client_class()
-        client = client_class(FakeFlowith().token, edge_url=server.url, supabase_url=server.url)
+        brought: Any = None
+        if yours:
+            brought = (
+                httpx.AsyncClient(headers=asks_br)
+                if transport.library == "httpx"
+                else aiohttp.ClientSession(headers=asks_br)
+            )
+        client_class: Any = transport.client_class()
+        client = client_class(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, http_client=brought
+        )
         async with client:
             await client.list_public_notices()
             await client.download(f"{server.url}/a.json", tmp_path)
+        if brought is not None:
+            await (brought.aclose() if transport.library == "httpx" else brought.close())
     for head in server.heads:
         asked = [line for line in head.split(b"\r\n") if line.lower().startswith(b"accept-enc")]
         assert asked == [b"Accept-Encoding: gzip, deflate"]
