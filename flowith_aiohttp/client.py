@@ -40,9 +40,9 @@ from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallba
 from flowith_proto.codings import (
     ContentDecoder,
     ContentDecodingError,
+    WholeAnswer,
     broken_stream,
     content_decoder,
-    decoded_answer,
 )
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
@@ -583,13 +583,13 @@ class FlowithClient(FlowithClientBase):
                     request, body, headers, aiohttp.ClientTimeout(total=left), progress
                 )
                 async with answer:  # released, and its body's writer done, however it ends
-                    decoding = _decoding(answer)
+                    whole = WholeAnswer(_decoding(answer), answer.status, request.endpoint)
                     try:
-                        content = await answer.read()
+                        async for data in answer.content.iter_any():
+                            whole.feed(data)
                     except aiohttp.ClientError as exc:
                         raise _transport_error(exc) from exc
-                    content = decoded_answer(decoding, content, answer.status, request.endpoint)
-                    return Response(answer.status, _headers(answer, hops), content)
+                    return Response(answer.status, _headers(answer, hops), whole.content())
             except asyncio.TimeoutError as exc:
                 raise progress.timed_out(limit) from exc
             except aiohttp.ClientError as exc:

@@ -18,7 +18,6 @@ import os
 import sys
 import urllib.request
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -53,9 +52,9 @@ from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallba
 from flowith_proto.codings import (
     ContentDecoder,
     ContentDecodingError,
+    WholeAnswer,
     broken_stream,
     content_decoder,
-    decoded_answer,
 )
 from flowith_proto.config import (
     DEFAULT_EDGE_URL,
@@ -370,16 +369,27 @@ def _detail(exc: Exception) -> str:
     return one_line(str(exc)) or "the connection broke or was closed"
 
 
-async def _raw_body(answer: httpx.Response) -> bytes:
-    """The answer's body as it came (still encoded), its generators run to their end.
+async def _whole_body(answer: httpx.Response, endpoint: str) -> bytes:
+    """The answer's body, read as it came and decoded here (see
+    :class:`~flowith_proto.codings.WholeAnswer`, which bounds it).
 
-    httpx decodes a body in a generator above the one reading it: an encoding it
-    cannot undo (corrupt gzip) raised there, leaving httpx's and httpcore's readers
-    suspended, and trio warns as it collects each.
+    A body refused part way (too large, or not what its coding says) ends the
+    reading by a cancellation, never by leaving the loop: the next read meets it and
+    ends httpx's and httpcore's readers below, where leaving them suspended makes
+    trio warn as it collects each (closing the outermost closes none of them).
     """
-    reading = cast("AsyncGenerator[bytes, None]", answer.aiter_raw())  # typed as an iterator
-    async with contextlib.aclosing(reading) as chunks:
-        return b"".join([chunk async for chunk in chunks])
+    whole = WholeAnswer(_content_decoder(answer), answer.status_code, endpoint)
+    chunks = answer.aiter_raw()
+    async for chunk in chunks:
+        try:
+            whole.feed(chunk)
+        except ResponseDecodeError:
+            with anyio.CancelScope() as stopping:
+                stopping.cancel()
+                async for _ in chunks:  # the next read meets the cancellation
+                    pass
+            raise
+    return whole.content()
 
 
 def _content_decoder(answer: httpx.Response) -> ContentDecoder | None:
@@ -846,13 +856,7 @@ class FlowithClient(FlowithClientBase):
                             if answer.is_stream_consumed:  # an event hook or auth of yours read it
                                 content = answer.content
                             else:
-                                raw = await _raw_body(answer)
-                                content = decoded_answer(
-                                    _content_decoder(answer),
-                                    raw,
-                                    answer.status_code,
-                                    request.endpoint,
-                                )
+                                content = await _whole_body(answer, request.endpoint)
                         finally:
                             await answer.aclose()
         except builtins.TimeoutError as exc:

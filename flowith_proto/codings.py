@@ -23,7 +23,8 @@ of gzip can inflate to gigabytes, and a transport that reads the pieces as its
 reader asks for them holds one at a time. A body that is not what its codings
 say, or ends inside one of them, is a :class:`ContentDecodingError`, raised once
 every byte decoded before the fault has been read: the events of a stream that
-came before it are not lost.
+came before it are not lost. An answer read whole is gathered by a
+:class:`WholeAnswer`, which stops at :data:`MAX_ANSWER_SIZE`.
 """
 
 from __future__ import annotations
@@ -31,22 +32,28 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-from flowith_proto.errors import ConnectionFailedError, undecodable_body
+from flowith_proto.errors import ConnectionFailedError, ResponseDecodeError, undecodable_body
 
 __all__ = [
     "ACCEPT_ENCODING",
+    "MAX_ANSWER_SIZE",
     "PIECE_SIZE",
     "ContentDecoder",
     "ContentDecodingError",
+    "WholeAnswer",
     "broken_stream",
     "content_decoder",
-    "decoded_answer",
 ]
 
 #: The ``Accept-Encoding`` every transport sends: what :class:`ContentDecoder` undoes.
 ACCEPT_ENCODING = "gzip, deflate"
 #: The most :meth:`ContentDecoder.read` hands back at once.
 PIECE_SIZE = 64 * 1024
+#: The most an answer read whole (see :class:`WholeAnswer`) may hold, as it came
+#: and decoded: far above any JSON answer of the API (the client pages its
+#: listings), far below exhausting memory. Streams and downloads are read a piece
+#: at a time and have no such bound.
+MAX_ANSWER_SIZE = 64 * 1024 * 1024
 
 _GZIP_MAGIC = b"\x1f\x8b"
 #: Codings with a registered meaning that this module cannot undo: a body in one of
@@ -74,19 +81,76 @@ def broken_stream(fault: ContentDecodingError) -> ConnectionFailedError:
     return failure
 
 
-def decoded_answer(
-    decoder: ContentDecoder | None, body: bytes, status: int, endpoint: str
-) -> bytes:
-    """An answer read whole: ``body`` as it came, undone by ``decoder`` (``None``:
-    nothing to undo). One that cannot be is a
-    :class:`~flowith_proto.errors.ResponseDecodeError` naming
-    the answer's ``status`` and ``endpoint``: the server would send it again."""
-    if decoder is None:
-        return body
-    try:
-        return decoder.decode_all(body)
-    except ContentDecodingError as exc:
-        raise undecodable_body(exc, status, endpoint) from None
+class WholeAnswer:
+    """An answer read whole (a JSON answer: not a stream, not a download), gathered
+    as its bytes come and decoded as they do, up to :data:`MAX_ANSWER_SIZE`.
+
+    The bound is why it is fed rather than handed the body: a few kilobytes of
+    gzip can inflate to gigabytes, and a server can send gigabytes plainly, so the
+    reading stops as soon as either would pass it. ``status`` and ``endpoint``
+    name the answer in its errors, each a
+    :class:`~flowith_proto.errors.ResponseDecodeError`: the server would send the
+    same again.
+    """
+
+    __slots__ = ("_came", "_decoder", "_endpoint", "_limit", "_pieces", "_size", "_status")
+
+    def __init__(
+        self,
+        decoder: ContentDecoder | None,
+        status: int,
+        endpoint: str,
+        *,
+        limit: int | None = None,
+    ) -> None:
+        self._decoder = decoder
+        self._status = status
+        self._endpoint = endpoint
+        self._limit = MAX_ANSWER_SIZE if limit is None else limit
+        self._pieces: list[bytes] = []
+        self._size = 0  # of what is held: the body as it came, or decoded
+        self._came = 0  # bytes of the body as it came
+
+    def feed(self, data: bytes) -> None:
+        """More of the body, as it came; raises once it is past the bound."""
+        self._came += len(data)
+        if self._came > self._limit:
+            raise self._too_large()
+        if self._decoder is None:
+            self._hold(data)
+            return
+        try:
+            self._decoder.feed(data)
+            self._drain(self._decoder)
+        except ContentDecodingError as exc:
+            raise undecodable_body(exc, self._status, self._endpoint) from None
+
+    def content(self) -> bytes:
+        """The body has ended: all of it, decoded."""
+        if self._decoder is not None:
+            try:
+                self._decoder.end()
+                self._drain(self._decoder)
+            except ContentDecodingError as exc:
+                raise undecodable_body(exc, self._status, self._endpoint) from None
+        return b"".join(self._pieces)
+
+    def _drain(self, decoder: ContentDecoder) -> None:
+        for piece in iter(decoder.read, b""):
+            self._hold(piece)
+
+    def _hold(self, piece: bytes) -> None:
+        self._size += len(piece)
+        if self._size > self._limit:
+            raise self._too_large()
+        self._pieces.append(piece)
+
+    def _too_large(self) -> ResponseDecodeError:
+        return undecodable_body(
+            f"it is larger than the {self._limit:,} bytes this client reads of an answer",
+            self._status,
+            self._endpoint,
+        )
 
 
 def content_decoder(header_lines: Sequence[str]) -> ContentDecoder | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import tracemalloc
 import zlib
 from collections.abc import Callable
 
@@ -14,11 +15,14 @@ from hypothesis import strategies as st
 
 from flowith_proto.codings import (
     ACCEPT_ENCODING,
+    MAX_ANSWER_SIZE,
     PIECE_SIZE,
     ContentDecoder,
     ContentDecodingError,
+    WholeAnswer,
     content_decoder,
 )
+from flowith_proto.errors import ResponseDecodeError
 
 PAYLOAD = os.urandom(3000) + b"text " * 500
 
@@ -181,3 +185,72 @@ def test_what_decodes_before_a_fault_is_read_before_its_error(codings: str) -> N
     assert b"".join(decoded) == events
     with pytest.raises(ContentDecodingError):  # and again, whoever reads on
         decoder.read()
+
+
+def _gathered(whole: WholeAnswer, body: bytes, size: int) -> bytes:
+    for start in range(0, len(body), size):
+        whole.feed(body[start : start + size])
+    return whole.content()
+
+
+@pytest.mark.parametrize("size", [1, 1000, 1 << 20])
+@pytest.mark.parametrize("header", [[], ["gzip"], ["deflate, gzip"]])
+def test_an_answer_read_whole_is_gathered_and_decoded_in_any_chunking(
+    header: list[str], size: int
+) -> None:
+    encoded = PAYLOAD
+    for coding in header[0].split(", ") if header else ():
+        encoded = gzip.compress(encoded) if coding == "gzip" else zlib.compress(encoded)
+    whole = WholeAnswer(content_decoder(header), 200, "GET /user/credits")
+    assert _gathered(whole, encoded, size) == PAYLOAD
+
+
+def test_an_answer_read_whole_that_cannot_be_decoded_names_its_status_and_endpoint() -> None:
+    whole = WholeAnswer(content_decoder(["gzip"]), 503, "GET /user/credits")
+    with pytest.raises(ResponseDecodeError) as refused:
+        _gathered(whole, gzip.compress(PAYLOAD)[:-5], 4096)
+    assert str(refused.value).startswith(
+        "HTTP 503 from GET /user/credits: its body could not be decoded: it ended inside"
+    )
+    assert (refused.value.status_code, refused.value.endpoint) == (503, "GET /user/credits")
+
+
+@pytest.mark.parametrize("header", [[], ["gzip"]], ids=["as-it-came", "decoded"])
+def test_an_answer_read_whole_is_held_up_to_its_bound_and_no_further(header: list[str]) -> None:
+    body = bytes(1000)
+    encoded = gzip.compress(body) if header else body
+    at_most = WholeAnswer(content_decoder(header), 200, "GET /x", limit=1000)
+    assert _gathered(at_most, encoded, 7) == body
+    over = WholeAnswer(content_decoder(header), 200, "GET /x", limit=999)
+    with pytest.raises(ResponseDecodeError) as refused:
+        _gathered(over, encoded, 7)
+    assert str(refused.value) == (
+        "HTTP 200 from GET /x: its body could not be decoded: it is larger than the 999 "
+        "bytes this client reads of an answer"
+    )
+
+
+def test_an_answer_that_inflates_past_the_bound_is_refused_while_it_inflates() -> None:
+    # A gzip bomb: 1 MiB on the wire would inflate to 1 GiB, read whole. It is
+    # refused once the bound is passed, holding no more than the bound.
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = bytes(1 << 20)
+    whole = WholeAnswer(content_decoder(["gzip"]), 200, "GET /x")
+    fed = 0
+
+    def feed_a_gibibyte() -> None:
+        nonlocal fed
+        for _ in range(1024):
+            whole.feed(squeeze.compress(zeros))
+            fed += 1
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResponseDecodeError, match="larger than the 67,108,864 bytes"):
+            feed_a_gibibyte()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert MAX_ANSWER_SIZE == 64 << 20
+    assert fed <= 65
+    assert peak < MAX_ANSWER_SIZE + (2 << 20)

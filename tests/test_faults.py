@@ -26,6 +26,7 @@ import anyio.abc
 import httpx
 import pytest
 
+from flowith_proto import codings
 from flowith_proto.abc import FlowithClientBase
 from flowith_proto.config import DEFAULT_SUPABASE_KEY
 from flowith_proto.errors import (
@@ -2307,6 +2308,33 @@ async def test_the_doctors_window_starts_once_its_raw_stream_is_open(
         async with client:
             await doctor._listen_raw(client, request, 0.3, frames, anyio.current_time())
     assert [f.payload for f in frames] == [{"data": {"type": "status"}, "id": "1"}]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "none"])
+async def test_an_answer_past_the_bound_of_one_read_whole_is_refused_as_it_comes(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch, coding: str
+) -> None:
+    # Read whole and unbounded: 65 KB of gzip on the wire was 64 MiB in memory
+    # (and a plain answer of any size was held whole).
+    if coding == "gzip":
+        squeeze = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+        body = b"".join(squeeze.compress(bytes(1 << 20)) for _ in range(65)) + squeeze.flush()
+        headers = [("Content-Encoding", "gzip")]
+    else:
+        monkeypatch.setattr(codings, "MAX_ANSWER_SIZE", 1 << 20)
+        body, headers = b"[" + b" " * (3 << 20) + b"]", []
+    async with CannedServer(200, [*headers, ("Content-Type", "application/json")], body) as server:
+        client = transport.client_class()(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
+        )
+        async with client:
+            with pytest.raises(ResponseDecodeError) as refused:
+                await client.get_credits()
+    bound = "67,108,864" if coding == "gzip" else "1,048,576"
+    assert str(refused.value) == (
+        f"HTTP 200 from GET /user/credits: its body could not be decoded: it is larger than "
+        f"the {bound} bytes this client reads of an answer"
+    )
 
 
 async def test_a_download_that_inflates_hugely_is_held_a_piece_at_a_time(
