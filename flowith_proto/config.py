@@ -17,6 +17,7 @@ import attrs
 
 from flowith_proto.auth import credential_field
 from flowith_proto.errors import ValidationError, excerpt, mask_url_credentials
+from flowith_proto.urls import ascii_url
 
 __all__ = [
     "DEFAULT_EDGE_URL",
@@ -127,6 +128,11 @@ def _base_url_problem(value: object) -> str | None:
         return "it holds a query or a fragment"
     if not parts.hostname:
         return "it names no host"
+    if not value.isascii():  # _ascii_form() could not write it in ASCII: say why
+        try:
+            ascii_url(value)
+        except ValueError as exc:
+            return str(exc)
     try:
         port = parts.port  # the property parses the port, and refuses a bad one
     except ValueError as exc:
@@ -136,8 +142,20 @@ def _base_url_problem(value: object) -> str | None:
     return None
 
 
-def _strip_slash(value: str) -> str:
-    return value.rstrip("/")
+def _ascii_form(value: str) -> str:
+    """A base URL without its trailing slash, and in ASCII (see
+    :mod:`flowith_proto.urls`): aiohttp sends a host as it is given, so
+    ``http://bücher.example`` went out in UTF-8, and past a proxy ``NO_PROXY``
+    names by its ASCII name. One that cannot be is left for the check to refuse."""
+    if not isinstance(value, str):  # for the check to refuse
+        return value  # type: ignore[unreachable]  # typed str, given anything
+    value = value.rstrip("/")
+    if value.isascii():
+        return value
+    try:
+        return ascii_url(value)
+    except ValueError:
+        return value
 
 
 @attrs.frozen(repr=False)
@@ -146,10 +164,10 @@ class FlowithConfig:
     :func:`attrs.evolve`."""
 
     edge_url: str = attrs.field(
-        default=DEFAULT_EDGE_URL, converter=_strip_slash, validator=_base_url("edge_url")
+        default=DEFAULT_EDGE_URL, converter=_ascii_form, validator=_base_url("edge_url")
     )
     supabase_url: str = attrs.field(
-        default=DEFAULT_SUPABASE_URL, converter=_strip_slash, validator=_base_url("supabase_url")
+        default=DEFAULT_SUPABASE_URL, converter=_ascii_form, validator=_base_url("supabase_url")
     )
     supabase_key: str = credential_field(DEFAULT_SUPABASE_KEY)
     edge_auth: EdgeAuth = attrs.field(default=EdgeAuth.BARE, converter=EdgeAuth)

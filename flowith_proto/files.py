@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import PurePath
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from flowith_proto.config import FlowithConfig
 from flowith_proto.errors import ValidationError
-from flowith_proto.request import Request, percent_encode
+from flowith_proto.request import Request
+from flowith_proto.urls import ascii_url
 
 __all__ = ["download_request", "numbered_name", "safe_filename", "target_inside"]
 
@@ -117,42 +118,11 @@ def download_request(config: FlowithConfig, url: str) -> Request:
     )
 
 
-#: What stays as it is in a URL sent: the reserved and unreserved characters and
-#: the ``%`` of an escape (quote() keeps letters, digits and ``_.-`` too).
-_URL_SAFE = ":/?#[]@!$&'()*+,;=~%"
-_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-
-
 def _ascii_url(url: str) -> str:
-    """``url`` as a request target may carry it: a non-ASCII host in IDNA, and
-    non-ASCII text and characters no URL may hold raw (``"<>\\^`{|}``) in its
-    path, query and fragment percent-encoded, escapes kept. A CDN URL comes as
-    it was written (by the server or the caller); aiohttp sends what it is
-    given and httpx encodes a little less, so both are given this."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if not netloc.isascii():
-        userinfo, at, _ = netloc.rpartition("@")
-        try:
-            host = (parts.hostname or "").encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise ValidationError(
-                f"cannot download {url!r}: its host is no valid domain name ({exc})",
-                status_code=None,
-            ) from None
-        port = "" if parts.port is None else f":{parts.port}"
-        netloc = (_encoded(userinfo, url) + at) + host + port
-    rest = urlunsplit(("", "", parts.path, parts.query, parts.fragment))
-    return f"{parts.scheme}://{netloc}" + _encoded(_STRAY_PERCENT.sub("%25", rest), url)
-
-
-def _encoded(part: str, url: str) -> str:
-    """``part`` of ``url`` percent-encoded; the error names the whole URL, which is
-    masked as a URL (its password, a signed ``token=``), where its part alone is not."""
+    """``url`` in ASCII (see :mod:`flowith_proto.urls`): a CDN URL comes as it was
+    written, by the server or the caller. The error names the whole URL, which is
+    masked as a URL (its password, a signed ``token=``), where a part alone is not."""
     try:
-        return percent_encode(part, _URL_SAFE)
-    except ValidationError:
-        raise ValidationError(
-            f"cannot download {url!r}: it holds a lone surrogate, which no URL can carry",
-            status_code=None,
-        ) from None
+        return ascii_url(url)
+    except ValueError as exc:
+        raise ValidationError(f"cannot download {url!r}: {exc}", status_code=None) from None

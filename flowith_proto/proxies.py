@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import types
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from flowith_proto.errors import FlowithError
-
-_idna: types.ModuleType | None
-try:
-    import idna as _idna
-except ImportError:  # the core alone, without a transport
-    _idna = None
+from flowith_proto.urls import ascii_host
 
 __all__ = ["EnvironmentProxies", "bypassed", "lower_scheme", "refused_setting", "well_formed"]
 
@@ -57,7 +51,8 @@ def bypassed(host: str, no_proxy: str, *, scheme: str = "https", port: int | Non
     URL or an entry, counts as none, as httpx normalizes it):
 
     * ``*`` exempts every host;
-    * an IP address, or ``localhost``, exempts that host only;
+    * an IP address exempts that address however a URL writes it (``::1`` is
+      ``0:0:0:0:0:0:0:1``), and ``localhost`` that host only;
     * ``example.com`` exempts it and its subdomains, ``.example.com`` its
       subdomains only;
     * an entry with a port (``example.com:8080``) applies to that port only, and
@@ -113,20 +108,7 @@ def _ascii(entry: str) -> str:
     ends = [at for at in (rest.find(":"), rest.find("/")) if at >= 0]
     host, tail = rest[: min(ends, default=len(rest))], rest[min(ends, default=len(rest)) :]
     dot = "." if host.startswith(".") else ""
-    return f"{scheme}{separator}{dot}{_idna_name(host[len(dot) :])}{tail}"
-
-
-def _idna_name(name: str) -> str:
-    """``name`` in IDNA 2008 with UTS 46 mapping, as yarl writes a host (the ``idna``
-    package every transport's HTTP library brings), else in the standard library's
-    IDNA 2003."""
-    if _idna is None:
-        return name.encode("idna").decode("ascii")
-    try:
-        encoded: bytes = _idna.encode(name, uts46=True)
-    except _idna.IDNAError as exc:
-        raise ValueError(str(exc)) from None
-    return encoded.decode("ascii")
+    return f"{scheme}{separator}{dot}{ascii_host(host[len(dot) :])}{tail}"
 
 
 def _no_proxy_url(name: str) -> str:
@@ -155,7 +137,17 @@ def _host_matches(pattern: str, host: str) -> bool:
     if pattern.startswith("*"):  # the domain and its subdomains
         domain = pattern[1:]
         return host == domain or host.endswith("." + domain)
-    return host == pattern
+    return host == pattern or _same_address(pattern, host)
+
+
+def _same_address(pattern: str, host: str) -> bool:
+    """Whether two IP addresses written differently are one (``::1`` and
+    ``0:0:0:0:0:0:0:1``): httpx hands a URL's host on as it was written, and
+    aiohttp's yarl shortens it, so text alone would route them apart."""
+    try:
+        return ipaddress.ip_address(pattern) == ipaddress.ip_address(host)
+    except ValueError:
+        return False
 
 
 class EnvironmentProxies:

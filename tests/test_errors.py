@@ -547,10 +547,14 @@ def test_the_former_secrets_kept_are_refresh_tokens_not_access_tokens() -> None:
         ("ftp://files.example", "the scheme must be http or https"),
         ("https://edge.example?x=1", "it holds a query or a fragment"),
         ("https://edge.example/a b", "it holds whitespace"),
+        ("http://a..bé", "its host is no valid domain name (Empty Label)"),
+        ("http://xn--ü.de", "its host is no valid domain name (Label has disallowed"),
+        ("http://é/\udce9", "it holds a lone surrogate"),
+        (5, "not a string"),
     ],
 )
 def test_a_base_url_no_transport_can_use_is_refused_when_the_client_is_made(
-    url: str, problem: str
+    url: object, problem: str
 ) -> None:
     # Each transport failed on these at the first request, each in its own way
     # (httpx on asyncio: a bare ExceptionGroup; aiohttp: a bare ValueError).
@@ -574,6 +578,22 @@ def test_usable_base_urls_are_kept(url: str) -> None:
     from flowith_proto.config import FlowithConfig
 
     assert FlowithConfig(edge_url=url + "/").edge_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "sent"),
+    [
+        ("http://bücher.example/", "http://xn--bcher-kva.example"),
+        ("https://faß.de:8443/präfix", "https://xn--fa-hia.de:8443/pr%C3%A4fix"),
+    ],
+)
+def test_a_base_url_is_kept_in_ascii(url: str, sent: str) -> None:
+    # aiohttp sent the host as it was given, in UTF-8, and routed it by that name,
+    # which NO_PROXY's entry for it (matched by its ASCII name) never matched.
+    from flowith_proto.config import FlowithConfig
+
+    config = FlowithConfig(edge_url=url, supabase_url=url)
+    assert (config.edge_url, config.supabase_url) == (sent, sent)
 
 
 # The misuse leaves the first loop's connections open when that loop ends: their

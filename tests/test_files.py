@@ -95,5 +95,9 @@ def test_a_download_url_goes_out_in_ascii_with_its_host_in_idna() -> None:
     assert download_request(config, "https://Bücher.DE:8443/é%20{1}.png?q=é#f").url == (
         "https://xn--bcher-kva.de:8443/%C3%A9%20%7B1%7D.png?q=%C3%A9#f"
     )
+    # In IDNA 2008, as httpx and yarl write a host and NO_PROXY names it: the
+    # standard library's IDNA 2003 sent "faß.de" to another domain, fass.de.
+    assert download_request(config, "http://faß.de/x").url == "http://xn--fa-hia.de/x"
+    assert download_request(config, "http://ü@[::1]:8/x").url == "http://%C3%BC@[::1]:8/x"
     assert download_request(config, "https://c.test/100%.png").url == "https://c.test/100%25.png"
     assert download_request(config, "https://c.test/a%20b.png").url == "https://c.test/a%20b.png"

@@ -685,6 +685,13 @@ async def test_leaving_the_proxy_closes_an_open_event_stream_promptly(
         ("http://bücher.example", "xn--bcher-kva.example", None, True),
         ("bücher.example:8080", "xn--bcher-kva.example", 8080, True),
         ("faß.de", "xn--fa-hia.de", None, True),
+        # An address is one however it is written: httpx hands the host on as the
+        # URL wrote it, yarl shortens it, and text alone routed them apart.
+        ("::1", "0:0:0:0:0:0:0:1", None, True),
+        ("[0:0:0:0:0:0:0:1]", "::1", None, True),
+        ("::1", "::2", None, False),
+        ("::ffff:127.0.0.1", "::ffff:7f00:1", None, True),
+        ("127.0.0.1", "::ffff:7f00:1", None, False),
     ],
 )
 def test_no_proxy_entries_httpx_cannot_read_exempt_what_they_name_and_no_more(
