@@ -795,3 +795,36 @@ async def test_each_redirect_of_a_download_takes_its_own_route(
     assert saved.read_bytes() == b"the file"
     assert proxy.requests == [("GET", f"http://localhost:{port}/file.txt")]
     assert server.paths == ["/start.txt", "/file.txt"]
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_an_address_no_proxy_names_is_exempt_however_the_url_writes_it(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """httpx hands a URL's host on as written (0:0:0:0:0:0:0:1) and yarl shortens it
+    (::1): NO_PROXY=::1 exempted it on aiohttp only."""
+    from tests.canned_server import CannedServer
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    served = CannedServer(200, [("Content-Type", "text/plain")], b"the file", host="::1")
+    async with served as server, ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "::1")
+        flowith_client: Any = transport.client_class()
+        async with flowith_client(FakeFlowith().token, max_retries=0) as client:
+            port = server.url.rsplit(":", 1)[1]
+            saved = await client.download(f"http://[0:0:0:0:0:0:0:1]:{port}/f.txt", tmp_path)
+    assert saved.read_bytes() == b"the file"
+    assert proxy.requests == []
+    assert server.paths == ["/f.txt"]
