@@ -37,6 +37,7 @@ from flowith_proto.errors import ConnectionFailedError, ResponseDecodeError, und
 __all__ = [
     "ACCEPT_ENCODING",
     "MAX_ANSWER_SIZE",
+    "MAX_CODINGS",
     "PIECE_SIZE",
     "ContentDecoder",
     "ContentDecodingError",
@@ -49,6 +50,10 @@ __all__ = [
 ACCEPT_ENCODING = "gzip, deflate"
 #: The most :meth:`ContentDecoder.read` hands back at once.
 PIECE_SIZE = 64 * 1024
+#: The most codings one body may stack: each is a layer of decoding (and of calls),
+#: and a header of a thousand ``gzip`` fits in a line. As curl, which refuses more
+#: than five since CVE-2022-32206.
+MAX_CODINGS = 5
 #: The most an answer read whole (see :class:`WholeAnswer`) may hold, as it came
 #: and decoded: far above any JSON answer of the API (the client pages its
 #: listings), far below exhausting memory. Streams and downloads are read a piece
@@ -168,21 +173,30 @@ class ContentDecoder:
     :meth:`read` what they decode to until it gives ``b""``, and say :meth:`end`
     when the body has ended, then :meth:`read` the rest.
 
-    ``feed`` refuses a body in a coding it does not undo; ``read`` raises where the
-    body is at fault, after the pieces decoded before the fault."""
+    ``feed`` refuses a body in a coding it does not undo, or in more than
+    :data:`MAX_CODINGS`; ``read`` raises where the body is at fault, after the
+    pieces decoded before the fault."""
 
     __slots__ = ("_layers", "_refused")
 
     def __init__(self, codings: Sequence[str]) -> None:
         refused = [coding for coding in codings if coding not in _UNDONE]
-        self._refused = (
-            f"it is in {', '.join(refused)}, which this client does not decode "
-            f"(it asks for {ACCEPT_ENCODING} only)"
-            if refused
-            else ""
-        )
+        if refused:
+            self._refused = (
+                f"it is in {', '.join(refused)}, which this client does not decode "
+                f"(it asks for {ACCEPT_ENCODING} only)"
+            )
+        elif len(codings) > MAX_CODINGS:
+            self._refused = (
+                f"it names {len(codings)} codings, more than the {MAX_CODINGS} this "
+                "client undoes on one body"
+            )
+        else:
+            self._refused = ""
         # The last applied is undone first: its layer is fed the body.
-        self._layers = [] if refused else [_Inflate(coding) for coding in reversed(codings)]
+        self._layers = (
+            [] if self._refused else [_Inflate(coding) for coding in reversed(codings)]
+        )
 
     def feed(self, data: bytes) -> None:
         """More of the body, as it came."""

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from flowith_proto.codings import (
     ACCEPT_ENCODING,
     MAX_ANSWER_SIZE,
+    MAX_CODINGS,
     PIECE_SIZE,
     ContentDecoder,
     ContentDecodingError,
@@ -127,6 +128,25 @@ def test_a_coding_it_does_not_undo_is_refused_once_a_body_comes(header: list[str
     assert decoder.decode_all(b"") == b""  # no body (a 204): nothing to refuse
     with pytest.raises(ContentDecodingError, match="which this client does not decode"):
         decoder.feed(b"x")
+
+
+def test_a_body_stacking_more_codings_than_the_bound_is_refused_once_it_comes() -> None:
+    # Each coding was a layer read by a call of its own: a header naming gzip a
+    # thousand times (one 6 KB line) let a bare RecursionError out of every transport.
+    body = b"[]"
+    for _ in range(MAX_CODINGS):
+        body = gzip.compress(body)
+    assert _fed(content_decoder(["gzip"] * MAX_CODINGS), body, 5) == b"[]"
+    assert _fed(content_decoder(["identity"] * 1000 + ["gzip"]), gzip.compress(b"[]"), 5) == b"[]"
+    for count in (MAX_CODINGS + 1, 1000):
+        decoder = content_decoder([", ".join(["gzip"] * count)])
+        assert decoder is not None
+        assert decoder.decode_all(b"") == b""
+        with pytest.raises(ContentDecodingError) as refused:
+            decoder.feed(gzip.compress(body))
+        assert str(refused.value) == (
+            f"it names {count} codings, more than the 5 this client undoes on one body"
+        )
 
 
 @pytest.mark.parametrize("header", [[], [""], ["identity"], ["utf-8", "none"], [" , "]])

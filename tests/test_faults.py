@@ -2152,6 +2152,30 @@ async def test_an_answer_in_a_coding_no_transport_undoes_is_refused_naming_its_r
     assert (refused.value.status_code, refused.value.endpoint) == (503, "GET /user/credits")
 
 
+async def test_a_body_stacking_a_thousand_codings_is_refused_not_a_recursion_error(
+    transport: Transport, tmp_path: Path
+) -> None:
+    # Each coding was a layer read by a call of its own: a bare RecursionError came
+    # out of every transport, for an answer, a stream and a download alike.
+    headers = [("Content-Encoding", ", ".join(["gzip"] * 1000))]
+    stacked = "it names 1000 codings, more than the 5 this client undoes on one body"
+    async with CannedServer(200, [*headers, ("Content-Type", "application/json")], b"[]") as server:
+        server.answers["/user_stream/sse"] = CannedServer(
+            200, [*headers, ("Content-Type", "text/event-stream")], b"data: {}\n\n"
+        ).answer
+        client = transport.client_class()(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
+        )
+        async with client:
+            with pytest.raises(ResponseDecodeError, match=stacked):
+                await client.get_credits()
+            with pytest.raises(ConnectionFailedError, match=stacked):
+                await client.download(f"{server.url}/c.json", tmp_path)
+            with pytest.raises(ConnectionFailedError, match=stacked):
+                async for _ in client.stream_user_sse():
+                    pass
+
+
 @pytest.mark.parametrize("yours", [False, True], ids=["own", "brought"])
 async def test_every_request_asks_for_the_codings_the_library_undoes(
     transport: Transport, tmp_path: Path, yours: bool
