@@ -100,7 +100,6 @@ REDACTED = "[REDACTED]"
 #: A JWT already cut down by :func:`redact_jwt` (no signature): re-derived, not masked,
 #: where a credential-named field holds it, so a replay still reads its ``exp``.
 _UNSIGNED_JWT = re.compile(r"eyJ[\w-]*\.[\w-]*\.")
-_JWT_BYTES = re.compile(JWT.pattern.encode())  # as JWT, on bytes (it is ASCII)
 #: The run of token characters ending a chunk, where a JWT still arriving may start:
 #: held back for the next chunk (up to this many bytes: longer tokens are the
 #: client's own, which it knows anyway). Tried at run starts only, so read once.
@@ -129,6 +128,19 @@ def _cut_start(secret: bytes, data: bytes, longer_than: int) -> int:
             return len(tail) - position
         position = tail.find(first, position + 1)
     return 0
+
+
+def _character_start(data: bytes, cut: int) -> int:
+    """``cut``, or the start of the UTF-8 character that straddles it (one cut
+    short at the end of ``data`` included)."""
+    start = cut
+    while start > 0 and cut - start < 3 and data[start - 1] & 0xC0 == 0x80:
+        start -= 1  # a continuation byte: its character starts before it
+    if start == 0:
+        return cut
+    lead = data[start - 1]
+    length = 2 if 0xC0 <= lead < 0xE0 else 3 if 0xE0 <= lead < 0xF0 else 4 if lead >= 0xF0 else 1
+    return start - 1 if start - 1 + length > cut else cut
 
 
 class CassetteError(FlowithError):
@@ -193,13 +205,11 @@ class Scrubber:
         return self._held_masked(value)
 
     def raw(self, data: bytes) -> bytes:
-        """:meth:`text` for bytes that are not UTF-8 text (stored as base64)."""
-        data = _JWT_BYTES.sub(
-            lambda match: match["before"] + redact_jwt(match["token"].decode()).encode(), data
-        )
-        for secret in self._ordered():
-            data = data.replace(secret.encode(), REDACTED.encode())
-        return data
+        """:meth:`text` for bytes that are not UTF-8 text (stored as base64): the
+        text in them is masked as any text is (credential-named fields, ``Bearer``,
+        URL credentials, secrets held, escaped or not), the other bytes kept."""
+        text = data.decode("utf-8", "surrogateescape")
+        return self.text(text).encode("utf-8", "surrogateescape")
 
     def held_back(self, data: bytes) -> int:
         """How many bytes at the end of a stream chunk may begin a secret that the
@@ -210,7 +220,9 @@ class Scrubber:
         credential-named field cut anywhere, in its name or its value, is then
         seen whole; past that, the longest start of a known secret or a JWT.
         """
-        line_start = data.rfind(b"\n") + 1
+        # A CR ends a line too (the decoder dispatches on "\r\r"): with CR line
+        # breaks, LF alone held each event back until the stream ended.
+        line_start = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
         if 0 < len(data) - line_start <= _LINE_HOLD:
             return len(data) - line_start
         longest = 0
@@ -230,7 +242,9 @@ class Scrubber:
         jwt = tail.find(b"eyJ", run.start()) if run is not None else -1  # one cut short
         if jwt >= 0:
             longest = max(longest, len(tail) - jwt)
-        return longest
+        # Never inside a character: a chunk cut there is no UTF-8 text, and is stored
+        # as bytes, where credential-named fields are not read.
+        return len(data) - _character_start(data, len(data) - longest)
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
         return [

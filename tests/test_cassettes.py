@@ -1181,3 +1181,64 @@ def test_a_secret_cut_between_two_stream_chunks_is_still_scrubbed(tmp_path: Path
     chunks = [json.loads(line) for line in text.splitlines()[1:] if '"chunk"' in line]
     recorded = b"".join(stored_bytes(record["data"]) for record in chunks)
     assert recorded == event.replace(SECRET.encode(), b"[REDACTED]")
+
+
+def test_a_credential_field_before_a_long_line_cut_inside_a_character_is_scrubbed(
+    tmp_path: Path,
+) -> None:
+    """A line too long to hold whole was cut wherever the secrets allowed, inside a
+    character too: that chunk, no UTF-8 text on its own, was stored as bytes, where
+    credential-named fields were not masked."""
+    event = ('data: {"api_key": "never-learned-key-0123"} ' + "漢" * 40_000 + "\n\n").encode()
+    at = len(event) * 3 // 4  # past the 64 KiB held whole
+    at += event[at] & 0xC0 != 0x80  # inside a character
+    recorded = record_stream(tmp_path, event[:at], event[at:])
+    assert "never-learned" not in recorded
+    chunks = [json.loads(line) for line in recorded.splitlines()[1:] if '"chunk"' in line]
+    assert all("text" in record["data"] for record in chunks)
+    assert b"".join(stored_bytes(record["data"]) for record in chunks) == event.replace(
+        b"never-learned-key-0123", b"[REDACTED]"
+    )
+
+
+def test_bytes_that_are_not_utf_8_lose_credential_fields_and_url_credentials_too() -> None:
+    body = (
+        b'\xff{"api_key": "never-learned-key-0123", "u": "https://cdn.test/f?token=tok-0001"'
+        b', "auth": "Bearer abcdefghijklmnop0123"} \xe6\x97'
+    )
+    kept = stored_bytes(scrubber().body(body))
+    for secret in (b"never-learned", b"tok-0001", b"abcdefghijklmnop0123"):
+        assert secret not in kept
+    assert kept.startswith(b"\xff{")
+    assert kept.endswith(b"} \xe6\x97")
+
+
+@pytest.mark.parametrize(
+    ("data", "held"),
+    [
+        (b'data: {"a":1}\r\r', 0),
+        (b'data: {"a":1}\r\n\r', 0),
+        (b'data: {"a":1}\r\rdata: {"b"', len(b'data: {"b"')),
+        (b'data: {"a":1}\n\n', 0),
+    ],
+)
+def test_a_cr_ends_the_line_the_recorder_holds_back(data: bytes, held: int) -> None:
+    # LF alone was looked for: a stream of CR line breaks was held back whole, its
+    # events recorded when it closed, after requests sent later, and the replay stalled.
+    assert Scrubber().held_back(data) == held
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_stream_of_cr_line_breaks_replays(tmp_path: Path, backend: str) -> None:
+    async def session(client: FlowithClientBase) -> list[Any]:
+        first = [step.text_delta async for step in client.generate_stream("one")]
+        return [first, (await client.generate("two")).text]
+
+    fake = FakeFlowith()
+    fake.script(chunk("Hel"), chunk("lo"), complete(), line_ending="\r")
+    fake.script(chunk("Wor"), chunk("ld"), complete(), line_ending="\r")
+    path = tmp_path / "cr.jsonl"
+    recorded = anyio.run(record, path, session, fake)
+    assert recorded == [["Hel", "lo", ""], "World"]
+    replayed, unplayed = anyio.run(replay, path, session, backend=backend)
+    assert (replayed, unplayed) == (recorded, [])
