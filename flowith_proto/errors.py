@@ -370,12 +370,14 @@ BEARER = re.compile(
 URL_PASSWORD = re.compile(r"([a-zA-Z][\w+.-]{0,63}://[^/?#\s:@'\"\[\]]*:)([^/?#\s'\"]+)(?=@)")
 #: A URL, up to the first character no URL holds raw.
 _URL = re.compile(r"[a-zA-Z][\w+.-]{0,63}://[^\s'\"<>]+")
-#: A query or fragment parameter whose exact name is a credential's (OAuth's
-#: ``code`` and tokens, signed-URL signatures, keys); group 1 is ``name=``.
+#: A query or fragment parameter named like a credential: a name holding what
+#: :data:`CREDENTIAL_NAME` looks for (``X-Amz-Signature``, ``x-oss-security-token``,
+#: ``q-signature``), OAuth's ``code``, or a key, signature or auth by its short name
+#: (``key``, ``auth_key``, ``sig``, ``auth``, Akamai's ``hdnts``, ``hmac``); group 1
+#: is ``name=``. A name listed exactly missed every signed-URL scheme it did not list.
 _URL_CREDENTIAL = re.compile(
-    r"(?<=[?&#;])((?:access_token|refresh_token|id_token|provider_token|provider_refresh_token"
-    r"|token|code|password|passwd|secret|client_secret|api_?key|key|sig|signature|auth"
-    r"|x-amz-(?:signature|security-token|credential)|x-goog-(?:signature|credential))=)"
+    rf"(?<=[?&#;])((?:[\w.~%-]*?(?:{CREDENTIAL_NAME})[\w.~%-]*"
+    r"|(?:[\w.~%-]*[_-])?(?:key|sig|auth)|code|hdnts|hmac)=)"
     r"(?!(?:eq|neq|gt|gte|lt|lte|like|ilike|in|is|not|cs|cd|ov|fts)\.)"  # a PostgREST filter
     r"([^&#]+)",
     re.IGNORECASE,

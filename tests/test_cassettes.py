@@ -1172,6 +1172,24 @@ def test_credentials_in_urls_are_masked() -> None:
     assert "id=keep" in kept
 
 
+def test_signed_url_credentials_are_masked_whatever_the_scheme_names_them() -> None:
+    # Names were listed exactly: every signed-URL scheme the list missed was kept.
+    signed = {
+        "x-oss-signature": "OSSSIG0123",  # Alibaba OSS
+        "x-oss-security-token": "OSSSTS0123",
+        "q-signature": "COSSIG0123",  # Tencent COS
+        "hdnts": "exp=1999999999~acl=/*~hmac=AKAMAI0123",  # Akamai
+        "auth_key": "1999999999-0-0-ALIYUN0123",  # Aliyun CDN
+        "upload_token": "UPLOAD0123",
+        "X-Goog-Credential": "GOOG0123",
+    }
+    url = "https://cdn.test/a.png?" + "&".join(f"{k}={v}" for k, v in signed.items())
+    kept = scrubber().text(url + "&width=512&token_type=bearer&user_id=eq.u-1&select=id")
+    for secret in ("OSSSIG", "OSSSTS", "COSSIG", "AKAMAI", "ALIYUN", "UPLOAD", "GOOG0"):
+        assert secret not in kept
+    assert kept.endswith("&width=512&token_type=bearer&user_id=eq.u-1&select=id")
+
+
 @pytest.mark.parametrize("cut", [1, 6, len(SECRET) - 1])
 def test_a_secret_cut_between_two_stream_chunks_is_still_scrubbed(tmp_path: Path, cut: int) -> None:
     event = f'data: {{"note":"{SECRET}"}}\n\n'.encode()

@@ -351,7 +351,7 @@ def test_masking_reads_a_long_body_once(text: str) -> None:
     expected = text.replace("u:p@", "u:[REDACTED]@")
     assert redact(text, []) == expected
     assert Scrubber().text(text) == expected
-    assert Scrubber().raw(text.encode()) == text.encode()
+    assert Scrubber().raw(text.encode()) == expected.encode()  # bytes are masked as text
 
 
 @pytest.mark.parametrize("before", ["", "x", "f" * 61, "0123456789abcdef" * 8])
