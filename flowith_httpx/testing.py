@@ -38,6 +38,7 @@ except ModuleNotFoundError as exc:  # installed without the httpx extra: say so
     raise
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal
 from flowith_proto.cassette import CassetteError, CassetteMismatch, decode_body
+from flowith_proto.codings import ContentDecodingError, broken_stream
 from flowith_proto.config import DEFAULT_TIMEOUT, check_seconds
 from flowith_proto.effects import Operation
 from flowith_proto.errors import ConnectionFailedError
@@ -155,7 +156,9 @@ class _ReplayStream:
                 self._client._clock = max(self._client._clock, deadline)
             return None
         if record.get("reason") == "broken":
-            raise ConnectionFailedError("the recorded stream broke here")
+            if "fault" in record:  # its body turned out undecodable: not retried
+                raise broken_stream(ContentDecodingError(record["fault"]))
+            raise ConnectionFailedError(record.get("error", "the recorded stream broke here"))
         return b""
 
     async def aclose(self) -> None:

@@ -19,6 +19,8 @@ a header; every other line is one record, in the order the client saw it::
     {"kind": "chunk", "n": 4, "t": 0.125, "after": 5, "data": <body>}
     {"kind": "read_timeout", "n": 4, "after": 5}  a read of stream 4 ran out of time
     {"kind": "end", "n": 4, "reason": "eof" | "broken" | "closed"}
+                                  a "broken" end adds its "error" (the message), or the
+                                  "fault" of a body found undecodable
 
 A ``chunk`` or ``end`` may carry ``"look": true``: a read whose deadline had
 already passed took it (the client looks at what an idle stream holds before
@@ -57,6 +59,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
@@ -532,6 +535,13 @@ def _record_problem(record: Mapping[str, Any]) -> str | None:
         return f"the headers of a {kind!r} record must be [name, value] pairs of strings"
     if kind == "end" and record["reason"] not in ("eof", "broken", "closed"):
         return f"an 'end' record's reason must be eof, broken or closed, not {record['reason']!r}"
+    for name in ("error", "fault"):
+        if kind == "end" and not isinstance(record.get(name, ""), str):
+            return f"{name!r} of an 'end' record must be str, not {record[name]!r}"
+    for name, types in fields.items():
+        value = record[name]
+        if types is _NUMBER and isinstance(value, float) and not math.isfinite(value):
+            return f"{name!r} of a {kind!r} record must be a finite number, not {value!r}"
     field = _BODIES.get(kind)
     if field is not None:
         try:

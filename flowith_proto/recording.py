@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flowith_proto.cassette import CassetteWriter, Scrubber, redact_jwt, request_record
+from flowith_proto.codings import ContentDecodingError
 from flowith_proto.effects import Operation
 from flowith_proto.errors import ConnectionFailedError
 from flowith_proto.hub import ByteStream
@@ -111,8 +112,25 @@ class Recorder:
     def read_timeout(self, n: int) -> None:
         self._writer.record("read_timeout", n=n, after=self._sent)
 
-    def end(self, n: int, reason: str, *, look: bool = False) -> None:
-        self._writer.record("end", n=n, reason=reason, **_looked(look))
+    def end(
+        self,
+        n: int,
+        reason: str,
+        *,
+        look: bool = False,
+        failure: ConnectionFailedError | None = None,
+    ) -> None:
+        """Record stream ``n``'s end; a ``failure`` that broke it is recorded by its
+        message, and by its fault where its body turned out undecodable (see
+        :func:`~flowith_proto.codings.broken_stream`), so a replay raises the same."""
+        said: dict[str, str] = {}
+        if failure is not None:
+            fault = failure.__cause__
+            if isinstance(fault, ContentDecodingError):
+                said["fault"] = self.scrubber.text(str(fault))
+            else:
+                said["error"] = self.scrubber.text(str(failure))
+        self._writer.record("end", n=n, reason=reason, **said, **_looked(look))
 
     def close(self) -> None:
         self._writer.close()
@@ -141,8 +159,8 @@ class _RecordingStream:
         look = deadline is not None and deadline <= self._now()
         try:
             data = await self._body.read(deadline)
-        except ConnectionFailedError:
-            self._finish("broken", look=look)
+        except ConnectionFailedError as exc:
+            self._finish("broken", look=look, failure=exc)
             raise
         if data is None:
             if not look:  # a look that found nothing changed nothing
@@ -161,13 +179,15 @@ class _RecordingStream:
                 self._recorder.chunk(self._n, data_and_held[:cut], elapsed, look=look)
         return data
 
-    def _finish(self, reason: str, *, look: bool = False) -> None:
+    def _finish(
+        self, reason: str, *, look: bool = False, failure: ConnectionFailedError | None = None
+    ) -> None:
         if not self._ended:
             self._ended = True
             if self._held:
                 self._recorder.chunk(self._n, self._held, self._now() - self._opened, look=look)
                 self._held = b""
-            self._recorder.end(self._n, reason, look=look)
+            self._recorder.end(self._n, reason, look=look, failure=failure)
 
     async def aclose(self) -> None:
         self._finish("closed")

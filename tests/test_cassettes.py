@@ -572,6 +572,77 @@ def test_an_answer_the_transport_could_not_decode_replays_as_such(tmp_path: Path
     assert unplayed == []
 
 
+@pytest.mark.parametrize("status", [200, 404])
+def test_a_stream_found_undecodable_replays_its_error_not_a_dropped_connection(
+    tmp_path: Path, status: int
+) -> None:
+    # A broken stream was replayed as "the recorded stream broke here", a dropped
+    # connection: retried (then a mismatch for the retry's jitter), its message and
+    # its 404 lost.
+    from tests.canned_server import CannedServer
+
+    gzip_cut = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"not deflate at all"
+    headers = [("Content-Type", "text/plain"), ("Content-Encoding", "gzip")]
+
+    async def download(client: FlowithClientBase, url: str) -> str:
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                await client.download(url, folder)
+            except FlowithError as exc:
+                return f"{type(exc).__name__}: {exc}"
+        return "downloaded"
+
+    async def recorded() -> tuple[str, str]:
+        async with CannedServer(status, headers, gzip_cut) as server:
+            url = f"{server.url}/f/file.txt"
+            async with FlowithClient(FakeFlowith().token, record_to=path) as client:
+                return url, await download(client, url)
+
+    async def replayed(url: str) -> str:
+        async with ReplayClient(path, stall_timeout=1) as client:
+            return await download(client, url)
+
+    path = tmp_path / "undecodable.jsonl"
+    url, said = anyio.run(recorded)
+    expected = {
+        200: "ConnectionFailedError: stream broke: the body could not be decoded: it is not "
+        "gzip data",
+        404: "ResponseDecodeError: HTTP 404 from GET /f/file.txt: its body could not be "
+        "decoded: it is not gzip data",
+    }
+    assert said.startswith(expected[status])
+    assert anyio.run(replayed, url) == said
+    assert anyio.run(replayed, url, backend="trio") == said
+
+
+def test_a_stream_broken_by_the_connection_replays_its_message(tmp_path: Path) -> None:
+    from tests.canned_server import CannedServer
+
+    async def download(client: FlowithClientBase, url: str) -> str:
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                await client.download(url, folder)
+            except FlowithError as exc:
+                return f"{type(exc).__name__}: {exc}"
+        return "downloaded"
+
+    async def recorded() -> tuple[str, str]:
+        async with CannedServer(200, [], b"") as server:
+            server.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nten bytes."
+            url = f"{server.url}/f/file.txt"
+            async with FlowithClient(FakeFlowith().token, record_to=path, max_retries=0) as client:
+                return url, await download(client, url)
+
+    async def replayed(url: str) -> str:
+        async with ReplayClient(path, stall_timeout=1) as client:
+            return await download(client, url)
+
+    path = tmp_path / "broken.jsonl"
+    url, said = anyio.run(recorded)
+    assert said.startswith("ConnectionFailedError: stream broke: ")
+    assert anyio.run(replayed, url) == said  # was "the recorded stream broke here"
+
+
 def test_a_request_that_never_left_replays_its_retry(tmp_path: Path) -> None:
     """A recorded timeout came back from the cassette as a request that had left: a
     generation's POST that timed out connecting, retried when recorded (it never
@@ -895,6 +966,10 @@ HEADER = '{"cassette":"flowith","version":1}'
         ('{"kind":"end","n":1,"reason":"gone"}', "eof, broken or closed"),
         ('{"kind":"chunk","n":1,"t":0,"after":0,"data":{"base64":"%%%"}}', "'data' of a"),
         ('{"kind":"rewind"}', "unknown record kind 'rewind'"),
+        # Read by Python's json as floats, and once a bare ValueError in the replay.
+        ('{"kind":"clock","value":NaN}', "'value' of a 'clock' record must be a finite number"),
+        ('{"kind":"chunk","n":1,"t":Infinity,"after":0,"data":null}', "finite number, not inf"),
+        ('{"kind":"end","n":1,"reason":"broken","fault":1}', "'fault' of an 'end' record"),
     ],
 )
 def test_a_hand_edited_record_is_refused_with_its_line(record: str, problem: str) -> None:
