@@ -10,8 +10,10 @@ what it sends. The async replay client (``flowith_httpx.testing``) and
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -22,6 +24,7 @@ import attrs
 
 from flowith_proto.auth import Credentials
 from flowith_proto.cassette import (
+    REDACTED,
     CassetteError,
     CassetteMismatch,
     Scrubber,
@@ -248,7 +251,7 @@ class Tape:
             and (not self._named or str(r.get("op", "")) == operation)
         ]
         for record in waiting:
-            if all(record.get(key) == live[key] for key in ("method", "url", "body", "headers")):
+            if all(_matches(record.get(key), live[key]) for key in _MATCHED):
                 number = int(record["n"])
                 self._played.add(number)
                 while self.played_through + 1 in self._played:
@@ -310,6 +313,40 @@ class Tape:
         return [
             f"{r['method']} {r['url']}" for r in self._requests if int(r["n"]) not in self._played
         ]
+
+
+#: What a live request must share with a recorded one to replay it.
+_MATCHED = ("method", "url", "body", "headers")
+#: What a value masked in a recording may have been: a run up to a quote, a space or
+#: the next query parameter (a cookie's value, a user id, a token).
+_MASKED_VALUE = r'[^"&\s]+?'
+
+
+def _matches(recorded: Any, live: Any) -> bool:
+    """Whether ``live`` (a part of a request, scrubbed by the replay) is the
+    ``recorded`` one: equal, or equal but where the recording masked a value.
+
+    The recording masks every value it learned as a secret, a cookie's too, and
+    a replay never learns a cookie (its ``Set-Cookie`` was masked): a cookie
+    whose value a request also holds (``uid=<user id>``) made a faithful replay
+    fail. What the recording hid cannot be compared, so it matches any value.
+    """
+    if recorded == live:
+        return True
+    if isinstance(recorded, str) and isinstance(live, str):
+        return REDACTED in recorded and _masked_pattern(recorded).fullmatch(live) is not None
+    if isinstance(recorded, list) and isinstance(live, list):
+        return len(recorded) == len(live) and all(map(_matches, recorded, live))
+    if isinstance(recorded, dict) and isinstance(live, dict):
+        return recorded.keys() == live.keys() and all(
+            _matches(recorded[key], live[key]) for key in recorded
+        )
+    return False
+
+
+@functools.lru_cache(maxsize=256)
+def _masked_pattern(recorded: str) -> re.Pattern[str]:
+    return re.compile(_MASKED_VALUE.join(map(re.escape, recorded.split(REDACTED))))
 
 
 def _operation_shown(operation: str) -> str:

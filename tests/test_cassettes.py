@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -1335,3 +1336,44 @@ def test_a_stream_of_cr_line_breaks_replays(tmp_path: Path, backend: str) -> Non
     assert recorded == [["Hel", "lo", ""], "World"]
     replayed, unplayed = anyio.run(replay, path, session, backend=backend)
     assert (replayed, unplayed) == (recorded, [])
+
+
+class _UidCookieFlowith(FakeFlowith):
+    """Sets ``uid=<user id>`` on every answer, as many sites do."""
+
+    def handle(self, *args: Any, **kwargs: Any) -> Any:
+        from flowith_proto.fake.wire import FakeResponse
+
+        answer = super().handle(*args, **kwargs)
+        if isinstance(answer, FakeResponse):
+            cookie = ("Set-Cookie", f"uid={self.user_id}; Path=/")
+            answer = attrs.evolve(answer, headers=(*answer.headers, cookie))
+        return answer
+
+
+def test_a_cookie_whose_value_a_request_holds_too_replays(tmp_path: Path) -> None:
+    # The recording masked the cookie's value (the user id) in every request; the
+    # replay, which never learns a cookie, sent the user id, and did not match.
+    async def session(client: FlowithClientBase) -> list[Any]:
+        credits = await client.get_credits()
+        return [len(credits), (await client.generate("hi")).text]
+
+    fake = _UidCookieFlowith()
+    fake.script(chunk("Hello"), complete())
+    path = tmp_path / "uid.jsonl"
+    recorded = anyio.run(record, path, session, fake)
+    assert "user_id=[REDACTED]" in path.read_text()  # masked in the requests
+    replayed, unplayed = anyio.run(replay, path, session)
+    assert (replayed, unplayed) == (recorded, [])
+
+
+def test_a_value_the_recording_masked_matches_a_run_of_characters_only() -> None:
+    from flowith_proto.replay import _matches
+
+    recorded = 'https://h/stream?user_id=[REDACTED]&x=1'
+    assert _matches(recorded, "https://h/stream?user_id=0f1e-2d3c&x=1")
+    assert not _matches(recorded, "https://h/stream?user_id=a&b=2&x=1")  # no next parameter
+    assert not _matches(recorded, "https://h/stream?user_id=&x=1")
+    assert _matches({"text": '{"id":"[REDACTED]"}'}, {"text": '{"id":"u-1"}'})
+    assert not _matches({"text": '{"id":"[REDACTED]"}'}, {"text": '{"id":"u-1","more":1}'})
+    assert not _matches([["a", "[REDACTED]"]], [["a", "b"], ["c", "d"]])
