@@ -797,12 +797,13 @@ class FlowithClient(FlowithClientBase):
 
     async def _close_transport(self) -> None:
         if self._owns_http and self._http is not None:
-            await self._http.close()
             # aiohttp closes a connection gracefully, after sending what it still
-            # buffers: a server that stopped reading an upload would keep its socket
-            # open for good. Shut down, the socket fails that write and its
-            # transport closes it.
+            # buffers, and its close() waits for that: a server that stopped reading
+            # an upload held it (and aclose()) until the upload's own timeout, then
+            # kept the socket open. Shut down first, the socket fails that write and
+            # its transport closes it.
             for left in list(self._sockets):
                 if left.fileno() != -1:
                     with contextlib.suppress(OSError):
                         left.shutdown(socket.SHUT_RDWR)
+            await self._http.close()
