@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import math
 import os
 import re
 import socket
@@ -336,6 +337,13 @@ def _latin1_credentials(url: str) -> bool:
     return True
 
 
+def _on_time(*, total: float | None, sock_connect: float | None = None) -> aiohttp.ClientTimeout:
+    """A limit that fires when it is due: by default aiohttp rounds one of 5 s or
+    more up to the next whole second of its clock, so ``timeout=6.2`` fired at 7 s
+    (httpx: at 6.2 s), past a generation's one absolute deadline."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=sock_connect, ceil_threshold=math.inf)
+
+
 def _decoding(answer: aiohttp.ClientResponse) -> ContentDecoder | None:
     """What undoes ``answer``'s Content-Encoding, read from each of its lines (see
     :mod:`flowith_proto.codings`: aiohttp, left to decode, undid a single coding
@@ -580,7 +588,7 @@ class FlowithClient(FlowithClientBase):
         async with self._wired(request) as (body, headers), self._turn(body, limit) as left:
             try:
                 answer, hops = await self._followed(
-                    request, body, headers, aiohttp.ClientTimeout(total=left), progress
+                    request, body, headers, _on_time(total=left), progress
                 )
                 async with answer:  # released, and its body's writer done, however it ends
                     whole = WholeAnswer(_decoding(answer), answer.status, request.endpoint)
@@ -703,7 +711,7 @@ class FlowithClient(FlowithClientBase):
             answer, hops = await _before(
                 asyncio.get_running_loop().time() + limit,
                 self._followed(
-                    request, body, headers, aiohttp.ClientTimeout(total=None, sock_connect=limit)
+                    request, body, headers, _on_time(total=None, sock_connect=limit)
                 ),
             )
         except asyncio.TimeoutError as exc:

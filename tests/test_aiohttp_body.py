@@ -153,3 +153,29 @@ def test_a_body_read_error_says_no_400_in_either_of_aiohttps_forms() -> None:
         "ClientPayloadError: Response payload is not completed: ContentLengthError: Not enough"
     )
     assert _said(leading) == "ClientPayloadError: Can not decode content-encoding: gzip"
+
+
+async def test_every_limit_aiohttp_is_given_fires_when_it_is_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiohttp rounds a limit of 5 s or more up to the next whole second of its
+    clock by default: get_credits(timeout=6.2) failed at 7 s, where httpx's fails at
+    6.2 s, and a generation overran its one absolute deadline."""
+    given: list[aiohttp.ClientTimeout] = []
+    request = aiohttp.ClientSession._request
+
+    def noting(self: aiohttp.ClientSession, *args: object, **kwargs: object) -> object:
+        timeout = kwargs.get("timeout")
+        assert isinstance(timeout, aiohttp.ClientTimeout)
+        given.append(timeout)
+        return request(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiohttp.ClientSession, "_request", noting)
+    fake = FakeFlowith()
+    async with FakeFlowithServer(fake) as server:
+        client = FlowithClient(fake.token, edge_url=server.url, supabase_url=server.url)
+        async with client:
+            await client.get_credits(timeout=6.2)
+            assert (await client.generate("hi", timeout=30)).text
+    assert len(given) >= 3  # the credits, the generation's stream and its requests
+    assert all(timeout.ceil_threshold == float("inf") for timeout in given)
