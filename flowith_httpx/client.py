@@ -638,17 +638,22 @@ class _Body:
                 await self._readable.wait()
 
     async def aclose(self) -> None:
+        # Shielded from anyio's cancellations; asyncio's own cancel() reaches in
+        # anyway, at the first wait: the response is closed and the turn given back
+        # whatever ends the wait (each leaked one of the 64 turns for good).
         with anyio.CancelScope(shield=True):
             self._closed = True
             self._buffer.clear()
             self._readable.set()  # a reader waiting ends (b"")
             self._pump_scope.cancel()
-            await self._pump_done.wait()
             try:
-                await self._response.aclose()
+                await self._pump_done.wait()
             finally:
-                if self._release is not None:
-                    self._release()
+                try:
+                    await self._response.aclose()
+                finally:
+                    if self._release is not None:
+                        self._release()
 
 
 #: The constructor's refusal of a proxy httpx cannot use: ``proxy=``, or one in the

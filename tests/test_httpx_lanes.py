@@ -3,6 +3,7 @@ fake Flowith counts the TCP connections the client opens and closes."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 from typing import Any
@@ -228,3 +229,35 @@ async def test_a_download_that_timed_out_waiting_for_a_turn_says_it_was_never_se
     assert caught.value.request_sent is False
     # The limit is what was left of the 0.3 s when the wait began: 0.3 or a tick less.
     assert re.match(r"request was not sent: it waited 0\.(3|29\d)s for its turn", str(caught.value))
+
+
+async def test_a_stream_closed_as_asyncio_cancels_its_reader_gives_its_turn_back(
+    anyio_backend: str,
+) -> None:
+    """asyncio's own cancel() reached the closing of a stream's body through anyio's
+    shield, before it gave its turn back: each cost one of the 64 turns for good, and
+    past 64 every stream, download and upload of the client waited for a turn."""
+    if anyio_backend != "asyncio":
+        pytest.skip("asyncio's own cancellation")
+    import asyncio
+
+    async def listen_then_be_cancelled(client: FlowithClient) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        async with contextlib.aclosing(client.stream_user_sse()) as frames:
+            async for _ in frames:
+                asyncio.get_running_loop().call_soon(me.cancel)  # lands as it closes
+                break
+
+    fake = FakeFlowith(heartbeat_interval=0.05)
+    async with FakeFlowithServer(fake) as server:
+        url = fake.add_file("/f/x/a.bin", b"z" * 1000)
+        client = FlowithClient(fake.token, edge_url=server.url, supabase_url=server.url, timeout=2)
+        async with client:
+            for _ in range(70):
+                task = asyncio.create_task(listen_then_be_cancelled(client))
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with tempfile.TemporaryDirectory() as folder:
+                saved = await client.download(url, folder)
+                assert saved.read_bytes() == b"z" * 1000
