@@ -704,8 +704,9 @@ def _own_client(
     raise ValueError(_REFUSED_PROXY if proxy is not None else _REFUSED_SETTING)
 
 
-#: Requests out at once on the main client of our own (event streams, downloads,
-#: uploads): fewer than its pool's 100 connections, so that none ever waits inside
+#: Long requests out at once (event streams and downloads on the main client of
+#: our own, uploads on clients of their own): fewer than its pool's 100
+#: connections, so that none ever waits inside
 #: httpcore's pool. One cut short there (its time ran out, or it was cancelled) left
 #: a connection slot taken for good (httpcore#1093): after bursts of downloads that
 #: timed out, every later download, upload and event stream timed out too.
@@ -747,7 +748,7 @@ class FlowithClient(FlowithClientBase):
     request what one does; more requests wait their turn, in order, within their
     timeout (one that times out waiting says it was never sent). Event streams,
     downloads and uploads, which hold a connection for long, wait for one of 64
-    turns of their own instead.
+    turns of their own instead (an upload then goes out on a client of its own).
     For hundreds of requests at once against a slow network, bring a client with
     the limits you want: all requests then go through it.
     """
@@ -811,9 +812,11 @@ class FlowithClient(FlowithClientBase):
                 )
 
             self._http = _own_client(new_client, proxy, environment)
+            self._new_client = new_client
             self._jar: CookieJar | None = jar
             self._lanes: Lanes | None = Lanes(new_client)
-            # Uploads, downloads and event streams out on self._http, which we close.
+            # Downloads, event streams (on self._http) and uploads (on clients of their
+            # own), which we close.
             self._in_flight: InFlight | None = InFlight()
             self._main_slots: _Slots | None = _Slots(MAIN_REQUESTS)
         else:
@@ -892,21 +895,34 @@ class FlowithClient(FlowithClientBase):
     def _client_for(self, body: object) -> AbstractAsyncContextManager[httpx.AsyncClient]:
         """The client to send on: a lane for a short request on our own connections.
 
-        An upload (a streamed body) goes on the main client: like a download, it
+        An upload (a streamed body) goes on a client of its own: like a download, it
         may hold its connection for long, and the short requests must not wait.
         """
         if self._lanes is None:
             return contextlib.nullcontext(self._http)
         if body is None or isinstance(body, bytes):
             return self._lanes.lane()
-        return self._on_main_client()
+        return self._on_a_client_of_its_own()
 
     @contextlib.asynccontextmanager
-    async def _on_main_client(self) -> AsyncIterator[httpx.AsyncClient]:
+    async def _on_a_client_of_its_own(self) -> AsyncIterator[httpx.AsyncClient]:
+        """An upload's client, made for it and closed once it is sent, within one of
+        the turns of the main client (streams and downloads take them too).
+
+        Not the main client: an upload cut short by asyncio's ``task.cancel()`` can
+        leave httpcore counting its connection busy for good (httpcore#1093), open
+        and never reused, and in the main client's pool a hundred of them left no
+        room for any stream or download. Closing its own client closes it. An
+        upload is large and rare: its one connect costs nothing to speak of."""
         with self._out_on_main_client():
             release = await self._main_slots.take() if self._main_slots is not None else None
             try:
-                yield self._http
+                client = self._new_client()
+                try:
+                    yield client
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await client.aclose()
             finally:
                 if release is not None:
                     release()
