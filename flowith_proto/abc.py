@@ -308,6 +308,8 @@ class FlowithClientBase(WebAppMethods):
         self._flying: set[_Flight] = set()
         self._hub = StreamHub(self._open_channel, self._new_signal, self._now, self._race)
         self._closed = False
+        #: Set once the closing aclose() began is done: a second aclose() waits for it.
+        self._closing_done: Signal | None = None
         self._entered = False  # by an ``async with`` block (see __aenter__)
         #: What identifies the event loop the client first ran in (see _other_loop).
         self._loop: object | None = None
@@ -1018,13 +1020,19 @@ class FlowithClientBase(WebAppMethods):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the shared stream and, if the client created it, the HTTP client."""
+        """Close the shared stream and, if the client created it, the HTTP client.
+
+        A second call (from another task, say) returns once the first one's closing
+        is done: every connection is then closed, whichever call returned first."""
         if self._closed:
+            if self._closing_done is not None:
+                await self._closing_done.wait(None)
             return
         other = self._other_loop()
         if other is not None:  # its connections are its loop's: close it there
             raise other
         self._closed = True  # from here no new request, and no second close
+        self._closing_done = self._new_signal()
         try:
             # A refresh whose caller left (cancelled) still has the server's answer
             # to adopt and hand on: the server spent the old token. (A closer
@@ -1066,8 +1074,12 @@ class FlowithClientBase(WebAppMethods):
             try:
                 await self._close_transport()
             finally:
-                if self._recorder is not None:
-                    self._recorder.close()
+                try:
+                    if self._recorder is not None:
+                        self._recorder.close()
+                finally:
+                    if self._closing_done is not None:
+                        self._closing_done.set()
 
     async def close(self) -> None:
         """Alias of :meth:`aclose`, as in the old client."""

@@ -819,6 +819,41 @@ def mute() -> Iterator[str]:
         listener.close()
 
 
+async def test_a_second_aclose_returns_once_the_first_has_closed(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It returned at once while the first was still closing (waiting for a token
+    refresh in flight, say): its caller was told the client was closed with its
+    connections still open, and leaving the event loop then cut the first short."""
+    client = make_client()
+    await client.get_credits()
+    may_close = anyio.Event()
+    closing = client._close_transport
+    closed: list[bool] = []
+
+    async def held_close() -> None:
+        await may_close.wait()
+        await closing()
+        closed.append(True)
+
+    monkeypatch.setattr(client, "_close_transport", held_close)
+    returned: list[bool] = []
+
+    async def second_close() -> None:
+        await client.aclose()
+        returned.append(bool(closed))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(client.aclose)
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(second_close)
+        await anyio.wait_all_tasks_blocked()
+        waited = returned == []  # for the first
+        may_close.set()
+    assert waited
+    assert returned == [True]
+
+
 async def test_closing_the_client_under_requests_in_flight_says_it_closed(
     fake: FakeFlowith, transport: Transport, mute: str
 ) -> None:
