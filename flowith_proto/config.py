@@ -128,17 +128,17 @@ def _base_url_problem(value: object) -> str | None:
         return "it holds a query or a fragment"
     if not parts.hostname:
         return "it names no host"
-    if not value.isascii():  # _ascii_form() could not write it in ASCII: say why
-        try:
-            ascii_url(value)
-        except ValueError as exc:
-            return str(exc)
     try:
         port = parts.port  # the property parses the port, and refuses a bad one
     except ValueError as exc:
         return f"its port is not usable ({exc})"
     if port == 0:
         return "its port is not usable (0)"
+    if not value.isascii():  # _ascii_form() could not write it in ASCII: say why
+        try:
+            ascii_url(value)
+        except ValueError as exc:
+            return str(exc)
     return None
 
 

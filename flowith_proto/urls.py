@@ -6,7 +6,8 @@ and the proxy rule (:mod:`flowith_proto.proxies`) compares hosts by their ASCII
 names, so the core writes every URL it sends in ASCII first: the host in IDNA
 2008 with UTS 46 mapping, as httpx and yarl write it (``faß.de`` is
 ``xn--fa-hia.de``; the standard library's IDNA 2003 makes it ``fass.de``,
-another domain), and the rest percent-encoded.
+another domain; a name IDNA 2008 refuses, such as ``cdn_1.bücher.example``, in
+IDNA 2003, as yarl falls back to it), and the rest percent-encoded.
 """
 
 from __future__ import annotations
@@ -31,19 +32,25 @@ _STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 def ascii_host(name: str) -> str:
     """The ASCII name of the host ``name``; a ``ValueError`` saying why if it is no
-    valid domain name."""
+    valid domain name.
+
+    IDNA 2008 first; a name it refuses (an ``_``, a symbol such as ``☃``, a label
+    starting with ``-``) in IDNA 2003, as yarl falls back to it, and as the client
+    encoded such names before."""
     if name.isascii():
         return name
-    if _idna is None:
+    refusal = ""
+    if _idna is not None:
         try:
-            return name.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise ValueError(str(exc)) from None
+            encoded: bytes = _idna.encode(name, uts46=True)
+        except _idna.IDNAError as exc:
+            refusal = str(exc) or type(exc).__name__
+        else:
+            return encoded.decode("ascii")
     try:
-        encoded: bytes = _idna.encode(name, uts46=True)
-    except _idna.IDNAError as exc:
-        raise ValueError(str(exc) or type(exc).__name__) from None
-    return encoded.decode("ascii")
+        return name.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(refusal or str(exc)) from None
 
 
 def ascii_url(url: str) -> str:

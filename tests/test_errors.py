@@ -548,6 +548,7 @@ def test_the_former_secrets_kept_are_refresh_tokens_not_access_tokens() -> None:
         ("https://edge.example?x=1", "it holds a query or a fragment"),
         ("https://edge.example/a b", "it holds whitespace"),
         ("http://a..bé", "its host is no valid domain name (Empty Label)"),
+        ("http://bé.de:99999", "its port is not usable (Port out of range"),
         ("http://xn--ü.de", "its host is no valid domain name (Label has disallowed"),
         ("http://é/\udce9", "it holds a lone surrogate"),
         (5, "not a string"),
@@ -584,6 +585,7 @@ def test_usable_base_urls_are_kept(url: str) -> None:
     ("url", "sent"),
     [
         ("http://bücher.example/", "http://xn--bcher-kva.example"),
+        ("https://edge_1.bücher.example", "https://edge_1.xn--bcher-kva.example"),
         ("https://faß.de:8443/präfix", "https://xn--fa-hia.de:8443/pr%C3%A4fix"),
     ],
 )

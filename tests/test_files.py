@@ -98,6 +98,11 @@ def test_a_download_url_goes_out_in_ascii_with_its_host_in_idna() -> None:
     # In IDNA 2008, as httpx and yarl write a host and NO_PROXY names it: the
     # standard library's IDNA 2003 sent "faß.de" to another domain, fass.de.
     assert download_request(config, "http://faß.de/x").url == "http://xn--fa-hia.de/x"
+    # A name IDNA 2008 refuses is written in IDNA 2003, as yarl falls back to it.
+    assert download_request(config, "http://cdn_1.bücher.de/x").url == (
+        "http://cdn_1.xn--bcher-kva.de/x"
+    )
+    assert download_request(config, "http://☃.example/x").url == "http://xn--n3h.example/x"
     assert download_request(config, "http://ü@[::1]:8/x").url == "http://%C3%BC@[::1]:8/x"
     assert download_request(config, "https://c.test/100%.png").url == "https://c.test/100%25.png"
     assert download_request(config, "https://c.test/a%20b.png").url == "https://c.test/a%20b.png"
