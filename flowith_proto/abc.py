@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import contextvars
 import copy
 import errno
 import functools
@@ -135,6 +136,11 @@ __all__ = [
 # stream hub that consumes them.
 
 log = logs.logger("flowith.client")
+#: Set while ``on_token_refresh`` runs: an ``aclose()`` it makes (or a task it starts
+#: makes) returns at once, since a first close may be waiting for the callback.
+_HANDING_ON_TOKENS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flowith_handing_on_tokens", default=False
+)
 #: One DEBUG record per request: its method and path (no query), status and time.
 _http_log = logs.logger("flowith.http")
 
@@ -977,6 +983,7 @@ class FlowithClientBase(WebAppMethods):
     async def _hand_on(self, session: AuthSession) -> None:
         """Give the new tokens to ``on_token_refresh``; its failure is logged."""
         assert self._on_token_refresh is not None
+        handing_on = _HANDING_ON_TOKENS.set(True)
         try:
             outcome = self._on_token_refresh(session.access_token, session.refresh_token)
             if inspect.isawaitable(outcome):
@@ -989,6 +996,8 @@ class FlowithClientBase(WebAppMethods):
                 type(error).__name__,
                 redact(str(error), self._state.secrets),
             )
+        finally:
+            _HANDING_ON_TOKENS.reset(handing_on)
 
     async def _run(self, operation: Operation[T]) -> T:
         """Run an operation that emits nothing; return its result."""
@@ -1025,7 +1034,13 @@ class FlowithClientBase(WebAppMethods):
         A second call (from another task, say) returns once the first one's closing
         is done: every connection is then closed, whichever call returned first."""
         if self._closed:
-            if self._closing_done is not None:
+            # Not from on_token_refresh, which the first close may be waiting for, nor
+            # from another event loop, whose wait the signal cannot be.
+            if (
+                self._closing_done is not None
+                and not _HANDING_ON_TOKENS.get()
+                and self._other_loop() is None
+            ):
                 await self._closing_done.wait(None)
             return
         other = self._other_loop()

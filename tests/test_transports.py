@@ -854,6 +854,35 @@ async def test_a_second_aclose_returns_once_the_first_has_closed(
     assert returned == [True]
 
 
+async def test_an_aclose_from_on_token_refresh_as_the_client_closes_returns_at_once(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The first close waits for the refresh in flight to hand its tokens on, and
+    a second close waited for the first: one made by on_token_refresh waited for
+    itself, the whole timeout, with a warning that the refresh may be lost."""
+    fake.expire_token(fake.token)
+    closed: list[str] = []
+
+    async def saved(access_token: str, refresh_token: str) -> None:
+        await eventually(lambda: client._closed)  # the app's other close has begun
+        await client.aclose()
+        closed.append("callback")
+
+    client = make_client(refresh_token=fake.refresh_token, on_token_refresh=saved, timeout=30)
+
+    async def call() -> None:
+        with contextlib.suppress(FlowithError):
+            await client.get_credits()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            await eventually(lambda: bool(client._flying))  # its 401 started a refresh
+            await client.aclose()
+            closed.append("app")
+    assert closed == ["callback", "app"]
+
+
 async def test_closing_the_client_under_requests_in_flight_says_it_closed(
     fake: FakeFlowith, transport: Transport, mute: str
 ) -> None:
@@ -1630,3 +1659,20 @@ async def test_closing_a_run_from_another_task_ends_its_loop_with_no_bogus_step(
         with pytest.raises(ClientStateError, match="closed before its end"):
             await run.result()
         assert (await client.generate("next")).text  # the client goes on
+
+
+def test_a_second_aclose_from_another_event_loop_returns() -> None:
+    """Waiting for the first close there failed with a cryptic error of the other
+    loop (a trio event awaited on asyncio, or the reverse): it returns, as before."""
+    import asyncio
+
+    import trio
+
+    from flowith_httpx import FlowithClient
+
+    client = FlowithClient(FakeFlowith().token)
+    trio.run(client.aclose)
+    asyncio.run(client.aclose())
+    other = FlowithClient(FakeFlowith().token)
+    asyncio.run(other.aclose())
+    trio.run(other.aclose)
