@@ -29,6 +29,7 @@ import signal
 import sys
 import tempfile
 import textwrap
+import threading
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -1229,6 +1230,13 @@ def run_until_interrupted(function: Callable[..., Awaitable[T]], *args: object, 
     behind: it is handed to the event loop's own Ctrl-C handling instead.
     """
     terminated = False
+    # Started with SIGINT ignored (a shell's background job: `flowith fake &`), the
+    # event loops install no handler of their own, and SIGTERM had none to borrow:
+    # it raised KeyboardInterrupt wherever the run stood, past its winding down.
+    # Like an explicit `kill -INT`, it winds the run down for the run's length.
+    ignored = _main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         nonlocal terminated
@@ -1254,6 +1262,13 @@ def run_until_interrupted(function: Callable[..., Awaitable[T]], *args: object, 
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _main_thread() -> bool:
+    """Whether signal handlers may be set here (only the main thread may)."""
+    return threading.current_thread() is threading.main_thread()
 
 
 def reader_gone(stream: TextIO) -> int:

@@ -265,6 +265,27 @@ def test_sigterm_stops_the_fake_as_ctrl_c_does() -> None:
     assert (served.returncode, err) == (0, "flowith fake: stopped\n")
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_stops_a_fake_started_with_ctrl_c_ignored() -> None:
+    """A shell's background job (`flowith fake &`) starts with SIGINT ignored: the
+    event loops then installed no handler for SIGTERM to borrow, and it raised
+    KeyboardInterrupt wherever the run stood, printing a traceback."""
+    import signal
+
+    served = subprocess.Popen(
+        [sys.executable, "-m", "flowith_httpx", "fake"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )
+    assert served.stdout is not None
+    assert served.stdout.readline().startswith("flowith fake: a fake Flowith is serving")
+    served.send_signal(signal.SIGTERM)
+    _, err = served.communicate(timeout=30)
+    assert (served.returncode, err) == (0, "flowith fake: stopped\n")
+
+
 def test_a_failure_of_the_fake_command_is_shown_on_stderr(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
