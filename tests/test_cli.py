@@ -277,7 +277,7 @@ def test_sigterm_stops_a_fake_started_with_ctrl_c_ignored() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert served.stdout is not None
     assert served.stdout.readline().startswith("flowith fake: a fake Flowith is serving")
