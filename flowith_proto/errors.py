@@ -370,18 +370,33 @@ BEARER = re.compile(
 URL_PASSWORD = re.compile(r"([a-zA-Z][\w+.-]{0,63}://[^/?#\s:@'\"\[\]]*:)([^/?#\s'\"]+)(?=@)")
 #: A URL, up to the first character no URL holds raw.
 _URL = re.compile(r"[a-zA-Z][\w+.-]{0,63}://[^\s'\"<>]+")
-#: A query or fragment parameter named like a credential: a name holding what
+#: A query or fragment parameter: group 1 is ``name=``, group 2 its value (not a
+#: PostgREST filter's, ``eq.<value>``).
+_URL_PARAMETER = re.compile(
+    r"(?<=[?&#;])([\w.~%-]+=)"
+    r"(?!(?:eq|neq|gt|gte|lt|lte|like|ilike|in|is|not|cs|cd|ov|fts)\.)"
+    r"([^&#]+)"
+)
+#: A parameter name (with its ``=``) that names a credential: one holding what
 #: :data:`CREDENTIAL_NAME` looks for (``X-Amz-Signature``, ``x-oss-security-token``,
 #: ``q-signature``), OAuth's ``code``, or a key, signature or auth by its short name
-#: (``key``, ``auth_key``, ``sig``, ``auth``, Akamai's ``hdnts``, ``hmac``); group 1
-#: is ``name=``. A name listed exactly missed every signed-URL scheme it did not list.
-_URL_CREDENTIAL = re.compile(
-    rf"(?<=[?&#;])((?:[\w.~%-]*?(?:{CREDENTIAL_NAME})[\w.~%-]*"
-    r"|(?:[\w.~%-]*[_-])?(?:key|sig|auth)|code|hdnts|hmac)=)"
-    r"(?!(?:eq|neq|gt|gte|lt|lte|like|ilike|in|is|not|cs|cd|ov|fts)\.)"  # a PostgREST filter
-    r"([^&#]+)",
+#: (``key``, ``auth_key``, ``sig``, ``auth``, Akamai's ``hdnts``, ``hmac``). A name
+#: listed exactly missed every signed-URL scheme it did not list. Read once the name
+#: is found, so a long one is read once.
+_CREDENTIAL_PARAMETER = re.compile(
+    rf"{CREDENTIAL_NAME}|^(?:[\w.~%-]*[_-])?(?:key|sig|auth)=|^(?:code|hdnts|hmac)=",
     re.IGNORECASE,
 )
+
+
+def _mask_parameters(url: str, mask: str) -> str:
+    """``url`` with the value of each credential-named parameter replaced by ``mask``."""
+
+    def masked(parameter: re.Match[str]) -> str:
+        name = parameter[1]
+        return name + mask if _CREDENTIAL_PARAMETER.search(name) else parameter[0]
+
+    return _URL_PARAMETER.sub(masked, url)
 
 
 def mask_url_credentials(text: str, mask: str) -> str:
@@ -391,7 +406,7 @@ def mask_url_credentials(text: str, mask: str) -> str:
     if "://" not in text:
         return text
     text = URL_PASSWORD.sub(rf"\1{mask}", text)
-    return _URL.sub(lambda url: _URL_CREDENTIAL.sub(rf"\1{mask}", url.group()), text)
+    return _URL.sub(lambda url: _mask_parameters(url.group(), mask), text)
 
 
 #: A JWT: group ``token``, its last part (the signature) maybe cut short; group
@@ -507,7 +522,7 @@ def mask_url(url: str, mask: str = _REDACTED) -> str:
     not take for a URL in text), with its password and credential-named parameters
     replaced by ``mask``."""
     url = _AUTHORITY_PASSWORD.sub(rf"\1{mask}", mask_url_credentials(url, mask))
-    return _URL_CREDENTIAL.sub(rf"\1{mask}", url)
+    return _mask_parameters(url, mask)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -10,6 +10,7 @@ what it sends. The async replay client (``flowith_httpx.testing``) and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -61,6 +62,7 @@ from flowith_proto.operation_names import OperationNames
 from flowith_proto.request import Request, Response, headers_of
 from flowith_proto.state import ClientState
 from flowith_proto.stream import StreamRouter
+from flowith_proto.urls import ascii_url
 
 __all__ = ["ReplayResult", "Tape", "replay_operation"]
 
@@ -127,7 +129,7 @@ class Tape:
                 key = (str(record.get("op", "")), kind)
                 self._values.setdefault(key, deque()).append(record["value"])
             elif kind == "request":
-                self._requests.append(record)
+                self._requests.append(_in_ascii(record))
             elif kind in ("response", "error", "stream"):
                 self._answers[int(record["n"])] = record
                 if kind == "stream":
@@ -315,11 +317,24 @@ class Tape:
         ]
 
 
+def _in_ascii(record: dict[str, Any]) -> dict[str, Any]:
+    """A recorded request with its URL as the client now sends it, in ASCII (see
+    :mod:`flowith_proto.urls`): one recorded with a base URL such as
+    ``http://bücher.example``, which went out as given, still replays."""
+    url = record.get("url")
+    if isinstance(url, str) and not url.isascii():
+        with contextlib.suppress(ValueError):
+            record["url"] = ascii_url(url)
+    return record
+
+
 #: What a live request must share with a recorded one to replay it.
 _MATCHED = ("method", "url", "body", "headers")
-#: What a value masked in a recording may have been: a run up to a quote, a space or
-#: the next query parameter (a cookie's value, a user id, a token).
-_MASKED_VALUE = r'[^"&\s]+?'
+#: What a masked value may have been: a run up to a quote, a space or the next query
+#: parameter (a cookie's value, a user id, a token), and up to the character that
+#: follows the mask: each run then has one way to match, so a mismatch is found in
+#: one pass (runs that could each stop anywhere took exponential time to refuse).
+_MASKED_VALUE = '[^"&\\s{}]+'
 
 
 def _matches(recorded: Any, live: Any) -> bool:
@@ -334,7 +349,10 @@ def _matches(recorded: Any, live: Any) -> bool:
     if recorded == live:
         return True
     if isinstance(recorded, str) and isinstance(live, str):
-        return REDACTED in recorded and _masked_pattern(recorded).fullmatch(live) is not None
+        # Either side: the replay masks by today's rules what an older recording kept.
+        if REDACTED in recorded and _masked_pattern(recorded).fullmatch(live) is not None:
+            return True
+        return REDACTED in live and _masked_pattern(live).fullmatch(recorded) is not None
     if isinstance(recorded, list) and isinstance(live, list):
         return len(recorded) == len(live) and all(map(_matches, recorded, live))
     if isinstance(recorded, dict) and isinstance(live, dict):
@@ -345,8 +363,12 @@ def _matches(recorded: Any, live: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _masked_pattern(recorded: str) -> re.Pattern[str]:
-    return re.compile(_MASKED_VALUE.join(map(re.escape, recorded.split(REDACTED))))
+def _masked_pattern(masked: str) -> re.Pattern[str]:
+    parts = masked.split(REDACTED)
+    pattern = [re.escape(parts[0])]
+    for after in parts[1:]:
+        pattern.append(_MASKED_VALUE.format(re.escape(after[:1])) + re.escape(after))
+    return re.compile("".join(pattern))
 
 
 def _operation_shown(operation: str) -> str:

@@ -341,8 +341,12 @@ def test_a_jwt_is_masked_wherever_it_starts(before: str) -> None:
         "'" + "token " * 42_000,
         "a." * 128_000 + " b://x",  # a URL scheme tried after every dot
         "a." * 128_000 + " b://u:p@x",
+        "https://cdn.test/f?" + "token" * 50_000,  # a credential word tried at every one
     ],
-    ids=["jwt", "jwt-escapes", "field", "escaped-field", "repr-field", "url", "url-password"],
+    ids=[
+        "jwt", "jwt-escapes", "field", "escaped-field", "repr-field", "url", "url-password",
+        "url-parameter",
+    ],
 )
 def test_masking_reads_a_long_body_once(text: str) -> None:
     # Each pattern was retried at every spot of such a run, each try reading to
