@@ -574,6 +574,21 @@ def test_an_answer_the_transport_could_not_decode_replays_as_such(tmp_path: Path
     assert unplayed == []
 
 
+async def download_said(client: FlowithClientBase, url: str) -> str:
+    """What a download of ``url`` came to: ``downloaded``, or its error."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            await client.download(url, folder)
+        except FlowithError as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return "downloaded"
+
+
+async def replayed_download(path: Path, url: str) -> str:
+    async with ReplayClient(path, stall_timeout=1) as client:
+        return await download_said(client, url)
+
+
 @pytest.mark.parametrize("status", [200, 404])
 def test_a_stream_found_undecodable_replays_its_error_not_a_dropped_connection(
     tmp_path: Path, status: int
@@ -586,23 +601,11 @@ def test_a_stream_found_undecodable_replays_its_error_not_a_dropped_connection(
     gzip_cut = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"not deflate at all"
     headers = [("Content-Type", "text/plain"), ("Content-Encoding", "gzip")]
 
-    async def download(client: FlowithClientBase, url: str) -> str:
-        with tempfile.TemporaryDirectory() as folder:
-            try:
-                await client.download(url, folder)
-            except FlowithError as exc:
-                return f"{type(exc).__name__}: {exc}"
-        return "downloaded"
-
     async def recorded() -> tuple[str, str]:
         async with CannedServer(status, headers, gzip_cut) as server:
             url = f"{server.url}/f/file.txt"
             async with FlowithClient(FakeFlowith().token, record_to=path) as client:
-                return url, await download(client, url)
-
-    async def replayed(url: str) -> str:
-        async with ReplayClient(path, stall_timeout=1) as client:
-            return await download(client, url)
+                return url, await download_said(client, url)
 
     path = tmp_path / "undecodable.jsonl"
     url, said = anyio.run(recorded)
@@ -613,36 +616,24 @@ def test_a_stream_found_undecodable_replays_its_error_not_a_dropped_connection(
         "decoded: it is not gzip data",
     }
     assert said.startswith(expected[status])
-    assert anyio.run(replayed, url) == said
-    assert anyio.run(replayed, url, backend="trio") == said
+    assert anyio.run(replayed_download, path, url) == said
+    assert anyio.run(replayed_download, path, url, backend="trio") == said
 
 
 def test_a_stream_broken_by_the_connection_replays_its_message(tmp_path: Path) -> None:
     from tests.canned_server import CannedServer
-
-    async def download(client: FlowithClientBase, url: str) -> str:
-        with tempfile.TemporaryDirectory() as folder:
-            try:
-                await client.download(url, folder)
-            except FlowithError as exc:
-                return f"{type(exc).__name__}: {exc}"
-        return "downloaded"
 
     async def recorded() -> tuple[str, str]:
         async with CannedServer(200, [], b"") as server:
             server.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nten bytes."
             url = f"{server.url}/f/file.txt"
             async with FlowithClient(FakeFlowith().token, record_to=path, max_retries=0) as client:
-                return url, await download(client, url)
-
-    async def replayed(url: str) -> str:
-        async with ReplayClient(path, stall_timeout=1) as client:
-            return await download(client, url)
+                return url, await download_said(client, url)
 
     path = tmp_path / "broken.jsonl"
     url, said = anyio.run(recorded)
     assert said.startswith("ConnectionFailedError: stream broke: ")
-    assert anyio.run(replayed, url) == said  # was "the recorded stream broke here"
+    assert anyio.run(replayed_download, path, url) == said  # was "the recorded stream broke here"
 
 
 def test_a_request_that_never_left_replays_its_retry(tmp_path: Path) -> None:
