@@ -113,7 +113,7 @@ class WholeAnswer:
         self._endpoint = endpoint
         self._limit = MAX_ANSWER_SIZE if limit is None else limit
         self._pieces: list[bytes] = []
-        self._size = 0  # of what is held: the body as it came, or decoded
+        self._size = 0  # bytes of the body decoded
         self._came = 0  # bytes of the body as it came
 
     def feed(self, data: bytes) -> None:
@@ -121,8 +121,8 @@ class WholeAnswer:
         self._came += len(data)
         if self._came > self._limit:
             raise self._too_large()
-        if self._decoder is None:
-            self._hold(data)
+        if self._decoder is None:  # as it came: bounded above
+            self._pieces.append(data)
             return
         try:
             self._decoder.feed(data)
@@ -229,12 +229,6 @@ class ContentDecoder:
                 layer.end()  # and read again: it may be cut short
             else:
                 return b""
-
-    def decode_all(self, body: bytes) -> bytes:
-        """The whole of ``body``, decoded at once (an answer read whole)."""
-        self.feed(body)
-        self.end()
-        return b"".join(iter(self.read, b""))
 
 
 class _Inflate:
