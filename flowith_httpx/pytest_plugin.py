@@ -20,7 +20,8 @@ pytest plugin (installed with anyio) and a test marked ``@pytest.mark.anyio``:
     an open ``FlowithClient`` of that transport, signed in to the fake;
 ``flowith_replay``
     a factory: ``async with flowith_replay("cassette.jsonl") as client`` plays
-    a recorded session back with no network.
+    a recorded session back with no network, and fails at the block's end if a
+    recorded request was not sent again.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Any, TypeVar
 
 from flowith_proto import extras
@@ -199,6 +200,12 @@ class ReplayClient(FlowithClientBase):
     stream's next data, say) before it raises :class:`CassetteMismatch`. A replay never
     waits on a server, so only code that diverged from the recording, or that waits
     in real time itself, waits that long: lower it for tests that fail fast.
+
+    Leaving its ``async with`` block checks that the replay sent every recorded
+    request, as respx checks that every route was called: a replay that stopped short
+    of its recording (a call the code no longer makes) raises :class:`CassetteMismatch`
+    listing what it never sent. Pass ``assert_all_played=False`` to replay a part of a
+    recording; :meth:`assert_all_played` makes the check at any time.
     """
 
     def __init__(
@@ -210,8 +217,10 @@ class ReplayClient(FlowithClientBase):
         poll_interval: float | None = None,
         max_retries: int | None = None,
         stall_timeout: float = STALL_SECONDS,
+        assert_all_played: bool = True,
     ) -> None:
         check_seconds("stall_timeout", stall_timeout)
+        self._check_all_played = assert_all_played
         #: Real seconds of waiting after which the replay is declared stuck.
         self.stall_timeout = stall_timeout
         self._tape = Tape(cassette)
@@ -243,6 +252,27 @@ class ReplayClient(FlowithClientBase):
     def unplayed(self) -> list[str]:
         """Recorded requests this replay has not sent (``METHOD url``)."""
         return self._tape.unplayed
+
+    def assert_all_played(self) -> None:
+        """Raise :class:`CassetteMismatch` if a recorded request was not sent again."""
+        unplayed = self._tape.unplayed
+        if unplayed:
+            listed = "".join(f"\n  {request}" for request in unplayed)
+            raise CassetteMismatch(
+                f"the replay never sent {len(unplayed)} of the recorded requests:{listed}\n"
+                "(ReplayClient(..., assert_all_played=False) replays a part of a recording)"
+            )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await super().__aexit__(exc_type, exc, tb)
+        # Not while an error leaves the block: it explains the short replay better.
+        if exc_type is None and self._check_all_played:
+            self.assert_all_played()
 
     # -- what operations draw comes from the recording, each operation its own -------
 

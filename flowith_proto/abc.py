@@ -332,6 +332,8 @@ class FlowithClientBase(WebAppMethods):
             # every call and at aclose().
             raise ValueError(f"record_to names a folder, not a cassette file: {record_to!r}")
         self._recording: Recorder | None = None
+        # An error left the 'async with' block: the recording is not made the cassette.
+        self._session_failed = False
         self._start_recording: Callable[[], Recorder] | None = (
             None
             if record_to is None
@@ -1026,6 +1028,8 @@ class FlowithClientBase(WebAppMethods):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is not None:
+            self._session_failed = True
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -1090,11 +1094,25 @@ class FlowithClientBase(WebAppMethods):
                 await self._close_transport()
             finally:
                 try:
-                    if self._recorder is not None:
-                        self._recorder.close()
+                    self._end_recording()
                 finally:
                     if self._closing_done is not None:
                         self._closing_done.set()
+
+    def _end_recording(self) -> None:
+        """Make the recording the cassette, unless an error left the ``async with``
+        block: then the cassette there was is kept, and the recording kept beside it."""
+        if not self._session_failed:
+            if self._recorder is not None:  # opened now if no call did: an empty session
+                self._recorder.close()
+        elif self._recording is not None:
+            self._recording.close(complete=False)
+            log.warning(
+                "an error ended the recorded session: %s is left as it was, and what was "
+                "recorded is in %s",
+                self._recording.path,
+                self._recording.partial_path,
+            )
 
     async def close(self) -> None:
         """Alias of :meth:`aclose`, as in the old client."""

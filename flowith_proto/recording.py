@@ -16,7 +16,10 @@ from flowith_proto.hub import ByteStream
 from flowith_proto.operation_names import OperationNames
 from flowith_proto.request import Request, Response
 
-__all__ = ["Recorder"]
+__all__ = ["PARTIAL_SUFFIX", "Recorder"]
+
+#: Added to a cassette's name for the file a recording is written to until it ends.
+PARTIAL_SUFFIX = ".partial"
 
 
 class Recorder:
@@ -37,10 +40,16 @@ class Recorder:
         self.scrubber = Scrubber()
         self.scrubber.learn(secrets)
         self._names = OperationNames(self.scrubber)
+        # Written beside the cassette and put in its place only by close(): a session
+        # that fails, or a process killed, leaves the cassette there was as it was.
+        # (A link is followed: the file it names is the one replaced.)
+        self.path = Path(os.path.realpath(path))
+        #: Where the recording is written until it is complete.
+        self.partial_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         # Its folder is made, as a test's first recording into tests/cassettes/ needs.
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = CassetteWriter(
-            open(path, "w", encoding="utf-8"),  # noqa: SIM115 (closed by close())
+            open(self.partial_path, "w", encoding="utf-8"),  # noqa: SIM115 (closed by close())
             user_id=user_id,
             token=redact_jwt(access_token) if access_token.count(".") == 2 else "",
             refresh_token=has_refresh_token,
@@ -132,8 +141,12 @@ class Recorder:
                 said["error"] = self.scrubber.text(str(failure))
         self._writer.record("end", n=n, reason=reason, **said, **_looked(look))
 
-    def close(self) -> None:
+    def close(self, *, complete: bool = True) -> None:
+        """End the recording, and make it the cassette if the session was
+        ``complete``; if not, it stays at :attr:`partial_path`."""
         self._writer.close()
+        if complete:
+            os.replace(self.partial_path, self.path)
 
 
 def _looked(look: bool) -> dict[str, bool]:

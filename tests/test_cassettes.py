@@ -231,6 +231,53 @@ def test_a_record_to_that_cannot_be_written_fails_clearly(
     assert unraisable == []
 
 
+def test_a_recording_becomes_the_cassette_only_when_its_session_ends_well(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file was written as the session ran: a re-recording that failed, or a
+    process killed, replaced a good cassette with a part of a session."""
+    cassette = tmp_path / "one.jsonl"
+    anyio.run(record, cassette, one_generation, FakeFlowith(), backend="asyncio")
+    good = cassette.read_bytes()
+    partial = tmp_path / "one.jsonl.partial"
+
+    async def credits_then_failure(client: FlowithClientBase) -> list[Any]:
+        await client.get_credits()
+        assert cassette.read_bytes() == good  # meanwhile, the cassette is the old one
+        assert b"/user/credits" in partial.read_bytes()
+        raise LookupError("the code under test failed")
+
+    with pytest.raises(LookupError, match="failed"):
+        anyio.run(record, cassette, credits_then_failure, FakeFlowith(), backend="trio")
+    assert cassette.read_bytes() == good
+    assert b"/user/credits" in partial.read_bytes()  # kept, to see what happened
+    (warning,) = [r for r in caplog.records if "recorded session" in r.getMessage()]
+    assert warning.getMessage() == (
+        f"an error ended the recorded session: {cassette} is left as it was, and what was "
+        f"recorded is in {partial}"
+    )
+
+    async def just_credits(client: FlowithClientBase) -> list[Any]:
+        return [await client.get_credits()]
+
+    anyio.run(record, cassette, just_credits, FakeFlowith(), backend="asyncio")
+    assert b"/user/credits" in cassette.read_bytes()
+    assert not partial.exists()
+    assert anyio.run(replay, cassette, just_credits)[1] == []
+
+
+def test_a_recording_to_a_link_replaces_the_file_it_names(tmp_path: Path) -> None:
+    target = tmp_path / "shared" / "one.jsonl"
+    target.parent.mkdir()
+    target.write_text("an older cassette\n", encoding="utf-8")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    anyio.run(record, link, one_generation, FakeFlowith(), backend="asyncio")
+    assert link.is_symlink()
+    assert target.read_text(encoding="utf-8").startswith('{"cassette":"flowith"')
+    assert sorted(p.name for p in target.parent.iterdir()) == ["one.jsonl"]
+
+
 def _refuse(constant: str) -> None:
     raise ValueError(f"not JSON: {constant}")
 
@@ -423,6 +470,51 @@ def test_a_replay_that_does_more_than_the_recording_names_the_operation(
 
     with pytest.raises(CassetteMismatch, match=r"generate \(generate:\w+#2\) was not recorded"):
         anyio.run(replay, cassette, twice, backend="asyncio")
+
+
+def test_a_replay_that_does_less_than_the_recording_fails_listing_what_it_never_sent(
+    tmp_path: Path,
+) -> None:
+    # It passed: a call the code no longer made went unnoticed, unless the test
+    # asserted on client.unplayed itself.
+    cassette = tmp_path / "two.jsonl"
+
+    async def two_calls(client: FlowithClientBase) -> list[Any]:
+        return [*await one_generation(client), await client.get_credits()]
+
+    recorded = anyio.run(record, cassette, two_calls, FakeFlowith(), backend="asyncio")
+    with pytest.raises(CassetteMismatch) as info:
+        anyio.run(replay, cassette, one_generation, backend="trio")
+    message = str(info.value)
+    assert "the replay never sent 1 of the recorded requests:" in message
+    assert re.search(r"\n  GET http://127\.0\.0\.1:\d+/\S*credits\S*\n", message)
+    assert "assert_all_played=False" in message
+
+    async def part_of_it(client: ReplayClient) -> tuple[list[Any], list[str]]:
+        results = await one_generation(client)
+        with pytest.raises(CassetteMismatch, match="never sent 1 of"):
+            client.assert_all_played()
+        return results, client.unplayed
+
+    async def replay_a_part() -> tuple[list[Any], list[str]]:
+        async with ReplayClient(cassette, assert_all_played=False) as client:
+            return await part_of_it(client)
+
+    replayed, unplayed = anyio.run(replay_a_part, backend="asyncio")
+    assert replayed == recorded[:-1]
+    (unsent,) = unplayed
+    assert re.fullmatch(r"GET http://127\.0\.0\.1:\d+/\S*credits\S*", unsent)
+
+
+def test_an_error_leaving_a_short_replay_is_not_hidden_by_the_check(tmp_path: Path) -> None:
+    cassette = tmp_path / "one.jsonl"
+    anyio.run(record, cassette, one_generation, FakeFlowith(), backend="asyncio")
+
+    async def fails_first(client: FlowithClientBase) -> list[Any]:
+        raise LookupError("the code under test failed before its first call")
+
+    with pytest.raises(LookupError, match="before its first call"):
+        anyio.run(replay, cassette, fails_first, backend="asyncio")
 
 
 def test_a_replay_waiting_for_what_the_recording_lacks_says_so(tmp_path: Path) -> None:
