@@ -89,7 +89,6 @@ from flowith_proto.errors import (
     AuthenticationError,
     ClientStateError,
     ConnectionFailedError,
-    FileUploadError,
     FlowithError,
     ResponseDecodeError,
     TimeoutError,
@@ -239,11 +238,14 @@ def _upload_size(path: str) -> int:
     """The size of the regular file ``path`` after checking that it opens: a folder
     or an unreadable file found only once the upload was on the wire failed with a
     different error on each transport. (Not a pipe or a device: opening a FIFO
-    waits for a writer, and the form needs a size up front.)"""
+    waits for a writer, and the form needs a size up front.) What is wrong is the
+    :class:`OSError` of reading it (``FileNotFoundError``...), as the original
+    client's ``Path.read_bytes()`` raised."""
     info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a file to upload", path)
     if not stat.S_ISREG(info.st_mode):
-        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-        raise OSError(errno.EINVAL, kind)
+        raise OSError(errno.EINVAL, "not a regular file (an upload is read from a file)", path)
     with open(path, "rb"):
         return info.st_size
 
@@ -1200,14 +1202,7 @@ class FlowithClientBase(WebAppMethods):
         one client on one conversation take turns: one sent while another's
         runs raises :class:`ConversationBusyError`, and a session reads the
         canvas again before its turn when another one wrote since."""
-        if model is not None:
-            model = require_option(model, "model")  # before its first turn makes rows
-        return ConversationSession(
-            self,
-            Conversation(
-                conv_id=conv_id, model=model, resume=conv_id is not None, in_session=True
-            ),
-        )
+        return ConversationSession(self, conv_id=conv_id, model=model)
 
     async def delete_conversation(self, conv_id: str, *, timeout: float | None = None) -> None:
         """Soft-delete a conversation (it disappears from listings)."""
@@ -1334,6 +1329,9 @@ class FlowithClientBase(WebAppMethods):
         ``data``) to Flowith's CDN; ``record.url`` is its public URL.
 
         Exactly one of ``file_path`` and ``data`` (the type checker says so too).
+        A path that is not a readable file is the :class:`OSError` of reading it
+        (``FileNotFoundError``, ``PermissionError``, ``IsADirectoryError``), raised
+        before anything is sent.
         Without ``timeout``, an upload may take the client's ``timeout`` or 120 s,
         whichever is longer: a large file needs longer than a request. Pass
         ``timeout`` for a shorter bound.
@@ -1342,11 +1340,7 @@ class FlowithClientBase(WebAppMethods):
         payload = bytes(data) if isinstance(data, (bytearray, memoryview)) else data
         upload_ops.require_one_source(path, payload)
         if path is not None:
-            try:
-                size = await self._to_thread(_upload_size, path)
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                raise FileUploadError(f"cannot read {path!r}: {reason}", status_code=None) from None
+            size = await self._to_thread(_upload_size, path)
         else:
             size = len(payload) if isinstance(payload, bytes) else 0  # upload() refuses the rest
         if timeout is None:
@@ -1684,7 +1678,25 @@ class ConversationSession:
     previous answer on the canvas, so the web app shows one thread.
     """
 
-    def __init__(self, client: FlowithClientBase, conversation: Conversation) -> None:
+    def __init__(
+        self,
+        client: FlowithClientBase,
+        conversation: Conversation | None = None,
+        *,
+        conv_id: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Made by :meth:`FlowithClientBase.start_conversation`, whose arguments
+        ``ConversationSession(client, conv_id=..., model=...)`` takes too, as the
+        original client's did."""
+        if conversation is None:
+            if model is not None:
+                model = require_option(model, "model")  # before its first turn makes rows
+            conversation = Conversation(
+                conv_id=conv_id, model=model, resume=conv_id is not None, in_session=True
+            )
+        elif conv_id is not None or model is not None:
+            raise TypeError("pass a conversation, or conv_id and model, not both")
         self._client = client
         self._conversation = conversation
 

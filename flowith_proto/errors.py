@@ -109,7 +109,11 @@ class APIError(FlowithError):
     #: asked for in ``Retry-After``, or ``None`` (see :class:`RateLimitError`).
     retry_after_s: float | None = None
 
-    def __init__(self, message: str, status_code: int | None = None, *, body: Any = None) -> None:
+    def __init__(
+        self, message: str = "", status_code: int | None = None, *, body: Any = None
+    ) -> None:
+        # The message may be left out, as the original client's AuthenticationError
+        # and FileUploadError (plain exceptions) allowed: AuthenticationError() in a test.
         super().__init__(message)
         self.status_code = status_code
         #: The decoded JSON body (or the text) of the error answer, if any.
@@ -168,7 +172,8 @@ class ValidationError(APIError, ValueError):
 
 
 class FileUploadError(APIError):
-    """``/file/store`` refused the upload, or the file could not be read."""
+    """``/file/store`` refused the upload. (A file that cannot be read is the
+    :class:`OSError` of reading it, raised before anything is sent.)"""
 
 
 class ResponseDecodeError(APIError):

@@ -19,6 +19,7 @@ from flowith_proto.errors import (
     APIError,
     AuthenticationError,
     ConnectionFailedError,
+    FileUploadError,
     FlowithError,
     GenerationError,
     InsufficientCreditsError,
@@ -165,6 +166,19 @@ def test_constructors_take_the_original_clients_positional_arguments() -> None:
     invalid = ValidationError("bad", [{"loc": ["prompt"]}])
     assert (invalid.details, invalid.status_code) == ([{"loc": ["prompt"]}], 422)
     assert AuthenticationError("expired", 401).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "error_class", [AuthenticationError, FileUploadError, TimeoutError, FlowithError]
+)
+def test_the_errors_the_original_client_let_be_made_bare_still_can(
+    error_class: type[FlowithError],
+) -> None:
+    """Its AuthenticationError and FileUploadError were plain exceptions: a test
+    raising ``AuthenticationError()`` from a mock was a TypeError here."""
+    error = error_class()
+    assert str(error) == ""
+    assert getattr(error, "status_code", None) is None
 
 
 def test_every_module_raises_the_librarys_timeout_not_the_builtin() -> None:

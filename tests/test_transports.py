@@ -26,7 +26,6 @@ from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto.errors import (
     ClientStateError,
     ConnectionFailedError,
-    FileUploadError,
     FlowithError,
     GenerationError,
     NotFoundError,
@@ -1479,20 +1478,27 @@ async def test_a_path_that_is_no_readable_file_is_refused_before_uploading(
 ) -> None:
     """A folder went on the wire and failed there, differently on each transport
     (httpx: a bare IsADirectoryError; aiohttp: ConnectionFailedError, sent); a FIFO
-    would wait for a writer for ever."""
+    would wait for a writer for ever. It is the OSError of reading it, as the
+    original client's (a FileUploadError was caught by no ``except OSError``)."""
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
-    cases = {
-        tmp_path / "missing.txt": "No such file or directory",
-        tmp_path: "a folder",
-        pipe: "not a regular file",
+    unreadable = tmp_path / "unreadable.txt"
+    unreadable.write_text("secret")
+    unreadable.chmod(0)
+    cases: dict[Path, tuple[type[OSError], str]] = {
+        tmp_path / "missing.txt": (FileNotFoundError, "No such file or directory"),
+        tmp_path: (IsADirectoryError, "a folder, not a file to upload"),
+        pipe: (OSError, "not a regular file (an upload is read from a file)"),
     }
+    if os.geteuid() != 0:  # root reads it anyway
+        cases[unreadable] = (PermissionError, "Permission denied")
     async with make_client() as client:
-        for path, reason in cases.items():
-            with anyio.fail_after(5), pytest.raises(FileUploadError) as refused:
+        for path, (kind, reason) in cases.items():
+            with anyio.fail_after(5), pytest.raises(kind, match=re.escape(reason)) as refused:
                 await client.upload_file(path)
-            assert str(refused.value) == f"cannot read {str(path)!r}: {reason}"
-            assert refused.value.status_code is None
+            assert type(refused.value) is kind
+            assert str(refused.value) == f"[Errno {refused.value.errno}] {reason}: {str(path)!r}"
+            assert refused.value.filename == str(path)
     assert fake.requests_to("POST", "/file/store") == []
 
 

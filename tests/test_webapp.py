@@ -679,16 +679,23 @@ async def test_media_turns_inside_a_session_hang_under_the_previous_answer(
     assert fake.turns[1].messages == ({"role": "user", "content": "Draw that fox."},)
 
 
+@pytest.mark.parametrize("made_by", ["start_conversation", "the constructor"])
 async def test_a_session_continues_an_existing_conversation_from_its_canvas(
-    fake: FakeFlowith, make_client: MakeClient
+    fake: FakeFlowith, make_client: MakeClient, made_by: str
 ) -> None:
+    """``ConversationSession(client, conv_id=...)``, the original client's
+    constructor, was a TypeError."""
     rows = fake.rows("flow_node")
     seeded = {n: row for n, row in rows.items() if row["conv_id"] == KYOTO_TRIP}
     (answer,) = [n for n, row in seeded.items() if row["type"] == "2"]
     (question,) = [row for row in seeded.values() if row["type"] == "1"]
     fake.script(chunk("Day 2: Arashiyama."), complete())
     async with make_client() as client:
-        session = client.start_conversation(conv_id=KYOTO_TRIP)
+        session = (
+            client.start_conversation(conv_id=KYOTO_TRIP)
+            if made_by == "start_conversation"
+            else ConversationSession(client, conv_id=KYOTO_TRIP)
+        )
         reply = await session.send("And day 2?")
         canvas = await client.get_flow_nodes(KYOTO_TRIP)
     assert reply.conv_id == KYOTO_TRIP
