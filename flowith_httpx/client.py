@@ -399,14 +399,34 @@ def _content_decoder(answer: httpx.Response) -> ContentDecoder | None:
     return content_decoder(answer.headers.get_list("content-encoding"))
 
 
-def _tracer(progress: RequestProgress) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
-    """An httpcore ``trace`` hook noting how far a request got."""
+def _tracer(
+    progress: RequestProgress | None = None,
+) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore ``trace`` hook noting how far a request got, and closing the
+    connection a TLS handshake cut short leaves.
+
+    httpcore closes that connection when the handshake fails, but not when it is
+    cancelled (a call's deadline, or its caller's): against a server that never
+    answers the handshake, each try left a socket open until it was collected.
+    """
+    handshaking: list[Any] = []  # the connection whose handshake is under way
 
     async def trace(event: str, info: dict[str, Any]) -> None:
         if event == "connection.connect_tcp.started":
-            progress.connecting()
+            if progress is not None:
+                progress.connecting()
         elif event.endswith("send_request_headers.started"):
-            progress.sending()
+            if progress is not None:
+                progress.sending()
+        elif event == "connection.connect_tcp.complete":
+            handshaking[:] = [info.get("return_value")]
+        elif event.endswith("start_tls.complete"):
+            handshaking.clear()
+        elif event.endswith("start_tls.failed") and handshaking:
+            connection = handshaking.pop()
+            if connection is not None:
+                with anyio.CancelScope(shield=True):  # it may be cancelled: close it all the same
+                    await connection.aclose()
 
     return trace
 
@@ -944,6 +964,7 @@ class FlowithClient(FlowithClientBase):
             content=body,
             # Connect and write are bounded; reads wait as long as the caller's deadline.
             timeout=httpx.Timeout(limit, read=None),
+            extensions={"trace": _tracer()},
         )
         release: Callable[[], None] | None = None
         try:
