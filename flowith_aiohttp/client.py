@@ -55,6 +55,7 @@ from flowith_proto.config import (
 )
 from flowith_proto.errors import (
     ConnectionFailedError,
+    FlowithError,
     TimeoutError,
     mask_url,
     masked_headers,
@@ -152,9 +153,17 @@ def _progress_tracing() -> aiohttp.TraceConfig:
     return config
 
 
-def _transport_error(exc: aiohttp.ClientError) -> ConnectionFailedError:
+def _transport_error(exc: aiohttp.ClientError) -> FlowithError:
     """The library's error for ``exc``, which is cleared of credentials: it becomes
-    the error's cause, which a traceback or a repr shows."""
+    the error's cause, which a traceback or a repr shows. An error of the library's
+    own that aiohttp wrapped (the upload's body raised it: the file changed) comes
+    out as it was raised, as on httpx, its cause then aiohttp's wrapper."""
+    own = exc.__cause__
+    if isinstance(own, FlowithError):
+        exc.__cause__ = None  # raised from exc: no loop of causes
+        if exc.__context__ is own:
+            exc.__context__ = None
+        return own
     _clear_credentials(exc)
     if isinstance(exc, aiohttp.ClientResponseError) and isinstance(
         exc.__cause__, HttpProcessingError

@@ -89,6 +89,7 @@ from flowith_proto.errors import (
     AuthenticationError,
     ClientStateError,
     ConnectionFailedError,
+    FileUploadError,
     FlowithError,
     ResponseDecodeError,
     TimeoutError,
@@ -664,8 +665,23 @@ class FlowithClientBase(WebAppMethods):
             elif segment.path is not None:
                 handle = await self._open_file(_open_binary, segment.path)
                 try:
-                    while chunk := await self._to_thread(handle.read, _UPLOAD_CHUNK):
+                    # The size announced, exactly: a file another process writes or
+                    # truncates meanwhile made httpx fail with h11's own error, and
+                    # aiohttp wait for an answer to a body that never ended.
+                    left = segment.size
+                    while left and (
+                        chunk := await self._to_thread(handle.read, min(left, _UPLOAD_CHUNK))
+                    ):
+                        left -= len(chunk)
                         yield chunk
+                    more = b"" if left else await self._to_thread(handle.read, 1)
+                    if left or more:
+                        raise FileUploadError(
+                            f"{segment.path!r} changed while it was being uploaded: it "
+                            f"held {segment.size} bytes when the upload began, "
+                            + (f"{segment.size - left} when it ended" if left else "more later"),
+                            status_code=None,
+                        )
                 finally:
                     # Not in a thread: closing must also work in a cancelled scope,
                     # and closing a file that was only read does not block.

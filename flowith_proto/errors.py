@@ -172,7 +172,8 @@ class ValidationError(APIError, ValueError):
 
 
 class FileUploadError(APIError):
-    """``/file/store`` refused the upload. (A file that cannot be read is the
+    """``/file/store`` refused the upload, or the file changed size while it was
+    sent (``status_code`` ``None``). (A file that cannot be read is the
     :class:`OSError` of reading it, raised before anything is sent.)"""
 
 
@@ -571,11 +572,12 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
         return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            return None
+        # (A year, second or zone of twenty digits is an OverflowError in there.)
+        return max(when.timestamp() - now, 0.0)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(when.timestamp() - now, 0.0)
 
 
 def _decode_body(body: bytes, secrets: list[str]) -> Any:

@@ -147,6 +147,10 @@ def test_retry_after_http_date_needs_now() -> None:
         ("+7", 7.0),
         (".5", 0.5),
         ("2e1", 20.0),
+        # Dates whose fields overflow a C int: a bare OverflowError from any call.
+        ("Mon, 01 Jan 1970 00:00:00 +99999999999999999999", None),
+        ("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", None),
+        ("01 Jan 1970 00:00:99999999999999999999 GMT", None),
     ],
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:

@@ -23,9 +23,11 @@ import anyio.lowlevel
 import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
+from flowith_proto import abc as abc_module
 from flowith_proto.errors import (
     ClientStateError,
     ConnectionFailedError,
+    FileUploadError,
     FlowithError,
     GenerationError,
     NotFoundError,
@@ -613,6 +615,49 @@ async def test_a_dropped_read_is_sent_as_often_as_max_retries_says(
             with pytest.raises(FlowithError):
                 await client.get_credits()
     assert sends == 3
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancelled", "download"])
+async def test_a_tls_handshake_cut_short_leaves_no_connection_open(
+    fake: FakeFlowith, transport: Transport, tmp_path: Path, how: str
+) -> None:
+    """Against a server that never answers the handshake, httpcore closed the
+    connection only when the handshake failed, not when it was cancelled (the
+    call's deadline, or its caller's): httpx left each try's socket open until it
+    was collected, with a ResourceWarning."""
+    accepted = closed = 0
+
+    async def never_shakes_hands(stream: anyio.abc.SocketStream) -> None:
+        nonlocal accepted, closed
+        accepted += 1
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    await stream.receive()  # the client's hello, then its close
+        closed += 1
+
+    async with raw_server(never_shakes_hands) as url:
+        url = url.replace("http://", "https://")
+        client = transport.client_class()(
+            fake.token, edge_url=url, supabase_url=url, timeout=0.3, max_retries=1
+        )
+        async with client:
+            failure: pytest.ExceptionInfo[TimeoutError] | None = None
+            if how == "cancelled":
+                with anyio.move_on_after(0.3) as scope:
+                    await client.get_credits()
+                assert scope.cancelled_caught
+            elif how == "download":
+                with pytest.raises(TimeoutError) as failure:
+                    await client.download(f"{url}/f/a.txt", tmp_path)
+            else:
+                with pytest.raises(TimeoutError) as failure:
+                    await client.get_credits()
+            # While the error is held (its traceback holds the connection), not
+            # once it is collected.
+            await eventually(lambda: accepted > 0 and closed == accepted)
+            del failure
+    assert os.listdir(tmp_path) == []
 
 
 async def test_an_answer_too_malformed_to_read_is_not_called_a_400(
@@ -1500,6 +1545,36 @@ async def test_a_path_that_is_no_readable_file_is_refused_before_uploading(
             assert str(refused.value) == f"[Errno {refused.value.errno}] {reason}: {str(path)!r}"
             assert refused.value.filename == str(path)
     assert fake.requests_to("POST", "/file/store") == []
+
+
+@pytest.mark.parametrize("change", [-1000, 1000], ids=["shrank", "grew"])
+async def test_a_file_that_changes_size_while_it_is_uploaded_is_a_file_upload_error(
+    fake: FakeFlowith,
+    make_client: MakeClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: int,
+) -> None:
+    """The size measured first is announced, then the file is streamed: one another
+    process truncated or appended to meanwhile made httpx fail with h11's own
+    LocalProtocolError (no FlowithError), and aiohttp wait for the answer to a body
+    that never ended, the whole upload timeout. (Measured here as it would have
+    been before the change.)"""
+    path = tmp_path / "growing.log"
+    path.write_bytes(b"x" * 300_000)
+    measure = abc_module._upload_size
+    monkeypatch.setattr(abc_module, "_upload_size", lambda p: measure(p) - change)
+    stored = dict(fake.files)
+    async with make_client() as client:
+        with anyio.fail_after(5), pytest.raises(FileUploadError) as failed:
+            await client.upload_file(path)
+    said = "300000 when it ended" if change < 0 else "more later"
+    assert str(failed.value) == (
+        f"upload failed: {str(path)!r} changed while it was being uploaded: it held "
+        f"{300_000 - change} bytes when the upload began, {said}"
+    )
+    assert failed.value.status_code is None
+    assert fake.files == stored
 
 
 def _jar_size(client: Any) -> int:
