@@ -180,6 +180,7 @@ class WebAppMethods(abc.ABC):
                 CooperatorRecord,
                 "get_cooperators",
                 timeout=timeout,
+                table=False,  # the edge's: it may answer one object
             )
         )
 

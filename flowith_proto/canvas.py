@@ -36,7 +36,9 @@ def read_canvas(
     """The live nodes of ``conv_id`` (a checked UUID), in creation order."""
     response = yield from call(state, lambda e: e.flow_nodes(conv_id), deadline=deadline)
     with response.decoding():
-        nodes = structure_rows(response.json(), FlowNode, context=context, owned=True)
+        nodes = structure_rows(
+            response.json(), FlowNode, context=context, owned=True, lone_object=False
+        )
     if len(nodes) >= POSTGREST_MAX_ROWS:
         nodes += yield from later_pages(state, conv_id, nodes, context=context, deadline=deadline)
     return nodes
@@ -65,7 +67,9 @@ def later_pages(
             deadline=deadline,
         )
         with response.decoding():
-            page = structure_rows(response.json(), FlowNode, context=context, owned=True)
+            page = structure_rows(
+                response.json(), FlowNode, context=context, owned=True, lone_object=False
+            )
         offset += len(page)
         new, fresh = unseen_rows(page, seen, _node_id)
         nodes += new

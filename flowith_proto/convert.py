@@ -582,11 +582,16 @@ def structure_row(row: Any, cls: type[T], *, context: str = "") -> T:
         raise _prefixed(context, "", exc) from exc
 
 
-def structure_rows(rows: Any, cls: type[T], *, context: str = "", owned: bool = False) -> list[T]:
+def structure_rows(
+    rows: Any, cls: type[T], *, context: str = "", owned: bool = False, lone_object: bool = True
+) -> list[T]:
     """A list of ``cls`` from a decoded JSON array of rows.
 
     A single object counts as a list of one (some endpoints answer a lone
-    object). Any other body, or any row :func:`structure_row` refuses, raises
+    object), unless ``lone_object`` is false: a PostgREST table read always
+    answers an array, and an object there is a wrapper or an error envelope that
+    may share a field's name (``{"data": [...]}`` read as one node). Any other
+    body, or any row :func:`structure_row` refuses, raises
     :class:`ResponseDecodeError` naming ``context`` and the row's index.
 
     Each record's ``metadata`` is a copy of its row, so that later changes to
@@ -595,6 +600,12 @@ def structure_rows(rows: Any, cls: type[T], *, context: str = "", owned: bool = 
     """
     hook = _hook_for(cls)
     if isinstance(rows, Mapping):
+        if not lone_object:
+            message = (
+                f"expected a JSON array of {cls.__name__} objects, got an object "
+                f"(keys: {excerpt(sorted(map(str, rows)))})"
+            )
+            raise ResponseDecodeError(f"{context}: {message}" if context else message, body=rows)
         if not _ROW_KEYS[cls].intersection(rows):
             # An error envelope answered with 200 ({"code": ..., "message": ...}), say:
             # read as a row, it would be a record of defaults (a balance of 0).
@@ -636,10 +647,19 @@ def structure_models(body: Any, *, context: str = "list_models") -> list[ModelIn
         message = f"expected a JSON object keyed by model id, got a JSON {_json_kind(body)}"
         raise ResponseDecodeError(f"{context}: {message}" if context else message, body=body)
     hook = _hook_for(ModelInfo)
+    fields = _ROW_KEYS[ModelInfo]
     models: list[ModelInfo] = []
     for key, entry in body.items():
         model_id = str(key)
         try:
+            if isinstance(entry, Mapping) and entry and not fields.intersection(entry):
+                # A wrapper ({"data": {id: ...}}) or an error envelope ({"error":
+                # {"code": ...}}): read as a model, its key became the only model.
+                raise ResponseDecodeError(
+                    "expected a model's fields (title, media, tier), got an object with "
+                    f"none of them (keys: {excerpt(sorted(map(str, entry)))})",
+                    body=entry,
+                )
             info = hook(entry, ModelInfo)
         except ResponseDecodeError as exc:
             raise _prefixed(context, f"model {model_id!r}", exc) from exc

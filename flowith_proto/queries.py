@@ -126,15 +126,24 @@ def json_body(
 
 
 def rows(
-    state: ClientState, build: Build, cls: type[T], context: str, *, timeout: float | None = None
+    state: ClientState,
+    build: Build,
+    cls: type[T],
+    context: str,
+    *,
+    timeout: float | None = None,
+    table: bool = True,
 ) -> Operation[list[T]]:
-    """A listing: every row as a ``cls``."""
+    """A listing: every row as a ``cls``. A PostgREST ``table`` read answers an
+    array: a lone object is refused (see :func:`structure_rows`)."""
     return (
         yield from json_body(
             state,
             build,
             # Fresh from json.loads: the rows are the records' own.
-            read=lambda body: structure_rows(body, cls, context=context, owned=True),
+            read=lambda body: structure_rows(
+                body, cls, context=context, owned=True, lone_object=not table
+            ),
             timeout=timeout,
         )
     )

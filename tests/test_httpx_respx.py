@@ -660,3 +660,28 @@ async def test_a_request_out_of_time_before_it_starts_does_not_blame_the_turns()
                 await flowith.list_conversations(timeout=1e-9)
     assert e.value.request_sent is False
     assert "turn" not in str(e.value)
+
+
+async def test_table_reads_refuse_an_object_and_the_catalogue_a_wrapper() -> None:
+    """Each call is wired to the stricter reading: a PostgREST table read answers an
+    array, and the model catalogue maps ids to models."""
+    wrapper = {"data": [{"id": CONV, "type": "1"}]}
+    with respx.mock() as router:
+        router.get(url__startswith=f"{SB}/rest/v1/flow_node").respond(200, json=wrapper)
+        router.get(url__startswith=f"{SB}/rest/v1/conversation").respond(200, json=wrapper)
+        router.get(url__startswith=f"{EDGE}/models").respond(
+            200, json={"error": {"code": 503, "message": "upstream down"}}
+        )
+        router.get(f"{EDGE}/cooperate/list?conv_id={CONV}").respond(
+            200, json={"user_id": USER, "role": 1}
+        )
+        async with client(max_retries=0) as flowith:
+            with pytest.raises(ResponseDecodeError, match="expected a JSON array of FlowNode"):
+                await flowith.get_flow_nodes(CONV)
+            with pytest.raises(ResponseDecodeError, match="of ConversationRecord objects, got"):
+                await flowith.list_conversations()
+            with pytest.raises(ResponseDecodeError, match="model 'error': expected a model's"):
+                await flowith.list_models()
+            # The edge's own listing may answer one object.
+            (cooperator,) = await flowith.get_cooperators(CONV)
+    assert (cooperator.user_id, cooperator.role) == (USER, 1)

@@ -723,6 +723,26 @@ def test_a_lone_object_with_none_of_the_rows_fields_is_no_row(
     assert structure_rows([body], cls)[0].metadata == body
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": [{"id": CONV, "type": "1"}, {"id": CONV, "type": "2"}]},
+        {"type": "error", "message": "boom"},
+    ],
+    ids=["wrapper", "error"],
+)
+def test_a_table_read_answering_an_object_is_no_row(body: Any) -> None:
+    """A PostgREST table read answers an array. A wrapper or an error envelope
+    sharing a field's name (FlowNode's ``data`` and ``type``) passed the key check:
+    one node without an id, or a node of type "error"."""
+    with pytest.raises(ResponseDecodeError) as caught:
+        structure_rows(body, FlowNode, context="get_flow_nodes", lone_object=False)
+    assert str(caught.value).startswith(
+        "get_flow_nodes: expected a JSON array of FlowNode objects, got an object (keys: "
+    )
+    assert structure_rows([], FlowNode, lone_object=False) == []
+
+
 def test_not_a_row_type() -> None:
     with pytest.raises(TypeError):
         structure_row({}, dict)
@@ -775,6 +795,28 @@ def test_models_that_are_not_a_catalogue() -> None:
         structure_models([{"model_id": "x"}])
     with pytest.raises(ResponseDecodeError, match=r"^list_models: model 'x': expected a JSON"):
         structure_models({"x": "not an object"})
+
+
+@pytest.mark.parametrize(
+    ("body", "keys"),
+    [
+        ({"data": {"gpt-4.1": {"title": "GPT-4.1"}, "o3": {"tier": "pro"}}}, "['gpt-4.1', 'o3']"),
+        ({"error": {"code": 503, "message": "upstream down"}}, "['code', 'message']"),
+    ],
+    ids=["wrapper", "error"],
+)
+def test_a_catalogue_wrapped_or_an_error_is_no_model(body: Any, keys: str) -> None:
+    """Read as a catalogue, the wrapper's key was the only model (``data``), and the
+    real models were lost; an error envelope was a model named ``error``."""
+    with pytest.raises(ResponseDecodeError) as caught:
+        structure_models(body)
+    (key,) = body
+    assert str(caught.value) == (
+        f"list_models: model {key!r}: expected a model's fields (title, media, tier), "
+        f"got an object with none of them (keys: {keys})"
+    )
+    # An entry with no details at all is still a model.
+    assert [m.model_id for m in structure_models({"bare": {}})] == ["bare"]
 
 
 # --- the output types themselves --------------------------------------------------------------
