@@ -98,7 +98,8 @@ class WebAppMethods(abc.ABC):
         and they may come back on a later page. Two full pages in a row without a
         conversation not seen yet end the walk (a server ignoring ``offset`` would
         otherwise repeat one page forever; one such page can be new conversations
-        pushing the old down); a row without an id is yielded but is never new.
+        pushing the old down); a row without an id is told from the others by all
+        its fields.
 
         Pages are read by offset. A conversation yielded and then deleted through this
         client moves the ones after it up, and the next page starts that much
@@ -119,7 +120,7 @@ class WebAppMethods(abc.ABC):
                 )
                 new, fresh = queries.unseen_rows(page, walk.seen, _conv_id)
                 stale = 0 if fresh else stale + 1
-                if stale == 2:  # (its rows without an id were yielded once already)
+                if stale == 2:
                     return
                 for record in new:
                     yield record

@@ -55,9 +55,11 @@ def later_pages(
 ) -> Operation[list[FlowNode]]:
     """The nodes after ``first``, a first answer as long as the cap
     (:data:`POSTGREST_MAX_ROWS`), each once. A full page without a node not read
-    yet ends the reading (a node without an id is kept, but is never new)."""
+    yet ends the reading (a node without an id is told from the others by all its
+    fields)."""
     nodes: list[FlowNode] = []
-    seen = {node.node_id for node in first if node.node_id}
+    seen: set[str] = set()
+    unseen_rows(first, seen, _node_id)  # their keys
     offset = len(first)
     while True:
         response = yield from call(

@@ -17,7 +17,14 @@ import attrs
 
 from flowith_proto.auth import header_safe
 from flowith_proto.calls import call
-from flowith_proto.convert import structure_credits, structure_models, structure_row, structure_rows
+from flowith_proto.convert import (
+    LARGEST_WHOLE,
+    read_number,
+    structure_credits,
+    structure_models,
+    structure_row,
+    structure_rows,
+)
 from flowith_proto.effects import Operation, WallClock
 from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import (
@@ -63,19 +70,25 @@ Build = Callable[[Endpoints], Request]
 def unseen_rows(page: Iterable[T], seen: set[str], key: Callable[[T], str]) -> tuple[list[T], bool]:
     """The rows of ``page`` not met before (their keys are added to ``seen``), and
     whether any was new. A server ignoring ``offset`` answers the same page forever:
-    a full page with nothing new ends the paging. A row without a key is kept, but
-    is never new."""
+    a full page with nothing new ends the paging. A row without a key (no id: a
+    malformed row) is told from the others by all it holds: taken for never new,
+    a second page of such rows ended the paging before it was yielded."""
     kept: list[T] = []
     fresh = False
     for row in page:
-        row_key = key(row)
-        if row_key:
-            if row_key in seen:
-                continue
-            seen.add(row_key)
-            fresh = True
+        row_key = key(row) or _content_key(row)
+        if row_key in seen:
+            continue
+        seen.add(row_key)
+        fresh = True
         kept.append(row)
     return kept, fresh
+
+
+def _content_key(row: object) -> str:
+    """A key for a row without an id: all its fields, as the server sent them."""
+    metadata: Mapping[str, Any] = getattr(row, "metadata", {})
+    return "row " + repr(sorted(metadata.items()))
 
 
 class _AsIs:
@@ -371,14 +384,19 @@ def online_count(state: ClientState, *, timeout: float | None = None) -> Operati
 
 
 def _count(body: Any) -> int:
+    """The count as sent: read through a float, 9007199254740993 became
+    9007199254740992 and 12.9 became 12. A fraction, or a count past
+    :data:`~flowith_proto.convert.LARGEST_WHOLE`, is no count of people."""
     if body is None:
         return 0
-    if isinstance(body, bool) or not isinstance(body, (int, float, str)):
-        raise ResponseDecodeError("get_online_count: expected a number", body=body)
-    try:
-        return int(float(body))
-    except (ValueError, OverflowError) as exc:  # not a number, or past a float's range
-        raise ResponseDecodeError("get_online_count: expected a number", body=body) from exc
+    number = read_number(body)
+    if (
+        number is None
+        or not -LARGEST_WHOLE <= number <= LARGEST_WHOLE
+        or (isinstance(number, float) and not number.is_integer())
+    ):
+        raise ResponseDecodeError("get_online_count: expected a whole number", body=body)
+    return int(number)
 
 
 #: What GoTrue answers a refresh token it will not renew (spent, revoked, malformed).

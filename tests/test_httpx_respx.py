@@ -506,15 +506,32 @@ async def test_a_profile_row_without_its_id_is_the_users_it_was_read_for(
     assert (updated.user_id, updated.language) == (user or USER, "pl")
 
 
-@pytest.mark.parametrize("body", ["1e400", "Infinity", '"1e400"', "9" * 400])
-async def test_an_online_count_past_a_floats_range_is_a_decode_error(body: str) -> None:
+@pytest.mark.parametrize(
+    "body", ["1e400", "Infinity", '"1e400"', "9" * 400, "9007199254740993", "12.9", "true", "[3]"]
+)
+async def test_an_online_count_that_is_no_whole_count_is_a_decode_error(body: str) -> None:
+    """Read through a float, 9007199254740993 came back as 9007199254740992 and
+    12.9 as 12."""
     with respx.mock() as router:
         router.post(url__startswith=f"{SB}/rest/v1/rpc/get_online_count").respond(
             200, text=body
         )
         async with client(max_retries=0) as flowith:
-            with pytest.raises(ResponseDecodeError, match="expected a number"):
+            with pytest.raises(ResponseDecodeError, match="expected a whole number"):
                 await flowith.get_online_count()
+
+
+@pytest.mark.parametrize(
+    ("body", "count"),
+    [("9007199254740992", 2**53), ("12.0", 12), ('"1,234"', 1234), ("null", 0), ("7", 7)],
+)
+async def test_an_online_count_comes_back_exactly(body: str, count: int) -> None:
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/rest/v1/rpc/get_online_count").respond(
+            200, text=body
+        )
+        async with client(max_retries=0) as flowith:
+            assert await flowith.get_online_count() == count
 
 
 @pytest.mark.parametrize("body", ["null", "{}", "42", '"hello"', "", "[{}, 3]"])
@@ -559,7 +576,24 @@ async def test_iter_conversations_ends_on_pages_of_rows_without_ids() -> None:
             with anyio.fail_after(5):
                 titles = [r.title async for r in flowith.iter_conversations(page_size=2)]
     assert titles == ["no id", "no id either"]
-    assert route.call_count == 2
+    assert route.call_count == 3  # repeated twice, as rows with ids
+
+
+async def test_iter_conversations_yields_every_page_of_rows_without_ids() -> None:
+    """Rows without an id were never new: the second such page ended the walk
+    before it was yielded, and five of seven conversations were lost."""
+    rows = [{"title": f"conv {n}"} for n in range(7)]
+
+    def paged(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params.get("offset", "0"))
+        limit = int(request.url.params["limit"])
+        return httpx.Response(200, json=rows[offset : offset + limit])
+
+    with respx.mock() as router:
+        router.get(url__startswith=f"{SB}/rest/v1/conversation").mock(side_effect=paged)
+        async with client(max_retries=0) as flowith:
+            titles = [r.title async for r in flowith.iter_conversations(page_size=2)]
+    assert titles == [row["title"] for row in rows]
 
 
 @pytest.mark.parametrize("content_type", ["text/html", "application/json"])
