@@ -973,7 +973,6 @@ class FlowithClientBase(WebAppMethods):
                 )
             except FlowithError as exc:
                 flight.error = exc
-                return
             except BaseException as exc:
                 # Interrupted (or a bug): whoever waits learns it, and nobody sends
                 # this refresh token again (the server may have spent it).
@@ -985,11 +984,25 @@ class FlowithClientBase(WebAppMethods):
             finally:
                 self._refreshing = None
                 flight.done.set()
-            self._adopted(flight.session)
+            if flight.session is not None:
+                self._adopted(flight.session)
+                handed = flight.session
+            else:
+                # A failed answer may still have brought a new refresh token (see
+                # queries.refresh): the one sent is spent, so it must be saved.
+                kept = self._state.credentials
+                if kept.refresh_token in ("", flight.refresh_token):
+                    return
+                handed = AuthSession(
+                    access_token=kept.access_token, refresh_token=kept.refresh_token
+                )
+                log.warning("the token refresh failed; the new refresh token it brought is kept")
+                if self._recorder is not None:
+                    self._recorder.learn(self._state.secrets)
             if self._on_token_refresh is not None:
                 if flight.previous is not None:  # its tokens go first: these replace them
                     await flight.previous.finished.wait(None)
-                await self._hand_on(flight.session)
+                await self._hand_on(handed)
         finally:
             flight.previous = None  # no chain of every flight
             self._flying.discard(flight)

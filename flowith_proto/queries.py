@@ -435,15 +435,41 @@ def refresh(
     try:
         with response.decoding():
             session = _refreshed_session(response)
+        if not session.access_token:
+            raise AuthenticationError("refreshing the session returned no access_token")
     except FlowithError as exc:  # the refresh token passed in is no token the state holds
-        scrub(exc, response.secrets)
+        _keep_new_refresh_token(state, response, refresh_token, exc)
+        scrub(exc, (*response.secrets, *state.secrets))
         raise
-    if not session.access_token:
-        raise AuthenticationError("refreshing the session returned no access_token")
     state.credentials = state.credentials.with_tokens(session.access_token, session.refresh_token)
     if not session.refresh_token:  # the old one stays in use: say so, so it is persisted
         session = attrs.evolve(session, refresh_token=state.credentials.refresh_token)
     return session
+
+
+def _keep_new_refresh_token(
+    state: ClientState, response: Response, sent: str, failure: FlowithError
+) -> None:
+    """Keep the new refresh token of an answer that is unusable otherwise (no usable
+    access token): the server rotated the one sent, which is spent now, and losing
+    the new one signed the client out for good. ``failure`` then says so."""
+    try:
+        payload = response.json()
+    except FlowithError:
+        return
+    token = payload.get("refresh_token") if isinstance(payload, Mapping) else None
+    if not isinstance(token, str) or not header_safe(token.strip()):
+        return
+    token = token.strip()
+    if token and token != sent:
+        credentials = state.credentials
+        state.credentials = credentials.with_tokens(credentials.access_token, token)
+        if failure.args and isinstance(failure.args[0], str):
+            failure.args = (
+                f"{failure.args[0]} (the new refresh token it sent is kept, and handed to "
+                "on_token_refresh)",
+                *failure.args[1:],
+            )
 
 
 def _refreshed_session(response: Response) -> AuthSession:

@@ -391,7 +391,8 @@ def test_a_blank_refresh_token_in_the_answer_keeps_the_old_one() -> None:
 @pytest.mark.parametrize("blank", ["", "   ", None])
 def test_a_blank_access_token_in_the_answer_is_adopted_by_nobody(blank: str | None) -> None:
     """A token of blanks was adopted: the client signed itself out, and
-    on_token_refresh was handed blanks to save."""
+    on_token_refresh was handed blanks to save. (The new refresh token is kept: the
+    server spent the one sent.)"""
     s = state(refresh_token="refresh-1")
     held = s.credentials
     body = {"access_token": blank, "refresh_token": "refresh-2"}
@@ -399,7 +400,7 @@ def test_a_blank_access_token_in_the_answer_is_adopted_by_nobody(blank: str | No
     script.on("POST", "/auth/v1/token", json_response(200, json.dumps(body).encode()))
     with pytest.raises(AuthenticationError, match="returned no access_token"):
         script.run(refresh(s, "refresh-1"))
-    assert s.credentials == held
+    assert s.credentials == held.with_tokens(held.access_token, "refresh-2")
 
 
 def test_a_used_refresh_token_is_an_authentication_error() -> None:

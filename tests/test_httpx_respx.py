@@ -394,6 +394,60 @@ async def test_refreshed_tokens_whose_exp_is_no_moment_are_still_adopted(exp: st
     assert handed == [(token, NEW_REFRESH)]
 
 
+@pytest.mark.parametrize(
+    ("access_token", "error"),
+    [
+        (None, AuthenticationError),
+        ("", AuthenticationError),
+        (12345, ResponseDecodeError),
+        ("has a space", ResponseDecodeError),
+    ],
+)
+async def test_a_refresh_answer_without_a_usable_access_token_keeps_its_new_refresh_token(
+    access_token: Any, error: type[Exception], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server rotated the refresh token, so the one sent is spent: the answer's
+    new one was dropped, and the client kept the spent one, signed out for good."""
+    handed: list[tuple[str, str]] = []
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
+            200, json={"access_token": access_token, "refresh_token": NEW_REFRESH}
+        )
+        async with client(
+            refresh_token=EXPLICIT_REFRESH,
+            max_retries=0,
+            on_token_refresh=lambda access, refresh: handed.append((access, refresh)),
+        ) as flowith:
+            with pytest.raises(error) as info:
+                await flowith.refresh_access_token()
+            assert flowith.get_refresh_token() == NEW_REFRESH
+            assert flowith._state.credentials.access_token == TOKEN
+    assert handed == [(TOKEN, NEW_REFRESH)]
+    message = str(info.value)
+    assert message.endswith(
+        "(the new refresh token it sent is kept, and handed to on_token_refresh)"
+    )
+    assert NEW_REFRESH not in f"{message} {info.value!r} {getattr(info.value, 'body', '')}"
+    assert "the new refresh token it brought is kept" in caplog.text
+
+
+async def test_a_refresh_answer_without_a_new_refresh_token_hands_nothing_on() -> None:
+    handed: list[tuple[str, str]] = []
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
+            200, json={"access_token": None, "refresh_token": EXPLICIT_REFRESH}
+        )
+        async with client(
+            refresh_token=EXPLICIT_REFRESH,
+            max_retries=0,
+            on_token_refresh=lambda access, refresh: handed.append((access, refresh)),
+        ) as flowith:
+            with pytest.raises(AuthenticationError, match=r"returned no access_token$"):
+                await flowith.refresh_access_token()
+            assert flowith.get_refresh_token() == EXPLICIT_REFRESH
+    assert handed == []
+
+
 OPAQUE_REFRESH = "opaque-refresh-token-xyz"
 
 
