@@ -3,7 +3,9 @@
 (The client makes it with ``quote_cookie=False``: aiohttp otherwise sends back a
 value holding ``/``, ``+``, ``=``, a quote or a non-ASCII character quoted and
 escaped as Python's ``http.cookies`` writes it, ``a="abc/def+ghi=="``, which is not
-the value the server set; httpx and browsers send it back as it came.)
+the value the server set; httpx and browsers send it back as it came. A value the
+server itself quoted, ``sid="abc"``, still goes back unquoted, ``sid=abc``: aiohttp
+keeps cookies without their quotes.)
 
 Servers delete a cookie by setting it again with an expiry in the past, most
 often the Unix epoch itself (``Expires=Thu, 01 Jan 1970 00:00:00 GMT``: Express's
