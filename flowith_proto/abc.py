@@ -676,10 +676,11 @@ class FlowithClientBase(WebAppMethods):
                         yield chunk
                     more = b"" if left else await self._to_thread(handle.read, 1)
                     if left or more:
+                        ended = f"{segment.size - left}" if left else "more"
                         raise FileUploadError(
                             f"{segment.path!r} changed while it was being uploaded: it "
-                            f"held {segment.size} bytes when the upload began, "
-                            + (f"{segment.size - left} when it ended" if left else "more later"),
+                            f"held {segment.size} bytes when the upload began, {ended} "
+                            "when it ended",
                             status_code=None,
                         )
                 finally:

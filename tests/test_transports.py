@@ -1568,7 +1568,7 @@ async def test_a_file_that_changes_size_while_it_is_uploaded_is_a_file_upload_er
     async with make_client() as client:
         with anyio.fail_after(5), pytest.raises(FileUploadError) as failed:
             await client.upload_file(path)
-    said = "300000 when it ended" if change < 0 else "more later"
+    said = "300000 when it ended" if change < 0 else "more when it ended"
     assert str(failed.value) == (
         f"upload failed: {str(path)!r} changed while it was being uploaded: it held "
         f"{300_000 - change} bytes when the upload began, {said}"
