@@ -88,7 +88,10 @@ def unseen_rows(page: Iterable[T], seen: set[str], key: Callable[[T], str]) -> t
 def _content_key(row: object) -> str:
     """A key for a row without an id: all its fields, as the server sent them."""
     metadata: Mapping[str, Any] = getattr(row, "metadata", {})
-    return "row " + repr(sorted(metadata.items()))
+    try:
+        return "row " + repr(sorted(metadata.items()))
+    except RecursionError:  # JSON read whole, nested past what repr() reaches from here
+        return f"row at {id(row)}"  # (new each time)
 
 
 class _AsIs:

@@ -49,6 +49,7 @@ from flowith_proto.models import (
     UserUploadRecord,
     VideoOutput,
 )
+from flowith_proto.queries import unseen_rows
 
 CONV = "5b0c6d3e-8a41-4a7e-9d2f-0c1b2a3d4e5f"
 USER = "0f1e2d3c-4b5a-4968-8776-655443322110"
@@ -970,3 +971,18 @@ def test_a_whole_number_no_float_can_hold_gives_the_default(
         session = structure_row({"access_token": "t", "expires_in": sent}, AuthSession)
     assert session.expires_in == AuthSession().expires_in
     assert "AuthSession.expires_in" in caplog.text
+
+
+def test_a_row_without_an_id_nested_past_repr_is_still_told_apart() -> None:
+    """Rows without an id are keyed by their content (see unseen_rows); one nested
+    deeper than repr() reaches from where the pager runs raised a bare RecursionError."""
+    depth = 900
+    body = json.loads('[{"title": ' + "[" * depth + "]" * depth + "}]")
+    (row,) = structure_rows(body, ConversationRecord)
+
+    def from_deep_in_the_stack(frames: int) -> tuple[list[ConversationRecord], bool]:
+        if frames:
+            return from_deep_in_the_stack(frames - 1)
+        return unseen_rows([row], set(), lambda record: record.conv_id)
+
+    assert from_deep_in_the_stack(200) == ([row], True)
