@@ -230,9 +230,51 @@ def _publish(partial: Path, target: Path, overwrite: bool, numbered: bool) -> Pa
                 continue
             os.replace(partial, candidate)
             return candidate
-        os.unlink(partial)
+        # (Gone already if a cancelled caller removed it: see _Publishing.)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
         return candidate
     raise _exists(target)
+
+
+class _Publishing:
+    """A finished download moved into place in a worker thread, which its caller may
+    leave (cancelled) before or after the move: a download the caller was told is
+    cancelled must leave no new file. A thread aiohttp's executor runs goes on
+    without its caller, and anyio's holds the caller but loses the path it made.
+
+    Whichever of the two sees the other's mark removes the new file, and only one
+    does: each takes it out of ``_made`` (``list.pop()`` is atomic), so no file put
+    there meanwhile by someone else is removed. A file ``overwrite`` replaced is
+    left: the old one is gone either way, and the new one is complete.
+    """
+
+    def __init__(self, partial: Path, target: Path, *, overwrite: bool, numbered: bool) -> None:
+        self._args = (partial, target, overwrite, numbered)
+        self._made: list[Path] = []  # the new file, until removed
+        self._abandoned: list[bool] = []
+
+    def publish(self) -> Path:
+        """Move the file into place (in the worker thread)."""
+        made = _publish(*self._args)
+        if not self._args[2]:  # not overwrite: a new name, removed if abandoned
+            self._made.append(made)
+            if self._abandoned:  # the caller left while the file was moved
+                self._remove()
+        return made
+
+    def abandon(self) -> None:
+        """The caller left (in the event loop's thread)."""
+        self._abandoned.append(True)
+        self._remove()
+
+    def _remove(self) -> None:
+        try:
+            made = self._made.pop()
+        except IndexError:
+            return  # not moved yet, or the other side removed it
+        with contextlib.suppress(OSError):
+            os.unlink(made)
 
 
 def _upload_size(path: str) -> int:
@@ -1437,43 +1479,57 @@ class FlowithClientBase(WebAppMethods):
         )
         self._open_bodies.add(body)
         partial = folder / f".{name}.{uuid.uuid4().hex[:12]}.part"
+        publishing = _Publishing(partial, target, overwrite=overwrite, numbered=numbered)
         try:
-            handle = await self._open_file(_create_binary, partial, created=True)
             try:
-                while True:
-                    step = self._now() + self.timeout
-                    until = step if deadline is None else min(step, deadline)
-                    try:
-                        chunk = await body.read(until)
-                    except ConnectionFailedError as exc:
-                        scrub(exc, self._state.secrets)  # a body may echo a cookie held
-                        self._check_open()  # broken by aclose(): say so
-                        raise
-                    if chunk is None:
-                        if until == deadline:
-                            raise TimeoutError(
-                                f"downloading {url} outlived its timeout", deadline_passed=True
-                            )
-                        raise TimeoutError(
-                            f"downloading {url} stalled: nothing came for {self.timeout:g} s"
-                        )
-                    if not chunk:
-                        self._check_open()  # ended by aclose(), not complete
-                        break
-                    await self._to_thread(handle.write, chunk)
+                handle = await self._open_file(_create_binary, partial, created=True)
+                try:
+                    await self._write_body(body, handle, url, deadline)
+                finally:
+                    # Closed here, not in a thread: a cancelled download must not
+                    # leave the handle open (closing a local file does not block).
+                    handle.close()
+                target = await self._to_thread(publishing.publish)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(partial)
+                raise
             finally:
-                # Closed here, not in a thread: a cancelled download must not
-                # leave the handle open (closing a local file does not block).
-                handle.close()
-            target = await self._to_thread(_publish, partial, target, overwrite, numbered)
+                self._open_bodies.discard(body)
+                await body.aclose()
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(partial)
+            # Moved into place, then cancelled (at the body's close, say): a caller
+            # told the download failed finds no new file.
+            publishing.abandon()
             raise
-        finally:
-            self._open_bodies.discard(body)
-            await body.aclose()
         return target
+
+    async def _write_body(
+        self, body: ByteStream, handle: BinaryIO, url: str, deadline: float | None
+    ) -> None:
+        """Write a download's whole body to ``handle``: :class:`TimeoutError` if it
+        stalls for the client's ``timeout`` or outlives ``deadline``."""
+        while True:
+            step = self._now() + self.timeout
+            until = step if deadline is None else min(step, deadline)
+            try:
+                chunk = await body.read(until)
+            except ConnectionFailedError as exc:
+                scrub(exc, self._state.secrets)  # a body may echo a cookie held
+                self._check_open()  # broken by aclose(): say so
+                raise
+            if chunk is None:
+                if until == deadline:
+                    raise TimeoutError(
+                        f"downloading {url} outlived its timeout", deadline_passed=True
+                    )
+                raise TimeoutError(
+                    f"downloading {url} stalled: nothing came for {self.timeout:g} s"
+                )
+            if not chunk:
+                self._check_open()  # ended by aclose(), not complete
+                return
+            await self._to_thread(handle.write, chunk)
 
     # -- live streams --------------------------------------------------------------
 

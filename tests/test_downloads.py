@@ -17,6 +17,7 @@ import hashlib
 import os
 import pickle
 import posixpath
+import threading
 import time
 import tracemalloc
 from functools import cache
@@ -423,6 +424,59 @@ async def test_a_download_cancelled_half_way_leaves_nothing(
     assert finished == []
     assert path.read_bytes() == medium_file()
     assert entries(folder) == {"complete.mp4"}
+
+
+@pytest.mark.parametrize("cancelled", ["before the move", "after the move"])
+async def test_a_download_cancelled_while_it_is_moved_into_place_leaves_no_file(
+    fake: FakeFlowith,
+    make_client: MakeClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cancelled: str,
+) -> None:
+    """What the caller is told matches the disk. The move runs in a worker thread:
+    on aiohttp it went on after its caller was cancelled, and left the complete
+    file in place; on httpx on asyncio the cancellation came at the next step (the
+    body's close), and the file stayed all the same. (On trio the download may
+    finish first: it then returns the file's path.)"""
+    url = fake.add_file("/f/small/report.txt", b"complete", "text/plain")
+    moving, go_on, moved = threading.Event(), threading.Event(), threading.Event()
+    publish = abc._publish
+
+    def held(*args: Any) -> Path:
+        try:
+            if cancelled == "after the move":
+                made = publish(*args)
+                moving.set()
+                go_on.wait(5)
+                return made
+            moving.set()
+            go_on.wait(5)
+            return publish(*args)
+        finally:
+            moved.set()
+
+    monkeypatch.setattr(abc, "_publish", held)
+    returned: list[Path] = []
+    async with make_client() as client:
+
+        async def download() -> None:
+            returned.append(await client.download(url, tmp_path))
+
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(download)
+                await anyio.to_thread.run_sync(moving.wait, 5)
+                scope.cancel()
+                go_on.set()
+        await anyio.to_thread.run_sync(moved.wait, 5)  # aiohttp's worker outlives its caller
+        await anyio.sleep(0.05)  # (its last steps after the move)
+    if returned:  # it finished before the cancellation reached it
+        assert entries(tmp_path) == {"report.txt"}
+        assert returned[0].read_bytes() == b"complete"
+    else:
+        assert scope.cancelled_caught
+        assert entries(tmp_path) == set()
 
 
 async def test_a_file_appearing_during_the_download_is_not_clobbered(
