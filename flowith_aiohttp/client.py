@@ -62,6 +62,7 @@ from flowith_proto.errors import (
     one_line,
     redact,
     redact_chain,
+    redirect_port_out_of_range,
     waited_for_turn,
 )
 from flowith_proto.logs import report_left_failure
@@ -308,7 +309,9 @@ def _redirect_target(answer: aiohttp.ClientResponse) -> URL | None:
     quoted = mask_url(location)  # what an error says: a signed URL's signature masked
     try:
         target = URL(location)
-    except ValueError:
+    except ValueError as exc:
+        if "Port out of range" in str(exc):  # yarl's words
+            raise redirect_port_out_of_range() from None
         raise aiohttp.InvalidUrlRedirectClientError(quoted, "not a URL") from None
     scheme = target.scheme
     if scheme not in ("http", "https", ""):

@@ -70,6 +70,7 @@ from flowith_proto.errors import (
     error_chain,
     one_line,
     redact_chain,
+    redirect_port_out_of_range,
     undecodable_body,
     waited_for_turn,
 )
@@ -329,14 +330,8 @@ def _port_out_of_range(exc: BaseException) -> bool:
         exc = exc.exceptions[0]
     # Its words, as CPython's socket module says them: another OverflowError (one of
     # an event hook's, say) is no port's.
-    return isinstance(exc, OverflowError) and "port must be 0-65535" in str(exc)
-
-
-def _redirected_out_of_range() -> ConnectionFailedError:
-    """The library's error for a redirect to a port no socket has (a URL the client
-    is given is checked before any request: see :func:`_port_out_of_range`)."""
-    return ConnectionFailedError(
-        "cannot follow the redirect: it leads to a port outside 0-65535", request_sent=True
+    return isinstance(exc, _PortOutOfRange) or (
+        isinstance(exc, OverflowError) and "port must be 0-65535" in str(exc)
     )
 
 
@@ -689,6 +684,20 @@ _REFUSED_SETTING = (
 )
 
 
+class _PortOutOfRange(Exception):
+    """A request to a port past 65535 (see :func:`_port_in_range`)."""
+
+
+async def _port_in_range(request: httpx.Request) -> None:
+    """Refuse a request to a port no socket has before it connects. httpx checks the
+    port of a URL it is given, not of a redirect's ``Location``: asyncio's connect
+    refused it, but trio's takes it modulo 65536, and connected to another port
+    (99999 to 34463), a server nobody named."""
+    port = request.url.port
+    if port is not None and not 0 <= port <= 65535:
+        raise _PortOutOfRange(port)
+
+
 async def _empty_location_is_none(answer: httpx.Response) -> None:
     """Drop an empty ``Location``: httpx took it for the URL it was sent to and asked
     again, 20 times, to fail with ``TooManyRedirects``; aiohttp, and the core for an
@@ -828,7 +837,10 @@ class FlowithClient(FlowithClientBase):
                     timeout=timeout,
                     verify=tls,
                     cookies=jar,
-                    event_hooks={"response": [_empty_location_is_none]},
+                    event_hooks={
+                        "request": [_port_in_range],
+                        "response": [_empty_location_is_none],
+                    },
                 )
 
             self._http = _own_client(new_client, proxy, environment)
@@ -903,7 +915,7 @@ class FlowithClient(FlowithClientBase):
         except (OverflowError, BaseExceptionGroup) as exc:
             if not _port_out_of_range(exc):
                 raise
-            raise _redirected_out_of_range() from exc
+            raise redirect_port_out_of_range() from exc
         except httpx.StreamConsumed as exc:  # a RuntimeError, not an httpx.HTTPError
             raise ConnectionFailedError(
                 "the upload's body was sent once and cannot be sent again (an auth flow of "
@@ -988,7 +1000,7 @@ class FlowithClient(FlowithClientBase):
             if isinstance(exc, UnicodeEncodeError):  # a redirect's: see _build_request
                 raise _unsendable_cookie() from exc
             if _port_out_of_range(exc):
-                raise _redirected_out_of_range() from exc
+                raise redirect_port_out_of_range() from exc
             raise
         return answer.status_code, _headers(answer), _Body(answer, release)
 

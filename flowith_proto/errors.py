@@ -260,6 +260,14 @@ def waited_for_turn(limit: float, at_once: int) -> TimeoutError:
     )
 
 
+def redirect_port_out_of_range() -> ConnectionFailedError:
+    """The error of a redirect to a port no socket has, on every transport (a URL the
+    client is given is checked before any request)."""
+    return ConnectionFailedError(
+        "cannot follow the redirect: it leads to a port outside 0-65535", request_sent=True
+    )
+
+
 def undecodable_body(
     detail: object, status: int | None = None, endpoint: str = ""
 ) -> ResponseDecodeError:

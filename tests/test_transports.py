@@ -1757,3 +1757,23 @@ def test_a_second_aclose_from_another_event_loop_returns() -> None:
     other = FlowithClient(FakeFlowith().token)
     asyncio.run(other.aclose())
     trio.run(other.aclose)
+
+
+async def test_a_redirect_to_a_port_past_65535_is_refused_on_every_loop(
+    fake: FakeFlowith, transport: Transport, tmp_path: Path
+) -> None:
+    """httpx checks the port of a URL it is given, not of a redirect's Location.
+    asyncio's connect refused it; trio's took it modulo 65536 and connected to
+    another port (99999 to 34463), a server never named."""
+    from tests.canned_server import CannedServer
+
+    wrapped_to = 99999 - 65536
+    async with CannedServer(302, [("Location", "http://127.0.0.1:99999/b.txt")], b"") as server:
+        client = transport.client_class()(fake.token, max_retries=0)
+        async with client:
+            with pytest.raises(ConnectionFailedError) as refused:
+                await client.download(f"{server.url}/a.txt", tmp_path)
+    assert str(refused.value) == "cannot follow the redirect: it leads to a port outside 0-65535"
+    assert str(wrapped_to) not in repr(refused.value.__cause__)
+    assert refused.value.request_sent is True
+    assert server.paths == ["/a.txt"]
