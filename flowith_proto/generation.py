@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -297,12 +298,25 @@ def node_state(rows: Any, *, media: bool = False) -> NodePending | NodeDone | No
         return NodeDone(text, data)
     if text and status_text not in _PENDING_STATUSES:
         return NodeDone(text, data)
-    if text.startswith(("http://", "https://")):
+    if media and text.startswith(("http://", "https://")):
+        # A media row's value is its URL, written once (protocol.md 3.4). A text
+        # row still being written may well begin with one: the answer so far.
         return NodeDone(text, data)
     return NodePending()
 
 
 # -- the turn itself ------------------------------------------------------------
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _whole_characters(text: str) -> str:
+    """``text`` with each pair of surrogates that makes a character made into it (a
+    lone one stays: nothing else can be made of it)."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 class _Progress:
@@ -317,7 +331,7 @@ class _Progress:
     without a ``seq`` pass in the order they come.
     """
 
-    __slots__ = ("_heard", "_last_seq", "reasoning", "splitter", "visible")
+    __slots__ = ("_half", "_heard", "_last_seq", "reasoning", "splitter", "visible")
 
     def __init__(self) -> None:
         self.splitter = ThinkSplitter()
@@ -326,6 +340,8 @@ class _Progress:
         self._last_seq: int | None = None
         #: Every event's fragments once, by seq (None: in the order heard).
         self._heard: dict[int | None, list[str]] = {}
+        #: The first half of a character the last fragment ended with (see _paired).
+        self._half = ""
 
     def feed(self, chunks: Sequence[str], seq: int | None = None) -> tuple[str, str]:
         """Take one event's fragments; return the text and reasoning deltas."""
@@ -342,7 +358,7 @@ class _Progress:
         visible: list[str] = []
         reasoning: list[str] = []
         for chunk in chunks:
-            seen, thought = self.splitter.feed(chunk)
+            seen, thought = self.splitter.feed(self._paired(chunk))
             visible.append(seen)
             reasoning.append(thought)
         text_delta = "".join(visible)
@@ -351,12 +367,28 @@ class _Progress:
         self.reasoning += reasoning_delta
         return text_delta, reasoning_delta
 
+    def _paired(self, fragment: str) -> str:
+        """``fragment`` with a character a server cut between two fragments made
+        whole again. A server that cuts its text by UTF-16 code units (JavaScript's
+        strings) sends an emoji's two halves in two events, each a lone surrogate
+        once decoded: shown as they came, they made no text (``print`` and UTF-8
+        refused them), and the final text no longer began with what was shown."""
+        if self._half:
+            fragment = _whole_characters(self._half + fragment[:1]) + fragment[1:]
+            self._half = ""
+        if fragment and "\ud800" <= fragment[-1] <= "\udbff":  # a first half: wait
+            self._half = fragment[-1]
+            fragment = fragment[:-1]
+        return fragment
+
     def text_heard(self) -> str:
         """All the text the stream brought, each event once, in ``seq`` order
         (a late chunk in its place), for when no final text comes."""
         numbered = sorted(seq for seq in self._heard if seq is not None)
-        return "".join(
-            [*(c for seq in numbered for c in self._heard[seq]), *self._heard.get(None, [])]
+        return _whole_characters(
+            "".join(
+                [*(c for seq in numbered for c in self._heard[seq]), *self._heard.get(None, [])]
+            )
         )
 
     def remainder(self, full: str, shown: str, what: str) -> str:

@@ -250,6 +250,50 @@ def test_a_terminal_event_without_text_keeps_the_chunks_when_the_row_has_nothing
     assert script.run(generate(state(), "hi")).text == "Hello"
 
 
+@pytest.mark.parametrize(
+    "cut",
+    [
+        ["Hi \ud83d", "\ude00 there", " friend"],  # between two events
+        ["Hi \ud83d", "\ude00", "\ud83d", "\ude00 there friend"],  # twice, alone
+    ],
+)
+def test_a_character_a_server_cut_in_two_is_streamed_whole(cut: list[str]) -> None:
+    """A JavaScript server cutting its text by UTF-16 code units sends an emoji's two
+    halves in two events, each a lone surrogate once decoded: the deltas made no
+    text (print() and UTF-8 refused them), and the end of the answer was lost
+    because the final text no longer began with what was shown."""
+    emoji = "\U0001f600" * (len(cut) - 2)
+    final = f"Hi {emoji} there friend!"
+    script = Script()
+    script_turn(script)
+    script.feed(
+        AI_NODE,
+        [*(chunks(AI_NODE, part, seq=n) for n, part in enumerate(cut)), complete(AI_NODE, final)],
+    )
+    result = script.run(generate(state(), "hi", stream=True))
+    deltas = [step.text_delta for step in [*script.emitted, result]]
+    assert "".join(deltas) == result.text == final
+    for delta in deltas:
+        delta.encode("utf-8")  # each one whole text
+
+
+def test_the_text_heard_joins_a_character_cut_in_two() -> None:
+    """With no final text, the answer is what the chunks brought."""
+    script = Script()
+    script_turn(script)
+    for _ in range(4):  # the 503 is retried
+        script.on("GET", "/rest/v1/flow_node", json_response(503, b"{}"))
+    script.feed(
+        AI_NODE,
+        [
+            chunks(AI_NODE, "Hi \ud83d", seq=0),
+            chunks(AI_NODE, "\ude00!", seq=1),
+            complete(AI_NODE, ""),
+        ],
+    )
+    assert script.run(generate(state(), "hi")).text == "Hi \U0001f600!"
+
+
 def test_streaming_never_repeats_and_ends_with_the_unseen_rest() -> None:
     script = Script()
     script_turn(script)
@@ -950,10 +994,6 @@ NO_ERRORS: tuple[object, ...] = (False, 0, "", [], {}, None)
             [{"data": {"status": "finished", "value": "x"}}],
             NodeDone("x", {"status": "finished", "value": "x"}),
         ),
-        (
-            [{"data": {"status": "init", "value": "https://cdn/x.png"}}],
-            NodeDone("https://cdn/x.png", {"status": "init", "value": "https://cdn/x.png"}),
-        ),
         ([{"data": {"status": "failed", "value": ""}}], NodeFailedState("failed", "", "")),
         *(
             (
@@ -982,6 +1022,15 @@ NO_ERRORS: tuple[object, ...] = (False, 0, "", [], {}, None)
 def test_node_state(rows: Any, expected: object) -> None:
     assert node_state(rows) == expected
     assert node_state(rows, media=True) == expected
+
+
+@pytest.mark.parametrize("status", ["init", "generating", "loading"])
+def test_a_url_is_a_media_rows_result_but_a_text_row_may_begin_with_one(status: str) -> None:
+    """A text row still being written whose answer began with a URL was taken for
+    done: the answer so far became the result, and the rest was never read."""
+    data = {"status": status, "value": "https://example.com is a"}
+    assert node_state([{"data": data}]) == NodePending()
+    assert node_state([{"data": data}], media=True) == NodeDone(data["value"], data)
 
 
 @pytest.mark.parametrize(
