@@ -477,7 +477,21 @@ def _keep_new_refresh_token(
 
 def _refreshed_session(response: Response) -> AuthSession:
     """The session a refresh answered, or :class:`ResponseDecodeError`."""
-    payload = response.json()
+    try:
+        payload = response.json()
+        readable = True
+    except ResponseDecodeError:
+        readable = False
+    if not readable:
+        # Its excerpt is not quoted (nor kept as this error's context): a page or a
+        # form may hold the new tokens, which no rule tells from other text until
+        # they are read (an opaque refresh token is just a word).
+        media_type = (response.header("content-type") or "").split(";")[0].strip()[:80]
+        raise ResponseDecodeError(
+            f"refresh_access_token: the answer is not JSON ({len(response.body)} bytes of "
+            f"{media_type or 'no stated type'}; not quoted, as it may hold new tokens)",
+            status_code=response.status,
+        )
     if isinstance(payload, Mapping):
         # JSON null is no token, as an absent field (D24).
         tokens = {name: payload.get(name) or "" for name in ("access_token", "refresh_token")}

@@ -487,6 +487,36 @@ async def test_a_refresh_answer_of_the_wrong_shape_keeps_no_token_passed_in(answ
     assert OPAQUE_REFRESH not in shown
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/html; charset=utf-8", "<html><p>refresh_token: opaque-new-refresh-0123</p>"),
+        ("application/x-www-form-urlencoded", "refresh_token=opaque-new-refresh-0123&x=1"),
+    ],
+)
+async def test_a_refresh_answer_that_is_not_json_is_not_quoted(
+    content_type: str, body: str
+) -> None:
+    """Its excerpt was quoted: a page or a form holding the new refresh token kept it
+    in the error, since no rule can tell an opaque token from a word."""
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
+            200, headers={"content-type": content_type}, text=body
+        )
+        async with client(refresh_token=EXPLICIT_REFRESH, max_retries=0) as flowith:
+            with pytest.raises(ResponseDecodeError) as info:
+                await flowith.refresh_access_token()
+    media_type = content_type.split(";")[0]
+    assert str(info.value) == (
+        f"refresh_access_token: the answer is not JSON ({len(body)} bytes of {media_type}; "
+        "not quoted, as it may hold new tokens)"
+    )
+    chain = [info.value, info.value.__cause__, info.value.__context__]
+    shown = " ".join(f"{e!r} {getattr(e, 'body', '')}" for e in chain if e is not None)
+    assert "opaque-new-refresh" not in shown
+    assert info.value.status_code == 200
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 422])
 async def test_a_refused_refresh_is_an_authentication_error(status: int) -> None:
     with respx.mock() as router:
