@@ -1007,6 +1007,7 @@ class FlowithClientBase(WebAppMethods):
         to ``on_token_refresh``; the outcome goes in ``flight``. Its waits
         between attempts end within ``timeout`` (the client's by default)."""
         budget = self.timeout if timeout is None else timeout
+        held = self._state.credentials.refresh_token  # (a refresh token passed in may differ)
         try:
             try:
                 flight.session = await self._run(
@@ -1034,7 +1035,7 @@ class FlowithClientBase(WebAppMethods):
                 # A failed answer may still have brought a new refresh token (see
                 # queries.refresh): the one sent is spent, so it must be saved.
                 kept = self._state.credentials
-                if kept.refresh_token in ("", flight.refresh_token):
+                if kept.refresh_token in ("", held, flight.refresh_token):
                     return
                 handed = AuthSession(
                     access_token=kept.access_token, refresh_token=kept.refresh_token
@@ -1181,6 +1182,8 @@ class FlowithClientBase(WebAppMethods):
                 self._recorder.close()
         elif self._recording is not None:
             self._recording.close(complete=False)
+            if self._recording.partial_path == self._recording.path:
+                return  # (written straight to a device or a pipe: nothing was kept back)
             log.warning(
                 "an error ended the recorded session: %s is left as it was, and what was "
                 "recorded is in %s",

@@ -636,6 +636,22 @@ def structure_credits(body: Any, *, context: str = "get_credits") -> list[UserCr
     return structure_rows(body, UserCredits, context=context)
 
 
+#: Keys of an error envelope, which no model entry holds without a model's fields.
+_ERROR_KEYS = frozenset({"code", "error", "error_code", "message", "msg"})
+
+
+def _wraps_or_fails(entry: Any, fields: frozenset[str]) -> bool:
+    """Whether a catalogue entry with none of a model's ``fields`` is a wrapper of
+    the catalogue (each of its values an object: models by id) or an error
+    envelope. Any other such entry is a model whose fields were renamed: kept, its
+    fields in ``metadata`` (``flowith doctor`` reports the renaming)."""
+    if not isinstance(entry, Mapping) or not entry or fields.intersection(entry):
+        return False
+    return _ERROR_KEYS.intersection(entry) != set() or all(
+        isinstance(value, Mapping) for value in entry.values()
+    )
+
+
 def structure_models(body: Any, *, context: str = "list_models") -> list[ModelInfo]:
     """The ``/models`` catalogue, a JSON object keyed by model id.
 
@@ -652,7 +668,7 @@ def structure_models(body: Any, *, context: str = "list_models") -> list[ModelIn
     for key, entry in body.items():
         model_id = str(key)
         try:
-            if isinstance(entry, Mapping) and entry and not fields.intersection(entry):
+            if _wraps_or_fails(entry, fields):
                 # A wrapper ({"data": {id: ...}}) or an error envelope ({"error":
                 # {"code": ...}}): read as a model, its key became the only model.
                 raise ResponseDecodeError(

@@ -387,9 +387,9 @@ def online_count(state: ClientState, *, timeout: float | None = None) -> Operati
 
 
 def _count(body: Any) -> int:
-    """The count as sent: read through a float, 9007199254740993 became
-    9007199254740992 and 12.9 became 12. A fraction, or a count past
-    :data:`~flowith_proto.convert.LARGEST_WHOLE`, is no count of people."""
+    """The count as sent. A fraction (truncated: 12.9 became 12), or a count past
+    :data:`~flowith_proto.convert.LARGEST_WHOLE` (rounded by a float), is no count of
+    people: a :class:`ResponseDecodeError`."""
     if body is None:
         return 0
     number = read_number(body)

@@ -44,8 +44,14 @@ class Recorder:
         # that fails, or a process killed, leaves the cassette there was as it was.
         # (A link is followed: the file it names is the one replaced.)
         self.path = Path(os.path.realpath(path))
-        #: Where the recording is written until it is complete.
-        self.partial_path = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        #: Where the recording is written until it is complete: the cassette itself
+        #: when it is no regular file (``os.devnull``, a pipe), which is written to,
+        #: never replaced.
+        self.partial_path = (
+            self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+            if os.path.isfile(self.path) or not os.path.lexists(self.path)
+            else self.path
+        )
         # Its folder is made, as a test's first recording into tests/cassettes/ needs.
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = CassetteWriter(
@@ -145,7 +151,7 @@ class Recorder:
         """End the recording, and make it the cassette if the session was
         ``complete``; if not, it stays at :attr:`partial_path`."""
         self._writer.close()
-        if complete:
+        if complete and self.partial_path != self.path:
             os.replace(self.partial_path, self.path)
 
 

@@ -6,7 +6,9 @@ import gc
 import inspect
 import json
 import math
+import os
 import re
+import stat
 import subprocess
 import sys
 import tempfile
@@ -264,6 +266,29 @@ def test_a_recording_becomes_the_cassette_only_when_its_session_ends_well(
     assert b"/user/credits" in cassette.read_bytes()
     assert not partial.exists()
     assert anyio.run(replay, cassette, just_credits)[1] == []
+
+
+def test_a_recording_to_a_pipe_is_written_to_it(tmp_path: Path) -> None:
+    """Written beside it and moved into its place, the recording replaced a pipe (or
+    os.devnull, as root) with a regular file."""
+
+    async def just_credits(client: FlowithClientBase) -> list[Any]:
+        return [await client.get_credits()]
+
+    pipe = tmp_path / "cassette.pipe"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # so that the writer opens it
+    received = bytearray()
+    try:
+        anyio.run(record, pipe, just_credits, FakeFlowith(), backend="asyncio")
+        while chunk := os.read(reader, 65536):  # (a session far below a pipe's buffer)
+            received += chunk
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert received.startswith(b'{"cassette":"flowith"')
+    assert b"/user/credits" in received
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cassette.pipe"]
 
 
 def test_a_recording_to_a_link_replaces_the_file_it_names(tmp_path: Path) -> None:

@@ -448,6 +448,28 @@ async def test_a_refresh_answer_without_a_new_refresh_token_hands_nothing_on() -
     assert handed == []
 
 
+async def test_a_failed_refresh_of_a_token_passed_in_hands_nothing_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The token held differs from the one passed in: that was taken for a new one
+    the failed answer brought, and the unchanged tokens were handed on."""
+    handed: list[tuple[str, str]] = []
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
+            400, json={"error": "invalid_grant"}
+        )
+        async with client(
+            refresh_token=EXPLICIT_REFRESH,
+            max_retries=0,
+            on_token_refresh=lambda access, refresh: handed.append((access, refresh)),
+        ) as flowith:
+            with pytest.raises(AuthenticationError):
+                await flowith.refresh_access_token("another-refresh-token-0123")
+            assert flowith.get_refresh_token() == EXPLICIT_REFRESH
+    assert handed == []
+    assert "is kept" not in caplog.text
+
+
 OPAQUE_REFRESH = "opaque-refresh-token-xyz"
 
 

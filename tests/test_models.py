@@ -820,6 +820,15 @@ def test_a_catalogue_wrapped_or_an_error_is_no_model(body: Any, keys: str) -> No
     assert [m.model_id for m in structure_models({"bare": {}})] == ["bare"]
 
 
+def test_a_model_whose_fields_were_renamed_is_still_a_model() -> None:
+    """The wrapper check refused any entry with none of title, media and tier, so a
+    renaming failed the whole catalogue, and flowith doctor could no longer say
+    which fields were renamed."""
+    renamed = {"name": "GPT-4.1", "modality": "text", "plan": "pro", "limits": {"rpm": 5}}
+    (model,) = structure_models({"gpt-4.1": renamed})
+    assert (model.model_id, model.title, model.metadata) == ("gpt-4.1", "gpt-4.1", renamed)
+
+
 # --- the output types themselves --------------------------------------------------------------
 
 
