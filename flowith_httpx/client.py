@@ -335,6 +335,24 @@ def _port_out_of_range(exc: BaseException) -> bool:
     )
 
 
+def _drop_emptied_paths(jar: CookieJar) -> None:
+    """Let go of the paths and domains of ``jar`` that hold no cookie any more.
+
+    The standard library's jar keeps a dict per domain and per path, and clearing a
+    cookie (trimmed here, expired, or deleted by its server) leaves its path's dict
+    in place, empty: a server setting a cookie on ever new paths (a CDN's, whose
+    path is each file's folder) grew the jar by a dict per path, and every request,
+    which walks them all for its Cookie header, slower with it.
+    """
+    domains: dict[str, dict[str, dict[str, Any]]] = jar._cookies  # type: ignore[attr-defined]
+    for domain in [domain for domain, paths in domains.items() if not all(paths.values())]:
+        paths = domains[domain]
+        for path in [path for path, named in paths.items() if not named]:
+            del paths[path]
+        if not paths:
+            del domains[domain]
+
+
 def _cookie_header(jar: CookieJar, url: str) -> str | None:
     """The ``Cookie`` header ``jar`` gives a request to ``url``."""
     probe = urllib.request.Request(url)
@@ -1023,9 +1041,12 @@ class FlowithClient(FlowithClientBase):
 
     def _trim_cookies(self, recent: Container[str]) -> None:
         jar = self._jar
-        if jar is not None and len(jar) > MAX_COOKIES:
+        if jar is None:
+            return
+        if len(jar) > MAX_COOKIES:
             for cookie in excess_cookies(list(jar), lambda cookie: cookie.name, recent):
                 jar.clear(cookie.domain, cookie.path, cookie.name)
+        _drop_emptied_paths(jar)
 
     def _http_client_closed(self) -> bool:
         return self._http.is_closed

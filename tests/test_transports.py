@@ -1583,13 +1583,23 @@ def _jar_size(client: Any) -> int:
     return len(jar if jar is not None else client._http.cookie_jar)
 
 
+def _jar_paths(client: Any) -> int:
+    """How many (domain, path) places the client's own jar keeps, emptied ones too."""
+    jar = getattr(client, "_jar", None)
+    if jar is None:
+        return len(client._http.cookie_jar._cookies)
+    return sum(len(paths) for paths in jar._cookies.values())
+
+
 @pytest.mark.parametrize("flood", ["names", "paths"])
 async def test_a_server_setting_cookies_without_end_grows_no_jar_past_the_bound(
     fake: FakeFlowith, make_client: MakeClient, flood: str
 ) -> None:
     """The jar kept every cookie, and sent them all back with every request; then
     it kept those of the names whose values the client hides, so one name set on
-    new paths still grew it, and a short value (``lang=en``) went even when newest."""
+    new paths still grew it, and a short value (``lang=en``) went even when newest.
+    httpx's jar then kept each path's emptied dict: a dict per path ever set, all
+    walked by every request."""
     for batch in range(3):  # 40 and one a time: aiohttp 3.14 reads 50 from one answer
         if flood == "names":
             cookies = [f"c{batch}x{n:02d}=value-{batch}-{n:02d}; Path=/" for n in range(40)]
@@ -1607,6 +1617,7 @@ async def test_a_server_setting_cookies_without_end_grows_no_jar_past_the_bound(
         for _ in range(4):
             await client.get_featurebase_status()
         assert _jar_size(client) <= MAX_COOKIES
+        assert _jar_paths(client) <= MAX_COOKIES
     last = fake.requests_to("GET", "/featurebase/status")[-1]
     sent = dict(pair.split("=", 1) for pair in (last.header("cookie") or "").split("; "))
     assert sent["lang"] == "en"
