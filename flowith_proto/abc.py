@@ -1507,6 +1507,17 @@ class FlowithClientBase(WebAppMethods):
             raise
         return target
 
+    async def _read_body(self, body: ByteStream, until: float | None) -> bytes | None:
+        """One read of a download's or a listener's body. A broken connection's error
+        holds no cookie the client keeps (a body may echo one), and says so when
+        aclose() broke it."""
+        try:
+            return await body.read(until)
+        except ConnectionFailedError as exc:
+            scrub(exc, self._state.secrets)
+            self._check_open()
+            raise
+
     async def _write_body(
         self, body: ByteStream, handle: BinaryIO, url: str, deadline: float | None
     ) -> None:
@@ -1515,12 +1526,7 @@ class FlowithClientBase(WebAppMethods):
         while True:
             step = self._now() + self.timeout
             until = step if deadline is None else min(step, deadline)
-            try:
-                chunk = await body.read(until)
-            except ConnectionFailedError as exc:
-                scrub(exc, self._state.secrets)  # a body may echo a cookie held
-                self._check_open()  # broken by aclose(): say so
-                raise
+            chunk = await self._read_body(body, until)
             if chunk is None:
                 if until == deadline:
                     raise TimeoutError(
@@ -1583,12 +1589,7 @@ class FlowithClientBase(WebAppMethods):
             while True:
                 if deadline is not None and self._now() >= deadline:
                     return  # the listening window is over (a slow consumer outlived it)
-                try:
-                    data = await stream.read(deadline)
-                except ConnectionFailedError as exc:
-                    scrub(exc, self._state.secrets)  # a body may echo a cookie held
-                    self._check_open()  # broken by aclose(): say so
-                    raise
+                data = await self._read_body(stream, deadline)
                 if not data:  # the window closed (None) or the server ended (b"")
                     self._check_open()  # ended by aclose() rather
                     return
