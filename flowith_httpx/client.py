@@ -702,8 +702,9 @@ _REFUSED_SETTING = (
 )
 
 
-class _PortOutOfRange(Exception):
-    """A request to a port past 65535 (see :func:`_port_in_range`)."""
+class _PortOutOfRange(OverflowError):
+    """A request to a port past 65535 (see :func:`_port_in_range`): an OverflowError,
+    as asyncio's connect raises, so that every path that reports that reports this."""
 
 
 async def _port_in_range(request: httpx.Request) -> None:
