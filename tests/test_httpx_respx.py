@@ -20,6 +20,7 @@ from flowith_httpx import (
     AuthenticationError,
     ConnectionFailedError,
     FlowithClient,
+    FlowithError,
     NotFoundError,
     RateLimitError,
     ResponseDecodeError,
@@ -394,6 +395,25 @@ async def test_refreshed_tokens_whose_exp_is_no_moment_are_still_adopted(exp: st
     assert handed == [(token, NEW_REFRESH)]
 
 
+async def failed_refresh(
+    status: int, answer: dict[str, Any], passed: str | None = None
+) -> tuple[BaseException, str, list[tuple[str, str]]]:
+    """A refresh answered ``status`` and ``answer`` that fails: its error, the refresh
+    token the client holds after it, and what on_token_refresh was handed."""
+    handed: list[tuple[str, str]] = []
+    with respx.mock() as router:
+        router.post(url__startswith=f"{SB}/auth/v1/token").respond(status, json=answer)
+        async with client(
+            refresh_token=EXPLICIT_REFRESH,
+            max_retries=0,
+            on_token_refresh=lambda access, refresh: handed.append((access, refresh)),
+        ) as flowith:
+            with pytest.raises(FlowithError) as info:
+                await flowith.refresh_access_token(passed)
+            assert flowith._state.credentials.access_token == TOKEN
+            return info.value, flowith.get_refresh_token(), handed
+
+
 @pytest.mark.parametrize(
     ("access_token", "error"),
     [
@@ -408,44 +428,27 @@ async def test_a_refresh_answer_without_a_usable_access_token_keeps_its_new_refr
 ) -> None:
     """The server rotated the refresh token, so the one sent is spent: the answer's
     new one was dropped, and the client kept the spent one, signed out for good."""
-    handed: list[tuple[str, str]] = []
-    with respx.mock() as router:
-        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
-            200, json={"access_token": access_token, "refresh_token": NEW_REFRESH}
-        )
-        async with client(
-            refresh_token=EXPLICIT_REFRESH,
-            max_retries=0,
-            on_token_refresh=lambda access, refresh: handed.append((access, refresh)),
-        ) as flowith:
-            with pytest.raises(error) as info:
-                await flowith.refresh_access_token()
-            assert flowith.get_refresh_token() == NEW_REFRESH
-            assert flowith._state.credentials.access_token == TOKEN
+    failure, held, handed = await failed_refresh(
+        200, {"access_token": access_token, "refresh_token": NEW_REFRESH}
+    )
+    assert type(failure) is error
+    assert held == NEW_REFRESH
     assert handed == [(TOKEN, NEW_REFRESH)]
-    message = str(info.value)
+    message = str(failure)
     assert message.endswith(
         "(the new refresh token it sent is kept, and handed to on_token_refresh)"
     )
-    assert NEW_REFRESH not in f"{message} {info.value!r} {getattr(info.value, 'body', '')}"
+    assert NEW_REFRESH not in f"{message} {failure!r} {getattr(failure, 'body', '')}"
     assert "the new refresh token it brought is kept" in caplog.text
 
 
 async def test_a_refresh_answer_without_a_new_refresh_token_hands_nothing_on() -> None:
-    handed: list[tuple[str, str]] = []
-    with respx.mock() as router:
-        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
-            200, json={"access_token": None, "refresh_token": EXPLICIT_REFRESH}
-        )
-        async with client(
-            refresh_token=EXPLICIT_REFRESH,
-            max_retries=0,
-            on_token_refresh=lambda access, refresh: handed.append((access, refresh)),
-        ) as flowith:
-            with pytest.raises(AuthenticationError, match=r"returned no access_token$"):
-                await flowith.refresh_access_token()
-            assert flowith.get_refresh_token() == EXPLICIT_REFRESH
-    assert handed == []
+    failure, held, handed = await failed_refresh(
+        200, {"access_token": None, "refresh_token": EXPLICIT_REFRESH}
+    )
+    assert isinstance(failure, AuthenticationError)
+    assert str(failure).endswith("returned no access_token")
+    assert (held, handed) == (EXPLICIT_REFRESH, [])
 
 
 async def test_a_failed_refresh_of_a_token_passed_in_hands_nothing_on(
@@ -453,20 +456,11 @@ async def test_a_failed_refresh_of_a_token_passed_in_hands_nothing_on(
 ) -> None:
     """The token held differs from the one passed in: that was taken for a new one
     the failed answer brought, and the unchanged tokens were handed on."""
-    handed: list[tuple[str, str]] = []
-    with respx.mock() as router:
-        router.post(url__startswith=f"{SB}/auth/v1/token").respond(
-            400, json={"error": "invalid_grant"}
-        )
-        async with client(
-            refresh_token=EXPLICIT_REFRESH,
-            max_retries=0,
-            on_token_refresh=lambda access, refresh: handed.append((access, refresh)),
-        ) as flowith:
-            with pytest.raises(AuthenticationError):
-                await flowith.refresh_access_token("another-refresh-token-0123")
-            assert flowith.get_refresh_token() == EXPLICIT_REFRESH
-    assert handed == []
+    failure, held, handed = await failed_refresh(
+        400, {"error": "invalid_grant"}, passed="another-refresh-token-0123"
+    )
+    assert isinstance(failure, AuthenticationError)
+    assert (held, handed) == (EXPLICIT_REFRESH, [])
     assert "is kept" not in caplog.text
 
 
