@@ -640,12 +640,18 @@ def structure_credits(body: Any, *, context: str = "get_credits") -> list[UserCr
 _ERROR_KEYS = frozenset({"code", "error", "error_code", "message", "msg"})
 
 
+def _has_fields(entry: Any, fields: frozenset[str]) -> bool:
+    return isinstance(entry, Mapping) and not fields.isdisjoint(entry)
+
+
 def _wraps_or_fails(entry: Any, fields: frozenset[str]) -> bool:
     """Whether a catalogue entry with none of a model's ``fields`` is a wrapper of
     the catalogue (each of its values an object: models by id) or an error
     envelope. Any other such entry is a model whose fields were renamed: kept, its
-    fields in ``metadata`` (``flowith doctor`` reports the renaming)."""
-    if not isinstance(entry, Mapping) or not entry or fields.intersection(entry):
+    fields in ``metadata`` (``flowith doctor`` reports the renaming). Only asked
+    of a body where no entry has a model's fields: beside models, an entry is one
+    more model, whatever its keys (``code``, nested ``limits``)."""
+    if not isinstance(entry, Mapping) or not entry or _has_fields(entry, fields):
         return False
     return _ERROR_KEYS.intersection(entry) != set() or all(
         isinstance(value, Mapping) for value in entry.values()
@@ -665,10 +671,11 @@ def structure_models(body: Any, *, context: str = "list_models") -> list[ModelIn
     hook = _hook_for(ModelInfo)
     fields = _ROW_KEYS[ModelInfo]
     models: list[ModelInfo] = []
+    suspect = not any(_has_fields(entry, fields) for entry in body.values())
     for key, entry in body.items():
         model_id = str(key)
         try:
-            if _wraps_or_fails(entry, fields):
+            if suspect and _wraps_or_fails(entry, fields):
                 # A wrapper ({"data": {id: ...}}) or an error envelope ({"error":
                 # {"code": ...}}): read as a model, its key became the only model.
                 raise ResponseDecodeError(

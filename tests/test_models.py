@@ -829,6 +829,27 @@ def test_a_model_whose_fields_were_renamed_is_still_a_model() -> None:
     assert (model.model_id, model.title, model.metadata) == ("gpt-4.1", "gpt-4.1", renamed)
 
 
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"name": "New model", "code": "new-model", "provider": "acme"},
+        {"pricing": {"input": 1}, "limits": {"rpm": 5}},
+    ],
+    ids=["error-like keys", "object values"],
+)
+def test_an_odd_entry_beside_models_is_one_more_model(odd: dict[str, Any]) -> None:
+    """The wrapper check looked at each entry alone, so one entry shaped like an
+    error envelope or a wrapper failed the whole catalogue, real models and all.
+    Beside entries with a model's fields it can only be a model."""
+    body = {"gpt-4.1": {"title": "GPT-4.1", "media": "text", "tier": "pro"}, "new": odd}
+    models = structure_models(body)
+    assert [(m.model_id, m.title, m.tier) for m in models] == [
+        ("gpt-4.1", "GPT-4.1", "pro"),
+        ("new", "new", ""),
+    ]
+    assert models[1].metadata == odd
+
+
 # --- the output types themselves --------------------------------------------------------------
 
 
