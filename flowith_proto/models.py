@@ -6,7 +6,9 @@ nothing in the library mutates. ``metadata`` is the raw row or event. Text
 fields the server may fill with a JSON object instead of text (``workflow``,
 ``content``, ``preview``, ``value``...) stay ``str``: :mod:`flowith_proto.convert`
 stores the object's compact JSON text there, so nothing is lost and the type
-never changes under the caller.
+never changes under the caller. Records take no weak references
+(``weakref_slot=False``): their slots are filled in bulk when a listing is read
+(:func:`flowith_proto.convert._unfrozen_twin`), about a third faster so.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def _mapping_field(*, repr: bool = True) -> Any:
     return attrs.field(factory=dict, converter=_frozen_dict, repr=repr, hash=False)
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class GenerationOutput:
     """One step of a text generation, or its final result.
 
@@ -189,7 +191,7 @@ def _deepcopy_keeping_client(self: Any, memo: dict[int, Any]) -> Any:
     return type(self)(**fields, downloader=self._downloader)
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class GeneratedImage:
     """One generated image; ``await image.save(folder)`` downloads it."""
 
@@ -228,7 +230,7 @@ class GeneratedImage:
         )
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class ImageOutput:
     """The result of an image generation; ``image`` is the first image, if any."""
 
@@ -246,7 +248,7 @@ class ImageOutput:
         return self.images[0] if self.images else None
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class VideoOutput:
     """The result of a video generation."""
 
@@ -286,7 +288,7 @@ class VideoOutput:
         )
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class FileRecord:
     """An uploaded file: its CDN ``url`` and the ``type`` field that was sent."""
 
@@ -298,7 +300,7 @@ class FileRecord:
 # --- PostgREST rows ------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class ConversationRecord:
     """A ``conversation`` row. ``preview`` alone may be ``None`` (no preview yet)."""
 
@@ -310,7 +312,7 @@ class ConversationRecord:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class FlowNode:
     """A ``flow_node`` row: one box of the canvas (``node_type`` "1" user, "2" AI)."""
 
@@ -334,7 +336,7 @@ class FlowNode:
         return _as_text(self.data.get("model"))
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class UserCredits:
     """One entry of ``/user/credits``; the balance is the sum of ``remain_quota``."""
 
@@ -346,7 +348,7 @@ class UserCredits:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class ModelInfo:
     """One entry of the ``/models`` catalogue, keyed there by ``model_id``."""
 
@@ -357,7 +359,7 @@ class ModelInfo:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class TemplateRecord:
     """A prompt template from ``/templates``."""
 
@@ -371,7 +373,7 @@ class TemplateRecord:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class CooperatorRecord:
     """A collaborator of a conversation (``role`` 2 unless the server says otherwise)."""
 
@@ -382,7 +384,7 @@ class CooperatorRecord:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class UserProfile:
     """A ``user_profile`` row."""
 
@@ -391,7 +393,7 @@ class UserProfile:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class UserUploadRecord:
     """A ``user_upload_records`` row: a file the user uploaded."""
 
@@ -405,7 +407,7 @@ class UserUploadRecord:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class SubscriptionUserOwn:
     """A ``subscription_user_own`` grant; ``subscription_type`` is the embedded
     ``{id, quota}`` row."""
@@ -419,7 +421,7 @@ class SubscriptionUserOwn:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class PublicNotice:
     """A ``public_notice`` row."""
 
@@ -429,7 +431,7 @@ class PublicNotice:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class FlowProject:
     """A ``flow_project`` row (a folder of conversations)."""
 
@@ -439,7 +441,7 @@ class FlowProject:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class ConvNovelEditor:
     """A ``conv_novel_editor`` row; ``content`` is JSON text if the server stores an object."""
 
@@ -448,7 +450,7 @@ class ConvNovelEditor:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class DiscussRecord:
     """A ``discuss`` row: a comment on a conversation."""
 
@@ -460,7 +462,7 @@ class DiscussRecord:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class OracleStreamRecord:
     """An ``oracle_stream`` row; ``workflow`` is JSON text if the server sends an object."""
 
@@ -475,7 +477,7 @@ class OracleStreamRecord:
     metadata: Mapping[str, Any] = _metadata_field()
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class MigrationInfo:
     """The ``migration`` row: the web app's schema version."""
 
@@ -490,7 +492,7 @@ def _masked(token: str) -> str:
     return "'***'" if token else "''"
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, weakref_slot=False)
 class AuthSession:
     """A GoTrue token answer (``/token?grant_type=...``).
 

@@ -917,14 +917,14 @@ def test_metadata_is_out_of_the_repr() -> None:
 # are refused when they are generated, not misread row by row.
 
 
-@attrs.frozen
+@attrs.frozen(weakref_slot=False)
 class _Validated:
     name: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
 
 
 if hasattr(attrs, "Converter"):  # attrs 24.1+
 
-    @attrs.frozen
+    @attrs.frozen(weakref_slot=False)
     class _SelfConverted:
         # mypy's attrs plugin does not know Converter objects.
         name: str = attrs.field(
@@ -938,11 +938,28 @@ class _NotSlotted:
     name: str = ""
 
 
+@attrs.frozen  # a __weakref__ slot: CPython's layout check refuses the twin's __class__
+class _WeakReferable:
+    name: str = ""
+
+
+@attrs.frozen(weakref_slot=False)
+class _Base:
+    name: str = ""
+
+
+@attrs.frozen(weakref_slot=False)
+class _Derived(_Base):
+    other: str = ""
+
+
 @pytest.mark.parametrize(
     ("cls", "complaint"),
     [
         (_Validated, "validators"),
-        (_NotSlotted, "not a slot"),
+        (_NotSlotted, "must be slotted"),
+        (_WeakReferable, "weakref_slot=False"),
+        (_Derived, "no base class"),
         *([(_SelfConverted, "plain converter")] if hasattr(attrs, "Converter") else []),
     ],
 )
