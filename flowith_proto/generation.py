@@ -74,6 +74,7 @@ from flowith_proto.events import (
 )
 from flowith_proto.models import FlowNode, GenerationOutput
 from flowith_proto.request import Response, require_uuid
+from flowith_proto.retry import RETRY_STATUSES
 from flowith_proto.row_checks import RowChecks
 from flowith_proto.state import ClientState, ThreadLedger
 from flowith_proto.thinking import ThinkSplitter, split_think, split_think_raw
@@ -83,12 +84,15 @@ __all__ = [
     "NodeDone",
     "NodeFailedState",
     "NodePending",
+    "RowUnreadable",
     "TurnRows",
     "begin_turn",
     "created_conversation_id",
     "failure",
     "generate",
     "node_state",
+    "poll_row",
+    "read_failure",
     "read_row",
     "refuse_failed_start",
     "resume",
@@ -215,6 +219,14 @@ def _count_turn_begun(conversation: Conversation) -> None:
 @attrs.frozen
 class NodePending:
     """The node is still being generated."""
+
+
+@attrs.frozen
+class RowUnreadable(NodePending):
+    """The row could not be read this time, for a passing reason (``error``): as
+    far as anyone knows, the node is still being generated."""
+
+    error: FlowithError
 
 
 @attrs.frozen
@@ -805,6 +817,7 @@ def _follow_text(
     """
     now: float = yield Now()
     checks = RowChecks(state.stall_interval, now, deadline)
+    row: NodeDone | NodePending = NodePending()
     streaming = True
     while streaming:
         item = yield NextEvent(node_id, checks.wake_at())
@@ -813,9 +826,9 @@ def _follow_text(
             if not checks.row_due(now):
                 raise TimeoutError(
                     f"generation of node {node_id} did not finish in time", deadline_passed=True
-                )
+                ) from read_failure(row)
             log.info("no news of node %s for %ss; reading its row", node_id, checks.interval)
-            row = yield from read_row(state, node_id, deadline)
+            row = yield from poll_row(state, node_id, deadline)
             if isinstance(row, NodeDone):
                 return _from_row(progress, row, node_id, conv_id, model, stream)
             checks.heard((yield Now()))
@@ -857,7 +870,7 @@ def _follow_text(
 
     # The stream ended without a terminal event: the row is the authority.
     while True:
-        row = yield from read_row(state, node_id, deadline)
+        row = yield from poll_row(state, node_id, deadline)
         if isinstance(row, NodeDone):
             return _from_row(progress, row, node_id, conv_id, model, stream)
         now = yield Now()
@@ -867,7 +880,37 @@ def _follow_text(
         if now >= deadline:  # no time is left for another read
             raise TimeoutError(
                 f"node {node_id} was still generating at the deadline", deadline_passed=True
-            )
+            ) from read_failure(row)
+
+
+def poll_row(
+    state: ClientState, node_id: str, deadline: float, *, media: bool = False
+) -> Operation[NodeDone | NodePending]:
+    """:func:`read_row` for a generation that waits for its node: a read that fails
+    for a passing reason (the network, a limit of the read's own rather than the
+    deadline, or a 408, 429 or 5xx once the call's retries are spent) is
+    :class:`RowUnreadable`, a node still pending. The stream or the next read may
+    yet bring the result, which a blip of the database would otherwise lose; the
+    deadline bounds the waiting. A failed node, a refused token, a 404 still raise."""
+    try:
+        return (yield from read_row(state, node_id, deadline, media=media))
+    except (ConnectionFailedError, TimeoutError, APIError) as error:
+        if isinstance(error, TimeoutError):
+            passing = not error.deadline_passed
+        elif isinstance(error, APIError):
+            passing = error.status_code in RETRY_STATUSES
+        else:
+            passing = True
+        if not passing:
+            raise
+        log.warning("could not read the row of node %s (%s); trying again later", node_id, error)
+        return RowUnreadable(error)
+
+
+def read_failure(row: NodeDone | NodePending) -> FlowithError | None:
+    """The error of a last read that failed, for the deadline's error to name as
+    its cause: a timeout that was a failing database says so."""
+    return row.error if isinstance(row, RowUnreadable) else None
 
 
 def row_if_readable(

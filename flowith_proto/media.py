@@ -47,10 +47,12 @@ from flowith_proto.files import url_problem
 from flowith_proto.generation import (
     Conversation,
     NodeDone,
+    NodePending,
     begin_turn,
     failure,
     one_turn,
-    read_row,
+    poll_row,
+    read_failure,
     refuse_failed_start,
     row_if_readable,
     start_answer,
@@ -150,6 +152,7 @@ def _await_media(
     # Set when the job said it finished without its URL: until then, the row or the
     # other stream may still bring it.
     no_url_until: float | None = None
+    outcome: NodeDone | NodePending = NodePending()
     while True:
         if streaming:
             wake = checks.wake_at() if no_url_until is None else min(checks.wake_at(), no_url_until)
@@ -199,7 +202,7 @@ def _await_media(
                 raise TimeoutError(
                     f"{kind} generation of node {node_id} did not finish in time",
                     deadline_passed=True,
-                )
+                ) from read_failure(outcome)
         # A quiet stream, a stream gone, or a poll interval over: read the row,
         # unless no time is left to (the read would fail for want of time anyway).
         now = yield Now()
@@ -207,8 +210,8 @@ def _await_media(
             raise TimeoutError(
                 f"{kind} generation of node {node_id} did not finish in time",
                 deadline_passed=True,
-            )
-        outcome = yield from read_row(state, node_id, deadline, media=True)
+            ) from read_failure(outcome)
+        outcome = yield from poll_row(state, node_id, deadline, media=True)
         if isinstance(outcome, NodeDone) and (outcome.value or no_url_until is None):
             return _from_media_row(outcome, node_id, model, kind)
         now = yield Now()

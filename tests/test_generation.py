@@ -589,6 +589,75 @@ def test_polling_stops_at_the_deadline() -> None:
     )
 
 
+UNAVAILABLE = json_response(503, b'{"message": "database unavailable"}')
+
+
+def reads_of(script: Script) -> int:
+    return sum(1 for r in script.requests if r.method == "GET")
+
+
+def test_a_failing_row_check_leaves_the_answer_to_the_stream() -> None:
+    """The row check of a quiet stream is a safety net: a database blip that
+    outlasted the call's retries failed the generation, whose answer then came
+    on the stream it was still following."""
+    script = Script()
+    script_turn(script)
+
+    def last_unavailable(request: Request) -> Response:
+        script.feed(AI_NODE, [complete(AI_NODE, "Hello")])  # meanwhile, on the stream
+        return UNAVAILABLE
+
+    script.on("GET", "/rest/v1/flow_node", UNAVAILABLE, UNAVAILABLE, last_unavailable)
+    result = script.run(generate(state(stall_interval=5.0), "hi", timeout=60))
+    assert result.text == "Hello"
+    assert reads_of(script) == 3  # one read: the call's two retries, then it gave up
+
+
+def test_polling_goes_on_through_a_failing_database() -> None:
+    """After the stream, polling gave up at the first read whose retries were all
+    answered 503, with the deadline far away and the row about to be done."""
+    script = Script()
+    script_turn(script)
+    script.on(
+        "GET",
+        "/rest/v1/flow_node",
+        UNAVAILABLE,
+        UNAVAILABLE,
+        UNAVAILABLE,
+        json_response(200, poll_rows("done", "Hello")),
+    )
+    script.feed(AI_NODE, [StreamEnded("closed")])
+    result = script.run(generate(state(poll_interval=2.0), "hi", timeout=60))
+    assert result.text == "Hello"
+    assert reads_of(script) == 4
+
+
+def test_a_database_failing_until_the_deadline_is_the_timeouts_cause() -> None:
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", UNAVAILABLE)
+    script.feed(AI_NODE, [StreamEnded("closed")])
+    with pytest.raises(TimeoutError, match="still generating at the deadline") as caught:
+        script.run(generate(state(poll_interval=2.0), "hi", timeout=20))
+    assert caught.value.deadline_passed
+    cause = caught.value.__cause__
+    assert isinstance(cause, APIError)
+    assert cause.status_code == 503
+
+
+def test_a_row_read_refused_for_good_still_ends_the_polling() -> None:
+    """Only passing failures are waited out: a 404 (no such table) would be
+    answered again until the deadline."""
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", json_response(404, b'{"message": "no table"}'))
+    script.feed(AI_NODE, [StreamEnded("closed")])
+    with pytest.raises(NotFoundError):
+        script.run(generate(state(poll_interval=2.0), "hi", timeout=60))
+    assert reads_of(script) == 1
+    assert script.clock == 1000.0
+
+
 def test_a_row_read_the_deadline_cut_short_is_the_generations_timeout() -> None:
     # The last read before the deadline had only what was left of it (a few ms):
     # a caller who gave the generation 1 s was told "request took longer than 0.00143s".

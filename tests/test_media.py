@@ -10,6 +10,7 @@ import pytest
 from flowith_proto.auth import Credentials
 from flowith_proto.effects import NextEvent, Send, Subscribe
 from flowith_proto.errors import (
+    APIError,
     AuthenticationError,
     FileUploadError,
     GenerationError,
@@ -21,7 +22,7 @@ from flowith_proto.events import parse_event
 from flowith_proto.generation import Conversation
 from flowith_proto.media import generate_image, generate_title, generate_video
 from flowith_proto.models import AspectRatio, ImageModel, VideoModel
-from flowith_proto.request import MultipartForm, Response
+from flowith_proto.request import MultipartForm, Request, Response
 from flowith_proto.state import ClientState
 from flowith_proto.uploads import upload
 from tests.scripted import Script, json_response, uuid_n
@@ -213,6 +214,35 @@ def test_quiet_streams_make_the_image_wait_read_the_row() -> None:
     assert result.image.url == "https://cdn/y.png"
     waits = [e for e in script.effects if isinstance(e, NextEvent)]
     assert [w.deadline for w in waits] == [1005.0]
+
+
+def test_a_failing_row_check_leaves_the_image_to_its_streams() -> None:
+    """An image job is quiet for tens of seconds: its row check meeting a database
+    blip that outlasted the call's retries failed an image that then came."""
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    unavailable = json_response(503, b'{"message": "database unavailable"}')
+    ai = uuid_n(2)
+
+    def last_unavailable(request: Request) -> Response:
+        script.feed(ai, [workflow(ai, status="completed", result="https://cdn/x/cat.png")])
+        return unavailable
+
+    script.on("GET", "/rest/v1/flow_node", unavailable, unavailable, last_unavailable)
+    result = script.run(generate_image(state(stall_interval=5.0), Conversation(), "x", timeout=60))
+    assert result.image is not None
+    assert result.image.url == "https://cdn/x/cat.png"
+
+
+def test_an_image_whose_row_fails_until_the_deadline_names_the_failure() -> None:
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    script.on("GET", "/rest/v1/flow_node", json_response(502, b"bad gateway"))
+    with pytest.raises(TimeoutError, match="did not finish in time") as caught:
+        script.run(generate_image(state(stall_interval=4.0), Conversation(), "x", timeout=10))
+    cause = caught.value.__cause__
+    assert isinstance(cause, APIError)
+    assert cause.status_code == 502
 
 
 def test_image_times_out_when_nothing_ever_finishes() -> None:
