@@ -35,12 +35,16 @@ from flowith_proto.errors import (
 from flowith_proto.retry import RETRY_STATUSES
 from flowith_proto.stream import StreamRouter
 
-__all__ = ["CHANNELS", "IDLE_LOOK", "ByteStream", "Signal", "StreamHub"]
+__all__ = ["CHANNELS", "IDLE_LOOK", "LONGEST_RETRY_AFTER", "ByteStream", "Signal", "StreamHub"]
 
 log = logs.logger("flowith.stream")
 
 #: The user's two event streams, by the name operations use for them.
 CHANNELS = ("stream", "sse")
+
+#: The longest a stream's ``Retry-After`` keeps it closed, in seconds: a server that
+#: asks for a day would otherwise leave every generation polling for a day.
+LONGEST_RETRY_AFTER = 300.0
 
 
 class Signal(Protocol):
@@ -194,7 +198,7 @@ class StreamHub:
         if refused and len(refused) == len(wanted):
             raise refused[0][1]
         for channel, error in refused:
-            self._failed(channel)  # not asked again at once by every generation
+            self._failed(channel, error)  # not asked again at once by every generation
             log.warning("could not open the %s event stream: %s", channel.name, error)
         if missing and not self._alive_for(node_id):
             # The generation can still finish through its row: let it poll.
@@ -221,9 +225,16 @@ class StreamHub:
             for channel in self._channels.values()
         )
 
-    def _failed(self, channel: _Channel) -> None:
+    def _failed(self, channel: _Channel, error: Exception | None = None) -> None:
+        """Count a failed connection; the next try waits the backoff, or what the
+        server asked for (a 429's or 503's ``Retry-After``) if longer, up to
+        :data:`LONGEST_RETRY_AFTER`: meanwhile generations poll their rows."""
         channel.failures += 1
-        channel.retry_at = self._now() + self._backoff(channel.failures)
+        wait = self._backoff(channel.failures)
+        asked = error.retry_after_s if isinstance(error, APIError) else None
+        if asked is not None:
+            wait = max(wait, min(asked, LONGEST_RETRY_AFTER))
+        channel.retry_at = self._now() + wait
 
     async def _connect(self, channel: _Channel, deadline: float | None) -> str | None:
         """Connect ``channel`` unless it is; why it could not be, or ``None``."""
@@ -252,7 +263,7 @@ class StreamHub:
             except (ConnectionFailedError, TimeoutError, APIError) as exc:
                 if isinstance(exc, APIError) and exc.status_code not in RETRY_STATUSES:
                     raise  # refused for good (401, 403...): the generation cannot go on
-                self._failed(channel)
+                self._failed(channel, exc)
                 log.warning("could not open the %s event stream: %s", channel.name, exc)
                 channel.connecting = False
                 self._not_connected(channel)

@@ -15,7 +15,7 @@ import pytest
 
 from flowith_httpx.client import _Signal, race
 from flowith_proto.demux import StreamEnded
-from flowith_proto.errors import ConnectionFailedError
+from flowith_proto.errors import ConnectionFailedError, RateLimitError
 from flowith_proto.events import Chunks, WorkflowComplete
 from flowith_proto.hub import StreamHub
 from tests.memory_streams import MemoryStream, Streams
@@ -187,3 +187,27 @@ async def test_a_close_before_a_race_of_reads_starts_ends_the_wait_cleanly(
     with anyio.fail_after(3):
         item = await hub.next_event("job", anyio.current_time() + 2)
     assert isinstance(item, StreamEnded)
+
+
+@pytest.mark.parametrize(("asked", "reconnects_at"), [(5.0, 5.0), (86_400.0, 300.0)])
+async def test_a_stream_throttled_with_retry_after_waits_that_long(
+    streams: Streams, asked: float, reconnects_at: float
+) -> None:
+    """A 429 on the shared stream was tried again after the backoff's 0.5 s, the
+    server's Retry-After unread; a day's is kept to LONGEST_RETRY_AFTER (300 s)."""
+    clock = [0.0]
+    hub = StreamHub(streams, _Signal, lambda: clock[0], race)
+    attempts: list[float] = []
+
+    async def throttled(channel: str, deadline: float | None) -> MemoryStream:
+        attempts.append(clock[0])
+        if len(attempts) == 1:
+            raise RateLimitError("HTTP 429 from GET /user_stream/stream", retry_after_s=asked)
+        return streams.new(channel)
+
+    streams.opening = throttled
+    for node, at in [("a", 0.0), ("b", 1.0), ("c", reconnects_at - 0.1), ("d", reconnects_at)]:
+        clock[0] = at
+        await hub.subscribe(node, ["stream"], None)
+    assert attempts == [0.0, reconnects_at]
+    assert len(streams.opened["stream"]) == 1
