@@ -118,6 +118,10 @@ def _printable(text: str) -> str:
     return _UNPRINTABLE.sub("\ufffd", _CONTROL.sub(" ", text).strip())
 
 
+#: The environment variables that hold tokens: masked in whatever the command writes.
+_TOKEN_VARIABLES = ("FLOWITH_TOKEN", "FLOWITH_REFRESH_TOKEN")
+
+
 class UsageError(Exception):
     """A mistake on the command line, found before any request (exit 2)."""
 
@@ -173,7 +177,7 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse quotes the arguments it refused, and a token put in the wrong place
         # is one of them: masked as everywhere else, with the environment's tokens.
-        tokens = [os.environ.get(name, "") for name in ("FLOWITH_TOKEN", "FLOWITH_REFRESH_TOKEN")]
+        tokens = [os.environ.get(name, "") for name in _TOKEN_VARIABLES]
         tokens += _credentials_in(self._parsing)
         shown = redact(message, tokens)
         self.exit(EXIT_USAGE, f"flowith: {shown} (see '{self.prog} --help')\n")
@@ -507,7 +511,9 @@ def resolve_settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settin
         raise UsageError("no token: pass --token or set FLOWITH_TOKEN")
     edge_auth = args.edge_auth or env.get("FLOWITH_EDGE_AUTH", "") or "bare"
     if edge_auth not in ("bare", "bearer"):
-        raise UsageError(f"FLOWITH_EDGE_AUTH must be bare or bearer, got {edge_auth!r}")
+        # Quoted masked: a token in the wrong variable is a likely mistake.
+        shown = redact(repr(edge_auth), [token, refresh])
+        raise UsageError(f"FLOWITH_EDGE_AUTH must be bare or bearer, got {shown}")
     return Settings(
         transport=args.transport,
         backend=args.backend,
@@ -1294,7 +1300,9 @@ def run_command(
     try:
         settings = resolve_settings(args, os.environ if env is None else env)
     except UsageError as exc:
-        err_stream.write(f"flowith: {exc}\n")
+        given = [getattr(args, name, None) or "" for name in ("token", "refresh_token")]
+        given += [(os.environ if env is None else env).get(name, "") for name in _TOKEN_VARIABLES]
+        err_stream.write(f"flowith: {redact(str(exc), given)}\n")
         return EXIT_USAGE
     except OSError as exc:  # the token file cannot be read
         err_stream.write(f"flowith: {_message(exc)}\n")

@@ -99,6 +99,7 @@ from flowith_proto.errors import (
     redact,
     scrub,
     undecodable_body,
+    url_secrets,
 )
 from flowith_proto.files import download_request, numbered_name, safe_filename, target_inside
 from flowith_proto.generation import Conversation
@@ -620,7 +621,11 @@ class FlowithClientBase(WebAppMethods):
         finally:
             await body.aclose()
         error = error_from_response(
-            status, headers, b"".join(chunks), secrets=self._secrets, endpoint=request.endpoint
+            status,
+            headers,
+            b"".join(chunks),
+            secrets=[*self._secrets, *url_secrets(request.url)],  # a download's signature
+            endpoint=request.endpoint,
         )
         assert error is not None
         raise error

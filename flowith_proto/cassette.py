@@ -77,6 +77,7 @@ from flowith_proto.errors import (
     MIN_SECRET_LENGTH,
     FlowithError,
     mask_secrets,
+    mask_url,
     mask_url_credentials,
 )
 from flowith_proto.request import MultipartForm, Request, json_text
@@ -113,6 +114,10 @@ _LINE_HOLD = 64 * 1024
 #: The most secrets a :class:`Scrubber` holds: a client holds about 100 at most (its
 #: tokens, key and cookies, and the last 32 it let go of: see ``ClientState``).
 MAX_SECRETS = 256
+#: The most credentials of URLs requested a :class:`Scrubber` holds besides.
+MAX_PASSING = 64
+#: Headers whose value is a URL, maybe a relative one, which text does not tell.
+_URL_HEADERS = frozenset({"location", "content-location"})
 
 
 def _cut_start(secret: bytes, data: bytes, longer_than: int) -> int:
@@ -166,37 +171,43 @@ class Scrubber:
 
     # The secrets held, least recently learned first (see learn()).
     _held: dict[str, None] = attrs.field(init=False, factory=dict, repr=False)
+    # The credentials of URLs requested (see learn(passing=True)), likewise.
+    _passing: dict[str, None] = attrs.field(init=False, factory=dict, repr=False)
     # The same, longest first (one inside another is masked whole); () once stale.
     _longest_first: tuple[str, ...] = attrs.field(init=False, factory=tuple, repr=False)
 
     @property
     def secrets(self) -> frozenset[str]:
         """The credentials this scrubber masks wherever they appear."""
-        return frozenset(self._held)
+        return frozenset(self._held).union(self._passing)
 
-    def learn(self, values: Iterable[str]) -> None:
+    def learn(self, values: Iterable[str], *, passing: bool = False) -> None:
         """Remember more credentials (a refresh brings new ones).
 
         The :data:`MAX_SECRETS` learned last are kept: a client learns its current
         ones again at each refresh, and every stream chunk is checked against each
         secret held, so a long recording would otherwise slow down with every
-        token it spent.
+        token it spent. ``passing`` ones, the credentials of a URL requested (a
+        download's signature, which its error answer may quote), are kept apart,
+        the :data:`MAX_PASSING` learned last: a session of many downloads cannot
+        push the client's own out.
         """
-        held = self._held
+        held = self._passing if passing else self._held
         for value in values:
             if len(value) >= MIN_SECRET_LENGTH:
                 if value not in held:
                     self._longest_first = ()
                 held.pop(value, None)  # learned again: the newest
                 held[value] = None
-        while len(held) > MAX_SECRETS:
+        while len(held) > (MAX_PASSING if passing else MAX_SECRETS):
             del held[next(iter(held))]
+            self._longest_first = ()
 
     def _ordered(self) -> tuple[str, ...]:
         """The secrets, longest first; sorted again only when they changed, not for
         every string of every answer."""
-        if not self._longest_first and self._held:
-            self._longest_first = tuple(sorted(self._held, key=len, reverse=True))
+        if not self._longest_first and (self._held or self._passing):
+            self._longest_first = tuple(sorted(self.secrets, key=len, reverse=True))
         return self._longest_first
 
     def text(self, value: str) -> str:
@@ -238,7 +249,7 @@ class Scrubber:
             start = key if key >= 0 else window.rfind(b'"')
             if start >= 0:
                 longest = len(window) - start
-        for secret in self._held:
+        for secret in (*self._held, *self._passing):
             longest = max(longest, _cut_start(secret.encode(), data, longest))
         tail = data[-_JWT_HOLD:]
         run = _LAST_RUN.search(tail)  # it always matches, if only the empty end
@@ -250,10 +261,14 @@ class Scrubber:
         return len(data) - _character_start(data, len(data) - longest)
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
-        return [
-            [name, REDACTED if CREDENTIAL_HEADER.search(name) else self.text(value)]
-            for name, value in headers
-        ]
+        return [[name, self._header(name, value)] for name, value in headers]
+
+    def _header(self, name: str, value: str) -> str:
+        if CREDENTIAL_HEADER.search(name):
+            return REDACTED
+        if name.lower() in _URL_HEADERS:  # a URL whatever its form: "/callback?code=..."
+            value = mask_url(value, REDACTED)
+        return self.text(value)
 
     def chunk(self, data: bytes) -> Any:
         """A stream chunk as stored: its text scrubbed (a chunk is not a whole
@@ -264,12 +279,18 @@ class Scrubber:
         except UnicodeDecodeError:
             return {"base64": base64.b64encode(self.raw(data)).decode("ascii")}
 
-    def body(self, body: bytes | None) -> Any:
+    def body(self, body: bytes | None, *, opaque_unless_json: bool = False) -> Any:
+        """A request's or an answer's body as stored, credentials masked. With
+        ``opaque_unless_json`` (a token grant's answer), one that is no JSON, whose
+        credential fields cannot be told, is stored as ``[REDACTED]`` whole: what a
+        replay needs of it is that it is no JSON."""
         if body is None:
             return None
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
+            if opaque_unless_json:
+                return {"text": REDACTED}
             return {"base64": base64.b64encode(self.raw(body)).decode("ascii")}
         try:
             parsed = json.loads(text)
@@ -283,7 +304,9 @@ class Scrubber:
             if ("\\" in text and self._mask_held(parsed)) or masked:
                 text = json_text(parsed)  # an escaped lone surrogate stays escaped
         except (ValueError, RecursionError):  # not JSON, or nested too deeply
-            pass  # credential-named fields are masked in the text too
+            if opaque_unless_json:
+                return {"text": REDACTED}
+            # Credential-named fields are masked in the text too.
         return {"text": self.text(text)}
 
     def _mask_held(self, value: Any) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from flowith_proto.auth import credential_field
-from flowith_proto.errors import ValidationError, excerpt, mask_url_credentials
+from flowith_proto.errors import ValidationError, excerpt, mask_url
 from flowith_proto.urls import ascii_url
 
 __all__ = [
@@ -100,7 +100,7 @@ def _base_url(name: str) -> Callable[[Any, Any, str], None]:
         if problem is not None:
             raise ValidationError(
                 f"{name} must be an http(s) URL of a host, without a trailing slash: "
-                f"{problem}, got {mask_url_credentials(str(value), '[REDACTED]')!r}",
+                f"{problem}, got {mask_url(str(value))!r}",
                 status_code=None,
             )
 

@@ -16,6 +16,7 @@ import html
 import json
 import re
 import reprlib
+import urllib.parse
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from email.utils import parsedate_to_datetime
@@ -59,6 +60,7 @@ __all__ = [
     "rewrap",
     "scrub",
     "undecodable_body",
+    "url_secrets",
 ]
 
 #: The most of a server's words an error's message quotes (``.body`` keeps them all).
@@ -529,6 +531,30 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 _AUTHORITY_PASSWORD = re.compile(r"([/\\]{2}[^/\\?#\s:@'\"\[\]]*:)([^/\\?#\s'\"@]+)(?=@)")
 
 
+#: The password of a URL's user info after its scheme and fewer than two slashes
+#: (``https:/user:password@host``, which a browser reads as ``https://``); group 2.
+_SCHEME_PASSWORD = re.compile(
+    r"^([A-Za-z][\w+.-]*:[/\\]?[^/\\?#\s:@'\"\[\]]*:)([^/\\?#\s'\"@]+)(?=@)"
+)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials ``url`` carries: its password and the values of its
+    credential-named parameters, as written and percent-decoded. An answer may
+    quote them outside any URL (S3's ``SignatureDoesNotMatch`` spells out the
+    signature and the security token it was sent), where only a secret known
+    beforehand is found."""
+    found: list[str] = []
+    password = _AUTHORITY_PASSWORD.search(url) or _SCHEME_PASSWORD.search(url)
+    if password is not None:
+        found.append(password[2])
+    for parameter in _URL_PARAMETER.finditer(url):
+        if _CREDENTIAL_PARAMETER.search(parameter[1]):
+            found.append(parameter[2])
+    decoded = [urllib.parse.unquote(value) for value in found]
+    return list(dict.fromkeys(found + decoded))
+
+
 def mask_url(url: str, mask: str = _REDACTED) -> str:
     """``url``, known to be one whatever its form (a ``Location`` such as
     ``https:file?X-Amz-Signature=...``, ``//user:password@host/file`` or
@@ -536,6 +562,7 @@ def mask_url(url: str, mask: str = _REDACTED) -> str:
     not take for a URL in text), with its password and credential-named parameters
     replaced by ``mask``."""
     url = _AUTHORITY_PASSWORD.sub(rf"\1{mask}", mask_url_credentials(url, mask))
+    url = _SCHEME_PASSWORD.sub(rf"\1{mask}", url)
     return _mask_parameters(url, mask)
 
 
@@ -883,7 +910,7 @@ def _status_error(
         if not location:  # a 304 to a request that asked for none, a 3xx without a target
             return APIError(f"{answered} without a Location to follow", status_code=status)
         return APIError(
-            f"{answered}: the server redirected to {redact(location, secrets)!r}, "
+            f"{answered}: the server redirected to {redact(mask_url(location), secrets)!r}, "
             "which the client does not follow with your credentials",
             status_code=status,
         )

@@ -15,7 +15,7 @@ from pathlib import PurePath
 from urllib.parse import unquote, urlsplit
 
 from flowith_proto.config import FlowithConfig
-from flowith_proto.errors import ValidationError
+from flowith_proto.errors import ValidationError, mask_url
 from flowith_proto.request import Request
 from flowith_proto.urls import ascii_url
 
@@ -106,7 +106,7 @@ def download_request(config: FlowithConfig, url: str) -> Request:
     headers but never a token."""
     problem = url_problem(url)
     if problem is not None:
-        raise ValidationError(f"cannot download {url!r}: {problem}", status_code=None)
+        raise ValidationError(f"cannot download {mask_url(url)!r}: {problem}", status_code=None)
     headers = (
         ("Accept", "*/*"),
         ("User-Agent", config.user_agent),
@@ -125,4 +125,6 @@ def _ascii_url(url: str) -> str:
     try:
         return ascii_url(url)
     except ValueError as exc:
-        raise ValidationError(f"cannot download {url!r}: {exc}", status_code=None) from None
+        raise ValidationError(
+            f"cannot download {mask_url(url)!r}: {exc}", status_code=None
+        ) from None

@@ -7,11 +7,12 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flowith_proto.cassette import CassetteWriter, Scrubber, redact_jwt, request_record
 from flowith_proto.codings import ContentDecodingError
 from flowith_proto.effects import Operation
-from flowith_proto.errors import ConnectionFailedError
+from flowith_proto.errors import ConnectionFailedError, url_secrets
 from flowith_proto.hub import ByteStream
 from flowith_proto.operation_names import OperationNames
 from flowith_proto.request import Request, Response
@@ -20,6 +21,9 @@ __all__ = ["PARTIAL_SUFFIX", "Recorder"]
 
 #: Added to a cassette's name for the file a recording is written to until it ends.
 PARTIAL_SUFFIX = ".partial"
+
+#: Where GoTrue grants tokens (a refresh's POST): see :meth:`Recorder.response`.
+TOKEN_GRANT_PATH = "/auth/v1/token"
 
 
 class Recorder:
@@ -69,6 +73,8 @@ class Recorder:
             },
         )
         self._sent = 0
+        #: The requests for new tokens whose answers are still to come (see response()).
+        self._grants: set[int] = set()
 
     def learn(self, secrets: Iterable[str]) -> None:
         self.scrubber.learn(secrets)
@@ -83,14 +89,21 @@ class Recorder:
 
     def request(self, request: Request, operation: str) -> int:
         """Record a request the named operation sends ("" for a shared stream)."""
+        self.scrubber.learn(url_secrets(request.url), passing=True)  # its answer may quote them
         self._sent += 1
+        if urlsplit(request.url).path.endswith(TOKEN_GRANT_PATH):
+            self._grants.add(self._sent)
         self._writer.record(
             "request", n=self._sent, op=operation, **request_record(request, self.scrubber)
         )
         return self._sent
 
     def response(self, n: int, response: Response) -> None:
-        body = self.scrubber.body(response.body)  # first: it learns the credentials it holds
+        # First: it learns the credentials it holds. A token grant's answer that is no
+        # JSON may hold new tokens anywhere: kept whole, that it is no JSON.
+        grant = n in self._grants
+        self._grants.discard(n)
+        body = self.scrubber.body(response.body, opaque_unless_json=grant)
         self._writer.record(
             "response",
             n=n,

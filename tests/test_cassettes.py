@@ -1194,6 +1194,61 @@ def test_a_token_an_answer_brings_is_hidden_everywhere_in_that_answer(tmp_path: 
     assert text.count("[REDACTED]") == 3
 
 
+def test_a_relative_location_is_recorded_masked(tmp_path: Path) -> None:
+    # Only a URL with "://" was masked: an OAuth callback's code went in as it was.
+    headers = (("Location", "/auth/callback?code=OAUTHCODEsecret777&state=x"),)
+    text = recorded_response(tmp_path, Response(302, headers, b""))
+    assert "OAUTHCODEsecret777" not in text
+    assert "/auth/callback?code=[REDACTED]&state=x" in text
+
+
+def test_an_answer_quoting_its_urls_credentials_is_recorded_masked(tmp_path: Path) -> None:
+    # S3's SignatureDoesNotMatch spells out the signature and the security token it
+    # was sent, outside any URL: the cassette held them, the request's URL masked.
+    signature, token = "5d1f0c2b9a8e7d6c5b4a3928", "IQoJb3JpZ2luX2VjEXAMPLE"
+    url = f"https://cdn.test/f.png?X-Amz-Security-Token={token}&X-Amz-Signature={signature}"
+    path = tmp_path / "download.jsonl"
+    recorder = new_recorder(path, [])
+    number = recorder.request(Request("GET", url, follow_redirects=True), "download")
+    body = f"<Error><SignatureProvided>{signature}</SignatureProvided>{token}</Error>"
+    recorder.response(number, Response(403, (("content-type", "application/xml"),), body.encode()))
+    recorder.close()
+    text = path.read_text(encoding="utf-8")
+    assert signature not in text
+    assert token not in text
+    assert "<SignatureProvided>[REDACTED]</SignatureProvided>[REDACTED]" in text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"access_token=at-0123456789&refresh_token=NEWRTSECRETrefresh456",
+        b"<html><p>Your new session: NEWRTSECRETrefresh456</p></html>",
+        b"\xff refresh NEWRTSECRETrefresh456",  # no UTF-8 either
+    ],
+)
+def test_a_token_grant_answered_without_json_is_recorded_as_redacted(
+    tmp_path: Path, body: bytes
+) -> None:
+    # Its tokens may be anywhere in it, where no field name tells: the new refresh
+    # token was recorded in clear, though the error refused to quote the answer.
+    path = tmp_path / "refresh.jsonl"
+    recorder = new_recorder(path, [])
+    refresh = Request("POST", "https://sb.test/auth/v1/token?grant_type=refresh_token")
+    number = recorder.request(refresh, "refresh")
+    recorder.response(number, Response(200, (("content-type", "text/html"),), body))
+    other = recorder.request(Request("GET", "https://sb.test/rest/v1/conversation"), "list")
+    recorder.response(other, Response(500, (), b"plain text is kept"))
+    recorder.close()
+    text = path.read_text(encoding="utf-8")
+    assert "NEWRTSECRETrefresh456" not in text
+    responses = [json.loads(line) for line in text.splitlines() if '"response"' in line]
+    assert [r["body"] for r in responses] == [
+        {"text": "[REDACTED]"},
+        {"text": "plain text is kept"},
+    ]
+
+
 def test_only_the_tokens_of_a_token_answer_are_learned(tmp_path: Path) -> None:
     # Every credential-named field's value was learned and masked wherever it appeared
     # later: a replay, which learns nothing from the answers it plays, then saw the

@@ -914,6 +914,25 @@ def test_a_token_put_where_an_argument_goes_is_not_echoed(
         assert "[REDACTED]" in err
 
 
+@pytest.mark.parametrize("swapped", ["token", "refresh"])
+def test_a_token_put_in_flowith_edge_auth_is_not_echoed(
+    swapped: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The variable's check quoted its value whole: a JWT or a refresh token set in the
+    # wrong variable went to the terminal, signature and all.
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJlLXZhbHVl"
+    refresh = "opaque-refresh-0001"
+    monkeypatch.setenv("FLOWITH_TOKEN", token)
+    monkeypatch.setenv("FLOWITH_REFRESH_TOKEN", refresh)
+    monkeypatch.setenv("FLOWITH_EDGE_AUTH", token if swapped == "token" else refresh)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err == "flowith: FLOWITH_EDGE_AUTH must be bare or bearer, got '[REDACTED]'\n"
+    monkeypatch.setenv("FLOWITH_EDGE_AUTH", "bearr")  # a typo is still quoted
+    assert main(["models"]) == 2
+    assert "got 'bearr'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv",
     [

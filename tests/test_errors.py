@@ -15,6 +15,7 @@ import pytest
 
 import flowith_proto
 from flowith_proto.cassette import Scrubber
+from flowith_proto.config import FlowithConfig
 from flowith_proto.errors import (
     APIError,
     AuthenticationError,
@@ -38,7 +39,9 @@ from flowith_proto.errors import (
     redact_chain,
     retry_after_seconds,
     scrub,
+    url_secrets,
 )
+from flowith_proto.files import download_request
 from flowith_proto.request import Response
 
 
@@ -695,6 +698,77 @@ def test_a_redirect_without_a_location_says_so(status: int) -> None:
     assert isinstance(error, APIError)
     assert str(error) == f"HTTP {status} without a Location to follow"
     assert error.status_code == status
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        (
+            "/auth/callback?code=OAUTHCODEsecret777&state=x",
+            "/auth/callback?code=[REDACTED]&state=x",
+        ),
+        (
+            "//user:PWsecret888@127.0.0.1:1/x?access_token=TOKsecret999",
+            "//user:[REDACTED]@127.0.0.1:1/x?access_token=[REDACTED]",
+        ),
+        ("https:/user:PWsecret888@host/x", "https:/user:[REDACTED]@host/x"),
+    ],
+)
+def test_a_redirect_to_a_relative_url_hides_its_credentials(location: str, shown: str) -> None:
+    # Only a Location with "://" was read as a URL: an OAuth callback's code, a
+    # password and a token went into the message as they were.
+    error = error_from_response(302, {"Location": location}, b"", endpoint="GET /user/credit_type")
+    assert str(error) == (
+        f"HTTP 302 from GET /user/credit_type: the server redirected to {shown!r}, "
+        "which the client does not follow with your credentials"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "//cdn.example/f/a.png?X-Amz-Signature=AMZSIGsecret0123456789abcdef",
+        "cdn.example/f/a.png?token=AMZSIGsecret0123456789abcdef",
+        "https://cdn.example/f/my photo.png\udce9?X-Amz-Signature=AMZSIGsecret0123456789abcdef",
+        "ftp://user:AMZSIGsecret0123456789abcdef@cdn.example/f/a.png",
+    ],
+)
+def test_a_download_url_refused_is_quoted_masked(url: str) -> None:
+    # Masked only in the forms text tells for a URL ("scheme://", no space): a
+    # protocol-relative or host-first URL showed its signature.
+    with pytest.raises(ValidationError, match=r"^cannot download ") as refused:
+        download_request(FlowithConfig(), url)
+    assert "AMZSIGsecret" not in str(refused.value)
+    assert "[REDACTED]" in str(refused.value)
+
+
+@pytest.mark.parametrize("option", ["edge_url", "supabase_url"])
+@pytest.mark.parametrize(
+    "url", ["https:/user:BASEPWsecret555@edge.example", "//user:BASEPWsecret555@edge.example"]
+)
+def test_a_base_url_refused_is_quoted_masked(option: str, url: str) -> None:
+    with pytest.raises(ValidationError, match=rf"^{option} must be") as refused:
+        FlowithConfig(**{option: url})
+    assert "BASEPWsecret555" not in str(refused.value)
+
+
+def test_the_credentials_a_url_carries_are_found_as_written_and_decoded() -> None:
+    url = (
+        "https://u:p%40ssword-1@s3.test/b/k.png?X-Amz-Algorithm=AWS4&id=eq.5"
+        "&X-Amz-Signature=abcdef0123456789&X-Amz-Security-Token=IQoJb3JpZ2lu%2Fxyz"
+    )
+    assert url_secrets(url) == [
+        "p%40ssword-1",
+        "abcdef0123456789",
+        "IQoJb3JpZ2lu%2Fxyz",
+        "p@ssword-1",
+        "IQoJb3JpZ2lu/xyz",
+    ]
+    # An answer quoting them outside any URL, as S3's SignatureDoesNotMatch does:
+    quoted = "<SignatureProvided>abcdef0123456789</SignatureProvided> IQoJb3JpZ2lu/xyz"
+    assert redact(quoted, url_secrets(url)) == (
+        "<SignatureProvided>[REDACTED]</SignatureProvided> [REDACTED]"
+    )
 
 
 def test_the_endpoint_named_by_an_error_is_redacted() -> None:

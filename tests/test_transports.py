@@ -31,6 +31,7 @@ from flowith_proto.errors import (
     FlowithError,
     GenerationError,
     NotFoundError,
+    PermissionDeniedError,
     TimeoutError,
 )
 from flowith_proto.fake import (
@@ -1788,3 +1789,30 @@ async def test_a_redirect_to_a_port_past_65535_is_refused_on_every_loop(
     assert str(wrapped_to) not in repr(refused.value.__cause__)
     assert refused.value.request_sent is True
     assert server.paths == ["/a.txt"]
+
+
+async def test_a_download_error_quoting_its_signed_url_hides_the_signature(
+    fake: FakeFlowith, transport: Transport, tmp_path: Path
+) -> None:
+    """S3 answers a signature it refuses with the signature and the security token
+    it was sent, outside any URL: the error, its body and the cassette quoted them."""
+    from tests.canned_server import CannedServer
+
+    signature, token = "5d1f0c2b9a8e7d6c5b4a39281706f5e4", "IQoJb3JpZ2luX2VjEXAMPLEtoken"
+    body = (
+        "<Error><Code>SignatureDoesNotMatch</Code>"
+        f"<SignatureProvided>{signature}</SignatureProvided>"
+        f"<CanonicalRequest>GET /f.png X-Amz-Security-Token={token}</CanonicalRequest></Error>"
+    )
+    cassette = tmp_path / "download.jsonl"
+    headers = [("Content-Type", "application/xml")]
+    async with CannedServer(403, headers, body.encode()) as server:
+        url = f"{server.url}/f.png?X-Amz-Security-Token={token}&X-Amz-Signature={signature}"
+        client = transport.client_class()(fake.token, max_retries=0, record_to=cassette)
+        async with client:
+            with pytest.raises(PermissionDeniedError) as refused:
+                await client.download(url, tmp_path)
+    shown = f"{refused.value} {refused.value.body} {cassette.read_text(encoding='utf-8')}"
+    assert "SignatureDoesNotMatch" in shown
+    assert signature not in shown
+    assert token not in shown
