@@ -412,6 +412,7 @@ class StreamHub:
         except ConnectionFailedError as exc:
             if channel.connection is connection:
                 self._lose(channel, f"connection failed: {exc}", failed=not look)
+                await self._close_broken()  # not held open until the next generation
             return True
         if channel.connection is not connection:
             return True  # lost while this read waited (the client closed, say)
@@ -419,6 +420,7 @@ class StreamHub:
             return False
         if not data:
             self._lose(channel, "closed by the server", failed=not look)
+            await self._close_broken()
             return True
         self._wake(channel.router.feed(data))
         return True

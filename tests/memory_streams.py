@@ -17,6 +17,7 @@ class MemoryStream:
     def __init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[bytes](100)
         self._readers = 0
+        self.closed = False
 
     def push(self, data: bytes) -> None:
         self._send.send_nowait(data)
@@ -41,6 +42,7 @@ class MemoryStream:
             self._readers -= 1
 
     async def aclose(self) -> None:
+        self.closed = True
         self._send.close()
         self._receive.close()
 

@@ -211,3 +211,23 @@ async def test_a_stream_throttled_with_retry_after_waits_that_long(
         await hub.subscribe(node, ["stream"], None)
     assert attempts == [0.0, reconnects_at]
     assert len(streams.opened["stream"]) == 1
+
+
+@pytest.mark.parametrize("how", ["ended", "broken"])
+async def test_a_lost_stream_is_closed_at_once(streams: Streams, how: str) -> None:
+    """A connection the server ended, or that broke, was closed only at the next
+    subscription or at the client's close: an idle client held it meanwhile."""
+    hub = hub_over(streams)
+    await hub.subscribe("node", ["stream"], None)
+    stream = streams.last("stream")
+    if how == "broken":
+
+        async def broken(deadline: float | None) -> bytes | None:
+            raise ConnectionFailedError("reset by peer")
+
+        stream.read = broken  # type: ignore[method-assign]
+    else:
+        stream.end()
+    item = await hub.next_event("node", anyio.current_time() + 1)
+    assert isinstance(item, StreamEnded)
+    assert stream.closed
