@@ -1553,8 +1553,10 @@ class FlowithClientBase(WebAppMethods):
         """Every generation event of the user, unwrapped, heartbeats dropped.
 
         ``timeout`` is a listening window: when it has passed the iteration
-        simply ends, also when the stream had not even opened by then. Without
-        it, it ends when the server closes the stream.
+        simply ends, also when the stream had not even opened by then. Within
+        it, a stream the server ends, or that breaks, is opened again (see
+        :meth:`_listen`). Without it, the iteration ends when the server closes
+        the stream, and a broken one raises :class:`ConnectionFailedError`.
         """
         listening = self._listen("stream", raw=False, timeout=timeout)
         async with contextlib.aclosing(listening):  # so that closing this closes the stream
@@ -1564,7 +1566,8 @@ class FlowithClientBase(WebAppMethods):
     async def stream_user_sse(
         self, *, timeout: float | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """The ``/user_stream/sse`` frames as sent, heartbeats included."""
+        """The ``/user_stream/sse`` frames as sent, heartbeats included; ``timeout``
+        as for :meth:`stream_user_stream`."""
         listening = self._listen("sse", raw=True, timeout=timeout)
         async with contextlib.aclosing(listening):
             async for payload in listening:
@@ -1573,12 +1576,75 @@ class FlowithClientBase(WebAppMethods):
     async def _listen(
         self, channel: str, *, raw: bool, timeout: float | None
     ) -> AsyncGenerator[dict[str, Any], None]:
+        """Listen to ``channel`` until the window ``timeout`` ends.
+
+        Within a window, a connection that ends or breaks is opened again, as an
+        ``EventSource`` does: after the server's ``retry:`` delay, else
+        :data:`LISTENER_RECONNECT` seconds (doubled after each connection that
+        brought no event, up to :data:`LISTENER_RECONNECT_MAX`), with
+        ``Last-Event-ID`` once the server numbered its events. An event cut short
+        by the break is lost, as the spec has it. Refusals and failures to open
+        are raised, as for the first connection.
+        """
         self._check_open()
         check_seconds("timeout", timeout, endless=True)
         deadline = self._window_end(timeout)
-        build = functools.partial(self._live_request, channel)
+        decoder = SSEDecoder()
+        quiet = 0  # connections in a row that brought no event
+        while True:
+            stream = await self._open_listener(channel, deadline, decoder.last_event_id)
+            if stream is None:
+                return  # the window closed while the stream was opening
+            heard = False
+            self._open_bodies.add(stream)
+            try:
+                while True:
+                    if deadline is not None and self._now() >= deadline:
+                        return  # the listening window is over (a slow consumer outlived it)
+                    try:
+                        data = await self._read_body(stream, deadline)
+                    except ConnectionFailedError as exc:
+                        if deadline is None:
+                            raise
+                        log.info("listened /user_stream/%s broke (%s); reopening", channel, exc)
+                        break
+                    if data is None:  # the window closed
+                        self._check_open()  # ended by aclose() rather
+                        return
+                    if not data:  # the server ended the stream
+                        self._check_open()
+                        if deadline is None:
+                            return
+                        log.info("the server ended listened /user_stream/%s; reopening", channel)
+                        break
+                    events = decoder.feed(data)
+                    for error in decoder.take_errors():
+                        log.warning("skipping an oversized event on a listened stream: %s", error)
+                    for payload in listener_payloads(events, raw=raw):
+                        heard = True
+                        yield payload
+            finally:
+                self._open_bodies.discard(stream)
+                await stream.aclose()
+            decoder.close()  # keeps the last event id and the retry delay
+            quiet = 0 if heard else quiet + 1
+            if not await self._reconnect_wait(decoder.retry, quiet, deadline):
+                return
+
+    async def _open_listener(
+        self, channel: str, deadline: float | None, last_event_id: str
+    ) -> ByteStream | None:
+        """A listener's connection, or ``None`` if the window closed while it opened."""
+
+        def build() -> Request:
+            request = self._live_request(channel)
+            if not last_event_id:
+                return request
+            headers = (*request.headers, ("Last-Event-ID", last_event_id))
+            return attrs.evolve(request, headers=headers)
+
         try:
-            stream = await self._open_retried(
+            return await self._open_retried(
                 functools.partial(self._open_live, build, deadline, media_type="text/event-stream"),
                 build(),
                 deadline,
@@ -1587,26 +1653,29 @@ class FlowithClientBase(WebAppMethods):
             if not exc.deadline_passed:  # the stream's own limit: it did not open
                 raise
             self._check_open()
-            return  # the window closed while the stream was opening: nothing was heard
-        self._open_bodies.add(stream)
-        decoder = SSEDecoder()
-        try:
-            while True:
-                if deadline is not None and self._now() >= deadline:
-                    return  # the listening window is over (a slow consumer outlived it)
-                data = await self._read_body(stream, deadline)
-                if not data:  # the window closed (None) or the server ended (b"")
-                    self._check_open()  # ended by aclose() rather
-                    return
-                events = decoder.feed(data)
-                if decoder.dropped:
-                    for error in decoder.take_errors():
-                        log.warning("skipping an oversized event on a listened stream: %s", error)
-                for payload in listener_payloads(events, raw=raw):
-                    yield payload
-        finally:
-            self._open_bodies.discard(stream)
-            await stream.aclose()
+            return None
+
+    async def _reconnect_wait(
+        self, retry_ms: int | None, quiet: int, deadline: float | None
+    ) -> bool:
+        """Wait before a listener opens its stream again; ``False`` if the window
+        ends first."""
+        delay = LISTENER_RECONNECT if retry_ms is None else retry_ms / 1000
+        if quiet > 1:  # the stream keeps ending without a word: back off
+            delay = max(delay, min(LISTENER_RECONNECT_MAX, LISTENER_RECONNECT * 2 ** (quiet - 1)))
+        until = self._now() + delay
+        if deadline is not None and until >= deadline:
+            return False
+        await self._sleep_until(until)
+        self._check_open()
+        return True
+
+
+#: Seconds before a listener opens a stream that ended again, unless the server said
+#: otherwise (``retry:``); doubled after each connection that brought no event, up to
+#: :data:`LISTENER_RECONNECT_MAX`.
+LISTENER_RECONNECT = 1.0
+LISTENER_RECONNECT_MAX = 30.0
 
 
 _Self = TypeVar("_Self", bound=FlowithClientBase)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -719,7 +720,7 @@ async def test_a_listener_reports_an_oversized_event_and_goes_on(
             200, headers={"content-type": "text/event-stream"}, content=body
         )
         async with client(max_retries=0) as flowith:
-            events = [event async for event in flowith.stream_user_stream(timeout=5)]
+            events = [event async for event in flowith.stream_user_stream()]
     assert [event["chunks"] for event in events] == [["after"]]
     assert "skipping an oversized event on a listened stream" in caplog.text
 
@@ -819,3 +820,28 @@ async def test_table_reads_refuse_an_object_and_the_catalogue_a_wrapper() -> Non
             # The edge's own listing may answer one object.
             (cooperator,) = await flowith.get_cooperators(CONV)
     assert (cooperator.user_id, cooperator.role) == (USER, 1)
+
+
+def test_a_listener_whose_stream_keeps_ending_empty_backs_off() -> None:
+    """A stream ended at once, without an event, was reopened every second for the
+    whole window; the delay now doubles after each empty connection (on trio's mock
+    clock: the listener's sleeps take no time)."""
+    import trio
+    import trio.testing
+
+    opened: list[float] = []
+
+    def empty(request: httpx.Request) -> httpx.Response:
+        opened.append(trio.current_time())
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=b"")
+
+    async def listen() -> list[Any]:
+        with respx.mock() as router:
+            router.get(url__startswith=f"{EDGE}/user_stream/").mock(side_effect=empty)
+            async with client(max_retries=0) as flowith:
+                return [event async for event in flowith.stream_user_stream(timeout=40)]
+
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    assert trio.run(listen, clock=clock) == []
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(opened)]
+    assert gaps == [1.0, 2.0, 4.0, 8.0, 16.0]  # the next, 30 s on, would be past the window

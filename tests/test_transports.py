@@ -1816,3 +1816,44 @@ async def test_a_download_error_quoting_its_signed_url_hides_the_signature(
     assert "SignatureDoesNotMatch" in shown
     assert signature not in shown
     assert token not in shown
+
+
+async def test_a_listener_reopens_its_stream_within_its_window(
+    fake: FakeFlowith, transport: Transport
+) -> None:
+    """A listener ended at the first close or break of its stream, whatever was
+    left of its window, and never said Last-Event-ID: what the server sent later
+    was lost. It now reopens as an EventSource does, after the server's retry:."""
+    asked: list[str | None] = []
+
+    def event(text: str, event_id: str) -> bytes:
+        payload = {"data": {"type": "chunks", "nodeId": "n", "chunks": [text]}}
+        return f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive()
+            fields = (line.partition(": ") for line in head.decode("latin-1").split("\r\n"))
+            last = [value for name, _, value in fields if name.lower() == "last-event-id"]
+            asked.append(last[0] if last else None)
+            chunked = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            chunked += b"Transfer-Encoding: chunked\r\n\r\n"
+            if len(asked) == 1:  # ended cleanly
+                body = b"retry: 50\n" + event("one", "ev-1")
+                await stream.send(chunked + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+            elif len(asked) == 2:  # broken: no last chunk
+                body = event("two", "ev-2")
+                await stream.send(chunked + b"%x\r\n%s\r\n" % (len(body), body))
+            else:  # open until the window ends
+                body = event("three", "ev-3")
+                await stream.send(chunked + b"%x\r\n%s\r\n" % (len(body), body))
+                await anyio.sleep(30)
+
+    async with raw_server(serve) as url:
+        client = transport.client_class()(fake.token, edge_url=url, max_retries=0)
+        async with client:
+            heard = [e["chunks"] async for e in client.stream_user_stream(timeout=1.5)]
+    assert heard == [["one"], ["two"], ["three"]]
+    assert asked == [None, "ev-1", "ev-2"]
