@@ -1584,7 +1584,8 @@ class FlowithClientBase(WebAppMethods):
         brought no event, up to :data:`LISTENER_RECONNECT_MAX`), with
         ``Last-Event-ID`` once the server numbered its events. An event cut short
         by the break is lost, as the spec has it. Refusals and failures to open
-        are raised, as for the first connection.
+        are raised, as for the first connection, and so is a body that cannot be
+        decoded, which would come again.
         """
         self._check_open()
         check_seconds("timeout", timeout, endless=True)
@@ -1604,7 +1605,8 @@ class FlowithClientBase(WebAppMethods):
                     try:
                         data = await self._read_body(stream, deadline)
                     except ConnectionFailedError as exc:
-                        if deadline is None:
+                        # An undecodable body (corrupt gzip) would come again: raised.
+                        if deadline is None or isinstance(exc.__cause__, ContentDecodingError):
                             raise
                         log.info("listened /user_stream/%s broke (%s); reopening", channel, exc)
                         break

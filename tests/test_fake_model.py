@@ -941,3 +941,36 @@ def test_a_script_or_knob_misused_is_a_type_error_at_once(misuse: Any, said: str
     was only in the server's log."""
     with pytest.raises(TypeError, match=said):
         misuse(FakeFlowith())
+
+
+@pytest.mark.parametrize(
+    ("write", "complaint"),
+    [
+        (lambda: raw("text"), "raw\\(\\) takes bytes, not str"),  # type: ignore[arg-type]
+        (lambda: pause("1"), "a pause takes a number of seconds, not str"),  # type: ignore[arg-type]
+        (lambda: heartbeat(channel="bogus"), "'channel' must be in"),  # type: ignore[arg-type]
+        (lambda: close_stream(channel="x"), "'channel' must be in"),  # type: ignore[arg-type]
+        (lambda: complete(5), "'result' must be"),  # type: ignore[arg-type]
+        (lambda: row(1, "x"), "'status' must be"),  # type: ignore[arg-type]
+        (lambda: comment(b"x"), "'text' must be"),  # type: ignore[arg-type]
+        (lambda: other_node(None), "'text' must be"),  # type: ignore[arg-type]
+        (lambda: fail(error=3), "'error' must be"),  # type: ignore[arg-type]
+        (lambda: workflow_complete(result=None), "'result' must be"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_step_with_a_wrong_argument_is_refused_when_written(
+    write: Any, complaint: str
+) -> None:
+    # Accepted, raw("text") broke the fake's stream when played (an ERROR log only),
+    # a channel typo did nothing, complete(5) answered '5', row(1, ...) left the
+    # client to time out: the test did not test what it meant to.
+    with pytest.raises((TypeError, ValueError), match=complaint):
+        write()
+
+
+@pytest.mark.parametrize("status", ["500", 99, 600, True, 500.0])
+def test_a_fault_with_a_status_no_server_sends_is_refused(status: Any) -> None:
+    # Served, it dropped the connection: the test saw a connection error (retried,
+    # and passing) instead of the status it meant to inject.
+    with pytest.raises(ValueError, match="status must be an HTTP status from 200 to 599"):
+        FakeFlowith().fail_next(1, status)

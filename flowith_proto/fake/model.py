@@ -653,8 +653,12 @@ class FakeFlowith:
         narrow which requests count; ``body`` (JSON) and ``headers`` (e.g.
         ``[("Retry-After", "1")]``) shape the answer. Faults queue in order.
         """
-        if count < 1:
-            raise ValueError("count must be at least 1")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a whole number of at least 1, got {count!r}")
+        # Checked now: an impossible status breaks the fake's answer, and the test
+        # would see a dropped connection instead of the error it meant to inject.
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+            raise ValueError(f"status must be an HTTP status from 200 to 599, got {status!r}")
         payload = body if body is not None else {"message": f"injected {status}"}
         self._faults.append(
             _Fault(count, method.upper() if method else None, path, status, payload, tuple(headers))

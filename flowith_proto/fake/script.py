@@ -60,13 +60,24 @@ __all__ = [
 #: Which of the user's streams a step acts on: ``/user_stream/stream`` carries
 #: text generation events, ``/user_stream/sse`` the ``workflow_complete`` ones.
 Channel = Literal["stream", "sse"]
+CHANNELS: tuple[Channel, ...] = ("stream", "sse")
+
+# A step with a wrong argument is refused when the script is written: played, it
+# would only break the fake's stream (logged) or do nothing, and the test would
+# not test the fault it meant to.
+_text = attrs.validators.instance_of(str)
+_channel = attrs.validators.in_(CHANNELS)
+
+
+def _text_field(default: Any = attrs.NOTHING) -> Any:
+    return attrs.field(default=default, validator=_text)
 
 
 @attrs.frozen
 class ChunkStep:
     """A ``chunks`` event with one text fragment for the AI node."""
 
-    text: str
+    text: str = _text_field()
 
 
 @attrs.frozen
@@ -74,47 +85,49 @@ class CompleteStep:
     """The ``complete`` event; the row becomes ``done`` with the result."""
 
     #: ``None``: the concatenation of the node's chunks so far.
-    result: str | None = None
-    reasoning: str = ""
+    result: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_text)
+    )
+    reasoning: str = _text_field("")
 
 
 @attrs.frozen
 class FailStep:
     """A ``status`` event reporting a failure; the row becomes failed too."""
 
-    error: str = "the model provider returned an error"
-    error_type: str = "provider_error"
-    status: str = "failed"
+    error: str = _text_field("the model provider returned an error")
+    error_type: str = _text_field("provider_error")
+    status: str = _text_field("failed")
 
 
 @attrs.frozen
 class OtherNodeStep:
     """A ``chunks`` event for a node of someone else's generation."""
 
-    text: str
+    text: str = _text_field()
 
 
 @attrs.frozen
 class HeartbeatStep:
     """A ``{"heartbeat": <ms>}`` frame at this point of the timeline."""
 
-    channel: Channel = "stream"
+    channel: Channel = attrs.field(default="stream", validator=_channel)
 
 
 @attrs.frozen
 class CommentStep:
     """An SSE comment line (``: text``), which decoders must skip."""
 
-    text: str
-    channel: Channel = "stream"
+    text: str = _text_field()
+    channel: Channel = attrs.field(default="stream", validator=_channel)
 
 
 @attrs.frozen
 class RawStep:
     """Exact bytes on the wire, for odd framing."""
 
-    data: bytes
-    channel: Channel = "stream"
+    data: bytes = attrs.field(validator=attrs.validators.instance_of(bytes))
+    channel: Channel = attrs.field(default="stream", validator=_channel)
 
 
 @attrs.frozen
@@ -125,6 +138,8 @@ class PauseStep:
 
     @seconds.validator
     def _non_negative(self, _attribute: object, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"a pause takes a number of seconds, not {type(value).__name__}")
         if not value >= 0:
             raise ValueError(f"a pause must be >= 0 seconds, got {value!r}")
 
@@ -133,29 +148,29 @@ class PauseStep:
 class CloseStep:
     """The server ends the stream cleanly (the chunked body's last chunk)."""
 
-    channel: Channel = "stream"
+    channel: Channel = attrs.field(default="stream", validator=_channel)
 
 
 @attrs.frozen
 class DropStep:
     """The connection breaks: the socket closes without ending the body."""
 
-    channel: Channel = "stream"
+    channel: Channel = attrs.field(default="stream", validator=_channel)
 
 
 @attrs.frozen
 class HangStep:
     """The server goes silent (no heartbeats either) but keeps the socket open."""
 
-    channel: Channel = "stream"
+    channel: Channel = attrs.field(default="stream", validator=_channel)
 
 
 @attrs.frozen
 class RowStep:
     """The AI node's row changes, with no event on any stream."""
 
-    status: str
-    value: str
+    status: str = _text_field()
+    value: str = _text_field()
     data: Mapping[str, Any] = attrs.field(factory=dict)
 
 
@@ -165,12 +180,14 @@ class WorkflowStep:
     4.3); the row becomes ``done`` with the result, or failed. ``task_type``
     ``None`` is the generation's kind (``"image"`` for a text turn)."""
 
-    result: str = ""
-    status: str = "completed"
-    task_type: str | None = None
-    error: str = ""
-    error_type: str = ""
-    is_paid: bool = False
+    result: str = _text_field("")
+    status: str = _text_field("completed")
+    task_type: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_text)
+    )
+    error: str = _text_field("")
+    error_type: str = _text_field("")
+    is_paid: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 STEP_TYPES = (
@@ -277,6 +294,8 @@ def comment(text: str, *, channel: Channel = "stream") -> CommentStep:
 
 
 def raw(data: bytes, *, channel: Channel = "stream") -> RawStep:
+    if not isinstance(data, bytes):
+        raise TypeError(f"raw() takes bytes, not {type(data).__name__}")
     return RawStep(data, channel)
 
 
