@@ -176,6 +176,9 @@ class _Flight:
     previous: _Flight | None = None
     #: The caller that started it still waits for it, and raises its failure itself.
     caller_waiting: bool = False
+    #: It renews the client's own refresh token (not one passed to a call): its
+    #: failure is that of every call waiting for it.
+    own: bool = True
     error: FlowithError | None = None
     session: AuthSession | None = None
 
@@ -912,9 +915,9 @@ class FlowithClientBase(WebAppMethods):
             if self._state.credentials.access_token != seen_token:
                 return
             await self._landed(flight, deadline)  # a refresh under way renews this token too
-            if flight.error is not None and (
-                flight.refresh_token == self._state.credentials.refresh_token
-            ):
+            # (Its own flag, not the token held now: a failed answer may have brought a
+            # new refresh token, and every waiter would then refresh again, one by one.)
+            if flight.error is not None and flight.own:
                 raise _fresh(flight.error)
         if self._state.credentials.access_token != seen_token:
             return
@@ -929,11 +932,16 @@ class FlowithClientBase(WebAppMethods):
         return None if timeout is None else self._now() + timeout
 
     async def _refreshes_settled(self) -> None:
-        # Until its outcome is known (its tokens adopted, or its failure), not until
-        # on_token_refresh returns: a logout called from that callback would wait for
-        # itself.
+        """Wait until every refresh under way has its outcome (its tokens adopted, or
+        its failure) and has handed its tokens to ``on_token_refresh``, so that no
+        callback stores tokens after a logout returned. From that callback, only
+        for the outcome: its own end, and the next refresh's hand-on, which waits for
+        it, would never come."""
         while (flight := self._refreshing) is not None:
             await flight.done.wait(None)
+        if not _HANDING_ON_TOKENS.get():
+            for flight in list(self._flying):
+                await flight.finished.wait(None)
 
     async def _landed(self, flight: _Flight, deadline: float | None) -> None:
         """Wait for ``flight``'s outcome, no later than ``deadline``."""
@@ -972,14 +980,21 @@ class FlowithClientBase(WebAppMethods):
                 break
         else:
             flight = self._refreshing = _Flight(
-                self._new_signal(), self._new_signal(), refresh_token, self._last_flight
+                self._new_signal(),
+                self._new_signal(),
+                refresh_token,
+                self._last_flight,
+                own=refresh_token == self._state.credentials.refresh_token,
             )
             self._last_flight = flight
             self._flying.add(flight)
             work = functools.partial(self._refresh_tokens, flight, timeout)
             flight.caller_waiting = True
             try:
-                if deadline is None:
+                # From on_token_refresh (a call of it that found the token expired), the
+                # new tokens are handed on only after that callback returns: waiting for
+                # that here would wait for ever. This call goes on once they are adopted.
+                if deadline is None and not _HANDING_ON_TOKENS.get():
                     await self._shielded(work, hold=False)
                 else:  # whichever ends first: the refresh, or this caller's wait for it
                     await self._race(
@@ -1137,8 +1152,10 @@ class FlowithClientBase(WebAppMethods):
             # to adopt and hand on: the server spent the old token. (A closer
             # cancelled meanwhile closes at once: the finally clause.)
             until = self._now() + self.timeout
+            # From on_token_refresh, the refreshes' outcomes only (see _refreshes_settled).
+            handing_on = _HANDING_ON_TOKENS.get()
             for flight in list(self._flying):
-                if not await flight.finished.wait(until):
+                if not await (flight.done if handing_on else flight.finished).wait(until):
                     log.warning(
                         "closing the client with a token refresh still in progress after "
                         "%g s: the server may have spent the refresh token, and the new "

@@ -866,7 +866,15 @@ def _says_expired(status: int, decoded: Any) -> bool:
         )
     else:
         message = str(decoded)
-    return status in (401, 403) and "expired" in message.lower()
+    return status in (401, 403) and _TOKEN_EXPIRED.search(message) is not None
+
+
+#: What an expired access token's refusal says ("JWT expired", "token is expired",
+#: "token has invalid claims: token is expired", "expired token"): "expired" alone
+#: ("your subscription has expired") would spend a refresh token for nothing.
+_TOKEN_EXPIRED = re.compile(
+    r"\b(?:jwt|token)\b.*\bexpired\b|\bexpired\b.*\b(?:jwt|token)\b", re.IGNORECASE | re.DOTALL
+)
 
 
 def error_from_response(

@@ -106,7 +106,8 @@ def download_request(config: FlowithConfig, url: str) -> Request:
     headers but never a token."""
     problem = url_problem(url)
     if problem is not None:
-        raise ValidationError(f"cannot download {mask_url(url)!r}: {problem}", status_code=None)
+        shown = mask_url(url) if isinstance(url, str) else url
+        raise ValidationError(f"cannot download {shown!r}: {problem}", status_code=None)
     headers = (
         ("Accept", "*/*"),
         ("User-Agent", config.user_agent),

@@ -435,6 +435,13 @@ def test_redact_ignores_short_and_empty_secrets() -> None:
         (401, b'{"error_code": "bad_jwt", "msg": "token has invalid claims"}', False),
         (403, b'{"message": "permission denied"}', False),
         (200, b'{"message": "JWT expired"}', False),
+        (401, b'{"msg": "invalid JWT: token has invalid claims: token is expired"}', True),
+        (401, b'{"error": "Token expired"}', True),
+        (401, b"expired token", True),
+        # "expired" of something else: a refresh would not cure it either.
+        (403, b'{"message": "Your subscription has expired"}', False),
+        (401, b'{"message": "trial expired, upgrade to continue"}', False),
+        (401, b'{"message": "the share link expired; tokens: 3 left"}', False),
     ],
 )
 def test_is_token_expired(status: int, body: bytes, expired: bool) -> None:

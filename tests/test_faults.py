@@ -2589,3 +2589,81 @@ async def test_a_redirect_httpx_cannot_send_a_cookie_on_is_a_connection_failure(
                     await client.download(f"{server.url}/a.png", tmp_path)
             else:
                 assert (await client.download(f"{server.url}/a.png", tmp_path)).name == "a.png"
+
+
+async def test_a_logout_waits_for_on_token_refresh_under_way(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """logout() waited for the refresh's tokens to be adopted, not for its callback:
+    an app that forgot its stored tokens once logout() returned had them written
+    back by the callback a moment later."""
+    fake.expire_token(fake.token)
+    stored: dict[str, str] = {}
+    saving = anyio.Event()
+
+    async def save(access: str, refresh: str) -> None:
+        saving.set()
+        await anyio.sleep(0.3)
+        stored["refresh_token"] = refresh
+
+    client = make_client(refresh_token=fake.refresh_token, on_token_refresh=save)
+    async with client, anyio.create_task_group() as group:
+        group.start_soon(client.get_credits)
+        with anyio.fail_after(10):
+            await saving.wait()
+            await client.logout()
+        assert stored  # handed on before logout() returned...
+        stored.clear()  # ...so that what the app does now is the last word
+    assert stored == {}
+
+
+async def test_a_refresh_needed_by_on_token_refresh_itself_does_not_wait_for_it(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A call from the callback that needed a refresh waited for that refresh's
+    tokens to be handed on, which waits for the callback: it hung for ever, and the
+    token the server had just issued never reached the callback."""
+    handed: list[str] = []
+
+    async def save(access: str, refresh: str) -> None:
+        handed.append(refresh)
+        if len(handed) == 1:
+            await client.refresh_access_token()  # a call that needs one, as a skewed clock's
+
+    client = make_client(refresh_token=fake.refresh_token, on_token_refresh=save)
+    async with client:
+        with anyio.fail_after(10):
+            await client.refresh_access_token()
+    assert len(handed) == 2
+    assert handed[-1] == client.get_refresh_token() != handed[0]
+
+
+async def test_an_aclose_from_on_token_refresh_closes_at_once(
+    fake: FakeFlowith, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It waited for its own refresh's callback, itself: the whole timeout (30 s), then
+    warned that the tokens may never reach on_token_refresh, as they were doing."""
+    fake.expire_token(fake.token)
+
+    async def save_and_quit(access: str, refresh: str) -> None:
+        await client.aclose()
+
+    client = make_client(refresh_token=fake.refresh_token, on_token_refresh=save_and_quit)
+    client.timeout = 30
+    with anyio.fail_after(10):
+        with contextlib.suppress(FlowithError):
+            await client.get_credits()
+        await client.aclose()
+    assert "still in progress" not in caplog.text
+
+
+async def test_a_refusal_saying_expired_of_something_else_spends_no_refresh_token(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    # Any 401 or 403 with "expired" in its message was taken for an expired token.
+    body = {"message": "Your subscription has expired"}
+    fake.fail_next(1, 403, path="/user/credits", body=body)
+    async with make_client(refresh_token=fake.refresh_token) as client:
+        with pytest.raises(PermissionDeniedError, match="subscription has expired"):
+            await client.get_credits()
+    assert fake.requests_to("POST", "/auth/v1/token") == []

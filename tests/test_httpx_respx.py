@@ -845,3 +845,41 @@ def test_a_listener_whose_stream_keeps_ending_empty_backs_off() -> None:
     assert trio.run(listen, clock=clock) == []
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(opened)]
     assert gaps == [1.0, 2.0, 4.0, 8.0, 16.0]  # the next, 30 s on, would be past the window
+
+
+def test_a_failed_refresh_that_brought_a_new_refresh_token_fails_every_waiter() -> None:
+    """A 200 refresh answer with a new refresh token but no access token: the new token
+    is kept, and each of the 50 calls waiting for that refresh saw that the token held
+    was no longer the one it had renewed, took the failure for another's, and
+    refreshed again: 50 refreshes, one after the other (on trio's mock clock)."""
+    import trio
+    import trio.testing
+
+    posts: list[float] = []
+
+    async def token_answer(request: httpx.Request) -> httpx.Response:
+        posts.append(trio.current_time())
+        await trio.sleep(0.1)  # the 401s of all the calls come meanwhile
+        return httpx.Response(200, json={"refresh_token": f"rt-new-{len(posts):04}-abcdefgh"})
+
+    outcomes: list[str] = []
+
+    async def calls() -> None:
+        with respx.mock() as router:
+            router.get(f"{EDGE}/user/credits").respond(401, json={"message": "jwt expired"})
+            router.post(url__startswith=f"{SB}/auth/v1/token").mock(side_effect=token_answer)
+            async with client(refresh_token="rt-0001-abcdefgh", max_retries=0) as flowith:
+
+                async def one() -> None:
+                    try:
+                        await flowith.get_credits()
+                    except FlowithError as error:
+                        outcomes.append(type(error).__name__)
+
+                async with trio.open_nursery() as nursery:
+                    for _ in range(50):
+                        nursery.start_soon(one)
+
+    trio.run(calls, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert len(outcomes) == 50
+    assert len(posts) == 1
