@@ -36,6 +36,7 @@ credential is ever printed.
 from __future__ import annotations
 
 import argparse
+import codecs
 import io
 import logging
 import os
@@ -57,6 +58,9 @@ from flowith_httpx.cli_commands import (
     build_parser,
     check_choices,
     client_class,
+    error_line,
+    exit_code,
+    leaf_error,
     reader_gone,
     run_command,
     run_until_interrupted,
@@ -269,17 +273,46 @@ def _without_cassette_verb(argv: list[str], verb: str, cassette: str) -> list[st
     return argv
 
 
+class _Discarded(io.TextIOBase):
+    """Where the lines for a closed stderr go: nowhere, as to ``/dev/null``."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def _escaped(error: UnicodeError) -> tuple[str | bytes, int]:
+    """An encoding error handler: a surrogate escape (a byte of the command line that
+    was no text) as that byte, any other character as a backslash escape."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    if "\udc80" <= error.object[error.start] <= "\udcff":
+        return bytes([ord(error.object[error.start]) - 0xDC00]), error.start + 1
+    return codecs.backslashreplace_errors(
+        UnicodeEncodeError(
+            error.encoding, error.object, error.start, error.start + 1, error.reason
+        )
+    )
+
+
+_ESCAPED = "flowith-escaped"
+codecs.register_error(_ESCAPED, _escaped)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowith`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if sys.stdout is None:  # started with stdout closed (flowith ... >&-)
         print("flowith: standard output is closed", file=sys.stderr or sys.__stderr__)
         return EXIT_LOCAL
+    if sys.stderr is None:  # started with stderr closed (2>&-): its lines go nowhere
+        sys.stderr = _Discarded()
     for stream in (sys.stdout, sys.stderr):
         # A character the terminal's encoding lacks (PYTHONIOENCODING=ascii, a legacy
-        # console) is written escaped, not a UnicodeEncodeError ending the run.
-        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
-            stream.reconfigure(errors="backslashreplace")
+        # console, the C locale without UTF-8 mode) is written escaped, not a
+        # UnicodeEncodeError ending the run; bytes of the command line that were
+        # not text (surrogate escapes) still go out as they came.
+        if isinstance(stream, io.TextIOWrapper) and stream.errors in ("strict", "surrogateescape"):
+            stream.reconfigure(errors=_ESCAPED)
     try:
         args = _parser().parse_args(argv)
         if args.command in ("record", "replay"):
@@ -320,11 +353,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("flowith: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
-        except BrokenPipeError:
-            return reader_gone(sys.stdout)
-        except OSError as exc:  # the output cannot be written (a full disk), as other commands
-            print(f"flowith: {exc}", file=sys.stderr)
-            return EXIT_LOCAL
+        except Exception as exc:  # one line, as other commands (a task group's: its error)
+            error = leaf_error(exc)
+            if isinstance(error, BrokenPipeError):
+                return reader_gone(sys.stdout)
+            code = exit_code(error)  # the output cannot be written (a full disk), say
+            if code is None:
+                raise
+            print(f"flowith: {error_line(error)}", file=sys.stderr)
+            return code
         return 0
     if args.command == "fake":
         try:

@@ -68,7 +68,9 @@ __all__ = [
     "add_commands",
     "build_parser",
     "client_class",
+    "error_line",
     "exit_code",
+    "leaf_error",
     "run_command",
     "write_tokens",
 ]
@@ -1182,13 +1184,13 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def _leaf(error: BaseException) -> BaseException:
+def leaf_error(error: BaseException) -> BaseException:
     """The error inside (nested) exception groups from task groups: the first
     library error if there is one, else the first error."""
     inner = getattr(error, "exceptions", None)
     if not isinstance(inner, tuple) or not inner:
         return error
-    leaves = [_leaf(e) for e in inner]
+    leaves = [leaf_error(e) for e in inner]
     return next((e for e in leaves if isinstance(e, FlowithError)), leaves[0])
 
 
@@ -1213,7 +1215,7 @@ def exit_code(error: BaseException) -> int | None:
     return None
 
 
-def _message(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
     text = _printable(str(error))
     if isinstance(error, builtins.TimeoutError) and not text:
         text = "timed out"
@@ -1261,6 +1263,12 @@ def run_until_interrupted(function: Callable[..., Awaitable[T]], *args: object, 
             return anyio.run(function, *args, backend=backend)
         except asyncio.CancelledError:
             raise KeyboardInterrupt from None
+        except BaseException as exc:
+            # trio raises Ctrl-C in whichever task runs: inside a task group, it comes
+            # out wrapped in an exception group (with the others' cancellations).
+            if _holds_interrupt(exc):
+                raise KeyboardInterrupt from None
+            raise
     except KeyboardInterrupt:
         if terminated:
             raise Terminated from None
@@ -1270,6 +1278,14 @@ def run_until_interrupted(function: Callable[..., Awaitable[T]], *args: object, 
             signal.signal(signal.SIGTERM, previous)
         if ignored:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _holds_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is an exception group (nested or not) holding a Ctrl-C."""
+    inner = getattr(error, "exceptions", None)
+    if not isinstance(inner, tuple):
+        return False
+    return any(isinstance(e, KeyboardInterrupt) or _holds_interrupt(e) for e in inner)
 
 
 def _main_thread() -> bool:
@@ -1305,7 +1321,7 @@ def run_command(
         err_stream.write(f"flowith: {redact(str(exc), given)}\n")
         return EXIT_USAGE
     except OSError as exc:  # the token file cannot be read
-        err_stream.write(f"flowith: {_message(exc)}\n")
+        err_stream.write(f"flowith: {error_line(exc)}\n")
         return EXIT_LOCAL
     tokens = Tokens(settings.token, settings.refresh_token, settings.save_tokens, err_stream)
     out = Output(out_stream, err_stream, lambda: tokens.secrets)
@@ -1321,11 +1337,11 @@ def run_command(
         out.note("flowith: interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:
-        error = _leaf(exc)
+        error = leaf_error(exc)
         if isinstance(error, BrokenPipeError):
             return reader_gone(out_stream)
         code = exit_code(error)
         if code is None:
             raise
-        out.note(f"flowith: {_message(error)}")
+        out.note(f"flowith: {error_line(error)}")
         return code

@@ -131,13 +131,33 @@ async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         for each in scopes:
             each.cancel()
 
-    async with anyio.create_task_group() as group:
-        for job, scope in zip(jobs, scopes, strict=True):
-            group.start_soon(run, job, scope)
+    try:
+        async with anyio.create_task_group() as group:
+            for job, scope in zip(jobs, scopes, strict=True):
+                group.start_soon(run, job, scope)
+    except BaseException as exc:
+        # trio raises Ctrl-C in whichever task runs, a job's too: its task group
+        # wraps it in an exception group, which the caller's `except
+        # KeyboardInterrupt` would miss.
+        interrupt = _interrupt_in(exc)
+        if interrupt is None:
+            raise
+        raise interrupt from None
     value, error = outcomes[0]
     if error is not None:
         raise error
     return value  # type: ignore[return-value]  # set whenever error is None
+
+
+def _interrupt_in(error: BaseException) -> BaseException | None:
+    """The ``KeyboardInterrupt`` or ``SystemExit`` in an exception group, if any."""
+    for inner in getattr(error, "exceptions", None) or ():
+        if isinstance(inner, (KeyboardInterrupt, SystemExit)):
+            return inner
+        found = _interrupt_in(inner)
+        if found is not None:
+            return found
+    return None
 
 
 @contextlib.contextmanager

@@ -323,3 +323,66 @@ def test_a_failure_of_the_fake_command_is_shown_on_stderr(
     err = capsys.readouterr().err
     assert "flowith fake: the fake Flowith failed on b'/models'" in err
     assert "RuntimeError: a bug in the model" in err
+
+
+def test_ctrl_c_in_a_task_of_a_task_group_on_trio_is_an_interruption(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """trio raises Ctrl-C in whichever task runs; in a task group's it came out in an
+    exception group: `flowith image` or `doctor` on trio printed a long traceback and
+    exited 1, where asyncio's said one line and 130."""
+
+    async def interrupted_in_a_task(*args: object) -> None:
+        async def task() -> None:
+            raise KeyboardInterrupt
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(task)
+            await anyio.sleep(10)
+
+    monkeypatch.setattr("flowith_httpx.cli.run_demo", interrupted_in_a_task)
+    assert main(["demo", "--backend", "trio"]) == 130
+    assert capsys.readouterr().err == "flowith: interrupted\n"
+
+
+def test_a_library_error_inside_a_task_group_ends_the_demo_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a bare OSError was one line: one in an exception group (too many open
+    files), or any library error, went out as a traceback."""
+    from flowith_proto.errors import APIError
+
+    async def failing(*args: object) -> None:
+        async def task() -> None:
+            raise APIError("HTTP 500 from GET /user/credits: down", 500)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(task)
+            await anyio.sleep(10)
+
+    monkeypatch.setattr("flowith_httpx.cli.run_demo", failing)
+    assert main(["demo"]) == 4
+    assert capsys.readouterr().err == "flowith: HTTP 500 from GET /user/credits: down\n"
+
+
+def test_the_demo_runs_in_the_c_locale_without_utf8_mode() -> None:
+    """stdout is then ASCII with surrogateescape errors, which only strict errors were
+    switched from: the first em dash ended the demo with a UnicodeEncodeError."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LANG")}
+    environment.update(LC_ALL="C", PYTHONUTF8="0")
+    demo = subprocess.run(
+        [sys.executable, "-m", "flowith_httpx", "demo"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=environment,
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert b"\\u2014" in demo.stdout  # the em dash, escaped
+
+
+def test_the_escaping_keeps_the_bytes_of_the_command_line() -> None:
+    from flowith_httpx.cli import _ESCAPED
+
+    text = "caf\udce9 \u2014 ok"  # a Latin-1 argument read in the C locale, and a dash
+    assert text.encode("ascii", _ESCAPED) == b"caf\xe9 \\u2014 ok"

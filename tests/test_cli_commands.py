@@ -288,6 +288,15 @@ def test_chat_streams_the_answer(cli: CLI) -> None:
     assert "continue it with --conv" in done.err
 
 
+def test_chat_with_stderr_closed_still_succeeds(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `flowith chat hello 2>&-` printed the answer, then exited 1: its note of the
+    # conversation id went to a sys.stderr of None, an AttributeError.
+    monkeypatch.setattr(sys, "stderr", None)
+    done = cli("chat", "hello")
+    assert done.code == 0
+    assert done.out.strip()
+
+
 def test_chat_json_lines_end_with_the_result(cli: CLI) -> None:
     done = cli("--json", "chat", "count to three")
     assert done.code == 0, done.err

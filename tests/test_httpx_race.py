@@ -86,3 +86,22 @@ async def test_a_cancellation_of_the_caller_as_the_race_ends_is_never_lost(
 
     with anyio.fail_after(5):
         assert await asyncio.ensure_future(caller()) == "cancelled"
+
+
+def test_ctrl_c_in_a_job_on_trio_is_a_keyboard_interrupt() -> None:
+    """trio raises Ctrl-C in whichever task runs, a job's too: the race's task group
+    wrapped it, and an `except KeyboardInterrupt` around generate_image() missed it."""
+    import trio
+
+    async def interrupted() -> str:
+        raise KeyboardInterrupt
+
+    async def slow() -> str:
+        await anyio.sleep(10)
+        return "slow"
+
+    async def racing() -> str:
+        return await race([interrupted, slow])
+
+    with pytest.raises(KeyboardInterrupt):
+        trio.run(racing)
