@@ -30,6 +30,7 @@ __all__ = [
     "require_option",
     "require_path",
     "require_prompt",
+    "require_setting",
     "require_text",
     "require_urls",
 ]
@@ -52,6 +53,15 @@ def require_option(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise _refuse(name, "a str", value)
     return value
+
+
+def require_setting(value: object, name: str) -> str:
+    """:func:`require_option`, not empty: an empty ratio or size is refused by the
+    server, after the turn's conversation and rows were made."""
+    text = require_option(value, name)
+    if not text.strip():
+        raise _refuse(name, "a non-empty str", value)
+    return text
 
 
 def require_flag(value: object, name: str) -> bool:

@@ -21,9 +21,14 @@ from flowith_proto.urls import ascii_url
 
 __all__ = ["download_request", "numbered_name", "safe_filename", "target_inside"]
 
-_MAX_NAME = 200
+#: The longest name kept, in UTF-8 bytes: file systems allow 255, and the download's
+#: temporary name (``.{name}.{12 hex}.part``) and a number (``-2``) add to it.
+_MAX_NAME_BYTES = 200
 # Anything that could separate, hide or disturb a path component on some OS.
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+#: Unicode's controls, formats (a right-to-left override shows "invoice\u202egnp.exe"
+#: as "invoiceexe.png"), line and paragraph separators and lone surrogates.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 #: The device names Windows reserves, whatever follows a dot: COM and LPT take the
 #: superscript digits too, and the console has two more (Microsoft's naming rules).
 _WINDOWS_RESERVED = re.compile(
@@ -36,16 +41,27 @@ def _clean(name: str) -> str:
     name = unicodedata.normalize("NFC", name)
     # Keep only the last component whichever separator the name uses.
     name = re.split(r"[/\\]", name)[-1]
-    name = _UNSAFE.sub("_", name).strip().strip(".")
+    name = _UNSAFE.sub("_", name)
+    if not name.isascii():
+        name = "".join(
+            "_" if unicodedata.category(char) in _HIDDEN_CATEGORIES else char for char in name
+        )
+    name = name.strip().strip(".")
     if _WINDOWS_RESERVED.match(name):
         name = "_" + name
-    if len(name) > _MAX_NAME:
+    if len(name.encode()) > _MAX_NAME_BYTES:
         stem, dot, suffix = name.rpartition(".")
         if dot and 0 < len(suffix) <= 16:
-            name = stem[: _MAX_NAME - len(suffix) - 1] + "." + suffix
+            name = _cut(stem, _MAX_NAME_BYTES - len(suffix.encode()) - 1) + "." + suffix
         else:
-            name = name[:_MAX_NAME]
+            name = _cut(name, _MAX_NAME_BYTES)
     return name
+
+
+def _cut(text: str, size: int) -> str:
+    """The longest start of ``text`` of at most ``size`` bytes in UTF-8, whole
+    characters only."""
+    return text.encode()[:size].decode("utf-8", "ignore")
 
 
 def safe_filename(url: str, filename: str | None, default: str) -> str:

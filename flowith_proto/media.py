@@ -27,6 +27,7 @@ from flowith_proto.arguments import (
     require_messages,
     require_option,
     require_prompt,
+    require_setting,
 )
 from flowith_proto.calls import call
 from flowith_proto.config import check_seconds
@@ -41,7 +42,13 @@ from flowith_proto.effects import (
     Subscribe,
 )
 from flowith_proto.endpoints import Position
-from flowith_proto.errors import ResponseDecodeError, TimeoutError, ValidationError, rewrap
+from flowith_proto.errors import (
+    ResponseDecodeError,
+    TimeoutError,
+    ValidationError,
+    mask_url,
+    rewrap,
+)
 from flowith_proto.events import Chunks, Complete, NodeFailed, WorkflowComplete, node_data
 from flowith_proto.files import url_problem
 from flowith_proto.generation import (
@@ -110,13 +117,18 @@ def _checked_url(result: str, node_id: str, kind: str) -> str:
     (defect D4 returned "Request blocked by content policy" as the image's URL),
     so it is raised as such, and a job done without one failed too (it would
     pass for a success with nothing to show or save)."""
+    result = result.strip()
     if not result:
         raise failure(node_id, "completed", f"the job ended without its {kind}'s URL", "")
-    if result.startswith(("http://", "https://")):
-        problem = url_problem(result)
+    if result.startswith(("http://", "https://", "/")):
+        # A URL the client cannot fetch (no host, relative: no base is known to
+        # resolve it against) is the job's result all the same, not a failure's text.
+        problem = url_problem(result) if result[0] != "/" else "it is relative"
         if problem is None:
             return result
-        raise failure(node_id, "failed", f"the result {result!r} is no usable URL: {problem}", "")
+        raise failure(
+            node_id, "completed", f"the result {result!r} is no usable URL: {problem}", ""
+        )
     kind = "provider_error" if "provider_error" in result else ""
     raise failure(node_id, "failed", result, kind)
 
@@ -238,9 +250,10 @@ def generate_image(
     """Generate an image from ``prompt`` in ``conversation`` (created if needed)."""
     check_seconds("timeout", timeout, endless=True)
     require_prompt(prompt)
-    chosen = require_option(model, "model") if model is not None else DEFAULT_IMAGE_MODEL
-    ratio = require_option(aspect_ratio, "aspect_ratio")
-    image_size = require_option(image_size, "image_size")
+    # An empty model is the default, as for text.
+    chosen = (require_option(model, "model") if model is not None else "") or DEFAULT_IMAGE_MODEL
+    ratio = require_setting(aspect_ratio, "aspect_ratio")
+    image_size = require_setting(image_size, "image_size")
     agent = require_flag(agent, "agent")
     with one_turn(conversation):
         started: float = yield Now()
@@ -316,11 +329,15 @@ def generate_video(
     ``image_url``); the server creates the video's node itself and may pick
     its id, which the operation then follows."""
     check_seconds("timeout", timeout, endless=True)
-    chosen = require_option(model, "model") if model is not None else DEFAULT_VIDEO_MODEL
+    chosen = (require_option(model, "model") if model is not None else "") or DEFAULT_VIDEO_MODEL
     image_url = require_option(image_url, "image_url")
+    if image_url and (problem := url_problem(image_url)) is not None:
+        raise ValidationError(
+            f"image_url {mask_url(image_url)!r} is no http(s) URL: {problem}", status_code=None
+        )
     require_prompt(prompt, "an image_url", given=bool(image_url))
-    ratio = require_option(aspect_ratio, "aspect_ratio")
-    resolution = require_option(resolution, "resolution")
+    ratio = require_setting(aspect_ratio, "aspect_ratio")
+    resolution = require_setting(resolution, "resolution")
     audio = require_flag(audio, "audio")
     with one_turn(conversation):
         started: float = yield Now()

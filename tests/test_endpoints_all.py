@@ -330,6 +330,11 @@ def test_upload_form_refuses_bad_arguments(changes: dict[str, object], message: 
         (None, ".env", None, None, (".env", "application/octet-stream", "env")),
         (None, "x.zzqx", None, None, ("x.zzqx", "application/octet-stream", "zzqx")),
         (None, "a.bin", "application/zip", "zip", ("a.bin", "application/zip", "zip")),
+        # Compressed: the bytes are the compressor's, not the CSV's or the tarball's.
+        ("/tmp/data.csv.gz", "", None, None, ("data.csv.gz", "application/gzip", "gz")),
+        (None, "x.tar.gz", None, None, ("x.tar.gz", "application/gzip", "gz")),
+        (None, "a.svgz", None, None, ("a.svgz", "application/gzip", "svgz")),
+        (None, "a.txt.bz2", None, None, ("a.txt.bz2", "application/x-bzip2", "bz2")),
     ],
 )
 def test_guess_upload_meta(

@@ -52,6 +52,31 @@ def test_long_names_keep_their_extension() -> None:
     assert name.endswith(".mp4")
 
 
+@pytest.mark.parametrize("name", ["報告" * 80 + ".txt", "é" * 150 + ".png", "報" * 300])
+def test_long_names_fit_a_file_system_in_bytes(name: str) -> None:
+    # Cut at 200 characters, a name of 3-byte characters was 600 bytes: "File name
+    # too long" (255 bytes), so an upload with a long Chinese name never came back.
+    saved = safe_filename("https://cdn/x", name, "file")
+    assert len(saved.encode()) <= 200
+    assert len(f".{saved}.0123456789ab.part".encode()) <= 255  # the download's own
+    stem, dot, suffix = saved.rpartition(".")
+    assert name.startswith(stem if dot else saved)  # whole characters
+    assert name.endswith(dot + suffix)
+
+
+@pytest.mark.parametrize(
+    ("segment", "expected"),
+    [
+        ("invoice%E2%80%AEgnp.exe", "invoice_gnp.exe"),  # shown as "invoiceexe.png"
+        ("a%C2%85b.png", "a_b.png"),  # a C1 control
+        ("a%E2%80%8Bb.png", "a_b.png"),  # a zero-width space
+        ("a%E2%80%A8b.png", "a_b.png"),  # a line separator
+    ],
+)
+def test_characters_that_hide_part_of_a_name_are_replaced(segment: str, expected: str) -> None:
+    assert safe_filename(f"https://cdn/f/{segment}", None, "image.jpg") == expected
+
+
 @given(st.text(), st.one_of(st.none(), st.text()))
 def test_any_input_gives_one_component_inside_the_folder(
     segment: str, filename: str | None

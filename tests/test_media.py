@@ -157,6 +157,71 @@ def test_a_result_url_no_client_can_fetch_is_a_failure_not_an_image(value: str) 
         script.run(generate_image(state(stall_interval=5.0), Conversation(), "x", timeout=60))
 
 
+@pytest.mark.parametrize("value", ["/f/abc/img.png", "//cdn.example/f/img.png", "https:///f/a.png"])
+def test_a_result_url_without_a_host_is_said_so_and_no_failure_of_the_job(value: str) -> None:
+    # A relative URL was taken for the failure's own text: "generation failed:
+    # /f/abc/img.png", with a status of "failed" where the server said "completed".
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    rows = [{"data": {"status": "completed", "value": value}, "type": "2"}]
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
+    with pytest.raises(GenerationError, match="is no usable URL") as info:
+        script.run(generate_image(state(stall_interval=5.0), Conversation(), "x", timeout=60))
+    assert info.value.status == "completed"
+
+
+def test_a_result_url_padded_with_spaces_is_the_url() -> None:
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    rows = [{"data": {"status": "completed", "value": " https://cdn/x.png\n"}, "type": "2"}]
+    script.on("GET", "/rest/v1/flow_node", json_response(200, json.dumps(rows).encode()))
+    result = script.run(generate_image(state(stall_interval=5.0), Conversation(), "x", timeout=60))
+    assert result.image is not None
+    assert result.image.url == "https://cdn/x.png"
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "refused"),
+    [
+        ("image", {"aspect_ratio": ""}, "aspect_ratio"),
+        ("image", {"image_size": " "}, "image_size"),
+        ("video", {"aspect_ratio": ""}, "aspect_ratio"),
+        ("video", {"resolution": ""}, "resolution"),
+        ("video", {"image_url": "not a url"}, "image_url"),
+        ("video", {"image_url": "ftp://cdn/frame.png"}, "image_url"),
+    ],
+)
+def test_an_empty_setting_or_a_frame_that_is_no_url_is_refused_before_anything_is_sent(
+    kind: str, options: dict[str, Any], refused: str
+) -> None:
+    # Accepted, the conversation and its rows were made, then the server refused
+    # the job: a half-made conversation in the account, and a server's error.
+    script = Script()
+    make = generate_image if kind == "image" else generate_video
+    with pytest.raises(ValidationError, match=rf"^{refused} "):
+        script.run(make(state(), Conversation(), "x", **options))
+    assert script.requests == []
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_an_empty_model_is_the_default_as_for_text(kind: str) -> None:
+    script = rows_script()
+    ai = uuid_n(2)
+    if kind == "image":
+        script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+        script.feed(ai, [workflow(ai, status="completed", result="https://cdn/x/cat.png")])
+        script.run(generate_image(state(), Conversation(), "x", model=""))
+        sent = [r for r in script.requests if r.url.endswith("/image_gen/async")]
+        assert json.loads(sent[0].content)["model"] == "gemini-3.1-flash-image"
+    else:
+        answer = json.dumps({"nodeId": ai}).encode()
+        script.on("POST", "/video/async", json_response(200, answer))
+        script.feed(ai, [workflow(ai, status="completed", result="https://cdn/x/v.mp4")])
+        script.run(generate_video(state(), Conversation(), "x", model=""))
+        sent = [r for r in script.requests if r.url.endswith("/video/async")]
+        assert json.loads(sent[0].content)["model"] == "seedance-2.0-fast"
+
+
 @pytest.mark.parametrize("kind", ["image", "video"])
 @pytest.mark.parametrize(
     "ending",

@@ -54,9 +54,27 @@ def guess_upload_meta(
         after_dot = name.rpartition(".")[2] if "." in name else ""
         file_type = suffix or after_dot or "bin"
     if not mime_type:
-        guessed = mimetypes.guess_type(file_path)[0] if file_path else None
-        mime_type = guessed or mimetypes.guess_type(name)[0] or _OCTET_STREAM
+        guessed = _guessed_type(file_path) if file_path else None
+        mime_type = guessed or _guessed_type(name) or _OCTET_STREAM
     return _sendable(name), _sendable(mime_type), _sendable(file_type)
+
+
+#: The type of a compressed file (``data.csv.gz``): its bytes are the compressor's,
+#: whatever the name says is inside (``text/csv`` would be served for gzip bytes).
+_COMPRESSED = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "br": "application/x-brotli",
+    "compress": "application/x-compress",
+}
+
+
+def _guessed_type(name: str) -> str | None:
+    content_type, encoding = mimetypes.guess_type(name)
+    if encoding is not None:
+        return _COMPRESSED.get(encoding, _OCTET_STREAM)
+    return content_type
 
 
 def _sendable(text: str) -> str:
