@@ -137,11 +137,29 @@ __all__ = [
 # stream hub that consumes them.
 
 log = logs.logger("flowith.client")
-#: Set while ``on_token_refresh`` runs: an ``aclose()`` it makes (or a task it starts
-#: makes) returns at once, since a first close may be waiting for the callback.
-_HANDING_ON_TOKENS: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "flowith_handing_on_tokens", default=False
+@attrs.define
+class _TokenCallback:
+    """A call of ``on_token_refresh`` in progress. A task the callback starts copies
+    the context, and with it this object: it learns the callback ended too."""
+
+    running: bool = True
+
+
+#: Set while ``on_token_refresh`` runs: an ``aclose()`` or ``logout()`` it makes (or a
+#: task it starts makes, while it runs) does not wait for that callback to end, since
+#: it would wait for itself.
+_HANDING_ON_TOKENS: contextvars.ContextVar[_TokenCallback | None] = contextvars.ContextVar(
+    "flowith_handing_on_tokens", default=None
 )
+
+
+def _in_token_callback() -> bool:
+    """Whether this code runs in ``on_token_refresh``, or in a task it started, while
+    that callback still runs."""
+    callback = _HANDING_ON_TOKENS.get()
+    return callback is not None and callback.running
+
+
 #: One DEBUG record per request: its method and path (no query), status and time.
 _http_log = logs.logger("flowith.http")
 
@@ -370,6 +388,8 @@ class FlowithClientBase(WebAppMethods):
         self._loop: object | None = None
         #: The bodies of listeners and downloads in progress, which aclose() ends.
         self._open_bodies: set[ByteStream] = set()
+        #: The stop buttons of listeners waiting to reopen their streams: aclose() ends them.
+        self._reopen_waits: set[Callable[[], None]] = set()
         self._walks = weakref.WeakSet()
         credentials = self._state.credentials
         #: Writes a cassette of the session when ``record_to`` is given.
@@ -931,17 +951,29 @@ class FlowithClientBase(WebAppMethods):
         the recording shows it ended instead."""
         return None if timeout is None else self._now() + timeout
 
-    async def _refreshes_settled(self) -> None:
+    async def _refreshes_settled(self, timeout: float | None = None) -> None:
         """Wait until every refresh under way has its outcome (its tokens adopted, or
         its failure) and has handed its tokens to ``on_token_refresh``, so that no
         callback stores tokens after a logout returned. From that callback, only
         for the outcome: its own end, and the next refresh's hand-on, which waits for
-        it, would never come."""
+        it, would never come. The hand-on is waited for at most ``timeout`` (the
+        client's by default), as :meth:`aclose` waits: a callback that hangs must
+        not hang the logout too."""
         while (flight := self._refreshing) is not None:
             await flight.done.wait(None)
-        if not _HANDING_ON_TOKENS.get():
-            for flight in list(self._flying):
-                await flight.finished.wait(None)
+        if _in_token_callback():
+            return
+        limit = self.timeout if timeout is None else timeout
+        until = self._now() + limit
+        for flight in list(self._flying):
+            if not await flight.finished.wait(until):
+                log.warning(
+                    "on_token_refresh still runs after %g s: the logout goes on without it",
+                    limit,
+                )
+                return
+
+
 
     async def _landed(self, flight: _Flight, deadline: float | None) -> None:
         """Wait for ``flight``'s outcome, no later than ``deadline``."""
@@ -994,7 +1026,7 @@ class FlowithClientBase(WebAppMethods):
                 # From on_token_refresh (a call of it that found the token expired), the
                 # new tokens are handed on only after that callback returns: waiting for
                 # that here would wait for ever. This call goes on once they are adopted.
-                if deadline is None and not _HANDING_ON_TOKENS.get():
+                if deadline is None and not _in_token_callback():
                     await self._shielded(work, hold=False)
                 else:  # whichever ends first: the refresh, or this caller's wait for it
                     await self._race(
@@ -1080,7 +1112,8 @@ class FlowithClientBase(WebAppMethods):
     async def _hand_on(self, session: AuthSession) -> None:
         """Give the new tokens to ``on_token_refresh``; its failure is logged."""
         assert self._on_token_refresh is not None
-        handing_on = _HANDING_ON_TOKENS.set(True)
+        callback = _TokenCallback()
+        handing_on = _HANDING_ON_TOKENS.set(callback)
         try:
             outcome = self._on_token_refresh(session.access_token, session.refresh_token)
             if inspect.isawaitable(outcome):
@@ -1094,6 +1127,7 @@ class FlowithClientBase(WebAppMethods):
                 redact(str(error), self._state.secrets),
             )
         finally:
+            callback.running = False
             _HANDING_ON_TOKENS.reset(handing_on)
 
     async def _run(self, operation: Operation[T]) -> T:
@@ -1137,7 +1171,7 @@ class FlowithClientBase(WebAppMethods):
             # from another event loop, whose wait the signal cannot be.
             if (
                 self._closing_done is not None
-                and not _HANDING_ON_TOKENS.get()
+                and not _in_token_callback()
                 and self._other_loop() is None
             ):
                 await self._closing_done.wait(None)
@@ -1153,7 +1187,7 @@ class FlowithClientBase(WebAppMethods):
             # cancelled meanwhile closes at once: the finally clause.)
             until = self._now() + self.timeout
             # From on_token_refresh, the refreshes' outcomes only (see _refreshes_settled).
-            handing_on = _HANDING_ON_TOKENS.get()
+            handing_on = _in_token_callback()
             for flight in list(self._flying):
                 if not await (flight.done if handing_on else flight.finished).wait(until):
                     log.warning(
@@ -1185,6 +1219,8 @@ class FlowithClientBase(WebAppMethods):
             finally:
                 # A transport need not wake a read when its client closes (aiohttp
                 # does not): closing each body does, on every transport.
+                for stop in list(self._reopen_waits):
+                    stop()
                 await self._close_bodies()
         finally:
             try:
@@ -1637,10 +1673,10 @@ class FlowithClientBase(WebAppMethods):
                         log.info("the server ended listened /user_stream/%s; reopening", channel)
                         break
                     events = decoder.feed(data)
+                    heard = heard or bool(events)  # a heartbeat too: the stream worked
                     for error in decoder.take_errors():
                         log.warning("skipping an oversized event on a listened stream: %s", error)
                     for payload in listener_payloads(events, raw=raw):
-                        heard = True
                         yield payload
             finally:
                 self._open_bodies.discard(stream)
@@ -1657,7 +1693,9 @@ class FlowithClientBase(WebAppMethods):
 
         def build() -> Request:
             request = self._live_request(channel)
-            if not last_event_id:
+            # An id a header cannot carry (not ASCII, or a control character) is not
+            # sent: the server then resumes as for a new listener.
+            if not (last_event_id.isascii() and last_event_id.isprintable()) or not last_event_id:
                 return request
             headers = (*request.headers, ("Last-Event-ID", last_event_id))
             return attrs.evolve(request, headers=headers)
@@ -1685,7 +1723,12 @@ class FlowithClientBase(WebAppMethods):
         until = self._now() + delay
         if deadline is not None and until >= deadline:
             return False
-        await self._sleep_until(until)
+        with self._cancellable() as stop:  # aclose() ends the wait, as it ends a read
+            self._reopen_waits.add(stop)
+            try:
+                await self._sleep_until(until)
+            finally:
+                self._reopen_waits.discard(stop)
         self._check_open()
         return True
 

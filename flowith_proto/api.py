@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from flowith_proto import canvas, queries
 from flowith_proto.arguments import require_count, require_text
 from flowith_proto.canvas import POSTGREST_MAX_ROWS
+from flowith_proto.config import check_seconds
 from flowith_proto.effects import Operation
 from flowith_proto.errors import AuthenticationError, ResponseDecodeError, ValidationError
 from flowith_proto.models import (
@@ -61,8 +62,9 @@ class WebAppMethods(abc.ABC):
     ) -> AuthSession: ...
 
     @abc.abstractmethod
-    async def _refreshes_settled(self) -> None:
-        """Return once no token refresh is under way (its tokens adopted, or failed)."""
+    async def _refreshes_settled(self, timeout: float | None = None) -> None:
+        """Return once no token refresh is under way (its tokens adopted, or failed)
+        and handed to ``on_token_refresh``, which is waited for at most ``timeout``."""
 
     # -- conversations and canvas ----------------------------------------------------
 
@@ -330,11 +332,14 @@ class WebAppMethods(abc.ABC):
         or ``others``. The scope goes in the query, where the server reads it
         (the old client put it in the body: defect D19). A token refresh under way
         ends first, before the logout (which may need its token), and so does one
-        begun meanwhile: its tokens never outlive the logout."""
-        await self._refreshes_settled()
+        begun meanwhile: its tokens never outlive the logout, and reach
+        ``on_token_refresh`` before it returns (a callback still running after
+        ``timeout``, the client's by default, is no longer waited for)."""
+        check_seconds("timeout", timeout)
+        await self._refreshes_settled(timeout)
         await self._run(queries.json_body(self._state, lambda e: e.logout(scope), timeout=timeout))
         if scope in ("global", "local"):
-            await self._refreshes_settled()
+            await self._refreshes_settled(timeout)
             self._state.credentials = self._state.credentials.signed_out()
 
     async def get_user_profile(

@@ -80,6 +80,7 @@ from flowith_proto.state import ClientState, ThreadLedger
 from flowith_proto.thinking import ThinkSplitter, split_think, split_think_raw
 
 __all__ = [
+    "MAX_UNREADABLE",
     "Conversation",
     "NodeDone",
     "NodeFailedState",
@@ -90,6 +91,7 @@ __all__ = [
     "created_conversation_id",
     "failure",
     "generate",
+    "next_read_wait",
     "node_state",
     "poll_row",
     "read_failure",
@@ -224,9 +226,24 @@ class NodePending:
 @attrs.frozen
 class RowUnreadable(NodePending):
     """The row could not be read this time, for a passing reason (``error``): as
-    far as anyone knows, the node is still being generated."""
+    far as anyone knows, the node is still being generated. ``failures``: the
+    reads in a row that failed so."""
 
     error: FlowithError
+    failures: int = 1
+
+    @property
+    def wait(self) -> float:
+        """The server's ``Retry-After`` of a 429 or 503, else 0: the next read waits
+        at least that long."""
+        asked = self.error.retry_after_s if isinstance(self.error, APIError) else None
+        return asked or 0.0
+
+
+#: Row reads in a row that may fail for a passing reason before the last failure
+#: is raised: the deadline may end the wait sooner, and an endless one would wait
+#: for ever on a database that stays down.
+MAX_UNREADABLE = 5
 
 
 @attrs.frozen
@@ -828,7 +845,7 @@ def _follow_text(
                     f"generation of node {node_id} did not finish in time", deadline_passed=True
                 ) from read_failure(row)
             log.info("no news of node %s for %ss; reading its row", node_id, checks.interval)
-            row = yield from poll_row(state, node_id, deadline)
+            row = yield from poll_row(state, node_id, deadline, previous=row)
             if isinstance(row, NodeDone):
                 return _from_row(progress, row, node_id, conv_id, model, stream)
             checks.heard((yield Now()))
@@ -870,12 +887,12 @@ def _follow_text(
 
     # The stream ended without a terminal event: the row is the authority.
     while True:
-        row = yield from poll_row(state, node_id, deadline)
+        row = yield from poll_row(state, node_id, deadline, previous=row)
         if isinstance(row, NodeDone):
             return _from_row(progress, row, node_id, conv_id, model, stream)
         now = yield Now()
         if now < deadline:
-            yield Sleep(min(now + state.poll_interval, deadline))
+            yield Sleep(min(now + max(state.poll_interval, next_read_wait(row)), deadline))
             now = yield Now()
         if now >= deadline:  # no time is left for another read
             raise TimeoutError(
@@ -884,27 +901,47 @@ def _follow_text(
 
 
 def poll_row(
-    state: ClientState, node_id: str, deadline: float, *, media: bool = False
+    state: ClientState,
+    node_id: str,
+    deadline: float,
+    *,
+    media: bool = False,
+    previous: NodeDone | NodePending | None = None,
 ) -> Operation[NodeDone | NodePending]:
     """:func:`read_row` for a generation that waits for its node: a read that fails
     for a passing reason (the network, a limit of the read's own rather than the
     deadline, or a 408, 429 or 5xx once the call's retries are spent) is
     :class:`RowUnreadable`, a node still pending. The stream or the next read may
-    yet bring the result, which a blip of the database would otherwise lose; the
-    deadline bounds the waiting. A failed node, a refused token, a 404 still raise."""
+    yet bring the result, which a blip of the database would otherwise lose.
+
+    The failure is raised after :data:`MAX_UNREADABLE` such reads in a row
+    (``previous`` is the last read's outcome), or when the server asks to wait
+    (``Retry-After``) past the deadline. A failed node, a refused token, a 404
+    raise at once."""
     try:
         return (yield from read_row(state, node_id, deadline, media=media))
-    except (ConnectionFailedError, TimeoutError, APIError) as error:
-        if isinstance(error, TimeoutError):
-            passing = not error.deadline_passed
-        elif isinstance(error, APIError):
-            passing = error.status_code in RETRY_STATUSES
-        else:
-            passing = True
-        if not passing:
-            raise
-        log.warning("could not read the row of node %s (%s); trying again later", node_id, error)
-        return RowUnreadable(error)
+    except (ConnectionFailedError, TimeoutError, APIError) as caught:
+        error = caught
+    if isinstance(error, TimeoutError):
+        passing = not error.deadline_passed
+    elif isinstance(error, APIError):
+        passing = error.status_code in RETRY_STATUSES
+    else:
+        passing = True
+    failures = previous.failures + 1 if isinstance(previous, RowUnreadable) else 1
+    unreadable = RowUnreadable(error, failures)
+    if not passing or failures >= MAX_UNREADABLE:
+        raise error
+    if unreadable.wait and (yield Now()) + unreadable.wait >= deadline:
+        raise error  # the server asks for a wait the deadline does not leave
+    log.warning("could not read the row of node %s (%s); trying again later", node_id, error)
+    return unreadable
+
+
+def next_read_wait(row: NodeDone | NodePending) -> float:
+    """The least wait before the row is read again: what the server asked for when
+    the last read failed with a ``Retry-After``, else 0."""
+    return row.wait if isinstance(row, RowUnreadable) else 0.0
 
 
 def read_failure(row: NodeDone | NodePending) -> FlowithError | None:

@@ -57,6 +57,7 @@ from flowith_proto.generation import (
     NodePending,
     begin_turn,
     failure,
+    next_read_wait,
     one_turn,
     poll_row,
     read_failure,
@@ -223,7 +224,7 @@ def _await_media(
                 f"{kind} generation of node {node_id} did not finish in time",
                 deadline_passed=True,
             ) from read_failure(outcome)
-        outcome = yield from poll_row(state, node_id, deadline, media=True)
+        outcome = yield from poll_row(state, node_id, deadline, media=True, previous=outcome)
         if isinstance(outcome, NodeDone) and (outcome.value or no_url_until is None):
             return _from_media_row(outcome, node_id, model, kind)
         now = yield Now()
@@ -232,7 +233,7 @@ def _await_media(
         if streaming:
             checks.heard(now)
         else:
-            until = min(now + state.poll_interval, deadline)
+            until = min(now + max(state.poll_interval, next_read_wait(outcome)), deadline)
             yield Sleep(until if no_url_until is None else min(until, no_url_until))
 
 

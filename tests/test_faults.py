@@ -2667,3 +2667,57 @@ async def test_a_refusal_saying_expired_of_something_else_spends_no_refresh_toke
         with pytest.raises(PermissionDeniedError, match="subscription has expired"):
             await client.get_credits()
     assert fake.requests_to("POST", "/auth/v1/token") == []
+
+
+async def test_a_logout_waits_for_a_hung_on_token_refresh_no_longer_than_its_timeout(
+    fake: FakeFlowith, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Waiting for the callback had no bound: one that hung (a keyring prompt) hung
+    the logout too. It is waited for as long as the logout's timeout."""
+    fake.expire_token(fake.token)
+    saving = anyio.Event()
+
+    async def hung(access: str, refresh: str) -> None:
+        saving.set()
+        await anyio.sleep(60)
+
+    # (A close waits for the callback as long as the client's timeout: 2 s here.)
+    client = make_client(refresh_token=fake.refresh_token, on_token_refresh=hung, timeout=2)
+    async with client, anyio.create_task_group() as group:
+        group.start_soon(client.get_credits)
+        with anyio.fail_after(20):
+            await saving.wait()
+            await client.logout(timeout=0.5)
+        group.cancel_scope.cancel()
+    assert "on_token_refresh still runs after 0.5 s" in caplog.text
+
+
+async def test_a_task_on_token_refresh_starts_waits_for_later_callbacks(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A task started by the callback copied its 'in the callback' mark for good: a
+    logout from it, later, did not wait for the callback then running, whose tokens
+    were stored after the logout returned."""
+    log: list[str] = []
+    go = anyio.Event()
+
+    async def logs_out() -> None:
+        await go.wait()
+        await client.logout()
+        log.append("logout returned")
+
+    async def save(access: str, refresh: str) -> None:
+        stored = len([entry for entry in log if entry.startswith("stored")])
+        if stored == 0:
+            group.start_soon(logs_out)  # started while the first callback runs
+        else:
+            go.set()  # the app logs out while this callback is saving
+            await anyio.sleep(0.3)
+        log.append(f"stored {stored}")
+
+    client = make_client(refresh_token=fake.refresh_token, on_token_refresh=save)
+    async with client, anyio.create_task_group() as group:
+        with anyio.fail_after(20):
+            await client.refresh_access_token()
+            await client.refresh_access_token()
+    assert log == ["stored 0", "stored 1", "logout returned"]

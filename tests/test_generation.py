@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -18,11 +19,13 @@ from flowith_proto.errors import (
     APIError,
     GenerationError,
     NotFoundError,
+    RateLimitError,
     ResponseDecodeError,
     TimeoutError,
 )
 from flowith_proto.events import Chunks, Complete, NodeFailed, parse_event
 from flowith_proto.generation import (
+    MAX_UNREADABLE,
     Conversation,
     NodeDone,
     NodeFailedState,
@@ -638,11 +641,51 @@ def test_a_database_failing_until_the_deadline_is_the_timeouts_cause() -> None:
     script.on("GET", "/rest/v1/flow_node", UNAVAILABLE)
     script.feed(AI_NODE, [StreamEnded("closed")])
     with pytest.raises(TimeoutError, match="still generating at the deadline") as caught:
-        script.run(generate(state(poll_interval=2.0), "hi", timeout=20))
+        script.run(generate(state(poll_interval=2.0), "hi", timeout=6))
     assert caught.value.deadline_passed
     cause = caught.value.__cause__
     assert isinstance(cause, APIError)
     assert cause.status_code == 503
+
+
+def test_a_database_that_stays_down_is_raised_after_a_few_reads() -> None:
+    """With an endless timeout, a database that stayed down was polled for ever,
+    where the 503 used to be raised: after MAX_UNREADABLE failed reads it is."""
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", UNAVAILABLE)
+    script.feed(AI_NODE, [StreamEnded("closed")])
+    with pytest.raises(APIError, match="HTTP 503") as caught:
+        script.run(generate(state(poll_interval=2.0), "hi", timeout=math.inf))
+    assert caught.value.status_code == 503
+    assert reads_of(script) == MAX_UNREADABLE * 3  # each read: its call's two retries
+
+
+@pytest.mark.parametrize(("asked", "raised"), [("300", True), ("10", False)])
+def test_a_throttled_row_read_waits_what_the_server_asked(asked: str, raised: bool) -> None:
+    """A 429 whose Retry-After the call's retries would not wait (past 60 s) was read
+    again every poll_interval, 30 times what the server asked for, and its error
+    hidden until the deadline. Past the deadline it is raised at once; within it,
+    the next read waits that long."""
+    throttled = Response(
+        429, (("content-type", "application/json"), ("retry-after", asked)), b"{}"
+    )
+    script = Script()
+    script_turn(script)
+    script.on(
+        "GET", "/rest/v1/flow_node", throttled, json_response(200, poll_rows("done", "Hi"))
+    )
+    script.feed(AI_NODE, [StreamEnded("closed")])
+    once = state(poll_interval=2.0, retry=RetryPolicy(max_retries=0))
+    operation = generate(once, "hi", timeout=120)
+    if raised:
+        with pytest.raises(RateLimitError):
+            script.run(operation)
+        assert script.clock == 1000.0
+    else:
+        assert script.run(operation).text == "Hi"
+        assert script.clock == 1010.0
+    assert reads_of(script) == (1 if raised else 2)
 
 
 def test_a_row_read_refused_for_good_still_ends_the_polling() -> None:

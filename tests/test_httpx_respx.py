@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -886,3 +886,90 @@ def test_a_failed_refresh_that_brought_a_new_refresh_token_fails_every_waiter() 
     trio.run(calls, clock=trio.testing.MockClock(autojump_threshold=0))
     assert len(outcomes) == 50
     assert len(posts) == 1
+
+
+def _listen_on_mock_clock(
+    answers: Callable[[httpx.Request], httpx.Response],
+    *,
+    window: float,
+    close_at: float | None = None,
+) -> tuple[list[Any], str, float]:
+    """Listen to /user_stream/stream (mocked by ``answers``) for ``window`` seconds of
+    trio's mock clock; ``close_at``: aclose() from another task then. What was
+    heard, how the loop ended and when."""
+    import trio
+    import trio.testing
+
+    heard: list[Any] = []
+    ended = ["the window"]
+    at = [0.0]
+
+    async def listen() -> None:
+        with respx.mock() as router:
+            router.get(url__startswith=f"{EDGE}/user_stream/").mock(side_effect=answers)
+            flowith = client(max_retries=0)
+            async with trio.open_nursery() as nursery:
+                if close_at is not None:
+
+                    async def close() -> None:
+                        await trio.sleep(close_at)
+                        await flowith.aclose()
+
+                    nursery.start_soon(close)
+                try:
+                    async for event in flowith.stream_user_stream(timeout=window):
+                        heard.append(event)
+                except FlowithError as error:
+                    ended[0] = type(error).__name__
+                at[0] = trio.current_time()
+            await flowith.aclose()
+
+    trio.run(listen, clock=trio.testing.MockClock(autojump_threshold=0))
+    return heard, ended[0], at[0]
+
+
+def _sse(body: bytes) -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+
+def test_a_listener_waiting_to_reopen_its_stream_is_ended_by_aclose() -> None:
+    """The wait before reopening (the server's retry: of 20 s) was a plain sleep,
+    which aclose() could not end: the close waited 20 s for it."""
+    event = frame({"type": "chunks", "nodeId": CONV, "chunks": ["one"]})
+    heard, ended, at = _listen_on_mock_clock(
+        lambda request: _sse(b"retry: 20000\n" + event), window=60, close_at=0.5
+    )
+    assert [e["chunks"] for e in heard] == [["one"]]
+    assert (ended, at) == ("ClientStateError", 0.5)
+
+
+def test_an_event_id_no_header_can_carry_is_not_sent_back() -> None:
+    """httpx encodes headers in ASCII: a listener whose stream numbered its events
+    'é-1' ended in a bare UnicodeEncodeError when it reopened the stream."""
+    asked: list[str | None] = []
+    event = frame({"type": "chunks", "nodeId": CONV, "chunks": ["one"]})
+
+    def answers(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("last-event-id"))
+        return _sse("id: é-1\n".encode() + event)
+
+    heard, ended, _ = _listen_on_mock_clock(answers, window=2.5)
+    assert ended == "the window"
+    assert asked == [None, None, None]  # at 0, 1 and 2 s
+    assert len(heard) == 3
+
+
+def test_a_stream_that_brings_heartbeats_is_reopened_without_backing_off() -> None:
+    """Only events yielded counted as heard: /stream drops heartbeats, so a stream
+    recycled by a proxy while idle backed off to 30 s of deafness after each close."""
+    opened: list[float] = []
+
+    def answers(request: httpx.Request) -> httpx.Response:
+        import trio
+
+        opened.append(trio.current_time())
+        return _sse(b'data: {"heartbeat": 1}\n\n')
+
+    heard, _, _ = _listen_on_mock_clock(answers, window=4.5)
+    assert heard == []
+    assert opened == [0.0, 1.0, 2.0, 3.0, 4.0]
