@@ -951,26 +951,23 @@ class FlowithClientBase(WebAppMethods):
         the recording shows it ended instead."""
         return None if timeout is None else self._now() + timeout
 
-    async def _refreshes_settled(self, timeout: float | None = None) -> None:
+    async def _refreshes_settled(self, until: float | None = None) -> None:
         """Wait until every refresh under way has its outcome (its tokens adopted, or
         its failure) and has handed its tokens to ``on_token_refresh``, so that no
         callback stores tokens after a logout returned. From that callback, only
         for the outcome: its own end, and the next refresh's hand-on, which waits for
-        it, would never come. The hand-on is waited for at most ``timeout`` (the
-        client's by default), as :meth:`aclose` waits: a callback that hangs must
-        not hang the logout too."""
+        it, would never come. The hand-on is waited for until ``until`` (the
+        client's ``timeout`` from now, by default), as :meth:`aclose` waits: a
+        callback that hangs must not hang the logout too."""
         while (flight := self._refreshing) is not None:
             await flight.done.wait(None)
         if _in_token_callback():
             return
-        limit = self.timeout if timeout is None else timeout
-        until = self._now() + limit
+        if until is None:
+            until = self._now() + self.timeout
         for flight in list(self._flying):
             if not await flight.finished.wait(until):
-                log.warning(
-                    "on_token_refresh still runs after %g s: the logout goes on without it",
-                    limit,
-                )
+                log.warning("on_token_refresh still runs: the logout goes on without it")
                 return
 
 
@@ -1695,7 +1692,8 @@ class FlowithClientBase(WebAppMethods):
             request = self._live_request(channel)
             # An id a header cannot carry (not ASCII, or a control character) is not
             # sent: the server then resumes as for a new listener.
-            if not (last_event_id.isascii() and last_event_id.isprintable()) or not last_event_id:
+            sendable = last_event_id.isascii() and last_event_id.isprintable()
+            if not sendable or not last_event_id or last_event_id.strip() != last_event_id:
                 return request
             headers = (*request.headers, ("Last-Event-ID", last_event_id))
             return attrs.evolve(request, headers=headers)
@@ -1726,6 +1724,7 @@ class FlowithClientBase(WebAppMethods):
         with self._cancellable() as stop:  # aclose() ends the wait, as it ends a read
             self._reopen_waits.add(stop)
             try:
+                self._check_open()  # a close begun meanwhile pressed the stops already
                 await self._sleep_until(until)
             finally:
                 self._reopen_waits.discard(stop)

@@ -52,9 +52,15 @@ class WebAppMethods(abc.ABC):
     _state: ClientState
     #: The iter_conversations walks under way, told of each conversation deleted.
     _walks: weakref.WeakSet[_Walk]
+    #: Seconds one request may take, by default.
+    timeout: float
 
     @abc.abstractmethod
     async def _run(self, operation: Operation[T]) -> T: ...
+
+    @abc.abstractmethod
+    def _now(self) -> float:
+        """The monotonic clock the client's deadlines are on."""
 
     @abc.abstractmethod
     async def _renew(
@@ -62,9 +68,9 @@ class WebAppMethods(abc.ABC):
     ) -> AuthSession: ...
 
     @abc.abstractmethod
-    async def _refreshes_settled(self, timeout: float | None = None) -> None:
+    async def _refreshes_settled(self, until: float | None = None) -> None:
         """Return once no token refresh is under way (its tokens adopted, or failed)
-        and handed to ``on_token_refresh``, which is waited for at most ``timeout``."""
+        and handed to ``on_token_refresh``, which is waited for until ``until``."""
 
     # -- conversations and canvas ----------------------------------------------------
 
@@ -336,10 +342,12 @@ class WebAppMethods(abc.ABC):
         ``on_token_refresh`` before it returns (a callback still running after
         ``timeout``, the client's by default, is no longer waited for)."""
         check_seconds("timeout", timeout)
-        await self._refreshes_settled(timeout)
+        # One bound for both waits: a hung callback holds the logout ``timeout`` at most.
+        until = self._now() + (self.timeout if timeout is None else timeout)
+        await self._refreshes_settled(until)
         await self._run(queries.json_body(self._state, lambda e: e.logout(scope), timeout=timeout))
         if scope in ("global", "local"):
-            await self._refreshes_settled(timeout)
+            await self._refreshes_settled(until)
             self._state.credentials = self._state.credentials.signed_out()
 
     async def get_user_profile(

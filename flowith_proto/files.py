@@ -26,9 +26,17 @@ __all__ = ["download_request", "numbered_name", "safe_filename", "target_inside"
 _MAX_NAME_BYTES = 200
 # Anything that could separate, hide or disturb a path component on some OS.
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
-#: Unicode's controls, formats (a right-to-left override shows "invoice\u202egnp.exe"
-#: as "invoiceexe.png"), line and paragraph separators and lone surrogates.
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+#: Unicode's controls, line and paragraph separators and lone surrogates...
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
+#: ...and the formatting characters that reorder or hide what a name shows: the
+#: direction marks, embeddings, overrides and isolates (a right-to-left override
+#: shows "invoice\u202egnp.exe" as "invoiceexe.png"), the zero-width space and the
+#: byte order mark. Not the joiners (Persian spelling needs ZWNJ, emoji sequences
+#: ZWJ) nor the soft hyphen: they change no reading of the name.
+_HIDDEN_FORMATS = frozenset(
+    "\u061c\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2066\u2067\u2068\u2069\ufeff"
+)
 #: The device names Windows reserves, whatever follows a dot: COM and LPT take the
 #: superscript digits too, and the console has two more (Microsoft's naming rules).
 _WINDOWS_RESERVED = re.compile(
@@ -44,7 +52,10 @@ def _clean(name: str) -> str:
     name = _UNSAFE.sub("_", name)
     if not name.isascii():
         name = "".join(
-            "_" if unicodedata.category(char) in _HIDDEN_CATEGORIES else char for char in name
+            "_"
+            if char in _HIDDEN_FORMATS or unicodedata.category(char) in _HIDDEN_CATEGORIES
+            else char
+            for char in name
         )
     name = name.strip().strip(".")
     if _WINDOWS_RESERVED.match(name):

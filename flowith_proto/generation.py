@@ -845,7 +845,8 @@ def _follow_text(
                     f"generation of node {node_id} did not finish in time", deadline_passed=True
                 ) from read_failure(row)
             log.info("no news of node %s for %ss; reading its row", node_id, checks.interval)
-            row = yield from poll_row(state, node_id, deadline, previous=row)
+            # A safety net while the stream lives: its failures end nothing.
+            row = yield from poll_row(state, node_id, deadline, streaming=True)
             if isinstance(row, NodeDone):
                 return _from_row(progress, row, node_id, conv_id, model, stream)
             checks.heard((yield Now()))
@@ -907,6 +908,7 @@ def poll_row(
     *,
     media: bool = False,
     previous: NodeDone | NodePending | None = None,
+    streaming: bool = False,
 ) -> Operation[NodeDone | NodePending]:
     """:func:`read_row` for a generation that waits for its node: a read that fails
     for a passing reason (the network, a limit of the read's own rather than the
@@ -914,10 +916,12 @@ def poll_row(
     :class:`RowUnreadable`, a node still pending. The stream or the next read may
     yet bring the result, which a blip of the database would otherwise lose.
 
-    The failure is raised after :data:`MAX_UNREADABLE` such reads in a row
-    (``previous`` is the last read's outcome), or when the server asks to wait
-    (``Retry-After``) past the deadline. A failed node, a refused token, a 404
-    raise at once."""
+    Once the stream is gone (not ``streaming``), the failure is raised after
+    :data:`MAX_UNREADABLE` such reads in a row (``previous`` is the last read's
+    outcome), or when the server asks to wait (``Retry-After``) past the deadline:
+    the row is then all there is to wait on. A read checking on a quiet stream
+    (``streaming``) ends nothing: the stream may still bring the result. A
+    failed node, a refused token, a 404 raise at once either way."""
     try:
         return (yield from read_row(state, node_id, deadline, media=media))
     except (ConnectionFailedError, TimeoutError, APIError) as caught:
@@ -930,9 +934,9 @@ def poll_row(
         passing = True
     failures = previous.failures + 1 if isinstance(previous, RowUnreadable) else 1
     unreadable = RowUnreadable(error, failures)
-    if not passing or failures >= MAX_UNREADABLE:
+    if not passing or (not streaming and failures >= MAX_UNREADABLE):
         raise error
-    if unreadable.wait and (yield Now()) + unreadable.wait >= deadline:
+    if not streaming and unreadable.wait and (yield Now()) + unreadable.wait >= deadline:
         raise error  # the server asks for a wait the deadline does not leave
     log.warning("could not read the row of node %s (%s); trying again later", node_id, error)
     return unreadable

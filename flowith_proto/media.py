@@ -224,7 +224,9 @@ def _await_media(
                 f"{kind} generation of node {node_id} did not finish in time",
                 deadline_passed=True,
             ) from read_failure(outcome)
-        outcome = yield from poll_row(state, node_id, deadline, media=True, previous=outcome)
+        outcome = yield from poll_row(
+            state, node_id, deadline, media=True, previous=outcome, streaming=streaming
+        )
         if isinstance(outcome, NodeDone) and (outcome.value or no_url_until is None):
             return _from_media_row(outcome, node_id, model, kind)
         now = yield Now()

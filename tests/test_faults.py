@@ -2689,7 +2689,7 @@ async def test_a_logout_waits_for_a_hung_on_token_refresh_no_longer_than_its_tim
             await saving.wait()
             await client.logout(timeout=0.5)
         group.cancel_scope.cancel()
-    assert "on_token_refresh still runs after 0.5 s" in caplog.text
+    assert "on_token_refresh still runs: the logout goes on without it" in caplog.text
 
 
 async def test_a_task_on_token_refresh_starts_waits_for_later_callbacks(

@@ -77,6 +77,19 @@ def test_characters_that_hide_part_of_a_name_are_replaced(segment: str, expected
     assert safe_filename(f"https://cdn/f/{segment}", None, "image.jpg") == expected
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.pdf",  # a ZWNJ
+        "\U0001f468\u200d\U0001f4bb.png",  # a ZWJ
+        "co\u00adop.txt",  # a soft hyphen
+    ],
+)
+def test_joiners_and_soft_hyphens_are_kept(name: str) -> None:
+    # Persian spelling needs ZWNJ, emoji sequences ZWJ: they hide nothing.
+    assert safe_filename("https://cdn/x", name, "file") == name
+
+
 @given(st.text(), st.one_of(st.none(), st.text()))
 def test_any_input_gives_one_component_inside_the_folder(
     segment: str, filename: str | None

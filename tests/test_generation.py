@@ -688,6 +688,32 @@ def test_a_throttled_row_read_waits_what_the_server_asked(asked: str, raised: bo
     assert reads_of(script) == (1 if raised else 2)
 
 
+@pytest.mark.parametrize("failure", ["unavailable", "throttled"])
+def test_row_checks_failing_while_the_stream_lives_end_nothing(failure: str) -> None:
+    """The limits of polling (five failed reads, a Retry-After past the deadline)
+    were applied to the safety-net checks of a quiet stream too: a model thinking
+    silently through a database outage lost the answer its stream then brought."""
+    answer = (
+        UNAVAILABLE
+        if failure == "unavailable"
+        else Response(429, (("content-type", "application/json"), ("retry-after", "300")), b"{}")
+    )
+    sent = [0]
+
+    def failing(request: Request) -> Response:
+        sent[0] += 1
+        if sent[0] == 3 * (MAX_UNREADABLE + 1):  # the checks' reads, and their retries
+            script.feed(AI_NODE, [complete(AI_NODE, "Hello")])
+        return answer
+
+    script = Script()
+    script_turn(script)
+    script.on("GET", "/rest/v1/flow_node", failing)
+    result = script.run(generate(state(stall_interval=5.0), "hi", timeout=120))
+    assert result.text == "Hello"
+    assert reads_of(script) >= 3 * (MAX_UNREADABLE + 1)
+
+
 def test_a_row_read_refused_for_good_still_ends_the_polling() -> None:
     """Only passing failures are waited out: a 404 (no such table) would be
     answered again until the deadline."""

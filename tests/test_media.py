@@ -299,6 +299,27 @@ def test_a_failing_row_check_leaves_the_image_to_its_streams() -> None:
     assert result.image.url == "https://cdn/x/cat.png"
 
 
+def test_an_image_whose_row_checks_keep_failing_still_comes_by_its_stream() -> None:
+    """An image job sends nothing for tens of seconds: its checks, failing through
+    a database outage, ended the job after five, though its stream then brought it."""
+    script = rows_script()
+    script.on("POST", "/image_gen/async", json_response(200, b"{}"))
+    unavailable = json_response(503, b'{"message": "database unavailable"}')
+    ai = uuid_n(2)
+    sent = [0]
+
+    def failing(request: Request) -> Response:
+        sent[0] += 1
+        if sent[0] == 3 * 6:  # the sixth check's last try
+            script.feed(ai, [workflow(ai, status="completed", result="https://cdn/x/cat.png")])
+        return unavailable
+
+    script.on("GET", "/rest/v1/flow_node", failing)
+    result = script.run(generate_image(state(stall_interval=5.0), Conversation(), "x", timeout=120))
+    assert result.image is not None
+    assert result.image.url == "https://cdn/x/cat.png"
+
+
 def test_an_image_whose_row_fails_until_the_deadline_names_the_failure() -> None:
     script = rows_script()
     script.on("POST", "/image_gen/async", json_response(200, b"{}"))

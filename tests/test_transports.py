@@ -1857,3 +1857,34 @@ async def test_a_listener_reopens_its_stream_within_its_window(
             heard = [e["chunks"] async for e in client.stream_user_stream(timeout=1.5)]
     assert heard == [["one"], ["two"], ["three"]]
     assert asked == [None, "ev-1", "ev-2"]
+
+
+@pytest.mark.parametrize("event_id", ["7 ", " 7", "é-1"])
+async def test_an_event_id_no_header_can_carry_is_not_sent_when_reopening(
+    fake: FakeFlowith, transport: Transport, event_id: str
+) -> None:
+    """h11 refuses a header value with spaces around it, and httpx one that is not
+    ASCII: the listener broke when it reopened its stream with such an id. The
+    stream is reopened without it, as for a new listener."""
+    asked: list[str | None] = []
+    payload = {"data": {"type": "chunks", "nodeId": "n", "chunks": ["x"]}}
+    event = f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive()
+            fields = (line.partition(": ") for line in head.decode("latin-1").split("\r\n"))
+            last = [value for name, _, value in fields if name.lower() == "last-event-id"]
+            asked.append(last[0] if last else None)
+            answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            answer += b"Content-Length: %d\r\n\r\n%s" % (len(event), event)
+            await stream.send(answer)
+
+    async with raw_server(serve) as url:
+        client = transport.client_class()(fake.token, edge_url=url, max_retries=0)
+        async with client:
+            heard = [e async for e in client.stream_user_stream(timeout=1.5)]
+    assert asked == [None, None]  # at 0 and 1 s
+    assert len(heard) == 2
