@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import builtins
+import codecs
 import contextlib
 import functools
 import importlib.metadata
@@ -575,6 +576,14 @@ class Tokens:
 # -- output ------------------------------------------------------------------------------------
 
 
+def _speaks_unicode(stream: TextIO) -> bool:
+    """Whether ``stream``'s encoding can carry any character (a UTF)."""
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name.startswith("utf-")
+    except LookupError:
+        return False
+
+
 class Output:
     """stdout and stderr, with every secret scrubbed from what is written."""
 
@@ -582,6 +591,9 @@ class Output:
         self.out = out
         self.err = err
         self._secrets = secrets
+        # JSON for a stream that cannot carry every character (ASCII, Latin-1) escapes
+        # them itself, as JSON does: the stream's own escapes (\U0001f600) are no JSON.
+        self._ascii_json = not _speaks_unicode(out)
 
     def scrub(self, text: str) -> str:
         return redact(text, self._secrets())
@@ -600,11 +612,13 @@ class Output:
 
     def document(self, value: Any) -> None:
         """The one JSON document of ``--json``."""
-        self.line(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+        self.line(json.dumps(value, ensure_ascii=self._ascii_json, indent=2, default=str))
 
     def json_line(self, value: Any) -> None:
         """One JSON line of a stream, flushed at once."""
-        self.line(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+        self.line(
+            json.dumps(value, ensure_ascii=self._ascii_json, separators=(",", ":"), default=str)
+        )
 
     @property
     def width(self) -> int:

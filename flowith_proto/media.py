@@ -334,7 +334,9 @@ def generate_video(
     check_seconds("timeout", timeout, endless=True)
     chosen = (require_option(model, "model") if model is not None else "") or DEFAULT_VIDEO_MODEL
     image_url = require_option(image_url, "image_url")
-    if image_url and (problem := url_problem(image_url)) is not None:
+    # A data: URL (the frame itself, in base64) passes as the web app's would.
+    problem = None if image_url.startswith("data:") else url_problem(image_url)
+    if image_url and problem is not None:
         raise ValidationError(
             f"image_url {mask_url(image_url)!r} is no http(s) URL: {problem}", status_code=None
         )

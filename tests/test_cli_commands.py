@@ -1078,3 +1078,19 @@ def test_wide_characters_keep_the_columns_aligned() -> None:
     cut = render_table(("ID", "TITLE"), [["a", "日本語のとても長いタイトルです"]], 20)[1]
     assert cut.endswith("…")
     assert _columns(cut) <= 20
+
+
+def test_json_output_to_an_ascii_stream_is_still_json() -> None:
+    # The stream's own escapes (the C locale without UTF-8 mode) gave \U0001f600,
+    # which is no JSON: the JSON now escapes what the stream cannot carry itself.
+    import io
+
+    from flowith_httpx.cli_commands import Output
+
+    value = {"title": "caf\u00e9 \U0001f600"}
+    for write in (Output.document, Output.json_line):
+        raw = io.BytesIO()
+        out = io.TextIOWrapper(raw, encoding="ascii", errors="backslashreplace")
+        write(Output(out, io.StringIO(), lambda: ()), value)
+        out.flush()
+        assert json.loads(raw.getvalue().decode("ascii")) == value

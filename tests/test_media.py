@@ -203,6 +203,18 @@ def test_an_empty_setting_or_a_frame_that_is_no_url_is_refused_before_anything_i
     assert script.requests == []
 
 
+def test_a_first_frame_given_as_a_data_url_is_sent() -> None:
+    # The check that refuses a frame that is no URL must not refuse the frame itself.
+    script = rows_script()
+    ai = uuid_n(2)
+    script.on("POST", "/video/async", json_response(200, json.dumps({"nodeId": ai}).encode()))
+    script.feed(ai, [workflow(ai, status="completed", result="https://cdn/x/v.mp4")])
+    frame = "data:image/png;base64,iVBORw0KGgo="
+    script.run(generate_video(state(), Conversation(), "x", image_url=frame))
+    sent = [r for r in script.requests if r.url.endswith("/video/async")]
+    assert frame in sent[0].content.decode()
+
+
 @pytest.mark.parametrize("kind", ["image", "video"])
 def test_an_empty_model_is_the_default_as_for_text(kind: str) -> None:
     script = rows_script()
