@@ -1818,6 +1818,22 @@ async def test_a_download_error_quoting_its_signed_url_hides_the_signature(
     assert token not in shown
 
 
+def _numbered_event(text: str, event_id: str) -> bytes:
+    """A /user_stream/stream frame of one chunk, with an ``id:`` line."""
+    payload = {"data": {"type": "chunks", "nodeId": "n", "chunks": [text]}}
+    return f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
+
+
+async def _last_event_id_asked(stream: anyio.abc.SocketStream) -> str | None:
+    """Read a request's head; the ``Last-Event-ID`` it sent, if any."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await stream.receive()
+    fields = (line.partition(": ") for line in head.decode("latin-1").split("\r\n"))
+    last = [value for name, _, value in fields if name.lower() == "last-event-id"]
+    return last[0] if last else None
+
+
 async def test_a_listener_reopens_its_stream_within_its_window(
     fake: FakeFlowith, transport: Transport
 ) -> None:
@@ -1826,28 +1842,19 @@ async def test_a_listener_reopens_its_stream_within_its_window(
     was lost. It now reopens as an EventSource does, after the server's retry:."""
     asked: list[str | None] = []
 
-    def event(text: str, event_id: str) -> bytes:
-        payload = {"data": {"type": "chunks", "nodeId": "n", "chunks": [text]}}
-        return f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
-
     async def serve(stream: anyio.abc.SocketStream) -> None:
         async with stream:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += await stream.receive()
-            fields = (line.partition(": ") for line in head.decode("latin-1").split("\r\n"))
-            last = [value for name, _, value in fields if name.lower() == "last-event-id"]
-            asked.append(last[0] if last else None)
+            asked.append(await _last_event_id_asked(stream))
             chunked = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             chunked += b"Transfer-Encoding: chunked\r\n\r\n"
             if len(asked) == 1:  # ended cleanly
-                body = b"retry: 50\n" + event("one", "ev-1")
+                body = b"retry: 50\n" + _numbered_event("one", "ev-1")
                 await stream.send(chunked + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
             elif len(asked) == 2:  # broken: no last chunk
-                body = event("two", "ev-2")
+                body = _numbered_event("two", "ev-2")
                 await stream.send(chunked + b"%x\r\n%s\r\n" % (len(body), body))
             else:  # open until the window ends
-                body = event("three", "ev-3")
+                body = _numbered_event("three", "ev-3")
                 await stream.send(chunked + b"%x\r\n%s\r\n" % (len(body), body))
                 await anyio.sleep(30)
 
@@ -1867,17 +1874,11 @@ async def test_an_event_id_no_header_can_carry_is_not_sent_when_reopening(
     ASCII: the listener broke when it reopened its stream with such an id. The
     stream is reopened without it, as for a new listener."""
     asked: list[str | None] = []
-    payload = {"data": {"type": "chunks", "nodeId": "n", "chunks": ["x"]}}
-    event = f"id: {event_id}\ndata: {json.dumps(payload)}\n\n".encode()
+    event = _numbered_event("x", event_id)
 
     async def serve(stream: anyio.abc.SocketStream) -> None:
         async with stream:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += await stream.receive()
-            fields = (line.partition(": ") for line in head.decode("latin-1").split("\r\n"))
-            last = [value for name, _, value in fields if name.lower() == "last-event-id"]
-            asked.append(last[0] if last else None)
+            asked.append(await _last_event_id_asked(stream))
             answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             answer += b"Content-Length: %d\r\n\r\n%s" % (len(event), event)
             await stream.send(answer)
