@@ -52,6 +52,7 @@ from flowith_proto.errors import (
     FlowithError,
     GenerationError,
     ValidationError,
+    interrupt_in,
     redact,
 )
 from flowith_proto.models import GenerationOutput, ImageOutput, VideoOutput
@@ -1280,9 +1281,10 @@ def run_until_interrupted(function: Callable[..., Awaitable[T]], *args: object, 
         except BaseException as exc:
             # trio raises Ctrl-C in whichever task runs: inside a task group, it comes
             # out wrapped in an exception group (with the others' cancellations).
-            if _holds_interrupt(exc):
-                raise KeyboardInterrupt from None
-            raise
+            interrupt = interrupt_in(exc)
+            if interrupt is None:
+                raise
+            raise interrupt from None
     except KeyboardInterrupt:
         if terminated:
             raise Terminated from None
@@ -1292,14 +1294,6 @@ def run_until_interrupted(function: Callable[..., Awaitable[T]], *args: object, 
             signal.signal(signal.SIGTERM, previous)
         if ignored:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _holds_interrupt(error: BaseException) -> bool:
-    """Whether ``error`` is an exception group (nested or not) holding a Ctrl-C."""
-    inner = getattr(error, "exceptions", None)
-    if not isinstance(inner, tuple):
-        return False
-    return any(isinstance(e, KeyboardInterrupt) or _holds_interrupt(e) for e in inner)
 
 
 def _main_thread() -> bool:

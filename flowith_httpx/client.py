@@ -68,6 +68,7 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     error_chain,
+    interrupt_in,
     one_line,
     redact_chain,
     redirect_port_out_of_range,
@@ -139,7 +140,7 @@ async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         # trio raises Ctrl-C in whichever task runs, a job's too: its task group
         # wraps it in an exception group, which the caller's `except
         # KeyboardInterrupt` would miss.
-        interrupt = _interrupt_in(exc)
+        interrupt = interrupt_in(exc)
         if interrupt is None:
             raise
         raise interrupt from None
@@ -147,17 +148,6 @@ async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
     if error is not None:
         raise error
     return value  # type: ignore[return-value]  # set whenever error is None
-
-
-def _interrupt_in(error: BaseException) -> BaseException | None:
-    """The ``KeyboardInterrupt`` or ``SystemExit`` in an exception group, if any."""
-    for inner in getattr(error, "exceptions", None) or ():
-        if isinstance(inner, (KeyboardInterrupt, SystemExit)):
-            return inner
-        found = _interrupt_in(inner)
-        if found is not None:
-            return found
-    return None
 
 
 @contextlib.contextmanager

@@ -137,6 +137,8 @@ __all__ = [
 # stream hub that consumes them.
 
 log = logs.logger("flowith.client")
+
+
 @attrs.define
 class _TokenCallback:
     """A call of ``on_token_refresh`` in progress. A task the callback starts copies
@@ -969,8 +971,6 @@ class FlowithClientBase(WebAppMethods):
             if not await flight.finished.wait(until):
                 log.warning("on_token_refresh still runs: the logout goes on without it")
                 return
-
-
 
     async def _landed(self, flight: _Flight, deadline: float | None) -> None:
         """Wait for ``flight``'s outcome, no later than ``deadline``."""

@@ -47,6 +47,7 @@ __all__ = [
     "error_from_response",
     "excerpt",
     "hide_secrets_of",
+    "interrupt_in",
     "is_expired_token_error",
     "is_token_expired",
     "live_secrets",
@@ -767,6 +768,19 @@ def _redacted(value: object, secrets: list[str]) -> object:
     if isinstance(value, (bytes, bytearray)):  # latin-1: every byte maps back
         return type(value)(redact(value.decode("latin-1"), secrets).encode("latin-1"))
     return value
+
+
+def interrupt_in(error: BaseException) -> BaseException | None:
+    """The ``KeyboardInterrupt`` or ``SystemExit`` in an exception group (nested or
+    not), if any: trio raises Ctrl-C in whichever task runs, and a task group
+    wraps it."""
+    for inner in getattr(error, "exceptions", None) or ():
+        if isinstance(inner, (KeyboardInterrupt, SystemExit)):
+            return inner
+        found = interrupt_in(inner)
+        if found is not None:
+            return found
+    return None
 
 
 def error_chain(error: BaseException) -> Iterator[BaseException]:

@@ -35,16 +35,17 @@ from flowith_proto.errors import (
 from flowith_proto.retry import RETRY_STATUSES
 from flowith_proto.stream import StreamRouter
 
-__all__ = ["CHANNELS", "IDLE_LOOK", "LONGEST_RETRY_AFTER", "ByteStream", "Signal", "StreamHub"]
+__all__ = ["CHANNELS", "IDLE_LOOK", "LONGEST_RECONNECT_WAIT", "ByteStream", "Signal", "StreamHub"]
 
 log = logs.logger("flowith.stream")
 
 #: The user's two event streams, by the name operations use for them.
 CHANNELS = ("stream", "sse")
 
-#: The longest a stream's ``Retry-After`` keeps it closed, in seconds: a server that
-#: asks for a day would otherwise leave every generation polling for a day.
-LONGEST_RETRY_AFTER = 300.0
+#: The longest a stream's ``Retry-After`` keeps it closed, in seconds (not errors'
+#: LONGEST_RETRY_AFTER, past which a call's ``Retry-After`` is no advice at all): a
+#: server that asks for a day would otherwise leave every generation polling for a day.
+LONGEST_RECONNECT_WAIT = 300.0
 
 
 class Signal(Protocol):
@@ -228,12 +229,12 @@ class StreamHub:
     def _failed(self, channel: _Channel, error: Exception | None = None) -> None:
         """Count a failed connection; the next try waits the backoff, or what the
         server asked for (a 429's or 503's ``Retry-After``) if longer, up to
-        :data:`LONGEST_RETRY_AFTER`: meanwhile generations poll their rows."""
+        :data:`LONGEST_RECONNECT_WAIT`: meanwhile generations poll their rows."""
         channel.failures += 1
         wait = self._backoff(channel.failures)
         asked = error.retry_after_s if isinstance(error, APIError) else None
         if asked is not None:
-            wait = max(wait, min(asked, LONGEST_RETRY_AFTER))
+            wait = max(wait, min(asked, LONGEST_RECONNECT_WAIT))
         channel.retry_at = self._now() + wait
 
     async def _connect(self, channel: _Channel, deadline: float | None) -> str | None:

@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from flowith_proto.cassette import CassetteWriter, Scrubber, redact_jwt, request_record
 from flowith_proto.codings import ContentDecodingError
@@ -21,9 +20,6 @@ __all__ = ["PARTIAL_SUFFIX", "Recorder"]
 
 #: Added to a cassette's name for the file a recording is written to until it ends.
 PARTIAL_SUFFIX = ".partial"
-
-#: Where GoTrue grants tokens (a refresh's POST): see :meth:`Recorder.response`.
-TOKEN_GRANT_PATH = "/auth/v1/token"
 
 
 class Recorder:
@@ -91,7 +87,7 @@ class Recorder:
         """Record a request the named operation sends ("" for a shared stream)."""
         self.scrubber.learn(url_secrets(request.url), passing=True)  # its answer may quote them
         self._sent += 1
-        if urlsplit(request.url).path.endswith(TOKEN_GRANT_PATH):
+        if request.grants_tokens:
             self._grants.add(self._sent)
         self._writer.record(
             "request", n=self._sent, op=operation, **request_record(request, self.scrubber)

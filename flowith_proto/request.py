@@ -235,6 +235,8 @@ class Request:
     body the transport hands over chunk by chunk instead of buffering it.
     ``follow_redirects`` is for requests that carry no credentials (a file on
     the CDN): an API request carries tokens, so a redirect is an error for it.
+    ``grants_tokens`` marks a request whose answer brings new tokens (a refresh):
+    a recording keeps nothing of such an answer that is not JSON.
     """
 
     method: str
@@ -245,6 +247,7 @@ class Request:
     stream: bool = False
     conflict_means_done: bool = False
     follow_redirects: bool = False
+    grants_tokens: bool = False
 
     def __attrs_post_init__(self) -> None:
         # Refused here, on every transport alike: httpx would raise its own error

@@ -28,7 +28,7 @@ from flowith_httpx import FlowithClient, testing
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_httpx.testing import CassetteMismatch, ReplayClient, replay_operation
 from flowith_proto.abc import ConversationSession, FlowithClientBase
-from flowith_proto.auth import read_claims
+from flowith_proto.auth import Credentials, read_claims
 from flowith_proto.cassette import (
     CASSETTE_VERSION,
     MAX_SECRETS,
@@ -37,6 +37,8 @@ from flowith_proto.cassette import (
     decode_body,
     redact_jwt,
 )
+from flowith_proto.config import FlowithConfig
+from flowith_proto.endpoints import Endpoints
 from flowith_proto.errors import (
     FlowithError,
     ResponseDecodeError,
@@ -1234,7 +1236,8 @@ def test_a_token_grant_answered_without_json_is_recorded_as_redacted(
     # token was recorded in clear, though the error refused to quote the answer.
     path = tmp_path / "refresh.jsonl"
     recorder = new_recorder(path, [])
-    refresh = Request("POST", "https://sb.test/auth/v1/token?grant_type=refresh_token")
+    endpoints = Endpoints(FlowithConfig(supabase_url="https://sb.test"), Credentials())
+    refresh = endpoints.refresh_session("rt-0001-abcdefgh")  # marked: it grants tokens
     number = recorder.request(refresh, "refresh")
     recorder.response(number, Response(200, (("content-type", "text/html"),), body))
     other = recorder.request(Request("GET", "https://sb.test/rest/v1/conversation"), "list")

@@ -194,7 +194,7 @@ async def test_a_stream_throttled_with_retry_after_waits_that_long(
     streams: Streams, asked: float, reconnects_at: float
 ) -> None:
     """A 429 on the shared stream was tried again after the backoff's 0.5 s, the
-    server's Retry-After unread; a day's is kept to LONGEST_RETRY_AFTER (300 s)."""
+    server's Retry-After unread; a day's is kept to LONGEST_RECONNECT_WAIT (300 s)."""
     clock = [0.0]
     hub = StreamHub(streams, _Signal, lambda: clock[0], race)
     attempts: list[float] = []

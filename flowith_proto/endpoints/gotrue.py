@@ -75,6 +75,7 @@ class AuthEndpoints(EndpointsCore):
             self._auth("/token", [("grant_type", "refresh_token")]),
             self._auth_headers(with_token=False, content_type=True),
             dump_json({"refresh_token": refresh_token}),
+            grants_tokens=True,
         )
 
     def logout(self, scope: str = "global") -> Request:
