@@ -12,7 +12,7 @@
   own, which garbles a character split across chunks; this one decodes
   incrementally so that every contender yields the same events.)
 
-And a reference that is not a decoder:
+And two references that are not decoders:
 
 * ``unchecked``: the fewest steps from bytes to one ``str`` and one event
   object per event, for this stream only: each run of whole events is cut
@@ -23,6 +23,8 @@ And a reference that is not a decoder:
   ``data:`` events, LF line breaks, no BOM, ids or size bound). Its speed is
   about the most any decoder that returns such events can reach here, so
   ``flowith`` ÷ ``unchecked`` is what spec-exactness costs on top.
+* ``decode only``: for one huge event, its chunks' UTF-8 decoding and the one
+  join of the text, which every decoder returning the event must do.
 
 Each consumer handles the events of a chunk as they come (no list of all the
 events is built) and returns how many it saw; ``parse`` adds a
@@ -50,7 +52,7 @@ from flowith_proto.sse import (
     _find_data_events,
 )
 
-__all__ = ["CONSUMERS", "DATAS", "REFERENCES", "Consumer"]
+__all__ = ["BIG_EVENT_REFERENCES", "CONSUMERS", "DATAS", "REFERENCES", "Consumer"]
 
 Consumer = Callable[[list[bytes], bool], int]
 
@@ -213,6 +215,21 @@ class _Unchecked:
         return events
 
 
+def decode_only_consume(chunks: list[bytes], parse: bool) -> int:
+    """``decode only``: the one step any decoder of one huge event must take, alone.
+
+    Every chunk through an incremental UTF-8 decoder and the pieces joined into one
+    ``str``: no line or field is looked for. Not a decoder: a floor for a single
+    event that spans every chunk (the huge-event table), where a decoder's time is
+    this and whatever it does besides. Counts the one event it stands for.
+    """
+    decode = _utf8().decode
+    text = "".join([decode(chunk) for chunk in chunks])
+    if parse:
+        json.loads(text)
+    return 1
+
+
 def unchecked_consume(chunks: list[bytes], parse: bool) -> int:
     return _count_fed(_Unchecked().feed, chunks, parse)
 
@@ -235,3 +252,5 @@ DATAS: dict[str, Callable[[list[bytes]], Iterator[str]]] = {
 }
 #: References shown beside the contenders in the stream tables (see ``unchecked`` above).
 REFERENCES: dict[str, Consumer] = {"unchecked": unchecked_consume}
+#: The reference shown beside the contenders for the one huge event.
+BIG_EVENT_REFERENCES: dict[str, Consumer] = {"decode only": decode_only_consume}
