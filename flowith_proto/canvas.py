@@ -8,6 +8,11 @@ existing nodes. The first read is the plain one (so recordings of it still
 replay); an answer as long as the cap means more may follow, so the rest is read
 in pages of that size until one comes back shorter, or brings no node not read
 yet: a server that ignores ``offset`` would answer the same page forever.
+
+The pages are ordered by ``created_at`` and then ``id``, a total order; the first
+read, by ``created_at`` alone, may have cut a group of nodes created at the same
+instant anywhere, so the pages start at that group (the nodes at the end of the
+first answer that share its last ``created_at``) and skip what was read already.
 """
 
 from __future__ import annotations
@@ -60,7 +65,11 @@ def later_pages(
     nodes: list[FlowNode] = []
     seen: set[str] = set()
     unseen_rows(first, seen, _node_id)  # their keys
-    offset = len(first)
+    tied = _tied_at_end(first)
+    offset = len(first) - tied
+    # Only a first answer of one such group may be followed by a page that brings no
+    # node not read yet (the same nodes, in the other order): see below.
+    all_tied = offset == 0
     while True:
         response = yield from call(
             state,
@@ -75,12 +84,24 @@ def later_pages(
         offset += len(page)
         new, fresh = unseen_rows(page, seen, _node_id)
         nodes += new
-        if len(page) < POSTGREST_MAX_ROWS or not fresh:
+        if len(page) < POSTGREST_MAX_ROWS or not (fresh or all_tied):
             return nodes
+        all_tied = False  # the next page tells a server ignoring `offset`
 
 
 def _node_id(node: FlowNode) -> str:
     return node.node_id
+
+
+def _tied_at_end(nodes: Sequence[FlowNode]) -> int:
+    """How many of ``nodes`` at their end share the last one's ``created_at``."""
+    last = nodes[-1].metadata.get("created_at")
+    tied = 0
+    for node in reversed(nodes):
+        if node.metadata.get("created_at") != last:
+            break
+        tied += 1
+    return tied
 
 
 def _page(endpoints: Endpoints, *, conv_id: str, offset: int) -> Request:

@@ -57,6 +57,7 @@ from flowith_proto.fake import (
     pause,
     workflow_complete,
 )
+from flowith_proto.fake import postgrest as fake_postgrest
 from flowith_proto.fake.postgrest import parse_timestamp
 from flowith_proto.models import (
     AspectRatio,
@@ -797,6 +798,63 @@ async def test_a_canvas_longer_than_the_servers_cap_is_read_in_pages(
     assert {node.node_id for node in nodes} == expected
     assert reply.node_id in expected
     assert len(expected) == 4  # the seeded turn and this one
+
+
+@pytest.mark.parametrize("reader", ["get_flow_nodes", "resumed session"])
+@pytest.mark.parametrize("tied", [1, 2, 3])
+async def test_nodes_created_at_the_same_instant_are_not_skipped_between_pages(
+    fake: FakeFlowith,
+    make_client: MakeClient,
+    monkeypatch: pytest.MonkeyPatch,
+    reader: str,
+    tied: int,
+) -> None:
+    """PostgreSQL orders rows of equal created_at as it likes, read by read: pages
+    cut from such an order by offsets skipped a node (and read another twice) when
+    the first answer ended inside such a group and the next read ordered it otherwise."""
+    monkeypatch.setattr(canvas, "POSTGREST_MAX_ROWS", 3)
+    fake.max_rows = 3
+    fake.script(chunk("Day 2: Arashiyama."), complete())
+    async with make_client() as client:
+        await client.start_conversation(conv_id=KYOTO_TRIP).send("And day 2?")
+    fake.script(chunk("Day 3: Nara."), complete())
+    async with make_client() as client:
+        await client.start_conversation(conv_id=KYOTO_TRIP).send("And day 3?")
+    rows = [row for row in fake._rows["flow_node"].values() if row["conv_id"] == KYOTO_TRIP]
+    assert len(rows) == 6
+    # The last `tied` nodes of the first answer (of 3) and the one after it: one instant.
+    instant = rows[3]["created_at"]
+    for row in rows[3 - tied : 4]:
+        row["created_at"] = instant
+    ordered = fake_postgrest.order_rows
+    reads: list[str | None] = []
+
+    def unstable(table: Any, found: Any, text: str | None) -> list[dict[str, Any]]:
+        result = ordered(table, found, text)
+        reads.append(text)
+        if text == "created_at.asc" and len(reads) % 2:  # each tie group backwards
+            groups: dict[Any, list[dict[str, Any]]] = {}
+            for row in result:
+                groups.setdefault(row.get("created_at"), []).append(row)
+            result = [row for group in groups.values() for row in reversed(group)]
+        return result
+
+    monkeypatch.setattr(fake_postgrest, "order_rows", unstable)
+    expected = {row["id"] for row in rows}
+    async with make_client() as client:
+        if reader == "get_flow_nodes":
+            nodes = await client.get_flow_nodes(KYOTO_TRIP)
+            assert sorted(node.node_id for node in nodes) == sorted(expected)
+        else:
+            fake.script(chunk("Day 4: Osaka."), complete())
+            await client.start_conversation(conv_id=KYOTO_TRIP).send("And day 4?")
+            # The history sent with the new turn: every node's text, each once.
+            (sent, *_) = fake.requests_to("POST", "/completion/async")[-1:]
+            history = [message["content"] for message in sent.json()["messages"]]
+            texts = [row["data"]["value"] for row in rows] + ["And day 4?"]
+            assert history == texts
+    assert reads[0] == "created_at.asc"
+    assert set(reads[1:]) == {"created_at.asc,id.asc"}
 
 
 @pytest.mark.parametrize("reader", ["get_flow_nodes", "resumed session"])

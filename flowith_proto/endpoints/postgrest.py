@@ -196,12 +196,18 @@ class RestEndpoints(EndpointsCore):
 
     def flow_nodes(self, conv_id: str, *, offset: int = 0, limit: int | None = None) -> Request:
         """A conversation's live nodes in creation order; from ``offset``, at most
-        ``limit`` of them (a later page of a canvas longer than the server's cap)."""
+        ``limit`` of them (a later page of a canvas longer than the server's cap).
+
+        A page is ordered by ``id`` too: PostgreSQL gives rows of the same
+        ``created_at`` in any order, which may differ from one read to the next, so
+        pages cut from an order by ``created_at`` alone could skip a node at their
+        boundary. (The first read keeps the original order: recordings of it replay.)
+        """
         query = [
             ("select", "*"),
             ("conv_id", _eq(conv_id, "conv_id")),
             ("is_delete", "neq.true"),
-            ("order", "created_at.asc"),
+            ("order", "created_at.asc" if limit is None else "created_at.asc,id.asc"),
         ]
         if limit is not None:
             query += [("offset", str(offset)), ("limit", str(limit))]
