@@ -943,9 +943,21 @@ class FlowithClientBase(WebAppMethods):
                 raise _fresh(flight.error)
         if self._state.credentials.access_token != seen_token:
             return
-        if not self._state.credentials.refresh_token:
+        refresh_token = self._state.credentials.refresh_token
+        if not refresh_token:
             raise AuthenticationError("the access token expired and there is no refresh token")
-        await self._renew(self._state.credentials.refresh_token, deadline=deadline)
+        last = self._last_flight
+        if (
+            last is not None
+            and last.own
+            and last.refresh_token == refresh_token
+            and isinstance(last.error, AuthenticationError)
+        ):
+            # The server refused this refresh token (spent, revoked): sent again, it is
+            # refused again. A call whose 401 came after that refresh ended gets its
+            # refusal, as the calls that waited for it did; new tokens end this.
+            raise _fresh(last.error)
+        await self._renew(refresh_token, deadline=deadline)
 
     def _window_end(self, timeout: float | None) -> float | None:
         """When a listening window of ``timeout`` seconds opened now ends (``None``:

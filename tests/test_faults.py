@@ -1206,6 +1206,23 @@ async def test_a_refresh_that_fails_is_an_authentication_error(
             await client.get_credits()
 
 
+async def test_a_refused_refresh_token_is_not_sent_again_until_new_tokens_come(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """Each call whose 401 came after the refusal sent the refused token again, to be
+    refused again: a client of many calls sent one doomed refresh per call."""
+    fake.expire_token(fake.token)
+    async with make_client(refresh_token="fkrt-not-a-real-one") as client:
+        for _ in range(3):
+            with pytest.raises(AuthenticationError, match="refreshing the session failed"):
+                await client.get_credits()
+        assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+        # A refresh token given by the app is sent, and its tokens end the refusal.
+        await client.refresh_access_token(fake.refresh_token)
+        assert await client.get_credits() is not None
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 2
+
+
 async def test_a_refused_upload_says_the_request_and_the_wait_of_its_503(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
