@@ -94,8 +94,12 @@ def _node_id(node: FlowNode) -> str:
 
 
 def _tied_at_end(nodes: Sequence[FlowNode]) -> int:
-    """How many of ``nodes`` at their end share the last one's ``created_at``."""
+    """How many of ``nodes`` at their end share the last one's ``created_at`` (none
+    when it has none: rows without the column tell nothing, and re-reading a whole
+    page for them would cost a request)."""
     last = nodes[-1].metadata.get("created_at")
+    if last is None:
+        return 0
     tied = 0
     for node in reversed(nodes):
         if node.metadata.get("created_at") != last:
