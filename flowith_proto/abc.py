@@ -118,7 +118,7 @@ from flowith_proto.models import (
 )
 from flowith_proto.recording import Recorder
 from flowith_proto.request import MultipartForm, Request, Response, first_header, require_uuid
-from flowith_proto.retry import RetryPolicy
+from flowith_proto.retry import RetryPolicy, doubled
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT, SilenceWatchdog
 from flowith_proto.sse import SSEDecoder
 from flowith_proto.state import ClientState
@@ -1729,7 +1729,7 @@ class FlowithClientBase(WebAppMethods):
         ends first."""
         delay = LISTENER_RECONNECT if retry_ms is None else retry_ms / 1000
         if quiet > 1:  # the stream keeps ending without a word: back off
-            delay = max(delay, min(LISTENER_RECONNECT_MAX, LISTENER_RECONNECT * 2 ** (quiet - 1)))
+            delay = max(delay, doubled(LISTENER_RECONNECT, quiet - 1, LISTENER_RECONNECT_MAX))
         until = self._now() + delay
         if deadline is not None and until >= deadline:
             return False

@@ -32,7 +32,7 @@ from flowith_proto.errors import (
     ConnectionFailedError,
     TimeoutError,
 )
-from flowith_proto.retry import RETRY_STATUSES
+from flowith_proto.retry import RETRY_STATUSES, doubled
 from flowith_proto.stream import StreamRouter
 
 __all__ = ["CHANNELS", "IDLE_LOOK", "LONGEST_RECONNECT_WAIT", "ByteStream", "Signal", "StreamHub"]
@@ -130,7 +130,7 @@ class StreamHub:
         now: Callable[[], float],
         race: Racer,
         *,
-        backoff: Callable[[int], float] = lambda failures: min(30.0, 0.5 * 2 ** (failures - 1)),
+        backoff: Callable[[int], float] = lambda failures: doubled(0.5, failures - 1, 30.0),
     ) -> None:
         self._open_stream = open_stream
         self._new_signal = new_signal
@@ -306,10 +306,12 @@ class StreamHub:
         their events may not come (they recover by polling); the next
         subscription reconnects, after a backoff when connections keep
         failing before they deliver anything."""
-        if failed and channel.router.events_seen == channel.seen_at_open:
-            self._failed(channel)
-        elif failed:
+        if channel.router.events_seen != channel.seen_at_open:
+            # It worked (whether it broke, ended or was found dead by a look): earlier
+            # failures are history, and the next outage backs off from the start.
             channel.failures = 0
+        elif failed:
+            self._failed(channel)
         connection, channel.connection = channel.connection, None
         if connection is not None:
             self._broken.append(connection)

@@ -14,10 +14,19 @@ import attrs
 from flowith_proto.errors import ConnectionFailedError, TimeoutError
 from flowith_proto.request import Request
 
-__all__ = ["RETRY_STATUSES", "RetryPolicy", "Wait"]
+__all__ = ["RETRY_STATUSES", "RetryPolicy", "Wait", "doubled"]
 
 #: Answers that say "try again": timeouts, throttling and passing server trouble.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def doubled(first: float, times: int, ceiling: float) -> float:
+    """``first`` doubled ``times`` times, at most ``ceiling``: the backoffs' growth.
+
+    Any count will do: ``first * 2 ** times`` overflowed a float from 1,024 doublings
+    on, and a stream that keeps failing for hours counts that many.
+    """
+    return min(ceiling, first * 2.0 ** min(times, 64))
 
 
 @attrs.frozen
@@ -45,8 +54,7 @@ class RetryPolicy:
     def backoff(self, attempt: int, jitter: float) -> float:
         """The wait before retry number ``attempt`` (0-based); ``jitter`` in
         [0, 1) spreads clients apart while keeping at least half the wait."""
-        ceiling = min(self.max_delay, self.base_delay * (2**attempt))
-        return float(ceiling * (0.5 + jitter / 2))
+        return doubled(self.base_delay, attempt, self.max_delay) * (0.5 + jitter / 2)
 
     def may_resend(self, request: Request, error: Exception) -> bool:
         """Whether a request that failed in transit may go out again."""

@@ -27,6 +27,7 @@ from flowith_proto.queries import (
     rename_conversation,
 )
 from flowith_proto.request import Request, Response
+from flowith_proto.retry import RetryPolicy
 from flowith_proto.state import ClientState
 from tests.scripted import Script, json_response
 
@@ -482,7 +483,7 @@ def test_a_profile_row_without_its_id_is_the_users_but_another_users_is_not() ->
 
 
 def test_an_answer_that_is_not_json_names_the_request() -> None:
-    """"expected JSON from the server" did not say which of a generation's
+    """ "expected JSON from the server" did not say which of a generation's
     requests got the gateway's page, and .endpoint was None."""
     script = Script()
     script.on("GET", "/rest/v1/flow_node", Response(200, (), b"<html>Bad gateway</html>"))
@@ -513,3 +514,13 @@ def test_no_link_of_a_decode_errors_chain_holds_the_body_it_quotes() -> None:
         held = repr(vars(error)) + repr(error.args) + str(error)
         assert new not in held
         assert "refresh-secret-0002" not in held
+
+
+@pytest.mark.parametrize("attempt", [0, 3, 1_024, 100_000])
+def test_a_retry_policy_of_endless_retries_backs_off_at_most_its_cap(attempt: int) -> None:
+    """The backoff doubled an int per attempt: from the 1,024th retry of a policy that
+    retries for ever, OverflowError instead of a wait."""
+    policy = RetryPolicy(max_retries=1_000_000, base_delay=0.5, max_delay=8.0)
+    ceiling = 0.5 * 2 ** min(attempt, 4)  # 8.0 from the 4th attempt on
+    assert policy.backoff(attempt, 0.999999) == pytest.approx(ceiling, rel=1e-5)
+    assert policy.backoff(attempt, 0.0) == ceiling / 2

@@ -231,3 +231,61 @@ async def test_a_lost_stream_is_closed_at_once(streams: Streams, how: str) -> No
     item = await hub.next_event("node", anyio.current_time() + 1)
     assert isinstance(item, StreamEnded)
     assert stream.closed
+
+
+def _failing_until(streams: Streams, clock: list[float], failures: int) -> list[float]:
+    """Make the first ``failures`` opens fail; the times of every open are returned."""
+    attempts: list[float] = []
+
+    async def opening(channel: str, deadline: float | None) -> MemoryStream:
+        attempts.append(clock[0])
+        if len(attempts) <= failures:
+            raise ConnectionFailedError("connection refused")
+        return streams.new(channel)
+
+    streams.opening = opening
+    return attempts
+
+
+async def test_a_stream_failing_for_hours_still_backs_off_at_most_30_s(streams: Streams) -> None:
+    """The backoff doubled an int per failure: from the 1,025th failure on (hours of
+    an outage, in all, over a process's life), OverflowError ended every generation."""
+    clock = [0.0]
+    hub = StreamHub(streams, _Signal, lambda: clock[0], race)
+    attempts = _failing_until(streams, clock, 1_100)
+    for number in range(1_100):
+        await hub.subscribe(f"node-{number}", ["stream"], None)
+        clock[0] += 30.0
+    assert len(attempts) == 1_100
+    await hub.subscribe("later", ["stream"], None)
+    assert len(streams.opened["stream"]) == 1
+
+
+async def test_a_stream_that_worked_forgets_the_failures_before_it(streams: Streams) -> None:
+    """A connection that delivered events and was then found closed by a look (nobody
+    was reading it) left the failures before it counted: the next outage began with
+    the longest backoff, 30 s without a stream, instead of half a second."""
+    clock = [0.0]
+    hub = StreamHub(streams, _Signal, lambda: clock[0], race)
+    attempts = _failing_until(streams, clock, 6)
+    for number in range(6):
+        await hub.subscribe(f"failed-{number}", ["stream"], None)
+        clock[0] += 60.0
+    await hub.subscribe("reader", ["stream"], None)
+    stream = streams.last("stream")
+    stream.push(chunk("reader", "text", 0))
+    assert isinstance(await hub.next_event("reader", clock[0] + 1), Chunks)
+    hub.unsubscribe("reader")
+    stream.end()  # closed while nobody reads: the next subscription's look finds it
+    opened = len(attempts)
+
+    async def refused(channel: str, deadline: float | None) -> MemoryStream:
+        attempts.append(clock[0])
+        raise ConnectionFailedError("connection refused")
+
+    streams.opening = refused
+    await hub.subscribe("first of the outage", ["stream"], None)
+    assert len(attempts) == opened + 1
+    clock[0] += 0.6  # past the first backoff (0.5 s): tried again
+    await hub.subscribe("second", ["stream"], None)
+    assert len(attempts) == opened + 2

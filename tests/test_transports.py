@@ -1868,6 +1868,17 @@ async def test_a_listener_reopens_its_stream_within_its_window(
     assert asked == [None, "ev-1", "ev-2"]
 
 
+async def test_a_listener_reopening_for_hours_backs_off_at_most_30_s(
+    make_client: MakeClient,
+) -> None:
+    """The reopen wait doubled an int per quiet connection: a listener without an end
+    whose stream kept closing at once raised OverflowError at its 1,026th reopening."""
+    client = make_client()
+    async with client:
+        # A window that ends before the wait would (30 s): computed, and not waited.
+        assert await client._reconnect_wait(None, 5_000, client._now() + 29.9) is False
+
+
 @pytest.mark.parametrize("event_id", ["7 ", " 7", "é-1"])
 async def test_an_event_id_no_header_can_carry_is_not_sent_when_reopening(
     fake: FakeFlowith, transport: Transport, event_id: str
