@@ -150,6 +150,11 @@ def _same_address(pattern: str, host: str) -> bool:
         return False
 
 
+#: Routes remembered at most: a long-lived client downloading from the hosts its users
+#: name would otherwise keep one per host for ever (deciding one again is cheap).
+MAX_ROUTES = 256
+
+
 class EnvironmentProxies:
     """The proxies of an environment (``{"http": url, "https": url, "all": url,
     "no": "host,..."}``, as ``urllib.request.getproxies()`` gives them), decided
@@ -198,7 +203,10 @@ class EnvironmentProxies:
                     "pass proxy=, exempt the host with NO_PROXY, or use the httpx transport "
                     "(with socksio installed)"
                 )
+            if len(self._routes) >= MAX_ROUTES:
+                del self._routes[next(iter(self._routes))]  # the oldest
             self._routes[key] = proxy
+            return proxy
         return self._routes[key]
 
     def well_formed(self) -> bool:

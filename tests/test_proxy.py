@@ -291,6 +291,17 @@ def test_environment_proxies_by_scheme_and_host() -> None:
     assert "pw" not in str(info.value)
 
 
+def test_environment_proxies_remember_a_bounded_number_of_routes() -> None:
+    """One route was kept per host ever asked for: a long-lived client downloading
+    from the hosts its users name grew without end (always, on aiohttp)."""
+    environment = proxies.EnvironmentProxies({"http": "http://p:3128", "no": ".internal.test"})
+    for number in range(3 * proxies.MAX_ROUTES):
+        assert environment.for_url("http", f"host-{number}.example") == "http://p:3128"
+        assert environment.for_url("http", f"host-{number}.internal.test") is None
+    assert len(environment._routes) == proxies.MAX_ROUTES
+    assert environment.for_url("http", "host-0.example") == "http://p:3128"  # decided again
+
+
 async def test_the_stream_flows_through_the_proxy_unbuffered(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
