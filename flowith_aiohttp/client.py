@@ -93,6 +93,7 @@ async def _before(deadline: float, awaitable: Awaitable[T]) -> T:
     async with timeout_at(deadline):
         return await awaitable
 
+
 #: The longest response header line read, as httpcore's h11 reads (aiohttp: 8190).
 _HEADER_LIMIT = 100 * 1024
 #: As many header lines as a head within that size may hold (aiohttp: 128, which an
@@ -244,9 +245,7 @@ def _clear_connection_key(exc: aiohttp.ClientConnectorError) -> None:
     key: Any = getattr(exc, "_conn_key", None)
     if not hasattr(key, "_replace") or not hasattr(key, "proxy"):
         return  # an aiohttp that keeps it otherwise: nothing of ours to mask
-    key = key._replace(
-        proxy=None if key.proxy is None else _masked_url(key.proxy), proxy_auth=None
-    )
+    key = key._replace(proxy=None if key.proxy is None else _masked_url(key.proxy), proxy_auth=None)
     exc._conn_key = key
     exc.args = (key, *exc.args[1:])
 
@@ -453,6 +452,16 @@ async def _cancel_all(tasks: Sequence[asyncio.Future[Any]]) -> asyncio.Cancelled
     return cancelled
 
 
+def _new_socket(
+    made: weakref.WeakSet[socket.socket], address: aiohttp.AddrInfoType
+) -> socket.socket:
+    """A socket for a session's connector, as aiohttp makes one, kept track of in ``made``."""
+    family, kind, protocol, _, _ = address
+    new = socket.socket(family=family, type=kind, proto=protocol)
+    made.add(new)
+    return new
+
+
 class FlowithClient(FlowithClientBase):
     """Async Flowith client on aiohttp (asyncio).
 
@@ -525,9 +534,11 @@ class FlowithClient(FlowithClientBase):
                 "a proxy setting in the environment (ALL_PROXY, HTTPS_PROXY or HTTP_PROXY) "
                 "is no URL with a valid host and port"
             )
-        in_use = [proxy] if proxy is not None else [
-            url for scheme, url in environment.items() if scheme in ("http", "https", "all")
-        ]
+        in_use = (
+            [proxy]
+            if proxy is not None
+            else [url for scheme, url in environment.items() if scheme in ("http", "https", "all")]
+        )
         if not all(_latin1_credentials(url) for url in in_use if url):
             raise ValueError(  # quoting nothing: the password is the trouble
                 "the proxy's user name or password holds a character aiohttp cannot send "
@@ -552,7 +563,12 @@ class FlowithClient(FlowithClientBase):
         # Created lazily: an aiohttp session must be born inside a running loop.
         if self._http is None:
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(socket_factory=self._new_socket),
+                # Not a method of the client: the event loop holds the connector while
+                # a socket is open, and a client dropped unclosed must still be freed
+                # (and warn) rather than live on with its streams.
+                connector=aiohttp.TCPConnector(
+                    socket_factory=functools.partial(_new_socket, self._sockets)
+                ),
                 trace_configs=[_progress_tracing()],
                 # What httpx does, so that swapping transports changes nothing: cookies of
                 # an IP-address host are kept, and headers as long as httpcore reads.
@@ -567,13 +583,6 @@ class FlowithClient(FlowithClientBase):
                 session._retry_connection = False
             self._http = session
         return self._http
-
-    def _new_socket(self, address: aiohttp.AddrInfoType) -> socket.socket:
-        """A socket for the session's connector, as aiohttp makes one, kept track of."""
-        family, kind, protocol, _, _ = address
-        made = socket.socket(family=family, type=kind, proto=protocol)
-        self._sockets.add(made)
-        return made
 
     def _proxy_for(self, url: URL) -> str | None:
         """``proxy=``, else the environment's proxy for the URL (see
@@ -722,9 +731,7 @@ class FlowithClient(FlowithClientBase):
             body, headers = self._wire_body(request)  # a stream's request has no file to close
             answer, hops = await _before(
                 asyncio.get_running_loop().time() + limit,
-                self._followed(
-                    request, body, headers, _on_time(total=None, sock_connect=limit)
-                ),
+                self._followed(request, body, headers, _on_time(total=None, sock_connect=limit)),
             )
         except asyncio.TimeoutError as exc:
             raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc

@@ -30,6 +30,7 @@ import stat
 import time
 import types
 import uuid
+import warnings
 import weakref
 from collections.abc import (
     AsyncGenerator,
@@ -1149,6 +1150,20 @@ class FlowithClientBase(WebAppMethods):
             run.close()
 
     # -- lifecycle -------------------------------------------------------------
+
+    def __del__(self, _warn: Callable[..., object] = warnings.warn) -> None:
+        # A client dropped without aclose() leaves its streams open: a task of the
+        # event loop (or the loop itself) holds them, not the client. Say so, as
+        # aiohttp does of a session left open.
+        if getattr(self, "_closed", True) or not hasattr(self, "_open_bodies"):
+            return  # closed, or its constructor failed
+        if self._open_bodies or self._hub.holds_connections():
+            _warn(
+                f"unclosed {type(self).__name__} with open streams: close it with "
+                "aclose(), or use it in 'async with'",
+                ResourceWarning,
+                source=self,
+            )
 
     async def __aenter__(self: _Self) -> _Self:
         # As httpx: leaving the block closes the client, so a second block (or one

@@ -299,6 +299,10 @@ class StreamHub:
         for channel in self._channels.values():
             channel.subscribers.discard(node_id)
 
+    def holds_connections(self) -> bool:
+        """Whether a stream is connected (or being connected)."""
+        return any(c.connection is not None or c.connecting for c in self._channels.values())
+
     # -- losing connections ----------------------------------------------------------
 
     def _lose(self, channel: _Channel, reason: str, *, failed: bool = False) -> None:

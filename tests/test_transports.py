@@ -13,6 +13,8 @@ import re
 import socket
 import sys
 import time
+import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import httpx
 import pytest
 
 from flowith_httpx.fake_server import FakeFlowithServer
@@ -1866,6 +1869,47 @@ async def test_a_listener_reopens_its_stream_within_its_window(
             heard = [e["chunks"] async for e in client.stream_user_stream(timeout=1.5)]
     assert heard == [["one"], ["two"], ["three"]]
     assert asked == [None, "ev-1", "ev-2"]
+
+
+async def test_a_client_dropped_with_open_streams_says_so(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """A client dropped without aclose() left its shared stream open for the rest of
+    the event loop's life (a task of the loop reads it), and said nothing."""
+    fake.script(chunk("hello"), complete())
+    client = make_client()
+    assert (await client.generate("Hi")).text == "hello"
+    assert fake.stream_connections == 1
+    with pytest.warns(ResourceWarning, match="unclosed FlowithClient with open streams"):
+        client.__del__()
+    await client.aclose()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        client.__del__()  # closed: nothing to say
+        make_client().__del__()  # never used: nothing open
+
+
+async def test_a_client_dropped_unclosed_is_freed_and_warns(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """An aiohttp client's connector held it through its socket factory, and the event
+    loop holds the connector while a socket is open: a client dropped unclosed lived
+    on with its streams, and said nothing."""
+    fake.script(chunk("hello"), complete())
+    client = make_client()
+    assert (await client.generate("Hi")).text == "hello"
+    http = client._http  # closed below: what the client left open
+    dropped = weakref.ref(client)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        del client
+        gc.collect()
+    assert dropped() is None
+    assert any(
+        issubclass(w.category, ResourceWarning) and "unclosed FlowithClient" in str(w.message)
+        for w in said
+    )
+    await (http.aclose() if isinstance(http, httpx.AsyncClient) else http.close())
 
 
 async def test_a_listener_reopening_for_hours_backs_off_at_most_30_s(
