@@ -91,10 +91,12 @@ async def test_a_client_closed_under_a_listener_is_let_go_of() -> None:
     shares between connections, which kept the traceback of that read: its frames held
     the closed client's session, response and token until the next such error."""
 
+    heard: list[object] = []
+
     async def listen(client: FlowithClient, ended: list[BaseException]) -> None:
         try:
-            async for _ in client.stream_user_sse():
-                pass
+            async for frame in client.stream_user_sse():
+                heard.append(frame)
         except FlowithError as error:
             ended.append(error)
 
@@ -104,7 +106,13 @@ async def test_a_client_closed_under_a_listener_is_let_go_of() -> None:
         session = weakref.ref(client._session())
         ended: list[BaseException] = []
         listener = asyncio.create_task(listen(client, ended))
-        await asyncio.sleep(0.3)  # it is reading
+        # It is reading (its first frame came), not merely started: a close while
+        # it opens fails otherwise, and the log records the test keeps hold that failure.
+        for _ in range(500):
+            if heard:
+                break
+            await asyncio.sleep(0.01)
+        assert heard
         await client.aclose()
         await listener
         assert [type(error) for error in ended] == [ClientStateError]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import json
@@ -447,7 +448,11 @@ def test_a_retry_wait_beside_a_streamed_generation_replays(
         assert unplayed == []
 
 
-async def listening_beside_a_generation(client: FlowithClientBase) -> list[Any]:
+async def listening_beside_a_generation(
+    client: FlowithClientBase, listening: Callable[[], bool] = lambda: True
+) -> list[Any]:
+    """``listening``: whether the listener's stream is open on the server (recorded
+    live, the generation must not start before, or the listener hears nothing)."""
     heard: list[Any] = []
     generated: list[str] = []
 
@@ -460,6 +465,8 @@ async def listening_beside_a_generation(client: FlowithClientBase) -> list[Any]:
     async with anyio.create_task_group() as group:
         group.start_soon(listen)  # its window opens first
         await anyio.lowlevel.checkpoint()
+        while not listening():  # noqa: ASYNC110 (the fake's state has no event)
+            await anyio.sleep(0.01)
         group.start_soon(generate)
     return [heard, generated]
 
@@ -473,9 +480,10 @@ def test_a_listening_window_beside_a_generation_replays_what_it_heard(
     random."""
     cassette = tmp_path / "listening.jsonl"
     fake = FakeFlowith(heartbeat_interval=0.1)
-    recorded = anyio.run(
-        record, cassette, listening_beside_a_generation, fake, backend=recorded_on
+    session = functools.partial(
+        listening_beside_a_generation, listening=lambda: fake.open_streams("stream") != []
     )
+    recorded = anyio.run(record, cassette, session, fake, backend=recorded_on)
     assert len(recorded[0]) >= 2
     for backend in ("asyncio", "trio"):
         for _ in range(8):

@@ -152,10 +152,12 @@ async def test_a_call_cancelled_while_its_file_opens_leaves_no_file_open(
     import flowith_proto.abc as core
 
     opened: list[Any] = []
+    opening = threading.Event()
     for name in ("_create_binary", "_open_binary"):
         real = getattr(core, name)
 
         def slow(path: Any, real: Any = real) -> Any:
+            opening.set()
             time.sleep(0.3)  # the caller is cancelled meanwhile
             opened.append(real(path))
             return opened[-1]
@@ -166,11 +168,20 @@ async def test_a_call_cancelled_while_its_file_opens_leaves_no_file_open(
     url = fake.add_file("/f/a/clip.bin", b"the clip")
     folder = tmp_path / "out"
     async with make_client() as client:
-        with anyio.move_on_after(0.1):
+
+        async def call() -> None:
             if what == "download":
                 await client.download(url, folder)
             else:
                 await client.upload_file(source)
+
+        # Cancelled once the file is being opened, not after a fixed time: a download
+        # first makes its folder (in a thread) and opens its stream, which a loaded
+        # machine may not do within any fixed time.
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            await anyio.to_thread.run_sync(opening.wait, 5)
+            group.cancel_scope.cancel()
         for _ in range(100):  # the thread ends on its own
             if opened:
                 break

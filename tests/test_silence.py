@@ -35,16 +35,16 @@ async def test_nothing_for_the_limit_breaks_the_connection(streams: Streams) -> 
 
 async def test_every_chunk_starts_the_silence_afresh(streams: Streams) -> None:
     stream = streams.new("stream")
-    watched = SilenceWatchdog(stream, anyio.current_time, 0.3)
+    watched = SilenceWatchdog(stream, anyio.current_time, 1.0)
 
     async def beat() -> None:
-        for _ in range(5):  # 0.75 s in all, never 0.3 s apart
+        for _ in range(8):  # 1.2 s in all, never 1 s apart (however slow the machine)
             await anyio.sleep(0.15)
             stream.push(HEARTBEAT)
 
     async with anyio.create_task_group() as group:
         group.start_soon(beat)
-        for _ in range(5):
+        for _ in range(8):
             assert await watched.read(None) == HEARTBEAT
 
 
@@ -75,13 +75,16 @@ async def test_what_the_idle_look_finds_counts_as_heard_when_the_stream_was_last
 ) -> None:
     # Buffered bytes may be heartbeats from before the connection died: they
     # vouch only for the moment of the last read, not for now.
+    # On a clock of the test's own (looks do not wait): a loaded machine's late
+    # wake-up from a real sleep of 0.2 s was past the 0.3 s limit.
+    clock = [0.0]
     stream = streams.new("stream")
-    watched = SilenceWatchdog(stream, anyio.current_time, 0.3)
+    watched = SilenceWatchdog(stream, lambda: clock[0], 0.3)
     assert await watched.read(IDLE_LOOK) is None
-    await anyio.sleep(0.2)
+    clock[0] += 0.2
     stream.push(HEARTBEAT)
     assert await watched.read(IDLE_LOOK) == HEARTBEAT
-    await anyio.sleep(0.15)  # 0.35 s after the last read that found nothing
+    clock[0] += 0.15  # 0.35 s after the last read that found nothing
     with pytest.raises(ConnectionFailedError, match="sent nothing"):
         await watched.read(IDLE_LOOK)
 

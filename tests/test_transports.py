@@ -448,7 +448,9 @@ async def test_stream_user_stream_yields_unwrapped_events_without_heartbeats(
 
         async with anyio.create_task_group() as group:
             group.start_soon(listen)
-            await anyio.sleep(0.2)  # the listener is connected
+            # Connected before the generation starts: the fake puts a turn's frames
+            # on the streams open when its POST arrives.
+            await eventually(lambda: fake.open_streams("stream") != [])
             result = await client.generate("hi")
     assert result.text == "seen by a listener"
     kinds = [e.get("type") for e in events]
@@ -491,7 +493,9 @@ async def test_cancelling_the_generation_reading_the_stream_leaves_the_others_st
 
         async with anyio.create_task_group() as group:
             group.start_soon(doomed)
-            await eventually(lambda: client._hub.demux.subscriptions == 1)
+            # Its POST reached the server (it takes the first script), not only its
+            # subscription: the others' may overtake it while its stream connects.
+            await eventually(lambda: len(fake.turns) == 1)
             for i in range(3):
                 group.start_soon(fine, i)
             await eventually(lambda: client._hub.demux.subscriptions == 4)
@@ -527,7 +531,7 @@ async def test_a_reader_running_out_of_time_leaves_the_stream_to_the_others(
         second_node: list[str] = []
         async with anyio.create_task_group() as group:
             group.start_soon(first)
-            await eventually(lambda: client._hub.demux.subscriptions == 1)
+            await eventually(lambda: len(fake.turns) == 1)  # its POST took the first script
             group.start_soon(second)
         assert client.stream_connections == 1
     assert outcome == {"first": "timed out", "second": ["b1 ", "b2"]}
