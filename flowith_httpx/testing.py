@@ -121,9 +121,10 @@ class _ReplayStream:
             raise CassetteMismatch(
                 f"stream #{self._number} {blocker}; after {client.stall_timeout:g}s the replay "
                 "gave up: the code under test waits for something the recording does not hold "
-                "(a call made differently, or left out, or made in another order than "
-                "recorded while its events share a stream with the others', or a "
-                "cassette cut short or edited by hand)"
+                "(a call made differently, a timeout other than the recorded call's "
+                "included, which changes when it polls, or a call left out, or made in "
+                "another order than recorded while its events share a stream with the "
+                "others', or a cassette cut short or edited by hand)"
             )
         finally:
             client._reads.discard(self)

@@ -605,7 +605,9 @@ class FlowithClientBase(WebAppMethods):
             with self._transport_failures(number, cut=cut):
                 status, headers, body = await self._open_stream(request, deadline)
         except FlowithError as exc:
-            _http_log.debug("%s (streamed): %s", request.endpoint, exc)
+            # Its text, not the error: a handler that keeps records (pytest's caplog, a
+            # buffer) would keep the error's traceback, and with it the client, alive.
+            _http_log.debug("%s (streamed): %s", request.endpoint, str(exc))
             raise
         _http_log.debug("%s (streamed): %d", request.endpoint, status)
         self._learn_cookies(headers)
@@ -886,7 +888,7 @@ class FlowithClientBase(WebAppMethods):
         except FlowithError as exc:
             if isinstance(exc, APIError) and exc.endpoint is None:  # a replayed undecodable answer
                 exc.endpoint = request.endpoint
-            _http_log.debug("%s: %s", request.endpoint, exc)
+            _http_log.debug("%s: %s", request.endpoint, str(exc))  # (see _open_event_stream)
             raise
         _http_log.debug(
             "%s: %d in %.0f ms", request.endpoint, response.status, (self._now() - sent_at) * 1000

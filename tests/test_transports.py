@@ -1528,6 +1528,32 @@ async def test_debug_logs_say_what_the_client_did_and_hold_no_secret(
     assert fake.refresh_token not in shown
 
 
+async def test_debug_logs_of_failures_hold_their_text_not_the_error(
+    fake: FakeFlowith, transport: Transport, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed request's or stream's debug record held the error object: a handler
+    keeping records (caplog, a buffer) kept its traceback, and through its frames the
+    closed client, its session and its token."""
+    caplog.set_level(logging.DEBUG, logger="flowith")
+    with socket.socket() as unused:  # a port nobody listens on: refused at once
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    client = transport.client_class()(
+        fake.token, edge_url=nowhere, supabase_url=nowhere, max_retries=0
+    )
+    async with client:
+        with pytest.raises(ConnectionFailedError):
+            await client.get_credits()
+        with pytest.raises(ConnectionFailedError):
+            async for _ in client.stream_user_sse(timeout=5):
+                pass
+    failures = [r for r in caplog.records if r.name == "flowith.http"]
+    assert len(failures) == 2
+    for record in failures:
+        args = record.args if isinstance(record.args, tuple) else ()
+        assert not any(isinstance(arg, BaseException) for arg in args)
+
+
 async def test_a_path_that_is_no_readable_file_is_refused_before_uploading(
     fake: FakeFlowith, make_client: MakeClient, tmp_path: Path
 ) -> None:
