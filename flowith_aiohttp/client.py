@@ -54,6 +54,7 @@ from flowith_proto.config import (
     EdgeAuth,
 )
 from flowith_proto.errors import (
+    ClientStateError,
     ConnectionFailedError,
     FlowithError,
     TimeoutError,
@@ -562,6 +563,8 @@ class FlowithClient(FlowithClientBase):
     def _session(self) -> aiohttp.ClientSession:
         # Created lazily: an aiohttp session must be born inside a running loop.
         if self._http is None:
+            if self._closed:  # a session made now would never be closed
+                raise ClientStateError("the client is closed")
             session = aiohttp.ClientSession(
                 # Not a method of the client: the event loop holds the connector while
                 # a socket is open, and a client dropped unclosed must still be freed

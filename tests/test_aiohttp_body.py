@@ -187,3 +187,13 @@ async def test_every_limit_aiohttp_is_given_fires_when_it_is_due(
             assert (await client.generate("hi", timeout=30)).text
     assert len(given) >= 3  # the credits, the generation's stream and its requests
     assert all(timeout.ceil_threshold == float("inf") for timeout in given)
+
+
+async def test_a_closed_client_makes_no_session() -> None:
+    """A request that passed the open-check before the close began made the session
+    after it, had the client never made one: nobody would close that session."""
+    client = FlowithClient("t" * 20, user_id="4f1c2d3e-5a6b-4c7d-8e9f-0a1b2c3d4e5f")
+    await client.aclose()
+    with pytest.raises(ClientStateError, match="the client is closed"):
+        client._session()
+    assert client._http is None
