@@ -38,6 +38,7 @@ from yarl import URL
 
 from flowith_aiohttp.cookies import CookieJar
 from flowith_proto.abc import ByteStream, FlowithClientBase, Signal, TokenCallback
+from flowith_proto.arguments import require_option
 from flowith_proto.codings import (
     ContentDecoder,
     ContentDecodingError,
@@ -514,6 +515,8 @@ class FlowithClient(FlowithClientBase):
             record_to=record_to,
             stream_idle_timeout=stream_idle_timeout,
         )
+        if proxy is not None:
+            proxy = require_option(proxy, "proxy")
         if http_client is not None and proxy is not None:
             raise ValueError("pass proxy to your own http_client, not to FlowithClient")
         environment = urllib.request.getproxies() if http_client is None else {}

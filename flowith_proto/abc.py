@@ -357,6 +357,8 @@ class FlowithClientBase(WebAppMethods):
             require_path(record_to, "record_to")
         # None (or infinity): no watchdog.
         check_seconds("stream_idle_timeout", stream_idle_timeout, endless=True)
+        if user_id != "":  # else the token's: checked at the first call that needs it
+            user_id = require_uuid(user_id, "user_id")
         self._state = ClientState(
             config=FlowithConfig(
                 edge_url=edge_url,

@@ -14,6 +14,7 @@ import unicodedata
 from pathlib import PurePath
 from urllib.parse import unquote, urlsplit
 
+from flowith_proto.arguments import require_option
 from flowith_proto.config import FlowithConfig
 from flowith_proto.errors import ValidationError, mask_url
 from flowith_proto.request import Request
@@ -83,7 +84,7 @@ def safe_filename(url: str, filename: str | None, default: str) -> str:
     ``default`` when nothing usable remains. Query and fragment never count.
     """
     if filename is not None:
-        candidate = _clean(filename)
+        candidate = _clean(require_option(filename, "filename"))
         if not candidate:
             raise ValidationError(
                 f"filename {filename!r} has no usable name in it", status_code=None

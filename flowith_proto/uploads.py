@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowith_proto.arguments import require_option
 from flowith_proto.calls import call
 from flowith_proto.config import check_seconds
 from flowith_proto.effects import NewId, Operation
@@ -53,6 +54,11 @@ def upload(
     """
     require_one_source(file_path, data)
     check_seconds("timeout", timeout)
+    filename = require_option(filename, "filename")
+    if mime_type is not None:
+        mime_type = require_option(mime_type, "mime_type")
+    if file_type is not None:
+        file_type = require_option(file_type, "file_type")
     # The signature's default name "file" is for in-memory data; a file on
     # disk keeps its own name unless another one is asked for.
     hint = "" if file_path is not None and filename == "file" else filename

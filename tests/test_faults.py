@@ -626,9 +626,7 @@ async def test_a_failed_calls_cause_keeps_no_cookie_the_client_sent(
     """httpx's error, the cause of the library's, kept the request: its headers held
     the values of the cookies the client sends."""
     async with _answering(_UNREADABLE["duplicate-length"]) as url:
-        client = transport.client_class()(
-            fake.token, edge_url=url, supabase_url=url, max_retries=0
-        )
+        client = transport.client_class()(fake.token, edge_url=url, supabase_url=url, max_retries=0)
         async with client:
             await client.get_credits()  # its answer sets the cookie
             with pytest.raises(ConnectionFailedError) as caught:
@@ -2509,12 +2507,40 @@ async def test_arguments_of_the_wrong_type_are_validation_errors_before_anything
         ("title must be a string", lambda c: c.rename_conversation(conv, None)),  # type: ignore[arg-type]
         ("session_id", lambda c: c.remove_online_session(None)),  # type: ignore[arg-type]
         ("top_only", lambda c: c.list_cooperate_rows(top_only="false")),  # type: ignore[arg-type]
+        # Bare TypeErrors and AttributeErrors from inside the library:
+        ("filename must be a str", lambda c: c.upload_file(data=b"x", filename=3)),  # type: ignore[call-overload]
+        ("mime_type must be a str", lambda c: c.upload_file(data=b"x", mime_type=3)),  # type: ignore[call-overload]
+        ("file_type must be a str", lambda c: c.upload_file(data=b"x", file_type=3)),  # type: ignore[call-overload]
+        ("filename must be a str", lambda c: c.download("https://cdn.test/a.png", ".", filename=3)),  # type: ignore[arg-type]
     ]
     async with make_client() as client:
         for said, call in calls:
             with pytest.raises(ValidationError, match=said):
                 await call(client)
     assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ({"user_id": "not-a-uuid"}, "user_id must be a UUID"),
+        ({"user_id": 5}, "user_id must be a UUID string, got int"),
+        ({"proxy": 5}, "proxy must be a str, not int"),
+    ],
+)
+def test_a_client_refuses_a_user_id_or_proxy_of_the_wrong_kind(
+    fake: FakeFlowith, transport: Transport, setting: dict[str, Any], said: str
+) -> None:
+    """A user id that is no UUID was taken, and refused at the first call that needed
+    it; a proxy that is no str was an AttributeError from inside the client."""
+    with pytest.raises(ValidationError, match=said):
+        transport.client_class()(fake.token, **setting)
+
+
+def test_a_user_id_given_is_read_as_its_canonical_uuid(transport: Transport) -> None:
+    user = "4F1C2D3E-5A6B-4C7D-8E9F-0A1B2C3D4E5F"
+    client = transport.client_class()("t" * 20, user_id=user)
+    assert client.user_id == user.lower()
 
 
 async def test_the_online_count_is_read_again_after_a_503(
