@@ -87,7 +87,7 @@ class _Connection:
                 if not await self._stream(result):
                     return
             else:
-                await self._respond(result)
+                await self._respond(result, head=request.method == b"HEAD")
             if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
                 return
             self.h11.start_next_cycle()
@@ -143,7 +143,10 @@ class _Connection:
         if data:
             await self.socket.send(data)
 
-    async def _respond(self, response: FakeResponse) -> None:
+    async def _respond(self, response: FakeResponse, *, head: bool = False) -> None:
+        """Send ``response``; to a ``HEAD``, its head only, which says the length its
+        body would have (RFC 9110 9.3.2): h11 refuses a body there, and the connection
+        was dropped without an answer."""
         headers = [
             (name, value)
             for name, value in response.headers
@@ -158,6 +161,8 @@ class _Connection:
                 status_code=response.status, headers=headers, reason=reason_phrase(response.status)
             )
         )
+        if head:
+            body = b""
         if len(body) <= _SEND_SLICE:
             if body:
                 data = (data or b"") + (self.h11.send(h11.Data(data=body)) or b"")

@@ -124,8 +124,8 @@ class APIError(FlowithError):
 
 
 class AuthenticationError(APIError):
-    """The token is missing, malformed, expired or rejected (HTTP 401), or a
-    refresh failed."""
+    """The token is missing, malformed, expired or rejected (HTTP 401), or the auth
+    server refused a refresh (its 400, 401, 403 or 422)."""
 
 
 class PermissionDeniedError(APIError):

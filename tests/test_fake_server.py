@@ -195,6 +195,20 @@ async def test_json_requests_round_trip_on_one_connection() -> None:
     assert insert.target.startswith("/rest/v1/flow_node?columns=%22id%22,%22position%22")
 
 
+async def test_a_head_request_gets_the_head_of_its_answer() -> None:
+    """A HEAD's answer went out with its body, which h11 refuses: the connection was
+    dropped without a word, where the fake documents a 405 for a file's wrong method."""
+    fake = FakeFlowith()
+    async with serving(fake) as (client, e):
+        url = fake.add_file("/f/a/clip.bin", b"the clip")
+        answers = [
+            await client.head(target)
+            for target in (url, e.config.edge_url + "/user/credits", e.config.edge_url + "/x")
+        ]
+        assert [(a.status_code, a.content) for a in answers] == [(405, b"")] * 2 + [(404, b"")]
+        assert (await client.get(url)).content == b"the clip"  # the connection goes on
+
+
 async def test_a_large_chunked_request_body_is_read_whole() -> None:
     fake = FakeFlowith()
     prompt = "x" * 3_000_000
