@@ -945,6 +945,9 @@ class FlowithClient(FlowithClientBase):
         except UnicodeEncodeError as exc:  # built by httpx for a redirect: see _build_request
             raise _unsendable_cookie() from exc
         except (OverflowError, BaseExceptionGroup) as exc:
+            interrupt = interrupt_in(exc)  # Ctrl-C on trio during anyio's connect_tcp group
+            if interrupt is not None:
+                raise interrupt from None
             if not _port_out_of_range(exc):
                 raise
             raise redirect_port_out_of_range() from exc
@@ -1033,6 +1036,9 @@ class FlowithClient(FlowithClientBase):
                 raise _unsendable_cookie() from exc
             if _port_out_of_range(exc):
                 raise redirect_port_out_of_range() from exc
+            interrupt = interrupt_in(exc)
+            if interrupt is not None:
+                raise interrupt from None
             raise
         return answer.status_code, _headers(answer), _Body(answer, release)
 

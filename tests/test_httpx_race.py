@@ -5,12 +5,19 @@ deadline), without ever taking the caller's own cancellation for its own."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 
 import anyio
+import httpx
 import pytest
 
+from flowith_httpx import FlowithClient
 from flowith_httpx.client import race
+from flowith_proto.fake import FakeFlowith
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 pytestmark = pytest.mark.anyio
 
@@ -105,3 +112,30 @@ def test_ctrl_c_in_a_job_on_trio_is_a_keyboard_interrupt() -> None:
 
     with pytest.raises(KeyboardInterrupt):
         trio.run(racing)
+
+
+class _ConnectInterrupted(httpx.AsyncBaseTransport):
+    """A transport whose connect is interrupted as trio's is: anyio's connect_tcp
+    races its attempts in a task group, which wraps the KeyboardInterrupt trio raised
+    in the task waiting there."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise BaseExceptionGroup("Exceptions from Trio nursery", [KeyboardInterrupt()])
+
+
+@pytest.mark.parametrize("call", ["request", "stream"])
+async def test_ctrl_c_while_connecting_is_a_keyboard_interrupt(call: str) -> None:
+    """It reached the caller as a BaseExceptionGroup: an `except KeyboardInterrupt`
+    around any first call (each new connection goes through connect) missed it."""
+    fake = FakeFlowith()
+
+    async def listen(client: FlowithClient) -> None:
+        async for _ in client.stream_user_sse(timeout=5):
+            pass
+
+    async with (
+        httpx.AsyncClient(transport=_ConnectInterrupted()) as http,
+        FlowithClient(fake.token, http_client=http, max_retries=0) as client,
+    ):
+        with pytest.raises(KeyboardInterrupt):
+            await (client.get_credits() if call == "request" else listen(client))
