@@ -202,6 +202,8 @@ class _Flight:
     own: bool = True
     error: FlowithError | None = None
     session: AuthSession | None = None
+    #: What interrupted the refresh (not a FlowithError): its starter raises it.
+    interruption: BaseException | None = None
 
 
 def _fresh(error: FlowithError) -> FlowithError:
@@ -1054,6 +1056,8 @@ class FlowithClientBase(WebAppMethods):
                 # transport (which logs it) how it failed, if it does.
                 flight.caller_waiting = False
                 raise
+            if isinstance(flight.interruption, Exception):  # the wait for it won the race
+                raise flight.interruption
         if flight.error is not None:
             raise _fresh(flight.error)
         assert flight.session is not None  # _fly() leaves one or the other
@@ -1090,6 +1094,8 @@ class FlowithClientBase(WebAppMethods):
                     f"the token refresh was interrupted ({type(exc).__name__}); its refresh "
                     "token may be spent"
                 )
+                flight.error.__cause__ = exc
+                flight.interruption = exc
                 raise
             finally:
                 self._refreshing = None

@@ -26,6 +26,7 @@ import anyio.abc
 import httpx
 import pytest
 
+from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto import codings
 from flowith_proto.abc import FlowithClientBase
 from flowith_proto.config import DEFAULT_SUPABASE_KEY
@@ -2079,6 +2080,42 @@ async def test_an_overflow_error_of_an_event_hook_is_not_taken_for_a_redirects_p
                 await client.list_public_notices()
             with pytest.raises(OverflowError, match="my own bug"):
                 await client.download(f"{server.url}/a.png", tmp_path)
+
+
+class _HookBug(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("deadline", [False, True])
+async def test_a_refresh_interrupted_by_your_own_bug_raises_that_bug(
+    fake: FakeFlowith, server: FakeFlowithServer, transport: Transport, deadline: bool
+) -> None:
+    """Under a call's deadline (generate()), the refresh's wait for itself won the race
+    against the refresh: the caller got a FlowithError without a cause ("the token
+    refresh was interrupted"), and an `except FlowithError` swallowed the app's bug."""
+    if transport.library != "httpx":
+        pytest.skip("httpx's event hooks")
+
+    async def hook(request: httpx.Request) -> None:
+        if request.url.path == "/auth/v1/token":
+            raise _HookBug("a bug in my request hook")
+
+    fake.fail_next(1, 401, body={"message": "jwt expired"})  # a refresh follows
+    async with httpx.AsyncClient(event_hooks={"request": [hook]}) as http:
+        client_class: Any = transport.client_class()
+        client = client_class(
+            fake.token,
+            refresh_token=fake.refresh_token,
+            edge_url=server.url,
+            supabase_url=server.url,
+            http_client=http,
+        )
+        async with client:
+            for _ in range(3):  # which of the two ended the race first was up to chance
+                with pytest.raises(_HookBug, match="a bug in my request hook"):
+                    # A generation runs under a deadline; a plain call under none.
+                    await (client.generate("hi", timeout=10) if deadline else client.get_credits())
+                fake.fail_next(1, 401, body={"message": "jwt expired"})
 
 
 def _encoded(data: bytes, codings: str) -> bytes:
