@@ -247,15 +247,24 @@ def _failing_until(streams: Streams, clock: list[float], failures: int) -> list[
     return attempts
 
 
+async def _hub_after_failures(
+    streams: Streams, failures: int, gap: float
+) -> tuple[StreamHub, list[float], list[float]]:
+    """A hub on a clock of its own whose stream failed to open ``failures`` times,
+    ``gap`` seconds apart (past each backoff); its clock and the opens' times."""
+    clock = [0.0]
+    hub = StreamHub(streams, _Signal, lambda: clock[0], race)
+    attempts = _failing_until(streams, clock, failures)
+    for number in range(failures):
+        await hub.subscribe(f"failed-{number}", ["stream"], None)
+        clock[0] += gap
+    return hub, clock, attempts
+
+
 async def test_a_stream_failing_for_hours_still_backs_off_at_most_30_s(streams: Streams) -> None:
     """The backoff doubled an int per failure: from the 1,025th failure on (hours of
     an outage, in all, over a process's life), OverflowError ended every generation."""
-    clock = [0.0]
-    hub = StreamHub(streams, _Signal, lambda: clock[0], race)
-    attempts = _failing_until(streams, clock, 1_100)
-    for number in range(1_100):
-        await hub.subscribe(f"node-{number}", ["stream"], None)
-        clock[0] += 30.0
+    hub, _, attempts = await _hub_after_failures(streams, 1_100, 30.0)
     assert len(attempts) == 1_100
     await hub.subscribe("later", ["stream"], None)
     assert len(streams.opened["stream"]) == 1
@@ -265,12 +274,7 @@ async def test_a_stream_that_worked_forgets_the_failures_before_it(streams: Stre
     """A connection that delivered events and was then found closed by a look (nobody
     was reading it) left the failures before it counted: the next outage began with
     the longest backoff, 30 s without a stream, instead of half a second."""
-    clock = [0.0]
-    hub = StreamHub(streams, _Signal, lambda: clock[0], race)
-    attempts = _failing_until(streams, clock, 6)
-    for number in range(6):
-        await hub.subscribe(f"failed-{number}", ["stream"], None)
-        clock[0] += 60.0
+    hub, clock, attempts = await _hub_after_failures(streams, 6, 60.0)
     await hub.subscribe("reader", ["stream"], None)
     stream = streams.last("stream")
     stream.push(chunk("reader", "text", 0))
