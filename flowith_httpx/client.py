@@ -816,7 +816,7 @@ class FlowithClient(FlowithClientBase):
         self,
         token: str = "",
         *,
-        user_id: str = "",
+        user_id: str | None = "",
         refresh_token: str | None = "",
         edge_url: str = DEFAULT_EDGE_URL,
         supabase_url: str = DEFAULT_SUPABASE_URL,

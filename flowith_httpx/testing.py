@@ -228,7 +228,8 @@ class ReplayClient(FlowithClientBase):
         recorded = self._tape.state()
         super().__init__(
             recorded.credentials.access_token,
-            user_id=recorded.credentials.user_id,
+            # The token's own user is named by the token: its id is not checked again.
+            user_id=self._tape.named_user_id,
             refresh_token=recorded.credentials.refresh_token,
             edge_url=recorded.config.edge_url,
             supabase_url=recorded.config.supabase_url,

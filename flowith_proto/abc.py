@@ -335,7 +335,7 @@ class FlowithClientBase(WebAppMethods):
         self,
         token: str = "",
         *,
-        user_id: str = "",
+        user_id: str | None = "",
         refresh_token: str | None = "",
         edge_url: str = DEFAULT_EDGE_URL,
         supabase_url: str = DEFAULT_SUPABASE_URL,
@@ -359,7 +359,9 @@ class FlowithClientBase(WebAppMethods):
             require_path(record_to, "record_to")
         # None (or infinity): no watchdog.
         check_seconds("stream_idle_timeout", stream_idle_timeout, endless=True)
-        if user_id != "":  # else the token's: checked at the first call that needs it
+        if user_id is None:  # an unset os.environ.get(...): the token's, as ""
+            user_id = ""
+        elif user_id != "":  # else the token's: checked at the first call that needs it
             user_id = require_uuid(user_id, "user_id")
         self._state = ClientState(
             config=FlowithConfig(
@@ -959,10 +961,12 @@ class FlowithClientBase(WebAppMethods):
             and last.own
             and last.refresh_token == refresh_token
             and isinstance(last.error, AuthenticationError)
+            and queries.refresh_token_refused(last.error)
         ):
-            # The server refused this refresh token (spent, revoked): sent again, it is
-            # refused again. A call whose 401 came after that refresh ended gets its
-            # refusal, as the calls that waited for it did; new tokens end this.
+            # The auth server said it will never renew this refresh token (spent,
+            # revoked): sent again, it is refused again. A call whose 401 came after
+            # that refresh ended gets its refusal, as the calls that waited for it did;
+            # new tokens (or refresh_access_token(), which tries again) end this.
             raise _fresh(last.error)
         await self._renew(refresh_token, deadline=deadline)
 

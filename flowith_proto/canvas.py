@@ -94,12 +94,13 @@ def _node_id(node: FlowNode) -> str:
 
 
 def _tied_at_end(nodes: Sequence[FlowNode]) -> int:
-    """How many of ``nodes`` at their end share the last one's ``created_at`` (none
-    when it has none: rows without the column tell nothing, and re-reading a whole
-    page for them would cost a request)."""
-    last = nodes[-1].metadata.get("created_at")
-    if last is None:
+    """How many of ``nodes`` at their end share the last one's ``created_at``: NULLs
+    too, which sort together and last. None when the rows lack the column (no
+    PostgREST ``select=*`` answer does): they tell nothing, and re-reading a whole
+    page for them would cost a request."""
+    if "created_at" not in nodes[-1].metadata:
         return 0
+    last = nodes[-1].metadata["created_at"]
     tied = 0
     for node in reversed(nodes):
         if node.metadata.get("created_at") != last:

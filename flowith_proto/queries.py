@@ -404,6 +404,33 @@ def _count(body: Any) -> int:
 
 #: What GoTrue answers a refresh token it will not renew (spent, revoked, malformed).
 _REFUSALS = frozenset({400, 401, 403, 422})
+#: GoTrue's own words for a refresh token it will never renew: its ``error_code`` (or,
+#: from API version 2024-01-01, ``code``), or the older ``error`` of an OAuth answer.
+_TOKEN_REFUSED = frozenset(
+    {
+        "refresh_token_not_found",
+        "refresh_token_already_used",
+        "session_not_found",
+        "session_expired",
+        "invalid_grant",
+    }
+)
+
+
+def refresh_token_refused(error: APIError) -> bool:
+    """Whether the auth server itself said it will never renew the refresh token, so
+    that sending it again is pointless. A refusal from something in front of it (a
+    proxy's 400, a firewall's 403 page) says nothing of the token: it may work next time.
+    """
+    body = error.body
+    if not isinstance(body, dict):
+        return False
+    for key in ("error_code", "code", "error"):
+        value = body.get(key)
+        if isinstance(value, str) and value in _TOKEN_REFUSED:
+            return True
+    said = body.get("msg") or body.get("message") or body.get("error_description")
+    return isinstance(said, str) and "invalid refresh token" in said.lower()
 
 
 def refresh(

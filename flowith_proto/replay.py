@@ -59,7 +59,7 @@ from flowith_proto.errors import (
     TimeoutError,
 )
 from flowith_proto.operation_names import OperationNames
-from flowith_proto.request import Request, Response, headers_of
+from flowith_proto.request import Request, Response, headers_of, require_uuid
 from flowith_proto.state import ClientState
 from flowith_proto.stream import StreamRouter
 from flowith_proto.urls import ascii_url
@@ -151,6 +151,8 @@ class Tape:
         self.scrubber = Scrubber()
         self._names = OperationNames(self.scrubber, version=self.header["version"])
         self._settings = _recorded_settings(self.header)
+        #: The recorded user id when it is not the token's own (see :meth:`state`).
+        self.named_user_id = ""
 
     # -- what the recording knew ----------------------------------------------------
 
@@ -165,6 +167,9 @@ class Tape:
                 refresh_token=REPLAY_REFRESH_TOKEN if header.get("refresh_token") else "",
                 user_id=str(header.get("user_id", "")),
             )
+            if credentials.user_id != Credentials.from_tokens(token).user_id:
+                # Named apart from the token's: checked as a client checks a user_id.
+                self.named_user_id = require_uuid(credentials.user_id, "user_id")
             config = FlowithConfig(
                 edge_url=str(header.get("edge_url", FlowithConfig().edge_url)),
                 supabase_url=str(header.get("supabase_url", FlowithConfig().supabase_url)),

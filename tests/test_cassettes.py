@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import attrs
+import jwt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -1105,11 +1106,26 @@ def test_a_hand_edited_record_is_refused_with_its_line(record: str, problem: str
         "[" * 100_000 + "]" * 100_000,  # a RecursionError
         '{"cassette":"flowith","version":2,"token":5}',  # a bare ValueError
         '{"cassette":"flowith","version":2,"edge_url":5}',  # a ValidationError
+        '{"cassette":"flowith","version":2,"user_id":"user-1"}',  # not the token's, no UUID
     ],
 )
-def test_a_hand_edited_header_is_a_cassette_error(header: str) -> None:
+def test_a_hand_edited_header_is_a_cassette_error(header: str, tmp_path: Path) -> None:
     with pytest.raises(CassetteError, match="cassette header"):
         Tape([header]).state()
+    cassette = tmp_path / "edited.jsonl"
+    cassette.write_text(header + "\n", encoding="utf-8")
+    with pytest.raises(CassetteError, match="cassette header"):
+        ReplayClient(cassette)
+
+
+def test_a_cassette_of_a_token_whose_user_is_no_uuid_still_replays(tmp_path: Path) -> None:
+    """A token's own user needs no UUID (the client never checked one): the check of
+    user_ids given to the constructor refused the replay of such a recording."""
+    token = jwt.encode({"sub": "user-1", "exp": 4_102_444_800}, "k" * 32, algorithm="HS256")
+    header = {"cassette": "flowith", "version": 2, "user_id": "user-1", "token": token}
+    cassette = tmp_path / "odd-user.jsonl"
+    cassette.write_text(json.dumps(header) + "\n", encoding="utf-8")
+    assert ReplayClient(cassette).user_id == "user-1"
 
 
 def test_a_recorded_decoding_failure_goes_back_into_the_operation(tmp_path: Path) -> None:

@@ -1223,6 +1223,21 @@ async def test_a_refused_refresh_token_is_not_sent_again_until_new_tokens_come(
     assert len(fake.requests_to("POST", "/auth/v1/token")) == 2
 
 
+@pytest.mark.parametrize("status", [400, 403])
+async def test_a_refresh_refused_by_something_in_front_of_the_auth_server_is_tried_again(
+    fake: FakeFlowith, make_client: MakeClient, status: int
+) -> None:
+    """A proxy's 400 or a firewall's 403 page says nothing of the refresh token, which
+    is unspent: the memory of refused tokens kept the client from ever renewing."""
+    fake.expire_token(fake.token)
+    fake.fail_next(1, status, method="POST", path="/auth/v1/token")  # not GoTrue's words
+    async with make_client(refresh_token=fake.refresh_token) as client:
+        with pytest.raises(AuthenticationError):
+            await client.get_credits()
+        assert await client.get_credits() is not None
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 2
+
+
 async def test_a_refused_upload_says_the_request_and_the_wait_of_its_503(
     fake: FakeFlowith, make_client: MakeClient
 ) -> None:
@@ -2572,6 +2587,13 @@ def test_a_client_refuses_a_user_id_or_proxy_of_the_wrong_kind(
     it; a proxy that is no str was an AttributeError from inside the client."""
     with pytest.raises(ValidationError, match=said):
         transport.client_class()(fake.token, **setting)
+
+
+def test_a_user_id_of_none_is_the_tokens_user(fake: FakeFlowith, transport: Transport) -> None:
+    """user_id=os.environ.get("FLOWITH_USER_ID") with the variable unset, as refresh_token
+    takes it: the check of user_ids refused it."""
+    client = transport.client_class()(fake.token, user_id=None)
+    assert client.user_id == fake.user_id
 
 
 def test_a_user_id_given_is_read_as_its_canonical_uuid(transport: Transport) -> None:

@@ -857,6 +857,36 @@ async def test_nodes_created_at_the_same_instant_are_not_skipped_between_pages(
     assert set(reads[1:]) == {"created_at.asc,id.asc"}
 
 
+async def test_nodes_without_created_at_at_a_page_boundary_are_all_read(
+    fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NULLs sort together and last, in any order among themselves: a group of them at
+    the end of the first answer was taken for no group, and a node was skipped."""
+    monkeypatch.setattr(canvas, "POSTGREST_MAX_ROWS", 3)
+    fake.max_rows = 3
+    for day in ("2", "3"):
+        fake.script(chunk(f"Day {day}."), complete())
+        async with make_client() as client:
+            await client.start_conversation(conv_id=KYOTO_TRIP).send(f"And day {day}?")
+    rows = [row for row in fake._rows["flow_node"].values() if row["conv_id"] == KYOTO_TRIP]
+    for row in rows[2:]:
+        row["created_at"] = None
+    ordered = fake_postgrest.order_rows
+
+    def unstable(table: Any, found: Any, text: str | None) -> list[dict[str, Any]]:
+        result = ordered(table, found, text)
+        if text == "created_at.asc":  # the NULLs in another order than by id
+            dated = [r for r in result if r.get("created_at") is not None]
+            nulls = [r for r in result if r.get("created_at") is None]
+            result = dated + sorted(nulls, key=lambda r: r["id"], reverse=True)
+        return result
+
+    monkeypatch.setattr(fake_postgrest, "order_rows", unstable)
+    async with make_client() as client:
+        nodes = await client.get_flow_nodes(KYOTO_TRIP)
+    assert sorted(node.node_id for node in nodes) == sorted(row["id"] for row in rows)
+
+
 @pytest.mark.parametrize("reader", ["get_flow_nodes", "resumed session"])
 async def test_a_server_ignoring_offset_ends_the_canvas_reading(
     fake: FakeFlowith, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch, reader: str
