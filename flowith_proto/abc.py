@@ -386,6 +386,9 @@ class FlowithClientBase(WebAppMethods):
         self._on_token_refresh = on_token_refresh
         self._refreshing: _Flight | None = None
         self._last_flight: _Flight | None = None  # the latest refresh, done or not
+        #: The client's own refresh token the auth server refused, and its refusal:
+        #: a 401 finding that token still held raises it rather than send it again.
+        self._refused: tuple[str, AuthenticationError] | None = None
         #: Refreshes whose tokens are not yet adopted and handed on: aclose() waits.
         self._flying: set[_Flight] = set()
         self._hub = StreamHub(self._open_channel, self._new_signal, self._now, self._race)
@@ -955,19 +958,12 @@ class FlowithClientBase(WebAppMethods):
         refresh_token = self._state.credentials.refresh_token
         if not refresh_token:
             raise AuthenticationError("the access token expired and there is no refresh token")
-        last = self._last_flight
-        if (
-            last is not None
-            and last.own
-            and last.refresh_token == refresh_token
-            and isinstance(last.error, AuthenticationError)
-            and queries.refresh_token_refused(last.error)
-        ):
+        if self._refused is not None and self._refused[0] == refresh_token:
             # The auth server said it will never renew this refresh token (spent,
             # revoked): sent again, it is refused again. A call whose 401 came after
             # that refresh ended gets its refusal, as the calls that waited for it did;
             # new tokens (or refresh_access_token(), which tries again) end this.
-            raise _fresh(last.error)
+            raise _fresh(self._refused[1])
         await self._renew(refresh_token, deadline=deadline)
 
     def _window_end(self, timeout: float | None) -> float | None:
@@ -1091,6 +1087,12 @@ class FlowithClientBase(WebAppMethods):
                 )
             except FlowithError as exc:
                 flight.error = exc
+                if (
+                    flight.own
+                    and isinstance(exc, AuthenticationError)
+                    and queries.refresh_token_refused(exc)
+                ):
+                    self._refused = (flight.refresh_token, exc)
             except BaseException as exc:
                 # Interrupted (or a bug): whoever waits learns it, and nobody sends
                 # this refresh token again (the server may have spent it).

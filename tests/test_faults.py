@@ -1217,10 +1217,16 @@ async def test_a_refused_refresh_token_is_not_sent_again_until_new_tokens_come(
             with pytest.raises(AuthenticationError, match="refreshing the session failed"):
                 await client.get_credits()
         assert len(fake.requests_to("POST", "/auth/v1/token")) == 1
+        # Another token's refusal leaves the memory of the client's own alone.
+        with pytest.raises(AuthenticationError):
+            await client.refresh_access_token("fkrt-another-bad-one")
+        with pytest.raises(AuthenticationError, match="refreshing the session failed"):
+            await client.get_credits()
+        assert len(fake.requests_to("POST", "/auth/v1/token")) == 2
         # A refresh token given by the app is sent, and its tokens end the refusal.
         await client.refresh_access_token(fake.refresh_token)
         assert await client.get_credits() is not None
-    assert len(fake.requests_to("POST", "/auth/v1/token")) == 2
+    assert len(fake.requests_to("POST", "/auth/v1/token")) == 3
 
 
 @pytest.mark.parametrize("status", [400, 403])
