@@ -52,7 +52,7 @@ from flowith_proto.errors import (
     FlowithError,
     GenerationError,
     ValidationError,
-    interrupt_in,
+    raise_interrupt_in,
     redact,
 )
 from flowith_proto.models import GenerationOutput, ImageOutput, VideoOutput
@@ -1281,10 +1281,8 @@ def run_until_interrupted(function: Callable[..., Awaitable[T]], *args: object, 
         except BaseException as exc:
             # trio raises Ctrl-C in whichever task runs: inside a task group, it comes
             # out wrapped in an exception group (with the others' cancellations).
-            interrupt = interrupt_in(exc)
-            if interrupt is None:
-                raise
-            raise interrupt from None
+            raise_interrupt_in(exc)
+            raise
     except KeyboardInterrupt:
         if terminated:
             raise Terminated from None

@@ -69,8 +69,8 @@ from flowith_proto.errors import (
     ResponseDecodeError,
     TimeoutError,
     error_chain,
-    interrupt_in,
     one_line,
+    raise_interrupt_in,
     redact_chain,
     redirect_port_out_of_range,
     undecodable_body,
@@ -141,10 +141,8 @@ async def race(jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         # trio raises Ctrl-C in whichever task runs, a job's too: its task group
         # wraps it in an exception group, which the caller's `except
         # KeyboardInterrupt` would miss.
-        interrupt = interrupt_in(exc)
-        if interrupt is None:
-            raise
-        raise interrupt from None
+        raise_interrupt_in(exc)
+        raise
     value, error = outcomes[0]
     if error is not None:
         raise error
@@ -945,9 +943,7 @@ class FlowithClient(FlowithClientBase):
         except UnicodeEncodeError as exc:  # built by httpx for a redirect: see _build_request
             raise _unsendable_cookie() from exc
         except (OverflowError, BaseExceptionGroup) as exc:
-            interrupt = interrupt_in(exc)  # Ctrl-C on trio during anyio's connect_tcp group
-            if interrupt is not None:
-                raise interrupt from None
+            raise_interrupt_in(exc)  # Ctrl-C on trio, wrapped by anyio's connect_tcp group
             if not _port_out_of_range(exc):
                 raise
             raise redirect_port_out_of_range() from exc
@@ -1036,9 +1032,7 @@ class FlowithClient(FlowithClientBase):
                 raise _unsendable_cookie() from exc
             if _port_out_of_range(exc):
                 raise redirect_port_out_of_range() from exc
-            interrupt = interrupt_in(exc)
-            if interrupt is not None:
-                raise interrupt from None
+            raise_interrupt_in(exc)
             raise
         return answer.status_code, _headers(answer), _Body(answer, release)
 

@@ -55,6 +55,7 @@ __all__ = [
     "masked_headers",
     "one_line",
     "parse_retry_after",
+    "raise_interrupt_in",
     "redact",
     "redact_chain",
     "retry_after_seconds",
@@ -781,6 +782,14 @@ def interrupt_in(error: BaseException) -> BaseException | None:
         if found is not None:
             return found
     return None
+
+
+def raise_interrupt_in(error: BaseException) -> None:
+    """Raise the interrupt :func:`interrupt_in` finds in ``error``, unwrapped, so that
+    an ``except KeyboardInterrupt`` catches it; return when there is none."""
+    interrupt = interrupt_in(error)
+    if interrupt is not None:
+        raise interrupt from None
 
 
 def error_chain(error: BaseException) -> Iterator[BaseException]:
