@@ -59,6 +59,8 @@ from flowith_proto.errors import (
     ConnectionFailedError,
     FlowithError,
     TimeoutError,
+    drop_frames,
+    error_chain,
     mask_url,
     masked_headers,
     one_line,
@@ -210,13 +212,23 @@ def _clear_credentials(exc: aiohttp.ClientError) -> None:
     API key), the answer's (its cookies) and the redirects it followed. Their str and
     repr show them, and so does every traceback of the library's error they caused:
     redact what they and the errors they were raised from say (the parser quotes the
-    line it refused), mask the URLs and the credential headers, drop the redirects."""
+    line it refused), mask the URLs and the credential headers, drop the redirects,
+    and the tracebacks, whose frames hold the headers sent and a proxy's password
+    (see :func:`~flowith_proto.errors.drop_frames`)."""
+    for current in error_chain(exc):
+        if isinstance(current, aiohttp.ServerDisconnectedError) and not isinstance(
+            current.message, str
+        ):
+            # It holds the head it had read when the connection ended (a
+            # RawResponseMessage, no text to redact): the cookies set, a signed Location.
+            current.message = "Server disconnected before the answer's head was complete"
+            current.args = (current.message,)
     redact_chain(exc)
+    drop_frames(exc)
     if exc is _SHARED_CLOSED:
-        # Shared by every connection, it keeps the traceback of its last raise, whose
-        # frames hold a closed client's session (and its request's token) for as long
-        # as aiohttp is loaded: let go of them.
-        exc.__traceback__ = None
+        # Shared by every connection, it keeps what it was last raised from, whose
+        # frames hold a closed client's session (and its request's token) for as
+        # long as aiohttp is loaded: let go of it.
         exc.__context__ = None
     if isinstance(exc, aiohttp.ClientConnectorError):
         _clear_connection_key(exc)

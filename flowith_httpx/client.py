@@ -32,7 +32,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from http.cookiejar import CookieJar
 from typing import Any, TypeVar, cast
 
-from flowith_proto import extras
+from flowith_proto import extras, logs
 
 try:
     import anyio
@@ -68,6 +68,7 @@ from flowith_proto.errors import (
     ConnectionFailedError,
     ResponseDecodeError,
     TimeoutError,
+    drop_frames,
     error_chain,
     one_line,
     raise_interrupt_in,
@@ -84,6 +85,19 @@ from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
 from flowith_proto.state import MAX_COOKIES, excess_cookies
 
 __all__ = ["FlowithClient"]
+
+# httpx logs each request's URL (a signed download's) at INFO, and httpcore each
+# answer's headers (the cookies it sets) at DEBUG: their records are masked as the
+# library's own are. (A logger's filter sees only the records logged to it.)
+for _name in (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+):
+    logs.logger(_name)
 
 sniffio: Any
 try:
@@ -374,8 +388,12 @@ def _clear_credentials(exc: BaseException) -> None:
     and its headers (the token, the API key, the cookies), shown by ``.request`` of
     the library's error's cause; and the errors they were raised from quote the line
     of the answer they refused, which a traceback prints. Drop the requests (and a
-    status error's answer), and redact what every error of the chain says."""
+    status error's answer), and redact what every error of the chain says. The
+    frames of httpx's own errors hold the headers sent (and a proxy's password):
+    their tracebacks go (see :func:`~flowith_proto.errors.drop_frames`)."""
     redact_chain(exc)
+    if isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
+        drop_frames(exc)
     for current in error_chain(exc):
         if isinstance(current, httpx.HTTPError):
             # As in an error httpx made without a request (its typing allows none):

@@ -93,6 +93,7 @@ from flowith_proto.errors import (
     FileUploadError,
     FlowithError,
     ResponseDecodeError,
+    SecretText,
     TimeoutError,
     error_from_response,
     hide_secrets_of,
@@ -118,7 +119,14 @@ from flowith_proto.models import (
     VideoOutput,
 )
 from flowith_proto.recording import Recorder
-from flowith_proto.request import MultipartForm, Request, Response, first_header, require_uuid
+from flowith_proto.request import (
+    MultipartForm,
+    Request,
+    Response,
+    WireHeaders,
+    first_header,
+    require_uuid,
+)
 from flowith_proto.retry import RetryPolicy, doubled
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT, SilenceWatchdog
 from flowith_proto.sse import SSEDecoder
@@ -192,7 +200,7 @@ class _Flight:
 
     done: Signal
     finished: Signal
-    refresh_token: str
+    refresh_token: str = attrs.field(repr=False)  # a repr is shown with a traceback's locals
     #: The flight before this one, whose tokens reach ``on_token_refresh`` first.
     previous: _Flight | None = None
     #: The caller that started it still waits for it, and raises its failure itself.
@@ -689,7 +697,7 @@ class FlowithClientBase(WebAppMethods):
 
     def _wire_body(
         self, request: Request
-    ) -> tuple[bytes | AsyncIterator[bytes] | None, tuple[tuple[str, str], ...]]:
+    ) -> tuple[bytes | AsyncIterator[bytes] | None, WireHeaders]:
         """The body as a transport sends it, and the headers it implies.
 
         A multipart form becomes a stream whose files are read in chunks off
@@ -701,8 +709,9 @@ class FlowithClientBase(WebAppMethods):
         body = request.body
         headers = (*request.headers, ("Accept-Encoding", ACCEPT_ENCODING))
         if not isinstance(body, MultipartForm):
-            return body, headers
-        return self._stream_form(body), (*headers, ("Content-Length", str(body.length)))
+            return body, WireHeaders(headers)
+        length = ("Content-Length", str(body.length))
+        return self._stream_form(body), WireHeaders((*headers, length))
 
     async def _open_file(
         self, opener: Callable[[Any], BinaryIO], path: Any, *, created: bool = False
@@ -775,7 +784,7 @@ class FlowithClientBase(WebAppMethods):
     @contextlib.asynccontextmanager
     async def _wired(
         self, request: Request
-    ) -> AsyncIterator[tuple[bytes | AsyncIterator[bytes] | None, tuple[tuple[str, str], ...]]]:
+    ) -> AsyncIterator[tuple[bytes | AsyncIterator[bytes] | None, WireHeaders]]:
         """:meth:`_wire_body` for one exchange: a file being uploaded is closed
         when the exchange ends, however it ends (not when the collector finds
         the abandoned stream, and without trio's warning about it)."""
@@ -955,7 +964,7 @@ class FlowithClientBase(WebAppMethods):
                 raise _fresh(flight.error)
         if self._state.credentials.access_token != seen_token:
             return
-        refresh_token = self._state.credentials.refresh_token
+        refresh_token = SecretText(self._state.credentials.refresh_token)
         if not refresh_token:
             raise AuthenticationError("the access token expired and there is no refresh token")
         if self._refused is not None and self._refused[0] == refresh_token:

@@ -19,7 +19,12 @@ from flowith_proto.arguments import require_count, require_text
 from flowith_proto.canvas import POSTGREST_MAX_ROWS
 from flowith_proto.config import check_seconds
 from flowith_proto.effects import Operation
-from flowith_proto.errors import AuthenticationError, ResponseDecodeError, ValidationError
+from flowith_proto.errors import (
+    AuthenticationError,
+    ResponseDecodeError,
+    SecretText,
+    ValidationError,
+)
 from flowith_proto.models import (
     AuthSession,
     ConversationRecord,
@@ -320,11 +325,11 @@ class WebAppMethods(abc.ABC):
                     f"refresh_token must be a string, not {type(refresh_token).__name__}",
                     status_code=None,
                 )
-            refresh_token = refresh_token.strip()
+            refresh_token = SecretText(refresh_token.strip())
             if any(ord(c) < 0x20 or ord(c) == 0x7F for c in refresh_token):
                 # Never quoted: it is a secret.
                 raise ValidationError("refresh_token holds a control character", status_code=None)
-        token = refresh_token or self._state.credentials.refresh_token
+        token = SecretText(refresh_token or self._state.credentials.refresh_token)
         if not token:
             raise AuthenticationError("No refresh token: pass refresh_token=... to the client.")
         return await self._renew(token, timeout)

@@ -21,6 +21,7 @@ from flowith_proto.errors import (
     AuthenticationError,
     ConnectionFailedError,
     ResponseDecodeError,
+    Secrets,
     TimeoutError,
     error_from_response,
     is_token_expired,
@@ -136,7 +137,7 @@ def call(
             raise
         # The request's own credentials and the current ones (a refresh may
         # have come in between): both are still valid, so both are hidden.
-        secrets = (*credentials.secrets, *state.secrets, *extra_secrets)
+        secrets = Secrets((*credentials.secrets, *state.secrets, *extra_secrets))
         status = response.status
         if status < 300:
             return attrs.evolve(response, secrets=secrets, endpoint=request.endpoint)

@@ -41,8 +41,11 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ResponseDecodeError",
+    "SecretText",
+    "Secrets",
     "TimeoutError",
     "ValidationError",
+    "drop_frames",
     "error_chain",
     "error_from_response",
     "excerpt",
@@ -649,6 +652,30 @@ def _redact_values(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+class SecretText(str):
+    """A credential, as text whose repr names none of it: a refresh's frames hold
+    the refresh token, and a traceback shown with its variables prints them."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'[REDACTED]'"
+
+
+class Secrets(tuple[str, ...]):
+    """Credentials held together, as a tuple whose repr names none.
+
+    A traceback shown with its frames' variables (``pytest -l``, an error reporter's
+    "locals") prints their reprs: the frame raising an :class:`APIError` holds every
+    credential of the call in one of these.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} secrets hidden>"
+
+
 class HoldsSecrets(Protocol):
     @property
     def secrets(self) -> Sequence[str]: ...
@@ -760,6 +787,18 @@ def redact_chain(error: BaseException, secrets: Iterable[str] = ()) -> None:
         for name, value in list(kept.items()):
             if isinstance(value, (str, bytes, bytearray)):
                 kept[name] = _redacted(value, held)
+
+
+def drop_frames(error: BaseException) -> None:
+    """Let go of the tracebacks of ``error`` and of the errors it was raised from.
+
+    For a transport's errors, whose frames hold what was sent as variables (the
+    headers with the token, a proxy URL with its password): a traceback shown with
+    its variables (``pytest -l``, an error reporter's "locals") prints them. The
+    errors themselves, their types and messages, stay.
+    """
+    for current in error_chain(error):
+        current.__traceback__ = None
 
 
 def _redacted(value: object, secrets: list[str]) -> object:

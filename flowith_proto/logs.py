@@ -10,17 +10,28 @@ credential in its records (:func:`logger`), and the credentials of every live cl
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Protocol
 
-from flowith_proto.errors import live_secrets, redact
+from flowith_proto.errors import CREDENTIAL_HEADER, live_secrets, redact
 
 __all__ = ["logger", "report_left_failure", "set_log_level"]
 
 
+#: A header as httpcore's DEBUG records quote an answer's: ``(b'set-cookie', b'sid=...')``.
+_HEADER_PAIR = re.compile(r"\(b'([^'\\]*)', b'((?:[^'\\]|\\.)*)'\)")
+
+
+def _masked_header(pair: re.Match[str]) -> str:
+    name = pair[1]
+    return f"(b'{name}', b'[REDACTED]')" if CREDENTIAL_HEADER.search(name) else pair[0]
+
+
 class _Masked(logging.Filter):
-    """Masks JWTs, credential-named fields (JSON or a Python repr), ``Bearer`` values
-    and the live clients' credentials in a record's text."""
+    """Masks JWTs, credential-named fields (JSON or a Python repr), ``Bearer`` values,
+    the values of credential headers as httpcore quotes them, and the live clients'
+    credentials in a record's text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -28,7 +39,8 @@ class _Masked(logging.Filter):
         except Exception:  # a bad format: logging's own handler reports it, as without us
             return True
         try:
-            masked = redact(text, live_secrets())
+            masked = _HEADER_PAIR.sub(_masked_header, text) if "(b'" in text else text
+            masked = redact(masked, live_secrets())
         except Exception:  # never from a log call: the shapes of credentials, at least
             masked = redact(text, ())
         if masked != text:
@@ -40,7 +52,8 @@ _MASKED = _Masked()
 
 
 def logger(name: str) -> logging.Logger:
-    """The library logger ``name`` (under ``"flowith"``), masking credentials."""
+    """The logger ``name``, masking credentials: the library's own (under
+    ``"flowith"``), or a transport's whose records quote what it sends and receives."""
     found = logging.getLogger(name)
     if _MASKED not in found.filters:
         found.addFilter(_MASKED)

@@ -33,6 +33,7 @@ from flowith_proto.errors import (
     FlowithError,
     NotFoundError,
     ResponseDecodeError,
+    Secrets,
     ValidationError,
     rewrap,
     scrub,
@@ -456,7 +457,7 @@ def refresh(
             timeout=timeout,
             budget=budget,
             renew_token=False,
-            extra_secrets=(refresh_token,),
+            extra_secrets=Secrets((refresh_token,)),
         )
     except APIError as exc:
         if isinstance(exc, AuthenticationError) or exc.status_code not in _REFUSALS:

@@ -34,6 +34,7 @@ __all__ = [
     "MultipartForm",
     "Request",
     "Response",
+    "WireHeaders",
     "dump_json",
     "encode_query",
     "escape_surrogates",
@@ -156,6 +157,17 @@ def dump_json(payload: Any) -> bytes:
 
 def _redacted_headers(headers: Headers) -> str:
     return "{" + ", ".join(f"{name}: {value}" for name, value in masked_headers(headers)) + "}"
+
+
+class WireHeaders(tuple[tuple[str, str], ...]):
+    """The headers a transport sends, as a tuple whose repr masks the credentials:
+    the transport's frames hold them while the exchange runs, and a traceback shown
+    with its frames' variables (``pytest -l``, an error reporter) prints their reprs."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"WireHeaders({_redacted_headers(self)})"
 
 
 @attrs.frozen

@@ -126,6 +126,24 @@ async def streams() -> AsyncIterator[Streams]:
     await opened.aclose()
 
 
+def shown_with_variables(error: BaseException) -> str:
+    """A traceback of ``error`` with the variables of the library's frames (and the
+    transports'), as ``pytest -l`` and error reporters show them. Not the test's own
+    frames: they hold what the test wrote, as an application's hold what it passed."""
+    shown = traceback.TracebackException.from_exception(error, capture_locals=True)
+    tests = os.path.dirname(__file__)
+    links: list[traceback.TracebackException | None] = [shown]
+    while links:
+        link = links.pop()
+        if link is None:
+            continue
+        for frame in link.stack:
+            if frame.filename.startswith(tests):
+                frame.locals = None
+        links += [link.__cause__, link.__context__]
+    return "".join(shown.format())
+
+
 def shown_by_the_chain(error: BaseException) -> str:
     """What a traceback shows of ``error``, and a look at every error it was raised
     from: its repr, its arguments, its attributes and the headers of what it keeps

@@ -495,6 +495,11 @@ _UNREADABLE = {
     # No "://": redact() takes neither for a URL (aiohttp quoted them whole).
     "redirect-to-no-host": _FOUND + b"Location: https:a.png" + _SIGNED + b"\r\n\r\n",
     "redirect-to-mailto": _FOUND + b"Location: mailto:a@cdn.test" + _SIGNED + b"\r\n\r\n",
+    # Cut inside the head: aiohttp's error held what it had read, as an object.
+    "head-cut-short": (
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=" + _COOKIE.encode() + b"; Path=/\r\n"
+        b"Location: http://cdn.test/b.png" + _SIGNED + b"\r\nX-A: b"
+    ),
     # A password in a scheme-relative Location (where no request can go).
     "redirect-with-password": (
         _FOUND + b"Location: //user:" + _SIGNATURE.encode() + b"@[::1/a\r\n\r\n"

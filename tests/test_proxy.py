@@ -9,6 +9,7 @@ checked the same end-to-end way.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import socket
 import time
@@ -37,7 +38,7 @@ from flowith_proto.errors import (
 )
 from flowith_proto.fake import FakeFlowith, chunk, complete, hang, pause
 from tests.canned_server import raw_server
-from tests.conftest import MakeClient, Transport, shown_by_the_chain
+from tests.conftest import MakeClient, Transport, shown_by_the_chain, shown_with_variables
 from tests.forward_proxy import ForwardProxy
 
 pytestmark = pytest.mark.anyio
@@ -469,6 +470,24 @@ async def credits_through(transport: Transport, token: str, proxy: str) -> Conne
         with pytest.raises(ConnectionFailedError) as caught:
             await client.get_credits()
     return caught.value
+
+
+async def test_a_dead_proxy_shows_no_password_among_a_tracebacks_variables(
+    fake: FakeFlowith, transport: Transport
+) -> None:
+    """The transport's error is the cause of the library's: its traceback's frames
+    (httpcore's, aiohttp's) held the proxy's URL and the ``Proxy-Authorization``
+    header sent, which ``pytest -l`` and error reporters print."""
+    password = "s3cretProxyPass"
+    with socket.socket() as unused:  # a port nobody listens on: refused at once
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    failed = await credits_through(transport, fake.token, f"http://alice:{password}@127.0.0.1:{port}")
+    shown = shown_with_variables(failed)
+    assert password not in shown
+    assert base64.b64encode(f"alice:{password}".encode()).decode() not in shown
+    assert failed.__cause__ is not None  # the transport's own error, kept with its message
+    assert str(failed.__cause__) in shown
 
 
 async def test_a_tunnel_that_fails_after_connect_shows_no_proxy_password(

@@ -28,6 +28,7 @@ import pytest
 from flowith_httpx.fake_server import FakeFlowithServer
 from flowith_proto import abc as abc_module
 from flowith_proto.errors import (
+    APIError,
     ClientStateError,
     ConnectionFailedError,
     FileUploadError,
@@ -55,8 +56,8 @@ from flowith_proto.fake import (
 )
 from flowith_proto.models import GenerationOutput
 from flowith_proto.state import MAX_COOKIES
-from tests.canned_server import raw_server
-from tests.conftest import MakeClient, Transport, eventually
+from tests.canned_server import CannedServer, raw_server
+from tests.conftest import MakeClient, Transport, eventually, shown_with_variables
 
 pytestmark = pytest.mark.anyio
 
@@ -1526,6 +1527,46 @@ async def test_debug_logs_say_what_the_client_did_and_hold_no_secret(
     assert re.search(r"generation node \S+: image done \(from the (stream|its row)\)", shown)
     assert fake.token not in shown
     assert fake.refresh_token not in shown
+
+
+async def test_an_api_errors_traceback_shows_no_credential_among_its_variables(
+    fake: FakeFlowith, make_client: MakeClient
+) -> None:
+    """The frame raising every API error held all the call's credentials in one
+    tuple (the refresh token whole), which ``pytest -l`` and error reporters print
+    with the frame; a refresh's frames held the refresh token too."""
+    fake.fail_next(1, 404, path="/user/credits")
+    async with make_client(refresh_token=fake.refresh_token) as client:
+        with pytest.raises(NotFoundError) as caught:
+            await client.get_credits()
+        fake.fail_next(1, 500, path="/auth/v1/token")
+        with pytest.raises(APIError) as refusal:
+            await client.refresh_access_token()
+    # The variables are shown, hiding their secrets.
+    for error, variable in ((caught.value, "secrets = <"), (refusal.value, "token = '[REDACTED]'")):
+        shown = shown_with_variables(error)
+        assert variable in shown
+        assert fake.token not in shown
+        assert fake.refresh_token not in shown
+
+
+async def test_the_transports_logs_show_no_signed_url_or_cookie(
+    transport: Transport, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx logs each request's URL at INFO (a signed download's), httpcore each
+    answer's headers at DEBUG (the cookie set, before the client knows it)."""
+    caplog.set_level(logging.DEBUG)
+    signature, cookie = "SIGNATURE0123456789abcdef", "sidCOOKIEVALUE0123456789"
+    headers = [("Content-Type", "image/png"), ("Set-Cookie", f"sid={cookie}; Path=/")]
+    client = transport.client_class()(FakeFlowith().token, max_retries=0)
+    async with CannedServer(200, headers, b"PNG") as server, client:
+        await client.download(f"{server.url}/f/a.png?X-Amz-Signature={signature}", tmp_path)
+    logged = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records)
+    if transport.library == "httpx":  # aiohttp logs neither
+        assert "httpx HTTP Request: GET http://127.0.0.1" in logged
+        assert "httpcore.http11 receive_response_headers.complete" in logged
+    assert signature not in logged
+    assert cookie not in logged
 
 
 async def test_debug_logs_of_failures_hold_their_text_not_the_error(
