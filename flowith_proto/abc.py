@@ -632,7 +632,7 @@ class FlowithClientBase(WebAppMethods):
             body = SilenceWatchdog(body, self._now, self.stream_idle_timeout)
         if recorder is not None:
             body = recorder.stream(number, status, headers, body, self._now)
-        if status < 300:
+        if 200 <= status < 300:
             declared = (first_header(headers, "content-type") or "").split(";")[0].strip().lower()
             if media_type is not None and declared and declared != media_type:
                 await body.aclose()

@@ -139,7 +139,7 @@ def call(
         # have come in between): both are still valid, so both are hidden.
         secrets = Secrets((*credentials.secrets, *state.secrets, *extra_secrets))
         status = response.status
-        if status < 300:
+        if 200 <= status < 300:  # (a transport may pass on an interim 1xx: no success)
             return attrs.evolve(response, secrets=secrets, endpoint=request.endpoint)
         if attempt and status == 409 and request.conflict_means_done and _duplicate(response):
             return response  # an earlier attempt created the row after all

@@ -948,14 +948,14 @@ def error_from_response(
     secrets: Iterable[str] = (),
     endpoint: str = "",
 ) -> APIError | None:
-    """The exception for an HTTP answer, or ``None`` when it is a success.
+    """The exception for an HTTP answer, or ``None`` when it is a success (2xx).
 
     ``headers`` may be a mapping or pairs; names are compared case-insensitively.
     ``now`` (unix seconds) lets an HTTP-date ``Retry-After`` be turned into a wait.
     ``endpoint`` (``"GET /rest/v1/conversation"``) names the request answered, in
     the message and as ``.endpoint``.
     """
-    if status < 300:
+    if 200 <= status < 300:
         return None
     held = list(secrets)
     endpoint = redact(endpoint, held)  # a path may carry a token (a signed download URL)
@@ -975,6 +975,9 @@ def _status_error(
 ) -> APIError:
     pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
     answered = f"HTTP {status} from {endpoint}" if endpoint else f"HTTP {status}"
+    if status < 200:  # a 101 Switching Protocols that no request asked for, passed on
+        said = f"{answered}: an interim answer where a final one was due"
+        return APIError(said, status_code=status)
     if status < 400:  # not followed: the request carries credentials, the target is unknown
         location = next((v for k, v in pairs if k.lower() == "location"), "")
         if not location:  # a 304 to a request that asked for none, a 3xx without a target

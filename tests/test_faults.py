@@ -626,6 +626,36 @@ async def test_a_session_you_bring_shows_no_signed_location_either(
     assert _SIGNATURE not in shown
 
 
+async def test_an_interim_answer_no_request_asked_for_is_no_success(
+    fake: FakeFlowith, transport: Transport, tmp_path: Path
+) -> None:
+    """aiohttp hands on a ``101 Switching Protocols`` as the answer: the core took any
+    status under 300 for a success, so logout() said it was done and dropped the
+    refresh token, a download saved an empty file, and reads returned made-up values."""
+    server = CannedServer(101, [("Upgrade", "websocket"), ("Connection", "Upgrade")], b"")
+    server.answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+    async with server:
+        client = transport.client_class()(
+            fake.token,
+            refresh_token=fake.refresh_token,
+            edge_url=server.url,
+            supabase_url=server.url,
+            max_retries=0,
+        )
+        async with client:
+            with pytest.raises(FlowithError):
+                await client.logout()
+            assert client.get_refresh_token() == fake.refresh_token
+            with pytest.raises(FlowithError):
+                await client.get_online_count()
+            with pytest.raises(FlowithError):
+                await client.download(f"{server.url}/f/a.png", tmp_path)
+            with pytest.raises(FlowithError):
+                async for _ in client.stream_user_sse(timeout=5):
+                    pass
+    assert not any(tmp_path.iterdir())  # noqa: ASYNC240 (a test's look)
+
+
 async def test_a_failed_calls_cause_keeps_no_cookie_the_client_sent(
     fake: FakeFlowith, transport: Transport
 ) -> None:
