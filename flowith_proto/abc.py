@@ -1767,7 +1767,8 @@ class FlowithClientBase(WebAppMethods):
     ) -> bool:
         """Wait before a listener opens its stream again; ``False`` if the window
         ends first."""
-        delay = LISTENER_RECONNECT if retry_ms is None else retry_ms / 1000
+        # (retry: takes any run of digits; past 2**53 ms a float cannot hold them all.)
+        delay = LISTENER_RECONNECT if retry_ms is None else min(retry_ms, 2**53) / 1000
         if quiet > 1:  # the stream keeps ending without a word: back off
             delay = max(delay, doubled(LISTENER_RECONNECT, quiet - 1, LISTENER_RECONNECT_MAX))
         until = self._now() + delay

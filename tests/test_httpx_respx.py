@@ -943,6 +943,17 @@ def test_a_listener_waiting_to_reopen_its_stream_is_ended_by_aclose() -> None:
     assert (ended, at) == ("ClientStateError", 0.5)
 
 
+def test_a_retry_longer_than_a_float_holds_ends_the_window() -> None:
+    """``retry:`` takes any run of digits: 400 of them made the wait's division
+    raise a bare OverflowError, which ended the listener."""
+    event = frame({"type": "chunks", "nodeId": CONV, "chunks": ["one"]})
+    heard, ended, at = _listen_on_mock_clock(
+        lambda request: _sse(event + b"retry: 1" + b"0" * 400 + b"\n\n"), window=3
+    )
+    assert [e["chunks"] for e in heard] == [["one"]]
+    assert (ended, at) == ("the window", 0.0)  # the wait asked for outlasts it
+
+
 def test_an_event_id_no_header_can_carry_is_not_sent_back() -> None:
     """httpx encodes headers in ASCII: a listener whose stream numbered its events
     'é-1' ended in a bare UnicodeEncodeError when it reopened the stream."""
