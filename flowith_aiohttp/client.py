@@ -51,6 +51,7 @@ from flowith_proto.config import (
     DEFAULT_SUPABASE_KEY,
     DEFAULT_SUPABASE_URL,
     DEFAULT_TIMEOUT,
+    LONG_REQUESTS_AT_ONCE,
     REQUESTS_AT_ONCE,
     EdgeAuth,
 )
@@ -96,6 +97,42 @@ async def _before(deadline: float, awaitable: Awaitable[T]) -> T:
     """
     async with timeout_at(deadline):
         return await awaitable
+
+
+class _Turns:
+    """``count`` requests out at once; more wait their turn, each within its limit."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._semaphore: asyncio.Semaphore | None = None  # made in the event loop
+
+    async def take(self, limit: float) -> tuple[Callable[[], None], float]:
+        """Wait up to ``limit`` seconds for a turn (a request never sent, if it runs
+        out); return what gives the turn back (once, whoever calls it) and the
+        seconds left of ``limit``."""
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.count)
+        semaphore = self._semaphore
+        if not semaphore.locked():  # a turn is free: taken at once, no timer to set
+            await semaphore.acquire()
+            left = limit
+        else:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                await _before(started + limit, semaphore.acquire())
+            except asyncio.TimeoutError as exc:
+                raise waited_for_turn(limit, self.count) from exc
+            # Never 0: to aiohttp, a total of 0 means no limit at all.
+            left = max(limit - (loop.time() - started), 1e-3)
+        held = [True]
+
+        def release() -> None:
+            if held:
+                held.clear()
+                semaphore.release()
+
+        return release, left
 
 
 #: The longest response header line read, as httpcore's h11 reads (aiohttp: 8190).
@@ -394,14 +431,18 @@ class _Body:
     connection stays usable for the next reader.
     """
 
-    __slots__ = ("_decoding", "_ended", "_response")
+    __slots__ = ("_decoding", "_ended", "_release", "_response")
 
     def __init__(
-        self, response: aiohttp.ClientResponse, decoding: ContentDecoder | None = None
+        self,
+        response: aiohttp.ClientResponse,
+        decoding: ContentDecoder | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self._response = response
         self._decoding = decoding
         self._ended = False
+        self._release = release  # gives the stream's turn back
 
     async def read(self, deadline: float | None) -> bytes | None:
         decoding = self._decoding
@@ -444,7 +485,11 @@ class _Body:
             raise ConnectionFailedError("stream broke: the connection was closed") from exc
 
     async def aclose(self) -> None:
-        self._response.close()
+        try:
+            self._response.close()
+        finally:
+            if self._release is not None:
+                self._release()
 
 
 async def _cancel_all(tasks: Sequence[asyncio.Future[Any]]) -> asyncio.CancelledError | None:
@@ -488,7 +533,8 @@ class FlowithClient(FlowithClientBase):
     ``NO_PROXY`` do, read as httpx reads them. As on httpx, at most 16 short
     requests are out at once on it; more wait their turn, within their timeout
     (one that times out waiting says it was never sent). Event streams,
-    downloads and uploads are not counted.
+    downloads and uploads, which hold a connection for long, wait for one of 64
+    turns of their own instead.
     """
 
     def __init__(
@@ -561,7 +607,11 @@ class FlowithClient(FlowithClientBase):
                 "(it sends them in Latin-1): use the httpx transport, which sends UTF-8"
             )
         self._owns_http = http_client is None
-        self._turns: asyncio.Semaphore | None = None  # made in the event loop, on first use
+        # On our own session: short requests, and long ones (streams, downloads,
+        # uploads), each out at once up to their number, as on httpx; together fewer
+        # than the pool's connections, so that none waits inside it behind the others.
+        self._short_turns = _Turns(REQUESTS_AT_ONCE)
+        self._long_turns = _Turns(LONG_REQUESTS_AT_ONCE)
         self._shielded_tasks: set[asyncio.Future[Any]] = set()
         # The sockets of our session's connections (see _close_transport).
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
@@ -646,30 +696,19 @@ class FlowithClient(FlowithClientBase):
     async def _turn(
         self, body: bytes | AsyncIterator[bytes] | None, limit: float
     ) -> AsyncIterator[float]:
-        """Wait for one of :data:`~flowith_proto.config.REQUESTS_AT_ONCE` turns, as
-        the httpx transport's lanes do, for a short request on the client's own
-        session; yield the seconds left of ``limit``. (An upload holds its
-        connection for long, and a session you bring keeps its own limits.)"""
-        if not self._owns_http or not (body is None or isinstance(body, bytes)):
+        """Wait for a turn on the client's own session, as the httpx transport waits
+        (a short request's on its lanes, an upload's on its main client); yield the
+        seconds left of ``limit``. (A session you bring keeps its own limits.)"""
+        if not self._owns_http:
             yield limit
             return
-        if self._turns is None:
-            self._turns = asyncio.Semaphore(REQUESTS_AT_ONCE)
-        if not self._turns.locked():  # a turn is free: taken at once, no timer to set
-            await self._turns.acquire()
-            left = limit
-        else:
-            started = self._now()
-            try:
-                await _before(started + limit, self._turns.acquire())
-            except asyncio.TimeoutError as exc:
-                raise waited_for_turn(limit, REQUESTS_AT_ONCE) from exc
-            # Never 0: to aiohttp, a total of 0 means no limit at all.
-            left = max(limit - (self._now() - started), 1e-3)
+        short = body is None or isinstance(body, bytes)
+        turns = self._short_turns if short else self._long_turns
+        release, left = await turns.take(limit)
         try:
             yield left
         finally:
-            self._turns.release()
+            release()
 
     def _request(
         self,
@@ -743,24 +782,33 @@ class FlowithClient(FlowithClientBase):
     async def _open_stream(
         self, request: Request, deadline: float | None
     ) -> tuple[int, Sequence[tuple[str, str]], ByteStream]:
-        limit = self._request_limit(None, deadline)
+        limit = left = self._request_limit(None, deadline)
+        release: Callable[[], None] | None = None
+        if self._owns_http:  # its turn comes back when its body is closed
+            release, left = await self._long_turns.take(limit)
         try:
-            # Reaching the headers is bounded; reads wait as long as the caller's deadline.
-            body, headers = self._wire_body(request)  # a stream's request has no file to close
-            answer, hops = await _before(
-                asyncio.get_running_loop().time() + limit,
-                self._followed(request, body, headers, _on_time(total=None, sock_connect=limit)),
-            )
-        except asyncio.TimeoutError as exc:
-            raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
-        except aiohttp.ClientError as exc:
-            raise _transport_error(exc) from exc
-        try:
-            decoding = _decoding(answer)
+            try:
+                # Reaching the headers is bounded; reads wait as long as the caller's
+                # deadline. (A stream's request has no file to close.)
+                body, headers = self._wire_body(request)
+                answer, hops = await _before(
+                    asyncio.get_running_loop().time() + left,
+                    self._followed(request, body, headers, _on_time(total=None, sock_connect=left)),
+                )
+            except asyncio.TimeoutError as exc:
+                raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
+            except aiohttp.ClientError as exc:
+                raise _transport_error(exc) from exc
+            try:
+                decoding = _decoding(answer)
+            except BaseException:
+                answer.close()
+                raise
         except BaseException:
-            answer.close()
+            if release is not None:
+                release()
             raise
-        return answer.status, _headers(answer, hops), _Body(answer, decoding)
+        return answer.status, _headers(answer, hops), _Body(answer, decoding, release)
 
     async def _race(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> T:
         tasks = [asyncio.ensure_future(job()) for job in jobs]

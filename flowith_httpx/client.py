@@ -62,6 +62,7 @@ from flowith_proto.config import (
     DEFAULT_SUPABASE_KEY,
     DEFAULT_SUPABASE_URL,
     DEFAULT_TIMEOUT,
+    LONG_REQUESTS_AT_ONCE,
     EdgeAuth,
 )
 from flowith_proto.errors import (
@@ -779,15 +780,6 @@ def _own_client(
     raise ValueError(_REFUSED_PROXY if proxy is not None else _REFUSED_SETTING)
 
 
-#: Long requests out at once (event streams and downloads on the main client of
-#: our own, uploads on clients of their own): fewer than its pool's 100
-#: connections, so that none ever waits inside
-#: httpcore's pool. One cut short there (its time ran out, or it was cancelled) left
-#: a connection slot taken for good (httpcore#1093): after bursts of downloads that
-#: timed out, every later download, upload and event stream timed out too.
-MAIN_REQUESTS = 64
-
-
 class _Slots:
     """Turns on the main client, waited for here, where a cancellation is clean."""
 
@@ -898,7 +890,7 @@ class FlowithClient(FlowithClientBase):
             # Downloads, event streams (on self._http) and uploads (on clients of their
             # own), which we close.
             self._in_flight: InFlight | None = InFlight()
-            self._main_slots: _Slots | None = _Slots(MAIN_REQUESTS)
+            self._main_slots: _Slots | None = _Slots(LONG_REQUESTS_AT_ONCE)
         else:
             self._http = http_client
             self._jar = None  # yours: its cookies are yours to keep
@@ -1042,7 +1034,7 @@ class FlowithClient(FlowithClientBase):
                 release()
             if isinstance(exc, builtins.TimeoutError):
                 if self._main_slots is not None and release is None:  # the server was never asked
-                    raise waited_for_turn(limit, MAIN_REQUESTS) from exc
+                    raise waited_for_turn(limit, LONG_REQUESTS_AT_ONCE) from exc
                 raise TimeoutError(f"stream did not open within {limit:.3g}s") from exc
             if isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
                 raise _transport_error(exc) from exc

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_SUPABASE_URL",
     "DEFAULT_TIMEOUT",
     "LEGACY_SUPABASE_ANON_KEY",
+    "LONG_REQUESTS_AT_ONCE",
     "REQUESTS_AT_ONCE",
     "EdgeAuth",
     "FlowithConfig",
@@ -35,8 +36,15 @@ __all__ = [
 #: either transport (more wait their turn, within their timeout): as many as would
 #: cost each request what one does on httpx (see ``flowith_httpx.lanes``), and the
 #: same on aiohttp, so that swapping transports changes nothing. Event streams,
-#: downloads and uploads hold a connection for long and are not counted.
+#: downloads and uploads hold a connection for long: they take turns of their own.
 REQUESTS_AT_ONCE = 16
+
+#: The most long requests (event streams, downloads, uploads) a client has out at once
+#: on connections of its own, on either transport; more wait their turn, within the
+#: client's timeout. With the short ones, fewer than a connection pool's 100: none
+#: ever waits inside the pool, where a short request would wait behind them (aiohttp)
+#: or a wait cut short could leave its slot taken for good (httpcore#1093).
+LONG_REQUESTS_AT_ONCE = 64
 
 #: Seconds one HTTP request may take unless the client or the call says otherwise.
 DEFAULT_TIMEOUT = 30.0

@@ -1488,6 +1488,57 @@ async def test_every_transport_sends_as_many_requests_at_once(transport: Transpo
         serving.cancel_scope.cancel()
 
 
+async def test_long_requests_take_turns_and_never_crowd_out_short_ones(
+    transport: Transport, tmp_path: Path
+) -> None:
+    """aiohttp sent every download at once, in the pool of 100 its short requests
+    share: beside 100 downloads a write waited in that pool, timed out and said it
+    was sent. Both transports now send at most LONG_REQUESTS_AT_ONCE long requests
+    at once; one that runs out of time waiting for its turn says it was never sent."""
+    from flowith_proto.config import LONG_REQUESTS_AT_ONCE
+    from flowith_proto.errors import TimeoutError as FlowithTimeout
+
+    downloads: list[str] = []
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive()
+            path = head.split(b" ", 2)[1].decode()
+            if path.startswith("/f/"):
+                downloads.append(path)
+                await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+                await anyio.sleep_forever()  # the file comes no further
+            await stream.send(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 2\r\nConnection: close\r\n\r\n[]"
+            )
+
+    async with raw_server(serve) as url:
+        client = transport.client_class()(
+            FakeFlowith().token, edge_url=url, supabase_url=url, timeout=15, max_retries=0
+        )
+        async with client, anyio.create_task_group() as group:
+            for number in range(100):
+                group.start_soon(client.download, f"{url}/f/{number}.bin", tmp_path)
+            await eventually(lambda: len(downloads) >= LONG_REQUESTS_AT_ONCE)
+            await anyio.sleep(0.2)  # time enough for more to arrive, were they sent
+            assert len(downloads) == LONG_REQUESTS_AT_ONCE
+            with anyio.fail_after(5):
+                assert await client.get_credits() == []
+            with pytest.raises(FlowithTimeout) as caught:
+                await client.download(f"{url}/f/late.bin", tmp_path, timeout=0.3)
+            group.cancel_scope.cancel()
+    assert caught.value.request_sent is False
+    # The limit is what was left of the 0.3 s when the wait began (less by the
+    # download's own steps before it: a thread's mkdir, a slow loop).
+    waited = re.match(r"request was not sent: it waited (0\.\d+)s for its turn", str(caught.value))
+    assert waited is not None, str(caught.value)
+    assert 0.1 <= float(waited.group(1)) <= 0.3
+    assert "/f/late.bin" not in downloads
+
+
 async def test_a_deadline_gone_before_sending_says_the_request_was_not_sent(
     make_client: MakeClient, fake: FakeFlowith
 ) -> None:
