@@ -406,8 +406,14 @@ def _clear_credentials(exc: BaseException) -> None:
 
 
 def _detail(exc: Exception) -> str:
-    # On one line, as a message quotes a server's words; httpcore often says nothing.
-    return one_line(str(exc)) or "the connection broke or was closed"
+    """What ``exc`` says, on one line (as a message quoting a server's words), or what
+    an error it was raised from says: httpcore's often say nothing, and on trio a
+    refused certificate is three causes down."""
+    for link in error_chain(exc):
+        said = one_line(str(link))
+        if said:
+            return said
+    return "the connection broke or was closed"
 
 
 async def _whole_body(answer: httpx.Response, endpoint: str) -> bytes:

@@ -738,6 +738,23 @@ def test_a_transport_error_without_words_still_says_what_happened() -> None:
     assert str(error) == "ReadError: the connection broke or was closed"
 
 
+def test_a_transport_error_without_words_says_what_its_cause_said() -> None:
+    """On trio, a refused certificate was "ConnectError: the connection broke or was
+    closed": the SSLCertVerificationError saying so was three causes down."""
+    import ssl
+
+    import httpx
+
+    from flowith_httpx.client import _transport_error
+
+    refused = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] self-signed")
+    broken = httpx.ConnectError("")
+    broken.__cause__ = OSError()  # one more that says nothing, as trio's does
+    broken.__cause__.__cause__ = refused
+    error = _transport_error(broken)
+    assert str(error) == "ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED] self-signed"
+
+
 async def test_a_request_body_can_be_sent_again_by_your_clients_auth_flow() -> None:
     """An auth flow may resend a request (a challenge answered): the body goes again,
     whole (it went once only, and h11 refused the short second one)."""
