@@ -73,7 +73,7 @@ from flowith_proto.errors import (
 from flowith_proto.logs import report_left_failure
 from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import EnvironmentProxies, lower_scheme, refused_setting
-from flowith_proto.request import Request, Response
+from flowith_proto.request import Request, Response, header_pairs
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
 from flowith_proto.state import MAX_COOKIES, excess_cookies
 
@@ -335,10 +335,13 @@ def _headers(
     recorded on either transport is then the same), after the cookies its
     redirects (``hops``) set: the session keeps those too, so the client must know
     them to hide their values."""
-    hop_cookies = tuple(
-        ("set-cookie", value) for hop in hops for value in hop.headers.getall("Set-Cookie", ())
+    hop_cookies = header_pairs(
+        (name, value)
+        for hop in hops
+        for name, value in hop.raw_headers
+        if name.lower() == b"set-cookie"
     )
-    return hop_cookies + tuple((name.lower(), value) for name, value in answer.headers.items())
+    return hop_cookies + header_pairs(answer.raw_headers)
 
 
 def _redirect_target(answer: aiohttp.ClientResponse) -> URL | None:

@@ -15,6 +15,7 @@ import contextvars
 import functools
 import math
 import os
+import re
 import sys
 import urllib.request
 from collections.abc import (
@@ -31,6 +32,7 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from http.cookiejar import CookieJar
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 from flowith_proto import extras, logs
 
@@ -81,7 +83,7 @@ from flowith_proto.errors import (
 from flowith_proto.logs import report_left_failure
 from flowith_proto.progress import RequestProgress
 from flowith_proto.proxies import refused_setting
-from flowith_proto.request import Request, Response
+from flowith_proto.request import Request, Response, header_pairs, header_text
 from flowith_proto.silence import DEFAULT_STREAM_IDLE_TIMEOUT
 from flowith_proto.state import MAX_COOKIES, excess_cookies
 
@@ -535,12 +537,13 @@ def _with_body(
 def _headers(answer: httpx.Response) -> tuple[tuple[str, str], ...]:
     """The answer's headers, after the cookies its redirects set: the client keeps
     those too, so it must know them to hide their values."""
-    hops = tuple(
-        ("set-cookie", value)
+    hops = header_pairs(
+        (name, value)
         for hop in answer.history
-        for value in hop.headers.get_list("set-cookie")
+        for name, value in hop.headers.raw
+        if name.lower() == b"set-cookie"
     )
-    return hops + tuple(answer.headers.multi_items())
+    return hops + header_pairs(answer.headers.raw)
 
 
 #: Chunks a stream's pump may read ahead of its readers (each at most 64 KiB, raw or
@@ -751,13 +754,30 @@ async def _port_in_range(request: httpx.Request) -> None:
         raise _PortOutOfRange(port)
 
 
-async def _empty_location_is_none(answer: httpx.Response) -> None:
-    """Drop an empty ``Location``: httpx took it for the URL it was sent to and asked
-    again, 20 times, to fail with ``TooManyRedirects``; aiohttp, and the core for an
-    answer it does not follow, read it as no target ("without a Location to follow")."""
+async def _location_as_aiohttp_reads_it(answer: httpx.Response) -> None:
+    """A redirect's ``Location`` as aiohttp's transport reads it, for httpx to follow.
+
+    An empty one is dropped: httpx took it for the URL it was sent to and asked again,
+    20 times, to fail with ``TooManyRedirects``; aiohttp, and the core for an answer
+    it does not follow, read it as no target ("without a Location to follow"). A
+    non-ASCII one is read on its own (see :func:`~flowith_proto.request.header_text`)
+    and percent-encoded: httpx read it as Latin-1 whenever another header of the
+    answer was not UTF-8, and fetched ``/caf%C3%83%C2%A9.bin`` for ``/café.bin``.
+    """
     # The status first: this runs on every answer, and reading a header scans them all.
-    if 300 <= answer.status_code < 400 and answer.headers.get("location") == "":
+    if not 300 <= answer.status_code < 400:
+        return
+    raw = answer.headers.raw
+    location = next((value for name, value in raw if name.lower() == b"location"), None)
+    if location == b"":
         del answer.headers["location"]
+    elif location is not None and not location.isascii():
+        answer.headers["location"] = _NON_ASCII.sub(
+            lambda run: quote(run[0], safe=""), header_text(location)
+        )
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 def _own_client(
@@ -885,7 +905,7 @@ class FlowithClient(FlowithClientBase):
                     cookies=jar,
                     event_hooks={
                         "request": [_port_in_range],
-                        "response": [_empty_location_is_none],
+                        "response": [_location_as_aiohttp_reads_it],
                     },
                 )
 

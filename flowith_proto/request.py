@@ -38,6 +38,8 @@ __all__ = [
     "dump_json",
     "encode_query",
     "escape_surrogates",
+    "header_pairs",
+    "header_text",
     "json_text",
     "literal",
     "percent_encode",
@@ -393,3 +395,20 @@ def first_header(headers: Iterable[tuple[str, str]], name: str) -> str | None:
     """The first value of header ``name``, compared case-insensitively as HTTP does."""
     lowered = name.lower()
     return next((v for k, v in headers if k.lower() == lowered), None)
+
+
+def header_pairs(raw: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    """An answer's headers as the transport received them, as text: names
+    lower-cased, each value UTF-8 where it is valid (what servers send), else
+    Latin-1 (RFC 9110's octets), each on its own. httpx reads every value of a head
+    as Latin-1 once one is not UTF-8, and aiohttp keeps undecodable bytes as lone
+    surrogates, which no UTF-8 log or terminal can write."""
+    return tuple((name.decode("latin-1").lower(), header_text(value)) for name, value in raw)
+
+
+def header_text(value: bytes) -> str:
+    """One header value as text (see :func:`header_pairs`)."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")

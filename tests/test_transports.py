@@ -1539,6 +1539,46 @@ async def test_long_requests_take_turns_and_never_crowd_out_short_ones(
     assert "/f/late.bin" not in downloads
 
 
+async def test_a_utf8_location_beside_a_latin1_header_leads_to_the_same_file(
+    transport: Transport, tmp_path: Path
+) -> None:
+    """httpx read every header of a head as Latin-1 once one was not UTF-8: the
+    UTF-8 ``Location`` /café.bin led it to /caf%C3%83%C2%A9.bin (aiohttp: /caf%C3%A9.bin)."""
+    async with CannedServer(200, [("Content-Type", "text/plain")], b"the file") as server:
+        server.answers["/start.bin"] = (
+            b"HTTP/1.1 302 Found\r\nLocation: /caf\xc3\xa9.bin\r\nX-Note: caf\xe9\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        async with transport.client_class()(FakeFlowith().token, max_retries=0) as client:
+            saved = await client.download(f"{server.url}/start.bin", tmp_path)
+    assert server.paths == ["/start.bin", "/caf%C3%A9.bin"]
+    assert saved.read_bytes() == b"the file"
+
+
+async def test_each_header_is_read_as_utf8_where_it_is_else_as_latin1(
+    transport: Transport,
+) -> None:
+    """aiohttp kept the bytes of a header that is not UTF-8 as lone surrogates: an error
+    quoting it could not be written to a UTF-8 log or terminal. httpx read the
+    UTF-8 header beside it as Latin-1."""
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/h\xe9ml\r\nX-Note: caf\xc3\xa9\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\nhi"
+    )
+    server = CannedServer(200, [], b"")
+    server.answer = answer
+    async with server:
+        client = transport.client_class()(
+            FakeFlowith().token, edge_url=server.url, supabase_url=server.url, max_retries=0
+        )
+        async with client:
+            with pytest.raises(FlowithError) as caught:
+                async for _ in client.stream_user_sse(timeout=5):
+                    pass
+    assert "got text/héml" in str(caught.value)
+    str(caught.value).encode("utf-8")  # writable as UTF-8
+
+
 async def test_a_deadline_gone_before_sending_says_the_request_was_not_sent(
     make_client: MakeClient, fake: FakeFlowith
 ) -> None:
